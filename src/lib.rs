@@ -1,0 +1,13 @@
+//! rk3s: a lightweight, single-binary Kubernetes distribution.
+//!
+//! See `ARCHITECTURE.md` for the map of this crate.
+
+pub mod agent;
+pub mod apiserver;
+pub mod check_config;
+pub mod cli;
+pub mod config;
+pub mod pki;
+pub mod process;
+pub mod server;
+pub mod store;

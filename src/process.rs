@@ -1,0 +1,1 @@
+//! process discipline (being written)
