@@ -1,1 +1,2 @@
-//! apiserver (being written)
+//! The Kubernetes API server (being written).
+pub mod registry;

@@ -1,1 +1,139 @@
-//! store (being written)
+//! The revisioned key-value store behind the API server.
+//!
+//! This module is the only place that opens SQLite (see ARCHITECTURE.md). The
+//! API server sees the store only through the [`Store`] trait, so that a later
+//! backend (external etcd, for several servers) can slot in beside SQLite.
+//!
+//! The model is etcd's: one global, monotonically increasing revision; every
+//! write gets the next revision; update and delete are compare-and-swap on the
+//! key's `mod_revision` (which the API server shows as `resourceVersion`);
+//! history is kept back to a compaction point so that watches can resume from
+//! any retained revision.
+//!
+//! Values are opaque bytes to the store (the API server stores JSON).
+
+use std::fmt;
+
+/// A global store revision. Revision 0 means "nothing written yet".
+pub type Revision = i64;
+
+/// One key at one revision.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The revision at which this key was created (survives updates).
+    pub create_revision: Revision,
+    /// The revision of the last write to this key: the object's `resourceVersion`.
+    pub mod_revision: Revision,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key)
+            .field("value_len", &self.value.len())
+            .field("create_revision", &self.create_revision)
+            .field("mod_revision", &self.mod_revision)
+            .finish()
+    }
+}
+
+/// What to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// Only keys that start with this prefix (e.g. `/registry/pods/default/`).
+    pub prefix: String,
+    /// Only keys strictly greater than this one (for `continue` tokens).
+    pub start_after: Option<String>,
+    /// At most this many records; `None` is unlimited.
+    pub limit: Option<usize>,
+    /// Read as of this revision (a consistent snapshot); `None` is the latest.
+    /// A revision below the compaction point is [`StoreError::Compacted`];
+    /// one above the current revision is [`StoreError::FutureRevision`].
+    pub revision: Option<Revision>,
+}
+
+/// One page of a list, in key order.
+#[derive(Clone, Debug)]
+pub struct ListPage {
+    pub records: Vec<Record>,
+    /// The revision the page was read at (the list's `resourceVersion`).
+    pub revision: Revision,
+    /// How many matching records come after this page (0 when complete).
+    pub remaining: usize,
+}
+
+/// What happened to a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// One change, as seen by a watcher.
+#[derive(Clone, Debug)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    /// The revision of this change.
+    pub revision: Revision,
+    /// The key after the change. For `Deleted` this is the last value the key
+    /// had, with `mod_revision` set to the deletion's revision.
+    pub record: Record,
+    /// The key before the change (`None` for `Created`). Watchers with
+    /// selectors need it to tell "left the selection" from "changed inside it".
+    pub prev: Option<Record>,
+}
+
+/// A stream of changes under a prefix, in revision order, with no gaps.
+///
+/// The receiver yields `Err(StoreError::Compacted{..})` and then ends when the
+/// watcher fell so far behind that events it had not seen were compacted or
+/// dropped; the API server turns that into a 410 Gone for its client.
+pub type WatchReceiver = tokio::sync::mpsc::Receiver<Result<WatchEvent, StoreError>>;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("failed to create {key}: it already exists")]
+    AlreadyExists { key: String },
+    #[error("failed to find {key}")]
+    NotFound { key: String },
+    #[error("failed to write {key}: expected revision {expected}, found {actual}")]
+    Conflict { key: String, expected: Revision, actual: Revision },
+    #[error("failed to read revision {requested}: compacted up to {compacted}")]
+    Compacted { requested: Revision, compacted: Revision },
+    #[error("failed to read revision {requested}: the store is only at {current}")]
+    FutureRevision { requested: Revision, current: Revision },
+    #[error("failed to use the store: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The narrow interface every backend implements.
+///
+/// Calls are synchronous and short (a mutex and one SQLite statement or
+/// transaction); async callers may call them directly for small operations or
+/// through `spawn_blocking` for large lists.
+pub trait Store: Send + Sync + 'static {
+    /// The newest revision written.
+    fn current_revision(&self) -> Revision;
+    /// The oldest revision still readable (history before it is gone).
+    fn compacted_revision(&self) -> Revision;
+    /// The latest value of one key.
+    fn get(&self, key: &str) -> Result<Option<Record>>;
+    /// A page of keys under a prefix, at the latest or a given revision.
+    fn list(&self, opts: &ListOptions) -> Result<ListPage>;
+    /// Create a key; fails with `AlreadyExists` if it exists.
+    fn create(&self, key: &str, value: &[u8]) -> Result<Record>;
+    /// Replace a key's value if its `mod_revision` is `expected`.
+    fn update(&self, key: &str, value: &[u8], expected: Revision) -> Result<Record>;
+    /// Delete a key, if `expected` is given only at that `mod_revision`.
+    /// Returns the deleted record with `mod_revision` = the deletion's revision.
+    fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Record>;
+    /// Every change under `prefix` with a revision greater than `after`.
+    fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver>;
+    /// Drop history at and before `revision` (never the latest value of a live key).
+    fn compact(&self, revision: Revision) -> Result<()>;
+}
