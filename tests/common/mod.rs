@@ -1,0 +1,18 @@
+//! Shared test support: real components started for a test and cleaned up
+//! afterwards, even when the test fails (every handle cleans up in `Drop`).
+//!
+//! Each test file pulls this in with `mod common;` and uses what it needs.
+#![allow(dead_code)]
+
+/// Start the rk3s API server in-process on a temp data dir, with a kubeconfig.
+pub mod apiserver;
+/// A private containerd (with runc) on its own root, state and socket.
+pub mod containerd;
+/// Tiny images built from Debian's busybox-static, as image tars.
+pub mod image;
+/// The real `kubectl`, run with a given kubeconfig.
+pub mod kubectl;
+/// Network-namespace "nodes" joined by a bridge.
+pub mod netns;
+/// Whether root-only (e2e) tests must run, may be skipped, or are refused.
+pub mod privilege;
