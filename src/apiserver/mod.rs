@@ -1,2 +1,6 @@
 //! The Kubernetes API server (being written).
+pub mod builtin;
+pub mod discovery;
 pub mod registry;
+pub mod table;
+pub mod version;
