@@ -296,3 +296,22 @@ async fn router_serves_legacy_paths_version_and_404s() {
     let (status, _, _) = send(router, "/api/v1/pods", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn router_merges_with_the_rest_handlers() {
+    // The REST core owns everything below a group version, whatever it names
+    // its path parameters.
+    let rest: Router = Router::new()
+        .route("/api/{v}/{resource}", get(|| async { "rest" }))
+        .route("/apis/{g}/{v}/{resource}", get(|| async { "rest" }))
+        .route("/apis/{g}/{v}/namespaces/{ns}/{resource}", get(|| async { "rest" }));
+    let merged = router(Arc::new(builtin_registry())).merge(rest);
+    let (_, _, body) = send(merged.clone(), "/apis/apps/v1/deployments", &[]).await;
+    assert_eq!(body, b"rest");
+    let (_, _, body) = send(merged.clone(), "/api/v1/pods", &[]).await;
+    assert_eq!(body, b"rest");
+    let (status, _, body) = send(merged, "/apis/apps/v1", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(doc["groupVersion"], "apps/v1");
+}
