@@ -15,8 +15,19 @@ use crate::apiserver::registry::{Registry, ResourceDef};
 use crate::apiserver::table::{columns_for, default_columns};
 
 /// The verbs of a full CRUD resource, sorted as discovery lists them.
-pub const FULL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
-const NO_COLLECTION: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+pub const FULL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NO_COLLECTION: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 const CREATE_ONLY: &[&str] = &["create"];
 
 struct Spec {
@@ -38,7 +49,17 @@ const fn r(
     plural: &'static str,
     namespaced: bool,
 ) -> Spec {
-    Spec { group, version, kind, plural, namespaced, short: &[], categories: &[], subresources: &[], verbs: FULL_VERBS }
+    Spec {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        short: &[],
+        categories: &[],
+        subresources: &[],
+        verbs: FULL_VERBS,
+    }
 }
 
 impl Spec {
@@ -74,6 +95,8 @@ const STORAGE: &str = "storage.k8s.io";
 const ADMISSION: &str = "admissionregistration.k8s.io";
 const NET: &str = "networking.k8s.io";
 
+// One line per resource reads best as a table.
+#[rustfmt::skip]
 static SPECS: &[Spec] = &[
     // core/v1
     r(CORE, "v1", "Binding", "bindings", NS).verbs(CREATE_ONLY),
@@ -255,7 +278,12 @@ pub fn subresource_info(def: &ResourceDef, sub: &str) -> SubresourceInfo {
         version: "",
         kind: kind.to_string(),
     };
-    let other = |verbs, group, version, kind: &str| SubresourceInfo { verbs, group, version, kind: kind.to_string() };
+    let other = |verbs, group, version, kind: &str| SubresourceInfo {
+        verbs,
+        group,
+        version,
+        kind: kind.to_string(),
+    };
     match sub {
         "scale" => other(GET_PATCH_UPDATE, "autoscaling", "v1", "Scale"),
         "eviction" => other(CREATE_ONLY, "policy", "v1", "Eviction"),
@@ -276,7 +304,9 @@ pub fn subresource_info(def: &ResourceDef, sub: &str) -> SubresourceInfo {
 pub fn storage_version(def: &ResourceDef) -> (String, String, String) {
     match (def.group.as_str(), def.kind.as_str()) {
         ("events.k8s.io", "Event") => (String::new(), "v1".into(), "Event".into()),
-        ("autoscaling", "HorizontalPodAutoscaler") => ("autoscaling".into(), "v2".into(), def.kind.clone()),
+        ("autoscaling", "HorizontalPodAutoscaler") => {
+            ("autoscaling".into(), "v2".into(), def.kind.clone())
+        }
         _ => (def.group.clone(), def.version.clone(), def.kind.clone()),
     }
 }
@@ -295,7 +325,17 @@ mod tests {
         assert_eq!(pods.categories, ["all"]);
         assert!(pods.namespaced);
         assert_eq!(pods.verbs, FULL_VERBS);
-        for sub in ["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"] {
+        for sub in [
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+            "proxy",
+            "ephemeralcontainers",
+        ] {
             assert!(pods.has_subresource(sub), "pods/{sub}");
         }
         let ns = reg.lookup("", "v1", "namespaces").expect("namespaces");
@@ -317,8 +357,16 @@ mod tests {
         assert_eq!(
             all,
             [
-                "cronjobs", "daemonsets", "deployments", "horizontalpodautoscalers", "jobs", "pods",
-                "replicasets", "replicationcontrollers", "services", "statefulsets"
+                "cronjobs",
+                "daemonsets",
+                "deployments",
+                "horizontalpodautoscalers",
+                "jobs",
+                "pods",
+                "replicasets",
+                "replicationcontrollers",
+                "services",
+                "statefulsets"
             ]
         );
     }
@@ -329,10 +377,16 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in &defs {
             for s in &d.short_names {
-                assert!(seen.insert((d.group.clone(), d.version.clone(), s.clone())), "duplicate {s}");
+                assert!(
+                    seen.insert((d.group.clone(), d.version.clone(), s.clone())),
+                    "duplicate {s}"
+                );
             }
         }
-        let crd = defs.iter().find(|d| d.plural == "customresourcedefinitions").expect("crd");
+        let crd = defs
+            .iter()
+            .find(|d| d.plural == "customresourcedefinitions")
+            .expect("crd");
         assert_eq!(crd.short_names, ["crd", "crds"]);
         assert_eq!(crd.categories, ["api-extensions"]);
     }
@@ -344,22 +398,34 @@ mod tests {
                 assert_eq!(d.verbs, ["create"], "{}", d.plural);
             }
             assert!(!d.columns.is_empty(), "{}", d.plural);
-            assert!(d.columns[0].name == "Name" || d.columns[0].name == "Last Seen", "{}", d.plural);
+            assert!(
+                d.columns[0].name == "Name" || d.columns[0].name == "Last Seen",
+                "{}",
+                d.plural
+            );
         }
     }
 
     #[test]
     fn subresources_answer_with_kubes_kinds() {
         let reg = builtin_registry();
-        let deploy = reg.lookup("apps", "v1", "deployments").expect("deployments");
+        let deploy = reg
+            .lookup("apps", "v1", "deployments")
+            .expect("deployments");
         let scale = subresource_info(&deploy, "scale");
-        assert_eq!((scale.group, scale.version, scale.kind.as_str()), ("autoscaling", "v1", "Scale"));
+        assert_eq!(
+            (scale.group, scale.version, scale.kind.as_str()),
+            ("autoscaling", "v1", "Scale")
+        );
         assert_eq!(scale.verbs, ["get", "patch", "update"]);
         let pods = reg.lookup("", "v1", "pods").expect("pods");
         assert_eq!(subresource_info(&pods, "exec").kind, "PodExecOptions");
         assert_eq!(subresource_info(&pods, "exec").verbs, ["create", "get"]);
         assert_eq!(subresource_info(&pods, "eviction").group, "policy");
-        assert_eq!(subresource_info(&pods, "proxy").verbs, ["create", "delete", "get", "patch", "update"]);
+        assert_eq!(
+            subresource_info(&pods, "proxy").verbs,
+            ["create", "delete", "get", "patch", "update"]
+        );
         let sa = reg.lookup("", "v1", "serviceaccounts").expect("sa");
         assert_eq!(subresource_info(&sa, "token").kind, "TokenRequest");
     }
@@ -367,7 +433,10 @@ mod tests {
     #[test]
     fn priorities_order_core_first_and_prefer_autoscaling_v2() {
         assert!(group_version_priority("", "v1").0 > group_version_priority("apps", "v1").0);
-        assert!(group_version_priority("autoscaling", "v2").1 > group_version_priority("autoscaling", "v1").1);
+        assert!(
+            group_version_priority("autoscaling", "v2").1
+                > group_version_priority("autoscaling", "v1").1
+        );
         assert_eq!(group_version_priority("example.com", "v1"), (1000, 100));
     }
 }

@@ -39,9 +39,11 @@ use crate::apiserver::registry::{Registry, ResourceDef};
 use crate::apiserver::version::version_body;
 
 /// The Content-Type of aggregated discovery v2.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 /// The Content-Type of aggregated discovery v2beta1.
-pub const AGGREGATED_V2BETA1: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
 /// Which discovery document a request gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +89,9 @@ fn parse_accept(accept: &str) -> Vec<MediaRange> {
             let mut params = BTreeMap::new();
             let mut q = 1.0;
             for p in pieces {
-                let Some((k, v)) = p.split_once('=') else { continue };
+                let Some((k, v)) = p.split_once('=') else {
+                    continue;
+                };
                 let k = k.trim().to_ascii_lowercase();
                 let v = v.trim().trim_matches('"').to_string();
                 if k == "q" {
@@ -138,7 +142,9 @@ pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
 pub fn compare_kube_versions(a: &str, b: &str) -> Ordering {
     fn parse(v: &str) -> Option<(u8, u64, u64)> {
         let rest = v.strip_prefix('v')?;
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let major: u64 = rest[..digits].parse().ok()?;
         let tail = &rest[digits..];
         if tail.is_empty() {
@@ -161,10 +167,15 @@ pub fn compare_kube_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// A version and its resources, sorted by name.
+pub type VersionEntry = (String, Vec<Arc<ResourceDef>>);
+/// A group and its versions, in preference order.
+pub type GroupEntry = (String, Vec<VersionEntry>);
+
 /// The registry's resources grouped: groups in priority order, each with its
 /// versions in preference order, each with its resources sorted by name.
 pub struct Catalog {
-    pub groups: Vec<(String, Vec<(String, Vec<Arc<ResourceDef>>)>)>,
+    pub groups: Vec<GroupEntry>,
 }
 
 impl Catalog {
@@ -177,10 +188,10 @@ impl Catalog {
                 .or_default()
                 .push(def.clone());
         }
-        let mut groups: Vec<(String, Vec<(String, Vec<Arc<ResourceDef>>)>)> = map
+        let mut groups: Vec<GroupEntry> = map
             .into_iter()
             .map(|(group, versions)| {
-                let mut versions: Vec<(String, Vec<Arc<ResourceDef>>)> = versions
+                let mut versions: Vec<VersionEntry> = versions
                     .into_iter()
                     .map(|(v, mut defs)| {
                         defs.sort_by(|a, b| a.plural.cmp(&b.plural));
@@ -196,15 +207,26 @@ impl Catalog {
             })
             .collect();
         groups.sort_by(|(a, av), (b, bv)| {
-            let pa = av.iter().map(|(v, _)| group_version_priority(a, v).0).max().unwrap_or(0);
-            let pb = bv.iter().map(|(v, _)| group_version_priority(b, v).0).max().unwrap_or(0);
+            let pa = av
+                .iter()
+                .map(|(v, _)| group_version_priority(a, v).0)
+                .max()
+                .unwrap_or(0);
+            let pb = bv
+                .iter()
+                .map(|(v, _)| group_version_priority(b, v).0)
+                .max()
+                .unwrap_or(0);
             pb.cmp(&pa).then_with(|| a.cmp(b))
         });
         Catalog { groups }
     }
 
-    fn group(&self, name: &str) -> Option<&[(String, Vec<Arc<ResourceDef>>)]> {
-        self.groups.iter().find(|(g, _)| g == name).map(|(_, v)| v.as_slice())
+    fn group(&self, name: &str) -> Option<&[VersionEntry]> {
+        self.groups
+            .iter()
+            .find(|(g, _)| g == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     fn resources(&self, group: &str, version: &str) -> Option<&[Arc<ResourceDef>]> {
@@ -225,7 +247,12 @@ fn group_version(group: &str, version: &str) -> String {
 
 /// `/api` in legacy form.
 pub fn api_versions(catalog: &Catalog, server_address: &str) -> Value {
-    let versions: Vec<&str> = catalog.group("").unwrap_or(&[]).iter().map(|(v, _)| v.as_str()).collect();
+    let versions: Vec<&str> = catalog
+        .group("")
+        .unwrap_or(&[])
+        .iter()
+        .map(|(v, _)| v.as_str())
+        .collect();
     json!({
         "kind": "APIVersions",
         "versions": versions,
@@ -233,7 +260,7 @@ pub fn api_versions(catalog: &Catalog, server_address: &str) -> Value {
     })
 }
 
-fn api_group_entry(group: &str, versions: &[(String, Vec<Arc<ResourceDef>>)]) -> Value {
+fn api_group_entry(group: &str, versions: &[VersionEntry]) -> Value {
     let list: Vec<Value> = versions
         .iter()
         .map(|(v, _)| json!({"groupVersion": group_version(group, v), "version": v}))
@@ -285,7 +312,10 @@ fn legacy_resource(def: &ResourceDef) -> Vec<Value> {
     // bindings are not stored.
     if def.verbs.iter().any(|v| v == "get") {
         let (g, v, k) = storage_version(def);
-        top.insert("storageVersionHash".into(), json!(storage_version_hash(&g, &v, &k)));
+        top.insert(
+            "storageVersionHash".into(),
+            json!(storage_version_hash(&g, &v, &k)),
+        );
     }
     out.push(Value::Object(top));
     let mut subs: Vec<&String> = def.subresources.iter().collect();
@@ -331,7 +361,14 @@ fn aggregated_resource(def: &ResourceDef) -> Value {
     // kube-apiserver leaves group and version empty when they are the
     // resource's own.
     r.insert("responseKind".into(), gvk("", "", &def.kind));
-    r.insert("scope".into(), json!(if def.namespaced { "Namespaced" } else { "Cluster" }));
+    r.insert(
+        "scope".into(),
+        json!(if def.namespaced {
+            "Namespaced"
+        } else {
+            "Cluster"
+        }),
+    );
     r.insert("singularResource".into(), json!(def.singular));
     r.insert("verbs".into(), json!(def.verbs));
     if !def.short_names.is_empty() {
@@ -372,7 +409,8 @@ pub fn aggregated_discovery(catalog: &Catalog, core: bool, format: DiscoveryForm
             let versions: Vec<Value> = versions
                 .iter()
                 .map(|(v, defs)| {
-                    let resources: Vec<Value> = defs.iter().map(|d| aggregated_resource(d)).collect();
+                    let resources: Vec<Value> =
+                        defs.iter().map(|d| aggregated_resource(d)).collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();
@@ -405,11 +443,19 @@ fn json_response(status: StatusCode, content_type: &str, body: Vec<u8>) -> Respo
 }
 
 fn ok_json(value: &Value) -> Response<Body> {
-    json_response(StatusCode::OK, "application/json", value.to_string().into_bytes())
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        value.to_string().into_bytes(),
+    )
 }
 
 fn not_found() -> Response<Body> {
-    json_response(StatusCode::NOT_FOUND, "application/json", not_found_status().to_string().into_bytes())
+    json_response(
+        StatusCode::NOT_FOUND,
+        "application/json",
+        not_found_status().to_string().into_bytes(),
+    )
 }
 
 /// Serve `/api` or `/apis`, negotiating aggregated against legacy discovery.
@@ -423,7 +469,12 @@ fn root(state: &DiscoveryState, headers: &HeaderMap, core: bool) -> Response<Bod
                 let address = state
                     .server_address
                     .clone()
-                    .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+                    .or_else(|| {
+                        headers
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_string)
+                    })
                     .unwrap_or_else(|| "127.0.0.1:6443".to_string());
                 api_versions(&catalog, &address)
             } else {
@@ -432,9 +483,14 @@ fn root(state: &DiscoveryState, headers: &HeaderMap, core: bool) -> Response<Bod
             ok_json(&body)
         }
         aggregated => {
-            let body = aggregated_discovery(&catalog, core, aggregated).to_string().into_bytes();
+            let body = aggregated_discovery(&catalog, core, aggregated)
+                .to_string()
+                .into_bytes();
             let etag = format!("\"{}\"", hex::encode_upper(Sha512::digest(&body)));
-            let cached = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str());
+            let cached = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                == Some(etag.as_str());
             let mut resp = if cached {
                 let mut r = Response::new(Body::empty());
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -445,11 +501,13 @@ fn root(state: &DiscoveryState, headers: &HeaderMap, core: bool) -> Response<Bod
             if let Ok(v) = HeaderValue::from_str(&etag) {
                 resp.headers_mut().insert(header::ETAG, v);
             }
-            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
             resp
         }
     };
-    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
     resp
 }
 
@@ -483,7 +541,11 @@ async fn group_version_handler(
 }
 
 async fn version_handler() -> Response<Body> {
-    json_response(StatusCode::OK, "application/json", version_body().into_bytes())
+    json_response(
+        StatusCode::OK,
+        "application/json",
+        version_body().into_bytes(),
+    )
 }
 
 /// The discovery and `/version` routes. `/api`'s legacy
@@ -494,7 +556,10 @@ pub fn router(registry: Arc<Registry>) -> Router {
 
 /// As `router`, advertising `server_address` (`host:port`) in `/api`.
 pub fn router_with_address(registry: Arc<Registry>, server_address: Option<String>) -> Router {
-    let state = DiscoveryState { registry, server_address };
+    let state = DiscoveryState {
+        registry,
+        server_address,
+    };
     Router::new()
         .route("/api", get(api_root))
         .route("/api/v1", get(core_v1))

@@ -16,6 +16,7 @@ mod columns;
 mod core;
 mod descriptions;
 mod other;
+mod pod;
 mod util;
 
 use std::fmt;
@@ -86,7 +87,15 @@ pub fn to_table(
     remaining: Option<i64>,
     include_object: IncludeObject,
 ) -> Value {
-    to_table_at(Utc::now(), def, items, resource_version, continue_token, remaining, include_object)
+    to_table_at(
+        Utc::now(),
+        def,
+        items,
+        resource_version,
+        continue_token,
+        remaining,
+        include_object,
+    )
 }
 
 /// `to_table` with an explicit "now" for ages (tests).
@@ -117,7 +126,10 @@ pub fn to_table_at(
                    "description": c.description, "priority": c.priority})
         })
         .collect();
-    let rows: Vec<Value> = items.iter().map(|item| row(now, def, item, include_object)).collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|item| row(now, def, item, include_object))
+        .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -135,9 +147,16 @@ pub fn strip_column_definitions(table: &mut Value) {
     }
 }
 
-fn row(now: DateTime<Utc>, def: &ResourceDef, item: &Value, include_object: IncludeObject) -> Value {
+fn row(
+    now: DateTime<Utc>,
+    def: &ResourceDef,
+    item: &Value,
+    include_object: IncludeObject,
+) -> Value {
     let (cells, conditions) = match print(now, def, item) {
-        Some(printed) if printed.cells.len() == def.columns.len() => (printed.cells, printed.conditions),
+        Some(printed) if printed.cells.len() == def.columns.len() => {
+            (printed.cells, printed.conditions)
+        }
         _ => (generic_cells(now, def, item), None),
     };
     let mut row = Map::new();
@@ -180,9 +199,9 @@ fn generic_cells(now: DateTime<Utc>, def: &ResourceDef, item: &Value) -> Vec<Val
         .collect()
 }
 
-fn print(now: DateTime<Utc>, def: &ResourceDef, obj: &Value) -> Option<core::Printed> {
+fn print(now: DateTime<Utc>, def: &ResourceDef, obj: &Value) -> Option<pod::Printed> {
     let cells = match (def.group.as_str(), def.kind.as_str()) {
-        ("", "Pod") => return Some(core::pod(now, obj)),
+        ("", "Pod") => return Some(pod::pod(now, obj)),
         ("", "PodTemplate") => core::pod_template(now, obj),
         ("", "ReplicationController") => core::replication_controller(now, obj),
         ("", "Service") => core::service(now, obj),
@@ -209,8 +228,12 @@ fn print(now: DateTime<Utc>, def: &ResourceDef, obj: &Value) -> Option<core::Pri
         ("networking.k8s.io", "Ingress") => other::ingress(now, obj),
         ("networking.k8s.io", "IngressClass") => other::ingress_class(now, obj),
         ("networking.k8s.io", "NetworkPolicy") => other::network_policy(now, obj),
-        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => other::role_binding(now, obj),
-        ("certificates.k8s.io", "CertificateSigningRequest") => other::certificate_signing_request(now, obj),
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            other::role_binding(now, obj)
+        }
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            other::certificate_signing_request(now, obj)
+        }
         ("coordination.k8s.io", "Lease") => other::lease(now, obj),
         ("storage.k8s.io", "StorageClass") => other::storage_class(now, obj),
         ("storage.k8s.io", "VolumeAttachment") => other::volume_attachment(now, obj),
@@ -220,10 +243,13 @@ fn print(now: DateTime<Utc>, def: &ResourceDef, obj: &Value) -> Option<core::Pri
         ("scheduling.k8s.io", "PriorityClass") => other::priority_class(now, obj),
         ("node.k8s.io", "RuntimeClass") => other::runtime_class(now, obj),
         ("discovery.k8s.io", "EndpointSlice") => other::endpoint_slice(now, obj),
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration") => {
-            other::webhook_configuration(now, obj)
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration",
+        ) => other::webhook_configuration(now, obj),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => {
+            other::validating_admission_policy(now, obj)
         }
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy") => other::validating_admission_policy(now, obj),
         ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding") => {
             other::validating_admission_policy_binding(now, obj)
         }

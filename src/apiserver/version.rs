@@ -62,7 +62,10 @@ mod tests {
         assert!(v["gitVersion"].as_str().unwrap_or("").starts_with("v1.32."));
         assert_eq!(v["compiler"], "rustc");
         let platform = v["platform"].as_str().unwrap_or("");
-        assert!(platform.starts_with("linux/") || platform.contains('/'), "{platform}");
+        assert!(
+            platform.starts_with("linux/") || platform.contains('/'),
+            "{platform}"
+        );
         assert!(!platform.ends_with("x86_64") && !platform.ends_with("aarch64"));
         for key in ["gitCommit", "gitTreeState", "buildDate", "goVersion"] {
             assert!(v[key].is_string(), "{key}");

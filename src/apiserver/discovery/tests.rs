@@ -7,7 +7,8 @@ use tower::ServiceExt;
 /// kubectl 1.30+'s discovery Accept header.
 const DISC: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 /// kubectl 1.27–1.29's.
-const DISC_OLD: &str = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+const DISC_OLD: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 
 fn catalog() -> Catalog {
     Catalog::new(&builtin_registry().all())
@@ -24,7 +25,10 @@ fn widget_def() -> ResourceDef {
         categories: vec!["all".into()],
         namespaced: true,
         subresources: vec!["status".into(), "scale".into()],
-        verbs: crate::apiserver::builtin::FULL_VERBS.iter().map(|s| s.to_string()).collect(),
+        verbs: crate::apiserver::builtin::FULL_VERBS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         columns: custom_resource_columns(),
     }
 }
@@ -32,18 +36,28 @@ fn widget_def() -> ResourceDef {
 #[test]
 fn accept_negotiation_follows_client_preference() {
     assert_eq!(negotiate(Some(DISC)), DiscoveryFormat::AggregatedV2);
-    assert_eq!(negotiate(Some(DISC_OLD)), DiscoveryFormat::AggregatedV2Beta1);
+    assert_eq!(
+        negotiate(Some(DISC_OLD)),
+        DiscoveryFormat::AggregatedV2Beta1
+    );
     assert_eq!(negotiate(Some("application/json")), DiscoveryFormat::Legacy);
-    assert_eq!(negotiate(Some("application/json, */*")), DiscoveryFormat::Legacy);
+    assert_eq!(
+        negotiate(Some("application/json, */*")),
+        DiscoveryFormat::Legacy
+    );
     assert_eq!(negotiate(None), DiscoveryFormat::Legacy);
     // Parameter order and spacing do not matter.
     assert_eq!(
-        negotiate(Some("application/json; as=APIGroupDiscoveryList; v=v2; g=apidiscovery.k8s.io")),
+        negotiate(Some(
+            "application/json; as=APIGroupDiscoveryList; v=v2; g=apidiscovery.k8s.io"
+        )),
         DiscoveryFormat::AggregatedV2
     );
     // Legacy JSON listed first wins.
     assert_eq!(
-        negotiate(Some("application/json,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")),
+        negotiate(Some(
+            "application/json,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        )),
         DiscoveryFormat::Legacy
     );
     // q-values reorder.
@@ -66,9 +80,14 @@ fn storage_version_hash_matches_kube() {
 
 #[test]
 fn kube_version_order() {
-    let mut versions = vec!["v1alpha1", "v2beta1", "v1", "foo", "v2", "v1beta2", "v10", "v1beta1"];
+    let mut versions = vec![
+        "v1alpha1", "v2beta1", "v1", "foo", "v2", "v1beta2", "v10", "v1beta1",
+    ];
     versions.sort_by(|a, b| compare_kube_versions(a, b));
-    assert_eq!(versions, ["v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
+    assert_eq!(
+        versions,
+        ["v10", "v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1", "foo"]
+    );
 }
 
 #[test]
@@ -78,14 +97,26 @@ fn legacy_core_list_has_subresources_in_kube_order() {
     assert_eq!(list["groupVersion"], "v1");
     assert!(list.get("apiVersion").is_none());
     let resources = list["resources"].as_array().expect("resources");
-    let names: Vec<&str> = resources.iter().filter_map(|r| r["name"].as_str()).collect();
+    let names: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
     assert_eq!(names[0], "bindings");
     let pods = names.iter().position(|n| *n == "pods").expect("pods");
     assert_eq!(
         names[pods..pods + 11],
         [
-            "pods", "pods/attach", "pods/binding", "pods/ephemeralcontainers", "pods/eviction", "pods/exec",
-            "pods/log", "pods/portforward", "pods/proxy", "pods/status", "podtemplates"
+            "pods",
+            "pods/attach",
+            "pods/binding",
+            "pods/ephemeralcontainers",
+            "pods/eviction",
+            "pods/exec",
+            "pods/log",
+            "pods/portforward",
+            "pods/proxy",
+            "pods/status",
+            "podtemplates"
         ]
     );
     assert_eq!(
@@ -115,14 +146,28 @@ fn legacy_group_documents() {
     assert_eq!(list["kind"], "APIGroupList");
     let groups = list["groups"].as_array().expect("groups");
     let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
-    assert_eq!(names[..4], ["apiregistration.k8s.io", "apps", "events.k8s.io", "authentication.k8s.io"]);
+    assert_eq!(
+        names[..4],
+        [
+            "apiregistration.k8s.io",
+            "apps",
+            "events.k8s.io",
+            "authentication.k8s.io"
+        ]
+    );
     assert!(!names.contains(&""));
-    let autoscaling = groups.iter().find(|g| g["name"] == "autoscaling").expect("autoscaling");
+    let autoscaling = groups
+        .iter()
+        .find(|g| g["name"] == "autoscaling")
+        .expect("autoscaling");
     assert_eq!(
         autoscaling["versions"],
         json!([{"groupVersion": "autoscaling/v2", "version": "v2"}, {"groupVersion": "autoscaling/v1", "version": "v1"}])
     );
-    assert_eq!(autoscaling["preferredVersion"], json!({"groupVersion": "autoscaling/v2", "version": "v2"}));
+    assert_eq!(
+        autoscaling["preferredVersion"],
+        json!({"groupVersion": "autoscaling/v2", "version": "v2"})
+    );
 
     let apps = api_group(&c, "apps").expect("apps");
     assert_eq!(apps["kind"], "APIGroup");
@@ -166,7 +211,10 @@ fn aggregated_documents_split_core_and_groups() {
         .as_array()
         .and_then(|r| r.iter().find(|r| r["resource"] == "pods"))
         .expect("pods");
-    assert_eq!(pods["responseKind"], json!({"group": "", "version": "", "kind": "Pod"}));
+    assert_eq!(
+        pods["responseKind"],
+        json!({"group": "", "version": "", "kind": "Pod"})
+    );
     assert_eq!(pods["scope"], "Namespaced");
     assert_eq!(pods["singularResource"], "pod");
     assert_eq!(pods["shortNames"], json!(["po"]));
@@ -177,15 +225,34 @@ fn aggregated_documents_split_core_and_groups() {
         .iter()
         .filter_map(|s| s["subresource"].as_str())
         .collect();
-    assert_eq!(subs, ["attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward", "proxy", "status"]);
-    let nodes = v1["resources"].as_array().and_then(|r| r.iter().find(|r| r["resource"] == "nodes")).expect("nodes");
+    assert_eq!(
+        subs,
+        [
+            "attach",
+            "binding",
+            "ephemeralcontainers",
+            "eviction",
+            "exec",
+            "log",
+            "portforward",
+            "proxy",
+            "status"
+        ]
+    );
+    let nodes = v1["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["resource"] == "nodes"))
+        .expect("nodes");
     assert_eq!(nodes["scope"], "Cluster");
 
     let groups = aggregated_discovery(&c, false, DiscoveryFormat::AggregatedV2Beta1);
     assert_eq!(groups["apiVersion"], "apidiscovery.k8s.io/v2beta1");
     let items = groups["items"].as_array().expect("items");
     assert!(items.iter().all(|i| i["metadata"]["name"] != ""));
-    let apps = items.iter().find(|i| i["metadata"]["name"] == "apps").expect("apps");
+    let apps = items
+        .iter()
+        .find(|i| i["metadata"]["name"] == "apps")
+        .expect("apps");
     let deploy = apps["versions"][0]["resources"]
         .as_array()
         .and_then(|r| r.iter().find(|r| r["resource"] == "deployments"))
@@ -196,8 +263,14 @@ fn aggregated_documents_split_core_and_groups() {
         json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
                "verbs": ["get", "patch", "update"]})
     );
-    let authz = items.iter().find(|i| i["metadata"]["name"] == "authorization.k8s.io").expect("authz");
-    for r in authz["versions"][0]["resources"].as_array().expect("reviews") {
+    let authz = items
+        .iter()
+        .find(|i| i["metadata"]["name"] == "authorization.k8s.io")
+        .expect("authz");
+    for r in authz["versions"][0]["resources"]
+        .as_array()
+        .expect("reviews")
+    {
         assert_eq!(r["verbs"], json!(["create"]));
     }
 }
@@ -208,32 +281,52 @@ fn custom_resources_appear_and_disappear_at_run_time() {
     reg.insert(widget_def());
     let c = Catalog::new(&reg.all());
     let list = api_group_list(&c);
-    let last = list["groups"].as_array().and_then(|g| g.last()).expect("groups");
+    let last = list["groups"]
+        .as_array()
+        .and_then(|g| g.last())
+        .expect("groups");
     assert_eq!(last["name"], "example.com");
     let doc = aggregated_discovery(&c, false, DiscoveryFormat::AggregatedV2);
-    let item = doc["items"].as_array().and_then(|i| i.last()).expect("items");
-    assert_eq!(item["versions"][0]["resources"][0]["subresources"][0]["subresource"], "scale");
+    let item = doc["items"]
+        .as_array()
+        .and_then(|i| i.last())
+        .expect("items");
+    assert_eq!(
+        item["versions"][0]["resources"][0]["subresources"][0]["subresource"],
+        "scale"
+    );
     reg.remove("example.com", "v1beta1", "widgets");
     let c = Catalog::new(&reg.all());
     assert!(api_group(&c, "example.com").is_none());
 }
 
-async fn send(router: Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Vec<u8>) {
+async fn send(
+    router: Router,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
     let mut req = Request::builder().uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = router.oneshot(req.body(Body::empty()).expect("request")).await.expect("response");
+    let resp = router
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body").to_vec();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body")
+        .to_vec();
     (status, headers, body)
 }
 
 #[tokio::test]
 async fn router_serves_aggregated_discovery_with_etag() {
     let router = router(Arc::new(builtin_registry()));
-    let (status, headers, body) = send(router.clone(), "/api?timeout=32s", &[("accept", DISC)]).await;
+    let (status, headers, body) =
+        send(router.clone(), "/api?timeout=32s", &[("accept", DISC)]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], AGGREGATED_V2);
     assert_eq!(headers[header::VARY], "Accept");
@@ -242,7 +335,12 @@ async fn router_serves_aggregated_discovery_with_etag() {
     let doc: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(doc["items"][0]["versions"][0]["version"], "v1");
 
-    let (status, headers, body) = send(router.clone(), "/api", &[("accept", DISC), ("if-none-match", &etag)]).await;
+    let (status, headers, body) = send(
+        router.clone(),
+        "/api",
+        &[("accept", DISC), ("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(headers[header::ETAG], etag.as_str());
     assert!(body.is_empty());
@@ -250,19 +348,31 @@ async fn router_serves_aggregated_discovery_with_etag() {
     let (_, headers, _) = send(router.clone(), "/apis", &[("accept", DISC_OLD)]).await;
     assert_eq!(headers[header::CONTENT_TYPE], AGGREGATED_V2BETA1);
 
-    let (status, headers, body) = send(router.clone(), "/api", &[("host", "192.168.1.10:6443")]).await;
+    let (status, headers, body) =
+        send(router.clone(), "/api", &[("host", "192.168.1.10:6443")]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let doc: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(doc["serverAddressByClientCIDRs"][0]["serverAddress"], "192.168.1.10:6443");
+    assert_eq!(
+        doc["serverAddressByClientCIDRs"][0]["serverAddress"],
+        "192.168.1.10:6443"
+    );
 }
 
 #[tokio::test]
 async fn router_serves_legacy_paths_version_and_404s() {
     let router = router_with_address(Arc::new(builtin_registry()), Some("10.0.0.1:6443".into()));
-    let (_, _, body) = send(router.clone(), "/api", &[("accept", "application/json, */*")]).await;
+    let (_, _, body) = send(
+        router.clone(),
+        "/api",
+        &[("accept", "application/json, */*")],
+    )
+    .await;
     let doc: Value = serde_json::from_slice(&body).expect("json");
-    assert_eq!(doc["serverAddressByClientCIDRs"][0]["serverAddress"], "10.0.0.1:6443");
+    assert_eq!(
+        doc["serverAddressByClientCIDRs"][0]["serverAddress"],
+        "10.0.0.1:6443"
+    );
 
     let (status, _, body) = send(router.clone(), "/api/v1", &[]).await;
     assert_eq!(status, StatusCode::OK);
@@ -304,7 +414,10 @@ async fn router_merges_with_the_rest_handlers() {
     let rest: Router = Router::new()
         .route("/api/{v}/{resource}", get(|| async { "rest" }))
         .route("/apis/{g}/{v}/{resource}", get(|| async { "rest" }))
-        .route("/apis/{g}/{v}/namespaces/{ns}/{resource}", get(|| async { "rest" }));
+        .route(
+            "/apis/{g}/{v}/namespaces/{ns}/{resource}",
+            get(|| async { "rest" }),
+        );
     let merged = router(Arc::new(builtin_registry())).merge(rest);
     let (_, _, body) = send(merged.clone(), "/apis/apps/v1/deployments", &[]).await;
     assert_eq!(body, b"rest");

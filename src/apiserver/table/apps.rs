@@ -9,7 +9,11 @@ pub(super) fn deployment(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let (names, images) = containers(obj.pointer("/spec/template/spec"));
     vec![
         json!(s(obj, "/metadata/name")),
-        json!(format!("{}/{}", i(obj, "/status/readyReplicas"), i(obj, "/spec/replicas"))),
+        json!(format!(
+            "{}/{}",
+            i(obj, "/status/readyReplicas"),
+            i(obj, "/spec/replicas")
+        )),
         json!(i(obj, "/status/updatedReplicas")),
         json!(i(obj, "/status/availableReplicas")),
         json!(age(now, obj)),
@@ -42,7 +46,9 @@ pub(super) fn daemon_set(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
         json!(i(obj, "/status/numberReady")),
         json!(i(obj, "/status/updatedNumberScheduled")),
         json!(i(obj, "/status/numberAvailable")),
-        json!(format_labels(obj.pointer("/spec/template/spec/nodeSelector"))),
+        json!(format_labels(
+            obj.pointer("/spec/template/spec/nodeSelector")
+        )),
         json!(age(now, obj)),
         json!(names),
         json!(images),
@@ -54,7 +60,11 @@ pub(super) fn stateful_set(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let (names, images) = containers(obj.pointer("/spec/template/spec"));
     vec![
         json!(s(obj, "/metadata/name")),
-        json!(format!("{}/{}", i(obj, "/status/readyReplicas"), i(obj, "/spec/replicas"))),
+        json!(format!(
+            "{}/{}",
+            i(obj, "/status/readyReplicas"),
+            i(obj, "/spec/replicas")
+        )),
         json!(age(now, obj)),
         json!(names),
         json!(images),
@@ -68,7 +78,11 @@ pub(super) fn controller_revision(now: DateTime<Utc>, obj: &Value) -> Vec<Value>
         .map_or("<none>".to_string(), |r| {
             let group = s(r, "/apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
             let kind = s(r, "/kind");
-            let group_kind = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+            let group_kind = if group.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}.{group}")
+            };
             if group_kind.is_empty() {
                 s(r, "/name").to_string()
             } else {
@@ -103,12 +117,17 @@ pub(super) fn job(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
             }
         }
     };
-    let duration = match (time(obj, "/status/startTime"), time(obj, "/status/completionTime")) {
+    let duration = match (
+        time(obj, "/status/startTime"),
+        time(obj, "/status/completionTime"),
+    ) {
         (None, _) => String::new(),
         (Some(start), None) => human_duration(now - start),
         (Some(start), Some(end)) => human_duration(end - start),
     };
-    let deleting = obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
+    let deleting = obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null());
     let status = if job_condition(obj, "Complete") {
         "Complete"
     } else if job_condition(obj, "Failed") {
@@ -151,7 +170,9 @@ pub(super) fn cron_job(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
         json!(age(now, obj)),
         json!(names),
         json!(images),
-        json!(format_selector(obj.pointer("/spec/jobTemplate/spec/selector"))),
+        json!(format_selector(
+            obj.pointer("/spec/jobTemplate/spec/selector")
+        )),
     ]
 }
 
@@ -175,9 +196,16 @@ fn hpa_metrics_v2(specs: &[Value], statuses: &[Value]) -> String {
         let status = statuses.get(idx);
         let text = match s(spec, "/type") {
             "External" | "Object" => {
-                let key = if s(spec, "/type") == "External" { "external" } else { "object" };
+                let key = if s(spec, "/type") == "External" {
+                    "external"
+                } else {
+                    "object"
+                };
                 let st = status.and_then(|st| st.get(key));
-                if spec.pointer(&format!("/{key}/target/averageValue")).is_some() {
+                if spec
+                    .pointer(&format!("/{key}/target/averageValue"))
+                    .is_some()
+                {
                     format!(
                         "{}/{} (avg)",
                         current_or_unknown(st, "/current/averageValue"),
@@ -195,12 +223,23 @@ fn hpa_metrics_v2(specs: &[Value], statuses: &[Value]) -> String {
                 format!("{current}/{}", q(spec, "/pods/target/averageValue"))
             }
             "Resource" | "ContainerResource" => {
-                let key = if s(spec, "/type") == "Resource" { "resource" } else { "containerResource" };
+                let key = if s(spec, "/type") == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
                 let st = status.and_then(|st| st.get(key));
                 let name = s(spec, &format!("/{key}/name"));
-                if spec.pointer(&format!("/{key}/target/averageValue")).is_some() {
-                    let current = st.map_or("<unknown>".to_string(), |st| q(st, "/current/averageValue"));
-                    format!("{name}: {current}/{}", q(spec, &format!("/{key}/target/averageValue")))
+                if spec
+                    .pointer(&format!("/{key}/target/averageValue"))
+                    .is_some()
+                {
+                    let current =
+                        st.map_or("<unknown>".to_string(), |st| q(st, "/current/averageValue"));
+                    format!(
+                        "{name}: {current}/{}",
+                        q(spec, &format!("/{key}/target/averageValue"))
+                    )
                 } else {
                     let current = st
                         .and_then(|st| oi(st, "/current/averageUtilization"))
@@ -224,19 +263,27 @@ fn hpa_metrics_v2(specs: &[Value], statuses: &[Value]) -> String {
 
 /// Both autoscaling/v2 and v1 HPAs (v1 has only the CPU utilization target).
 pub(super) fn horizontal_pod_autoscaler(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let metrics = if obj.pointer("/spec/metrics").is_some() || s(obj, "/apiVersion") != "autoscaling/v1" {
-        hpa_metrics_v2(arr(obj, "/spec/metrics"), arr(obj, "/status/currentMetrics"))
-    } else {
-        let target = oi(obj, "/spec/targetCPUUtilizationPercentage");
-        let current = oi(obj, "/status/currentCPUUtilizationPercentage")
-            .map_or("<unknown>".to_string(), |u| format!("{u}%"));
-        // v1 defaults the target to 80% when converting to the internal type.
-        format!("cpu: {current}/{}%", target.unwrap_or(80))
-    };
+    let metrics =
+        if obj.pointer("/spec/metrics").is_some() || s(obj, "/apiVersion") != "autoscaling/v1" {
+            hpa_metrics_v2(
+                arr(obj, "/spec/metrics"),
+                arr(obj, "/status/currentMetrics"),
+            )
+        } else {
+            let target = oi(obj, "/spec/targetCPUUtilizationPercentage");
+            let current = oi(obj, "/status/currentCPUUtilizationPercentage")
+                .map_or("<unknown>".to_string(), |u| format!("{u}%"));
+            // v1 defaults the target to 80% when converting to the internal type.
+            format!("cpu: {current}/{}%", target.unwrap_or(80))
+        };
     let min = oi(obj, "/spec/minReplicas").map_or("<unset>".to_string(), |m| m.to_string());
     vec![
         json!(s(obj, "/metadata/name")),
-        json!(format!("{}/{}", s(obj, "/spec/scaleTargetRef/kind"), s(obj, "/spec/scaleTargetRef/name"))),
+        json!(format!(
+            "{}/{}",
+            s(obj, "/spec/scaleTargetRef/kind"),
+            s(obj, "/spec/scaleTargetRef/name")
+        )),
         json!(metrics),
         json!(min),
         json!(i(obj, "/spec/maxReplicas")),

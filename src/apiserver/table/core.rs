@@ -1,201 +1,10 @@
-//! Printers for core/v1 kinds (pods, nodes, services, …), cell for cell as
+//! Printers for core/v1 kinds other than pods (nodes, services, …), cell for cell as
 //! kube-apiserver's `printers.go` with `Wide: true`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::util::*;
-
-/// What a printer produced for one object: the cells and the row conditions.
-pub(super) struct Printed {
-    pub cells: Vec<Value>,
-    pub conditions: Option<Value>,
-}
-
-impl From<Vec<Value>> for Printed {
-    fn from(cells: Vec<Value>) -> Self {
-        Printed { cells, conditions: None }
-    }
-}
-
-fn condition_true(conditions: &[Value], type_: &str) -> bool {
-    conditions
-        .iter()
-        .any(|c| s(c, "/type") == type_ && s(c, "/status") == "True")
-}
-
-/// `isPodInitializedConditionTrue`: the first Initialized condition decides.
-fn initialized(conditions: &[Value]) -> bool {
-    conditions
-        .iter()
-        .find(|c| s(c, "/type") == "Initialized")
-        .is_some_and(|c| s(c, "/status") == "True")
-}
-
-fn later(current: &mut Option<DateTime<Utc>>, candidate: Option<DateTime<Utc>>) {
-    if let Some(t) = candidate {
-        if current.is_none_or(|c| c < t) {
-            *current = Some(t);
-        }
-    }
-}
-
-/// The pod's STATUS, READY and RESTARTS logic of `printPod`.
-pub(super) fn pod(now: DateTime<Utc>, pod: &Value) -> Printed {
-    let conditions = arr(pod, "/status/conditions");
-    let phase = s(pod, "/status/phase");
-    let mut reason = phase.to_string();
-    if !s(pod, "/status/reason").is_empty() {
-        reason = s(pod, "/status/reason").to_string();
-    }
-    for c in conditions {
-        if s(c, "/type") == "PodScheduled" && s(c, "/reason") == "SchedulingGated" {
-            reason = "SchedulingGated".to_string();
-        }
-    }
-    let row_conditions = match phase {
-        "Succeeded" => Some(json!([{"type": "Completed", "status": "True", "reason": "Succeeded",
-            "message": "The pod has completed successfully."}])),
-        "Failed" => Some(json!([{"type": "Completed", "status": "True", "reason": "Failed",
-            "message": "The pod failed."}])),
-        _ => None,
-    };
-
-    let init_specs = arr(pod, "/spec/initContainers");
-    let restartable = |name: &str| {
-        init_specs
-            .iter()
-            .any(|c| s(c, "/name") == name && s(c, "/restartPolicy") == "Always")
-    };
-    let total = arr(pod, "/spec/containers").len()
-        + init_specs.iter().filter(|c| s(c, "/restartPolicy") == "Always").count();
-    let mut ready = 0usize;
-    let mut restarts = 0i64;
-    let mut sidecar_restarts = 0i64;
-    let mut last_restart: Option<DateTime<Utc>> = None;
-    let mut last_sidecar_restart: Option<DateTime<Utc>> = None;
-
-    let mut initializing = false;
-    for (idx, c) in arr(pod, "/status/initContainerStatuses").iter().enumerate() {
-        let count = i(c, "/restartCount");
-        restarts += count;
-        let finished = time(c, "/lastState/terminated/finishedAt");
-        if c.pointer("/lastState/terminated").is_some() {
-            later(&mut last_restart, finished);
-        }
-        let is_sidecar = restartable(s(c, "/name"));
-        if is_sidecar {
-            sidecar_restarts += count;
-            if c.pointer("/lastState/terminated").is_some() {
-                later(&mut last_sidecar_restart, finished);
-            }
-        }
-        let terminated = c.pointer("/state/terminated");
-        let waiting_reason = s(c, "/state/waiting/reason");
-        if terminated.is_some() && i(c, "/state/terminated/exitCode") == 0 {
-            continue;
-        } else if is_sidecar && ob(c, "/started") == Some(true) {
-            if ob(c, "/ready") == Some(true) {
-                ready += 1;
-            }
-            continue;
-        } else if terminated.is_some() {
-            let term_reason = s(c, "/state/terminated/reason");
-            reason = if !term_reason.is_empty() {
-                format!("Init:{term_reason}")
-            } else if i(c, "/state/terminated/signal") != 0 {
-                format!("Init:Signal:{}", i(c, "/state/terminated/signal"))
-            } else {
-                format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode"))
-            };
-        } else if c.pointer("/state/waiting").is_some()
-            && !waiting_reason.is_empty()
-            && waiting_reason != "PodInitializing"
-        {
-            reason = format!("Init:{waiting_reason}");
-        } else {
-            reason = format!("Init:{idx}/{}", init_specs.len());
-        }
-        initializing = true;
-        break;
-    }
-
-    if !initializing || initialized(conditions) {
-        restarts = sidecar_restarts;
-        last_restart = last_sidecar_restart;
-        let mut has_running = false;
-        for c in arr(pod, "/status/containerStatuses").iter().rev() {
-            restarts += i(c, "/restartCount");
-            if c.pointer("/lastState/terminated").is_some() {
-                later(&mut last_restart, time(c, "/lastState/terminated/finishedAt"));
-            }
-            let waiting_reason = s(c, "/state/waiting/reason");
-            let terminated = c.pointer("/state/terminated");
-            let term_reason = s(c, "/state/terminated/reason");
-            if c.pointer("/state/waiting").is_some() && !waiting_reason.is_empty() {
-                reason = waiting_reason.to_string();
-            } else if terminated.is_some() && !term_reason.is_empty() {
-                reason = term_reason.to_string();
-            } else if terminated.is_some() {
-                let signal = i(c, "/state/terminated/signal");
-                reason = if signal != 0 {
-                    format!("Signal:{signal}")
-                } else {
-                    format!("ExitCode:{}", i(c, "/state/terminated/exitCode"))
-                };
-            } else if ob(c, "/ready") == Some(true) && c.pointer("/state/running").is_some() {
-                has_running = true;
-                ready += 1;
-            }
-        }
-        if reason == "Completed" && has_running {
-            reason = if condition_true(conditions, "Ready") { "Running" } else { "NotReady" }.to_string();
-        }
-    }
-
-    let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
-    if deleting && s(pod, "/status/reason") == "NodeLost" {
-        reason = "Unknown".to_string();
-    } else if deleting && phase != "Succeeded" && phase != "Failed" {
-        reason = "Terminating".to_string();
-    }
-
-    let restarts_text = match last_restart {
-        Some(t) if restarts != 0 => format!("{restarts} ({} ago)", human_duration(now - t)),
-        _ => restarts.to_string(),
-    };
-
-    let pod_ip = arr(pod, "/status/podIPs").first().map(|p| s(p, "/ip")).unwrap_or("");
-    let gates = arr(pod, "/spec/readinessGates");
-    let readiness_gates = if gates.is_empty() {
-        "<none>".to_string()
-    } else {
-        let true_count = gates
-            .iter()
-            .filter(|g| {
-                conditions
-                    .iter()
-                    .find(|c| s(c, "/type") == s(g, "/conditionType"))
-                    .is_some_and(|c| s(c, "/status") == "True")
-            })
-            .count();
-        format!("{true_count}/{}", gates.len())
-    };
-    Printed {
-        cells: vec![
-            json!(s(pod, "/metadata/name")),
-            json!(format!("{ready}/{total}")),
-            json!(reason),
-            json!(restarts_text),
-            json!(age(now, pod)),
-            json!(or(pod_ip, "<none>")),
-            json!(or(s(pod, "/spec/nodeName"), "<none>")),
-            json!(or(s(pod, "/status/nominatedNodeName"), "<none>")),
-            json!(readiness_gates),
-        ],
-        conditions: row_conditions,
-    }
-}
 
 pub(super) fn pod_template(_now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let (names, images) = containers(obj.pointer("/template/spec"));
@@ -248,7 +57,10 @@ pub(super) fn load_balancer(obj: &Value) -> String {
 }
 
 fn service_external_ip(svc: &Value) -> String {
-    let external: Vec<&str> = arr(svc, "/spec/externalIPs").iter().filter_map(Value::as_str).collect();
+    let external: Vec<&str> = arr(svc, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     match s(svc, "/spec/type") {
         "ClusterIP" | "NodePort" | "" => {
             if external.is_empty() {
@@ -260,7 +72,11 @@ fn service_external_ip(svc: &Value) -> String {
         "LoadBalancer" => {
             let lb = load_balancer(svc);
             if !external.is_empty() {
-                let mut all: Vec<&str> = if lb.is_empty() { Vec::new() } else { lb.split(',').collect() };
+                let mut all: Vec<&str> = if lb.is_empty() {
+                    Vec::new()
+                } else {
+                    lb.split(',').collect()
+                };
                 all.extend(external);
                 all.join(",")
             } else if !lb.is_empty() {
@@ -275,7 +91,10 @@ fn service_external_ip(svc: &Value) -> String {
 }
 
 pub(super) fn service(now: DateTime<Utc>, svc: &Value) -> Vec<Value> {
-    let cluster_ip = arr(svc, "/spec/clusterIPs").first().and_then(Value::as_str).unwrap_or("<none>");
+    let cluster_ip = arr(svc, "/spec/clusterIPs")
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or("<none>");
     let ports: Vec<String> = arr(svc, "/spec/ports")
         .iter()
         .map(|p| {
@@ -288,7 +107,11 @@ pub(super) fn service(now: DateTime<Utc>, svc: &Value) -> Vec<Value> {
             }
         })
         .collect();
-    let ports = if ports.is_empty() { "<none>".to_string() } else { ports.join(",") };
+    let ports = if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(",")
+    };
     vec![
         json!(s(svc, "/metadata/name")),
         json!(s(svc, "/spec/type")),
@@ -332,7 +155,11 @@ pub(super) fn endpoints(now: DateTime<Utc>, ep: &Value) -> Vec<Value> {
                         break;
                     }
                     let ip = s(a, "/ip");
-                    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+                    let host = if ip.contains(':') {
+                        format!("[{ip}]")
+                    } else {
+                        ip.to_string()
+                    };
                     list.push(format!("{host}:{}", i(port, "/port")));
                 }
             }
@@ -344,7 +171,11 @@ pub(super) fn endpoints(now: DateTime<Utc>, ep: &Value) -> Vec<Value> {
             ret
         }
     };
-    vec![json!(s(ep, "/metadata/name")), json!(text), json!(age(now, ep))]
+    vec![
+        json!(s(ep, "/metadata/name")),
+        json!(text),
+        json!(age(now, ep)),
+    ]
 }
 
 fn node_roles(node: &Value) -> String {
@@ -380,7 +211,10 @@ fn node_address(node: &Value, type_: &str) -> String {
 
 pub(super) fn node(now: DateTime<Utc>, node: &Value) -> Vec<Value> {
     // Like upstream, the last Ready condition wins.
-    let ready = arr(node, "/status/conditions").iter().rev().find(|c| s(c, "/type") == "Ready");
+    let ready = arr(node, "/status/conditions")
+        .iter()
+        .rev()
+        .find(|c| s(c, "/type") == "Ready");
     let mut status = vec![match ready {
         Some(c) if s(c, "/status") == "True" => "Ready",
         Some(_) => "NotReady",
@@ -399,7 +233,10 @@ pub(super) fn node(now: DateTime<Utc>, node: &Value) -> Vec<Value> {
         json!(node_address(node, "ExternalIP")),
         json!(or(s(node, "/status/nodeInfo/osImage"), "<unknown>")),
         json!(or(s(node, "/status/nodeInfo/kernelVersion"), "<unknown>")),
-        json!(or(s(node, "/status/nodeInfo/containerRuntimeVersion"), "<unknown>")),
+        json!(or(
+            s(node, "/status/nodeInfo/containerRuntimeVersion"),
+            "<unknown>"
+        )),
     ]
 }
 
@@ -409,27 +246,77 @@ pub(super) fn event(now: DateTime<Utc>, ev: &Value, events_group: bool) -> Vec<V
     let field = |core: &str, events: &str| -> String {
         s(ev, if events_group { events } else { core }).to_string()
     };
-    let first_ts = time(ev, if events_group { "/deprecatedFirstTimestamp" } else { "/firstTimestamp" });
-    let last_ts = time(ev, if events_group { "/deprecatedLastTimestamp" } else { "/lastTimestamp" });
+    let first_ts = time(
+        ev,
+        if events_group {
+            "/deprecatedFirstTimestamp"
+        } else {
+            "/firstTimestamp"
+        },
+    );
+    let last_ts = time(
+        ev,
+        if events_group {
+            "/deprecatedLastTimestamp"
+        } else {
+            "/lastTimestamp"
+        },
+    );
     let event_time = time(ev, "/eventTime");
-    let first = if first_ts.is_some() { since(now, first_ts) } else { since(now, event_time) };
-    let mut last = if last_ts.is_some() { since(now, last_ts) } else { first.clone() };
-    let mut count = oi(ev, if events_group { "/deprecatedCount" } else { "/count" }).unwrap_or(0);
+    let first = if first_ts.is_some() {
+        since(now, first_ts)
+    } else {
+        since(now, event_time)
+    };
+    let mut last = if last_ts.is_some() {
+        since(now, last_ts)
+    } else {
+        first.clone()
+    };
+    let mut count = oi(
+        ev,
+        if events_group {
+            "/deprecatedCount"
+        } else {
+            "/count"
+        },
+    )
+    .unwrap_or(0);
     if ev.get("series").is_some_and(|v| !v.is_null()) {
         last = since(now, time(ev, "/series/lastObservedTime"));
         count = i(ev, "/series/count");
     } else if count == 0 {
         count = 1;
     }
-    let regarding = if events_group { "/regarding" } else { "/involvedObject" };
+    let regarding = if events_group {
+        "/regarding"
+    } else {
+        "/involvedObject"
+    };
     let kind = s(ev, &format!("{regarding}/kind")).to_lowercase();
     let target_name = s(ev, &format!("{regarding}/name"));
-    let target = if target_name.is_empty() { kind } else { format!("{kind}/{target_name}") };
+    let target = if target_name.is_empty() {
+        kind
+    } else {
+        format!("{kind}/{target_name}")
+    };
     let component = field("/source/component", "/deprecatedSource/component");
     let host = field("/source/host", "/deprecatedSource/host");
-    let component = if component.is_empty() { s(ev, "/reportingController").to_string() } else { component };
-    let host = if host.is_empty() { s(ev, "/reportingInstance").to_string() } else { host };
-    let source = if host.is_empty() { component } else { format!("{component}, {host}") };
+    let component = if component.is_empty() {
+        s(ev, "/reportingController").to_string()
+    } else {
+        component
+    };
+    let host = if host.is_empty() {
+        s(ev, "/reportingInstance").to_string()
+    } else {
+        host
+    };
+    let source = if host.is_empty() {
+        component
+    } else {
+        format!("{component}, {host}")
+    };
     vec![
         json!(last),
         json!(s(ev, "/type")),
@@ -445,7 +332,11 @@ pub(super) fn event(now: DateTime<Utc>, ev: &Value, events_group: bool) -> Vec<V
 }
 
 pub(super) fn namespace(now: DateTime<Utc>, ns: &Value) -> Vec<Value> {
-    vec![json!(s(ns, "/metadata/name")), json!(s(ns, "/status/phase")), json!(age(now, ns))]
+    vec![
+        json!(s(ns, "/metadata/name")),
+        json!(s(ns, "/status/phase")),
+        json!(age(now, ns)),
+    ]
 }
 
 pub(super) fn secret(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
@@ -459,7 +350,11 @@ pub(super) fn secret(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 
 pub(super) fn config_map(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let n = map_len(obj, "/data") + map_len(obj, "/binaryData");
-    vec![json!(s(obj, "/metadata/name")), json!(n as i64), json!(age(now, obj))]
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(n as i64),
+        json!(age(now, obj)),
+    ]
 }
 
 pub(super) fn service_account(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
@@ -471,7 +366,10 @@ pub(super) fn service_account(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 }
 
 fn storage_class_of(obj: &Value) -> String {
-    let annotated = s(obj, "/metadata/annotations/volume.beta.kubernetes.io~1storage-class");
+    let annotated = s(
+        obj,
+        "/metadata/annotations/volume.beta.kubernetes.io~1storage-class",
+    );
     if !annotated.is_empty() {
         return annotated.to_string();
     }
@@ -479,16 +377,25 @@ fn storage_class_of(obj: &Value) -> String {
 }
 
 fn deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 pub(super) fn persistent_volume(now: DateTime<Utc>, pv: &Value) -> Vec<Value> {
     let claim = if pv.pointer("/spec/claimRef").is_some_and(|v| v.is_object()) {
-        format!("{}/{}", s(pv, "/spec/claimRef/namespace"), s(pv, "/spec/claimRef/name"))
+        format!(
+            "{}/{}",
+            s(pv, "/spec/claimRef/namespace"),
+            s(pv, "/spec/claimRef/name")
+        )
     } else {
         String::new()
     };
-    let phase = if deleting(pv) { "Terminating".to_string() } else { s(pv, "/status/phase").to_string() };
+    let phase = if deleting(pv) {
+        "Terminating".to_string()
+    } else {
+        s(pv, "/status/phase").to_string()
+    };
     vec![
         json!(s(pv, "/metadata/name")),
         json!(quantity(pv.pointer("/spec/capacity/storage"))),
@@ -505,10 +412,17 @@ pub(super) fn persistent_volume(now: DateTime<Utc>, pv: &Value) -> Vec<Value> {
 }
 
 pub(super) fn persistent_volume_claim(now: DateTime<Utc>, pvc: &Value) -> Vec<Value> {
-    let phase = if deleting(pvc) { "Terminating".to_string() } else { s(pvc, "/status/phase").to_string() };
+    let phase = if deleting(pvc) {
+        "Terminating".to_string()
+    } else {
+        s(pvc, "/status/phase").to_string()
+    };
     let bound = !s(pvc, "/spec/volumeName").is_empty();
     let (capacity, modes) = if bound {
-        (quantity(pvc.pointer("/status/capacity/storage")), access_modes(arr(pvc, "/status/accessModes")))
+        (
+            quantity(pvc.pointer("/status/capacity/storage")),
+            access_modes(arr(pvc, "/status/accessModes")),
+        )
     } else {
         (String::new(), String::new())
     };
@@ -535,8 +449,14 @@ pub(super) fn resource_quota(now: DateTime<Utc>, rq: &Value) -> Vec<Value> {
     let mut requests = Vec::new();
     let mut limits = Vec::new();
     for name in names {
-        let used = quantity(rq.pointer(&format!("/status/used/{}", name.replace('~', "~0").replace('/', "~1"))));
-        let hard = quantity(rq.pointer(&format!("/status/hard/{}", name.replace('~', "~0").replace('/', "~1"))));
+        let used = quantity(rq.pointer(&format!(
+            "/status/used/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        )));
+        let hard = quantity(rq.pointer(&format!(
+            "/status/hard/{}",
+            name.replace('~', "~0").replace('/', "~1")
+        )));
         let entry = format!("{name}: {used}/{hard}");
         let pieces: Vec<&str> = name.split('.').collect();
         if pieces.len() > 1 && pieces[0] == "limits" {

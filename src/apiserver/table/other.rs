@@ -32,7 +32,11 @@ pub(super) fn ingress(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     } else {
         hosts.join(",")
     };
-    let ports = if arr(obj, "/spec/tls").is_empty() { "80" } else { "80, 443" };
+    let ports = if arr(obj, "/spec/tls").is_empty() {
+        "80"
+    } else {
+        "80, 443"
+    };
     vec![
         name(obj),
         json!(or(s(obj, "/spec/ingressClassName"), "<none>")),
@@ -54,11 +58,20 @@ pub(super) fn ingress_class(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
             format!("{text}/{}", s(p, "/name"))
         }
     };
-    vec![name(obj), json!(s(obj, "/spec/controller")), json!(parameters), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(s(obj, "/spec/controller")),
+        json!(parameters),
+        json!(age(now, obj)),
+    ]
 }
 
 pub(super) fn network_policy(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    vec![name(obj), json!(format_selector(obj.pointer("/spec/podSelector"))), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(format_selector(obj.pointer("/spec/podSelector"))),
+        json!(age(now, obj)),
+    ]
 }
 
 /// `rbac.SubjectsStrings`: users, groups and "namespace/name" service accounts.
@@ -66,7 +79,11 @@ fn subjects(obj: &Value) -> (String, String, String) {
     let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
     for subject in arr(obj, "/subjects") {
         match s(subject, "/kind") {
-            "ServiceAccount" => sas.push(format!("{}/{}", s(subject, "/namespace"), s(subject, "/name"))),
+            "ServiceAccount" => sas.push(format!(
+                "{}/{}",
+                s(subject, "/namespace"),
+                s(subject, "/name")
+            )),
             "User" => users.push(s(subject, "/name").to_string()),
             "Group" => groups.push(s(subject, "/name").to_string()),
             _ => {}
@@ -80,7 +97,11 @@ pub(super) fn role_binding(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let (users, groups, sas) = subjects(obj);
     vec![
         name(obj),
-        json!(format!("{}/{}", s(obj, "/roleRef/kind"), s(obj, "/roleRef/name"))),
+        json!(format!(
+            "{}/{}",
+            s(obj, "/roleRef/kind"),
+            s(obj, "/roleRef/name")
+        )),
         json!(age(now, obj)),
         json!(users),
         json!(groups),
@@ -89,7 +110,11 @@ pub(super) fn role_binding(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 }
 
 pub(super) fn certificate_signing_request(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let has = |t: &str| arr(obj, "/status/conditions").iter().any(|c| s(c, "/type") == t);
+    let has = |t: &str| {
+        arr(obj, "/status/conditions")
+            .iter()
+            .any(|c| s(c, "/type") == t)
+    };
     let mut status = if has("Denied") {
         "Denied".to_string()
     } else if has("Approved") {
@@ -103,8 +128,9 @@ pub(super) fn certificate_signing_request(now: DateTime<Utc>, obj: &Value) -> Ve
     if !s(obj, "/status/certificate").is_empty() {
         status.push_str(",Issued");
     }
-    let requested = oi(obj, "/spec/expirationSeconds")
-        .map_or("<none>".to_string(), |secs| human_duration(chrono::Duration::seconds(secs)));
+    let requested = oi(obj, "/spec/expirationSeconds").map_or("<none>".to_string(), |secs| {
+        human_duration(chrono::Duration::seconds(secs))
+    });
     vec![
         name(obj),
         json!(age(now, obj)),
@@ -116,11 +142,18 @@ pub(super) fn certificate_signing_request(now: DateTime<Utc>, obj: &Value) -> Ve
 }
 
 pub(super) fn lease(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    vec![name(obj), json!(s(obj, "/spec/holderIdentity")), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(s(obj, "/spec/holderIdentity")),
+        json!(age(now, obj)),
+    ]
 }
 
 pub(super) fn storage_class(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let annotations = ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"];
+    let annotations = [
+        "storageclass.kubernetes.io/is-default-class",
+        "storageclass.beta.kubernetes.io/is-default-class",
+    ];
     let is_default = annotations.iter().any(|a| {
         obj.pointer("/metadata/annotations")
             .and_then(|m| m.get(*a))
@@ -169,15 +202,22 @@ pub(super) fn volume_attachment(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 pub(super) fn endpoint_slice(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let ports: Vec<String> = arr(obj, "/ports")
         .iter()
-        .map(|p| match (oi(p, "/port"), p.get("name").and_then(Value::as_str)) {
-            (Some(port), _) => port.to_string(),
-            (None, Some(name)) => name.to_string(),
-            (None, None) => "*".to_string(),
-        })
+        .map(
+            |p| match (oi(p, "/port"), p.get("name").and_then(Value::as_str)) {
+                (Some(port), _) => port.to_string(),
+                (None, Some(name)) => name.to_string(),
+                (None, None) => "*".to_string(),
+            },
+        )
         .collect();
     let addresses: Vec<String> = arr(obj, "/endpoints")
         .iter()
-        .flat_map(|e| arr(e, "/addresses").iter().filter_map(Value::as_str).map(str::to_string))
+        .flat_map(|e| {
+            arr(e, "/addresses")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+        })
         .collect();
     vec![
         name(obj),
@@ -189,14 +229,25 @@ pub(super) fn endpoint_slice(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 }
 
 pub(super) fn csi_node(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    vec![name(obj), json!(arr(obj, "/spec/drivers").len() as i64), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(arr(obj, "/spec/drivers").len() as i64),
+        json!(age(now, obj)),
+    ]
 }
 
 pub(super) fn csi_driver(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let modes: Vec<&str> = arr(obj, "/spec/volumeLifecycleModes").iter().filter_map(Value::as_str).collect();
+    let modes: Vec<&str> = arr(obj, "/spec/volumeLifecycleModes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     let tokens = match obj.pointer("/spec/tokenRequests").and_then(Value::as_array) {
         None => "<unset>".to_string(),
-        Some(list) => list.iter().map(|t| s(t, "/audience")).collect::<Vec<_>>().join(","),
+        Some(list) => list
+            .iter()
+            .map(|t| s(t, "/audience"))
+            .collect::<Vec<_>>()
+            .join(","),
     };
     vec![
         name(obj),
@@ -205,7 +256,11 @@ pub(super) fn csi_driver(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
         json!(ob(obj, "/spec/storageCapacity").unwrap_or(false)),
         json!(tokens),
         json!(ob(obj, "/spec/requiresRepublish").unwrap_or(false)),
-        json!(if modes.is_empty() { "<none>".to_string() } else { modes.join(",") }),
+        json!(if modes.is_empty() {
+            "<none>".to_string()
+        } else {
+            modes.join(",")
+        }),
         json!(age(now, obj)),
     ]
 }
@@ -215,11 +270,19 @@ pub(super) fn csi_storage_capacity(_now: DateTime<Utc>, obj: &Value) -> Vec<Valu
         Some(v) if !v.is_null() => quantity(Some(v)),
         _ => "<unset>".to_string(),
     };
-    vec![name(obj), json!(s(obj, "/storageClassName")), json!(capacity)]
+    vec![
+        name(obj),
+        json!(s(obj, "/storageClassName")),
+        json!(capacity),
+    ]
 }
 
 pub(super) fn webhook_configuration(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    vec![name(obj), json!(arr(obj, "/webhooks").len() as i64), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(arr(obj, "/webhooks").len() as i64),
+        json!(age(now, obj)),
+    ]
 }
 
 pub(super) fn validating_admission_policy(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
@@ -246,10 +309,17 @@ pub(super) fn validating_admission_policy_binding(now: DateTime<Utc>, obj: &Valu
                 format!("{ns}/{}", s(p, "/name"))
             }
         }
-        Some(p) if p.get("selector").is_some_and(Value::is_object) => selector_string(p.get("selector")),
+        Some(p) if p.get("selector").is_some_and(Value::is_object) => {
+            selector_string(p.get("selector"))
+        }
         Some(_) => "<unset>".to_string(),
     };
-    vec![name(obj), json!(s(obj, "/spec/policyName")), json!(param), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(s(obj, "/spec/policyName")),
+        json!(param),
+        json!(age(now, obj)),
+    ]
 }
 
 /// kube-aggregator's APIService convertor: the backing service or "Local",
@@ -269,5 +339,10 @@ pub(super) fn api_service(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
                 format!("{} ({})", s(c, "/status"), s(c, "/reason"))
             }
         });
-    vec![name(obj), json!(service), json!(available), json!(age(now, obj))]
+    vec![
+        name(obj),
+        json!(service),
+        json!(available),
+        json!(age(now, obj)),
+    ]
 }

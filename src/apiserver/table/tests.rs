@@ -7,7 +7,9 @@ fn now() -> DateTime<Utc> {
 }
 
 fn def(group: &str, version: &str, plural: &str) -> Arc<ResourceDef> {
-    builtin_registry().lookup(group, version, plural).expect("builtin kind")
+    builtin_registry()
+        .lookup(group, version, plural)
+        .expect("builtin kind")
 }
 
 fn cells(group: &str, version: &str, plural: &str, obj: Value) -> Vec<Value> {
@@ -110,7 +112,10 @@ fn completed_and_terminating_pods() {
 
     let mut deleting = crashloop_pod();
     deleting["metadata"]["deletionTimestamp"] = json!("2024-05-01T11:59:00Z");
-    assert_eq!(cells("", "v1", "pods", deleting.clone())[2], json!("Terminating"));
+    assert_eq!(
+        cells("", "v1", "pods", deleting.clone())[2],
+        json!("Terminating")
+    );
     deleting["status"]["reason"] = json!("NodeLost");
     assert_eq!(cells("", "v1", "pods", deleting)[2], json!("Unknown"));
 
@@ -203,10 +208,17 @@ fn services_print_type_ips_and_ports() {
     assert_eq!(c[6], json!("<none>"));
     let mut ready = lb;
     ready["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.240"}]}});
-    assert_eq!(cells("", "v1", "services", ready)[3], json!("192.168.1.240"));
-    let headless = json!({"metadata": {"name": "db"}, "spec": {"type": "ClusterIP", "clusterIPs": ["None"]}});
+    assert_eq!(
+        cells("", "v1", "services", ready)[3],
+        json!("192.168.1.240")
+    );
+    let headless =
+        json!({"metadata": {"name": "db"}, "spec": {"type": "ClusterIP", "clusterIPs": ["None"]}});
     let c = cells("", "v1", "services", headless);
-    assert_eq!((c[2].clone(), c[4].clone()), (json!("None"), json!("<none>")));
+    assert_eq!(
+        (c[2].clone(), c[4].clone()),
+        (json!("None"), json!("<none>"))
+    );
 }
 
 #[test]
@@ -219,7 +231,16 @@ fn workloads_print_readiness_and_containers() {
     });
     assert_eq!(
         cells("apps", "v1", "deployments", deploy),
-        vec![json!("nginx"), json!("2/3"), json!(3), json!(2), json!("60m"), json!("nginx"), json!("nginx:1.27"), json!("app=nginx")]
+        vec![
+            json!("nginx"),
+            json!("2/3"),
+            json!(3),
+            json!(2),
+            json!("60m"),
+            json!("nginx"),
+            json!("nginx:1.27"),
+            json!("app=nginx")
+        ]
     );
     let job = json!({
         "metadata": {"name": "pi", "creationTimestamp": "2024-05-01T11:50:00Z"},
@@ -233,7 +254,16 @@ fn workloads_print_readiness_and_containers() {
     let cj = json!({"metadata": {"name": "nightly"}, "spec": {"schedule": "0 3 * * *", "suspend": false,
         "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "busybox"}]}}}}}});
     let c = cells("batch", "v1", "cronjobs", cj);
-    assert_eq!(c[1..6], [json!("0 3 * * *"), json!("<none>"), json!("False"), json!(0), json!("<none>")]);
+    assert_eq!(
+        c[1..6],
+        [
+            json!("0 3 * * *"),
+            json!("<none>"),
+            json!("False"),
+            json!(0),
+            json!("<none>")
+        ]
+    );
 }
 
 #[test]
@@ -275,37 +305,71 @@ fn small_kinds_print_counts() {
     let cm = json!({"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
     assert_eq!(cells("", "v1", "configmaps", cm)[1], json!(3));
     let secret = json!({"metadata": {"name": "tls"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}});
-    assert_eq!(cells("", "v1", "secrets", secret)[1..3], [json!("kubernetes.io/tls"), json!(2)]);
+    assert_eq!(
+        cells("", "v1", "secrets", secret)[1..3],
+        [json!("kubernetes.io/tls"), json!(2)]
+    );
     let ns = json!({"metadata": {"name": "default", "creationTimestamp": "2024-05-01T11:59:55Z"}, "status": {"phase": "Active"}});
-    assert_eq!(cells("", "v1", "namespaces", ns), vec![json!("default"), json!("Active"), json!("5s")]);
+    assert_eq!(
+        cells("", "v1", "namespaces", ns),
+        vec![json!("default"), json!("Active"), json!("5s")]
+    );
     let pvc = json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pv-1", "storageClassName": "local-path"},
         "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}});
     assert_eq!(
         cells("", "v1", "persistentvolumeclaims", pvc)[1..7],
-        [json!("Bound"), json!("pv-1"), json!("1Gi"), json!("RWO"), json!("local-path"), json!("<unset>")]
+        [
+            json!("Bound"),
+            json!("pv-1"),
+            json!("1Gi"),
+            json!("RWO"),
+            json!("local-path"),
+            json!("<unset>")
+        ]
     );
     let sc = json!({"metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": "rancher.io/local-path", "volumeBindingMode": "WaitForFirstConsumer"});
     assert_eq!(
         cells("storage.k8s.io", "v1", "storageclasses", sc)[..5],
-        [json!("local-path (default)"), json!("rancher.io/local-path"), json!("Delete"), json!("WaitForFirstConsumer"), json!(false)]
+        [
+            json!("local-path (default)"),
+            json!("rancher.io/local-path"),
+            json!("Delete"),
+            json!("WaitForFirstConsumer"),
+            json!(false)
+        ]
     );
     let eps = json!({"metadata": {"name": "web-abc"}, "addressType": "IPv4", "ports": [{"port": 80}],
         "endpoints": [{"addresses": ["10.42.0.5"]}, {"addresses": ["10.42.0.6"]}]});
-    assert_eq!(cells("discovery.k8s.io", "v1", "endpointslices", eps)[1..4], [json!("IPv4"), json!("80"), json!("10.42.0.5,10.42.0.6")]);
+    assert_eq!(
+        cells("discovery.k8s.io", "v1", "endpointslices", eps)[1..4],
+        [json!("IPv4"), json!("80"), json!("10.42.0.5,10.42.0.6")]
+    );
     let ep = json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}],
         "ports": [{"port": 80}, {"port": 443}]}]});
-    assert_eq!(cells("", "v1", "endpoints", ep)[1], json!("10.42.0.5:80,10.42.0.6:80,10.42.0.5:443 + 1 more..."));
+    assert_eq!(
+        cells("", "v1", "endpoints", ep)[1],
+        json!("10.42.0.5:80,10.42.0.6:80,10.42.0.5:443 + 1 more...")
+    );
 }
 
 #[test]
 fn kinds_without_printer_use_the_default_convertor() {
     let d = def("rbac.authorization.k8s.io", "v1", "roles");
-    assert_eq!(d.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Name", "Created At"]);
+    assert_eq!(
+        d.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["Name", "Created At"]
+    );
     assert_eq!(d.columns[1].type_, "date");
     let role = json!({"metadata": {"name": "reader", "creationTimestamp": "2024-05-01T10:00:00Z"}});
     let table = to_table_at(now(), &d, &[role], "7", None, None, IncludeObject::None);
-    assert_eq!(table["rows"][0]["cells"], json!(["reader", "2024-05-01T10:00:00Z"]));
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!(["reader", "2024-05-01T10:00:00Z"])
+    );
     let crd = def("apiextensions.k8s.io", "v1", "customresourcedefinitions");
     assert_eq!(crd.columns[1].name, "Created At");
 }
@@ -314,14 +378,28 @@ fn kinds_without_printer_use_the_default_convertor() {
 fn table_envelope_and_include_object() {
     let d = def("", "v1", "pods");
     let pod = crashloop_pod();
-    let t = to_table_at(now(), &d, &[pod.clone()], "1234", Some("tok"), Some(3), IncludeObject::Metadata);
+    let t = to_table_at(
+        now(),
+        &d,
+        std::slice::from_ref(&pod),
+        "1234",
+        Some("tok"),
+        Some(3),
+        IncludeObject::Metadata,
+    );
     assert_eq!(t["kind"], "Table");
     assert_eq!(t["apiVersion"], "meta.k8s.io/v1");
-    assert_eq!(t["metadata"], json!({"resourceVersion": "1234", "continue": "tok", "remainingItemCount": 3}));
+    assert_eq!(
+        t["metadata"],
+        json!({"resourceVersion": "1234", "continue": "tok", "remainingItemCount": 3})
+    );
     let cols = t["columnDefinitions"].as_array().expect("columns");
     assert_eq!(cols.len(), 9);
-    assert_eq!(cols[0], json!({"name": "Name", "type": "string", "format": "name",
-        "description": descriptions::META_NAME, "priority": 0}));
+    assert_eq!(
+        cols[0],
+        json!({"name": "Name", "type": "string", "format": "name",
+        "description": descriptions::META_NAME, "priority": 0})
+    );
     assert_eq!(cols[5]["name"], "IP");
     assert_eq!(cols[5]["priority"], 1);
     let obj = &t["rows"][0]["object"];
@@ -329,7 +407,15 @@ fn table_envelope_and_include_object() {
     assert_eq!(obj["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(obj["metadata"], pod["metadata"]);
 
-    let full = to_table_at(now(), &d, &[pod.clone()], "1", None, None, IncludeObject::Object);
+    let full = to_table_at(
+        now(),
+        &d,
+        std::slice::from_ref(&pod),
+        "1",
+        None,
+        None,
+        IncludeObject::Object,
+    );
     assert_eq!(full["rows"][0]["object"], pod);
     assert_eq!(full["metadata"], json!({"resourceVersion": "1"}));
     let none = to_table_at(now(), &d, &[pod], "", None, None, IncludeObject::None);
@@ -346,10 +432,19 @@ fn table_envelope_and_include_object() {
 #[test]
 fn include_object_parses_query_values() {
     assert_eq!(IncludeObject::from_query(None), Ok(IncludeObject::Metadata));
-    assert_eq!(IncludeObject::from_query(Some("None")), Ok(IncludeObject::None));
-    assert_eq!(IncludeObject::from_query(Some("Object")), Ok(IncludeObject::Object));
+    assert_eq!(
+        IncludeObject::from_query(Some("None")),
+        Ok(IncludeObject::None)
+    );
+    assert_eq!(
+        IncludeObject::from_query(Some("Object")),
+        Ok(IncludeObject::Object)
+    );
     let err = IncludeObject::from_query(Some("Everything")).expect_err("rejected");
-    assert_eq!(err.to_string(), "unrecognized includeObject value: \"Everything\"");
+    assert_eq!(
+        err.to_string(),
+        "unrecognized includeObject value: \"Everything\""
+    );
     assert_eq!(IncludeObject::default().to_string(), "Metadata");
 }
 

@@ -26,12 +26,17 @@ pub(super) fn ob(v: &Value, ptr: &str) -> Option<bool> {
 
 /// The array at a JSON pointer, or an empty slice.
 pub(super) fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
-    v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 /// The number of entries of the object (map) at a JSON pointer.
 pub(super) fn map_len(v: &Value, ptr: &str) -> usize {
-    v.pointer(ptr).and_then(Value::as_object).map_or(0, |m| m.len())
+    v.pointer(ptr)
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len())
 }
 
 /// A timestamp at a JSON pointer; `None` stands for Go's zero time.
@@ -40,7 +45,9 @@ pub(super) fn time(v: &Value, ptr: &str) -> Option<DateTime<Utc>> {
 }
 
 pub(super) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// apimachinery's `duration.HumanDuration`: about two significant figures.
@@ -57,19 +64,31 @@ pub fn human_duration(d: chrono::Duration) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let s = seconds % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     } else if minutes < 60 * 3 {
         return format!("{minutes}m");
     }
     let hours = seconds / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     } else if hours < 48 {
         return format!("{hours}h");
     } else if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{}h", hours / 24, h) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, h)
+        };
     } else if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     } else if hours < 24 * 365 * 8 {
@@ -125,9 +144,17 @@ pub(super) fn selector_string(sel: Option<&Value>) -> String {
             reqs.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or(""))));
         }
     }
-    for expr in sel.get("matchExpressions").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]) {
+    for expr in sel
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
         let key = s(expr, "/key").to_string();
-        let mut values: Vec<&str> = arr(expr, "/values").iter().filter_map(Value::as_str).collect();
+        let mut values: Vec<&str> = arr(expr, "/values")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         values.sort_unstable();
         let text = match s(expr, "/operator") {
             "In" => format!("{key} in ({})", values.join(",")),
@@ -139,7 +166,10 @@ pub(super) fn selector_string(sel: Option<&Value>) -> String {
         reqs.push((key, text));
     }
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `metav1.FormatLabelSelector`: like `selector_string`, `<none>` when empty.
@@ -261,10 +291,16 @@ mod tests {
         let sel = json!({"matchLabels": {"b": "2", "a": "1"},
             "matchExpressions": [{"key": "env", "operator": "In", "values": ["prod", "dev"]},
                                  {"key": "gone", "operator": "DoesNotExist"}]});
-        assert_eq!(selector_string(Some(&sel)), "a=1,b=2,env in (dev,prod),!gone");
+        assert_eq!(
+            selector_string(Some(&sel)),
+            "a=1,b=2,env in (dev,prod),!gone"
+        );
         assert_eq!(format_selector(Some(&json!({}))), "<none>");
         assert_eq!(selector_string(None), "");
-        assert_eq!(format_labels(Some(&json!({"z": "1", "app": "web"}))), "app=web,z=1");
+        assert_eq!(
+            format_labels(Some(&json!({"z": "1", "app": "web"}))),
+            "app=web,z=1"
+        );
         assert_eq!(format_labels(None), "<none>");
     }
 
