@@ -91,26 +91,26 @@ pub(super) fn pod(now: DateTime<Utc>, pod: &Value) -> Printed {
         let count = i(c, "/restartCount");
         restarts += count;
         let finished = time(c, "/lastState/terminated/finishedAt");
-        if c.pointer("/lastState/terminated").is_some() {
+        if present(c, "/lastState/terminated") {
             later(&mut last_restart, finished);
         }
         let is_sidecar = restartable(s(c, "/name"));
         if is_sidecar {
             sidecar_restarts += count;
-            if c.pointer("/lastState/terminated").is_some() {
+            if present(c, "/lastState/terminated") {
                 later(&mut last_sidecar_restart, finished);
             }
         }
-        let terminated = c.pointer("/state/terminated");
+        let terminated = present(c, "/state/terminated");
         let waiting_reason = s(c, "/state/waiting/reason");
-        if terminated.is_some() && i(c, "/state/terminated/exitCode") == 0 {
+        if terminated && i(c, "/state/terminated/exitCode") == 0 {
             continue;
         } else if is_sidecar && ob(c, "/started") == Some(true) {
             if ob(c, "/ready") == Some(true) {
                 ready += 1;
             }
             continue;
-        } else if terminated.is_some() {
+        } else if terminated {
             let term_reason = s(c, "/state/terminated/reason");
             reason = if !term_reason.is_empty() {
                 format!("Init:{term_reason}")
@@ -119,7 +119,7 @@ pub(super) fn pod(now: DateTime<Utc>, pod: &Value) -> Printed {
             } else {
                 format!("Init:ExitCode:{}", i(c, "/state/terminated/exitCode"))
             };
-        } else if c.pointer("/state/waiting").is_some()
+        } else if present(c, "/state/waiting")
             && !waiting_reason.is_empty()
             && waiting_reason != "PodInitializing"
         {
@@ -137,27 +137,27 @@ pub(super) fn pod(now: DateTime<Utc>, pod: &Value) -> Printed {
         let mut has_running = false;
         for c in arr(pod, "/status/containerStatuses").iter().rev() {
             restarts += i(c, "/restartCount");
-            if c.pointer("/lastState/terminated").is_some() {
+            if present(c, "/lastState/terminated") {
                 later(
                     &mut last_restart,
                     time(c, "/lastState/terminated/finishedAt"),
                 );
             }
             let waiting_reason = s(c, "/state/waiting/reason");
-            let terminated = c.pointer("/state/terminated");
+            let terminated = present(c, "/state/terminated");
             let term_reason = s(c, "/state/terminated/reason");
-            if c.pointer("/state/waiting").is_some() && !waiting_reason.is_empty() {
+            if present(c, "/state/waiting") && !waiting_reason.is_empty() {
                 reason = waiting_reason.to_string();
-            } else if terminated.is_some() && !term_reason.is_empty() {
+            } else if terminated && !term_reason.is_empty() {
                 reason = term_reason.to_string();
-            } else if terminated.is_some() {
+            } else if terminated {
                 let signal = i(c, "/state/terminated/signal");
                 reason = if signal != 0 {
                     format!("Signal:{signal}")
                 } else {
                     format!("ExitCode:{}", i(c, "/state/terminated/exitCode"))
                 };
-            } else if ob(c, "/ready") == Some(true) && c.pointer("/state/running").is_some() {
+            } else if ob(c, "/ready") == Some(true) && present(c, "/state/running") {
                 has_running = true;
                 ready += 1;
             }

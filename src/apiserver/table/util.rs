@@ -9,6 +9,11 @@ pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
+/// Whether a JSON pointer names a present, non-null value (Go's non-nil).
+pub(super) fn present(v: &Value, ptr: &str) -> bool {
+    v.pointer(ptr).is_some_and(|x| !x.is_null())
+}
+
 /// The integer at a JSON pointer, or 0.
 pub(super) fn i(v: &Value, ptr: &str) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
