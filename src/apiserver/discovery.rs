@@ -19,7 +19,11 @@
 //!
 //! `router` answers exactly `/api`, `/api/v1`, `/apis`, `/apis/{group}`,
 //! `/apis/{group}/{version}` and `/version`; deeper paths are the REST
-//! handlers'.
+//! handlers'. Unknown groups and versions get kube's 404 `Status`.
+//!
+//! Partial: discovery is served as JSON only (kubectl never asks for
+//! protobuf discovery); `/api`'s legacy `serverAddressByClientCIDRs` names the
+//! configured advertise address, else the request's Host.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
