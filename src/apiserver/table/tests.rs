@@ -467,3 +467,22 @@ fn custom_resources_get_name_and_age() {
     let t = to_table_at(now(), &d, &[w], "", None, None, IncludeObject::None);
     assert_eq!(t["rows"][0]["cells"], json!(["w1", "60m"]));
 }
+
+#[test]
+fn api_services_show_backing_service_and_availability() {
+    let local = json!({"metadata": {"name": "v1.apps"}, "spec": {"group": "apps", "version": "v1"},
+        "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local"}]}});
+    let c = cells("apiregistration.k8s.io", "v1", "apiservices", local);
+    assert_eq!(c[1..3], [json!("Local"), json!("True")]);
+    let remote = json!({"metadata": {"name": "v1beta1.metrics.k8s.io"},
+        "spec": {"service": {"namespace": "kube-system", "name": "metrics-server"}},
+        "status": {"conditions": [{"type": "Available", "status": "False", "reason": "MissingEndpoints"}]}});
+    let c = cells("apiregistration.k8s.io", "v1", "apiservices", remote);
+    assert_eq!(
+        c[1..3],
+        [
+            json!("kube-system/metrics-server"),
+            json!("False (MissingEndpoints)")
+        ]
+    );
+}
