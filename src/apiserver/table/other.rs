@@ -333,10 +333,11 @@ pub(super) fn api_service(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
         .iter()
         .find(|c| s(c, "/type") == "Available")
         .map_or("Unknown".to_string(), |c| {
-            if s(c, "/status") == "True" {
-                "True".to_string()
+            let (status, reason) = (s(c, "/status"), s(c, "/reason"));
+            if status == "True" || reason.is_empty() {
+                status.to_string()
             } else {
-                format!("{} ({})", s(c, "/status"), s(c, "/reason"))
+                format!("{status} ({reason})")
             }
         });
     vec![

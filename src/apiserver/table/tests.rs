@@ -485,4 +485,9 @@ fn api_services_show_backing_service_and_availability() {
             json!("False (MissingEndpoints)")
         ]
     );
+    let no_reason = json!({"metadata": {"name": "v1.x"}, "status": {"conditions": [{"type": "Available", "status": "False"}]}});
+    assert_eq!(
+        cells("apiregistration.k8s.io", "v1", "apiservices", no_reason)[2],
+        json!("False")
+    );
 }
