@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod auth;
 pub mod check_config;
 pub mod cli;
 pub mod config;
