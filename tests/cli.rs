@@ -168,13 +168,13 @@ fn kubectl_passes_arguments_through() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path = format!("{}:/usr/bin:/bin", dir.path().display());
     let o = Command::new(RK3S)
-        .args(["kubectl", "get", "pods", "-A", "--help", "-o=wide"])
+        .args(["kubectl", "get", "pods", "-A", "--help", "--version", "-o=wide"])
         .env("PATH", &path)
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(7));
-    assert_eq!(stdout(&o), "args:get pods -A --help -o=wide\nkubeconfig:/etc/rk3s/rk3s.yaml\n");
+    assert_eq!(stdout(&o), "args:get pods -A --help --version -o=wide\nkubeconfig:/etc/rk3s/rk3s.yaml\n");
     let o = Command::new(RK3S).args(["kubectl", "x"]).env("PATH", &path).env("KUBECONFIG", "/tmp/kc").output().unwrap();
     assert!(stdout(&o).contains("kubeconfig:/tmp/kc"));
 

@@ -39,7 +39,7 @@ pub enum Command {
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
     CheckConfig,
     /// Run kubectl against this cluster (KUBECONFIG defaults to /etc/rk3s/rk3s.yaml).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, disable_version_flag = true)]
     Kubectl {
         /// Arguments passed to kubectl unchanged.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]

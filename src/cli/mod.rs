@@ -168,7 +168,6 @@ fn run_service<E: std::fmt::Display>(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Some(e)) => {
-            tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
