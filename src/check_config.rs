@@ -128,7 +128,11 @@ fn check_cgroups(host: &dyn Host) -> Check {
         return if controllers.split_whitespace().any(|c| c == "memory") {
             check(Status::Ok, ITEM, "v2, memory controller enabled")
         } else {
-            check(Status::Fail, ITEM, format!("v2, memory controller missing: {CGROUP_FIX}"))
+            check(
+                Status::Fail,
+                ITEM,
+                format!("v2, memory controller missing: {CGROUP_FIX}"),
+            )
         };
     }
     let Some(table) = host.read("/proc/cgroups") else {
@@ -140,9 +144,17 @@ fn check_cgroups(host: &dyn Host) -> Check {
         cols.first() == Some(&"memory") && cols.get(3) == Some(&"1")
     });
     if memory_enabled {
-        check(Status::Ok, ITEM, "v1, memory controller enabled (v2 recommended)")
+        check(
+            Status::Ok,
+            ITEM,
+            "v1, memory controller enabled (v2 recommended)",
+        )
     } else {
-        check(Status::Fail, ITEM, format!("v1, memory controller disabled: {CGROUP_FIX}"))
+        check(
+            Status::Fail,
+            ITEM,
+            format!("v1, memory controller disabled: {CGROUP_FIX}"),
+        )
     }
 }
 
@@ -160,10 +172,10 @@ enum ModuleState {
 
 fn module_state(host: &dyn Host, name: &str) -> ModuleState {
     let norm = |s: &str| s.replace('-', "_");
-    if host
-        .read("/proc/modules")
-        .is_some_and(|m| m.lines().any(|l| l.split_whitespace().next().map(norm).as_deref() == Some(name)))
-    {
+    if host.read("/proc/modules").is_some_and(|m| {
+        m.lines()
+            .any(|l| l.split_whitespace().next().map(norm).as_deref() == Some(name))
+    }) {
         return ModuleState::Loaded;
     }
     if host.exists(&format!("/sys/module/{name}")) {
@@ -198,7 +210,11 @@ fn check_module(host: &dyn Host, name: &str, why: &str) -> Check {
     match module_state(host, name) {
         ModuleState::Loaded => check(Status::Ok, &item, "loaded"),
         ModuleState::Builtin => check(Status::Ok, &item, "built into the kernel"),
-        ModuleState::Loadable => check(Status::Ok, &item, format!("available, not loaded yet (`modprobe {name}`)")),
+        ModuleState::Loadable => check(
+            Status::Ok,
+            &item,
+            format!("available, not loaded yet (`modprobe {name}`)"),
+        ),
         ModuleState::Unknown => check(
             Status::Warn,
             &item,
@@ -221,9 +237,10 @@ fn check_module(host: &dyn Host, name: &str, why: &str) -> Check {
 
 fn check_overlay(host: &dyn Host) -> Check {
     const ITEM: &str = "overlayfs";
-    let registered = host
-        .read("/proc/filesystems")
-        .is_some_and(|f| f.lines().any(|l| l.split_whitespace().last() == Some("overlay")));
+    let registered = host.read("/proc/filesystems").is_some_and(|f| {
+        f.lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+    });
     if registered {
         return check(Status::Ok, ITEM, "supported");
     }
@@ -264,9 +281,11 @@ fn check_port(host: &dyn Host, proto: Proto, port: u16, what: &str) -> Check {
     let item = format!("port {port}/{name}");
     match host.probe_port(proto, port) {
         PortState::Free => check(Status::Ok, &item, format!("free ({what})")),
-        PortState::InUse(Some(owner)) if owner == "rk3s" => {
-            check(Status::Ok, &item, format!("in use by rk3s ({what}), already running"))
-        }
+        PortState::InUse(Some(owner)) if owner == "rk3s" => check(
+            Status::Ok,
+            &item,
+            format!("in use by rk3s ({what}), already running"),
+        ),
         PortState::InUse(owner) => check(
             Status::Fail,
             &item,
@@ -280,7 +299,11 @@ fn check_port(host: &dyn Host, proto: Proto, port: u16, what: &str) -> Check {
 }
 
 /// Prints the report; the exit code is 1 when any check failed.
-pub fn report(checks: &[Check], out: &mut dyn std::io::Write, colour: bool) -> std::io::Result<bool> {
+pub fn report(
+    checks: &[Check],
+    out: &mut dyn std::io::Write,
+    colour: bool,
+) -> std::io::Result<bool> {
     let width = checks.iter().map(|c| c.item.len()).max().unwrap_or(0);
     for c in checks {
         let status = format!("{:<4}", c.status.to_string());
@@ -300,7 +323,11 @@ pub fn report(checks: &[Check], out: &mut dyn std::io::Write, colour: bool) -> s
         count(Status::Ok),
         count(Status::Warn),
         failed,
-        if failed == 0 { "this machine can run rk3s" } else { "fix the FAIL items above" }
+        if failed == 0 {
+            "this machine can run rk3s"
+        } else {
+            "fix the FAIL items above"
+        }
     )?;
     Ok(failed == 0)
 }
@@ -340,7 +367,9 @@ impl Host for RealHost {
         };
         match result {
             Ok(()) => PortState::Free,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => PortState::InUse(port_owner(proto, port)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                PortState::InUse(port_owner(proto, port))
+            }
             Err(e) => PortState::Unknown(e.to_string()),
         }
     }
@@ -354,13 +383,21 @@ fn port_owner(proto: Proto, port: u16) -> Option<String> {
     };
     let mut inodes = HashSet::new();
     for table in tables {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
             let cols: Vec<_> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else { continue };
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
             let listening = proto == Proto::Udp || *state == "0A";
-            let local_port = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if listening && local_port == Some(port) {
                 inodes.insert(format!("socket:[{inode}]"));
             }
@@ -374,9 +411,13 @@ fn port_owner(proto: Proto, port: u16) -> Option<String> {
         if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else { continue };
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
             if inodes.contains(link.to_string_lossy().as_ref()) {
                 let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
                 let comm = comm.trim();
@@ -409,11 +450,20 @@ mod tests {
         /// A healthy cgroup v2 Raspberry Pi with every module and binary present.
         fn healthy() -> Self {
             let mut h = FakeHost::default();
-            h.file("/sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+            h.file(
+                "/sys/fs/cgroup/cgroup.controllers",
+                "cpuset cpu io memory pids\n",
+            );
             h.file("/proc/filesystems", "nodev\tsysfs\nnodev\toverlay\n");
-            h.file("/proc/modules", "vxlan 1 0 - Live 0x0\nbr_netfilter 1 0 - Live 0x0\n");
+            h.file(
+                "/proc/modules",
+                "vxlan 1 0 - Live 0x0\nbr_netfilter 1 0 - Live 0x0\n",
+            );
             h.file("/proc/sys/kernel/osrelease", "6.6.31+rpt-rpi-v8\n");
-            h.file("/lib/modules/6.6.31+rpt-rpi-v8/modules.builtin", "kernel/net/bridge/bridge.ko\n");
+            h.file(
+                "/lib/modules/6.6.31+rpt-rpi-v8/modules.builtin",
+                "kernel/net/bridge/bridge.ko\n",
+            );
             h.file(
                 "/lib/modules/6.6.31+rpt-rpi-v8/modules.dep",
                 "kernel/net/netfilter/nf_tables.ko.xz: kernel/lib/libcrc32c.ko.xz\n",
@@ -438,15 +488,23 @@ mod tests {
             self.paths.contains(path) || self.files.contains_key(path)
         }
         fn which(&self, program: &str) -> Option<PathBuf> {
-            self.programs.contains(program).then(|| PathBuf::from("/usr/bin").join(program))
+            self.programs
+                .contains(program)
+                .then(|| PathBuf::from("/usr/bin").join(program))
         }
         fn probe_port(&self, proto: Proto, port: u16) -> PortState {
-            self.busy.get(&(proto, port)).cloned().unwrap_or(PortState::Free)
+            self.busy
+                .get(&(proto, port))
+                .cloned()
+                .unwrap_or(PortState::Free)
         }
     }
 
     fn find<'a>(checks: &'a [Check], item: &str) -> &'a Check {
-        checks.iter().find(|c| c.item == item).unwrap_or_else(|| panic!("no check {item}"))
+        checks
+            .iter()
+            .find(|c| c.item == item)
+            .unwrap_or_else(|| panic!("no check {item}"))
     }
 
     #[test]
@@ -454,12 +512,23 @@ mod tests {
         let checks = run_checks(&FakeHost::healthy());
         let not_ok: Vec<_> = checks.iter().filter(|c| c.status != Status::Ok).collect();
         assert!(not_ok.is_empty(), "{not_ok:?}");
-        assert_eq!(find(&checks, "module bridge").detail, "built into the kernel");
-        assert!(find(&checks, "module nf_tables").detail.contains("modprobe nf_tables"));
+        assert_eq!(
+            find(&checks, "module bridge").detail,
+            "built into the kernel"
+        );
+        assert!(find(&checks, "module nf_tables")
+            .detail
+            .contains("modprobe nf_tables"));
         let mut out = Vec::new();
         assert!(report(&checks, &mut out, false).unwrap());
         let text = String::from_utf8(out).unwrap();
-        assert!(text.lines().last().unwrap().starts_with(&format!("{} OK, 0 WARN, 0 FAIL", checks.len())), "{text}");
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .starts_with(&format!("{} OK, 0 WARN, 0 FAIL", checks.len())),
+            "{text}"
+        );
         assert!(!text.contains('\x1b'));
     }
 
@@ -470,13 +539,22 @@ mod tests {
         let c = find(&run_checks(&h), "cgroups").clone();
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("cgroup_memory=1 cgroup_enable=memory"));
-        assert!(c.detail.contains("/boot/firmware/cmdline.txt") && c.detail.contains("/boot/cmdline.txt"));
+        assert!(
+            c.detail.contains("/boot/firmware/cmdline.txt")
+                && c.detail.contains("/boot/cmdline.txt")
+        );
 
         let mut h = FakeHost::healthy();
         h.files.remove("/sys/fs/cgroup/cgroup.controllers");
-        h.file("/proc/cgroups", "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\t1\t0\n");
+        h.file(
+            "/proc/cgroups",
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\t1\t0\n",
+        );
         assert_eq!(find(&run_checks(&h), "cgroups").status, Status::Fail);
-        h.file("/proc/cgroups", "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t90\t1\n");
+        h.file(
+            "/proc/cgroups",
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t90\t1\n",
+        );
         assert_eq!(find(&run_checks(&h), "cgroups").status, Status::Ok);
     }
 
@@ -485,7 +563,10 @@ mod tests {
         let mut h = FakeHost::healthy();
         h.file("/proc/modules", "br_netfilter 1 0 - Live 0x0\n");
         h.programs.remove("containerd");
-        h.busy.insert((Proto::Tcp, 6443), PortState::InUse(Some("k3s-server (pid 42)".into())));
+        h.busy.insert(
+            (Proto::Tcp, 6443),
+            PortState::InUse(Some("k3s-server (pid 42)".into())),
+        );
         h.busy.insert((Proto::Udp, 8472), PortState::InUse(None));
         let checks = run_checks(&h);
         let vxlan = find(&checks, "module vxlan");
@@ -493,13 +574,20 @@ mod tests {
         assert!(vxlan.detail.contains("linux-modules-extra-raspi"));
         let containerd = find(&checks, "containerd");
         assert_eq!(containerd.status, Status::Fail);
-        assert!(containerd.detail.contains("apt-get install containerd runc"));
-        assert!(find(&checks, "port 6443/tcp").detail.contains("in use by k3s-server (pid 42)"));
+        assert!(containerd
+            .detail
+            .contains("apt-get install containerd runc"));
+        assert!(find(&checks, "port 6443/tcp")
+            .detail
+            .contains("in use by k3s-server (pid 42)"));
         assert_eq!(find(&checks, "port 8472/udp").status, Status::Fail);
         let mut out = Vec::new();
         assert!(!report(&checks, &mut out, true).unwrap());
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("\x1b[31mFAIL\x1b[0m") && text.contains("4 FAIL"), "{text}");
+        assert!(
+            text.contains("\x1b[31mFAIL\x1b[0m") && text.contains("4 FAIL"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -507,9 +595,12 @@ mod tests {
         let mut h = FakeHost::healthy();
         h.file("/proc/sys/net/ipv4/ip_forward", "0\n");
         h.programs.remove("kubectl");
-        h.busy.insert((Proto::Tcp, 10250), PortState::InUse(Some("rk3s".into())));
+        h.busy
+            .insert((Proto::Tcp, 10250), PortState::InUse(Some("rk3s".into())));
         let checks = run_checks(&h);
-        assert!(find(&checks, "ip forwarding").detail.contains("sysctl -w net.ipv4.ip_forward=1"));
+        assert!(find(&checks, "ip forwarding")
+            .detail
+            .contains("sysctl -w net.ipv4.ip_forward=1"));
         assert_eq!(find(&checks, "kubectl").status, Status::Warn);
         assert_eq!(find(&checks, "port 10250/tcp").status, Status::Ok);
         assert!(report(&checks, &mut Vec::new(), false).unwrap());

@@ -51,7 +51,9 @@ pub fn spawn_signal_handler(shutdown: CancellationToken, grace: Duration) -> std
             }
         }
     });
-    tokio::spawn(supervise(rx, shutdown, grace, |code| std::process::exit(code)));
+    tokio::spawn(supervise(rx, shutdown, grace, |code| {
+        std::process::exit(code)
+    }));
     Ok(())
 }
 
@@ -81,7 +83,11 @@ pub async fn supervise(
         _ = shutdown.cancelled() => None,
     };
     if let Some(name) = first {
-        tracing::info!(signal = name, grace_secs = grace.as_secs(), "shutting down; send the signal again to exit at once");
+        tracing::info!(
+            signal = name,
+            grace_secs = grace.as_secs(),
+            "shutting down; send the signal again to exit at once"
+        );
     }
     shutdown.cancel();
     notify_stopping();
@@ -139,7 +145,10 @@ mod tests {
         let grace = Duration::from_millis(300);
         let task = tokio::spawn(supervise(Fake(vec!["SIGTERM"]), token.clone(), grace, exit));
         token.cancelled().await;
-        assert!(codes.lock().unwrap().is_empty(), "no exit before the grace period");
+        assert!(
+            codes.lock().unwrap().is_empty(),
+            "no exit before the grace period"
+        );
         task.await.unwrap();
         assert_eq!(*codes.lock().unwrap(), vec![FORCED_EXIT_CODE]);
     }
@@ -149,7 +158,13 @@ mod tests {
         let token = CancellationToken::new();
         let (codes, exit) = recorder();
         let start = tokio::time::Instant::now();
-        supervise(Fake(vec!["SIGINT", "SIGINT"]), token.clone(), SHUTDOWN_GRACE, exit).await;
+        supervise(
+            Fake(vec!["SIGINT", "SIGINT"]),
+            token.clone(),
+            SHUTDOWN_GRACE,
+            exit,
+        )
+        .await;
         assert!(token.is_cancelled());
         assert_eq!(*codes.lock().unwrap(), vec![FORCED_EXIT_CODE]);
         assert!(start.elapsed() < SHUTDOWN_GRACE);

@@ -31,9 +31,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a control-plane node (API server, datastore, controllers, and an agent).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a worker node that joins a server.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Manage the bootstrap tokens nodes join with.
     Token(TokenArgs),
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
@@ -91,7 +91,13 @@ pub struct ServerArgs {
     #[arg(long, env = "RK3S_SERVICE_NODE_PORT_RANGE", value_name = "FIRST-LAST", default_value = DEFAULT_SERVICE_NODE_PORT_RANGE)]
     pub service_node_port_range: String,
     /// Shared secret nodes join with [default: generated, stored in DATA_DIR/server/token].
-    #[arg(short = 't', long, env = "RK3S_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        short = 't',
+        long,
+        env = "RK3S_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Read the token from this file.
     #[arg(long, env = "RK3S_TOKEN_FILE", value_name = "FILE")]
@@ -104,7 +110,12 @@ pub struct ServerArgs {
     pub write_kubeconfig_mode: String,
     /// Do not run a bundled component: ingress, servicelb, dns, local-storage, metrics-server, network-policy
     /// (repeatable, or comma-separated).
-    #[arg(long, env = "RK3S_DISABLE", value_name = "COMPONENT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "RK3S_DISABLE",
+        value_name = "COMPONENT",
+        value_delimiter = ','
+    )]
     pub disable: Vec<String>,
     /// Run only the control plane; do not run workloads on this machine.
     #[arg(long, env = "RK3S_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
@@ -128,7 +139,13 @@ pub struct AgentArgs {
     #[arg(short = 's', long, env = "RK3S_URL", value_name = "URL")]
     pub server: Option<String>,
     /// Cluster token (on the server: /var/lib/rk3s/server/token).
-    #[arg(short = 't', long, env = "RK3S_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        short = 't',
+        long,
+        env = "RK3S_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Read the token from this file.
     #[arg(long, env = "RK3S_TOKEN_FILE", value_name = "FILE")]
@@ -150,11 +167,21 @@ pub struct NodeArgs {
     #[arg(short = 'i', long, env = "RK3S_NODE_IP", value_name = "IP")]
     pub node_ip: Option<String>,
     /// Label set when the node registers, key=value (repeatable, or comma-separated).
-    #[arg(long, env = "RK3S_NODE_LABEL", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "RK3S_NODE_LABEL",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub node_label: Vec<String>,
     /// Taint set when the node registers, key=value:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute
     /// (repeatable, or comma-separated).
-    #[arg(long, env = "RK3S_NODE_TAINT", value_name = "KEY=VALUE:EFFECT", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "RK3S_NODE_TAINT",
+        value_name = "KEY=VALUE:EFFECT",
+        value_delimiter = ','
+    )]
     pub node_taint: Vec<String>,
     /// CRI socket of the container runtime.
     #[arg(long, env = "RK3S_CONTAINER_RUNTIME_ENDPOINT", value_name = "SOCKET", default_value = DEFAULT_CONTAINER_RUNTIME_ENDPOINT)]

@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use super::DEFAULT_KUBECONFIG;
 
 pub fn run(args: &[OsString]) -> ExitCode {
-    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok());
     let Some(kubectl) = find_on_path("kubectl", me.as_deref()) else {
         eprintln!(
             "error: kubectl was not found on PATH; rk3s uses the standard kubectl. Install it \

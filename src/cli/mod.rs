@@ -34,7 +34,11 @@ const NOT_CONFIG: [&str; 4] = ["config", "print-config", "help", "version"];
 pub fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     // Installed as a `kubectl` symlink: behave as `rk3s kubectl`.
-    if argv.first().and_then(|a| Path::new(a).file_name()).is_some_and(|n| n == "kubectl") {
+    if argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n == "kubectl")
+    {
         return kubectl::run(&argv[1..]);
     }
     let matches = match Cli::command().try_get_matches_from(&argv) {
@@ -111,7 +115,9 @@ fn resolve(name: &str, matches: &ArgMatches, config_file: &Path) -> Result<Setti
         let source = match matches.value_source(id) {
             Some(ValueSource::CommandLine) => Source::Flag,
             Some(ValueSource::EnvVariable) => Source::Env(
-                arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default(),
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             ),
             // Defaults are applied by `config`, below the file.
             _ => continue,
@@ -146,7 +152,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Runs `work` on a fresh runtime with logging and the signal handler set up.
 fn run_service<E: std::fmt::Display>(
     debug: bool,
-    work: impl FnOnce(CancellationToken) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send>>,
+    work: impl FnOnce(
+        CancellationToken,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), E>> + Send>>,
 ) -> ExitCode {
     process::init_logging(debug);
     let rt = match runtime() {
@@ -176,11 +184,15 @@ fn run_service<E: std::fmt::Display>(
 }
 
 fn run_server(config: ServerConfig) -> ExitCode {
-    run_service(config.debug, |shutdown| Box::pin(crate::server::run(config, shutdown)))
+    run_service(config.debug, |shutdown| {
+        Box::pin(crate::server::run(config, shutdown))
+    })
 }
 
 fn run_agent(config: AgentConfig) -> ExitCode {
-    run_service(config.debug, |shutdown| Box::pin(crate::agent::run(config, shutdown)))
+    run_service(config.debug, |shutdown| {
+        Box::pin(crate::agent::run(config, shutdown))
+    })
 }
 
 /// The default kubeconfig `rk3s kubectl` uses when `KUBECONFIG` is unset.
@@ -209,7 +221,15 @@ mod tests {
     #[test]
     fn flags_beat_the_file_and_the_file_beats_defaults() {
         let s = settings_for(
-            &["rk3s", "server", "--cluster-cidr", "10.9.0.0/16", "--disable", "dns,servicelb", "--debug"],
+            &[
+                "rk3s",
+                "server",
+                "--cluster-cidr",
+                "10.9.0.0/16",
+                "--disable",
+                "dns,servicelb",
+                "--debug",
+            ],
             Some("cluster-cidr: 10.1.0.0/16\nservice-cidr: 10.2.0.0/16\ncluster-dns: 10.2.0.10\n"),
         )
         .unwrap();
@@ -223,8 +243,12 @@ mod tests {
 
     #[test]
     fn file_keys_are_checked_against_the_subcommand() {
-        let err = settings_for(&["rk3s", "agent"], Some("cluster-cidr: 10.1.0.0/16\n")).unwrap_err();
-        assert!(err.to_string().contains("unknown key \"cluster-cidr\""), "{err}");
+        let err =
+            settings_for(&["rk3s", "agent"], Some("cluster-cidr: 10.1.0.0/16\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key \"cluster-cidr\""),
+            "{err}"
+        );
         let err = settings_for(&["rk3s", "server"], Some("config: /x\n")).unwrap_err();
         assert!(err.to_string().contains("unknown key \"config\""), "{err}");
         let err = settings_for(&["rk3s", "server"], Some("debug: maybe\n")).unwrap_err();
@@ -233,7 +257,18 @@ mod tests {
 
     #[test]
     fn repeatable_flags_accumulate() {
-        let s = settings_for(&["rk3s", "server", "--tls-san", "a.example", "--tls-san", "b.example,c.example"], None).unwrap();
+        let s = settings_for(
+            &[
+                "rk3s",
+                "server",
+                "--tls-san",
+                "a.example",
+                "--tls-san",
+                "b.example,c.example",
+            ],
+            None,
+        )
+        .unwrap();
         assert_eq!(s.get("tls-san").unwrap().values.len(), 3);
     }
 }

@@ -68,7 +68,9 @@ pub enum ConfigError {
     },
     #[error("config file {path} must be a mapping of flag names to values")]
     FileNotAMapping { path: PathBuf },
-    #[error("unknown key {key:?} in config file {path}: keys are the long flag names (see --help)")]
+    #[error(
+        "unknown key {key:?} in config file {path}: keys are the long flag names (see --help)"
+    )]
     FileUnknownKey { key: String, path: PathBuf },
     #[error("wrong type for key {key:?} in config file {path}: expected {expected}")]
     FileWrongType {
@@ -253,7 +255,11 @@ impl ServerConfig {
         let config = ServerConfig {
             data_dir: r.required("data-dir", DEFAULT_DATA_DIR, parse_path)?,
             bind_address: r.required("bind-address", DEFAULT_BIND_ADDRESS, parse_ip)?,
-            https_listen_port: r.required("https-listen-port", DEFAULT_HTTPS_LISTEN_PORT, parse_port)?,
+            https_listen_port: r.required(
+                "https-listen-port",
+                DEFAULT_HTTPS_LISTEN_PORT,
+                parse_port,
+            )?,
             advertise_address: r.one("advertise-address", None, parse_ip)?,
             tls_san: r.many("tls-san", |s| check_san(s).map(|()| s.to_string()))?,
             cluster_cidr: r.required("cluster-cidr", DEFAULT_CLUSTER_CIDR, parse_cidr)?,
@@ -267,7 +273,11 @@ impl ServerConfig {
             )?,
             token: r.token()?,
             token_file: r.token_file()?,
-            write_kubeconfig: r.required("write-kubeconfig", DEFAULT_WRITE_KUBECONFIG, parse_path)?,
+            write_kubeconfig: r.required(
+                "write-kubeconfig",
+                DEFAULT_WRITE_KUBECONFIG,
+                parse_path,
+            )?,
             write_kubeconfig_mode: r.required(
                 "write-kubeconfig-mode",
                 DEFAULT_WRITE_KUBECONFIG_MODE,
@@ -275,7 +285,8 @@ impl ServerConfig {
             )?,
             disable: r.many("disable", |s| s.parse())?.into_iter().collect(),
             disable_agent: r.flag("disable-agent")?,
-            flannel_backend: r.required("flannel-backend", DEFAULT_FLANNEL_BACKEND, |s| s.parse())?,
+            flannel_backend: r
+                .required("flannel-backend", DEFAULT_FLANNEL_BACKEND, |s| s.parse())?,
             node: r.node()?,
             debug: r.flag("debug")?,
         };
@@ -324,7 +335,10 @@ impl ServerConfig {
         let mut m = Mapping::new();
         put(&mut m, "data-dir", self.data_dir.display());
         put(&mut m, "bind-address", self.bind_address);
-        m.insert("https-listen-port".into(), Value::from(self.https_listen_port));
+        m.insert(
+            "https-listen-port".into(),
+            Value::from(self.https_listen_port),
+        );
         if let Some(a) = self.advertise_address {
             put(&mut m, "advertise-address", a);
         }
@@ -333,7 +347,11 @@ impl ServerConfig {
         put(&mut m, "service-cidr", self.service_cidr);
         put(&mut m, "cluster-dns", self.cluster_dns);
         put(&mut m, "cluster-domain", &self.cluster_domain);
-        put(&mut m, "service-node-port-range", self.service_node_port_range);
+        put(
+            &mut m,
+            "service-node-port-range",
+            self.service_node_port_range,
+        );
         if self.token.is_some() {
             put(&mut m, "token", "********");
         }
@@ -341,7 +359,11 @@ impl ServerConfig {
             put(&mut m, "token-file", f.display());
         }
         put(&mut m, "write-kubeconfig", self.write_kubeconfig.display());
-        put(&mut m, "write-kubeconfig-mode", format!("{:04o}", self.write_kubeconfig_mode));
+        put(
+            &mut m,
+            "write-kubeconfig-mode",
+            format!("{:04o}", self.write_kubeconfig_mode),
+        );
         list(&mut m, "disable", self.disable.iter().map(|c| c.name()));
         m.insert("disable-agent".into(), Value::from(self.disable_agent));
         put(&mut m, "flannel-backend", self.flannel_backend.name());
@@ -367,13 +389,11 @@ impl AgentConfig {
                     "--token and --token-file both set: give only one".into(),
                 ))
             }
-            (None, None) => {
-                return Err(ConfigError::Missing(
-                    "rk3s agent needs the cluster token: set --token (or RK3S_TOKEN) or --token-file; \
+            (None, None) => return Err(ConfigError::Missing(
+                "rk3s agent needs the cluster token: set --token (or RK3S_TOKEN) or --token-file; \
                      the server keeps it in /var/lib/rk3s/server/token"
-                        .into(),
-                ))
-            }
+                    .into(),
+            )),
         };
         Ok(AgentConfig {
             server,
@@ -415,9 +435,17 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
     if let Some(ip) = node.node_ip {
         put(m, "node-ip", ip);
     }
-    list(m, "node-label", node.node_labels.iter().map(|(k, v)| format!("{k}={v}")));
+    list(
+        m,
+        "node-label",
+        node.node_labels.iter().map(|(k, v)| format!("{k}={v}")),
+    );
     list(m, "node-taint", node.node_taints.iter());
-    put(m, "container-runtime-endpoint", &node.container_runtime_endpoint);
+    put(
+        m,
+        "container-runtime-endpoint",
+        &node.container_runtime_endpoint,
+    );
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -466,7 +494,9 @@ fn parse_server_url(text: &str) -> Result<http::Uri, String> {
         .parse()
         .map_err(|_| "not a URL; expected https://SERVER:6443".to_string())?;
     if uri.scheme_str() != Some("https") {
-        return Err("the server URL must start with https://, e.g. https://192.168.1.10:6443".into());
+        return Err(
+            "the server URL must start with https://, e.g. https://192.168.1.10:6443".into(),
+        );
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("the server URL has no host; expected https://SERVER:6443".into());
@@ -495,7 +525,9 @@ mod tests {
     }
 
     fn server_err(pairs: &[(&str, &str)]) -> String {
-        ServerConfig::resolve(&settings(pairs)).unwrap_err().to_string()
+        ServerConfig::resolve(&settings(pairs))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -506,7 +538,13 @@ mod tests {
         assert_eq!(c.cluster_cidr.to_string(), "10.42.0.0/16");
         assert_eq!(c.service_cidr.to_string(), "10.43.0.0/16");
         assert_eq!(c.cluster_dns.to_string(), "10.43.0.10");
-        assert_eq!(c.service_node_port_range, PortRange { first: 30000, last: 32767 });
+        assert_eq!(
+            c.service_node_port_range,
+            PortRange {
+                first: 30000,
+                last: 32767
+            }
+        );
         assert_eq!(c.write_kubeconfig_mode, 0o600);
         assert_eq!(c.flannel_backend, FlannelBackend::Vxlan);
         assert!(c.disable.is_empty() && !c.disable_agent && !c.debug);
@@ -522,8 +560,14 @@ mod tests {
             ("debug", "true"),
         ]))
         .unwrap();
-        assert_eq!(c.disable, [Component::ServiceLb, Component::Dns].into_iter().collect());
-        assert_eq!(c.node.node_labels.get("example.com/c").map(String::as_str), Some("d"));
+        assert_eq!(
+            c.disable,
+            [Component::ServiceLb, Component::Dns].into_iter().collect()
+        );
+        assert_eq!(
+            c.node.node_labels.get("example.com/c").map(String::as_str),
+            Some("d")
+        );
         assert_eq!(c.node.node_taints[0].effect, TaintEffect::NoSchedule);
         assert_eq!(c.write_kubeconfig_mode, 0o644);
         assert!(c.debug);
@@ -532,11 +576,23 @@ mod tests {
     #[test]
     fn errors_name_flag_value_and_source() {
         let err = server_err(&[("cluster-cidr", "10.42.0.0/33")]);
-        assert!(err.contains("--cluster-cidr") && err.contains("at most 32") && err.contains("command line"), "{err}");
+        assert!(
+            err.contains("--cluster-cidr")
+                && err.contains("at most 32")
+                && err.contains("command line"),
+            "{err}"
+        );
         let mut s = settings(&[]);
-        s.set("https-listen-port", vec!["99999".into()], Source::Env("RK3S_HTTPS_LISTEN_PORT".into()));
+        s.set(
+            "https-listen-port",
+            vec!["99999".into()],
+            Source::Env("RK3S_HTTPS_LISTEN_PORT".into()),
+        );
         let err = ServerConfig::resolve(&s).unwrap_err().to_string();
-        assert!(err.contains("--https-listen-port") && err.contains("RK3S_HTTPS_LISTEN_PORT"), "{err}");
+        assert!(
+            err.contains("--https-listen-port") && err.contains("RK3S_HTTPS_LISTEN_PORT"),
+            "{err}"
+        );
         assert!(server_err(&[("disable", "traefik")]).contains("valid values are ingress"));
         assert!(server_err(&[("node-taint", "k=v:Never")]).contains("--node-taint"));
         assert!(server_err(&[("bind-address", "nowhere")]).contains("--bind-address"));
@@ -553,24 +609,45 @@ mod tests {
 
     #[test]
     fn agent_requires_https_server_and_token() {
-        let err = AgentConfig::resolve(&settings(&[("token", "t")])).unwrap_err().to_string();
-        assert!(err.contains("--server") && err.contains("RK3S_URL"), "{err}");
-        let err = AgentConfig::resolve(&settings(&[("server", "https://10.0.0.1:6443")])).unwrap_err().to_string();
-        assert!(err.contains("--token") && err.contains("RK3S_TOKEN"), "{err}");
-        let err = AgentConfig::resolve(&settings(&[("server", "http://10.0.0.1:6443"), ("token", "t")]))
+        let err = AgentConfig::resolve(&settings(&[("token", "t")]))
             .unwrap_err()
             .to_string();
+        assert!(
+            err.contains("--server") && err.contains("RK3S_URL"),
+            "{err}"
+        );
+        let err = AgentConfig::resolve(&settings(&[("server", "https://10.0.0.1:6443")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--token") && err.contains("RK3S_TOKEN"),
+            "{err}"
+        );
+        let err = AgentConfig::resolve(&settings(&[
+            ("server", "http://10.0.0.1:6443"),
+            ("token", "t"),
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("https://"), "{err}");
-        let c = AgentConfig::resolve(&settings(&[("server", "https://10.0.0.1:6443"), ("token", "t")])).unwrap();
+        let c = AgentConfig::resolve(&settings(&[
+            ("server", "https://10.0.0.1:6443"),
+            ("token", "t"),
+        ]))
+        .unwrap();
         assert_eq!(c.token, TokenSource::Value(Token::new("t").unwrap()));
         assert!(!c.to_yaml().contains(": t\n"), "token must be masked");
     }
 
     #[test]
     fn yaml_dump_round_trips_through_the_file_format() {
-        let c = ServerConfig::resolve(&settings(&[("tls-san", "a.example"), ("token", "s3cret")])).unwrap();
+        let c = ServerConfig::resolve(&settings(&[("tls-san", "a.example"), ("token", "s3cret")]))
+            .unwrap();
         let yaml = c.to_yaml();
-        assert!(yaml.contains("cluster-cidr: 10.42.0.0/16") && !yaml.contains("s3cret"), "{yaml}");
+        assert!(
+            yaml.contains("cluster-cidr: 10.42.0.0/16") && !yaml.contains("s3cret"),
+            "{yaml}"
+        );
         assert!(yaml.contains("- a.example"), "{yaml}");
     }
 }

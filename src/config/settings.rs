@@ -64,7 +64,8 @@ impl Settings {
 
     /// Records a value from the command line or environment (these win over the file).
     pub fn set(&mut self, flag: &str, values: Vec<String>, source: Source) {
-        self.values.insert(flag.to_string(), Setting { values, source });
+        self.values
+            .insert(flag.to_string(), Setting { values, source });
     }
 
     pub fn get(&self, flag: &str) -> Option<&Setting> {
@@ -154,11 +155,14 @@ fn parse_file(
                 .map(|item| scalar_text(item).ok_or_else(|| wrong_type(&key, "a list of strings")))
                 .collect::<Result<_, _>>()?,
             (Kind::Repeated, v) => {
-                let text = scalar_text(v).ok_or_else(|| wrong_type(&key, "a string or a list of strings"))?;
+                let text = scalar_text(v)
+                    .ok_or_else(|| wrong_type(&key, "a string or a list of strings"))?;
                 // As on the command line, a single string may hold a comma-separated list.
                 text.split(',').map(str::to_string).collect()
             }
-            (Kind::Single, v) => vec![scalar_text(v).ok_or_else(|| wrong_type(&key, "a single string or number"))?],
+            (Kind::Single, v) => {
+                vec![scalar_text(v).ok_or_else(|| wrong_type(&key, "a single string or number"))?]
+            }
         };
         out.push((key, values));
     }
@@ -203,7 +207,10 @@ mod tests {
             vec![
                 ("cluster-cidr".into(), vec!["10.1.0.0/16".into()]),
                 ("https-listen-port".into(), vec!["7443".into()]),
-                ("tls-san".into(), vec!["a.example".into(), "10.0.0.1".into()]),
+                (
+                    "tls-san".into(),
+                    vec!["a.example".into(), "10.0.0.1".into()]
+                ),
                 ("debug".into(), vec!["true".into()]),
             ]
         );
@@ -212,7 +219,10 @@ mod tests {
     #[test]
     fn a_repeatable_key_takes_a_single_string() {
         let got = parse("tls-san: a.example,b.example\n").unwrap();
-        assert_eq!(got[0].1, vec!["a.example".to_string(), "b.example".to_string()]);
+        assert_eq!(
+            got[0].1,
+            vec!["a.example".to_string(), "b.example".to_string()]
+        );
     }
 
     #[test]
@@ -222,16 +232,26 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let err = parse("clutser-cidr: 10.1.0.0/16\n").unwrap_err().to_string();
+        let err = parse("clutser-cidr: 10.1.0.0/16\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("clutser-cidr"), "{err}");
         assert!(err.contains("/etc/rk3s/config.yaml"), "{err}");
     }
 
     #[test]
     fn wrong_types_are_refused() {
-        for text in ["cluster-cidr: [a, b]\n", "debug: yes-please\n", "tls-san: {a: b}\n", "cluster-cidr:\n"] {
+        for text in [
+            "cluster-cidr: [a, b]\n",
+            "debug: yes-please\n",
+            "tls-san: {a: b}\n",
+            "cluster-cidr:\n",
+        ] {
             let err = parse(text).unwrap_err().to_string();
-            assert!(err.contains("/etc/rk3s/config.yaml") && err.contains("expected"), "{text}: {err}");
+            assert!(
+                err.contains("/etc/rk3s/config.yaml") && err.contains("expected"),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -239,16 +259,30 @@ mod tests {
     fn file_never_overrides_command_line_and_missing_default_is_fine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, "cluster-cidr: 10.1.0.0/16\nhttps-listen-port: 7443\n").unwrap();
+        std::fs::write(
+            &path,
+            "cluster-cidr: 10.1.0.0/16\nhttps-listen-port: 7443\n",
+        )
+        .unwrap();
         let mut settings = Settings::new();
         settings.set("cluster-cidr", vec!["10.9.0.0/16".into()], Source::Flag);
         settings.layer_file(&path, true, &known()).unwrap();
-        assert_eq!(settings.get("cluster-cidr").unwrap().values, vec!["10.9.0.0/16".to_string()]);
-        assert_eq!(settings.get("https-listen-port").unwrap().source, Source::File(path.clone()));
+        assert_eq!(
+            settings.get("cluster-cidr").unwrap().values,
+            vec!["10.9.0.0/16".to_string()]
+        );
+        assert_eq!(
+            settings.get("https-listen-port").unwrap().source,
+            Source::File(path.clone())
+        );
 
         let missing = dir.path().join("absent.yaml");
-        Settings::new().layer_file(&missing, false, &known()).unwrap();
-        let err = Settings::new().layer_file(&missing, true, &known()).unwrap_err();
+        Settings::new()
+            .layer_file(&missing, false, &known())
+            .unwrap();
+        let err = Settings::new()
+            .layer_file(&missing, true, &known())
+            .unwrap_err();
         assert!(err.to_string().contains("absent.yaml"), "{err}");
     }
 }

@@ -61,7 +61,9 @@ impl FromStr for PortRange {
             .ok_or_else(|| "expected FIRST-LAST, e.g. 30000-32767".to_string())?;
         let (first, last) = (parse_port(a.trim())?, parse_port(b.trim())?);
         if first >= last {
-            return Err(format!("the first port ({first}) must be lower than the last ({last})"));
+            return Err(format!(
+                "the first port ({first}) must be lower than the last ({last})"
+            ));
         }
         Ok(PortRange { first, last })
     }
@@ -114,7 +116,10 @@ impl FromStr for Component {
             .find(|c| c.name() == text)
             .ok_or_else(|| {
                 let valid: Vec<_> = Component::ALL.iter().map(|c| c.name()).collect();
-                format!("unknown component {text:?}; valid values are {}", valid.join(", "))
+                format!(
+                    "unknown component {text:?}; valid values are {}",
+                    valid.join(", ")
+                )
             })
     }
 }
@@ -145,7 +150,9 @@ impl FromStr for FlannelBackend {
             "vxlan" => Ok(FlannelBackend::Vxlan),
             "host-gw" => Ok(FlannelBackend::HostGw),
             "none" => Ok(FlannelBackend::None),
-            _ => Err(format!("unknown backend {text:?}; valid values are vxlan, host-gw, none")),
+            _ => Err(format!(
+                "unknown backend {text:?}; valid values are vxlan, host-gw, none"
+            )),
         }
     }
 }
@@ -179,9 +186,11 @@ pub struct Taint {
 impl FromStr for Taint {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let (kv, effect) = text
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{text:?} has no effect; expected key=value:Effect, e.g. dedicated=gpu:NoSchedule"))?;
+        let (kv, effect) = text.rsplit_once(':').ok_or_else(|| {
+            format!(
+                "{text:?} has no effect; expected key=value:Effect, e.g. dedicated=gpu:NoSchedule"
+            )
+        })?;
         let effect = match effect {
             "NoSchedule" => TaintEffect::NoSchedule,
             "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
@@ -264,7 +273,8 @@ fn is_qualified_name(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c))
 }
 
 /// A lowercase RFC 1123 DNS subdomain, as Kubernetes requires for object and node names.
@@ -277,7 +287,8 @@ pub fn is_dns_subdomain(s: &str) -> bool {
                 && b.len() <= 63
                 && b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         })
 }
 
@@ -300,7 +311,9 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o7777 => Ok(mode),
-        _ => Err(format!("{text:?} is not an octal file mode such as 0600 or 0644")),
+        _ => Err(format!(
+            "{text:?} is not an octal file mode such as 0600 or 0644"
+        )),
     }
 }
 
@@ -344,18 +357,34 @@ mod tests {
 
     #[test]
     fn cidrs_parse_and_normalise() {
-        assert_eq!(parse_cidr("10.42.0.0/16").unwrap().to_string(), "10.42.0.0/16");
-        assert_eq!(parse_cidr("10.42.7.1/16").unwrap().to_string(), "10.42.0.0/16");
+        assert_eq!(
+            parse_cidr("10.42.0.0/16").unwrap().to_string(),
+            "10.42.0.0/16"
+        );
+        assert_eq!(
+            parse_cidr("10.42.7.1/16").unwrap().to_string(),
+            "10.42.0.0/16"
+        );
         assert_eq!(parse_cidr("fd00::/64").unwrap().to_string(), "fd00::/64");
     }
 
     #[test]
     fn bad_cidrs_say_why() {
-        assert!(parse_cidr("10.42.0.0/33").unwrap_err().contains("at most 32"));
-        assert!(parse_cidr("fd00::/129").unwrap_err().contains("at most 128"));
-        assert!(parse_cidr("10.42.0.0").unwrap_err().contains("ADDRESS/PREFIX"));
-        assert!(parse_cidr("10.42.0/16").unwrap_err().contains("not an IPv4"));
-        assert!(parse_cidr("10.42.0.0/x").unwrap_err().contains("not a number"));
+        assert!(parse_cidr("10.42.0.0/33")
+            .unwrap_err()
+            .contains("at most 32"));
+        assert!(parse_cidr("fd00::/129")
+            .unwrap_err()
+            .contains("at most 128"));
+        assert!(parse_cidr("10.42.0.0")
+            .unwrap_err()
+            .contains("ADDRESS/PREFIX"));
+        assert!(parse_cidr("10.42.0/16")
+            .unwrap_err()
+            .contains("not an IPv4"));
+        assert!(parse_cidr("10.42.0.0/x")
+            .unwrap_err()
+            .contains("not a number"));
     }
 
     #[test]
@@ -365,7 +394,10 @@ mod tests {
         assert!(parse_port("65536").is_err());
         let r: PortRange = "30000-32767".parse().unwrap();
         assert!(r.contains(30000) && r.contains(32767) && !r.contains(32768));
-        assert!("32767-30000".parse::<PortRange>().unwrap_err().contains("lower"));
+        assert!("32767-30000"
+            .parse::<PortRange>()
+            .unwrap_err()
+            .contains("lower"));
         assert!("30000".parse::<PortRange>().is_err());
         assert!("0-10".parse::<PortRange>().is_err());
     }
@@ -374,27 +406,44 @@ mod tests {
     fn components_list_valid_values_on_error() {
         assert_eq!("servicelb".parse::<Component>(), Ok(Component::ServiceLb));
         let err = "traefik".parse::<Component>().unwrap_err();
-        assert!(err.contains("traefik") && err.contains("ingress, servicelb, dns"), "{err}");
+        assert!(
+            err.contains("traefik") && err.contains("ingress, servicelb, dns"),
+            "{err}"
+        );
     }
 
     #[test]
     fn taints() {
         let t: Taint = "dedicated=gpu:NoSchedule".parse().unwrap();
-        assert_eq!((t.key.as_str(), t.value.as_deref(), t.effect), ("dedicated", Some("gpu"), TaintEffect::NoSchedule));
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect),
+            ("dedicated", Some("gpu"), TaintEffect::NoSchedule)
+        );
         assert_eq!(t.to_string(), "dedicated=gpu:NoSchedule");
         let t: Taint = "example.com/maintenance:NoExecute".parse().unwrap();
         assert_eq!(t.value, None);
-        assert!("dedicated=gpu".parse::<Taint>().unwrap_err().contains("no effect"));
-        assert!("dedicated=gpu:Sometimes".parse::<Taint>().unwrap_err().contains("NoSchedule, PreferNoSchedule, NoExecute"));
+        assert!("dedicated=gpu"
+            .parse::<Taint>()
+            .unwrap_err()
+            .contains("no effect"));
+        assert!("dedicated=gpu:Sometimes"
+            .parse::<Taint>()
+            .unwrap_err()
+            .contains("NoSchedule, PreferNoSchedule, NoExecute"));
         assert!("-bad=x:NoSchedule".parse::<Taint>().is_err());
     }
 
     #[test]
     fn labels() {
-        assert_eq!(parse_label("example.com/role=edge"), Ok(("example.com/role".into(), "edge".into())));
+        assert_eq!(
+            parse_label("example.com/role=edge"),
+            Ok(("example.com/role".into(), "edge".into()))
+        );
         assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
         assert!(parse_label("novalue").is_err());
-        assert!(parse_label("Bad_Prefix.COM/x=y").unwrap_err().contains("prefix"));
+        assert!(parse_label("Bad_Prefix.COM/x=y")
+            .unwrap_err()
+            .contains("prefix"));
         assert!(parse_label("k=has space").unwrap_err().contains("value"));
         assert!(parse_label(&format!("{}=v", "a".repeat(64))).is_err());
     }
@@ -408,6 +457,9 @@ mod tests {
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert!(parse_mode("0999").is_err());
         assert!(Token::new("  ").is_err());
-        assert_eq!(format!("{:?}", Token::new("s3cret").unwrap()), "Token(********)");
+        assert_eq!(
+            format!("{:?}", Token::new("s3cret").unwrap()),
+            "Token(********)"
+        );
     }
 }

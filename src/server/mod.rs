@@ -51,7 +51,11 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
 /// Creates the data directory layout; existing directories are kept as they are.
 pub fn create_layout(data_dir: &Path) -> Result<(), ServerError> {
     use std::os::unix::fs::DirBuilderExt;
-    for (sub, mode) in [("server/db", 0o700), ("server/tls", 0o700), ("agent", 0o755)] {
+    for (sub, mode) in [
+        ("server/db", 0o700),
+        ("server/tls", 0o700),
+        ("agent", 0o755),
+    ] {
         let path = data_dir.join(sub);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -75,7 +79,10 @@ mod tests {
         for sub in ["server/db", "server/tls", "agent"] {
             assert!(dir.path().join(sub).is_dir(), "{sub}");
         }
-        let mode = std::fs::metadata(dir.path().join("server/tls")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("server/tls"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 
@@ -85,6 +92,9 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         let err = create_layout(&file).unwrap_err().to_string();
-        assert!(err.contains("failed to create directory") && err.contains("file/server/db"), "{err}");
+        assert!(
+            err.contains("failed to create directory") && err.contains("file/server/db"),
+            "{err}"
+        );
     }
 }
