@@ -14,18 +14,22 @@
 
 mod settings;
 mod values;
+mod yaml;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde_yaml::{Mapping, Value};
 
 pub use settings::{Kind, Setting, Settings, Source};
 pub use values::{
     check_san, is_dns_subdomain, parse_cidr, parse_ip, parse_label, parse_mode, parse_port,
     Component, FlannelBackend, Labels, PortRange, Taint, TaintEffect, Token,
+};
+use values::{
+    hostname, parse_bool, parse_domain, parse_endpoint, parse_node_name, parse_path,
+    parse_server_url,
 };
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/rk3s/config.yaml";
@@ -328,49 +332,6 @@ impl ServerConfig {
         }
         Ok(())
     }
-
-    /// The resolved configuration as YAML with the long flag names as keys
-    /// (the config file format); the token is masked.
-    pub fn to_yaml(&self) -> String {
-        let mut m = Mapping::new();
-        put(&mut m, "data-dir", self.data_dir.display());
-        put(&mut m, "bind-address", self.bind_address);
-        m.insert(
-            "https-listen-port".into(),
-            Value::from(self.https_listen_port),
-        );
-        if let Some(a) = self.advertise_address {
-            put(&mut m, "advertise-address", a);
-        }
-        list(&mut m, "tls-san", self.tls_san.iter());
-        put(&mut m, "cluster-cidr", self.cluster_cidr);
-        put(&mut m, "service-cidr", self.service_cidr);
-        put(&mut m, "cluster-dns", self.cluster_dns);
-        put(&mut m, "cluster-domain", &self.cluster_domain);
-        put(
-            &mut m,
-            "service-node-port-range",
-            self.service_node_port_range,
-        );
-        if self.token.is_some() {
-            put(&mut m, "token", "********");
-        }
-        if let Some(f) = &self.token_file {
-            put(&mut m, "token-file", f.display());
-        }
-        put(&mut m, "write-kubeconfig", self.write_kubeconfig.display());
-        put(
-            &mut m,
-            "write-kubeconfig-mode",
-            format!("{:04o}", self.write_kubeconfig_mode),
-        );
-        list(&mut m, "disable", self.disable.iter().map(|c| c.name()));
-        m.insert("disable-agent".into(), Value::from(self.disable_agent));
-        put(&mut m, "flannel-backend", self.flannel_backend.name());
-        node_yaml(&mut m, &self.node);
-        m.insert("debug".into(), Value::from(self.debug));
-        serde_yaml::to_string(&m).expect("a mapping of strings serialises")
-    }
 }
 
 impl AgentConfig {
@@ -403,112 +364,6 @@ impl AgentConfig {
             debug: r.flag("debug")?,
         })
     }
-
-    /// The resolved configuration as YAML (config file format); the token is masked.
-    pub fn to_yaml(&self) -> String {
-        let mut m = Mapping::new();
-        put(&mut m, "server", &self.server);
-        match &self.token {
-            TokenSource::Value(_) => put(&mut m, "token", "********"),
-            TokenSource::File(f) => put(&mut m, "token-file", f.display()),
-        }
-        put(&mut m, "data-dir", self.data_dir.display());
-        node_yaml(&mut m, &self.node);
-        m.insert("debug".into(), Value::from(self.debug));
-        serde_yaml::to_string(&m).expect("a mapping of strings serialises")
-    }
-}
-
-fn put(m: &mut Mapping, key: &str, value: impl std::fmt::Display) {
-    m.insert(key.into(), Value::String(value.to_string()));
-}
-
-fn list<T: std::fmt::Display>(m: &mut Mapping, key: &str, items: impl Iterator<Item = T>) {
-    let items: Vec<Value> = items.map(|i| Value::String(i.to_string())).collect();
-    if !items.is_empty() {
-        m.insert(key.into(), Value::Sequence(items));
-    }
-}
-
-fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
-    put(m, "node-name", &node.node_name);
-    if let Some(ip) = node.node_ip {
-        put(m, "node-ip", ip);
-    }
-    list(
-        m,
-        "node-label",
-        node.node_labels.iter().map(|(k, v)| format!("{k}={v}")),
-    );
-    list(m, "node-taint", node.node_taints.iter());
-    put(
-        m,
-        "container-runtime-endpoint",
-        &node.container_runtime_endpoint,
-    );
-}
-
-fn parse_bool(text: &str) -> Result<bool, String> {
-    match text {
-        "true" | "1" => Ok(true),
-        "false" | "0" | "" => Ok(false),
-        _ => Err("expected true or false".into()),
-    }
-}
-
-fn parse_path(text: &str) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        Err("the path is empty".into())
-    } else {
-        Ok(PathBuf::from(text))
-    }
-}
-
-fn parse_node_name(text: &str) -> Result<String, String> {
-    if is_dns_subdomain(text) {
-        Ok(text.to_string())
-    } else {
-        Err("a node name must be a lowercase DNS name: letters, digits, '-' and '.', at most 253 characters".into())
-    }
-}
-
-fn parse_domain(text: &str) -> Result<String, String> {
-    if is_dns_subdomain(text) {
-        Ok(text.to_string())
-    } else {
-        Err("expected a lowercase DNS domain such as cluster.local".into())
-    }
-}
-
-/// A CRI endpoint: `unix:///path` or a bare absolute socket path.
-fn parse_endpoint(text: &str) -> Result<String, String> {
-    if text.starts_with("unix:///") || text.starts_with('/') {
-        Ok(text.to_string())
-    } else {
-        Err("expected a unix socket, e.g. unix:///run/containerd/containerd.sock".into())
-    }
-}
-
-fn parse_server_url(text: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|_| "not a URL; expected https://SERVER:6443".to_string())?;
-    if uri.scheme_str() != Some("https") {
-        return Err(
-            "the server URL must start with https://, e.g. https://192.168.1.10:6443".into(),
-        );
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err("the server URL has no host; expected https://SERVER:6443".into());
-    }
-    Ok(uri)
-}
-
-/// This machine's hostname, the default node name.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -350,6 +351,69 @@ impl Serialize for Token {
 
 /// Node labels, sorted by key.
 pub type Labels = BTreeMap<String, String>;
+
+pub(super) fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+pub(super) fn parse_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        Err("the path is empty".into())
+    } else {
+        Ok(PathBuf::from(text))
+    }
+}
+
+pub(super) fn parse_node_name(text: &str) -> Result<String, String> {
+    if is_dns_subdomain(text) {
+        Ok(text.to_string())
+    } else {
+        Err("a node name must be a lowercase DNS name: letters, digits, '-' and '.', at most 253 characters".into())
+    }
+}
+
+pub(super) fn parse_domain(text: &str) -> Result<String, String> {
+    if is_dns_subdomain(text) {
+        Ok(text.to_string())
+    } else {
+        Err("expected a lowercase DNS domain such as cluster.local".into())
+    }
+}
+
+/// A CRI endpoint: `unix:///path` or a bare absolute socket path.
+pub(super) fn parse_endpoint(text: &str) -> Result<String, String> {
+    if text.starts_with("unix:///") || text.starts_with('/') {
+        Ok(text.to_string())
+    } else {
+        Err("expected a unix socket, e.g. unix:///run/containerd/containerd.sock".into())
+    }
+}
+
+pub(super) fn parse_server_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| "not a URL; expected https://SERVER:6443".to_string())?;
+    if uri.scheme_str() != Some("https") {
+        return Err(
+            "the server URL must start with https://, e.g. https://192.168.1.10:6443".into(),
+        );
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("the server URL has no host; expected https://SERVER:6443".into());
+    }
+    Ok(uri)
+}
+
+/// This machine's hostname, the default node name.
+pub(super) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
 
 #[cfg(test)]
 mod tests {
