@@ -220,7 +220,7 @@ fn check_module(host: &dyn Host, name: &str, why: &str) -> Check {
         ModuleState::Unknown => check(
             Status::Warn,
             &item,
-            format!("cannot tell: no /lib/modules for this kernel (container?); {why} needs it"),
+            format!("cannot tell: no /lib/modules for this kernel (container?); needed for {why}"),
         ),
         ModuleState::Missing => {
             let hint = if name == "vxlan" {
@@ -231,7 +231,7 @@ fn check_module(host: &dyn Host, name: &str, why: &str) -> Check {
             check(
                 Status::Fail,
                 &item,
-                format!("not in this kernel; {why} needs it: install your distribution's extra kernel modules{hint}"),
+                format!("not in this kernel; needed for {why}: install your distribution's extra kernel modules{hint}"),
             )
         }
     }
