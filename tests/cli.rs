@@ -1,0 +1,473 @@
+//! The `rk3s` binary's command line, run as a user would run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
+
+/// Runs rk3s with a clean `RK3S_*`-free environment plus `vars`, reading
+/// no config file unless the test gives one.
+fn rk3s(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(RK3S);
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("RK3S_") {
+            cmd.env_remove(k);
+        }
+    }
+    // An empty file: never the real /etc/rk3s/config.yaml.
+    cmd.env("RK3S_CONFIG_FILE", "/dev/null");
+    cmd.env_remove("RUST_LOG");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("failed to run rk3s")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a usage error (exit 2) whose message contains every `needle`.
+fn refused(o: &Output, needles: &[&str]) {
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    let err = stderr(o);
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in: {err}");
+    }
+}
+
+fn print_config(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let mut all = vec!["server", "--print-config", "--node-name", "test-node"];
+    all.extend_from_slice(args);
+    let o = rk3s(&all, vars);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn help_lists_commands_and_server_flags() {
+    let o = rk3s(&["--help"], &[]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for cmd in [
+        "server",
+        "agent",
+        "token",
+        "check-config",
+        "kubectl",
+        "completion",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let help = stdout(&rk3s(&["server", "--help"], &[]));
+    for flag in [
+        "--data-dir",
+        "--bind-address",
+        "--https-listen-port",
+        "--advertise-address",
+        "--tls-san",
+        "--cluster-cidr",
+        "--service-cidr",
+        "--cluster-dns",
+        "--cluster-domain",
+        "--service-node-port-range",
+        "--token",
+        "--token-file",
+        "--write-kubeconfig",
+        "--write-kubeconfig-mode",
+        "--disable",
+        "--disable-agent",
+        "--node-name",
+        "--node-ip",
+        "--node-label",
+        "--node-taint",
+        "--flannel-backend",
+        "--container-runtime-endpoint",
+        "--debug",
+        "--config",
+        "RK3S_CLUSTER_CIDR",
+        "10.42.0.0/16",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from server --help:\n{help}"
+        );
+    }
+    let help = stdout(&rk3s(&["agent", "--help"], &[]));
+    assert!(
+        help.contains("--server") && help.contains("RK3S_URL") && help.contains("RK3S_TOKEN"),
+        "{help}"
+    );
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let o = rk3s(&["--version"], &[]);
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("rk3s {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_flags_give_clear_messages() {
+    refused(
+        &rk3s(&["server", "--cluster-cidr", "10.42.0.0/33"], &[]),
+        &["--cluster-cidr", "prefix length must be at most 32"],
+    );
+    refused(
+        &rk3s(&["server", "--disable", "traefik"], &[]),
+        &[
+            "--disable",
+            "traefik",
+            "ingress, servicelb, dns, local-storage, metrics-server, network-policy",
+        ],
+    );
+    refused(
+        &rk3s(&["server", "--node-taint", "gpu=true:Sometimes"], &[]),
+        &["--node-taint", "NoSchedule, PreferNoSchedule, NoExecute"],
+    );
+    refused(
+        &rk3s(&["server", "--node-label", "no-equals"], &[]),
+        &["--node-label", "key=value"],
+    );
+    refused(
+        &rk3s(&["server", "--https-listen-port", "0"], &[]),
+        &["--https-listen-port", "between 1 and 65535"],
+    );
+    refused(
+        &rk3s(&["server", "--cluster-dns", "10.50.0.10"], &[]),
+        &["--cluster-dns", "outside --service-cidr"],
+    );
+    refused(
+        &rk3s(
+            &[
+                "server",
+                "--service-cidr",
+                "10.42.128.0/17",
+                "--cluster-dns",
+                "10.42.128.10",
+            ],
+            &[],
+        ),
+        &["overlap"],
+    );
+    refused(
+        &rk3s(&["server", "--service-node-port-range", "40000-30000"], &[]),
+        &["--service-node-port-range", "lower"],
+    );
+    refused(
+        &rk3s(&["server", "--bind-address", "localhost"], &[]),
+        &["--bind-address", "not an IPv4 or IPv6 address"],
+    );
+    refused(
+        &rk3s(&["server", "--write-kubeconfig-mode", "rw"], &[]),
+        &["--write-kubeconfig-mode", "octal"],
+    );
+    refused(
+        &rk3s(&["server"], &[("RK3S_CLUSTER_CIDR", "10.42.0.0/99")]),
+        &["--cluster-cidr", "environment variable RK3S_CLUSTER_CIDR"],
+    );
+    // Unknown flags are clap's usage errors (also exit 2).
+    refused(
+        &rk3s(&["server", "--clutser-cidr", "10.1.0.0/16"], &[]),
+        &["--clutser-cidr"],
+    );
+}
+
+#[test]
+fn agent_needs_an_https_server_and_a_token() {
+    refused(&rk3s(&["agent"], &[]), &["--server", "RK3S_URL"]);
+    refused(
+        &rk3s(&["agent"], &[("RK3S_URL", "https://10.0.0.1:6443")]),
+        &["--token", "RK3S_TOKEN"],
+    );
+    refused(
+        &rk3s(&["agent", "-s", "http://10.0.0.1:6443", "-t", "x"], &[]),
+        &["--server", "https://"],
+    );
+    let o = rk3s(
+        &["agent", "--print-config", "--node-name", "n1"],
+        &[
+            ("RK3S_URL", "https://10.0.0.1:6443"),
+            ("RK3S_TOKEN", "s3cret"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let yaml = stdout(&o);
+    assert!(
+        yaml.contains("server: https://10.0.0.1:6443") && !yaml.contains("s3cret"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn agent_run_says_it_is_not_implemented() {
+    let o = rk3s(
+        &["agent", "--node-name", "n1"],
+        &[("RK3S_URL", "https://10.0.0.1:6443"), ("RK3S_TOKEN", "t")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("the node agent is not implemented yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn token_commands_parse_flags_but_are_not_implemented() {
+    let o = rk3s(
+        &["token", "create", "--ttl", "1h", "--description", "pi"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o)
+        .contains("not implemented yet: `rk3s token create` lands with the PKI/join work"));
+    let o = rk3s(&["token", "list", "--output", "xml"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "bad flag values are still usage errors"
+    );
+}
+
+#[test]
+fn precedence_is_flag_then_env_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "cluster-cidr: 10.100.0.0/16\nservice-cidr: 10.101.0.0/16\ncluster-dns: 10.101.0.10\nhttps-listen-port: 7443\n\
+         tls-san:\n  - a.example\n  - 192.168.1.5\ndisable: servicelb\ndebug: true\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let env = [
+        ("RK3S_CONFIG_FILE", f),
+        ("RK3S_CLUSTER_CIDR", "10.200.0.0/16"),
+        ("RK3S_HTTPS_LISTEN_PORT", "8443"),
+    ];
+    let yaml = print_config(&["--cluster-cidr", "10.250.0.0/16"], &env);
+    assert!(
+        yaml.contains("cluster-cidr: 10.250.0.0/16"),
+        "flag beats env and file:\n{yaml}"
+    );
+    assert!(
+        yaml.contains("https-listen-port: 8443"),
+        "env beats file:\n{yaml}"
+    );
+    assert!(
+        yaml.contains("service-cidr: 10.101.0.0/16"),
+        "file beats default:\n{yaml}"
+    );
+    assert!(
+        yaml.contains("- a.example\n- 192.168.1.5")
+            && yaml.contains("- servicelb")
+            && yaml.contains("debug: true"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("cluster-domain: cluster.local"),
+        "default:\n{yaml}"
+    );
+
+    let yaml = print_config(&["-c", f], &[]);
+    assert!(
+        yaml.contains("cluster-cidr: 10.100.0.0/16") && yaml.contains("https-listen-port: 7443"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn config_file_errors_name_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    let f = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        "cluster-cidr: 10.100.0.0/16\nclustr-dns: 10.43.0.10\n",
+    )
+    .unwrap();
+    refused(
+        &rk3s(&["server", "-c", f], &[]),
+        &["unknown key \"clustr-dns\"", f],
+    );
+    std::fs::write(&file, "https-listen-port: [1, 2]\n").unwrap();
+    refused(
+        &rk3s(&["server", "-c", f], &[]),
+        &["https-listen-port", f, "expected a single"],
+    );
+    std::fs::write(&file, "cluster-cidr: 10.100.0.0/40\n").unwrap();
+    refused(
+        &rk3s(&["server", "-c", f], &[]),
+        &["--cluster-cidr", f, "at most 32"],
+    );
+    let missing = dir.path().join("missing.yaml");
+    refused(
+        &rk3s(&["server", "--config", missing.to_str().unwrap()], &[]),
+        &["missing.yaml"],
+    );
+}
+
+#[test]
+fn kubectl_passes_arguments_through() {
+    let dir = tempfile::tempdir().unwrap();
+    // A stand-in kubectl that records its arguments and KUBECONFIG, and exits 7.
+    let fake = dir.path().join("kubectl");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"args:$*\"\necho \"kubeconfig:$KUBECONFIG\"\nexit 7\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let o = Command::new(RK3S)
+        .args([
+            "kubectl",
+            "get",
+            "pods",
+            "-A",
+            "--help",
+            "--version",
+            "-o=wide",
+        ])
+        .env("PATH", &path)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(
+        stdout(&o),
+        "args:get pods -A --help --version -o=wide\nkubeconfig:/etc/rk3s/rk3s.yaml\n"
+    );
+    let o = Command::new(RK3S)
+        .args(["kubectl", "x"])
+        .env("PATH", &path)
+        .env("KUBECONFIG", "/tmp/kc")
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("kubeconfig:/tmp/kc"));
+
+    let o = Command::new(RK3S)
+        .args(["kubectl", "get", "nodes"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    assert!(stderr(&o).contains("kubectl was not found on PATH"));
+}
+
+#[test]
+fn kubectl_symlink_to_rk3s_does_not_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(RK3S, dir.path().join("kubectl")).unwrap();
+    let o = Command::new(dir.path().join("kubectl"))
+        .arg("version")
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    assert!(stderr(&o).contains("kubectl was not found on PATH"));
+}
+
+#[test]
+fn kubectl_version_client_runs_the_real_kubectl() {
+    if !Path::new("/usr/bin/kubectl").exists() && which_kubectl().is_none() {
+        eprintln!("skipped: no kubectl on PATH");
+        return;
+    }
+    let o = rk3s(&["kubectl", "version", "--client"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Client Version"), "{}", stdout(&o));
+}
+
+fn which_kubectl() -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn completion_prints_a_script() {
+    let o = rk3s(&["completion", "bash"], &[]);
+    assert!(o.status.success());
+    let script = stdout(&o);
+    assert!(
+        script.contains("_rk3s()")
+            && script.contains("complete")
+            && script.contains("check-config"),
+        "{script}"
+    );
+    assert_eq!(rk3s(&["completion", "tcsh"], &[]).status.code(), Some(2));
+}
+
+#[test]
+fn check_config_prints_one_line_per_item_and_a_summary() {
+    let o = rk3s(&["check-config"], &[]);
+    let out = stdout(&o);
+    let lines: Vec<_> = out.lines().collect();
+    assert!(lines.len() >= 10, "{out}");
+    for line in &lines[..lines.len() - 1] {
+        assert!(
+            ["OK  ", "WARN", "FAIL"].iter().any(|s| line.starts_with(s)),
+            "bad line {line:?}"
+        );
+    }
+    assert!(
+        !out.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.contains(" OK, ") && summary.contains(" FAIL"),
+        "{summary}"
+    );
+    let failed = lines.iter().any(|l| l.starts_with("FAIL"));
+    assert_eq!(o.status.success(), !failed);
+}
+
+#[test]
+fn server_prepares_the_data_dir_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let child = Command::new(RK3S)
+        .args(["server", "--node-name", "t1", "--data-dir"])
+        .arg(&data)
+        .env("RK3S_CONFIG_FILE", "/dev/null")
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !data.join("agent").is_dir() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "data dir layout never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The signal handler is installed before the layout is created.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for sub in ["server/db", "server/tls", "agent"] {
+        assert!(data.join(sub).is_dir(), "{sub}");
+    }
+    let log = stderr(&out);
+    assert!(
+        log.contains("not wired in yet") && log.contains("shutting down"),
+        "{log}"
+    );
+}
