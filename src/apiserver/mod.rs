@@ -1,2 +1,3 @@
 //! The Kubernetes API server (being written).
+pub mod protobuf;
 pub mod registry;
