@@ -135,17 +135,15 @@ impl Parser<'_> {
             return Ok(Node::Some(Box::new(inner)));
         }
         let mut fields = Vec::new();
-        if self.eat("{") {
-            if !self.eat("}") {
-                loop {
-                    let field = self.ident()?;
-                    self.expect(":")?;
-                    fields.push((field, self.value()?));
-                    if self.eat("}") {
-                        break;
-                    }
-                    self.expect(",")?;
+        if self.eat("{") && !self.eat("}") {
+            loop {
+                let field = self.ident()?;
+                self.expect(":")?;
+                fields.push((field, self.value()?));
+                if self.eat("}") {
+                    break;
                 }
+                self.expect(",")?;
             }
         }
         Ok(Node::Struct { name: word, fields })
