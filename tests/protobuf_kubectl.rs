@@ -178,6 +178,15 @@ const CREATES: &[(&[&str], &str)] = &[
     ),
     (&["create", "service", "clusterip", "svc", "--tcp=80:8080"], "/api/v1/namespaces/default/services"),
     (&["create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30080"], "/api/v1/namespaces/default/services"),
+    (
+        &["create", "service", "externalname", "en", "--external-name=example.com"],
+        "/api/v1/namespaces/default/services",
+    ),
+    (&["create", "service", "loadbalancer", "lb", "--tcp=80"], "/api/v1/namespaces/default/services"),
+    (
+        &["create", "deployment", "multi", "--image=busybox", "--image=nginx:1.27"],
+        "/apis/apps/v1/namespaces/default/deployments",
+    ),
     (&["create", "job", "j", "--image=busybox", "--", "echo", "hi"], "/apis/batch/v1/namespaces/default/jobs"),
     (&["create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"], "/apis/batch/v1/namespaces/default/cronjobs"),
     (&["create", "serviceaccount", "sa"], "/api/v1/namespaces/default/serviceaccounts"),
@@ -185,6 +194,10 @@ const CREATES: &[(&[&str], &str)] = &[
     (&["create", "priorityclass", "low", "--value=0", "--description=zero"], "/apis/scheduling.k8s.io/v1/priorityclasses"),
     (
         &["create", "poddisruptionbudget", "pdb", "--selector=app=web", "--min-available=50%"],
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+    ),
+    (
+        &["create", "poddisruptionbudget", "p2", "--selector=app=web", "--max-unavailable=1"],
         "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
     ),
     (
@@ -295,4 +308,36 @@ fn rbac_generators_decode_like_their_dry_run() {
         assert_eq!(post.content_type, protobuf::CONTENT_TYPE);
         assert_eq!(protobuf::decode(&post.body).unwrap(), expected, "kubectl {args:?}");
     }
+}
+
+
+#[test]
+fn kubectl_auth_reviews_are_protobuf_too() {
+    if !kubectl_present() {
+        return;
+    }
+    let stub = Stub::start();
+    // The stub echoes the review without `status.allowed`, so kubectl answers "no" (exit 1).
+    let output = stub.kubectl(&["auth", "can-i", "list", "pods"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "no");
+    let posts = stub.take_posts();
+    assert_eq!(posts[0].path, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
+    assert_eq!(posts[0].content_type, protobuf::CONTENT_TYPE);
+    let decoded = protobuf::decode(&posts[0].body).unwrap();
+    assert_eq!(decoded["kind"], "SelfSubjectAccessReview");
+    assert_eq!(
+        decoded["spec"]["resourceAttributes"],
+        json!({"namespace": "default", "verb": "list", "resource": "pods"})
+    );
+
+    let output = stub.kubectl(&["auth", "whoami"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let posts = stub.take_posts();
+    assert_eq!(posts[0].path, "/apis/authentication.k8s.io/v1/selfsubjectreviews");
+    let decoded = protobuf::decode(&posts[0].body).unwrap();
+    assert_eq!(
+        decoded,
+        json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {"creationTimestamp": null}, "status": {"userInfo": {}}})
+    );
 }
