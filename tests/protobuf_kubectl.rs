@@ -30,7 +30,13 @@ struct Seen {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
-async fn handle(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn handle(
+    log: Log,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -43,7 +49,12 @@ async fn handle(log: Log, method: Method, uri: Uri, headers: HeaderMap, body: By
         body: body.clone(),
     });
     let json_response = |status: StatusCode, value: Value| {
-        (status, [(http::header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response()
     };
     if method == Method::GET && uri.path() == "/version" {
         return json_response(
@@ -86,7 +97,9 @@ fn discovery(path: &str) -> Option<Value> {
     };
     let rbac = "rbac.authorization.k8s.io";
     Some(match path {
-        "/api" => json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
+        "/api" => {
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+        }
         "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{
             "name": rbac,
             "versions": [{"groupVersion": format!("{rbac}/v1"), "version": "v1"}],
@@ -95,11 +108,13 @@ fn discovery(path: &str) -> Option<Value> {
         "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
             resource("pods", "Pod", true), resource("serviceaccounts", "ServiceAccount", true)
         ]}),
-        "/apis/rbac.authorization.k8s.io/v1" => json!({"kind": "APIResourceList", "groupVersion": format!("{rbac}/v1"),
+        "/apis/rbac.authorization.k8s.io/v1" => {
+            json!({"kind": "APIResourceList", "groupVersion": format!("{rbac}/v1"),
             "resources": [
                 resource("roles", "Role", true), resource("rolebindings", "RoleBinding", true),
                 resource("clusterroles", "ClusterRole", false), resource("clusterrolebindings", "ClusterRoleBinding", false)
-            ]}),
+            ]})
+        }
         _ => return None,
     })
 }
@@ -113,13 +128,21 @@ struct Stub {
 
 impl Stub {
     fn start() -> Stub {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let log: Log = Arc::default();
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
         let address = listener.local_addr().unwrap();
         let app = axum::Router::new().fallback({
             let log = log.clone();
-            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| handle(log.clone(), method, uri, headers, body)
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                handle(log.clone(), method, uri, headers, body)
+            }
         });
         runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
 
@@ -134,7 +157,12 @@ impl Stub {
             ),
         )
         .unwrap();
-        Stub { log, home, kubeconfig, _runtime: runtime }
+        Stub {
+            log,
+            home,
+            kubeconfig,
+            _runtime: runtime,
+        }
     }
 
     fn kubectl(&self, args: &[&str]) -> std::process::Output {
@@ -149,7 +177,11 @@ impl Stub {
 
     fn take_posts(&self) -> Vec<Seen> {
         let mut log = self.log.lock().unwrap();
-        let posts = log.iter().filter(|seen| seen.method == Method::POST).cloned().collect();
+        let posts = log
+            .iter()
+            .filter(|seen| seen.method == Method::POST)
+            .cloned()
+            .collect();
         log.clear();
         posts
     }
@@ -166,61 +198,201 @@ fn kubectl_present() -> bool {
 /// The generators kubectl 1.32 sends as protobuf, with the collection each one POSTs to.
 const CREATES: &[(&[&str], &str)] = &[
     (&["create", "namespace", "foo"], "/api/v1/namespaces"),
-    (&["create", "configmap", "x", "--from-literal=a=b", "--from-literal=empty="], "/api/v1/namespaces/default/configmaps"),
-    (&["create", "secret", "generic", "s", "--from-literal=k=v"], "/api/v1/namespaces/default/secrets"),
     (
-        &["create", "secret", "docker-registry", "reg", "--docker-server=r.example", "--docker-username=u", "--docker-password=p"],
+        &[
+            "create",
+            "configmap",
+            "x",
+            "--from-literal=a=b",
+            "--from-literal=empty=",
+        ],
+        "/api/v1/namespaces/default/configmaps",
+    ),
+    (
+        &["create", "secret", "generic", "s", "--from-literal=k=v"],
         "/api/v1/namespaces/default/secrets",
     ),
     (
-        &["create", "deployment", "web", "--image=busybox", "--replicas=2", "--port=80", "--", "sleep", "3600"],
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "reg",
+            "--docker-server=r.example",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        "/api/v1/namespaces/default/secrets",
+    ),
+    (
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--replicas=2",
+            "--port=80",
+            "--",
+            "sleep",
+            "3600",
+        ],
         "/apis/apps/v1/namespaces/default/deployments",
     ),
-    (&["create", "service", "clusterip", "svc", "--tcp=80:8080"], "/api/v1/namespaces/default/services"),
-    (&["create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30080"], "/api/v1/namespaces/default/services"),
     (
-        &["create", "service", "externalname", "en", "--external-name=example.com"],
+        &["create", "service", "clusterip", "svc", "--tcp=80:8080"],
         "/api/v1/namespaces/default/services",
     ),
-    (&["create", "service", "loadbalancer", "lb", "--tcp=80"], "/api/v1/namespaces/default/services"),
     (
-        &["create", "deployment", "multi", "--image=busybox", "--image=nginx:1.27"],
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "np",
+            "--tcp=80:8080",
+            "--node-port=30080",
+        ],
+        "/api/v1/namespaces/default/services",
+    ),
+    (
+        &[
+            "create",
+            "service",
+            "externalname",
+            "en",
+            "--external-name=example.com",
+        ],
+        "/api/v1/namespaces/default/services",
+    ),
+    (
+        &["create", "service", "loadbalancer", "lb", "--tcp=80"],
+        "/api/v1/namespaces/default/services",
+    ),
+    (
+        &[
+            "create",
+            "deployment",
+            "multi",
+            "--image=busybox",
+            "--image=nginx:1.27",
+        ],
         "/apis/apps/v1/namespaces/default/deployments",
     ),
-    (&["create", "job", "j", "--image=busybox", "--", "echo", "hi"], "/apis/batch/v1/namespaces/default/jobs"),
-    (&["create", "cronjob", "cj", "--image=busybox", "--schedule=*/5 * * * *"], "/apis/batch/v1/namespaces/default/cronjobs"),
-    (&["create", "serviceaccount", "sa"], "/api/v1/namespaces/default/serviceaccounts"),
-    (&["create", "quota", "q", "--hard=cpu=1,memory=1Gi,pods=10"], "/api/v1/namespaces/default/resourcequotas"),
-    (&["create", "priorityclass", "low", "--value=0", "--description=zero"], "/apis/scheduling.k8s.io/v1/priorityclasses"),
     (
-        &["create", "poddisruptionbudget", "pdb", "--selector=app=web", "--min-available=50%"],
+        &["create", "job", "j", "--image=busybox", "--", "echo", "hi"],
+        "/apis/batch/v1/namespaces/default/jobs",
+    ),
+    (
+        &[
+            "create",
+            "cronjob",
+            "cj",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+        "/apis/batch/v1/namespaces/default/cronjobs",
+    ),
+    (
+        &["create", "serviceaccount", "sa"],
+        "/api/v1/namespaces/default/serviceaccounts",
+    ),
+    (
+        &["create", "quota", "q", "--hard=cpu=1,memory=1Gi,pods=10"],
+        "/api/v1/namespaces/default/resourcequotas",
+    ),
+    (
+        &[
+            "create",
+            "priorityclass",
+            "low",
+            "--value=0",
+            "--description=zero",
+        ],
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+    ),
+    (
+        &[
+            "create",
+            "poddisruptionbudget",
+            "pdb",
+            "--selector=app=web",
+            "--min-available=50%",
+        ],
         "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
     ),
     (
-        &["create", "poddisruptionbudget", "p2", "--selector=app=web", "--max-unavailable=1"],
+        &[
+            "create",
+            "poddisruptionbudget",
+            "p2",
+            "--selector=app=web",
+            "--max-unavailable=1",
+        ],
         "/apis/policy/v1/namespaces/default/poddisruptionbudgets",
     ),
     (
-        &["create", "ingress", "ing", "--rule=example.com/path*=svc:80,tls=cert", "--class=traefik"],
+        &[
+            "create",
+            "ingress",
+            "ing",
+            "--rule=example.com/path*=svc:80,tls=cert",
+            "--class=traefik",
+        ],
         "/apis/networking.k8s.io/v1/namespaces/default/ingresses",
     ),
 ];
 
 /// Generators that check `--resource` names through discovery first.
 const RBAC: &[(&[&str], &str)] = &[
-    (&["create", "clusterrole", "reader", "--verb=get,list", "--resource=pods"], "ClusterRole"),
-    (&["create", "role", "r", "--verb=get", "--resource=pods"], "Role"),
-    (&["create", "rolebinding", "rb", "--clusterrole=reader", "--serviceaccount=default:sa"], "RoleBinding"),
-    (&["create", "clusterrolebinding", "crb", "--clusterrole=reader", "--user=alice"], "ClusterRoleBinding"),
+    (
+        &[
+            "create",
+            "clusterrole",
+            "reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+        "ClusterRole",
+    ),
+    (
+        &["create", "role", "r", "--verb=get", "--resource=pods"],
+        "Role",
+    ),
+    (
+        &[
+            "create",
+            "rolebinding",
+            "rb",
+            "--clusterrole=reader",
+            "--serviceaccount=default:sa",
+        ],
+        "RoleBinding",
+    ),
+    (
+        &[
+            "create",
+            "clusterrolebinding",
+            "crb",
+            "--clusterrole=reader",
+            "--user=alice",
+        ],
+        "ClusterRoleBinding",
+    ),
 ];
 
 fn dry_run_json(stub: &Stub, args: &[&str]) -> Value {
     let mut dry_args = args.to_vec();
     // Flags must come before `--` (the container command).
-    let at = dry_args.iter().position(|arg| *arg == "--").unwrap_or(dry_args.len());
+    let at = dry_args
+        .iter()
+        .position(|arg| *arg == "--")
+        .unwrap_or(dry_args.len());
     dry_args.splice(at..at, ["--dry-run=client", "-o", "json"]);
     let output = stub.kubectl(&dry_args);
-    assert!(output.status.success(), "kubectl {dry_args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "kubectl {dry_args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -239,13 +411,23 @@ fn kubectl_create_bodies_decode_to_what_kubectl_itself_prints() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "kubectl {args:?} failed: {stderr}");
         let posts = stub.take_posts();
-        assert_eq!(posts.len(), 1, "kubectl {args:?} should POST once: {posts:?}");
+        assert_eq!(
+            posts.len(),
+            1,
+            "kubectl {args:?} should POST once: {posts:?}"
+        );
         let post = &posts[0];
         assert_eq!(post.path, *collection, "kubectl {args:?}");
-        assert_eq!(post.content_type, protobuf::CONTENT_TYPE, "kubectl {args:?} sent no protobuf");
+        assert_eq!(
+            post.content_type,
+            protobuf::CONTENT_TYPE,
+            "kubectl {args:?} sent no protobuf"
+        );
         let decoded = protobuf::decode(&post.body).unwrap();
         if decoded != expected {
-            mismatches.push(format!("kubectl {args:?}\n decoded: {decoded}\nexpected: {expected}"));
+            mismatches.push(format!(
+                "kubectl {args:?}\n decoded: {decoded}\nexpected: {expected}"
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
@@ -257,15 +439,32 @@ fn decoded_deployment_has_the_requested_shape() {
         return;
     }
     let stub = Stub::start();
-    let output = stub.kubectl(&["create", "deployment", "web", "--image=busybox", "--replicas=2", "--port=80"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "deployment.apps/web created");
+    let output = stub.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "deployment.apps/web created"
+    );
     let decoded = protobuf::decode(&stub.take_posts()[0].body).unwrap();
     assert_eq!(decoded["kind"], "Deployment");
     assert_eq!(decoded["apiVersion"], "apps/v1");
     assert_eq!(decoded["metadata"]["name"], "web");
     assert_eq!(decoded["spec"]["replicas"], 2);
-    assert_eq!(decoded["spec"]["selector"], json!({"matchLabels": {"app": "web"}}));
+    assert_eq!(
+        decoded["spec"]["selector"],
+        json!({"matchLabels": {"app": "web"}})
+    );
     let container = &decoded["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "busybox");
     assert_eq!(container["ports"], json!([{"containerPort": 80}]));
@@ -278,10 +477,17 @@ fn kubectl_create_token_posts_a_token_request() {
     }
     let stub = Stub::start();
     let output = stub.kubectl(&["create", "token", "sa", "--duration=1h", "--audience=api"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "stub-token");
     let posts = stub.take_posts();
-    assert_eq!(posts[0].path, "/api/v1/namespaces/default/serviceaccounts/sa/token");
+    assert_eq!(
+        posts[0].path,
+        "/api/v1/namespaces/default/serviceaccounts/sa/token"
+    );
     assert_eq!(posts[0].content_type, protobuf::CONTENT_TYPE);
     let decoded = protobuf::decode(&posts[0].body).unwrap();
     assert_eq!(decoded["kind"], "TokenRequest");
@@ -301,15 +507,26 @@ fn rbac_generators_decode_like_their_dry_run() {
         assert_eq!(expected["kind"], *kind);
         stub.take_posts();
         let output = stub.kubectl(args);
-        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let posts = stub.take_posts();
-        assert_eq!(posts.len(), 1, "kubectl {args:?} should POST once: {posts:?}");
+        assert_eq!(
+            posts.len(),
+            1,
+            "kubectl {args:?} should POST once: {posts:?}"
+        );
         let post = &posts[0];
         assert_eq!(post.content_type, protobuf::CONTENT_TYPE);
-        assert_eq!(protobuf::decode(&post.body).unwrap(), expected, "kubectl {args:?}");
+        assert_eq!(
+            protobuf::decode(&post.body).unwrap(),
+            expected,
+            "kubectl {args:?}"
+        );
     }
 }
-
 
 #[test]
 fn kubectl_auth_reviews_are_protobuf_too() {
@@ -321,7 +538,10 @@ fn kubectl_auth_reviews_are_protobuf_too() {
     let output = stub.kubectl(&["auth", "can-i", "list", "pods"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "no");
     let posts = stub.take_posts();
-    assert_eq!(posts[0].path, "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews");
+    assert_eq!(
+        posts[0].path,
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    );
     assert_eq!(posts[0].content_type, protobuf::CONTENT_TYPE);
     let decoded = protobuf::decode(&posts[0].body).unwrap();
     assert_eq!(decoded["kind"], "SelfSubjectAccessReview");
@@ -331,9 +551,16 @@ fn kubectl_auth_reviews_are_protobuf_too() {
     );
 
     let output = stub.kubectl(&["auth", "whoami"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let posts = stub.take_posts();
-    assert_eq!(posts[0].path, "/apis/authentication.k8s.io/v1/selfsubjectreviews");
+    assert_eq!(
+        posts[0].path,
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    );
     let decoded = protobuf::decode(&posts[0].body).unwrap();
     assert_eq!(
         decoded,

@@ -46,7 +46,11 @@ pub enum ProtobufError {
     #[error("failed to decode protobuf body: unknown kind `{kind}` in `{api_version}`")]
     UnknownKind { api_version: String, kind: String },
     #[error("failed to decode protobuf body: malformed {kind} ({api_version}): {reason}")]
-    Malformed { api_version: String, kind: String, reason: String },
+    Malformed {
+        api_version: String,
+        kind: String,
+        reason: String,
+    },
 }
 
 /// Decodes a `k8s\0`-prefixed protobuf body into the object's Kubernetes JSON form.
@@ -54,18 +58,29 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
     let envelope = body
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| ProtobufError::NotEnvelope("missing the `k8s\\0` prefix".into()))?;
-    let unknown = Unknown::decode(envelope).map_err(|err| ProtobufError::NotEnvelope(err.to_string()))?;
+    let unknown =
+        Unknown::decode(envelope).map_err(|err| ProtobufError::NotEnvelope(err.to_string()))?;
     let type_meta = unknown.type_meta.unwrap_or_default();
     let api_version = type_meta.api_version.unwrap_or_default();
     let kind = type_meta.kind.unwrap_or_default();
     if api_version.is_empty() || kind.is_empty() {
-        return Err(ProtobufError::NotEnvelope("apiVersion and kind must be set".into()));
+        return Err(ProtobufError::NotEnvelope(
+            "apiVersion and kind must be set".into(),
+        ));
     }
-    if let Some(encoding) = unknown.content_encoding.filter(|encoding| !encoding.is_empty()) {
+    if let Some(encoding) = unknown
+        .content_encoding
+        .filter(|encoding| !encoding.is_empty())
+    {
         return Err(ProtobufError::UnsupportedEncoding(encoding));
     }
-    if let Some(content_type) = unknown.content_type.filter(|ty| !ty.is_empty() && ty != CONTENT_TYPE) {
-        return Err(ProtobufError::NotEnvelope(format!("raw content type is `{content_type}`")));
+    if let Some(content_type) = unknown
+        .content_type
+        .filter(|ty| !ty.is_empty() && ty != CONTENT_TYPE)
+    {
+        return Err(ProtobufError::NotEnvelope(format!(
+            "raw content type is `{content_type}`"
+        )));
     }
     let raw = unknown.raw.unwrap_or_default();
     let malformed = |reason: String| ProtobufError::Malformed {
@@ -78,14 +93,24 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         kinds::Lookup::Decoded(rendered) => rendered,
         kinds::Lookup::Malformed(err) => return Err(malformed(err.to_string())),
         kinds::Lookup::UnknownKind => {
-            return Err(ProtobufError::UnknownKind { api_version: api_version.clone(), kind: kind.clone() })
+            return Err(ProtobufError::UnknownKind {
+                api_version: api_version.clone(),
+                kind: kind.clone(),
+            })
         }
     };
-    let tree = debug_tree::parse(&rendered).map_err(|err| malformed(format!("internal rendering error: {err}")))?;
+    let tree = debug_tree::parse(&rendered)
+        .map_err(|err| malformed(format!("internal rendering error: {err}")))?;
     let fields = match to_json::to_json(&tree, "") {
         Ok(Value::Object(fields)) => fields,
         Ok(_) => return Err(malformed("the object is not a message".into())),
-        Err(err) => return Err(malformed(format!("field `{}`: {}", err.path.trim_start_matches('.'), err.reason))),
+        Err(err) => {
+            return Err(malformed(format!(
+                "field `{}`: {}",
+                err.path.trim_start_matches('.'),
+                err.reason
+            )))
+        }
     };
 
     let mut object = Map::with_capacity(fields.len() + 2);
@@ -99,7 +124,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
 pub fn encode_envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
     use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
     let unknown = Unknown {
-        type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+        type_meta: Some(TypeMeta {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+        }),
         raw: Some(raw),
         content_encoding: Some(String::new()),
         content_type: Some(String::new()),

@@ -13,10 +13,16 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Node {
     /// A message: its Rust type name and its fields in declaration order.
-    Struct { name: String, fields: Vec<(String, Node)> },
+    Struct {
+        name: String,
+        fields: Vec<(String, Node)>,
+    },
     Some(Box<Node>),
     None,
     List(Vec<Node>),
+    /// A non-empty list of integers (repeated integers, or `bytes`), kept compact because a
+    /// megabyte Secret would otherwise become a million nodes.
+    Ints(Vec<i64>),
     Map(Vec<(Node, Node)>),
     Str(String),
     /// A number exactly as printed (integer or float).
@@ -55,7 +61,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, expected: &'static str) -> ParseError {
-        ParseError { offset: self.pos, expected }
+        ParseError {
+            offset: self.pos,
+            expected,
+        }
     }
 
     fn rest(&self) -> &str {
@@ -155,6 +164,9 @@ impl Parser<'_> {
         if self.eat("]") {
             return Ok(Node::List(items));
         }
+        if let Some(ints) = self.ints() {
+            return Ok(Node::Ints(ints));
+        }
         loop {
             items.push(self.value()?);
             if self.eat("]") {
@@ -162,6 +174,30 @@ impl Parser<'_> {
             }
             self.expect(",")?;
         }
+    }
+
+    /// The rest of a list made only of integers, or `None` (position unchanged) otherwise.
+    fn ints(&mut self) -> Option<Vec<i64>> {
+        let start = self.pos;
+        let mut ints = Vec::new();
+        loop {
+            self.skip_spaces();
+            let Node::Num(text) = self.number() else {
+                unreachable!("number() yields Num")
+            };
+            match text.parse() {
+                Ok(int) => ints.push(int),
+                Err(_) => break,
+            }
+            if self.eat("]") {
+                return Some(ints);
+            }
+            if !self.eat(",") {
+                break;
+            }
+        }
+        self.pos = start;
+        None
     }
 
     fn map(&mut self) -> Result<Node, ParseError> {
@@ -217,7 +253,8 @@ impl Parser<'_> {
                             let tail = &self.rest()[j + 1..];
                             let close = tail.find('}').ok_or_else(|| self.error("`}`"))?;
                             let hex = tail.get(1..close).ok_or_else(|| self.error("`{`"))?;
-                            let code = u32::from_str_radix(hex, 16).map_err(|_| self.error("hex digits"))?;
+                            let code = u32::from_str_radix(hex, 16)
+                                .map_err(|_| self.error("hex digits"))?;
                             for _ in 0..=close {
                                 chars.next();
                             }
@@ -240,15 +277,30 @@ mod tests {
 
     #[test]
     fn parses_structs_options_lists_and_maps() {
-        let node = parse(r#"A { r#type: Some("x"), n: [1, -2], m: {"k": B { v: None }}, e: C, t: true }"#)
-            .unwrap();
-        let Node::Struct { name, fields } = node else { panic!("not a struct") };
+        let node =
+            parse(r#"A { r#type: Some("x"), n: [1, -2], m: {"k": B { v: None }}, e: C, t: true }"#)
+                .unwrap();
+        let Node::Struct { name, fields } = node else {
+            panic!("not a struct")
+        };
         assert_eq!(name, "A");
-        assert_eq!(fields[0], ("type".into(), Node::Some(Box::new(Node::Str("x".into())))));
-        assert_eq!(fields[1].1, Node::List(vec![Node::Num("1".into()), Node::Num("-2".into())]));
-        let empty = Node::Struct { name: "B".into(), fields: vec![("v".into(), Node::None)] };
+        assert_eq!(
+            fields[0],
+            ("type".into(), Node::Some(Box::new(Node::Str("x".into()))))
+        );
+        assert_eq!(fields[1].1, Node::Ints(vec![1, -2]));
+        let empty = Node::Struct {
+            name: "B".into(),
+            fields: vec![("v".into(), Node::None)],
+        };
         assert_eq!(fields[2].1, Node::Map(vec![(Node::Str("k".into()), empty)]));
-        assert_eq!(fields[3].1, Node::Struct { name: "C".into(), fields: vec![] });
+        assert_eq!(
+            fields[3].1,
+            Node::Struct {
+                name: "C".into(),
+                fields: vec![]
+            }
+        );
         assert_eq!(fields[4].1, Node::Bool(true));
     }
 
@@ -257,6 +309,14 @@ mod tests {
         let original = "quote \" back \\ nl \n tab \t nul \0 bell \u{7} é ́ {a: [b]}";
         let node = parse(&format!("{original:?}")).unwrap();
         assert_eq!(node, Node::Str(original.into()));
+    }
+
+    #[test]
+    fn integer_lists_stay_compact_and_others_fall_back() {
+        assert_eq!(parse("[1, 2, 255]").unwrap(), Node::Ints(vec![1, 2, 255]));
+        let mixed = Node::List(vec![Node::Num("1".into()), Node::Num("2.5".into())]);
+        assert_eq!(parse("[1, 2.5]").unwrap(), mixed);
+        assert_eq!(parse("[]").unwrap(), Node::List(vec![]));
     }
 
     #[test]

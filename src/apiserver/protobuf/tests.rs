@@ -34,17 +34,28 @@ fn go_meta(name: &str, labels: &[(&str, &str)]) -> meta::ObjectMeta {
         resource_version: s(""),
         generation: Some(0),
         creation_timestamp: Some(meta::Time::default()),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..Default::default()
     }
 }
 
 fn int_or_string_int(value: i32) -> Option<IntOrString> {
-    Some(IntOrString { r#type: Some(0), int_val: Some(value), str_val: s("") })
+    Some(IntOrString {
+        r#type: Some(0),
+        int_val: Some(value),
+        str_val: s(""),
+    })
 }
 
 fn int_or_string_str(value: &str) -> Option<IntOrString> {
-    Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: s(value) })
+    Some(IntOrString {
+        r#type: Some(1),
+        int_val: Some(0),
+        str_val: s(value),
+    })
 }
 
 fn web_deployment() -> apps::Deployment {
@@ -64,7 +75,9 @@ fn web_deployment() -> apps::Deployment {
             value: s(""),
             value_from: Some(core::EnvVarSource {
                 config_map_key_ref: Some(core::ConfigMapKeySelector {
-                    local_object_reference: Some(core::LocalObjectReference { name: s("settings") }),
+                    local_object_reference: Some(core::LocalObjectReference {
+                        name: s("settings"),
+                    }),
                     key: s("mode"),
                     optional: Some(false),
                 }),
@@ -103,7 +116,10 @@ fn web_deployment() -> apps::Deployment {
     };
     apps::Deployment {
         metadata: Some(meta::ObjectMeta {
-            deletion_timestamp: Some(meta::Time { seconds: Some(1_704_164_645), nanos: Some(0) }),
+            deletion_timestamp: Some(meta::Time {
+                seconds: Some(1_704_164_645),
+                nanos: Some(0),
+            }),
             ..go_meta("web", &[("app", "web")])
         }),
         spec: Some(apps::DeploymentSpec {
@@ -186,7 +202,13 @@ fn decodes_a_deployment_like_go_would_serialize_it() {
         "status": {}
     });
     assert_eq!(decoded, expected);
-    let keys: Vec<_> = decoded.as_object().unwrap().keys().take(2).cloned().collect();
+    let keys: Vec<_> = decoded
+        .as_object()
+        .unwrap()
+        .keys()
+        .take(2)
+        .cloned()
+        .collect();
     assert_eq!(keys, ["kind", "apiVersion"]);
 }
 
@@ -194,7 +216,10 @@ fn decodes_a_deployment_like_go_would_serialize_it() {
 fn secret_bytes_become_base64_and_string_data_stays_text() {
     let secret = core::Secret {
         metadata: Some(go_meta("s", &[])),
-        data: BTreeMap::from([("k".to_string(), b"v".to_vec()), ("empty".to_string(), vec![])]),
+        data: BTreeMap::from([
+            ("k".to_string(), b"v".to_vec()),
+            ("empty".to_string(), vec![]),
+        ]),
         r#type: s("Opaque"),
         ..Default::default()
     };
@@ -250,7 +275,10 @@ fn service_ports_keep_names_acronyms_and_int_or_string() {
 fn micro_time_keeps_microseconds() {
     let event = k8s_pb::api::events::v1::Event {
         metadata: Some(go_meta("e", &[])),
-        event_time: Some(meta::MicroTime { seconds: Some(1_704_164_645), nanos: Some(123_456_789) }),
+        event_time: Some(meta::MicroTime {
+            seconds: Some(1_704_164_645),
+            nanos: Some(123_456_789),
+        }),
         reason: s("Started"),
         ..Default::default()
     };
@@ -264,7 +292,9 @@ fn duration_is_a_go_duration_string() {
     use k8s_pb::metrics::pkg::apis::metrics::v1beta1::PodMetrics;
     let metrics = PodMetrics {
         metadata: Some(go_meta("p", &[])),
-        window: Some(meta::Duration { duration: Some(90_500_000_000) }),
+        window: Some(meta::Duration {
+            duration: Some(90_500_000_000),
+        }),
         ..Default::default()
     };
     let decoded = decode(&body("metrics.k8s.io/v1beta1", "PodMetrics", &metrics)).unwrap();
@@ -275,7 +305,9 @@ fn duration_is_a_go_duration_string() {
 fn raw_extension_embeds_its_json() {
     let revision = apps::ControllerRevision {
         metadata: Some(go_meta("rev", &[])),
-        data: Some(RawExtension { raw: Some(br#"{"spec":{"a":[1,"b"]}}"#.to_vec()) }),
+        data: Some(RawExtension {
+            raw: Some(br#"{"spec":{"a":[1,"b"]}}"#.to_vec()),
+        }),
         revision: Some(3),
     };
     let decoded = decode(&body("apps/v1", "ControllerRevision", &revision)).unwrap();
@@ -288,7 +320,10 @@ fn unusual_strings_survive() {
     let value = "quote \" backslash \\ newline \n tab \t nul \0 accent é combining \u{301} emoji 🦀 {a: [b]}";
     let config_map = core::ConfigMap {
         metadata: Some(go_meta("x", &[])),
-        data: BTreeMap::from([("a".to_string(), value.to_string()), ("blank".to_string(), String::new())]),
+        data: BTreeMap::from([
+            ("a".to_string(), value.to_string()),
+            ("blank".to_string(), String::new()),
+        ]),
         ..Default::default()
     };
     let decoded = decode(&body("v1", "ConfigMap", &config_map)).unwrap();
@@ -307,26 +342,43 @@ fn every_listed_kind_decodes() {
 
 #[test]
 fn rejects_bodies_that_are_not_envelopes() {
-    assert!(matches!(decode(b"{\"kind\":\"Namespace\"}"), Err(ProtobufError::NotEnvelope(_))));
-    assert!(matches!(decode(b"k8s\0\xff\xff\xff"), Err(ProtobufError::NotEnvelope(_))));
+    assert!(matches!(
+        decode(b"{\"kind\":\"Namespace\"}"),
+        Err(ProtobufError::NotEnvelope(_))
+    ));
+    assert!(matches!(
+        decode(b"k8s\0\xff\xff\xff"),
+        Err(ProtobufError::NotEnvelope(_))
+    ));
     let no_kind = encode_envelope("v1", "", Vec::new());
-    assert!(matches!(decode(&no_kind), Err(ProtobufError::NotEnvelope(_))));
+    assert!(matches!(
+        decode(&no_kind),
+        Err(ProtobufError::NotEnvelope(_))
+    ));
 }
 
 #[test]
 fn names_the_unknown_kind() {
     let err = decode(&encode_envelope("example.com/v1", "Widget", Vec::new())).unwrap_err();
-    assert_eq!(err.to_string(), "failed to decode protobuf body: unknown kind `Widget` in `example.com/v1`");
+    assert_eq!(
+        err.to_string(),
+        "failed to decode protobuf body: unknown kind `Widget` in `example.com/v1`"
+    );
 }
 
 #[test]
 fn reports_malformed_objects() {
     // Field 1 (metadata) announced as 10 bytes long, then the body ends.
     let err = decode(&encode_envelope("v1", "Namespace", vec![0x0a, 0x0a, 0x01])).unwrap_err();
-    assert!(matches!(&err, ProtobufError::Malformed { kind, .. } if kind == "Namespace"), "{err}");
+    assert!(
+        matches!(&err, ProtobufError::Malformed { kind, .. } if kind == "Namespace"),
+        "{err}"
+    );
     // A RawExtension whose bytes are not JSON.
     let revision = apps::ControllerRevision {
-        data: Some(RawExtension { raw: Some(b"\x01\x02".to_vec()) }),
+        data: Some(RawExtension {
+            raw: Some(b"\x01\x02".to_vec()),
+        }),
         ..Default::default()
     };
     let err = decode(&body("apps/v1", "ControllerRevision", &revision)).unwrap_err();
@@ -335,9 +387,13 @@ fn reports_malformed_objects() {
 
 #[test]
 fn rejects_compressed_content() {
-    let mut unknown = Unknown::decode(&encode_envelope("v1", "Namespace", Vec::new())[4..]).unwrap();
+    let mut unknown =
+        Unknown::decode(&encode_envelope("v1", "Namespace", Vec::new())[4..]).unwrap();
     unknown.content_encoding = s("gzip");
     let mut compressed = MAGIC.to_vec();
     compressed.extend(unknown.encode_to_vec());
-    assert_eq!(decode(&compressed), Err(ProtobufError::UnsupportedEncoding("gzip".into())));
+    assert_eq!(
+        decode(&compressed),
+        Err(ProtobufError::UnsupportedEncoding("gzip".into()))
+    );
 }

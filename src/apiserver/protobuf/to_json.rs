@@ -26,7 +26,10 @@ pub(super) struct FieldError {
 type Result<T> = std::result::Result<T, FieldError>;
 
 fn fail<T>(path: &str, reason: impl Into<String>) -> Result<T> {
-    Err(FieldError { path: path.to_string(), reason: reason.into() })
+    Err(FieldError {
+        path: path.to_string(),
+        reason: reason.into(),
+    })
 }
 
 /// Converts a top-level message; `path` names it in errors.
@@ -37,8 +40,18 @@ pub(super) fn to_json(node: &Node, path: &str) -> Result<Value> {
 fn element(node: &Node, bytes: bool, path: &str) -> Result<Value> {
     match node {
         Node::Struct { name, fields } => message(name, fields, path),
-        Node::List(items) if bytes => Ok(Value::String(base64_of(items, path)?)),
-        Node::List(items) => items.iter().map(|item| element(item, false, path)).collect::<Result<_>>().map(Value::Array),
+        Node::Ints(ints) if bytes => Ok(Value::String(
+            base64::engine::general_purpose::STANDARD.encode(to_bytes(ints, path)?),
+        )),
+        Node::List(items) if bytes && items.is_empty() => Ok(Value::String(String::new())),
+        Node::Ints(ints) => Ok(Value::Array(
+            ints.iter().map(|int| Value::from(*int)).collect(),
+        )),
+        Node::List(items) => items
+            .iter()
+            .map(|item| element(item, false, path))
+            .collect::<Result<_>>()
+            .map(Value::Array),
         Node::Map(entries) => map(entries, bytes, path).map(Value::Object),
         Node::Some(inner) => element(inner, bytes, path),
         Node::None => Ok(Value::Null),
@@ -63,11 +76,21 @@ fn map(entries: &[(Node, Node)], bytes: bool, path: &str) -> Result<Map<String, 
 
 fn message(name: &str, fields: &[(String, Node)], path: &str) -> Result<Value> {
     let ty = name.to_ascii_lowercase();
-    let field = |wanted: &str| fields.iter().find(|(name, _)| name == wanted).map(|(_, node)| node);
+    let field = |wanted: &str| {
+        fields
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, node)| node)
+    };
     match ty.as_str() {
         "time" => return time(field("seconds"), field("nanos"), false, path),
         "microtime" => return time(field("seconds"), field("nanos"), true, path),
-        "duration" => return Ok(Value::String(go_duration(int_field(field("duration"), path)?))),
+        "duration" => {
+            return Ok(Value::String(go_duration(int_field(
+                field("duration"),
+                path,
+            )?)))
+        }
         "quantity" => return Ok(Value::String(string_field(field("string")))),
         "intorstring" => {
             return if int_field(field("type"), path)? == 1 {
@@ -79,19 +102,21 @@ fn message(name: &str, fields: &[(String, Node)], path: &str) -> Result<Value> {
         "rawextension" | "fieldsv1" | "json" => return embedded_json(field("raw"), path),
         "jsonschemapropsorarray" => {
             return match field("j_son_schemas") {
-                Some(Node::List(items)) if !items.is_empty() => element(&Node::List(items.clone()), false, path),
+                Some(list @ Node::List(items)) if !items.is_empty() => element(list, false, path),
                 _ => element(field("schema").unwrap_or(&Node::None), false, path),
             };
         }
         "jsonschemapropsorbool" => {
             return match field("schema") {
                 Some(schema @ Node::Some(_)) => element(schema, false, path),
-                other => Ok(Value::Bool(matches!(field("allows").or(other), Some(Node::Some(b)) if **b == Node::Bool(true)))),
+                other => Ok(Value::Bool(
+                    matches!(field("allows").or(other), Some(Node::Some(b)) if **b == Node::Bool(true)),
+                )),
             };
         }
         "jsonschemapropsorstringarray" => {
             return match field("property") {
-                Some(Node::List(items)) if !items.is_empty() => element(&Node::List(items.clone()), false, path),
+                Some(list @ Node::List(items)) if !items.is_empty() => element(list, false, path),
                 _ => element(field("schema").unwrap_or(&Node::None), false, path),
             };
         }
@@ -102,7 +127,9 @@ fn message(name: &str, fields: &[(String, Node)], path: &str) -> Result<Value> {
     for (field, node) in fields {
         let json_name = json_name(&ty, field);
         let child_path = format!("{path}.{json_name}");
-        let Some(value) = field_value(&ty, field, &json_name, node, &child_path)? else { continue };
+        let Some(value) = field_value(&ty, field, &json_name, node, &child_path)? else {
+            continue;
+        };
         if tables::INLINE_FIELDS.contains(&(ty.as_str(), field.as_str())) {
             if let Value::Object(inner) = value {
                 object.extend(inner);
@@ -115,7 +142,13 @@ fn message(name: &str, fields: &[(String, Node)], path: &str) -> Result<Value> {
 }
 
 /// A field's JSON value, or `None` when Go would leave the field out.
-fn field_value(ty: &str, field: &str, json_name: &str, node: &Node, path: &str) -> Result<Option<Value>> {
+fn field_value(
+    ty: &str,
+    field: &str,
+    json_name: &str,
+    node: &Node,
+    path: &str,
+) -> Result<Option<Value>> {
     let bytes = tables::BYTES_FIELDS.contains(&(ty, field));
     let inner = match node {
         Node::Some(inner) => inner.as_ref(),
@@ -156,7 +189,10 @@ fn keeps_zero(ty: &str, json_name: &str) -> bool {
 }
 
 fn json_name(ty: &str, field: &str) -> String {
-    if let Some((_, _, name)) = tables::TYPE_JSON_NAMES.iter().find(|(t, f, _)| *t == ty && *f == field) {
+    if let Some((_, _, name)) = tables::TYPE_JSON_NAMES
+        .iter()
+        .find(|(t, f, _)| *t == ty && *f == field)
+    {
         return (*name).to_string();
     }
     if let Some((_, name)) = tables::JSON_NAMES.iter().find(|(f, _)| *f == field) {
@@ -184,12 +220,16 @@ fn number(text: &str, path: &str) -> Result<Value> {
     if let Ok(uint) = text.parse::<u64>() {
         return Ok(Value::from(uint));
     }
-    let Ok(float) = text.parse::<f64>() else { return fail(path, format!("`{text}` is not a number")) };
+    let Ok(float) = text.parse::<f64>() else {
+        return fail(path, format!("`{text}` is not a number"));
+    };
     // Go writes integral floats without a fraction (`1`, not `1.0`).
     if float.fract() == 0.0 && float.abs() < 9.0e15 {
         return Ok(Value::from(float as i64));
     }
-    Number::from_f64(float).map(Value::Number).map_or_else(|| fail(path, format!("{text} has no JSON form")), Ok)
+    Number::from_f64(float)
+        .map(Value::Number)
+        .map_or_else(|| fail(path, format!("{text} has no JSON form")), Ok)
 }
 
 fn unwrap_some(node: Option<&Node>) -> Option<&Node> {
@@ -203,7 +243,9 @@ fn unwrap_some(node: Option<&Node>) -> Option<&Node> {
 fn int_field(node: Option<&Node>, path: &str) -> Result<i64> {
     match unwrap_some(node) {
         None => Ok(0),
-        Some(Node::Num(text)) => text.parse().map_or_else(|_| fail(path, format!("`{text}` is not an integer")), Ok),
+        Some(Node::Num(text)) => text
+            .parse()
+            .map_or_else(|_| fail(path, format!("`{text}` is not an integer")), Ok),
         Some(_) => fail(path, "expected an integer"),
     }
 }
@@ -215,30 +257,24 @@ fn string_field(node: Option<&Node>) -> String {
     }
 }
 
-fn base64_of(items: &[Node], path: &str) -> Result<String> {
-    let bytes = items
-        .iter()
-        .map(|item| match item {
-            Node::Num(text) => text.parse::<u8>().map_or_else(|_| fail(path, "byte out of range"), Ok),
-            _ => fail(path, "expected bytes"),
-        })
-        .collect::<Result<Vec<u8>>>()?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+fn to_bytes(ints: &[i64], path: &str) -> Result<Vec<u8>> {
+    ints.iter()
+        .map(|int| u8::try_from(*int).map_or_else(|_| fail(path, "byte out of range"), Ok))
+        .collect()
 }
 
 fn embedded_json(raw: Option<&Node>, path: &str) -> Result<Value> {
-    let Some(Node::List(items)) = unwrap_some(raw) else { return Ok(Value::Null) };
-    let bytes = items
-        .iter()
-        .map(|item| match item {
-            Node::Num(text) => text.parse::<u8>().map_or_else(|_| fail(path, "byte out of range"), Ok),
-            _ => fail(path, "expected bytes"),
-        })
-        .collect::<Result<Vec<u8>>>()?;
+    let bytes = match unwrap_some(raw) {
+        Some(Node::Ints(ints)) => to_bytes(ints, path)?,
+        _ => return Ok(Value::Null),
+    };
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(&bytes).map_or_else(|err| fail(path, format!("embedded object is not JSON: {err}")), Ok)
+    serde_json::from_slice(&bytes).map_or_else(
+        |err| fail(path, format!("embedded object is not JSON: {err}")),
+        Ok,
+    )
 }
 
 /// `metav1.Time` keeps whole seconds (its protobuf decoder drops nanos); `MicroTime` keeps
@@ -249,10 +285,17 @@ fn time(seconds: Option<&Node>, nanos: Option<&Node>, micro: bool, path: &str) -
     }
     let secs = int_field(seconds, path)?;
     let nanos = if micro { int_field(nanos, path)? } else { 0 };
-    let Some(at) = u32::try_from(nanos).ok().and_then(|nanos| chrono::DateTime::from_timestamp(secs, nanos)) else {
+    let Some(at) = u32::try_from(nanos)
+        .ok()
+        .and_then(|nanos| chrono::DateTime::from_timestamp(secs, nanos))
+    else {
         return fail(path, format!("time {secs}s {nanos}ns is out of range"));
     };
-    let format = if micro { "%Y-%m-%dT%H:%M:%S%.6fZ" } else { "%Y-%m-%dT%H:%M:%SZ" };
+    let format = if micro {
+        "%Y-%m-%dT%H:%M:%S%.6fZ"
+    } else {
+        "%Y-%m-%dT%H:%M:%SZ"
+    };
     Ok(Value::String(at.format(format).to_string()))
 }
 
@@ -315,12 +358,17 @@ mod tests {
         assert_eq!(json_name("servicespec", "cluster_ip"), "clusterIP");
         assert_eq!(json_name("objectmeta", "generate_name"), "generateName");
         assert_eq!(json_name("jsonschemaprops", "ref"), "$ref");
-        assert_eq!(json_name("customresourcedefinitionversion", "schema"), "schema");
+        assert_eq!(
+            json_name("customresourcedefinitionversion", "schema"),
+            "schema"
+        );
     }
 
     #[test]
     fn keep_zero_table_is_sorted_for_binary_search() {
-        assert!(tables::KEEP_ZERO.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        assert!(tables::KEEP_ZERO
+            .windows(2)
+            .all(|pair| pair[0].0 < pair[1].0));
         assert!(keeps_zero("deploymentspec", "replicas"));
         assert!(!keeps_zero("deploymentspec", "minReadySeconds"));
     }
