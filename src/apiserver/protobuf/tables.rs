@@ -1,8 +1,8 @@
 //! Facts about Kubernetes' Go types that the protobuf encoding does not carry.
 //!
-//! Gathered by reading the Go API types (k8s.io/api, k8s.io/apimachinery) and comparing the
-//! `k8s-pb` field names with the JSON names `k8s-openapi` uses; they are facts about the API,
-//! not code. Type names are lower-cased so `k8s-pb`'s Rust spelling (`HttpGetAction`) and Go's
+//! Gathered by reading the Go API types (k8s.io/api, k8s.io/apimachinery, apiextensions-apiserver,
+//! kube-aggregator) and comparing the `k8s-pb` field names with the JSON names `k8s-openapi`
+//! uses; they are facts about the API, not code. Type names are lower-cased so `k8s-pb`'s Rust spelling (`HttpGetAction`) and Go's
 //! (`HTTPGetAction`) meet.
 
 /// JSON names that are not the lowerCamelCase of the Rust field name (acronyms mostly).
@@ -132,6 +132,8 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("apiresource", &["kind", "name", "namespaced", "singularName"]),
     ("apiresourcediscovery", &["resource", "scope", "singularResource"]),
     ("apiresourcelist", &["groupVersion"]),
+    ("apiservicecondition", &["status", "type"]),
+    ("apiservicespec", &["groupPriorityMinimum", "versionPriority"]),
     ("apisubresourcediscovery", &["subresource"]),
     ("apiversiondiscovery", &["version"]),
     ("apparmorprofile", &["localhostProfile", "type"]),
@@ -171,6 +173,8 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("containerstateterminated", &["exitCode"]),
     ("containerstatus", &["image", "imageID", "name", "ready", "restartCount", "started", "stopSignal"]),
     ("controllerrevision", &["revision"]),
+    ("conversionrequest", &["desiredAPIVersion", "uid"]),
+    ("conversionresponse", &["uid"]),
     ("counterset", &["name"]),
     ("cronjobspec", &[
         "failedJobsHistoryLimit", "schedule", "startingDeadlineSeconds", "successfulJobsHistoryLimit",
@@ -186,6 +190,14 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("csipersistentvolumesource", &["driver", "volumeHandle"]),
     ("csistoragecapacity", &["storageClassName"]),
     ("csivolumesource", &["driver", "fsType", "readOnly"]),
+    ("customresourcecolumndefinition", &["JSONPath", "jsonPath", "name", "type"]),
+    ("customresourceconversion", &["strategy"]),
+    ("customresourcedefinitioncondition", &["status", "type"]),
+    ("customresourcedefinitionnames", &["kind", "plural"]),
+    // v1beta1's `preserveUnknownFields` is a pointer, v1's is not; v1 is the one still served.
+    ("customresourcedefinitionspec", &["group", "scope"]),
+    ("customresourcedefinitionversion", &["deprecationWarning", "name", "served", "storage"]),
+    ("customresourcesubresourcescale", &["labelSelectorPath", "specReplicasPath", "statusReplicasPath"]),
     ("daemonendpoint", &["Port"]),
     ("daemonsetcondition", &["status", "type"]),
     ("daemonsetspec", &["revisionHistoryLimit"]),
@@ -281,6 +293,11 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
         "ttlSecondsAfterFinished"
     ]),
     ("jobstatus", &["failedIndexes", "ready", "terminating"]),
+    ("jsonschemaprops", &[
+        "$ref", "maxItems", "maxLength", "maxProperties", "maximum", "minItems", "minLength",
+        "minProperties", "minimum", "multipleOf", "x-kubernetes-list-type", "x-kubernetes-map-type",
+        "x-kubernetes-preserve-unknown-fields"
+    ]),
     ("keytopath", &["key", "mode", "path", "user"]),
     ("labelselectorrequirement", &["key", "operator"]),
     ("leasecandidatespec", &["binaryVersion", "leaseName"]),
@@ -442,6 +459,7 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
         "allowPrivilegeEscalation", "privileged", "procMount", "readOnlyRootFilesystem", "runAsGroup",
         "runAsNonRoot", "runAsUser"
     ]),
+    ("selectablefield", &["jsonPath"]),
     ("serveraddressbyclientcidr", &["clientCIDR", "serverAddress"]),
     ("serviceaccount", &["automountServiceAccountToken"]),
     ("serviceaccountsubject", &["name", "namespace"]),
@@ -490,6 +508,7 @@ pub(super) const KEEP_ZERO: &[(&str, &[&str])] = &[
     ("validatingadmissionpolicyspec", &["failurePolicy"]),
     ("validatingwebhook", &["failurePolicy", "matchPolicy", "name", "sideEffects", "timeoutSeconds"]),
     ("validation", &["expression", "reason"]),
+    ("validationrule", &["optionalOldSelf", "reason", "rule"]),
     ("variable", &["expression", "name"]),
     ("volume", &["name"]),
     ("volumeattachmentsource", &["persistentVolumeName"]),

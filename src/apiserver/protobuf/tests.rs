@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
@@ -395,5 +396,157 @@ fn rejects_compressed_content() {
     assert_eq!(
         decode(&compressed),
         Err(ProtobufError::UnsupportedEncoding("gzip".into()))
+    );
+}
+
+#[test]
+fn custom_resource_definitions_follow_the_json_schema_rules() {
+    use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
+    let integer = ext::JsonSchemaProps {
+        r#type: s("integer"),
+        default: Some(ext::Json {
+            raw: Some(b"3".to_vec()),
+        }),
+        minimum: Some(0.0),
+        nullable: Some(false),
+        ..Default::default()
+    };
+    let open = ext::JsonSchemaProps {
+        r#type: s("object"),
+        x_kubernetes_preserve_unknown_fields: Some(true),
+        ..Default::default()
+    };
+    let root = ext::JsonSchemaProps {
+        r#type: s("object"),
+        properties: BTreeMap::from([
+            ("size".to_string(), integer.clone()),
+            ("extra".to_string(), open),
+        ]),
+        additional_properties: Some(Box::new(ext::JsonSchemaPropsOrBool {
+            allows: Some(false),
+            schema: None,
+        })),
+        ..Default::default()
+    };
+    let list = ext::JsonSchemaProps {
+        r#type: s("array"),
+        items: Some(Box::new(ext::JsonSchemaPropsOrArray {
+            schema: Some(Box::new(integer)),
+            j_son_schemas: vec![],
+        })),
+        ..Default::default()
+    };
+    let crd = ext::CustomResourceDefinition {
+        metadata: Some(go_meta("widgets.example.com", &[])),
+        spec: Some(ext::CustomResourceDefinitionSpec {
+            group: s("example.com"),
+            names: Some(ext::CustomResourceDefinitionNames {
+                plural: s("widgets"),
+                singular: s(""),
+                kind: s("Widget"),
+                list_kind: s(""),
+                ..Default::default()
+            }),
+            scope: s("Namespaced"),
+            versions: vec![
+                ext::CustomResourceDefinitionVersion {
+                    name: s("v1"),
+                    served: Some(true),
+                    storage: Some(true),
+                    schema: Some(ext::CustomResourceValidation {
+                        open_apiv3_schema: Some(root),
+                    }),
+                    ..Default::default()
+                },
+                ext::CustomResourceDefinitionVersion {
+                    name: s("v0"),
+                    served: Some(false),
+                    storage: Some(false),
+                    schema: Some(ext::CustomResourceValidation {
+                        open_apiv3_schema: Some(list),
+                    }),
+                    ..Default::default()
+                },
+            ],
+            preserve_unknown_fields: Some(false),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let decoded = decode(&body(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        &crd,
+    ))
+    .unwrap();
+    let size = json!({"type": "integer", "default": 3, "minimum": 0});
+    assert_eq!(
+        decoded["spec"],
+        json!({
+            "group": "example.com",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "scope": "Namespaced",
+            "versions": [
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "size": size
+                    },
+                    "additionalProperties": false
+                }}},
+                {"name": "v0", "served": false, "storage": false, "schema": {"openAPIV3Schema": {
+                    "type": "array", "items": size
+                }}}
+            ]
+        })
+    );
+}
+
+#[test]
+fn managed_fields_embed_fields_v1() {
+    let namespace = core::Namespace {
+        metadata: Some(meta::ObjectMeta {
+            managed_fields: vec![meta::ManagedFieldsEntry {
+                manager: s("kubectl-create"),
+                operation: s("Update"),
+                api_version: s("v1"),
+                time: Some(meta::Time {
+                    seconds: Some(1_704_164_645),
+                    nanos: Some(0),
+                }),
+                fields_type: s("FieldsV1"),
+                fields_v1: Some(meta::FieldsV1 {
+                    raw: Some(br#"{"f:metadata":{}}"#.to_vec()),
+                }),
+                subresource: s(""),
+            }],
+            ..go_meta("ns", &[])
+        }),
+        ..Default::default()
+    };
+    let decoded = decode(&body("v1", "Namespace", &namespace)).unwrap();
+    assert_eq!(
+        decoded["metadata"]["managedFields"],
+        json!([{"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1",
+                "time": "2024-01-02T03:04:05Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}])
+    );
+}
+
+#[test]
+fn a_mebibyte_secret_decodes() {
+    let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let secret = core::Secret {
+        metadata: Some(go_meta("big", &[])),
+        data: BTreeMap::from([("blob".to_string(), payload.clone())]),
+        ..Default::default()
+    };
+    let decoded = decode(&body("v1", "Secret", &secret)).unwrap();
+    let encoded = decoded["data"]["blob"].as_str().unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap(),
+        payload
     );
 }

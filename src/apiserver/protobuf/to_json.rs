@@ -107,11 +107,13 @@ fn message(name: &str, fields: &[(String, Node)], path: &str) -> Result<Value> {
             };
         }
         "jsonschemapropsorbool" => {
+            // Go writes the schema when there is one, and the bare `allows` flag otherwise.
             return match field("schema") {
                 Some(schema @ Node::Some(_)) => element(schema, false, path),
-                other => Ok(Value::Bool(
-                    matches!(field("allows").or(other), Some(Node::Some(b)) if **b == Node::Bool(true)),
-                )),
+                _ => Ok(Value::Bool(matches!(
+                    unwrap_some(field("allows")),
+                    Some(Node::Bool(true))
+                ))),
             };
         }
         "jsonschemapropsorstringarray" => {
