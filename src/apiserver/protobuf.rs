@@ -15,11 +15,21 @@
 //! `tables`.
 //!
 //! Invariants: the output always has `kind` and `apiVersion` from the envelope first; field order
-//! follows the protobuf field order (which is Go's struct order for nearly every type).
+//! follows the protobuf field order (which is Go's struct order for nearly every type). The result
+//! equals what kubectl itself prints for the same object with `--dry-run=client -o json`
+//! (`tests/protobuf_kubectl.rs` checks this for every `kubectl create` generator).
 //!
-//! Partial: the zero-value table comes from k8s.io/api and apimachinery types, not from
-//! apiextensions (CRD `JSONSchemaProps` pointer fields such as `minimum: 0` are dropped when
-//! zero); empty repeated fields that Go writes as `null` (non-`omitempty` slices) are left out.
+//! Callers: use it for any request whose `Content-Type` is [`CONTENT_TYPE`] — POST, and PUT too
+//! (client-go's typed updates use the same encoding) — and map every error to a 400 `BadRequest`
+//! `Status` (a 415 would not help: kubectl does not retry with JSON). Answer in JSON.
+//!
+//! Partial:
+//! - fields newer than the `k8s-pb` release (Kubernetes 1.34 types) are skipped by prost and so
+//!   missing from the JSON;
+//! - zero-value rules are keyed by Go type name across versions; where a field is a pointer in
+//!   one version and not in another (v1beta1 leftovers) the served version wins;
+//! - empty non-`omitempty` slices, which Go writes as `null`, are left out;
+//! - v1beta1 `CustomResourceColumnDefinition.JSONPath` comes out as `jsonPath`.
 
 mod debug_tree;
 mod kinds;
