@@ -26,8 +26,8 @@
 //! Partial:
 //! - fields newer than the `k8s-pb` release (Kubernetes 1.34 types) are skipped by prost and so
 //!   missing from the JSON;
-//! - zero-value rules are keyed by Go type name across versions; where a field is a pointer in
-//!   one version and not in another (v1beta1 leftovers) the served version wins;
+//! - zero-value rules are keyed by Go type name across all versions, so a field that keeps its
+//!   zero in one version keeps it in all (CRD `preserveUnknownFields` is corrected by hand);
 //! - empty non-`omitempty` slices, which Go writes as `null`, are left out;
 //! - v1beta1 `CustomResourceColumnDefinition.JSONPath` comes out as `jsonPath`.
 
