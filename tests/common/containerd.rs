@@ -44,7 +44,10 @@ pub enum ContainerdError {
     #[error("failed to start containerd: {0}")]
     Spawn(#[source] io::Error),
     #[error("failed to start containerd: it exited with {status}; log tail:\n{log}")]
-    Exited { status: std::process::ExitStatus, log: String },
+    Exited {
+        status: std::process::ExitStatus,
+        log: String,
+    },
     #[error("failed to start containerd: its socket did not answer within {timeout:?}; log tail:\n{log}")]
     NotReady { timeout: Duration, log: String },
     #[error(transparent)]
@@ -86,21 +89,36 @@ impl Containerd {
         let socket = dir.path().join("containerd.sock");
         let log = dir.path().join("containerd.log");
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, config_toml(&root, &state, &socket)).map_err(ContainerdError::Prepare)?;
+        std::fs::write(&config, config_toml(&root, &state, &socket))
+            .map_err(ContainerdError::Prepare)?;
         let log_file = std::fs::File::create(&log).map_err(ContainerdError::Prepare)?;
         let log_err = log_file.try_clone().map_err(ContainerdError::Prepare)?;
 
         let mut cmd = match &netns {
             Some(ns) => {
                 let mut c = Command::new(tool("nsenter"));
-                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(tool("containerd"));
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(tool("containerd"));
                 c
             }
             None => Command::new(tool("containerd")),
         };
-        cmd.arg("--config").arg(&config).stdin(Stdio::null()).stdout(log_file).stderr(log_err);
+        cmd.arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err);
         let child = cmd.spawn().map_err(ContainerdError::Spawn)?;
-        let mut containerd = Self { child, socket, root, state, log, netns, dir };
+        let mut containerd = Self {
+            child,
+            socket,
+            root,
+            state,
+            log,
+            netns,
+            dir,
+        };
         containerd.wait_ready()?;
         Ok(containerd)
     }
@@ -109,15 +127,23 @@ impl Containerd {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(ContainerdError::Exited { status, log: self.log_tail(30) });
+                return Err(ContainerdError::Exited {
+                    status,
+                    log: self.log_tail(30),
+                });
             }
             let mut probe = Command::new(tool("ctr"));
             probe.arg("--address").arg(&self.socket).arg("version");
-            if privilege::output_within(&mut probe, Duration::from_secs(2)).is_ok_and(|o| o.status.success()) {
+            if privilege::output_within(&mut probe, Duration::from_secs(2))
+                .is_ok_and(|o| o.status.success())
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(ContainerdError::NotReady { timeout: READY_TIMEOUT, log: self.log_tail(30) });
+                return Err(ContainerdError::NotReady {
+                    timeout: READY_TIMEOUT,
+                    log: self.log_tail(30),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -158,7 +184,10 @@ impl Containerd {
     /// A `ctr --address S --namespace k8s.io` command, to add arguments to.
     pub fn ctr_command(&self) -> Command {
         let mut cmd = Command::new(tool("ctr"));
-        cmd.arg("--address").arg(&self.socket).arg("--namespace").arg(NAMESPACE);
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(NAMESPACE);
         cmd
     }
 
@@ -188,17 +217,26 @@ impl Containerd {
     fn remove_all_containers(&self) {
         let list = |ns: &str, what: &[&str]| -> Vec<String> {
             let mut cmd = Command::new(tool("ctr"));
-            cmd.arg("--address").arg(&self.socket).arg("--namespace").arg(ns).args(what);
+            cmd.arg("--address")
+                .arg(&self.socket)
+                .arg("--namespace")
+                .arg(ns)
+                .args(what);
             match privilege::output_within(&mut cmd, CLEANUP_TIMEOUT) {
-                Ok(o) if o.status.success() => {
-                    String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
-                }
+                Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
                 _ => Vec::new(),
             }
         };
         for ns in list("default", &["namespaces", "ls", "-q"]) {
             for task in list(&ns, &["tasks", "ls", "-q"]) {
-                list(&ns, &["tasks", "kill", "--all", "--signal", "SIGKILL", &task]);
+                list(
+                    &ns,
+                    &["tasks", "kill", "--all", "--signal", "SIGKILL", &task],
+                );
                 list(&ns, &["tasks", "delete", "--force", &task]);
             }
             for container in list(&ns, &["containers", "ls", "-q"]) {
@@ -250,7 +288,10 @@ impl Drop for Containerd {
         let path = self.dir.path().to_path_buf();
         if let Err(e) = std::fs::remove_dir_all(&path) {
             if e.kind() != io::ErrorKind::NotFound {
-                eprintln!("containerd harness: failed to remove {}: {e}", path.display());
+                eprintln!(
+                    "containerd harness: failed to remove {}: {e}",
+                    path.display()
+                );
             }
         }
     }
@@ -259,7 +300,11 @@ impl Drop for Containerd {
 /// A container id unique on this host, e.g. `hello-1234-7`.
 pub fn unique_id(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn config_toml(root: &Path, state: &Path, socket: &Path) -> String {
@@ -328,7 +373,12 @@ pub fn descendants(root: u32) -> Vec<u32> {
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     found.remove(0);
@@ -337,7 +387,10 @@ pub fn descendants(root: u32) -> Vec<u32> {
 
 fn all_pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -360,7 +413,11 @@ pub fn unmount_under(dir: &Path) {
         };
         // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            eprintln!("harness: failed to unmount {}: {}", point.display(), io::Error::last_os_error());
+            eprintln!(
+                "harness: failed to unmount {}: {}",
+                point.display(),
+                io::Error::last_os_error()
+            );
         }
     }
 }
@@ -371,7 +428,12 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let s = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("0");
             out.push(u8::from_str_radix(s, 8).unwrap_or(b'?'));
             i += 4;

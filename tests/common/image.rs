@@ -159,12 +159,21 @@ impl BusyboxImage {
         let name: String = self
             .reference
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = dir.join(format!("{name}.tar"));
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(&bytes))
-            .map_err(|source| ImageError::Write { path: path.clone(), source })?;
+            .map_err(|source| ImageError::Write {
+                path: path.clone(),
+                source,
+            })?;
         Ok(ImageTar {
             path,
             reference: self.reference.clone(),
@@ -187,8 +196,11 @@ impl BusyboxImage {
             config["User"] = json!(self.user);
         }
         if !self.exposed_ports.is_empty() {
-            let ports: serde_json::Map<_, _> =
-                self.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+            let ports: serde_json::Map<_, _> = self
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect();
             config["ExposedPorts"] = Value::Object(ports);
         }
         let mut image = json!({
@@ -207,8 +219,10 @@ impl BusyboxImage {
 
     /// The single layer: busybox, its applet links, a few files.
     fn layer(&self) -> Result<Vec<u8>, ImageError> {
-        let busybox = std::fs::read(BUSYBOX)
-            .map_err(|source| ImageError::Read { path: BUSYBOX.into(), source })?;
+        let busybox = std::fs::read(BUSYBOX).map_err(|source| ImageError::Read {
+            path: BUSYBOX.into(),
+            source,
+        })?;
         let mut files: Vec<(String, Vec<u8>, u32)> = vec![
             ("etc/passwd".into(), PASSWD.into(), 0o644),
             ("etc/group".into(), GROUP.into(), 0o644),
@@ -221,11 +235,13 @@ impl BusyboxImage {
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
 
-        let mut dirs: Vec<(String, u32)> = ["bin", "dev", "etc", "proc", "root", "sys", "usr", "usr/bin", "var", "www"]
-            .iter()
-            .map(|d| (d.to_string(), 0o755))
-            .chain([("tmp".to_string(), 0o1777)])
-            .collect();
+        let mut dirs: Vec<(String, u32)> = [
+            "bin", "dev", "etc", "proc", "root", "sys", "usr", "usr/bin", "var", "www",
+        ]
+        .iter()
+        .map(|d| (d.to_string(), 0o755))
+        .chain([("tmp".to_string(), 0o1777)])
+        .collect();
         for (path, _, _) in &files {
             for parent in Path::new(path).ancestors().skip(1) {
                 let parent = parent.to_string_lossy().into_owned();
@@ -252,7 +268,8 @@ impl BusyboxImage {
     }
 }
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
 const GROUP: &str = "root:x:0:\nnobody:x:65534:\n";
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
@@ -263,7 +280,9 @@ fn applets() -> Result<Vec<String>, ImageError> {
         .output()
         .map_err(|e| ImageError::Applets(e.to_string()))?;
     if !out.status.success() {
-        return Err(ImageError::Applets(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(ImageError::Applets(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     let mut applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -324,12 +343,16 @@ impl Archive {
 
     fn file(&mut self, path: &str, contents: &[u8], mode: u32) {
         let mut h = Self::header(tar::EntryType::Regular, mode, contents.len() as u64);
-        self.builder.append_data(&mut h, path, contents).expect("in-memory tar write");
+        self.builder
+            .append_data(&mut h, path, contents)
+            .expect("in-memory tar write");
     }
 
     fn symlink(&mut self, path: &str, target: &str) {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.builder.append_link(&mut h, path, target).expect("in-memory tar write");
+        self.builder
+            .append_link(&mut h, path, target)
+            .expect("in-memory tar write");
     }
 
     fn finish(self) -> Vec<u8> {

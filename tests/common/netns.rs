@@ -62,11 +62,21 @@ impl Network {
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         let network = Self {
             bridge,
-            prefix: prefix.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect(),
+            prefix: prefix
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(8)
+                .collect(),
             subnet,
             next_host: AtomicU32::new(2),
         };
-        ip(&["addr", "add", &format!("{}/24", network.gateway()), "dev", &network.bridge])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", network.gateway()),
+            "dev",
+            &network.bridge,
+        ])?;
         ip(&["link", "set", &network.bridge, "up"])?;
         Ok(network)
     }
@@ -93,7 +103,10 @@ impl Network {
             return Err(NetnsError::NoAddress(name.to_string()));
         }
         let tag = unique_tag();
-        let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+        let clean: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
         let netns = format!("rk3s-{}-{tag}-{clean}", self.prefix);
         let veth = format!("rkv{tag}");
         let node = Node {
@@ -104,7 +117,18 @@ impl Network {
         };
         // From here on `node`'s Drop undoes whatever part succeeded.
         ip(&["netns", "add", &node.netns])?;
-        ip(&["link", "add", &node.veth, "type", "veth", "peer", "name", "eth0", "netns", &node.netns])?;
+        ip(&[
+            "link",
+            "add",
+            &node.veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &node.netns,
+        ])?;
         ip(&["link", "set", &node.veth, "master", &self.bridge])?;
         ip(&["link", "set", &node.veth, "up"])?;
         let inside = |args: &[&str]| {
@@ -185,7 +209,10 @@ impl Node {
         let mut cmd = Command::new(tool("ip"));
         cmd.args(["netns", "pids", &self.netns]);
         match privilege::output_within(&mut cmd, Duration::from_secs(10)) {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
             Err(_) => Vec::new(),
         }
     }
@@ -237,7 +264,11 @@ fn link_exists(name: &str) -> bool {
 /// pid and counter in base 36: at most 5 + 2 bytes for realistic values,
 /// so `rkb`/`rkv` plus the tag stays within IFNAMSIZ.
 fn unique_tag() -> String {
-    format!("{}{}", base36(std::process::id()), base36(NEXT.fetch_add(1, Ordering::Relaxed)))
+    format!(
+        "{}{}",
+        base36(std::process::id()),
+        base36(NEXT.fetch_add(1, Ordering::Relaxed))
+    )
 }
 
 fn base36(mut n: u32) -> String {

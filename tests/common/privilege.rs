@@ -47,7 +47,10 @@ pub fn require_e2e(test: &str) -> bool {
 /// Panics unless every `(binary, debian_package)` is on PATH, naming the
 /// packages to install.
 pub fn require_tools(test: &str, tools: &[(&str, &str)]) {
-    let missing: Vec<_> = tools.iter().filter(|(bin, _)| which(bin).is_none()).collect();
+    let missing: Vec<_> = tools
+        .iter()
+        .filter(|(bin, _)| which(bin).is_none())
+        .collect();
     if missing.is_empty() {
         return;
     }
@@ -73,7 +76,8 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The path of tool `name` (see [`which`]), or the bare name when it is not
@@ -88,7 +92,12 @@ pub enum CommandError {
     #[error("failed to run `{command}`: {source}")]
     Spawn { command: String, source: io::Error },
     #[error("failed: `{command}` exited with {status}: {stderr}{stdout}")]
-    Failed { command: String, status: std::process::ExitStatus, stdout: String, stderr: String },
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
     #[error("failed: `{command}` did not finish within {timeout:?}")]
     TimedOut { command: String, timeout: Duration },
 }
@@ -112,7 +121,10 @@ pub fn run(cmd: &mut Command) -> Result<Output, CommandError> {
 pub fn output(cmd: &mut Command) -> Result<Output, CommandError> {
     cmd.stdin(Stdio::null())
         .output()
-        .map_err(|source| CommandError::Spawn { command: describe(cmd), source })
+        .map_err(|source| CommandError::Spawn {
+            command: describe(cmd),
+            source,
+        })
 }
 
 /// Fails unless `out` (produced by `cmd`) reports success.
@@ -137,7 +149,10 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> Result<Output, Com
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| CommandError::Spawn { command: command.clone(), source })?;
+        .map_err(|source| CommandError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
     // Drain the pipes on threads so a chatty command cannot block on a full pipe.
     let drain = |pipe: Option<Box<dyn io::Read + Send>>| {
         std::thread::spawn(move || {
