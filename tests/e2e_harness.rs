@@ -265,6 +265,7 @@ fn handles_clean_up_after_a_panic() {
         netns: String,
         bridge: String,
         processes: Vec<u32>,
+        spawned: std::process::Child,
     }
     let left = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -286,20 +287,26 @@ fn handles_clean_up_after_a_panic() {
                 "600",
             ])
             .expect("start sleeper");
-        let _orphan = node.spawn(&["sleep", "600"]).expect("spawn in node");
+        let spawned = node.spawn(&["sleep", "600"]).expect("spawn in node");
         *left.lock().unwrap() = Some(Left {
             dir: containerd.scratch().to_path_buf(),
             netns: node.netns().to_string(),
             bridge: network.bridge().to_string(),
             processes: node.pids(),
+            spawned,
         });
         panic!("deliberate panic with a running container");
     }));
     assert!(result.is_err());
-    let left = left
+    let mut left = left
         .into_inner()
         .unwrap()
         .expect("setup finished before the panic");
+    let status = left.spawned.wait().expect("wait for the spawned process");
+    assert!(
+        !status.success(),
+        "the node's drop kills what it spawned: {status:?}"
+    );
     assert!(
         left.processes.len() >= 3,
         "containerd, shim, sleeper and sleep run in the node: {:?}",

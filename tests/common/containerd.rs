@@ -14,6 +14,13 @@
 //! - runc keeps its state in the host-wide `/run/containerd/runc/<ns>/<id>`
 //!   and cgroups are named `/<ns>/<id>`, so container ids must be unique on
 //!   the host: use [`unique_id`].
+//! - Started inside a [`super::netns::Node`], declare the `Containerd`
+//!   after the node, so it is dropped first: the node's drop kills every
+//!   process in its namespace, which would leave runc state and cgroups of
+//!   the containers behind.
+//!
+//! Figures on the 2-core dev VM: ready on its socket in ~30–150 ms, a busybox
+//! image built in ~100 ms and imported (unpacked) in ~200 ms.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -18,6 +18,7 @@ pub const E2E_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("iptables", "iptables"),
+    ("nsenter", "util-linux"),
 ];
 
 /// The static busybox the test images are built from.
