@@ -137,3 +137,12 @@ pub trait Store: Send + Sync + 'static {
     /// Drop history at and before `revision` (never the latest value of a live key).
     fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+mod options;
+mod schema;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use options::{StoreOptions, SyncMode};
+pub use sqlite::{SqliteStore, DB_FILE};
