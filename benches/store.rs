@@ -154,6 +154,7 @@ mod etcd {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("failed to start etcd: {e}"))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let out = rt.block_on(load(&url, value));
         let _ = child.kill();
