@@ -160,6 +160,10 @@ fn volatile_keys_share_revisions_and_stay_monotonic_across_reopen() {
         assert_eq!(drain(&mut rx).len(), 252);
         let all = list(&s, "/registry/", None, None, None).unwrap();
         assert_eq!(keys(&all), ["/registry/leases/n1", "/registry/pods/a"]);
+        let first = list(&s, "/registry/", None, Some(1), None).unwrap();
+        assert_eq!((keys(&first), first.remaining), (vec!["/registry/leases/n1"], 1));
+        let dynamic: std::sync::Arc<dyn Store> = std::sync::Arc::new(SqliteStore::open_in_memory(opts()).unwrap());
+        assert_eq!(dynamic.current_revision(), 0);
         let old = list(&s, "/registry/leases/", None, None, Some(10)).unwrap();
         assert_eq!(old.records[0].mod_revision, 10);
         last = s.current_revision();
