@@ -65,6 +65,12 @@
 //! transaction per 10 000 renewals; a compaction over volatile-only revisions
 //! writes nothing.
 //!
+//! Measured (`cargo bench --bench store`, x86 VM, 2 shared cores, 512-byte values):
+//! 5 400 sequential creates/s with FULL sync, get p50 5.7 µs / p99 13 µs, a full
+//! list of 10k objects 11 ms (a 500-object page 1 ms), watch delivery p99 17 µs
+//! after the write returns, RSS 16 MB at 10k objects, 0 bytes written in an idle
+//! minute, 4.4 MB of db + WAL after 100k create/delete pairs.
+//!
 //! Partial: writers commit one transaction each (no group commit yet: concurrent
 //! writers queue on the mutex, each paying its own fsync); a watch's backlog
 //! (at most the retained history) is read while holding the writer mutex;
