@@ -11,6 +11,71 @@
 //! any retained revision.
 //!
 //! Values are opaque bytes to the store (the API server stores JSON).
+//!
+//! ## The SQLite backend ([`SqliteStore`])
+//!
+//! One file, `<dir>/state.db` (the server passes `<data-dir>/server/db/`), in WAL
+//! mode, guarded by an exclusive `flock` on `state.db.lock` so two servers never
+//! share it. Tables: `log` (one row per durable write, keyed by its revision:
+//! key, create revision, the revision it replaced, a deleted flag, the value;
+//! tombstones carry no value and point at the row they removed) and `current`
+//! (live key → its newest log row), so a latest get or list is an index lookup
+//! and never scans history. Reads at an older revision group the log by key.
+//!
+//! Invariants:
+//! - Writers are serialised by one mutex; each write takes the next revision and
+//!   is published to watchers before the call returns, in revision order.
+//! - A failed write (conflict, exists, not found) consumes no revision.
+//! - Lists read a SQLite snapshot taken while writers are held off, so a page is
+//!   exactly the state at its `revision`; later pages at that revision stay consistent.
+//! - A watch registers and reads its backlog under the writer mutex: no gap, no
+//!   duplicate. Live events are pushed from the write path with `try_send`; a
+//!   watcher whose buffer (`watch_buffer`) is full gets `Compacted` and is closed,
+//!   so a slow reader never blocks a writer or grows memory.
+//! - Compaction to C keeps, for every key, the value it had at C, and every row a
+//!   later event names as its `prev`; everything older goes. It runs on the write
+//!   path: by count (history above `history_max_revisions` + 10 % is cut back to
+//!   the cap) and at most once a minute by time (`history_window`, 5 min).
+//!
+//! ## Durability and SD-card writes
+//!
+//! Every durable write is one SQLite transaction committed before the call
+//! returns, with `synchronous=FULL`: the WAL is fsynced at each commit, so a
+//! `kill -9` or a power cut (which Raspberry Pis suffer) loses nothing
+//! acknowledged and leaves nothing half-written (`SyncMode::Normal` is there
+//! for those who prefer fewer fsyncs and accept losing the last writes on power
+//! loss). The WAL is checkpointed every 256 pages and trimmed back to 1 MiB
+//! (`journal_size_limit`); compaction ends with `incremental_vacuum`
+//! (`auto_vacuum=INCREMENTAL`) and `wal_checkpoint(TRUNCATE)`, so the file stays
+//! small under churn: 100k create/delete pairs of 512-byte values end at
+//! 4.4 MB of db + WAL, the same as 20k. There is no timer: nothing runs, and
+//! nothing is written, while nothing is written to the store.
+//!
+//! Keys under `volatile_prefixes` (the server passes `/registry/leases/` and
+//! `/registry/events/`) live only in memory: they take revisions from the same
+//! sequence, appear in the same lists and watches, and keep their recent changes
+//! in an in-memory ring for watch resumption and past reads, trimmed by the same
+//! compaction. They are lost on restart, which costs a lease renewal and some old
+//! Events. To keep revisions monotonic across restarts without a write per lease
+//! renewal, volatile writes reserve revisions in blocks (`reserve_step`, 10 000):
+//! the mark "reserved up to R" is written to SQLite once per block, and a reopened
+//! store continues after the larger of the newest durable revision and R. A watch
+//! or past read of a volatile prefix from before the restart gets `Compacted`, so
+//! its client relists. An idle cluster renewing leases thus writes one small
+//! transaction per 10 000 renewals; a compaction over volatile-only revisions
+//! writes nothing.
+//!
+//! Measured (`cargo bench --bench store`, x86 VM, 2 shared cores, 512-byte values):
+//! 5 400 sequential creates/s with FULL sync, get p50 5.7 µs / p99 13 µs, a full
+//! list of 10k objects 11 ms (a 500-object page 1 ms), watch delivery p99 17 µs
+//! after the write returns, RSS 16 MB at 10k objects, 0 bytes written in an idle
+//! minute, 4.4 MB of db + WAL after 100k create/delete pairs.
+//!
+//! Partial: writers commit one transaction each (no group commit yet: concurrent
+//! writers queue on the mutex, each paying its own fsync); a watch's backlog
+//! (at most the retained history) is read while holding the writer mutex;
+//! time-based compaction only runs when a write arrives, so history older than
+//! the window may linger on an idle store (bounded by the count cap).
 
 use std::fmt;
 
@@ -137,3 +202,12 @@ pub trait Store: Send + Sync + 'static {
     /// Drop history at and before `revision` (never the latest value of a live key).
     fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+mod options;
+mod schema;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use options::{StoreOptions, SyncMode};
+pub use sqlite::{SqliteStore, DB_FILE};
