@@ -15,7 +15,12 @@ pub mod keys;
 pub mod objects;
 pub mod protobuf;
 pub mod registry;
+pub mod rest;
 pub mod selectors;
+pub mod server;
 pub mod status;
 pub mod table;
 pub mod testing;
+pub mod watch;
+
+pub use server::{serve, ApiError, ApiServer, ServeOptions};

@@ -1,0 +1,148 @@
+//! Watch streams (`?watch=true` and `/watch/` paths): one JSON event per line,
+//! flushed per event. Initial ADDED events when no resourceVersion (or "0") is
+//! given; selectors apply to old and new objects (leaving the selection is
+//! DELETED, entering is ADDED); `timeoutSeconds` ends the stream cleanly; a
+//! compacted resourceVersion is an ERROR event with a 410 Expired Status.
+//! Partial: no bookmarks yet; Table watches send one-row Tables per event.
+//! Also here: the minimal namespace finalizer (empties nothing yet; it
+//! removes the namespace once its finalizers are gone).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::keys;
+use super::objects;
+use super::registry::ResourceDef;
+use super::rest::AppState;
+use super::selectors::Selectors;
+use super::status::ApiStatus;
+use crate::store::{EventKind, ListOptions};
+
+fn event_line(kind: &str, obj: Value, def: &ResourceDef, table: bool, first: &mut bool) -> bytes::Bytes {
+    let obj = if table && kind != "ERROR" {
+        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut t = super::table::to_table(def, &[obj], &rv, None, None, super::table::IncludeObject::Metadata);
+        if !*first {
+            t.as_object_mut().map(|o| o.remove("columnDefinitions"));
+        }
+        *first = false;
+        t
+    } else {
+        obj
+    };
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    bytes::Bytes::from(line)
+}
+
+pub fn watch(
+    state: Arc<AppState>,
+    def: Arc<ResourceDef>,
+    namespace: Option<String>,
+    query: &HashMap<String, String>,
+    sel: Selectors,
+    table: bool,
+) -> Result<Response, ApiStatus> {
+    let prefix = keys::collection_prefix(&def, namespace.as_deref());
+    let rv: Option<i64> = match query.get("resourceVersion").map(String::as_str).filter(|s| !s.is_empty() && *s != "0") {
+        Some(r) => Some(r.parse().map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {r}")))?),
+        None => None,
+    };
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let mut first = true;
+        let start = match rv {
+            Some(r) => r,
+            None => {
+                let page = match state.store.list(&ListOptions { prefix: prefix.clone(), ..Default::default() }) {
+                    Ok(p) => p,
+                    Err(_) => return,
+                };
+                for rec in &page.records {
+                    if let Ok(o) = objects::from_record(&def, rec) {
+                        if sel.matches(&o) && tx.send(Ok(event_line("ADDED", o, &def, table, &mut first))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                page.revision
+            }
+        };
+        let mut events = match state.store.watch(&prefix, start) {
+            Ok(e) => e,
+            Err(_) => {
+                let s = ApiStatus::expired(start, state.store.compacted_revision()).to_value();
+                let _ = tx.send(Ok(event_line("ERROR", s, &def, table, &mut first))).await;
+                return;
+            }
+        };
+        let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(86400 * 365)));
+        tokio::pin!(deadline);
+        loop {
+            let ev = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = &mut deadline => return,
+                _ = tx.closed() => return,
+                ev = events.recv() => ev,
+            };
+            let ev = match ev {
+                None => return,
+                Some(Err(e)) => {
+                    let s = match e {
+                        crate::store::StoreError::Compacted { requested, compacted } => ApiStatus::expired(requested, compacted),
+                        other => ApiStatus::internal(other.to_string()),
+                    };
+                    let _ = tx.send(Ok(event_line("ERROR", s.to_value(), &def, table, &mut first))).await;
+                    return;
+                }
+                Some(Ok(ev)) => ev,
+            };
+            let Ok(new) = objects::from_record(&def, &ev.record) else { continue };
+            let old_match = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).is_some_and(|o| sel.matches(&o));
+            let new_match = sel.matches(&new);
+            let kind = match ev.kind {
+                EventKind::Created if new_match => "ADDED",
+                EventKind::Deleted if old_match => "DELETED",
+                EventKind::Updated if new_match && old_match => "MODIFIED",
+                EventKind::Updated if new_match => "ADDED",
+                EventKind::Updated if old_match => "DELETED",
+                _ => continue,
+            };
+            let obj = if kind == "DELETED" && ev.kind == EventKind::Updated {
+                let mut o = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).unwrap_or(new);
+                objects::set_resource_version(&mut o, ev.revision);
+                o
+            } else {
+                new
+            };
+            if tx.send(Ok(event_line(kind, obj, &def, table, &mut first))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiStatus::internal(e.to_string()))
+}
+
+/// The namespace finalizer, minimal: removes the namespace once it has no
+/// `metadata.finalizers`. PARTIAL: the namespace's content is not deleted yet.
+pub async fn finish_namespace(state: Arc<AppState>, name: String) {
+    let key = keys::namespace_key(&name);
+    for _ in 0..60 {
+        let Ok(Some(rec)) = state.store.get(&key) else { return };
+        let v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
+        if objects::finalizers(&v).is_empty() && state.store.delete(&key, Some(rec.mod_revision)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
