@@ -11,6 +11,7 @@
 pub mod builtin;
 pub mod codec;
 pub mod discovery;
+pub mod jsonpatch;
 pub mod keys;
 pub mod objects;
 pub mod protobuf;

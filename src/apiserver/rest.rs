@@ -495,10 +495,22 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     use super::codec::BodyType;
     let kind = codec::body_type(&ctx.headers)?;
-    let p = match kind {
-        BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::Json => codec::parse_document(body, false)?,
+    let p = codec::parse_document(body, false)?;
+    if kind == BodyType::JsonPatch {
+        let name = ctx.name.clone().unwrap_or_default();
+        return write_loop(ctx, &|cur| {
+            let mut v = cur.clone();
+            super::jsonpatch::apply(&mut v, &p).map_err(|e| ApiStatus::invalid(&ctx.def.kind, &ctx.def.group, &name, vec![super::status::Cause { reason: "FieldValueInvalid".into(), message: e, field: "patch".into() }]))?;
+            if meta_str(&v, "resourceVersion") == meta_str(cur, "resourceVersion") {
+                meta_mut(&mut v).remove("resourceVersion");
+            }
+            Ok(v)
+        });
+    }
+    match kind {
+        BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::Json => {}
         _ => return Err(ApiStatus::unsupported_media_type(ctx.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""))),
-    };
+    }
     write_loop(ctx, &|cur| {
         let mut v = cur.clone();
         meta_mut(&mut v).remove("resourceVersion");
@@ -544,7 +556,8 @@ fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
             }
         }
         let is_ns = ctx.def.group_resource() == "namespaces";
-        if fins.is_empty() && !is_ns {
+        let grace = pod_grace(ctx, &cur, &opts);
+        if fins.is_empty() && !is_ns && grace == 0 {
             if ctx.dry_run() {
                 return Ok(ctx.respond(StatusCode::OK, &cur));
             }
@@ -560,8 +573,8 @@ fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         objects::set_finalizers(&mut cur, &fins);
         if cur.pointer("/metadata/deletionTimestamp").is_none() {
             let m = meta_mut(&mut cur);
-            m.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
-            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            m.insert("deletionTimestamp".into(), json!(objects::rfc3339_in(grace)));
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
         if is_ns {
             cur["status"]["phase"] = json!("Terminating");
@@ -581,6 +594,25 @@ fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         }
     }
     Err(ApiStatus::modified(ctx.target(&name)))
+}
+
+/// Pods bound to a node are deleted gracefully (their kubelet finishes the
+/// deletion); unbound or finished pods, and every other kind, at once.
+fn pod_grace(ctx: &Ctx, cur: &Value, opts: &Value) -> i64 {
+    if ctx.def.group_resource() != "pods" {
+        return 0;
+    }
+    let bound = cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let finished = matches!(cur.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded") | Some("Failed"));
+    if !bound || finished {
+        return 0;
+    }
+    opts.get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| ctx.q("gracePeriodSeconds").and_then(|g| g.parse().ok()))
+        .or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+        .unwrap_or(30)
+        .max(0)
 }
 
 #[cfg(test)]

@@ -40,6 +40,19 @@ fn event_line(kind: &str, obj: Value, def: &ResourceDef, table: bool, first: &mu
     bytes::Bytes::from(line)
 }
 
+/// The event a selective watcher sees, as kube-apiserver's cacher decides it:
+/// an object leaving the selection is DELETED, one entering it ADDED.
+pub fn classify(kind: EventKind, old_match: bool, new_match: bool) -> Option<&'static str> {
+    match kind {
+        EventKind::Created if new_match => Some("ADDED"),
+        EventKind::Deleted if old_match => Some("DELETED"),
+        EventKind::Updated if new_match && old_match => Some("MODIFIED"),
+        EventKind::Updated if new_match => Some("ADDED"),
+        EventKind::Updated if old_match => Some("DELETED"),
+        _ => None,
+    }
+}
+
 pub fn watch(
     state: Arc<AppState>,
     def: Arc<ResourceDef>,
@@ -106,14 +119,7 @@ pub fn watch(
             let Ok(new) = objects::from_record(&def, &ev.record) else { continue };
             let old_match = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).is_some_and(|o| sel.matches(&o));
             let new_match = sel.matches(&new);
-            let kind = match ev.kind {
-                EventKind::Created if new_match => "ADDED",
-                EventKind::Deleted if old_match => "DELETED",
-                EventKind::Updated if new_match && old_match => "MODIFIED",
-                EventKind::Updated if new_match => "ADDED",
-                EventKind::Updated if old_match => "DELETED",
-                _ => continue,
-            };
+            let Some(kind) = classify(ev.kind, old_match, new_match) else { continue };
             let obj = if kind == "DELETED" && ev.kind == EventKind::Updated {
                 let mut o = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).unwrap_or(new);
                 objects::set_resource_version(&mut o, ev.revision);
@@ -144,5 +150,32 @@ pub async fn finish_namespace(state: Arc<AppState>, name: String) {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_changes() {
+        assert_eq!(classify(EventKind::Updated, true, false), Some("DELETED"));
+        assert_eq!(classify(EventKind::Updated, false, true), Some("ADDED"));
+        assert_eq!(classify(EventKind::Updated, true, true), Some("MODIFIED"));
+        assert_eq!(classify(EventKind::Updated, false, false), None);
+        assert_eq!(classify(EventKind::Created, false, false), None);
+        assert_eq!(classify(EventKind::Deleted, true, false), Some("DELETED"));
+    }
+
+    #[test]
+    fn table_events_carry_columns_once() {
+        let def = crate::apiserver::builtin::builtin_registry().lookup("", "v1", "configmaps").unwrap();
+        let mut first = true;
+        let obj = json!({"metadata": {"name": "a", "resourceVersion": "3"}});
+        let a: Value = serde_json::from_slice(&event_line("ADDED", obj.clone(), &def, true, &mut first)).unwrap();
+        let b: Value = serde_json::from_slice(&event_line("MODIFIED", obj, &def, true, &mut first)).unwrap();
+        assert!(a["object"]["columnDefinitions"].is_array());
+        assert!(b["object"].get("columnDefinitions").is_none());
+        assert_eq!(b["object"]["rows"].as_array().unwrap().len(), 1);
     }
 }
