@@ -106,3 +106,27 @@ fn api_resources() {
     let out = s.kubectl().run_ok(&["api-resources"]);
     assert!(out.contains("configmaps"), "{out}");
 }
+
+#[test]
+fn patches_collections_and_namespaces() {
+    let s = TestServer::start();
+    let k = s.kubectl();
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
+    assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], ns).status.success());
+    for n in ["a", "b"] {
+        let cm = CM.replace("cm1", n).replace("  labels:", "  namespace: team\n  labels:");
+        assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &cm).status.success());
+    }
+    k.run_ok(&["-n", "team", "patch", "cm", "a", "--type=json", "-p", r#"[{"op":"replace","path":"/data/a","value":"2"}]"#]);
+    assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "a", "-o", "jsonpath={.data.a}"]), "2");
+    assert!(k.run_ok(&["get", "cm", "-o", "wide", "-n", "team"]).contains("NAME"));
+    let missing = k.run_with_stdin(&["-n", "nope", "create", "--validate=false", "-f", "-"], CM);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("namespaces \"nope\" not found"));
+    k.run_ok(&["-n", "team", "delete", "cm", "-l", "app=web"]);
+    assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "-o", "name"]).trim(), "");
+    assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &CM.replace("  labels:", "  namespace: team\n  labels:")).status.success());
+    k.run_ok(&["delete", "ns", "team", "--timeout=20s"]);
+    assert!(!k.run(&["get", "ns", "team"]).status.success());
+    let forbidden = k.run(&["delete", "ns", "default"]);
+    assert!(String::from_utf8_lossy(&forbidden.stderr).contains("this namespace may not be deleted"));
+}

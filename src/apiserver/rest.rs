@@ -171,6 +171,7 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         (Method::PUT, true) => update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch(&ctx, &body),
         (Method::DELETE, true) => delete(&ctx, &body),
+        (Method::DELETE, false) => delete_collection(ctx, &body),
         (m, _) => Err(ApiStatus::method_not_allowed(m.as_str())),
     }
 }
@@ -520,6 +521,11 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
 }
 
 fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
+    let v = delete_object(ctx, body)?;
+    Ok(ctx.respond(StatusCode::OK, &v))
+}
+
+fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
     let name = ctx.name.clone().unwrap_or_default();
     let opts: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { codec::parse_document(body, false)? };
     let policy = opts.get("propagationPolicy").and_then(Value::as_str).or(ctx.q("propagationPolicy")).map(String::from);
@@ -559,12 +565,12 @@ fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         let grace = pod_grace(ctx, &cur, &opts);
         if fins.is_empty() && !is_ns && grace == 0 {
             if ctx.dry_run() {
-                return Ok(ctx.respond(StatusCode::OK, &cur));
+                return Ok(cur);
             }
             match ctx.state.store.delete(&key, Some(rec.mod_revision)) {
                 Ok(r) => {
                     objects::set_resource_version(&mut cur, r.mod_revision);
-                    return Ok(ctx.respond(StatusCode::OK, &cur));
+                    return Ok(cur);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(store_err(e)),
@@ -580,20 +586,44 @@ fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
             cur["status"]["phase"] = json!("Terminating");
         }
         if ctx.dry_run() {
-            return Ok(ctx.respond(StatusCode::OK, &cur));
+            return Ok(cur);
         }
         match ctx.state.store.update(&key, &objects::to_stored(&cur), rec.mod_revision) {
             Ok(r) => {
                 if is_ns {
                     tokio::spawn(super::watch::finish_namespace(ctx.state.clone(), name.clone()));
                 }
-                return Ok(ctx.respond(StatusCode::OK, &objects::from_record(&ctx.def, &r)?));
+                return objects::from_record(&ctx.def, &r);
             }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_err(e)),
         }
     }
     Err(ApiStatus::modified(ctx.target(&name)))
+}
+
+/// DELETE on a collection: deletes every selected object as a single DELETE
+/// would, and returns the list of what was deleted (or marked for deletion).
+fn delete_collection(mut ctx: Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
+    let sel = ctx.selectors()?;
+    let prefix = keys::collection_prefix(&ctx.def, ctx.namespace.as_deref());
+    let page = ctx.state.store.list(&ListOptions { prefix, ..Default::default() }).map_err(store_err)?;
+    let mut items = Vec::new();
+    for rec in &page.records {
+        let obj = objects::from_record(&ctx.def, rec)?;
+        if !sel.matches(&obj) {
+            continue;
+        }
+        ctx.namespace = meta_str(&obj, "namespace").map(String::from);
+        ctx.name = meta_str(&obj, "name").map(String::from);
+        match delete_object(&ctx, body) {
+            Ok(v) => items.push(v),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let rv = ctx.state.store.current_revision().to_string();
+    Ok(ctx.respond(StatusCode::OK, &json!({"kind": format!("{}List", ctx.def.kind), "apiVersion": ctx.def.api_version(), "metadata": {"resourceVersion": rv}, "items": items})))
 }
 
 /// Pods bound to a node are deleted gracefully (their kubelet finishes the

@@ -4,8 +4,8 @@
 //! DELETED, entering is ADDED); `timeoutSeconds` ends the stream cleanly; a
 //! compacted resourceVersion is an ERROR event with a 410 Expired Status.
 //! Partial: no bookmarks yet; Table watches send one-row Tables per event.
-//! Also here: the minimal namespace finalizer (empties nothing yet; it
-//! removes the namespace once its finalizers are gone).
+//! Also here: a minimal namespace finalizer (empties a terminating namespace,
+//! then removes it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,11 +139,36 @@ pub fn watch(
         .map_err(|e| ApiStatus::internal(e.to_string()))
 }
 
-/// The namespace finalizer, minimal: removes the namespace once it has no
-/// `metadata.finalizers`. PARTIAL: the namespace's content is not deleted yet.
+/// Deletes (or marks, when held by finalizers) everything in a namespace.
+fn empty_namespace(state: &AppState, ns: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for def in state.registry.all().into_iter().filter(|d| d.namespaced) {
+        let prefix = keys::collection_prefix(&def, Some(ns));
+        if !seen.insert(prefix.clone()) {
+            continue;
+        }
+        let Ok(page) = state.store.list(&ListOptions { prefix, ..Default::default() }) else { continue };
+        for rec in page.records {
+            let mut v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
+            if objects::finalizers(&v).is_empty() {
+                let _ = state.store.delete(&rec.key, Some(rec.mod_revision));
+            } else if v.pointer("/metadata/deletionTimestamp").is_none() {
+                let m = objects::meta_mut(&mut v);
+                m.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                let _ = state.store.update(&rec.key, &objects::to_stored(&v), rec.mod_revision);
+            }
+        }
+    }
+}
+
+/// The namespace finalizer, minimal: empties the namespace, then removes it
+/// once it has no `metadata.finalizers`; gives up after a minute (PARTIAL:
+/// not resumed after a restart; a controller replaces this later).
 pub async fn finish_namespace(state: Arc<AppState>, name: String) {
     let key = keys::namespace_key(&name);
     for _ in 0..60 {
+        empty_namespace(&state, &name);
         let Ok(Some(rec)) = state.store.get(&key) else { return };
         let v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
         if objects::finalizers(&v).is_empty() && state.store.delete(&key, Some(rec.mod_revision)).is_ok() {
