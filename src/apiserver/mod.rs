@@ -8,6 +8,7 @@
 //! update, patch, delete, watch), health endpoints and TLS are NOT written
 //! yet. `builtin`, `discovery`, `table` and `protobuf` are placeholders that
 //! the apimeta and protobuf helpers' versions replace.
+pub mod auth;
 pub mod builtin;
 pub mod codec;
 pub mod discovery;

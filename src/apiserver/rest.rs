@@ -7,8 +7,12 @@
 //! (strategic merge falls back to merge patch: PARTIAL, lists are replaced),
 //! delete (preconditions, finalizers, propagationPolicy finalizers), watch
 //! (initial ADDED, selectors on old and new objects, timeoutSeconds, 410).
-//! Partial/missing: JSON patch, deletecollection, Table watch, bookmarks,
-//! pod graceful deletion, namespace content cleanup, auth.
+//! Also: JSON patch, deletecollection, pod graceful deletion (bound pods wait
+//! for their kubelet), Table renderings, an auth seam (allow-all for now) and
+//! a max-in-flight limiter. Partial: strategic merge = merge patch; DELETE
+//! always returns the object (never a Status); no scale subresource; no
+//! managedFields; events.k8s.io events share core storage without shape
+//! conversion.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +37,14 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
+    pub authenticator: Arc<dyn super::auth::Authenticator>,
+    pub authorizer: Arc<dyn super::auth::Authorizer>,
+    /// The max-in-flight limit for non-watch requests (429 when exhausted).
+    pub inflight: Arc<tokio::sync::Semaphore>,
 }
+
+/// kube-apiserver's default `--max-requests-inflight`.
+pub const MAX_IN_FLIGHT: usize = 400;
 
 /// The namespaces every cluster has from the first start.
 pub fn bootstrap_namespaces(store: &dyn Store) {
@@ -157,12 +168,39 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             return Err(ApiStatus::route_not_found());
         }
     }
+    let user = state.authenticator.authenticate(&parts.headers).ok_or_else(ApiStatus::unauthorized)?;
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().filter(|(k, _)| !k.is_empty()).collect();
     let body = axum::body::to_bytes(body, codec::MAX_BODY).await.map_err(|_| ApiStatus::too_large_body(codec::MAX_BODY))?;
     codec::rendering(&parts.headers)?;
     let ctx = Ctx { state, def, namespace, name, sub, query, headers: parts.headers };
     let watch = legacy_watch || ctx.flag("watch");
+    let verb = match (&parts.method, ctx.name.is_some()) {
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "delete",
+    };
+    let attrs = super::auth::Attributes {
+        verb,
+        group: &ctx.def.group,
+        resource: &ctx.def.plural,
+        subresource: ctx.sub.as_deref(),
+        namespace: ctx.namespace.as_deref(),
+        name: ctx.name.as_deref(),
+    };
+    if !ctx.state.authorizer.authorize(&user, &attrs) {
+        return Err(ApiStatus::forbidden_message(super::auth::forbidden_message(&user, &attrs)));
+    }
+    let _permit = if watch {
+        None
+    } else {
+        Some(ctx.state.inflight.clone().try_acquire_owned().map_err(|_| ApiStatus::too_many_requests())?)
+    };
     match (parts.method, ctx.name.is_some()) {
         (Method::GET, false) if watch => super::watch::watch(ctx.state.clone(), ctx.def.clone(), ctx.namespace.clone(), &ctx.query, ctx.selectors()?, table_wanted(&ctx)),
         (Method::GET, false) => list(&ctx),

@@ -111,7 +111,14 @@ impl ApiServer {
             Some(t) => t,
             None => self_signed()?,
         };
-        let state = Arc::new(AppState { store, registry: registry.clone(), shutdown: shutdown.clone() });
+        let state = Arc::new(AppState {
+            store,
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+            authenticator: Arc::new(super::auth::AllowAll),
+            authorizer: Arc::new(super::auth::AllowAll),
+            inflight: Arc::new(tokio::sync::Semaphore::new(super::rest::MAX_IN_FLIGHT)),
+        });
         let health_routes = Router::new()
             .route("/healthz", get(health))
             .route("/livez", get(health))
