@@ -3,7 +3,9 @@
 //! given; selectors apply to old and new objects (leaving the selection is
 //! DELETED, entering is ADDED); `timeoutSeconds` ends the stream cleanly; a
 //! compacted resourceVersion is an ERROR event with a 410 Expired Status.
-//! Partial: no bookmarks yet; Table watches send one-row Tables per event.
+//! With `allowWatchBookmarks`, a BOOKMARK every minute (at the last delivered
+//! revision) and, with `sendInitialEvents`, the `k8s.io/initial-events-end`
+//! one. Table watches send one-row Tables, column definitions only first.
 //! Also here: a minimal namespace finalizer (empties a terminating namespace,
 //! then removes it).
 
@@ -40,6 +42,19 @@ fn event_line(kind: &str, obj: Value, def: &ResourceDef, table: bool, first: &mu
     bytes::Bytes::from(line)
 }
 
+/// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A BOOKMARK object: the kind with only `metadata.resourceVersion`, plus the
+/// `k8s.io/initial-events-end` annotation after the initial events.
+fn bookmark(def: &ResourceDef, rev: i64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rev.to_string(), "creationTimestamp": null});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta})
+}
+
 /// The event a selective watcher sees, as kube-apiserver's cacher decides it:
 /// an object leaving the selection is DELETED, one entering it ADDED.
 pub fn classify(kind: EventKind, old_match: bool, new_match: bool) -> Option<&'static str> {
@@ -66,13 +81,15 @@ pub fn watch(
         Some(r) => Some(r.parse().map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {r}")))?),
         None => None,
     };
+    let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true") | Some("1"));
+    let initial_events = matches!(query.get("sendInitialEvents").map(String::as_str), Some("true") | Some("1"));
     let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let mut first = true;
         let start = match rv {
-            Some(r) => r,
-            None => {
+            Some(r) if !initial_events => r,
+            _ => {
                 let page = match state.store.list(&ListOptions { prefix: prefix.clone(), ..Default::default() }) {
                     Ok(p) => p,
                     Err(_) => return,
@@ -84,9 +101,17 @@ pub fn watch(
                         }
                     }
                 }
+                if initial_events && bookmarks {
+                    let b = bookmark(&def, page.revision, true);
+                    if tx.send(Ok(event_line("BOOKMARK", b, &def, false, &mut first))).await.is_err() {
+                        return;
+                    }
+                }
                 page.revision
             }
         };
+        let mut last = start;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         let mut events = match state.store.watch(&prefix, start) {
             Ok(e) => e,
             Err(_) => {
@@ -102,6 +127,12 @@ pub fn watch(
                 _ = state.shutdown.cancelled() => return,
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
+                _ = ticker.tick(), if bookmarks => {
+                    if tx.send(Ok(event_line("BOOKMARK", bookmark(&def, last, false), &def, false, &mut first))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 ev = events.recv() => ev,
             };
             let ev = match ev {
@@ -116,6 +147,7 @@ pub fn watch(
                 }
                 Some(Ok(ev)) => ev,
             };
+            last = ev.revision;
             let Ok(new) = objects::from_record(&def, &ev.record) else { continue };
             let old_match = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).is_some_and(|o| sel.matches(&o));
             let new_match = sel.matches(&new);
