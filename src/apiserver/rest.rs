@@ -113,8 +113,12 @@ impl Ctx {
     }
 }
 
+/// A parsed resource path: the kind, namespace, name, subresource, and
+/// whether it was a legacy `/watch/` path.
+type Parsed = (Arc<ResourceDef>, Option<String>, Option<String>, Option<String>, bool);
+
 /// Splits the path into a request context.
-fn parse(reg: &Registry, path: &str) -> Result<(Arc<ResourceDef>, Option<String>, Option<String>, Option<String>, bool), ApiStatus> {
+fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, mut rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest.to_vec()),

@@ -24,7 +24,7 @@ pub struct ApiStatus {
     pub reason: &'static str,
     pub message: String,
     /// `details`; `None` renders no `details` key, `Some(empty)` renders `{}`.
-    pub details: Option<Map<String, Value>>,
+    pub details: Option<Box<Map<String, Value>>>,
     pub retry_after: Option<u64>,
 }
 
@@ -69,7 +69,7 @@ impl ApiStatus {
     }
 
     fn with_details(mut self, details: Map<String, Value>) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -231,7 +231,7 @@ impl ApiStatus {
         v.insert("message".into(), json!(self.message));
         v.insert("reason".into(), json!(self.reason));
         if let Some(d) = &self.details {
-            v.insert("details".into(), Value::Object(d.clone()));
+            v.insert("details".into(), Value::Object((**d).clone()));
         }
         v.insert("code".into(), json!(self.code));
         Value::Object(v)
