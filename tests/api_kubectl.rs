@@ -130,3 +130,28 @@ fn patches_collections_and_namespaces() {
     let forbidden = k.run(&["delete", "ns", "default"]);
     assert!(String::from_utf8_lossy(&forbidden.stderr).contains("this namespace may not be deleted"));
 }
+
+/// `get all` needs the `all` category from apimeta's full registry.
+#[test]
+#[ignore = "needs apimeta's builtin registry (categories)"]
+fn get_all() {
+    let s = TestServer::start();
+    let out = s.kubectl().run(&["get", "all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Generator commands through the client-side dry run, which avoids the
+/// protobuf request bodies of `kubectl create <generator>`.
+#[test]
+fn generators_via_client_dry_run() {
+    let s = TestServer::start();
+    let k = s.kubectl();
+    let y = k.run_ok(&["create", "configmap", "g", "--from-literal=a=b", "--dry-run=client", "-o", "yaml"]);
+    let sec = k.run_ok(&["create", "secret", "generic", "sec", "--from-literal=p=q", "--dry-run=client", "-o", "yaml"]);
+    for doc in [&y, &sec] {
+        let out = k.run_with_stdin(&["create", "--validate=false", "-f", "-"], doc);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(k.run_ok(&["get", "secret", "sec", "-o", "jsonpath={.data.p}"]), "cQ==");
+    assert_eq!(k.run_ok(&["get", "cm", "g", "-o", "jsonpath={.data.a}"]), "b");
+}

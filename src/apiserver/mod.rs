@@ -1,13 +1,19 @@
-//! The Kubernetes API server.
+//! The Kubernetes API server: HTTPS (HTTP/1.1 and HTTP/2) serving generic
+//! REST for every kind in the [`registry::Registry`], backed by a
+//! [`crate::store::Store`].
 //!
-//! State at this commit (partial): the building blocks are in place and unit
-//! tested: `Status` errors worded like kube-apiserver (`status`), storage keys
-//! (`keys`), label/field selectors (`selectors`), content negotiation and gzip
-//! (`codec`), object bookkeeping (`objects`) and an in-memory `Store` test
-//! double (`testing`). The HTTP server, the REST handlers (create, get, list,
-//! update, patch, delete, watch), health endpoints and TLS are NOT written
-//! yet. `builtin`, `discovery`, `table` and `protobuf` are placeholders that
-//! the apimeta and protobuf helpers' versions replace.
+//! Map: `server` (bind/serve/shutdown, TLS, health), `rest` (routing and the
+//! verbs), `watch` (watch streams, namespace emptying), `status` (Status
+//! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
+//! (storage layout), `objects` (system metadata), `jsonpatch`, `auth` (the
+//! allow-all seam), `testing` (`MemoryStore`). `builtin`, `discovery`,
+//! `table` and `protobuf` are placeholders until the apimeta and protobuf
+//! helpers' versions are merged.
+//!
+//! Invariants: stored values never carry `resourceVersion`; every served
+//! object gets `metadata.resourceVersion` = its record's `mod_revision`.
+//! Partial (see each module): no authentication, strategic merge patch is
+//! merge patch, no scale subresource, no managedFields, no apply patch.
 pub mod auth;
 pub mod builtin;
 pub mod codec;
