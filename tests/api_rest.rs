@@ -182,3 +182,20 @@ fn delete_semantics() {
     assert_eq!(p["metadata"]["deletionGracePeriodSeconds"], 30);
     assert_eq!(a.get(&format!("{pods}/bound")).0, 200, "a bound pod waits for its kubelet");
 }
+
+#[test]
+fn renderings_and_legacy_watch() {
+    let a = Api::new();
+    a.post(CMS, json!({"metadata": {"name": "t"}}));
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let r = a.c.get(format!("{}{CMS}", a.s.url())).header("Accept", table).send().unwrap();
+    let t: Value = r.json().unwrap();
+    assert_eq!(t["kind"], "Table");
+    assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    let r = a.c.get(format!("{}{CMS}/t", a.s.url())).header("Accept", "application/yaml").send().unwrap();
+    assert!(r.text().unwrap().contains("name: t"));
+    let r = a.c.get(format!("{}{CMS}/t", a.s.url())).header("Accept", "application/vnd.kubernetes.protobuf").send().unwrap();
+    assert_eq!(r.status().as_u16(), 406);
+    let (code, ev) = a.get("/api/v1/watch/namespaces/default/configmaps?timeoutSeconds=1");
+    assert_eq!((code, ev["type"].as_str().unwrap()), (200, "ADDED"));
+}

@@ -5,7 +5,9 @@
 //!
 //! Exceptions, as in Kubernetes: `events.k8s.io` events share core events'
 //! storage (`/registry/events/…`), so both API groups see the same objects.
-//! Leases live under `/registry/leases.coordination.k8s.io/`.
+//! They are stored as sent (PARTIAL: no field conversion between the two
+//! shapes yet, only `apiVersion`/`kind` follow the URL). Leases live under
+//! `/registry/leases.coordination.k8s.io/`.
 
 use super::registry::ResourceDef;
 
