@@ -36,7 +36,10 @@ pub struct AllowAll;
 
 impl Authenticator for AllowAll {
     fn authenticate(&self, _headers: &HeaderMap) -> Option<UserInfo> {
-        Some(UserInfo { name: "system:admin".into(), groups: vec!["system:masters".into()] })
+        Some(UserInfo {
+            name: "system:admin".into(),
+            groups: vec!["system:masters".into()],
+        })
     }
 }
 
@@ -74,8 +77,18 @@ mod tests {
 
     #[test]
     fn forbidden_wording() {
-        let u = UserInfo { name: "bob".into(), groups: vec![] };
-        let a = Attributes { verb: "get", group: "", resource: "pods", subresource: None, namespace: Some("d"), name: Some("x") };
+        let u = UserInfo {
+            name: "bob".into(),
+            groups: vec![],
+        };
+        let a = Attributes {
+            verb: "get",
+            group: "",
+            resource: "pods",
+            subresource: None,
+            namespace: Some("d"),
+            name: Some("x"),
+        };
         assert_eq!(
             forbidden_message(&u, &a),
             "pods \"x\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"d\""

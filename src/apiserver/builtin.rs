@@ -3,7 +3,15 @@
 
 use super::registry::{Registry, ResourceDef};
 
-fn def(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, short: &[&str], subs: &[&str]) -> ResourceDef {
+fn def(
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    namespaced: bool,
+    short: &[&str],
+    subs: &[&str],
+) -> ResourceDef {
     ResourceDef {
         group: group.into(),
         version: version.into(),
@@ -14,10 +22,19 @@ fn def(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, s
         categories: vec![],
         namespaced,
         subresources: subs.iter().map(|s| s.to_string()).collect(),
-        verbs: ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        verbs: [
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         columns: vec![],
     }
 }
@@ -25,16 +42,56 @@ fn def(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool, s
 /// The served built-in kinds.
 pub fn builtin_registry() -> Registry {
     let r = Registry::empty();
-    r.insert(def("", "v1", "Namespace", "namespaces", false, &["ns"], &["status", "finalize"]));
+    r.insert(def(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        false,
+        &["ns"],
+        &["status", "finalize"],
+    ));
     r.insert(def("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[]));
     r.insert(def("", "v1", "Secret", "secrets", true, &[], &[]));
     r.insert(def("", "v1", "Pod", "pods", true, &["po"], &["status"]));
     r.insert(def("", "v1", "Node", "nodes", false, &["no"], &["status"]));
     r.insert(def("", "v1", "Event", "events", true, &["ev"], &[]));
-    r.insert(def("", "v1", "Service", "services", true, &["svc"], &["status"]));
-    r.insert(def("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["status", "scale"]));
-    r.insert(def("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[]));
-    r.insert(def("events.k8s.io", "v1", "Event", "events", true, &["ev"], &[]));
+    r.insert(def(
+        "",
+        "v1",
+        "Service",
+        "services",
+        true,
+        &["svc"],
+        &["status"],
+    ));
+    r.insert(def(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        &["deploy"],
+        &["status", "scale"],
+    ));
+    r.insert(def(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        &[],
+        &[],
+    ));
+    r.insert(def(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        true,
+        &["ev"],
+        &[],
+    ));
     r.insert(def(
         "apiextensions.k8s.io",
         "v1",

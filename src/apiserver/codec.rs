@@ -39,8 +39,16 @@ pub enum BodyType {
 /// The media type of `Content-Type` without parameters; none means JSON, as
 /// kube-apiserver assumes for the Python client.
 pub fn body_type(headers: &HeaderMap) -> Result<BodyType, ApiStatus> {
-    let raw = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     Ok(match media.as_str() {
         "" | "application/json" | "*/*" => BodyType::Json,
         "application/yaml" | "application/x-yaml" | "text/yaml" => BodyType::Yaml,
@@ -58,10 +66,13 @@ pub fn parse_document(body: &[u8], yaml: bool) -> Result<Value, ApiStatus> {
     if yaml {
         let v: serde_yaml::Value = serde_yaml::from_slice(body)
             .map_err(|e| ApiStatus::bad_request(format!("error decoding YAML: {e}")))?;
-        serde_json::to_value(v).map_err(|e| ApiStatus::bad_request(format!("error converting YAML to JSON: {e}")))
+        serde_json::to_value(v)
+            .map_err(|e| ApiStatus::bad_request(format!("error converting YAML to JSON: {e}")))
     } else {
         serde_json::from_slice(body).map_err(|e| {
-            ApiStatus::bad_request(format!("error decoding the request body: invalid JSON: {e}"))
+            ApiStatus::bad_request(format!(
+                "error decoding the request body: invalid JSON: {e}"
+            ))
         })
     }
 }
@@ -74,13 +85,18 @@ pub fn decode_object(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiStatu
         BodyType::Protobuf => super::protobuf::decode(body)
             .map_err(|e| ApiStatus::bad_request(format!("failed to decode protobuf body: {e}")))?,
         other => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             tracing::debug!(?other, "patch media type on a non-patch request");
             return Err(ApiStatus::unsupported_media_type(ct));
         }
     };
     if !value.is_object() {
-        return Err(ApiStatus::bad_request("the request body must be a JSON object"));
+        return Err(ApiStatus::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(value)
 }
@@ -121,15 +137,26 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|e| e.split(';').next().unwrap_or("").trim() == "gzip"))
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|e| e.split(';').next().unwrap_or("").trim() == "gzip")
+        })
 }
 
 /// Renders a value with a status code, in JSON or YAML, gzip if large.
 pub fn respond(req_headers: &HeaderMap, code: StatusCode, value: &Value, yaml: bool) -> Response {
     let (body, ctype) = if yaml {
-        (serde_yaml::to_string(value).unwrap_or_default().into_bytes(), "application/yaml")
+        (
+            serde_yaml::to_string(value)
+                .unwrap_or_default()
+                .into_bytes(),
+            "application/yaml",
+        )
     } else {
-        (serde_json::to_vec(value).unwrap_or_default(), "application/json")
+        (
+            serde_json::to_vec(value).unwrap_or_default(),
+            "application/json",
+        )
     };
     let mut gzipped = false;
     let body = if body.len() > GZIP_THRESHOLD && accepts_gzip(req_headers) {
@@ -145,10 +172,13 @@ pub fn respond(req_headers: &HeaderMap, code: StatusCode, value: &Value, yaml: b
         body
     };
     let mut resp = (code, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     if gzipped {
-        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        resp.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
     resp
 }
@@ -166,13 +196,26 @@ mod tests {
     #[test]
     fn table_accept_is_detected() {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(rendering(&h(header::ACCEPT, kubectl)).unwrap(), Rendering::Table);
-        assert_eq!(rendering(&h(header::ACCEPT, "application/json, */*")).unwrap(), Rendering::Json);
         assert_eq!(
-            rendering(&h(header::ACCEPT, "application/vnd.kubernetes.protobuf,application/json")).unwrap(),
+            rendering(&h(header::ACCEPT, kubectl)).unwrap(),
+            Rendering::Table
+        );
+        assert_eq!(
+            rendering(&h(header::ACCEPT, "application/json, */*")).unwrap(),
             Rendering::Json
         );
-        assert_eq!(rendering(&h(header::ACCEPT, "application/yaml")).unwrap(), Rendering::Yaml);
+        assert_eq!(
+            rendering(&h(
+                header::ACCEPT,
+                "application/vnd.kubernetes.protobuf,application/json"
+            ))
+            .unwrap(),
+            Rendering::Json
+        );
+        assert_eq!(
+            rendering(&h(header::ACCEPT, "application/yaml")).unwrap(),
+            Rendering::Yaml
+        );
         assert_eq!(rendering(&HeaderMap::new()).unwrap(), Rendering::Json);
         assert!(rendering(&h(header::ACCEPT, "application/vnd.kubernetes.protobuf")).is_err());
     }
@@ -180,14 +223,25 @@ mod tests {
     #[test]
     fn content_types() {
         assert_eq!(body_type(&HeaderMap::new()).unwrap(), BodyType::Json);
-        assert_eq!(body_type(&h(header::CONTENT_TYPE, "application/yaml")).unwrap(), BodyType::Yaml);
-        assert_eq!(body_type(&h(header::CONTENT_TYPE, "text/plain")).unwrap_err().code, 415);
+        assert_eq!(
+            body_type(&h(header::CONTENT_TYPE, "application/yaml")).unwrap(),
+            BodyType::Yaml
+        );
+        assert_eq!(
+            body_type(&h(header::CONTENT_TYPE, "text/plain"))
+                .unwrap_err()
+                .code,
+            415
+        );
     }
 
     #[test]
     fn yaml_and_bad_json() {
-        let v = decode_object(&h(header::CONTENT_TYPE, "application/yaml"), b"kind: ConfigMap\ndata:\n  a: '1'\n")
-            .unwrap();
+        let v = decode_object(
+            &h(header::CONTENT_TYPE, "application/yaml"),
+            b"kind: ConfigMap\ndata:\n  a: '1'\n",
+        )
+        .unwrap();
         assert_eq!(v["data"]["a"], "1");
         let e = decode_object(&HeaderMap::new(), b"{nope").unwrap_err();
         assert_eq!(e.code, 400);
@@ -196,7 +250,12 @@ mod tests {
     #[test]
     fn large_responses_are_gzipped() {
         let big = Value::String("x".repeat(GZIP_THRESHOLD + 10));
-        let r = respond(&h(header::ACCEPT_ENCODING, "gzip"), StatusCode::OK, &big, false);
+        let r = respond(
+            &h(header::ACCEPT_ENCODING, "gzip"),
+            StatusCode::OK,
+            &big,
+            false,
+        );
         assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
         let r = respond(&HeaderMap::new(), StatusCode::OK, &big, false);
         assert!(r.headers().get(header::CONTENT_ENCODING).is_none());

@@ -25,13 +25,23 @@ fn resource_entry(d: &ResourceDef) -> Vec<Value> {
 }
 
 fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<_> = reg.all().into_iter().filter(|d| d.group == group && d.version == version).collect();
+    let defs: Vec<_> = reg
+        .all()
+        .into_iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let resources: Vec<Value> = defs.iter().flat_map(|d| resource_entry(d)).collect();
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}/{version}`.

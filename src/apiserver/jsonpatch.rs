@@ -18,9 +18,13 @@ fn split(path: &str) -> Result<(String, String), String> {
 fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     let (parent, last) = split(path)?;
     match doc.pointer_mut(&parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or_else(|| format!("path {path} does not exist")),
+        Some(Value::Object(m)) => m
+            .remove(&last)
+            .ok_or_else(|| format!("path {path} does not exist")),
         Some(Value::Array(a)) => {
-            let i: usize = last.parse().map_err(|_| format!("invalid index in {path}"))?;
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("invalid index in {path}"))?;
             if i < a.len() {
                 Ok(a.remove(i))
             } else {
@@ -43,7 +47,12 @@ fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
             Ok(())
         }
         Some(Value::Array(a)) => {
-            let i = if last == "-" { a.len() } else { last.parse().map_err(|_| format!("invalid index in {path}"))? };
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse()
+                    .map_err(|_| format!("invalid index in {path}"))?
+            };
             if i > a.len() {
                 return Err(format!("index out of range in {path}"));
             }
@@ -56,11 +65,24 @@ fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
 
 /// Applies `patch` (an array of operations) to `doc`.
 pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch.as_array().ok_or("a JSON patch must be an array of operations")?;
+    let ops = patch
+        .as_array()
+        .ok_or("a JSON patch must be an array of operations")?;
     for op in ops {
-        let path = op.get("path").and_then(Value::as_str).ok_or("operation without a path")?;
-        let value = || op.get("value").cloned().ok_or_else(|| format!("operation on {path} without a value"));
-        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| format!("operation on {path} without from"));
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or("operation without a path")?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| format!("operation on {path} without a value"))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("operation on {path} without from"))
+        };
         match op.get("op").and_then(Value::as_str) {
             Some("add") => add(doc, path, value()?)?,
             Some("remove") => {
@@ -75,7 +97,10 @@ pub fn apply(doc: &mut Value, patch: &Value) -> Result<(), String> {
                 add(doc, path, v)?;
             }
             Some("copy") => {
-                let v = doc.pointer(from()?).cloned().ok_or_else(|| format!("path {path} does not exist"))?;
+                let v = doc
+                    .pointer(from()?)
+                    .cloned()
+                    .ok_or_else(|| format!("path {path} does not exist"))?;
                 add(doc, path, v)?;
             }
             Some("test") => {
@@ -108,8 +133,15 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(d, json!({"metadata": {"labels": {}}, "list": [0, 2, 3], "copy": [0, 2, 3]}));
-        assert!(apply(&mut d, &json!([{"op": "test", "path": "/list/0", "value": 9}])).is_err());
+        assert_eq!(
+            d,
+            json!({"metadata": {"labels": {}}, "list": [0, 2, 3], "copy": [0, 2, 3]})
+        );
+        assert!(apply(
+            &mut d,
+            &json!([{"op": "test", "path": "/list/0", "value": 9}])
+        )
+        .is_err());
         assert!(apply(&mut d, &json!([{"op": "remove", "path": "/nope"}])).is_err());
     }
 }

@@ -68,19 +68,34 @@ mod tests {
 
     #[test]
     fn keys_follow_kube_layout() {
-        assert_eq!(object_key(&def("", "pods", true), Some("default"), "x"), "/registry/pods/default/x");
+        assert_eq!(
+            object_key(&def("", "pods", true), Some("default"), "x"),
+            "/registry/pods/default/x"
+        );
         assert_eq!(
             object_key(&def("apps", "deployments", true), Some("default"), "web"),
             "/registry/deployments.apps/default/web"
         );
-        assert_eq!(object_key(&def("", "nodes", false), None, "n1"), "/registry/nodes/n1");
-        assert_eq!(collection_prefix(&def("", "pods", true), None), "/registry/pods/");
-        assert_eq!(collection_prefix(&def("", "pods", true), Some("a")), "/registry/pods/a/");
+        assert_eq!(
+            object_key(&def("", "nodes", false), None, "n1"),
+            "/registry/nodes/n1"
+        );
+        assert_eq!(
+            collection_prefix(&def("", "pods", true), None),
+            "/registry/pods/"
+        );
+        assert_eq!(
+            collection_prefix(&def("", "pods", true), Some("a")),
+            "/registry/pods/a/"
+        );
         assert_eq!(
             resource_prefix(&def("coordination.k8s.io", "leases", true)),
             "/registry/leases.coordination.k8s.io/"
         );
-        assert_eq!(resource_prefix(&def("events.k8s.io", "events", true)), "/registry/events/");
+        assert_eq!(
+            resource_prefix(&def("events.k8s.io", "events", true)),
+            "/registry/events/"
+        );
         assert_eq!(namespace_key("default"), "/registry/namespaces/default");
     }
 }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod builtin;
 pub mod codec;
+pub mod delete;
 pub mod discovery;
 pub mod jsonpatch;
 pub mod keys;

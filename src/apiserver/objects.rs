@@ -38,8 +38,10 @@ const GENERATION_RESOURCES: &[&str] = &[
 
 /// Groups served by Kubernetes itself; anything else is a custom resource.
 fn is_builtin_group(group: &str) -> bool {
-    matches!(group, "" | "apps" | "batch" | "autoscaling" | "policy" | "extensions")
-        || (group.ends_with(".k8s.io") && !group.contains(".x-k8s.io"))
+    matches!(
+        group,
+        "" | "apps" | "batch" | "autoscaling" | "policy" | "extensions"
+    ) || (group.ends_with(".k8s.io") && !group.contains(".x-k8s.io"))
 }
 
 pub fn tracks_generation(def: &ResourceDef) -> bool {
@@ -51,7 +53,11 @@ pub fn tracks_generation(def: &ResourceDef) -> bool {
 pub fn allows_create_on_update(def: &ResourceDef) -> bool {
     matches!(
         def.group_resource().as_str(),
-        "events" | "events.events.k8s.io" | "endpoints" | "endpointslices.discovery.k8s.io" | "limitranges"
+        "events"
+            | "events.events.k8s.io"
+            | "endpoints"
+            | "endpointslices.discovery.k8s.io"
+            | "limitranges"
             | "leases.coordination.k8s.io"
     )
 }
@@ -63,8 +69,9 @@ pub fn has_status_subresource(def: &ResourceDef) -> bool {
 
 /// The served form of a stored record.
 pub fn from_record(def: &ResourceDef, rec: &Record) -> Result<Value, ApiStatus> {
-    let mut v: Value = serde_json::from_slice(&rec.value)
-        .map_err(|e| ApiStatus::internal(format!("failed to decode stored object {}: {e}", rec.key)))?;
+    let mut v: Value = serde_json::from_slice(&rec.value).map_err(|e| {
+        ApiStatus::internal(format!("failed to decode stored object {}: {e}", rec.key))
+    })?;
     set_type(def, &mut v);
     set_resource_version(&mut v, rec.mod_revision);
     Ok(v)
@@ -95,11 +102,16 @@ pub fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
     if !v.get("metadata").is_some_and(Value::is_object) {
         v["metadata"] = json!({});
     }
-    v["metadata"].as_object_mut().expect("metadata is an object")
+    v["metadata"]
+        .as_object_mut()
+        .expect("metadata is an object")
 }
 
 pub fn meta_str<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
-    v.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    v.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 pub fn now_rfc3339() -> String {
@@ -107,14 +119,18 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn rfc3339_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    (chrono::Utc::now() + chrono::Duration::seconds(secs))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Kubernetes' 5-character generateName suffix (consonants and digits).
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();
-    (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Everything but `metadata` and `status`: a change here bumps `generation`.
@@ -131,7 +147,8 @@ pub fn spec_part(v: &Value) -> Value {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -151,7 +168,11 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiStatus> {
     // elsewhere, which is what kubectl users meet.
     let lenient = def.group == "rbac.authorization.k8s.io";
     let ok = if lenient {
-        !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('%')
+        !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains('/')
+            && !name.contains('%')
     } else if needs_label_name(def) {
         is_dns_label(name)
     } else {
@@ -185,7 +206,12 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiStatus> {
 pub fn finalizers(v: &Value) -> Vec<String> {
     v.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -229,9 +255,18 @@ mod tests {
     #[test]
     fn names() {
         assert!(validate_name(&def("", "configmaps"), "a.b-c").is_ok());
-        assert_eq!(validate_name(&def("", "configmaps"), "Bad").unwrap_err().code, 422);
+        assert_eq!(
+            validate_name(&def("", "configmaps"), "Bad")
+                .unwrap_err()
+                .code,
+            422
+        );
         assert!(validate_name(&def("", "namespaces"), "a.b").is_err());
-        assert!(validate_name(&def("rbac.authorization.k8s.io", "clusterroles"), "system:x").is_ok());
+        assert!(validate_name(
+            &def("rbac.authorization.k8s.io", "clusterroles"),
+            "system:x"
+        )
+        .is_ok());
     }
 
     #[test]
@@ -239,7 +274,12 @@ mod tests {
         let v = json!({"metadata": {"name": "x", "resourceVersion": "5"}});
         let stored: Value = serde_json::from_slice(&to_stored(&v)).unwrap();
         assert!(stored["metadata"].get("resourceVersion").is_none());
-        let rec = Record { key: "k".into(), value: to_stored(&v), create_revision: 1, mod_revision: 7 };
+        let rec = Record {
+            key: "k".into(),
+            value: to_stored(&v),
+            create_revision: 1,
+            mod_revision: 7,
+        };
         let served = from_record(&def("", "configmaps"), &rec).unwrap();
         assert_eq!(served["metadata"]["resourceVersion"], "7");
         assert_eq!(served["kind"], "K");
@@ -249,6 +289,8 @@ mod tests {
     fn suffix_shape() {
         let s = random_suffix();
         assert_eq!(s.len(), 5);
-        assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
     }
 }

@@ -17,5 +17,8 @@ impl std::error::Error for ProtobufError {}
 
 /// The `k8s\0` envelope → the JSON object with apiVersion/kind.
 pub fn decode(body: &[u8]) -> Result<serde_json::Value, ProtobufError> {
-    Err(ProtobufError(format!("failed to decode a {}-byte protobuf body: protobuf is not supported yet", body.len())))
+    Err(ProtobufError(format!(
+        "failed to decode a {}-byte protobuf body: protobuf is not supported yet",
+        body.len()
+    )))
 }

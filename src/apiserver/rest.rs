@@ -1,5 +1,6 @@
 //! Generic REST over the registry: `/api/v1/...` and `/apis/G/V/...` for
-//! every kind, namespaced and cluster-scoped.
+//! every kind (DELETE lives in `delete.rs`, watch in `watch.rs`),
+//! namespaced and cluster-scoped.
 //!
 //! Done: get, list (label/field selectors, limit/continue over a snapshot),
 //! create (generateName, uid, creationTimestamp, generation, namespace checks,
@@ -60,38 +61,51 @@ pub fn bootstrap_namespaces(store: &dyn Store) {
     }
 }
 
-struct Ctx {
-    state: Arc<AppState>,
-    def: Arc<ResourceDef>,
-    namespace: Option<String>,
-    name: Option<String>,
-    sub: Option<String>,
-    query: HashMap<String, String>,
-    headers: HeaderMap,
+/// One resource request, parsed.
+pub(crate) struct Ctx {
+    pub(crate) state: Arc<AppState>,
+    pub(crate) def: Arc<ResourceDef>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) sub: Option<String>,
+    pub(crate) query: HashMap<String, String>,
+    pub(crate) headers: HeaderMap,
 }
 
-fn store_err(e: StoreError) -> ApiStatus {
+pub(crate) fn store_err(e: StoreError) -> ApiStatus {
     match e {
-        StoreError::Compacted { requested, compacted } => ApiStatus::expired(requested, compacted),
-        StoreError::FutureRevision { requested, current } => ApiStatus::too_large_resource_version(requested, current),
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiStatus::expired(requested, compacted),
+        StoreError::FutureRevision { requested, current } => {
+            ApiStatus::too_large_resource_version(requested, current)
+        }
         other => ApiStatus::internal(other.to_string()),
     }
 }
 
 impl Ctx {
-    fn key(&self) -> String {
-        keys::object_key(&self.def, self.namespace.as_deref(), self.name.as_deref().unwrap_or(""))
+    pub(crate) fn key(&self) -> String {
+        keys::object_key(
+            &self.def,
+            self.namespace.as_deref(),
+            self.name.as_deref().unwrap_or(""),
+        )
     }
-    fn target<'a>(&'a self, name: &'a str) -> Target<'a> {
+    pub(crate) fn target<'a>(&'a self, name: &'a str) -> Target<'a> {
         Target::of(&self.def, name)
     }
-    fn q(&self, k: &str) -> Option<&str> {
-        self.query.get(k).map(String::as_str).filter(|s| !s.is_empty())
+    pub(crate) fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
-    fn flag(&self, k: &str) -> bool {
+    pub(crate) fn flag(&self, k: &str) -> bool {
         matches!(self.q(k), Some("true") | Some("1"))
     }
-    fn dry_run(&self) -> bool {
+    pub(crate) fn dry_run(&self) -> bool {
         self.q("dryRun") == Some("All")
     }
     fn include(&self) -> IncludeObject {
@@ -101,21 +115,32 @@ impl Ctx {
             _ => IncludeObject::Metadata,
         }
     }
-    fn respond(&self, code: StatusCode, v: &Value) -> Response {
+    pub(crate) fn respond(&self, code: StatusCode, v: &Value) -> Response {
         let yaml = matches!(codec::rendering(&self.headers), Ok(Rendering::Yaml));
         codec::respond(&self.headers, code, v, yaml)
     }
-    fn selectors(&self) -> Result<Selectors, ApiStatus> {
-        let labels = LabelSelector::parse(self.q("labelSelector").unwrap_or("")).map_err(ApiStatus::bad_request)?;
-        let fields = FieldSelector::parse(self.q("fieldSelector").unwrap_or(""), &self.def.group, &self.def.plural)
+    pub(crate) fn selectors(&self) -> Result<Selectors, ApiStatus> {
+        let labels = LabelSelector::parse(self.q("labelSelector").unwrap_or(""))
             .map_err(ApiStatus::bad_request)?;
+        let fields = FieldSelector::parse(
+            self.q("fieldSelector").unwrap_or(""),
+            &self.def.group,
+            &self.def.plural,
+        )
+        .map_err(ApiStatus::bad_request)?;
         Ok(Selectors { labels, fields })
     }
 }
 
 /// A parsed resource path: the kind, namespace, name, subresource, and
 /// whether it was a legacy `/watch/` path.
-type Parsed = (Arc<ResourceDef>, Option<String>, Option<String>, Option<String>, bool);
+type Parsed = (
+    Arc<ResourceDef>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
 
 /// Splits the path into a request context.
 fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
@@ -172,12 +197,28 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             return Err(ApiStatus::route_not_found());
         }
     }
-    let user = state.authenticator.authenticate(&parts.headers).ok_or_else(ApiStatus::unauthorized)?;
+    let user = state
+        .authenticator
+        .authenticate(&parts.headers)
+        .ok_or_else(ApiStatus::unauthorized)?;
     let query: HashMap<String, String> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().filter(|(k, _)| !k.is_empty()).collect();
-    let body = axum::body::to_bytes(body, codec::MAX_BODY).await.map_err(|_| ApiStatus::too_large_body(codec::MAX_BODY))?;
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+    let body = axum::body::to_bytes(body, codec::MAX_BODY)
+        .await
+        .map_err(|_| ApiStatus::too_large_body(codec::MAX_BODY))?;
     codec::rendering(&parts.headers)?;
-    let ctx = Ctx { state, def, namespace, name, sub, query, headers: parts.headers };
+    let ctx = Ctx {
+        state,
+        def,
+        namespace,
+        name,
+        sub,
+        query,
+        headers: parts.headers,
+    };
     let watch = legacy_watch || ctx.flag("watch");
     let verb = match (&parts.method, ctx.name.is_some()) {
         (&Method::GET, false) if watch => "watch",
@@ -198,22 +239,37 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         name: ctx.name.as_deref(),
     };
     if !ctx.state.authorizer.authorize(&user, &attrs) {
-        return Err(ApiStatus::forbidden_message(super::auth::forbidden_message(&user, &attrs)));
+        return Err(ApiStatus::forbidden_message(
+            super::auth::forbidden_message(&user, &attrs),
+        ));
     }
     let _permit = if watch {
         None
     } else {
-        Some(ctx.state.inflight.clone().try_acquire_owned().map_err(|_| ApiStatus::too_many_requests())?)
+        Some(
+            ctx.state
+                .inflight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiStatus::too_many_requests())?,
+        )
     };
     match (parts.method, ctx.name.is_some()) {
-        (Method::GET, false) if watch => super::watch::watch(ctx.state.clone(), ctx.def.clone(), ctx.namespace.clone(), &ctx.query, ctx.selectors()?, table_wanted(&ctx)),
+        (Method::GET, false) if watch => super::watch::watch(
+            ctx.state.clone(),
+            ctx.def.clone(),
+            ctx.namespace.clone(),
+            &ctx.query,
+            ctx.selectors()?,
+            table_wanted(&ctx),
+        ),
         (Method::GET, false) => list(&ctx),
         (Method::GET, true) => get(&ctx),
         (Method::POST, false) => create(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PUT, true) => update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch(&ctx, &body),
-        (Method::DELETE, true) => delete(&ctx, &body),
-        (Method::DELETE, false) => delete_collection(ctx, &body),
+        (Method::DELETE, true) => super::delete::delete(&ctx, &body),
+        (Method::DELETE, false) => super::delete::delete_collection(ctx, &body),
         (m, _) => Err(ApiStatus::method_not_allowed(m.as_str())),
     }
 }
@@ -224,36 +280,58 @@ fn table_wanted(ctx: &Ctx) -> bool {
 
 fn get(ctx: &Ctx) -> Result<Response, ApiStatus> {
     let name = ctx.name.clone().unwrap_or_default();
-    let rec = ctx.state.store.get(&ctx.key()).map_err(store_err)?.ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
+    let rec = ctx
+        .state
+        .store
+        .get(&ctx.key())
+        .map_err(store_err)?
+        .ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
     let obj = objects::from_record(&ctx.def, &rec)?;
     if table_wanted(ctx) {
         let rv = rec.mod_revision.to_string();
-        return Ok(ctx.respond(StatusCode::OK, &table::to_table(&ctx.def, &[obj], &rv, None, None, ctx.include())));
+        return Ok(ctx.respond(
+            StatusCode::OK,
+            &table::to_table(&ctx.def, &[obj], &rv, None, None, ctx.include()),
+        ));
     }
     Ok(ctx.respond(StatusCode::OK, &obj))
 }
 
 /// A continue token: base64 JSON `{"v","rv","start"}` like Kubernetes'.
 pub fn encode_continue(rv: i64, start: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
 }
 
 pub fn decode_continue(token: &str) -> Result<(i64, String), ApiStatus> {
-    let bad = || ApiStatus::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token)).map_err(|_| bad())?;
+    let bad = || {
+        ApiStatus::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(token))
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((v["rv"].as_i64().ok_or_else(bad)?, v["start"].as_str().ok_or_else(bad)?.to_string()))
+    Ok((
+        v["rv"].as_i64().ok_or_else(bad)?,
+        v["start"].as_str().ok_or_else(bad)?.to_string(),
+    ))
 }
 
 fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
     let sel = ctx.selectors()?;
     let prefix = keys::collection_prefix(&ctx.def, ctx.namespace.as_deref());
-    let limit: Option<usize> = ctx.q("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0);
+    let limit: Option<usize> = ctx
+        .q("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0);
     let rv_param = ctx.q("resourceVersion");
     let (mut revision, mut start_after) = (None, None);
     if let Some(tok) = ctx.q("continue") {
         if rv_param.is_some_and(|r| r != "0") {
-            return Err(ApiStatus::bad_request("specifying resource version is not allowed when using continue"));
+            return Err(ApiStatus::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
         }
         let (rv, start) = decode_continue(tok)?;
         if rv < ctx.state.store.compacted_revision() {
@@ -262,8 +340,11 @@ fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
         revision = Some(rv);
         start_after = Some(format!("{prefix}{start}"));
     } else if let Some(rv) = rv_param.filter(|r| *r != "0") {
-        let rv: i64 = rv.parse().map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {rv}")))?;
-        let exact = ctx.q("resourceVersionMatch") == Some("Exact") || (limit.is_some() && ctx.q("resourceVersionMatch").is_none());
+        let rv: i64 = rv
+            .parse()
+            .map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {rv}")))?;
+        let exact = ctx.q("resourceVersionMatch") == Some("Exact")
+            || (limit.is_some() && ctx.q("resourceVersionMatch").is_none());
         let current = ctx.state.store.current_revision();
         if rv > current {
             return Err(ApiStatus::too_large_resource_version(rv, current));
@@ -278,7 +359,16 @@ fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
     let mut page_rev;
     let mut remaining_total = 0usize;
     loop {
-        let page = ctx.state.store.list(&ListOptions { prefix: prefix.clone(), start_after: start_after.clone(), limit: limit.map(|l| l.max(50)), revision }).map_err(store_err)?;
+        let page = ctx
+            .state
+            .store
+            .list(&ListOptions {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit: limit.map(|l| l.max(50)),
+                revision,
+            })
+            .map_err(store_err)?;
         page_rev = page.revision;
         revision = Some(page.revision);
         let n = page.records.len();
@@ -301,10 +391,30 @@ fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
         start_after = last_key.clone();
     }
     let rv = page_rev.to_string();
-    let cont = if more { last_key.as_ref().map(|k| encode_continue(page_rev, k.strip_prefix(&prefix).unwrap_or(k))) } else { None };
-    let remaining = if more && sel.is_empty() { Some(remaining_total as i64) } else { None };
+    let cont = if more {
+        last_key
+            .as_ref()
+            .map(|k| encode_continue(page_rev, k.strip_prefix(&prefix).unwrap_or(k)))
+    } else {
+        None
+    };
+    let remaining = if more && sel.is_empty() {
+        Some(remaining_total as i64)
+    } else {
+        None
+    };
     if table_wanted(ctx) {
-        return Ok(ctx.respond(StatusCode::OK, &table::to_table(&ctx.def, &items, &rv, cont.as_deref(), remaining, ctx.include())));
+        return Ok(ctx.respond(
+            StatusCode::OK,
+            &table::to_table(
+                &ctx.def,
+                &items,
+                &rv,
+                cont.as_deref(),
+                remaining,
+                ctx.include(),
+            ),
+        ));
     }
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = &cont {
@@ -317,15 +427,29 @@ fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
 }
 
 fn check_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiStatus> {
-    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(av) = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         let group = av.rsplit_once('/').map_or("", |(g, _)| g);
         if group != def.group {
-            return Err(ApiStatus::bad_request(format!("the API version in the data ({av}) does not match the expected API version ({})", def.api_version())));
+            return Err(ApiStatus::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                def.api_version()
+            )));
         }
     }
-    if let Some(k) = obj.get("kind").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+    if let Some(k) = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
         if k != def.kind {
-            return Err(ApiStatus::bad_request(format!("{k} in version \"{}\" cannot be handled as a {}", def.version, def.kind)));
+            return Err(ApiStatus::bad_request(format!(
+                "{k} in version \"{}\" cannot be handled as a {}",
+                def.version, def.kind
+            )));
         }
     }
     Ok(())
@@ -336,9 +460,14 @@ fn check_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiStatus> {
         meta_mut(obj).remove("namespace");
         return Ok(());
     }
-    let url_ns = ctx.namespace.clone().ok_or_else(|| ApiStatus::method_not_allowed("POST"))?;
+    let url_ns = ctx
+        .namespace
+        .clone()
+        .ok_or_else(|| ApiStatus::method_not_allowed("POST"))?;
     match meta_str(obj, "namespace") {
-        Some(ns) if ns != url_ns => return Err(ApiStatus::bad_request("the namespace of the provided object does not match the namespace sent on the request")),
+        Some(ns) if ns != url_ns => return Err(ApiStatus::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
         _ => {
             meta_mut(obj).insert("namespace".into(), json!(url_ns));
         }
@@ -353,24 +482,56 @@ fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
     let generate = meta_str(&obj, "generateName").map(String::from);
     let name = meta_str(&obj, "name").map(String::from);
     if name.is_none() && generate.is_none() {
-        return Err(ApiStatus::invalid(&ctx.def.kind, &ctx.def.group, "", vec![super::status::Cause { reason: "FieldValueRequired".into(), message: "Required value: name or generateName is required".into(), field: "metadata.name".into() }]));
+        return Err(ApiStatus::invalid(
+            &ctx.def.kind,
+            &ctx.def.group,
+            "",
+            vec![super::status::Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value: name or generateName is required".into(),
+                field: "metadata.name".into(),
+            }],
+        ));
     }
     if let Some(n) = &name {
         objects::validate_name(&ctx.def, n)?;
     }
     if let Some(ns) = ctx.namespace.as_deref() {
-        let nsrec = ctx.state.store.get(&keys::namespace_key(ns)).map_err(store_err)?;
-        let nsobj: Value = nsrec.map(|r| serde_json::from_slice(&r.value).unwrap_or(Value::Null)).ok_or_else(|| ApiStatus::not_found(Target { group: "", resource: "namespaces", name: ns }))?;
+        let nsrec = ctx
+            .state
+            .store
+            .get(&keys::namespace_key(ns))
+            .map_err(store_err)?;
+        let nsobj: Value = nsrec
+            .map(|r| serde_json::from_slice(&r.value).unwrap_or(Value::Null))
+            .ok_or_else(|| {
+                ApiStatus::not_found(Target {
+                    group: "",
+                    resource: "namespaces",
+                    name: ns,
+                })
+            })?;
         if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
             let n = name.clone().unwrap_or_default();
-            return Err(ApiStatus::forbidden(ctx.target(&n), &format!("unable to create new content in namespace {ns} because it is being terminated")));
+            return Err(ApiStatus::forbidden(
+                ctx.target(&n),
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            ));
         }
     }
     {
         let m = meta_mut(&mut obj);
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         m.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
             m.remove(k);
         }
     }
@@ -408,9 +569,13 @@ fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
             return Ok(ctx.respond(StatusCode::CREATED, &obj));
         }
         match ctx.state.store.create(&key, &objects::to_stored(&obj)) {
-            Ok(rec) => return Ok(ctx.respond(StatusCode::CREATED, &objects::from_record(&ctx.def, &rec)?)),
+            Ok(rec) => {
+                return Ok(ctx.respond(StatusCode::CREATED, &objects::from_record(&ctx.def, &rec)?))
+            }
             Err(StoreError::AlreadyExists { .. }) if name.is_none() => continue,
-            Err(StoreError::AlreadyExists { .. }) => return Err(ApiStatus::already_exists(ctx.target(&n))),
+            Err(StoreError::AlreadyExists { .. }) => {
+                return Err(ApiStatus::already_exists(ctx.target(&n)))
+            }
             Err(e) => return Err(store_err(e)),
         }
     }
@@ -422,7 +587,9 @@ fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
 fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiStatus> {
     let name = ctx.name.clone().unwrap_or_default();
     if meta_str(&new, "name").is_some_and(|n| n != name) {
-        return Err(ApiStatus::bad_request("the name of the object does not match the name on the URL"));
+        return Err(ApiStatus::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
     }
     check_type(&ctx.def, &new)?;
     objects::set_type(&ctx.def, &mut new);
@@ -434,7 +601,15 @@ fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiSt
         }
         return Ok(merged);
     }
-    for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match cur.pointer(&format!("/metadata/{k}")) {
             Some(v) => {
                 meta_mut(&mut new).insert(k.into(), v.clone());
@@ -455,26 +630,52 @@ fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiSt
     if cur.pointer("/metadata/deletionTimestamp").is_some() {
         let old = objects::finalizers(cur);
         if objects::finalizers(&new).iter().any(|f| !old.contains(f)) {
-            return Err(ApiStatus::invalid(&ctx.def.kind, &ctx.def.group, &name, vec![super::status::Cause { reason: "FieldValueForbidden".into(), message: "Forbidden: no new finalizers can be added if the object is being deleted".into(), field: "metadata.finalizers".into() }]));
+            return Err(ApiStatus::invalid(
+                &ctx.def.kind,
+                &ctx.def.group,
+                &name,
+                vec![super::status::Cause {
+                    reason: "FieldValueForbidden".into(),
+                    message:
+                        "Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    field: "metadata.finalizers".into(),
+                }],
+            ));
         }
     }
     if objects::tracks_generation(&ctx.def) && objects::spec_part(cur) != objects::spec_part(&new) {
-        let g = cur.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let g = cur
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
     Ok(new)
 }
 
 /// The read-modify-CAS loop shared by PUT and PATCH.
-fn write_loop(ctx: &Ctx, build: &dyn Fn(&Value) -> Result<Value, ApiStatus>) -> Result<Response, ApiStatus> {
+fn write_loop(
+    ctx: &Ctx,
+    build: &dyn Fn(&Value) -> Result<Value, ApiStatus>,
+) -> Result<Response, ApiStatus> {
     let name = ctx.name.clone().unwrap_or_default();
     let key = ctx.key();
     for _ in 0..10 {
-        let rec = ctx.state.store.get(&key).map_err(store_err)?.ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
+        let rec = ctx
+            .state
+            .store
+            .get(&key)
+            .map_err(store_err)?
+            .ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
         let cur = objects::from_record(&ctx.def, &rec)?;
         let desired = build(&cur)?;
         let precondition = meta_str(&desired, "resourceVersion").map(String::from);
-        if precondition.as_deref().is_some_and(|rv| rv != rec.mod_revision.to_string()) {
+        if precondition
+            .as_deref()
+            .is_some_and(|rv| rv != rec.mod_revision.to_string())
+        {
             return Err(ApiStatus::modified(ctx.target(&name)));
         }
         let new = prepare_update(ctx, &cur, desired)?;
@@ -483,21 +684,33 @@ fn write_loop(ctx: &Ctx, build: &dyn Fn(&Value) -> Result<Value, ApiStatus>) -> 
         }
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
             && objects::finalizers(&new).is_empty()
-            && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) == 0;
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                == 0;
         let res = if finished {
-            ctx.state.store.delete(&key, Some(rec.mod_revision)).map(|r| {
-                let mut v = new.clone();
-                objects::set_resource_version(&mut v, r.mod_revision);
-                v
-            })
+            ctx.state
+                .store
+                .delete(&key, Some(rec.mod_revision))
+                .map(|r| {
+                    let mut v = new.clone();
+                    objects::set_resource_version(&mut v, r.mod_revision);
+                    v
+                })
         } else {
-            ctx.state.store.update(&key, &objects::to_stored(&new), rec.mod_revision).and_then(|r| {
-                objects::from_record(&ctx.def, &r).map_err(|e| StoreError::Backend(e.message))
-            })
+            ctx.state
+                .store
+                .update(&key, &objects::to_stored(&new), rec.mod_revision)
+                .and_then(|r| {
+                    objects::from_record(&ctx.def, &r).map_err(|e| StoreError::Backend(e.message))
+                })
         };
         match res {
             Ok(v) => return Ok(ctx.respond(StatusCode::OK, &v)),
-            Err(StoreError::Conflict { .. }) if precondition.is_some() => return Err(ApiStatus::modified(ctx.target(&name))),
+            Err(StoreError::Conflict { .. }) if precondition.is_some() => {
+                return Err(ApiStatus::modified(ctx.target(&name)))
+            }
             Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => continue,
             Err(e) => return Err(store_err(e)),
         }
@@ -506,7 +719,12 @@ fn write_loop(ctx: &Ctx, build: &dyn Fn(&Value) -> Result<Value, ApiStatus>) -> 
 }
 
 fn update(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
-    let exists = ctx.state.store.get(&ctx.key()).map_err(store_err)?.is_some();
+    let exists = ctx
+        .state
+        .store
+        .get(&ctx.key())
+        .map_err(store_err)?
+        .is_some();
     if !exists && objects::allows_create_on_update(&ctx.def) && ctx.sub.is_none() {
         return create(ctx, obj);
     }
@@ -524,7 +742,11 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
     let t = target.as_object_mut().expect("object");
     for (k, v) in p {
-        if k.starts_with("$setElementOrder/") || k.starts_with("$retainKeys") || k.starts_with("$deleteFromPrimitiveList/") || k == "$patch" {
+        if k.starts_with("$setElementOrder/")
+            || k.starts_with("$retainKeys")
+            || k.starts_with("$deleteFromPrimitiveList/")
+            || k == "$patch"
+        {
             continue;
         }
         if v.is_null() {
@@ -543,7 +765,18 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         let name = ctx.name.clone().unwrap_or_default();
         return write_loop(ctx, &|cur| {
             let mut v = cur.clone();
-            super::jsonpatch::apply(&mut v, &p).map_err(|e| ApiStatus::invalid(&ctx.def.kind, &ctx.def.group, &name, vec![super::status::Cause { reason: "FieldValueInvalid".into(), message: e, field: "patch".into() }]))?;
+            super::jsonpatch::apply(&mut v, &p).map_err(|e| {
+                ApiStatus::invalid(
+                    &ctx.def.kind,
+                    &ctx.def.group,
+                    &name,
+                    vec![super::status::Cause {
+                        reason: "FieldValueInvalid".into(),
+                        message: e,
+                        field: "patch".into(),
+                    }],
+                )
+            })?;
             if meta_str(&v, "resourceVersion") == meta_str(cur, "resourceVersion") {
                 meta_mut(&mut v).remove("resourceVersion");
             }
@@ -552,7 +785,14 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     }
     match kind {
         BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::Json => {}
-        _ => return Err(ApiStatus::unsupported_media_type(ctx.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or(""))),
+        _ => {
+            return Err(ApiStatus::unsupported_media_type(
+                ctx.headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ))
+        }
     }
     write_loop(ctx, &|cur| {
         let mut v = cur.clone();
@@ -560,131 +800,6 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         merge_patch(&mut v, &p);
         Ok(v)
     })
-}
-
-fn delete(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
-    let v = delete_object(ctx, body)?;
-    Ok(ctx.respond(StatusCode::OK, &v))
-}
-
-fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
-    let name = ctx.name.clone().unwrap_or_default();
-    let opts: Value = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { codec::parse_document(body, false)? };
-    let policy = opts.get("propagationPolicy").and_then(Value::as_str).or(ctx.q("propagationPolicy")).map(String::from);
-    let orphan = opts.get("orphanDependents").and_then(Value::as_bool).or(ctx.q("orphanDependents").map(|v| v == "true"));
-    if ctx.def.group_resource() == "namespaces" && ["default", "kube-system", "kube-public"].contains(&name.as_str()) {
-        return Err(ApiStatus::forbidden(ctx.target(&name), "this namespace may not be deleted"));
-    }
-    let key = ctx.key();
-    for _ in 0..10 {
-        let rec = ctx.state.store.get(&key).map_err(store_err)?.ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
-        let mut cur = objects::from_record(&ctx.def, &rec)?;
-        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
-            let have = meta_str(&cur, "uid").unwrap_or("");
-            if uid != have {
-                return Err(ApiStatus::conflict(ctx.target(&name), &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}")));
-            }
-        }
-        if let Some(rv) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
-            if rv != rec.mod_revision.to_string() {
-                return Err(ApiStatus::conflict(ctx.target(&name), &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", rec.mod_revision)));
-            }
-        }
-        let mut fins = objects::finalizers(&cur);
-        let (add, drop) = match (orphan, policy.as_deref()) {
-            (Some(true), _) | (_, Some("Orphan")) => (Some("orphan"), vec!["foregroundDeletion"]),
-            (_, Some("Foreground")) => (Some("foregroundDeletion"), vec!["orphan"]),
-            (Some(false), _) | (_, Some("Background")) => (None, vec!["orphan", "foregroundDeletion"]),
-            _ => (None, vec![]),
-        };
-        fins.retain(|f| !drop.contains(&f.as_str()));
-        if let Some(a) = add {
-            if !fins.iter().any(|f| f == a) {
-                fins.push(a.into());
-            }
-        }
-        let is_ns = ctx.def.group_resource() == "namespaces";
-        let grace = pod_grace(ctx, &cur, &opts);
-        if fins.is_empty() && !is_ns && grace == 0 {
-            if ctx.dry_run() {
-                return Ok(cur);
-            }
-            match ctx.state.store.delete(&key, Some(rec.mod_revision)) {
-                Ok(r) => {
-                    objects::set_resource_version(&mut cur, r.mod_revision);
-                    return Ok(cur);
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(store_err(e)),
-            }
-        }
-        objects::set_finalizers(&mut cur, &fins);
-        if cur.pointer("/metadata/deletionTimestamp").is_none() {
-            let m = meta_mut(&mut cur);
-            m.insert("deletionTimestamp".into(), json!(objects::rfc3339_in(grace)));
-            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-        }
-        if is_ns {
-            cur["status"]["phase"] = json!("Terminating");
-        }
-        if ctx.dry_run() {
-            return Ok(cur);
-        }
-        match ctx.state.store.update(&key, &objects::to_stored(&cur), rec.mod_revision) {
-            Ok(r) => {
-                if is_ns {
-                    tokio::spawn(super::watch::finish_namespace(ctx.state.clone(), name.clone()));
-                }
-                return objects::from_record(&ctx.def, &r);
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(store_err(e)),
-        }
-    }
-    Err(ApiStatus::modified(ctx.target(&name)))
-}
-
-/// DELETE on a collection: deletes every selected object as a single DELETE
-/// would, and returns the list of what was deleted (or marked for deletion).
-fn delete_collection(mut ctx: Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
-    let sel = ctx.selectors()?;
-    let prefix = keys::collection_prefix(&ctx.def, ctx.namespace.as_deref());
-    let page = ctx.state.store.list(&ListOptions { prefix, ..Default::default() }).map_err(store_err)?;
-    let mut items = Vec::new();
-    for rec in &page.records {
-        let obj = objects::from_record(&ctx.def, rec)?;
-        if !sel.matches(&obj) {
-            continue;
-        }
-        ctx.namespace = meta_str(&obj, "namespace").map(String::from);
-        ctx.name = meta_str(&obj, "name").map(String::from);
-        match delete_object(&ctx, body) {
-            Ok(v) => items.push(v),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let rv = ctx.state.store.current_revision().to_string();
-    Ok(ctx.respond(StatusCode::OK, &json!({"kind": format!("{}List", ctx.def.kind), "apiVersion": ctx.def.api_version(), "metadata": {"resourceVersion": rv}, "items": items})))
-}
-
-/// Pods bound to a node are deleted gracefully (their kubelet finishes the
-/// deletion); unbound or finished pods, and every other kind, at once.
-fn pod_grace(ctx: &Ctx, cur: &Value, opts: &Value) -> i64 {
-    if ctx.def.group_resource() != "pods" {
-        return 0;
-    }
-    let bound = cur.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-    let finished = matches!(cur.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded") | Some("Failed"));
-    if !bound || finished {
-        return 0;
-    }
-    opts.get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .or_else(|| ctx.q("gracePeriodSeconds").and_then(|g| g.parse().ok()))
-        .or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-        .unwrap_or(30)
-        .max(0)
 }
 
 #[cfg(test)]
@@ -701,7 +816,13 @@ mod tests {
     #[test]
     fn merge_patch_rfc7386() {
         let mut v = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": [1]});
-        merge_patch(&mut v, &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": [2]}));
-        assert_eq!(v, json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": [2]}));
+        merge_patch(
+            &mut v,
+            &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": [2]}),
+        );
+        assert_eq!(
+            v,
+            json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": [2]})
+        );
     }
 }

@@ -44,7 +44,10 @@ fn split_top_level(s: &str) -> Vec<String> {
         }
     }
     out.push(cur);
-    out.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    out.into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, String> {
@@ -53,11 +56,17 @@ fn parse_set(rest: &str, whole: &str) -> Result<Vec<String>, String> {
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
         .ok_or_else(|| format!("unable to parse requirement: found '{whole}', expected: '('"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 impl LabelSelector {
@@ -88,7 +97,9 @@ impl LabelSelector {
                 | LabelReq::NotExists(k) => k,
             };
             if !valid_key(key) {
-                return Err(format!("unable to parse requirement: invalid label key \"{key}\""));
+                return Err(format!(
+                    "unable to parse requirement: invalid label key \"{key}\""
+                ));
             }
             reqs.push(req);
         }
@@ -195,7 +206,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, false)
             } else {
-                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             let known = field == "metadata.name"
@@ -204,7 +217,11 @@ impl FieldSelector {
             if !known {
                 return Err(format!("field label not supported: {field}"));
             }
-            reqs.push(FieldReq { field: field.into(), value: value.trim().into(), negate });
+            reqs.push(FieldReq {
+                field: field.into(),
+                value: value.trim().into(),
+                negate,
+            });
         }
         Ok(FieldSelector { reqs })
     }
@@ -215,11 +232,16 @@ impl FieldSelector {
 
     /// The single `metadata.name=X` this selector pins, if any.
     pub fn exact_name(&self) -> Option<&str> {
-        self.reqs.iter().find(|r| r.field == "metadata.name" && !r.negate).map(|r| r.value.as_str())
+        self.reqs
+            .iter()
+            .find(|r| r.field == "metadata.name" && !r.negate)
+            .map(|r| r.value.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.reqs.iter().all(|r| (field_value(obj, &r.field) == r.value) != r.negate)
+        self.reqs
+            .iter()
+            .all(|r| (field_value(obj, &r.field) == r.value) != r.negate)
     }
 }
 
@@ -253,7 +275,9 @@ mod tests {
     fn equality_selectors() {
         let o = obj(json!({"app": "web", "tier": "fe"}));
         assert!(LabelSelector::parse("app=web").unwrap().matches(&o));
-        assert!(LabelSelector::parse("app==web,tier=fe").unwrap().matches(&o));
+        assert!(LabelSelector::parse("app==web,tier=fe")
+            .unwrap()
+            .matches(&o));
         assert!(!LabelSelector::parse("app=db").unwrap().matches(&o));
         assert!(LabelSelector::parse("app!=db").unwrap().matches(&o));
         assert!(LabelSelector::parse("missing!=x").unwrap().matches(&o));
@@ -262,12 +286,18 @@ mod tests {
     #[test]
     fn set_selectors() {
         let o = obj(json!({"env": "prod"}));
-        assert!(LabelSelector::parse("env in (dev, prod)").unwrap().matches(&o));
-        assert!(!LabelSelector::parse("env notin (dev,prod)").unwrap().matches(&o));
+        assert!(LabelSelector::parse("env in (dev, prod)")
+            .unwrap()
+            .matches(&o));
+        assert!(!LabelSelector::parse("env notin (dev,prod)")
+            .unwrap()
+            .matches(&o));
         assert!(LabelSelector::parse("other notin (a)").unwrap().matches(&o));
         assert!(LabelSelector::parse("env").unwrap().matches(&o));
         assert!(!LabelSelector::parse("!env").unwrap().matches(&o));
-        assert!(LabelSelector::parse("!other,env in (prod)").unwrap().matches(&o));
+        assert!(LabelSelector::parse("!other,env in (prod)")
+            .unwrap()
+            .matches(&o));
         assert!(LabelSelector::parse("").unwrap().matches(&o));
     }
 
@@ -284,8 +314,12 @@ mod tests {
         let s = FieldSelector::parse("metadata.name=p,spec.nodeName==n1", "", "pods").unwrap();
         assert!(s.matches(&pod));
         assert_eq!(s.exact_name(), Some("p"));
-        assert!(!FieldSelector::parse("status.phase!=Running", "", "pods").unwrap().matches(&pod));
-        assert!(FieldSelector::parse("spec.schedulerName=", "", "pods").unwrap().matches(&pod));
+        assert!(!FieldSelector::parse("status.phase!=Running", "", "pods")
+            .unwrap()
+            .matches(&pod));
+        assert!(FieldSelector::parse("spec.schedulerName=", "", "pods")
+            .unwrap()
+            .matches(&pod));
         assert_eq!(
             FieldSelector::parse("spec.foo=1", "", "configmaps").unwrap_err(),
             "field label not supported: spec.foo"
@@ -296,10 +330,18 @@ mod tests {
     #[test]
     fn event_and_node_fields() {
         let ev = json!({"involvedObject": {"name": "x", "uid": "u"}, "source": {"component": "kubelet"}});
-        assert!(FieldSelector::parse("involvedObject.name=x,involvedObject.uid=u,source=kubelet", "", "events")
-            .unwrap()
-            .matches(&ev));
+        assert!(FieldSelector::parse(
+            "involvedObject.name=x,involvedObject.uid=u,source=kubelet",
+            "",
+            "events"
+        )
+        .unwrap()
+        .matches(&ev));
         let node = json!({"spec": {}});
-        assert!(FieldSelector::parse("spec.unschedulable=false", "", "nodes").unwrap().matches(&node));
+        assert!(
+            FieldSelector::parse("spec.unschedulable=false", "", "nodes")
+                .unwrap()
+                .matches(&node)
+        );
     }
 }

@@ -36,7 +36,10 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("failed to bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("failed to make a TLS certificate: {0}")]
     Tls(String),
 }
@@ -72,8 +75,17 @@ async fn health(
     uri: http::Uri,
 ) -> (http::StatusCode, String) {
     let path = uri.path().trim_start_matches('/');
-    let (endpoint, only) = path.split_once('/').map_or((path, None), |(e, c)| (e, Some(c)));
-    let store_ok = state.store.list(&crate::store::ListOptions { prefix: "/registry/namespaces/".into(), limit: Some(1), ..Default::default() }).is_ok();
+    let (endpoint, only) = path
+        .split_once('/')
+        .map_or((path, None), |(e, c)| (e, Some(c)));
+    let store_ok = state
+        .store
+        .list(&crate::store::ListOptions {
+            prefix: "/registry/namespaces/".into(),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .is_ok();
     let mut checks = vec![("ping", true), ("log", true), ("etcd", store_ok)];
     if endpoint == "readyz" {
         checks.push(("shutdown", !state.shutdown.is_cancelled()));
@@ -81,7 +93,10 @@ async fn health(
     if let Some(c) = only {
         return match checks.iter().find(|(n, _)| *n == c) {
             Some((_, true)) => (http::StatusCode::OK, "ok".into()),
-            Some((n, false)) => (http::StatusCode::INTERNAL_SERVER_ERROR, format!("internal server error: {n} check failed\n")),
+            Some((n, false)) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal server error: {n} check failed\n"),
+            ),
             None => (http::StatusCode::NOT_FOUND, "404 page not found\n".into()),
         };
     }
@@ -91,10 +106,21 @@ async fn health(
     }
     let mut out = String::new();
     for (n, ok) in &checks {
-        out.push_str(&if *ok { format!("[+]{n} ok\n") } else { format!("[-]{n} failed: reason withheld\n") });
+        out.push_str(&if *ok {
+            format!("[+]{n} ok\n")
+        } else {
+            format!("[-]{n} failed: reason withheld\n")
+        });
     }
-    let code = if all_ok { http::StatusCode::OK } else { http::StatusCode::INTERNAL_SERVER_ERROR };
-    out.push_str(&format!("{endpoint} check {}\n", if all_ok { "passed" } else { "failed" }));
+    let code = if all_ok {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    };
+    out.push_str(&format!(
+        "{endpoint} check {}\n",
+        if all_ok { "passed" } else { "failed" }
+    ));
     (code, out)
 }
 
@@ -106,7 +132,12 @@ impl ApiServer {
         shutdown: CancellationToken,
     ) -> Result<Self, ApiError> {
         super::rest::bootstrap_namespaces(store.as_ref());
-        let listener = TcpListener::bind(opts.bind).await.map_err(|source| ApiError::Bind { addr: opts.bind, source })?;
+        let listener = TcpListener::bind(opts.bind)
+            .await
+            .map_err(|source| ApiError::Bind {
+                addr: opts.bind,
+                source,
+            })?;
         let tls = match opts.tls {
             Some(t) => t,
             None => self_signed()?,
@@ -130,7 +161,13 @@ impl ApiServer {
         let router = super::discovery::routes(registry)
             .merge(health_routes)
             .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));
-        Ok(ApiServer { listener, acceptor: TlsAcceptor::from(tls), router, grace: opts.grace, shutdown })
+        Ok(ApiServer {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+            router,
+            grace: opts.grace,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -149,9 +186,14 @@ impl ApiServer {
             let router = self.router.clone();
             let shutdown = self.shutdown.clone();
             tracker.spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(router));
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(tls),
+                    TowerToHyperService::new(router),
+                );
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
@@ -174,6 +216,9 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
-    ApiServer::bind(opts, store, registry, shutdown).await?.run().await;
+    ApiServer::bind(opts, store, registry, shutdown)
+        .await?
+        .run()
+        .await;
     Ok(())
 }

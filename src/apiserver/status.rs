@@ -38,7 +38,11 @@ pub struct Target<'a> {
 
 impl<'a> Target<'a> {
     pub fn of(def: &'a ResourceDef, name: &'a str) -> Self {
-        Target { group: &def.group, resource: &def.plural, name }
+        Target {
+            group: &def.group,
+            resource: &def.plural,
+            name,
+        }
     }
 
     /// `deployments.apps`, or `pods` for the core group.
@@ -65,7 +69,13 @@ impl<'a> Target<'a> {
 
 impl ApiStatus {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiStatus { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiStatus {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn with_details(mut self, details: Map<String, Value>) -> Self {
@@ -75,17 +85,32 @@ impl ApiStatus {
 
     /// `pods "x" not found`.
     pub fn not_found(t: Target<'_>) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{}\" not found", t.qualified(), t.name)).with_details(t.details())
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", t.qualified(), t.name),
+        )
+        .with_details(t.details())
     }
 
     /// An unknown URL: `the server could not find the requested resource`.
     pub fn route_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource").with_details(Map::new())
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(Map::new())
     }
 
     /// `namespaces "x" already exists`.
     pub fn already_exists(t: Target<'_>) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", t.qualified(), t.name)).with_details(t.details())
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", t.qualified(), t.name),
+        )
+        .with_details(t.details())
     }
 
     /// generateName could not find a free name.
@@ -109,8 +134,17 @@ impl ApiStatus {
 
     /// `Operation cannot be fulfilled on … "x": <why>`.
     pub fn conflict(t: Target<'_>, why: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", t.qualified(), t.name, why))
-            .with_details(t.details())
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                t.qualified(),
+                t.name,
+                why
+            ),
+        )
+        .with_details(t.details())
     }
 
     /// The stale-resourceVersion conflict.
@@ -123,9 +157,20 @@ impl ApiStatus {
 
     /// 422 with one cause per invalid field.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let summary = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
-        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let summary = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("[{}]", list.join(", "))
+        };
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let mut d = Map::new();
         d.insert("name".into(), json!(name));
         if !group.is_empty() {
@@ -141,7 +186,12 @@ impl ApiStatus {
                     .collect(),
             ),
         );
-        Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {summary}")).with_details(d)
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(d)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -154,7 +204,12 @@ impl ApiStatus {
 
     /// `namespaces "x" is forbidden: <why>`, with details.
     pub fn forbidden(t: Target<'_>, why: &str) -> Self {
-        Self::new(403, "Forbidden", format!("{} \"{}\" is forbidden: {}", t.qualified(), t.name, why)).with_details(t.details())
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{} \"{}\" is forbidden: {}", t.qualified(), t.name, why),
+        )
+        .with_details(t.details())
     }
 
     pub fn unauthorized() -> Self {
@@ -162,13 +217,21 @@ impl ApiStatus {
     }
 
     pub fn method_not_allowed(method: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))
-            .with_details(Map::new())
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )
+        .with_details(Map::new())
     }
 
     /// `too old resource version: X (Y)`.
     pub fn expired(requested: i64, oldest: i64) -> Self {
-        Self::new(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     pub fn expired_continue() -> Self {
@@ -187,8 +250,12 @@ impl ApiStatus {
             json!([{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]),
         );
         d.insert("retryAfterSeconds".into(), json!(1));
-        let mut s = Self::new(504, "Timeout", format!("Too large resource version: {requested}, current: {current}"))
-            .with_details(d);
+        let mut s = Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(d);
         s.retry_after = Some(1);
         s
     }
@@ -206,19 +273,32 @@ impl ApiStatus {
     }
 
     pub fn too_large_body(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     pub fn too_many_requests() -> Self {
         let mut d = Map::new();
         d.insert("retryAfterSeconds".into(), json!(1));
-        let mut s = Self::new(429, "TooManyRequests", "Too many requests, please try again later.").with_details(d);
+        let mut s = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+        .with_details(d);
         s.retry_after = Some(1);
         s
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// The `Status` object as JSON.
@@ -243,9 +323,13 @@ impl IntoResponse for ApiStatus {
         let body = serde_json::to_vec(&self.to_value()).unwrap_or_default();
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (code, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -262,18 +346,30 @@ mod tests {
 
     #[test]
     fn not_found_matches_kube_apiserver() {
-        let t = Target { group: "apps", resource: "deployments", name: "web" };
+        let t = Target {
+            group: "apps",
+            resource: "deployments",
+            name: "web",
+        };
         let v = ApiStatus::not_found(t).to_value();
         assert_eq!(v["message"], "deployments.apps \"web\" not found");
         assert_eq!(v["reason"], "NotFound");
         assert_eq!(v["code"], 404);
-        assert_eq!(v["details"], json!({"name": "web", "group": "apps", "kind": "deployments"}));
+        assert_eq!(
+            v["details"],
+            json!({"name": "web", "group": "apps", "kind": "deployments"})
+        );
         assert_eq!(v["status"], "Failure");
     }
 
     #[test]
     fn core_group_has_no_group_in_details() {
-        let v = ApiStatus::already_exists(Target { group: "", resource: "namespaces", name: "x" }).to_value();
+        let v = ApiStatus::already_exists(Target {
+            group: "",
+            resource: "namespaces",
+            name: "x",
+        })
+        .to_value();
         assert_eq!(v["message"], "namespaces \"x\" already exists");
         assert_eq!(v["details"], json!({"name": "x", "kind": "namespaces"}));
         assert_eq!(v["code"], 409);
@@ -281,7 +377,12 @@ mod tests {
 
     #[test]
     fn conflict_wording() {
-        let v = ApiStatus::modified(Target { group: "apps", resource: "deployments", name: "web" }).to_value();
+        let v = ApiStatus::modified(Target {
+            group: "apps",
+            resource: "deployments",
+            name: "web",
+        })
+        .to_value();
         assert_eq!(
             v["message"],
             "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply \
@@ -315,11 +416,17 @@ mod tests {
     fn route_not_found_has_empty_details() {
         let v = ApiStatus::route_not_found().to_value();
         assert_eq!(v["details"], json!({}));
-        assert_eq!(v["message"], "the server could not find the requested resource");
+        assert_eq!(
+            v["message"],
+            "the server could not find the requested resource"
+        );
     }
 
     #[test]
     fn expired_wording() {
-        assert_eq!(ApiStatus::expired(5, 10).to_value()["message"], "too old resource version: 5 (10)");
+        assert_eq!(
+            ApiStatus::expired(5, 10).to_value()["message"],
+            "too old resource version: 5 (10)"
+        );
     }
 }

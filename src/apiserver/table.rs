@@ -43,7 +43,9 @@ pub fn to_table(
         .map(|o| {
             let cells = json!([
                 o.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-                age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str)),
+                age(o
+                    .pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)),
             ]);
             let object = match include_object {
                 IncludeObject::None => Value::Null,

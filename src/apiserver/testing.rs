@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 use crate::store::{
-    EventKind, ListOptions, ListPage, Record, Result, Revision, Store, StoreError, WatchEvent, WatchReceiver,
+    EventKind, ListOptions, ListPage, Record, Result, Revision, Store, StoreError, WatchEvent,
+    WatchReceiver,
 };
 
 /// Per-watcher buffer beyond the replayed history; a watcher that falls this
@@ -78,23 +79,43 @@ impl Store for MemoryStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Record>> {
-        Ok(self.inner.lock().expect("memory store lock").current.get(key).cloned())
+        Ok(self
+            .inner
+            .lock()
+            .expect("memory store lock")
+            .current
+            .get(key)
+            .cloned())
     }
 
     fn list(&self, opts: &ListOptions) -> Result<ListPage> {
         let inner = self.inner.lock().expect("memory store lock");
         let rev = opts.revision.unwrap_or(inner.revision);
         if rev < inner.compacted {
-            return Err(StoreError::Compacted { requested: rev, compacted: inner.compacted });
+            return Err(StoreError::Compacted {
+                requested: rev,
+                compacted: inner.compacted,
+            });
         }
         if rev > inner.revision {
-            return Err(StoreError::FutureRevision { requested: rev, current: inner.revision });
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current: inner.revision,
+            });
         }
-        let state = if rev == inner.revision { inner.current.clone() } else { inner.snapshot(rev) };
+        let state = if rev == inner.revision {
+            inner.current.clone()
+        } else {
+            inner.snapshot(rev)
+        };
         let matching: Vec<&Record> = state
             .range(opts.prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&opts.prefix))
-            .filter(|(k, _)| opts.start_after.as_ref().is_none_or(|s| k.as_str() > s.as_str()))
+            .filter(|(k, _)| {
+                opts.start_after
+                    .as_ref()
+                    .is_none_or(|s| k.as_str() > s.as_str())
+            })
             .map(|(_, r)| r)
             .collect();
         let take = opts.limit.unwrap_or(usize::MAX).min(matching.len());
@@ -111,33 +132,69 @@ impl Store for MemoryStore {
             return Err(StoreError::AlreadyExists { key: key.into() });
         }
         inner.revision += 1;
-        let rec = Record { key: key.into(), value: value.to_vec(), create_revision: inner.revision, mod_revision: inner.revision };
+        let rec = Record {
+            key: key.into(),
+            value: value.to_vec(),
+            create_revision: inner.revision,
+            mod_revision: inner.revision,
+        };
         inner.current.insert(key.into(), rec.clone());
         let revision = inner.revision;
-        inner.publish(WatchEvent { kind: EventKind::Created, revision, record: rec.clone(), prev: None });
+        inner.publish(WatchEvent {
+            kind: EventKind::Created,
+            revision,
+            record: rec.clone(),
+            prev: None,
+        });
         Ok(rec)
     }
 
     fn update(&self, key: &str, value: &[u8], expected: Revision) -> Result<Record> {
         let mut inner = self.inner.lock().expect("memory store lock");
-        let prev = inner.current.get(key).cloned().ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        let prev = inner
+            .current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
         if prev.mod_revision != expected {
-            return Err(StoreError::Conflict { key: key.into(), expected, actual: prev.mod_revision });
+            return Err(StoreError::Conflict {
+                key: key.into(),
+                expected,
+                actual: prev.mod_revision,
+            });
         }
         inner.revision += 1;
-        let rec = Record { key: key.into(), value: value.to_vec(), create_revision: prev.create_revision, mod_revision: inner.revision };
+        let rec = Record {
+            key: key.into(),
+            value: value.to_vec(),
+            create_revision: prev.create_revision,
+            mod_revision: inner.revision,
+        };
         inner.current.insert(key.into(), rec.clone());
         let revision = inner.revision;
-        inner.publish(WatchEvent { kind: EventKind::Updated, revision, record: rec.clone(), prev: Some(prev) });
+        inner.publish(WatchEvent {
+            kind: EventKind::Updated,
+            revision,
+            record: rec.clone(),
+            prev: Some(prev),
+        });
         Ok(rec)
     }
 
     fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Record> {
         let mut inner = self.inner.lock().expect("memory store lock");
-        let prev = inner.current.get(key).cloned().ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        let prev = inner
+            .current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
         if let Some(expected) = expected {
             if prev.mod_revision != expected {
-                return Err(StoreError::Conflict { key: key.into(), expected, actual: prev.mod_revision });
+                return Err(StoreError::Conflict {
+                    key: key.into(),
+                    expected,
+                    actual: prev.mod_revision,
+                });
             }
         }
         inner.revision += 1;
@@ -145,14 +202,22 @@ impl Store for MemoryStore {
         let mut rec = prev.clone();
         rec.mod_revision = inner.revision;
         let revision = inner.revision;
-        inner.publish(WatchEvent { kind: EventKind::Deleted, revision, record: rec.clone(), prev: Some(prev) });
+        inner.publish(WatchEvent {
+            kind: EventKind::Deleted,
+            revision,
+            record: rec.clone(),
+            prev: Some(prev),
+        });
         Ok(rec)
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver> {
         let mut inner = self.inner.lock().expect("memory store lock");
         if after < inner.compacted {
-            return Err(StoreError::Compacted { requested: after, compacted: inner.compacted });
+            return Err(StoreError::Compacted {
+                requested: after,
+                compacted: inner.compacted,
+            });
         }
         let replay: Vec<WatchEvent> = inner
             .log
@@ -162,7 +227,8 @@ impl Store for MemoryStore {
             .collect();
         let (tx, rx) = mpsc::channel(replay.len() + WATCH_BUFFER);
         for ev in replay {
-            tx.try_send(Ok(ev)).map_err(|e| StoreError::Backend(format!("failed to replay history: {e}")))?;
+            tx.try_send(Ok(ev))
+                .map_err(|e| StoreError::Backend(format!("failed to replay history: {e}")))?;
         }
         inner.watchers.push((prefix.to_string(), tx));
         Ok(rx)
@@ -188,21 +254,55 @@ mod tests {
     fn cas_and_snapshots() {
         let s = MemoryStore::new();
         let a = s.create("/r/a", b"1").unwrap();
-        assert!(matches!(s.create("/r/a", b"x"), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(
+            s.create("/r/a", b"x"),
+            Err(StoreError::AlreadyExists { .. })
+        ));
         s.create("/r/b", b"2").unwrap();
-        assert!(matches!(s.update("/r/a", b"3", 99), Err(StoreError::Conflict { .. })));
+        assert!(matches!(
+            s.update("/r/a", b"3", 99),
+            Err(StoreError::Conflict { .. })
+        ));
         s.update("/r/a", b"3", a.mod_revision).unwrap();
         s.delete("/r/b", None).unwrap();
-        let now = s.list(&ListOptions { prefix: "/r/".into(), ..Default::default() }).unwrap();
+        let now = s
+            .list(&ListOptions {
+                prefix: "/r/".into(),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(now.records.len(), 1);
         assert_eq!(now.records[0].value, b"3");
-        let then = s.list(&ListOptions { prefix: "/r/".into(), revision: Some(2), ..Default::default() }).unwrap();
-        assert_eq!(then.records.iter().map(|r| r.value.clone()).collect::<Vec<_>>(), vec![b"1".to_vec(), b"2".to_vec()]);
-        let page = s.list(&ListOptions { prefix: "/r/".into(), revision: Some(2), limit: Some(1), ..Default::default() }).unwrap();
+        let then = s
+            .list(&ListOptions {
+                prefix: "/r/".into(),
+                revision: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            then.records
+                .iter()
+                .map(|r| r.value.clone())
+                .collect::<Vec<_>>(),
+            vec![b"1".to_vec(), b"2".to_vec()]
+        );
+        let page = s
+            .list(&ListOptions {
+                prefix: "/r/".into(),
+                revision: Some(2),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(page.remaining, 1);
         s.compact(3).unwrap();
         assert!(matches!(
-            s.list(&ListOptions { prefix: "/r/".into(), revision: Some(2), ..Default::default() }),
+            s.list(&ListOptions {
+                prefix: "/r/".into(),
+                revision: Some(2),
+                ..Default::default()
+            }),
             Err(StoreError::Compacted { .. })
         ));
     }

@@ -25,10 +25,27 @@ use super::selectors::Selectors;
 use super::status::ApiStatus;
 use crate::store::{EventKind, ListOptions};
 
-fn event_line(kind: &str, obj: Value, def: &ResourceDef, table: bool, first: &mut bool) -> bytes::Bytes {
+fn event_line(
+    kind: &str,
+    obj: Value,
+    def: &ResourceDef,
+    table: bool,
+    first: &mut bool,
+) -> bytes::Bytes {
     let obj = if table && kind != "ERROR" {
-        let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-        let mut t = super::table::to_table(def, &[obj], &rv, None, None, super::table::IncludeObject::Metadata);
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut t = super::table::to_table(
+            def,
+            &[obj],
+            &rv,
+            None,
+            None,
+            super::table::IncludeObject::Metadata,
+        );
         if !*first {
             t.as_object_mut().map(|o| o.remove("columnDefinitions"));
         }
@@ -77,33 +94,61 @@ pub fn watch(
     table: bool,
 ) -> Result<Response, ApiStatus> {
     let prefix = keys::collection_prefix(&def, namespace.as_deref());
-    let rv: Option<i64> = match query.get("resourceVersion").map(String::as_str).filter(|s| !s.is_empty() && *s != "0") {
-        Some(r) => Some(r.parse().map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {r}")))?),
+    let rv: Option<i64> = match query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .filter(|s| !s.is_empty() && *s != "0")
+    {
+        Some(r) => Some(
+            r.parse()
+                .map_err(|_| ApiStatus::bad_request(format!("invalid resource version: {r}")))?,
+        ),
         None => None,
     };
-    let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true") | Some("1"));
-    let initial_events = matches!(query.get("sendInitialEvents").map(String::as_str), Some("true") | Some("1"));
-    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
+    let bookmarks = matches!(
+        query.get("allowWatchBookmarks").map(String::as_str),
+        Some("true") | Some("1")
+    );
+    let initial_events = matches!(
+        query.get("sendInitialEvents").map(String::as_str),
+        Some("true") | Some("1")
+    );
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let mut first = true;
         let start = match rv {
             Some(r) if !initial_events => r,
             _ => {
-                let page = match state.store.list(&ListOptions { prefix: prefix.clone(), ..Default::default() }) {
+                let page = match state.store.list(&ListOptions {
+                    prefix: prefix.clone(),
+                    ..Default::default()
+                }) {
                     Ok(p) => p,
                     Err(_) => return,
                 };
                 for rec in &page.records {
                     if let Ok(o) = objects::from_record(&def, rec) {
-                        if sel.matches(&o) && tx.send(Ok(event_line("ADDED", o, &def, table, &mut first))).await.is_err() {
+                        if sel.matches(&o)
+                            && tx
+                                .send(Ok(event_line("ADDED", o, &def, table, &mut first)))
+                                .await
+                                .is_err()
+                        {
                             return;
                         }
                     }
                 }
                 if initial_events && bookmarks {
                     let b = bookmark(&def, page.revision, true);
-                    if tx.send(Ok(event_line("BOOKMARK", b, &def, false, &mut first))).await.is_err() {
+                    if tx
+                        .send(Ok(event_line("BOOKMARK", b, &def, false, &mut first)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -111,12 +156,15 @@ pub fn watch(
             }
         };
         let mut last = start;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         let mut events = match state.store.watch(&prefix, start) {
             Ok(e) => e,
             Err(_) => {
                 let s = ApiStatus::expired(start, state.store.compacted_revision()).to_value();
-                let _ = tx.send(Ok(event_line("ERROR", s, &def, table, &mut first))).await;
+                let _ = tx
+                    .send(Ok(event_line("ERROR", s, &def, table, &mut first)))
+                    .await;
                 return;
             }
         };
@@ -139,27 +187,54 @@ pub fn watch(
                 None => return,
                 Some(Err(e)) => {
                     let s = match e {
-                        crate::store::StoreError::Compacted { requested, compacted } => ApiStatus::expired(requested, compacted),
+                        crate::store::StoreError::Compacted {
+                            requested,
+                            compacted,
+                        } => ApiStatus::expired(requested, compacted),
                         other => ApiStatus::internal(other.to_string()),
                     };
-                    let _ = tx.send(Ok(event_line("ERROR", s.to_value(), &def, table, &mut first))).await;
+                    let _ = tx
+                        .send(Ok(event_line(
+                            "ERROR",
+                            s.to_value(),
+                            &def,
+                            table,
+                            &mut first,
+                        )))
+                        .await;
                     return;
                 }
                 Some(Ok(ev)) => ev,
             };
             last = ev.revision;
-            let Ok(new) = objects::from_record(&def, &ev.record) else { continue };
-            let old_match = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).is_some_and(|o| sel.matches(&o));
+            let Ok(new) = objects::from_record(&def, &ev.record) else {
+                continue;
+            };
+            let old_match = ev
+                .prev
+                .as_ref()
+                .and_then(|p| objects::from_record(&def, p).ok())
+                .is_some_and(|o| sel.matches(&o));
             let new_match = sel.matches(&new);
-            let Some(kind) = classify(ev.kind, old_match, new_match) else { continue };
+            let Some(kind) = classify(ev.kind, old_match, new_match) else {
+                continue;
+            };
             let obj = if kind == "DELETED" && ev.kind == EventKind::Updated {
-                let mut o = ev.prev.as_ref().and_then(|p| objects::from_record(&def, p).ok()).unwrap_or(new);
+                let mut o = ev
+                    .prev
+                    .as_ref()
+                    .and_then(|p| objects::from_record(&def, p).ok())
+                    .unwrap_or(new);
                 objects::set_resource_version(&mut o, ev.revision);
                 o
             } else {
                 new
             };
-            if tx.send(Ok(event_line(kind, obj, &def, table, &mut first))).await.is_err() {
+            if tx
+                .send(Ok(event_line(kind, obj, &def, table, &mut first)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -179,7 +254,12 @@ fn empty_namespace(state: &AppState, ns: &str) {
         if !seen.insert(prefix.clone()) {
             continue;
         }
-        let Ok(page) = state.store.list(&ListOptions { prefix, ..Default::default() }) else { continue };
+        let Ok(page) = state.store.list(&ListOptions {
+            prefix,
+            ..Default::default()
+        }) else {
+            continue;
+        };
         for rec in page.records {
             let mut v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
             if objects::finalizers(&v).is_empty() {
@@ -188,7 +268,9 @@ fn empty_namespace(state: &AppState, ns: &str) {
                 let m = objects::meta_mut(&mut v);
                 m.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                let _ = state.store.update(&rec.key, &objects::to_stored(&v), rec.mod_revision);
+                let _ = state
+                    .store
+                    .update(&rec.key, &objects::to_stored(&v), rec.mod_revision);
             }
         }
     }
@@ -201,9 +283,13 @@ pub async fn finish_namespace(state: Arc<AppState>, name: String) {
     let key = keys::namespace_key(&name);
     for _ in 0..60 {
         empty_namespace(&state, &name);
-        let Ok(Some(rec)) = state.store.get(&key) else { return };
+        let Ok(Some(rec)) = state.store.get(&key) else {
+            return;
+        };
         let v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
-        if objects::finalizers(&v).is_empty() && state.store.delete(&key, Some(rec.mod_revision)).is_ok() {
+        if objects::finalizers(&v).is_empty()
+            && state.store.delete(&key, Some(rec.mod_revision)).is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -226,11 +312,16 @@ mod tests {
 
     #[test]
     fn table_events_carry_columns_once() {
-        let def = crate::apiserver::builtin::builtin_registry().lookup("", "v1", "configmaps").unwrap();
+        let def = crate::apiserver::builtin::builtin_registry()
+            .lookup("", "v1", "configmaps")
+            .unwrap();
         let mut first = true;
         let obj = json!({"metadata": {"name": "a", "resourceVersion": "3"}});
-        let a: Value = serde_json::from_slice(&event_line("ADDED", obj.clone(), &def, true, &mut first)).unwrap();
-        let b: Value = serde_json::from_slice(&event_line("MODIFIED", obj, &def, true, &mut first)).unwrap();
+        let a: Value =
+            serde_json::from_slice(&event_line("ADDED", obj.clone(), &def, true, &mut first))
+                .unwrap();
+        let b: Value =
+            serde_json::from_slice(&event_line("MODIFIED", obj, &def, true, &mut first)).unwrap();
         assert!(a["object"]["columnDefinitions"].is_array());
         assert!(b["object"].get("columnDefinitions").is_none());
         assert_eq!(b["object"]["rows"].as_array().unwrap().len(), 1);

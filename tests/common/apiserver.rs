@@ -34,16 +34,29 @@ impl TestServer {
         let (tx, rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
                 let registry = Arc::new(rk3s::apiserver::builtin::builtin_registry());
-                let opts = ServeOptions { bind: "127.0.0.1:0".parse().unwrap(), tls: None, grace: Duration::from_secs(2) };
-                let server = ApiServer::bind(opts, store, registry, token).await.expect("failed to bind the API server");
-                tx.send(server.local_addr().expect("local addr")).expect("send addr");
+                let opts = ServeOptions {
+                    bind: "127.0.0.1:0".parse().unwrap(),
+                    tls: None,
+                    grace: Duration::from_secs(2),
+                };
+                let server = ApiServer::bind(opts, store, registry, token)
+                    .await
+                    .expect("failed to bind the API server");
+                tx.send(server.local_addr().expect("local addr"))
+                    .expect("send addr");
                 server.run().await;
             });
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the API server did not start");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the API server did not start");
         let url = format!("https://{addr}");
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(
@@ -53,7 +66,13 @@ impl TestServer {
             ),
         )
         .expect("failed to write the kubeconfig");
-        TestServer { dir, url, kubeconfig, shutdown, thread: Some(thread) }
+        TestServer {
+            dir,
+            url,
+            kubeconfig,
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     pub fn url(&self) -> &str {

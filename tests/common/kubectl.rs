@@ -38,14 +38,19 @@ impl Kubectl {
         let start = Instant::now();
         loop {
             match child.try_wait().expect("failed to wait for kubectl") {
-                Some(_) => return child.wait_with_output().expect("failed to read kubectl output"),
+                Some(_) => {
+                    return child
+                        .wait_with_output()
+                        .expect("failed to read kubectl output")
+                }
                 None if start.elapsed() > self.timeout => {
                     let _ = child.kill();
                     let out = child.wait_with_output().ok();
                     panic!(
                         "kubectl {args:?} timed out after {:?}; stderr: {}",
                         self.timeout,
-                        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default()
+                        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                            .unwrap_or_default()
                     );
                 }
                 None => std::thread::sleep(Duration::from_millis(50)),
@@ -71,8 +76,17 @@ impl Kubectl {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self.command(args).stdin(Stdio::piped()).spawn().expect("failed to start kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("failed to write stdin");
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("failed to start kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("failed to write stdin");
         self.wait(child, args)
     }
 
