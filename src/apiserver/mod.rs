@@ -1,7 +1,36 @@
-//! The Kubernetes API server (being written).
+//! The Kubernetes API server: HTTPS (HTTP/1.1 and HTTP/2) serving generic
+//! REST for every kind in the [`registry::Registry`], backed by a
+//! [`crate::store::Store`].
+//!
+//! Map: `server` (bind/serve/shutdown, TLS, health), `rest` (routing and the
+//! verbs), `watch` (watch streams, namespace emptying), `status` (Status
+//! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
+//! (storage layout), `objects` (system metadata), `jsonpatch`, `auth` (the
+//! allow-all seam), `testing` (`MemoryStore`). `builtin` (the
+//! built-in kinds), `discovery`, `version`, `table` (what kubectl reads and
+//! prints) and `protobuf` (kubectl's protobuf request bodies).
+//!
+//! Invariants: stored values never carry `resourceVersion`; every served
+//! object gets `metadata.resourceVersion` = its record's `mod_revision`.
+//! Partial (see each module): no authentication, strategic merge patch is
+//! merge patch, no scale subresource, no managedFields, no apply patch.
+pub mod auth;
 pub mod builtin;
+pub mod codec;
+pub mod delete;
 pub mod discovery;
+pub mod jsonpatch;
+pub mod keys;
+pub mod objects;
 pub mod protobuf;
 pub mod registry;
+pub mod rest;
+pub mod selectors;
+pub mod server;
+pub mod status;
 pub mod table;
+pub mod testing;
 pub mod version;
+pub mod watch;
+
+pub use server::{serve, ApiError, ApiServer, ServeOptions};

@@ -1,1 +1,97 @@
-//! (being written)
+//! The real `kubectl` (`/usr/bin/kubectl`, the dispatcher that runs kubectl
+//! 1.32 for our `/version`), with a kubeconfig and a private HOME/cache dir
+//! per instance so discovery caches never leak between tests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Kubectl {
+    kubeconfig: PathBuf,
+    home: tempfile::TempDir,
+    pub timeout: Duration,
+}
+
+impl Kubectl {
+    pub fn new(kubeconfig: &Path) -> Self {
+        Kubectl {
+            kubeconfig: kubeconfig.to_path_buf(),
+            home: tempfile::tempdir().expect("failed to make a kubectl home"),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("/usr/bin/kubectl");
+        c.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .env("KUBECACHEDIR", self.home.path().join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn wait(&self, mut child: Child, args: &[&str]) -> Output {
+        let start = Instant::now();
+        loop {
+            match child.try_wait().expect("failed to wait for kubectl") {
+                Some(_) => {
+                    return child
+                        .wait_with_output()
+                        .expect("failed to read kubectl output")
+                }
+                None if start.elapsed() > self.timeout => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().ok();
+                    panic!(
+                        "kubectl {args:?} timed out after {:?}; stderr: {}",
+                        self.timeout,
+                        out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                            .unwrap_or_default()
+                    );
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self.command(args).spawn().expect("failed to start kubectl");
+        self.wait(child, args)
+    }
+
+    /// Runs and returns stdout; panics with stderr on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("failed to start kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("failed to write stdin");
+        self.wait(child, args)
+    }
+
+    /// Starts a long-running kubectl (e.g. `get --watch`); the caller kills it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args).spawn().expect("failed to start kubectl")
+    }
+}

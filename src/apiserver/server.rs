@@ -1,0 +1,224 @@
+//! Serving: HTTPS (rustls; HTTP/1.1 and HTTP/2 via ALPN) with an axum router,
+//! health endpoints, and a shutdown that stops accepting and drains
+//! connections within a grace period.
+//!
+//! Partial: no authentication/authorization yet (everything is allowed);
+//! `/healthz`, `/livez`, `/readyz` serve `ping` and `etcd` (the store) checks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::registry::Registry;
+use super::rest::AppState;
+use crate::store::Store;
+
+/// How to serve.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub bind: SocketAddr,
+    /// TLS configuration from the PKI; `None` makes a self-signed certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long open connections get to finish after shutdown.
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("failed to bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("failed to make a TLS certificate: {0}")]
+    Tls(String),
+}
+
+/// A bound, not yet running server; `local_addr` gives the port for port 0.
+pub struct ApiServer {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    grace: Duration,
+    shutdown: CancellationToken,
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost until the PKI lands.
+pub fn self_signed() -> Result<Arc<rustls::ServerConfig>, ApiError> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .map_err(|e| ApiError::Tls(e.to_string()))?;
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ApiError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| ApiError::Tls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+async fn health(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    uri: http::Uri,
+) -> (http::StatusCode, String) {
+    let path = uri.path().trim_start_matches('/');
+    let (endpoint, only) = path
+        .split_once('/')
+        .map_or((path, None), |(e, c)| (e, Some(c)));
+    let store_ok = state
+        .store
+        .list(&crate::store::ListOptions {
+            prefix: "/registry/namespaces/".into(),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .is_ok();
+    let mut checks = vec![("ping", true), ("log", true), ("etcd", store_ok)];
+    if endpoint == "readyz" {
+        checks.push(("shutdown", !state.shutdown.is_cancelled()));
+    }
+    if let Some(c) = only {
+        return match checks.iter().find(|(n, _)| *n == c) {
+            Some((_, true)) => (http::StatusCode::OK, "ok".into()),
+            Some((n, false)) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal server error: {n} check failed\n"),
+            ),
+            None => (http::StatusCode::NOT_FOUND, "404 page not found\n".into()),
+        };
+    }
+    let all_ok = checks.iter().all(|(_, ok)| *ok);
+    if !q.contains_key("verbose") && all_ok {
+        return (http::StatusCode::OK, "ok".into());
+    }
+    let mut out = String::new();
+    for (n, ok) in &checks {
+        out.push_str(&if *ok {
+            format!("[+]{n} ok\n")
+        } else {
+            format!("[-]{n} failed: reason withheld\n")
+        });
+    }
+    let code = if all_ok {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    };
+    out.push_str(&format!(
+        "{endpoint} check {}\n",
+        if all_ok { "passed" } else { "failed" }
+    ));
+    (code, out)
+}
+
+impl ApiServer {
+    pub async fn bind(
+        opts: ServeOptions,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ApiError> {
+        super::rest::bootstrap_namespaces(store.as_ref());
+        let listener = TcpListener::bind(opts.bind)
+            .await
+            .map_err(|source| ApiError::Bind {
+                addr: opts.bind,
+                source,
+            })?;
+        let tls = match opts.tls {
+            Some(t) => t,
+            None => self_signed()?,
+        };
+        let state = Arc::new(AppState {
+            store,
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+            authenticator: Arc::new(super::auth::AllowAll),
+            authorizer: Arc::new(super::auth::AllowAll),
+            inflight: Arc::new(tokio::sync::Semaphore::new(super::rest::MAX_IN_FLIGHT)),
+        });
+        let health_routes = Router::new()
+            .route("/healthz", get(health))
+            .route("/livez", get(health))
+            .route("/readyz", get(health))
+            .route("/healthz/{c}", get(health))
+            .route("/livez/{c}", get(health))
+            .route("/readyz/{c}", get(health))
+            .with_state(state.clone());
+        let router = super::discovery::router(registry)
+            .merge(health_routes)
+            .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));
+        Ok(ApiServer {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+            router,
+            grace: opts.grace,
+            shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until shutdown, then drains within the grace period.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                r = self.listener.accept() => match r { Ok(c) => c, Err(e) => { tracing::warn!("failed to accept: {e}"); continue; } },
+            };
+            let acceptor = self.acceptor.clone();
+            let router = self.router.clone();
+            let shutdown = self.shutdown.clone();
+            tracker.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(tls),
+                    TowerToHyperService::new(router),
+                );
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(self.grace, tracker.wait()).await;
+    }
+}
+
+/// Binds and serves until `shutdown` is cancelled.
+pub async fn serve(
+    opts: ServeOptions,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<(), ApiError> {
+    ApiServer::bind(opts, store, registry, shutdown)
+        .await?
+        .run()
+        .await;
+    Ok(())
+}
