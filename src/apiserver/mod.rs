@@ -1,2 +1,4 @@
 //! The Kubernetes API server (being written).
+pub mod openapi;
 pub mod registry;
+pub mod strategic;

@@ -1,0 +1,2 @@
+//! Patch application (being written).
+pub mod meta;
