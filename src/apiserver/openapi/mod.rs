@@ -130,6 +130,20 @@ pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Opt
     }))
 }
 
+/// The schemas of every built-in kind and what they reference, and each
+/// kind's schema name (the strategic merge code navigates these).
+pub fn all_builtin_schemas() -> (Map<String, Value>, Vec<(&'static BuiltinKind, String)>) {
+    let mut gen = kinds::generator();
+    let roots = builtin_kinds()
+        .iter()
+        .map(|k| {
+            (k.register)(&mut gen);
+            (k, (k.schema_name)())
+        })
+        .collect();
+    (kinds::finish(gen), roots)
+}
+
 /// kube's hash: the first 128 bits of SHA-512 of the document, upper-case hex.
 fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha512::digest(bytes);
