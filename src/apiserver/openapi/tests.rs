@@ -152,10 +152,21 @@ async fn router_serves_index_documents_and_hash_redirects() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-/// Prints generation time and size (not asserted): run with `--nocapture`.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// Prints generation time, size and a rough RSS delta (not asserted; other
+/// tests run in parallel threads): run with `--nocapture`.
 #[test]
 fn generation_cost_figures() {
     let r = registry();
+    let before = rss_kib();
+    let start = std::time::Instant::now();
+    let key = crate::apiserver::strategic::TypeKey { group: "apps", version: "v1", kind: "Deployment" };
+    assert!(crate::apiserver::strategic::supports_strategic(&key));
+    println!("strategic type graph: {:?}, RSS {} KiB -> {} KiB", start.elapsed(), before, rss_kib());
     for (g, v) in group_versions(&r) {
         let start = std::time::Instant::now();
         let doc = group_version_doc(&r, &g, &v).unwrap();
@@ -163,4 +174,7 @@ fn generation_cost_figures() {
         let bytes = serde_json::to_vec(&doc).unwrap().len();
         println!("openapi {}: {:?}, {} bytes, {} schemas", gv_path(&g, &v), elapsed, bytes, doc["components"]["schemas"].as_object().unwrap().len());
     }
+    let before = rss_kib();
+    let idx = index(&r);
+    println!("index + cached docs: RSS {} KiB -> {} KiB ({} GVs)", before, rss_kib(), idx["paths"].as_object().unwrap().len());
 }

@@ -114,11 +114,7 @@ fn merge_list(g: &TypeGraph, elem: Option<&str>, m: Option<&FieldMeta>, mut orig
         };
         let found = original.iter().position(|o| o.get(key) == Some(id));
         match (directive(item), found) {
-            (Some("delete"), Some(i)) => {
-                original.retain(|o| o.get(key) != Some(id));
-                let _ = i;
-            }
-            (Some("delete"), None) => {}
+            (Some("delete"), _) => original.retain(|o| o.get(key) != Some(id)),
             (_, Some(i)) => {
                 let o = match std::mem::take(&mut original[i]) {
                     Value::Object(o) => o,
