@@ -84,35 +84,23 @@ fn gvk(group: &str, version: &str, kind: &str) -> Value {
     json!({"group": group, "version": version, "kind": kind})
 }
 
-struct Op<'a> {
-    verb: &'a str,
-    action: &'a str,
-    id: String,
-    description: String,
-    gvk: Value,
-    params: Vec<Value>,
-    body: Option<Value>,
-    responses: Value,
-    tag: &'a str,
-}
-
-impl Op<'_> {
-    fn into_value(self) -> Value {
-        let mut op = Map::new();
-        op.insert("tags".into(), json!([self.tag]));
-        op.insert("description".into(), self.description.into());
-        op.insert("operationId".into(), self.id.into());
-        if !self.params.is_empty() {
-            op.insert("parameters".into(), Value::Array(self.params));
-        }
-        if let Some(body) = self.body {
-            op.insert("requestBody".into(), body);
-        }
-        op.insert("responses".into(), self.responses);
-        op.insert("x-kubernetes-action".into(), self.action.into());
-        op.insert("x-kubernetes-group-version-kind".into(), self.gvk);
-        Value::Object(op)
+/// One operation object, as kube publishes it.
+#[allow(clippy::too_many_arguments)]
+fn operation(tag: &str, action: &str, id: String, description: String, gvk: &Value, params: Vec<Value>, body: Option<Value>, responses: Value) -> Value {
+    let mut op = Map::new();
+    op.insert("tags".into(), json!([tag]));
+    op.insert("description".into(), description.into());
+    op.insert("operationId".into(), id.into());
+    if !params.is_empty() {
+        op.insert("parameters".into(), Value::Array(params));
     }
+    if let Some(body) = body {
+        op.insert("requestBody".into(), body);
+    }
+    op.insert("responses".into(), responses);
+    op.insert("x-kubernetes-action".into(), action.into());
+    op.insert("x-kubernetes-group-version-kind".into(), gvk.clone());
+    Value::Object(op)
 }
 
 fn patch_body() -> Value {
@@ -175,35 +163,32 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
         common.push(path_param("namespace", "object name and auth scope, such as for teams and projects"));
     }
     common.push(pretty());
-    let mk = |verb: &'static str, action: &'static str, id: String, description: String, gvk: Value, params: Vec<Value>, body: Option<Value>, responses: Value| {
-        Op { verb, action, id, description, gvk, params, body, responses, tag: "" }
+    let mk = |action: &str, id: String, description: String, gvk: &Value, params: Vec<Value>, body: Option<Value>, responses: Value| {
+        operation(&tag, action, id, description, gvk, params, body, responses)
     };
 
     // Collection.
     let mut collection = Map::new();
     collection.insert("parameters".into(), Value::Array(common.clone()));
     if verb("list") {
-        let op = mk("get", "list", format!("list{ident}{scope}{kind}"), format!("list or watch objects of kind {kind}"), this_gvk.clone(), list_params(), None, ok(&list));
-        collection.insert(op.verb.into(), Op { tag: &tag, ..op }.into_value());
+        collection.insert("get".into(), mk("list", format!("list{ident}{scope}{kind}"), format!("list or watch objects of kind {kind}"), &this_gvk, list_params(), None, ok(&list)));
     }
     if verb("create") {
-        let op = mk("post", "post", format!("create{ident}{scope}{kind}"), format!("create a {kind}"), this_gvk.clone(), vec![dry_run(), field_manager(), field_validation()], Some(json_body(&obj)), json!({"200": {"description": "OK", "content": json_content(&obj)}, "201": {"description": "Created", "content": json_content(&obj)}, "202": {"description": "Accepted", "content": json_content(&obj)}, "401": {"description": "Unauthorized"}}));
-        collection.insert(op.verb.into(), Op { tag: &tag, ..op }.into_value());
+        collection.insert("post".into(), mk("post", format!("create{ident}{scope}{kind}"), format!("create a {kind}"), &this_gvk, vec![dry_run(), field_manager(), field_validation()], Some(json_body(&obj)), json!({"200": {"description": "OK", "content": json_content(&obj)}, "201": {"description": "Created", "content": json_content(&obj)}, "202": {"description": "Accepted", "content": json_content(&obj)}, "401": {"description": "Unauthorized"}})));
     }
     if verb("deletecollection") {
         let mut params = list_params();
         params.extend([dry_run(), query("gracePeriodSeconds", "The duration in seconds before the object should be deleted.", "integer"), query("propagationPolicy", "Whether and how garbage collection will be performed.", "string")]);
-        let op = mk("delete", "deletecollection", format!("deletecollection{ident}{scope}{kind}"), format!("delete collection of {kind}"), this_gvk.clone(), params, Some(json_body(&schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"))), ok(&status));
-        collection.insert(op.verb.into(), Op { tag: &tag, ..op }.into_value());
+        collection.insert("delete".into(), mk("deletecollection", format!("deletecollection{ident}{scope}{kind}"), format!("delete collection of {kind}"), &this_gvk, params, Some(json_body(&schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"))), ok(&status)));
     }
     paths.insert(ns_base.clone(), Value::Object(collection));
 
     // All-namespaces list.
     if def.namespaced && verb("list") {
-        let op = mk("get", "list", format!("list{ident}{kind}ForAllNamespaces"), format!("list or watch objects of kind {kind}"), this_gvk.clone(), list_params(), None, ok(&list));
+        let op = mk("list", format!("list{ident}{kind}ForAllNamespaces"), format!("list or watch objects of kind {kind}"), &this_gvk, list_params(), None, ok(&list));
         let mut all = Map::new();
         all.insert("parameters".into(), json!([pretty()]));
-        all.insert("get".into(), Op { tag: &tag, ..op }.into_value());
+        all.insert("get".into(), op);
         paths.insert(format!("{prefix}/{}", def.plural), Value::Object(all));
     }
 
@@ -226,12 +211,10 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
         let has = |v: &str| verbs.contains(&v);
         if has("connect") {
             for (method, word) in [("get", "Get"), ("post", "Post")] {
-                let op = mk("get", "connect", format!("connect{ident}{word}{scope}{kind}{suffix}"), format!("connect {method} requests to {sub} of {kind}"), sub_gvk.clone(), vec![], None, ok(&json!({"type": "string"})));
-                p.insert(method.into(), Op { tag: &tag, ..op }.into_value());
+                p.insert(method.into(), mk("connect", format!("connect{ident}{word}{scope}{kind}{suffix}"), format!("connect {method} requests to {sub} of {kind}"), &sub_gvk, vec![], None, ok(&json!({"type": "string"}))));
             }
         } else if has("post") {
-            let op = mk("post", "post", format!("create{id}"), format!("create {sub} of a {kind}"), sub_gvk.clone(), vec![dry_run(), field_manager(), field_validation()], Some(json_body(&sub_obj)), ok(&sub_obj));
-            p.insert("post".into(), Op { tag: &tag, ..op }.into_value());
+            p.insert("post".into(), mk("post", format!("create{id}"), format!("create {sub} of a {kind}"), &sub_gvk, vec![dry_run(), field_manager(), field_validation()], Some(json_body(&sub_obj)), ok(&sub_obj)));
         } else {
             add_item_ops(&mut p, &tag, &has, &id, &format!("{sub} of the specified {kind}"), &sub_gvk, &sub_obj, &status, false);
         }
@@ -242,20 +225,7 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
 #[allow(clippy::too_many_arguments)]
 fn add_item_ops(item: &mut Map<String, Value>, tag: &str, verb: &dyn Fn(&str) -> bool, ident: &str, what: &str, gvk: &Value, obj: &Value, status: &Value, is_item: bool) {
     let op = |action: &str, id: String, description: String, params: Vec<Value>, body: Option<Value>, responses: Value| {
-        let mut o = Map::new();
-        o.insert("tags".into(), json!([tag]));
-        o.insert("description".into(), description.into());
-        o.insert("operationId".into(), id.into());
-        if !params.is_empty() {
-            o.insert("parameters".into(), Value::Array(params));
-        }
-        if let Some(body) = body {
-            o.insert("requestBody".into(), body);
-        }
-        o.insert("responses".into(), responses);
-        o.insert("x-kubernetes-action".into(), action.into());
-        o.insert("x-kubernetes-group-version-kind".into(), gvk.clone());
-        Value::Object(o)
+        operation(tag, action, id, description, gvk, params, body, responses)
     };
     let created = json!({"200": {"description": "OK", "content": json_content(obj)}, "201": {"description": "Created", "content": json_content(obj)}, "401": {"description": "Unauthorized"}});
     if verb("get") {
