@@ -144,7 +144,8 @@ pub fn all_builtin_schemas() -> (Map<String, Value>, Vec<(&'static BuiltinKind, 
     (kinds::finish(gen), roots)
 }
 
-/// kube's hash: the first 128 bits of SHA-512 of the document, upper-case hex.
+/// The document hash: 32 upper-case hex digits like kube's (here the first
+/// 128 bits of SHA-512; clients only compare it).
 fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha512::digest(bytes);
     hex::encode_upper(&digest[..16])
