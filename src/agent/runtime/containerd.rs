@@ -229,6 +229,23 @@ fn oom_kills(path: &str) -> Option<u64> {
     })
 }
 
+/// Removes the pod-level parent of a container cgroup (runc removes the
+/// container's own) once no container of the pod is left in it. A pod with
+/// live containers keeps it: `rmdir` of a non-empty cgroup fails harmlessly.
+fn remove_pod_cgroup_if_empty(container_cgroup: &str) {
+    let Some(pod) = Path::new(container_cgroup).parent() else {
+        return;
+    };
+    let pod = pod.strip_prefix("/").unwrap_or(pod);
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(pod)];
+    if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(controllers.flatten().map(|c| c.path().join(pod)));
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 #[async_trait]
 impl ContainerRuntime for ContainerdRuntime {
     async fn version(&self) -> Result<(String, String)> {
@@ -446,6 +463,10 @@ impl ContainerRuntime for ContainerdRuntime {
                 Err(e) => return Err(self.rpc_error(format!("delete task {id}"), e)),
             }
         }
+        let cgroup = match self.get_container(id).await {
+            Ok(c) => c.labels.get(labels::CGROUP_PATH).cloned(),
+            Err(_) => None,
+        };
         match self
             .client
             .containers()
@@ -455,6 +476,9 @@ impl ContainerRuntime for ContainerdRuntime {
             Ok(_) => {}
             Err(e) if e.code() == Code::NotFound => {}
             Err(e) => return Err(self.rpc_error(format!("delete container {id}"), e)),
+        }
+        if let Some(path) = cgroup {
+            remove_pod_cgroup_if_empty(&path);
         }
         let req = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),

@@ -1,7 +1,8 @@
 //! The OCI runtime spec for a container: Kubernetes' resolution of command,
 //! args, env and user against the image config, over a Linux default close
 //! to containerd's (namespaces, default capabilities, masked and read-only
-//! paths, the usual /proc, /dev and /sys mounts, rlimits).
+//! paths, the usual /proc, /dev and /sys mounts; rlimits inherited from
+//! containerd as its CRI plugin does).
 //!
 //! Built as JSON with `serde_json`: containerd stores the bytes as they are
 //! and runc reads them, so no typed model is needed here.
@@ -327,7 +328,10 @@ pub fn runtime_spec(
                 "effective": caps,
                 "permitted": caps,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+            // No rlimits: like containerd's CRI plugin, containers inherit
+            // the daemon's (k3s runs containerd with LimitNOFILE=1048576).
+            // A fixed value fails where the host's hard limit is lower.
+            "rlimits": [],
             "noNewPrivileges": spec.no_new_privileges,
         },
         "root": {"path": "rootfs", "readonly": spec.read_only_root_fs},
