@@ -85,6 +85,14 @@ impl Env {
         spec
     }
 
+    /// Removes every container rk3s created, as a drained node would; the
+    /// harness cleans containerd, this also drops the pod cgroups.
+    async fn remove_all(&self) {
+        for c in self.runtime.list(&BTreeMap::new()).await.expect("list") {
+            self.runtime.remove(&c.id).await.expect("remove");
+        }
+    }
+
     async fn run_to_exit(&self, spec: &ContainerSpec) -> (ContainerId, i32) {
         let id = self.runtime.create_container(spec).await.expect("create");
         self.runtime.start(&id).await.expect("start");
@@ -129,6 +137,39 @@ fn read_log(path: &Path, want: usize) -> Vec<(String, String, String)> {
             return lines;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The CRI logger is a child of containerd's shim, not of this process
+/// (the agent): logs keep flowing while the agent is down.
+fn assert_logger_outlives_the_agent() {
+    let me = std::process::id();
+    let loggers: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(SHIM_ENV.as_bytes()))
+            })
+        })
+        .collect();
+    assert!(!loggers.is_empty(), "no CRI logger process found");
+    for pid in loggers {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid: u32 = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_ne!(ppid, me, "logger {pid} is the agent's child");
+        let parent = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&parent).contains("containerd-shim"),
+            "logger {pid}'s parent is not a containerd shim: {}",
+            String::from_utf8_lossy(&parent)
+        );
     }
 }
 
@@ -237,6 +278,7 @@ async fn stop_sends_sigterm_then_sigkill() {
     let id = env.runtime.create_container(&spec).await.expect("create");
     env.runtime.start(&id).await.expect("start");
     assert_eq!(log_text(&spec.log_path, 1), "ready");
+    assert_logger_outlives_the_agent();
     let status = env.runtime.status(&id).await.expect("status");
     assert_eq!(status.state, ContainerState::Running);
     assert!(status.pid.is_some_and(|p| p > 0));
@@ -275,6 +317,7 @@ async fn stop_sends_sigterm_then_sigkill() {
         .stop(&id, Duration::from_secs(1))
         .await
         .expect("stop again");
+    env.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,6 +394,7 @@ async fn command_args_and_env_resolve_against_the_image() {
     workdir.working_dir = Some("/etc".into());
     env.run_to_exit(&workdir).await;
     assert_eq!(log_text(&workdir.log_path, 1), "/etc");
+    env.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,6 +431,7 @@ async fn memory_limit_exceeded_reports_oom_killed() {
         } => {}
         other => panic!("expected a plain kill, got {other:?}"),
     }
+    env.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,9 +18,10 @@ use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
-    StartRequest, UpdateContainerRequest, WaitRequest,
+    Container, CreateContainerRequest, CreateRequest as LeaseCreateRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteRequest as LeaseDeleteRequest, DeleteTaskRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest,
+    UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::tonic::{Code, Request, Status};
 use containerd_client::types::v1::Status as ProcessStatus;
@@ -39,6 +40,8 @@ const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 /// How long to wait for the exit after SIGKILL before giving up.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long a lease outlives an agent that died holding it.
+const LEASE_EXPIRY: chrono::Duration = chrono::Duration::minutes(10);
 
 /// A containerd client bound to the `k8s.io` namespace.
 pub struct ContainerdRuntime {
@@ -78,6 +81,44 @@ impl ContainerdRuntime {
             NAMESPACE.parse().expect("namespace is valid ASCII"),
         );
         req
+    }
+
+    /// Like [`Self::request`], inside lease `lease`: what the lease holds is
+    /// safe from containerd's garbage collector until the lease ends.
+    pub(super) fn leased<T>(&self, msg: T, lease: &str) -> Request<T> {
+        let mut req = self.request(msg);
+        if let Ok(value) = lease.parse() {
+            req.metadata_mut().insert("containerd-lease", value);
+        }
+        req
+    }
+
+    /// Starts a lease that expires by itself after [`LEASE_EXPIRY`], in case
+    /// the agent dies before ending it.
+    pub(super) async fn begin_lease(&self, purpose: &str) -> Result<String> {
+        let id = format!("rk3s-{purpose}-{}", uuid::Uuid::new_v4().simple());
+        let expire = (Utc::now() + LEASE_EXPIRY).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let req = LeaseCreateRequest {
+            id: id.clone(),
+            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),
+        };
+        self.client
+            .leases()
+            .create(self.request(req))
+            .await
+            .map_err(|e| self.rpc_error(format!("create lease {id}"), e))?;
+        Ok(id)
+    }
+
+    /// Ends a lease; what it held is now collectable unless referenced.
+    pub(super) async fn end_lease(&self, id: &str) {
+        let req = LeaseDeleteRequest {
+            id: id.to_string(),
+            sync: false,
+        };
+        if let Err(e) = self.client.leases().delete(self.request(req)).await {
+            tracing::warn!(lease = id, error = %e, "failed to delete lease; it expires by itself");
+        }
     }
 
     pub(super) fn rpc_error(&self, op: String, status: Status) -> RuntimeError {
@@ -145,7 +186,13 @@ impl ContainerdRuntime {
         let _ = self.client.snapshots().remove(self.request(req)).await;
     }
 
-    async fn create_inner(&self, spec: &ContainerSpec, image: &ImageInfo, id: &str) -> Result<()> {
+    async fn create_inner(
+        &self,
+        spec: &ContainerSpec,
+        image: &ImageInfo,
+        id: &str,
+        lease: &str,
+    ) -> Result<()> {
         let invalid = |message: String| RuntimeError::Invalid {
             op: format!(
                 "create container {} of pod {}/{}",
@@ -163,7 +210,7 @@ impl ContainerdRuntime {
         };
         self.client
             .snapshots()
-            .prepare(self.request(prepare))
+            .prepare(self.leased(prepare, lease))
             .await
             .map_err(|e| {
                 self.rpc_error(format!("prepare snapshot {id} from {}", image.chain_id), e)
@@ -193,9 +240,12 @@ impl ContainerdRuntime {
         };
         self.client
             .containers()
-            .create(self.request(CreateContainerRequest {
-                container: Some(container),
-            }))
+            .create(self.leased(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                lease,
+            ))
             .await
             .map_err(|e| self.rpc_error(format!("create container {id}"), e))?;
         Ok(())
@@ -294,11 +344,15 @@ impl ContainerRuntime for ContainerdRuntime {
                     what: format!("unpacked image {}", spec.image),
                 })?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        if let Err(e) = self.create_inner(spec, &image, &id).await {
+        // Between Prepare and Containers.Create nothing references the
+        // snapshot: the lease keeps the garbage collector off it.
+        let lease = self.begin_lease("create").await?;
+        let created = self.create_inner(spec, &image, &id, &lease).await;
+        if created.is_err() {
             self.cleanup_failed_create(&id).await;
-            return Err(e);
         }
-        Ok(ContainerId(id))
+        self.end_lease(&lease).await;
+        created.map(|()| ContainerId(id))
     }
 
     async fn start(&self, id: &ContainerId) -> Result<()> {
