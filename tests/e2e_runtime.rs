@@ -49,10 +49,18 @@ struct Env {
 }
 
 impl Env {
+    /// A containerd with `image` imported by `ctr` (independent of the code
+    /// under test).
     async fn start(image: BusyboxImage) -> Self {
+        let env = Self::bare().await;
+        let tar = image.write(env.containerd.scratch()).expect("build image");
+        env.containerd.import(&tar).expect("import image");
+        env
+    }
+
+    /// A containerd without images.
+    async fn bare() -> Self {
         let containerd = Containerd::start().expect("start containerd");
-        let tar = image.write(containerd.scratch()).expect("build image");
-        containerd.import(&tar).expect("import image");
         let shim = containerd.scratch().join("log-shim.sh");
         let exe = std::env::current_exe().expect("test binary path");
         std::fs::write(
@@ -263,6 +271,69 @@ async fn exit_code_logs_and_cleanup() {
         !Path::new("/sys/fs/cgroup/memory/rk3s/pods/uid-exit").exists(),
         "pod cgroup left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_image_through_the_api() {
+    if !require_e2e("import_image_through_the_api") {
+        return;
+    }
+    let env = Env::bare().await;
+    let reference = "docker.io/rk3s/imported:1";
+    let tar = BusyboxImage::new(reference)
+        .cmd(&["echo", "imported"])
+        .write(env.containerd.scratch())
+        .expect("build image");
+    assert!(env
+        .runtime
+        .image_exists(reference)
+        .await
+        .expect("lookup")
+        .is_none());
+    let refs = env.runtime.import_image(&tar.path).await.expect("import");
+    assert_eq!(refs, [reference]);
+    let info = env
+        .runtime
+        .image_exists(reference)
+        .await
+        .expect("lookup")
+        .expect("imported");
+    assert_eq!(info.id, tar.image_id);
+    assert_eq!(
+        info.chain_id, tar.layer_digest,
+        "one layer: chain id = diff id"
+    );
+    assert_eq!(info.config.cmd, ["echo", "imported"]);
+    // Seen by containerd's own tools as an unpacked image.
+    let images = env.containerd.ctr_ok(&["images", "ls", "-q"]).expect("ls");
+    assert!(images.lines().any(|l| l == reference), "{images}");
+    let snapshots = env
+        .containerd
+        .ctr_ok(&["snapshots", "--snapshotter", "overlayfs", "ls"])
+        .expect("ls");
+    assert!(
+        snapshots.contains(&tar.layer_digest) && snapshots.contains("Committed"),
+        "{snapshots}"
+    );
+    // Importing again is a no-op that still succeeds.
+    assert_eq!(
+        env.runtime
+            .import_image(&tar.path)
+            .await
+            .expect("re-import"),
+        [reference]
+    );
+
+    let mut spec = env.spec("uid-import", "run", &[]);
+    spec.image = reference.to_string();
+    let (_, code) = env.run_to_exit(&spec).await;
+    assert_eq!(code, 0);
+    assert_eq!(log_text(&spec.log_path, 1), "imported");
+    env.remove_all().await;
+
+    let bogus = env.containerd.scratch().join("bogus.tar");
+    std::fs::write(&bogus, b"not a tar").expect("write");
+    assert!(env.runtime.import_image(&bogus).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

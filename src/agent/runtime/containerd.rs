@@ -35,7 +35,7 @@ use super::{
 
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-const SNAPSHOTTER: &str = "overlayfs";
+pub(super) const SNAPSHOTTER: &str = "overlayfs";
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 /// How long to wait for the exit after SIGKILL before giving up.
@@ -309,10 +309,7 @@ impl ContainerRuntime for ContainerdRuntime {
     }
 
     async fn import_image(&self, tar_path: &Path) -> Result<Vec<String>> {
-        Err(RuntimeError::Invalid {
-            op: format!("import image {}", tar_path.display()),
-            message: "importing image tars through the API is not implemented yet; use `ctr images import`".into(),
-        })
+        self.import_docker_archive(tar_path).await
     }
 
     async fn image_exists(&self, reference: &str) -> Result<Option<ImageInfo>> {

@@ -22,7 +22,8 @@
 //! Partial:
 //! - `exec` (and attach / port-forward) is not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
-//!   (no OCI-layout tars) and does not pull from registries.
+//!   (no OCI-layout tars); pulling from registries is not here yet (the
+//!   unpack in `import` is the part a pull reuses).
 //! - OOM detection reads the container's cgroup memory events while the task
 //!   still exists (v1 `memory.oom_control`, v2 `memory.events`); a task
 //!   deleted before [`ContainerRuntime::status`] loses that evidence.
@@ -31,6 +32,7 @@ pub mod containerd;
 pub mod cri_log;
 pub mod fake;
 mod image;
+mod import;
 pub mod spec;
 
 use std::collections::BTreeMap;
