@@ -460,11 +460,23 @@ async fn command_args_and_env_resolve_against_the_image() {
     command.run_as_user = Some(65534);
     env.run_to_exit(&command).await;
     assert_eq!(log_text(&command.log_path, 1), "1 pod x /tmp 65534");
-
     let mut workdir = env.spec("uid-cmd", "workdir", &["pwd"]);
     workdir.working_dir = Some("/etc".into());
     env.run_to_exit(&workdir).await;
     assert_eq!(log_text(&workdir.log_path, 1), "/etc");
+    env.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_image_user_resolves_from_the_image() {
+    if !require_e2e("named_image_user_resolves_from_the_image") {
+        return;
+    }
+    let env = Env::start(BusyboxImage::new(DEFAULT_REFERENCE).user("nobody")).await;
+    let spec = env.spec("uid-user", "id", &["sh", "-c", "echo $(id -u):$(id -g)"]);
+    let (_, code) = env.run_to_exit(&spec).await;
+    assert_eq!(code, 0);
+    assert_eq!(log_text(&spec.log_path, 1), "65534:65534");
     env.remove_all().await;
 }
 

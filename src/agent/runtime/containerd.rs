@@ -200,21 +200,30 @@ impl ContainerdRuntime {
             ),
             message,
         };
-        let oci =
-            spec::runtime_spec(spec, &image.config, id).map_err(|e| invalid(e.to_string()))?;
         let prepare = PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: id.to_string(),
             parent: image.chain_id.clone(),
             labels: HashMap::new(),
         };
-        self.client
+        let mounts = self
+            .client
             .snapshots()
             .prepare(self.leased(prepare, lease))
             .await
             .map_err(|e| {
                 self.rpc_error(format!("prepare snapshot {id} from {}", image.chain_id), e)
-            })?;
+            })?
+            .into_inner()
+            .mounts;
+        let mut config = image.config.clone();
+        if !spec::is_numeric_user(&config.user) {
+            let passwd = read_image_file(&mounts, "etc/passwd");
+            let group = read_image_file(&mounts, "etc/group");
+            config.user = spec::numeric_user(&config.user, &passwd, &group)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let oci = spec::runtime_spec(spec, &config, id).map_err(|e| invalid(e.to_string()))?;
 
         let mut container_labels: HashMap<String, String> =
             spec.identity_labels().into_iter().collect();
@@ -250,6 +259,34 @@ impl ContainerdRuntime {
             .map_err(|e| self.rpc_error(format!("create container {id}"), e))?;
         Ok(())
     }
+}
+
+/// A regular file of the image (`rel` without a leading `/`) read from the
+/// snapshot's layer directories, topmost first; empty when absent. Symlinks
+/// are not followed: they would resolve against the host's root.
+fn read_image_file(mounts: &[containerd_client::types::Mount], rel: &str) -> String {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for m in mounts {
+        match m.r#type.as_str() {
+            "overlay" => {
+                for o in &m.options {
+                    if let Some(upper) = o.strip_prefix("upperdir=") {
+                        dirs.insert(0, PathBuf::from(upper));
+                    }
+                    if let Some(lower) = o.strip_prefix("lowerdir=") {
+                        dirs.extend(lower.split(':').map(PathBuf::from));
+                    }
+                }
+            }
+            "bind" => dirs.push(PathBuf::from(&m.source)),
+            _ => {}
+        }
+    }
+    dirs.iter()
+        .map(|d| d.join(rel))
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
 }
 
 fn to_chrono(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {

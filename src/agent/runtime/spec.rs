@@ -109,8 +109,10 @@ pub enum SpecError {
     NoCommand,
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
-    #[error("image user {0:?} is not numeric and runAsUser is not set (named users are not resolved yet)")]
+    #[error("image user {0:?} is not numeric and runAsUser is not set (resolve it with numeric_user first)")]
     NamedUser(String),
+    #[error("image user {0:?} is not in the image's /etc/passwd or /etc/group")]
+    UnknownUser(String),
 }
 
 /// The argv Kubernetes runs: `command` replaces ENTRYPOINT, `args`
@@ -226,6 +228,50 @@ pub fn resolve_user(spec: &ContainerSpec, image: &ImageConfig) -> Result<(u32, u
         gid = g;
     }
     Ok((uid, gid))
+}
+
+/// Whether an image `user` (`uid`, `uid:gid`) needs no lookup.
+pub fn is_numeric_user(user: &str) -> bool {
+    user.is_empty()
+        || user
+            .split(':')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `user[:group]` as `uid:gid`, resolving names with the image's
+/// `/etc/passwd` and `/etc/group`; without a group the user's primary
+/// group applies (0 for a uid the image does not list), as Docker does.
+pub fn numeric_user(user: &str, passwd: &str, group: &str) -> Result<String, SpecError> {
+    let unknown = || SpecError::UnknownUser(user.to_string());
+    let entries = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(':').map(str::to_string).collect())
+            .filter(|f: &Vec<String>| f.len() >= 4)
+            .collect()
+    };
+    let (users, groups) = (entries(passwd), entries(group));
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let row = users.iter().find(|f| f[0] == u || f[2] == u);
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => row.and_then(|f| f[2].parse().ok()).ok_or_else(unknown)?,
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(unknown)?,
+        },
+        None => row.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+    };
+    Ok(format!("{uid}:{gid}"))
 }
 
 /// The cgroup a container runs in (absolute: cgroupfs driver, v1 or v2).
@@ -429,6 +475,29 @@ mod tests {
         );
         spec.run_as_user = Some(7);
         assert_eq!(resolve_user(&spec, &img), Ok((7, 0)));
+    }
+
+    #[test]
+    fn named_users_resolve_with_the_image_files() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nweb:x:101:102::/:/bin/false\n";
+        let group = "root:x:0:\nweb:x:102:\nstaff:x:50:\n";
+        assert!(
+            is_numeric_user("")
+                && is_numeric_user("1:2")
+                && !is_numeric_user("web")
+                && !is_numeric_user("1:staff")
+        );
+        assert_eq!(numeric_user("web", passwd, group), Ok("101:102".into()));
+        assert_eq!(
+            numeric_user("web:staff", passwd, group),
+            Ok("101:50".into())
+        );
+        assert_eq!(numeric_user("101", passwd, group), Ok("101:102".into()));
+        assert_eq!(numeric_user("7:staff", passwd, group), Ok("7:50".into()));
+        assert_eq!(
+            numeric_user("ghost", passwd, group),
+            Err(SpecError::UnknownUser("ghost".into()))
+        );
     }
 
     #[test]
