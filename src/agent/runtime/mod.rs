@@ -31,6 +31,7 @@
 pub mod containerd;
 pub mod cri_log;
 pub mod fake;
+mod host;
 mod image;
 mod import;
 pub mod spec;
