@@ -140,14 +140,24 @@ impl RotatingLog {
 }
 
 /// Copies `input` into `log` as CRI lines until EOF.
+///
+/// A failing log file (disk full, removed directory) never blocks the
+/// container: the input keeps being drained, lines that cannot be written
+/// are dropped, and the first write error is returned at EOF.
 pub fn pump(mut input: impl Read, stream: Stream, log: &Mutex<RotatingLog>) -> io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
+    let first_error: std::cell::RefCell<Option<io::Error>> = Default::default();
     let emit = |text: &[u8], partial: bool| -> io::Result<()> {
         let line = format_line(Utc::now(), stream, partial, text);
-        log.lock()
+        let written = log
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .write_entry(&line)
+            .write_entry(&line);
+        if let Err(e) = written {
+            first_error.borrow_mut().get_or_insert(e);
+        }
+        Ok(())
     };
     loop {
         let n = match input.read(&mut buf) {
@@ -177,7 +187,10 @@ pub fn pump(mut input: impl Read, stream: Stream, log: &Mutex<RotatingLog>) -> i
     if !pending.is_empty() {
         emit(&pending, false)?;
     }
-    Ok(())
+    match first_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The logger process's body: `args` is argv after the program name
@@ -198,11 +211,17 @@ pub fn run_log_shim(args: &[String]) -> io::Result<()> {
             format!("failed to start the log shim: missing `{LOG_SHIM_ARG} <path>`"),
         )
     })?;
-    let log = Arc::new(Mutex::new(RotatingLog::open(
-        &log_path,
-        DEFAULT_MAX_SIZE,
-        DEFAULT_MAX_FILES,
-    )?));
+    // Without a log file the streams are still drained (into /dev/null),
+    // so the container never blocks on a full pipe or dies of SIGPIPE.
+    let opened = RotatingLog::open(&log_path, DEFAULT_MAX_SIZE, DEFAULT_MAX_FILES);
+    let (log, open_error) = match opened {
+        Ok(log) => (log, None),
+        Err(e) => (
+            RotatingLog::open(Path::new("/dev/null"), u64::MAX, 1)?,
+            Some(e),
+        ),
+    };
+    let log = Arc::new(Mutex::new(log));
     // SAFETY: containerd's shim passes exactly these three descriptors as
     // ExtraFiles; each is owned here and nowhere else in this process.
     let (stdout, stderr, ready) = unsafe {
@@ -220,7 +239,13 @@ pub fn run_log_shim(args: &[String]) -> io::Result<()> {
     let err = err_thread
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("stderr logger panicked")));
-    out.and(err)
+    match open_error {
+        Some(e) => Err(io::Error::new(
+            e.kind(),
+            format!("failed to open {}: {e}", log_path.display()),
+        )),
+        None => out.and(err),
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +322,18 @@ mod tests {
         assert_eq!(got[2].2.len(), MAX_LINE);
         assert_eq!(got[3].2, "x".repeat(10));
         assert_eq!(got[4].2, "tail");
+    }
+
+    #[test]
+    fn unwritable_log_still_drains_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let log = Mutex::new(RotatingLog::open(&path, DEFAULT_MAX_SIZE, 5).unwrap());
+        // A read-only handle makes every write fail.
+        log.lock().unwrap().file = File::open(&path).unwrap();
+        let mut input = io::Cursor::new(b"a\nb\nc\n".to_vec());
+        assert!(pump(&mut input, Stream::Stdout, &log).is_err());
+        assert_eq!(input.position(), 6, "input not drained to EOF");
     }
 
     #[test]
