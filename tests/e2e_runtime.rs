@@ -468,6 +468,62 @@ async fn command_args_and_env_resolve_against_the_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_and_mounts_apply() {
+    if !require_e2e("security_context_and_mounts_apply") {
+        return;
+    }
+    let env = Env::start(BusyboxImage::new(DEFAULT_REFERENCE)).await;
+    let data = env.containerd.scratch().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("greeting"), "from the host\n").expect("write");
+
+    let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+        cat /data/greeting; \
+        touch /data/x 2>/dev/null && echo data-writable || echo data-readonly; \
+        touch /x 2>/dev/null && echo root-writable || echo root-readonly; \
+        hostname";
+    let mut spec = env.spec("uid-sec", "locked", &["sh", "-c", script]);
+    spec.cap_drop = vec!["ALL".into()];
+    spec.cap_add = vec!["NET_ADMIN".into()];
+    spec.no_new_privileges = true;
+    spec.read_only_root_fs = true;
+    spec.hostname = "web-0".into();
+    spec.mounts.push(rk3s::agent::runtime::Mount {
+        source: data.clone(),
+        destination: "/data".into(),
+        read_only: true,
+    });
+    let (_, code) = env.run_to_exit(&spec).await;
+    assert_eq!(code, 0);
+    let text = log_text(&spec.log_path, 6);
+    let fields: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // CAP_NET_ADMIN is bit 12 and nothing else is left.
+    assert_eq!(fields[0], ["CapEff:", "0000000000001000"], "{text}");
+    assert_eq!(fields[1], ["NoNewPrivs:", "1"], "{text}");
+    assert_eq!(
+        &text.lines().skip(2).collect::<Vec<_>>(),
+        &["from the host", "data-readonly", "root-readonly", "web-0"]
+    );
+
+    // The defaults: containerd's capability set, a writable root.
+    let spec = env.spec(
+        "uid-sec",
+        "default",
+        &[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; touch /x && echo ok",
+        ],
+    );
+    env.run_to_exit(&spec).await;
+    assert_eq!(log_text(&spec.log_path, 2), "CapEff:\t00000000a80425fb\nok");
+    env.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_image_user_resolves_from_the_image() {
     if !require_e2e("named_image_user_resolves_from_the_image") {
         return;
