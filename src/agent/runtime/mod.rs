@@ -17,13 +17,28 @@
 //!   can always find and remove it.
 //! - Logs are written by a logger process that containerd's shim spawns
 //!   (containerd "binary" stdio, see [`cri_log`]), not by the agent: they keep
-//!   flowing while the agent is down or restarting (fail static).
+//!   flowing while the agent is down or restarting (fail static), and a
+//!   re-adopted container needs nothing reopened. The rk3s binary must hand
+//!   `rk3s _RK3S_LOG_SHIM <path>` to [`cri_log::run_log_shim`] before its
+//!   normal argument parsing.
+//! - Container ids are random (uuid) and cgroups are
+//!   `/rk3s/pods/<pod uid>/<container id>` (absolute: works on cgroup v1
+//!   and v2); `remove` drops the pod level once it is empty.
+//! - Creation holds a containerd lease, so the garbage collector cannot
+//!   take the snapshot between Prepare and Containers.Create.
+//!
+//! The caller provides `/etc/hosts`, `/etc/resolv.conf` and volumes as
+//! [`Mount`]s, and the network namespace as a path.
 //!
 //! Partial:
 //! - `exec` (and attach / port-forward) is not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
 //!   (no OCI-layout tars); pulling from registries is not here yet (the
 //!   unpack in `import` is the part a pull reuses).
+//! - Rotated files are `<path>.1` … `<path>.4`; kubelet names them with a
+//!   timestamp and gzips old ones, which `kubectl logs` never reads anyway.
+//! - Privileged containers get all capabilities and an open device cgroup
+//!   but not the host's `/dev`; no seccomp or AppArmor profile is applied.
 //! - OOM detection reads the container's cgroup memory events while the task
 //!   still exists (v1 `memory.oom_control`, v2 `memory.events`); a task
 //!   deleted before [`ContainerRuntime::status`] loses that evidence.
