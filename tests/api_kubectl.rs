@@ -22,7 +22,7 @@ fn version_and_namespaces() {
 fn configmap_lifecycle() {
     let s = TestServer::start();
     let k = s.kubectl();
-    let out = k.run_with_stdin(&["create", "--validate=false", "-f", "-"], CM);
+    let out = k.run_with_stdin(&["create", "-f", "-"], CM);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let y = k.run_ok(&["get", "cm", "cm1", "-o", "yaml"]);
     assert!(y.contains("a: \"1\""), "{y}");
@@ -42,7 +42,7 @@ fn configmap_lifecycle() {
     assert!(String::from_utf8_lossy(&miss.stderr).contains("Error from server (NotFound): configmaps \"nope\" not found"));
     let stale = serde_json::to_string(&j).unwrap();
     k.run_ok(&["label", "cm", "cm1", "x=y"]);
-    let out = k.run_with_stdin(&["replace", "--validate=false", "-f", "-"], &stale);
+    let out = k.run_with_stdin(&["replace", "-f", "-"], &stale);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Operation cannot be fulfilled on configmaps \"cm1\""), "{err}");
     k.run_ok(&["delete", "cm", "cm1", "--wait"]);
@@ -54,7 +54,7 @@ fn chunked_list() {
     let s = TestServer::start();
     let k = s.kubectl();
     for i in 0..3 {
-        k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &CM.replace("cm1", &format!("c{i}")));
+        k.run_with_stdin(&["create", "-f", "-"], &CM.replace("cm1", &format!("c{i}")));
     }
     let out = k.run_ok(&["get", "cm", "--chunk-size=1", "-o", "name"]);
     assert_eq!(out.lines().count(), 3, "{out}");
@@ -65,7 +65,7 @@ fn finalizer_holds_object() {
     let s = TestServer::start();
     let k = s.kubectl();
     let cm = CM.replace("  labels:", "  finalizers: [\"example.com/hold\"]\n  labels:");
-    assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &cm).status.success());
+    assert!(k.run_with_stdin(&["create", "-f", "-"], &cm).status.success());
     k.run_ok(&["delete", "cm", "cm1", "--wait=false"]);
     let j: serde_json::Value = serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
     assert!(j["metadata"]["deletionTimestamp"].is_string());
@@ -77,10 +77,10 @@ fn finalizer_holds_object() {
 fn watch_sees_changes() {
     let s = TestServer::start();
     let k = s.kubectl();
-    k.run_with_stdin(&["create", "--validate=false", "-f", "-"], CM);
+    k.run_with_stdin(&["create", "-f", "-"], CM);
     let mut child = k.spawn(&["get", "cm", "--watch", "-o", "name"]);
     std::thread::sleep(std::time::Duration::from_secs(2));
-    k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &CM.replace("cm1", "cm2"));
+    k.run_with_stdin(&["create", "-f", "-"], &CM.replace("cm1", "cm2"));
     std::thread::sleep(std::time::Duration::from_secs(2));
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
@@ -91,7 +91,6 @@ fn watch_sees_changes() {
 /// Needs protobuf request bodies (kubectl 1.32 `create <generator>`): passes
 /// once the protobuf decoder is merged.
 #[test]
-#[ignore = "needs the protobuf decoder"]
 fn create_generators() {
     let s = TestServer::start();
     let k = s.kubectl();
@@ -112,19 +111,19 @@ fn patches_collections_and_namespaces() {
     let s = TestServer::start();
     let k = s.kubectl();
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
-    assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], ns).status.success());
+    assert!(k.run_with_stdin(&["create", "-f", "-"], ns).status.success());
     for n in ["a", "b"] {
         let cm = CM.replace("cm1", n).replace("  labels:", "  namespace: team\n  labels:");
-        assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &cm).status.success());
+        assert!(k.run_with_stdin(&["create", "-f", "-"], &cm).status.success());
     }
     k.run_ok(&["-n", "team", "patch", "cm", "a", "--type=json", "-p", r#"[{"op":"replace","path":"/data/a","value":"2"}]"#]);
     assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "a", "-o", "jsonpath={.data.a}"]), "2");
     assert!(k.run_ok(&["get", "cm", "-o", "wide", "-n", "team"]).contains("NAME"));
-    let missing = k.run_with_stdin(&["-n", "nope", "create", "--validate=false", "-f", "-"], CM);
+    let missing = k.run_with_stdin(&["-n", "nope", "create", "-f", "-"], CM);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("namespaces \"nope\" not found"));
     k.run_ok(&["-n", "team", "delete", "cm", "-l", "app=web"]);
     assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "-o", "name"]).trim(), "");
-    assert!(k.run_with_stdin(&["create", "--validate=false", "-f", "-"], &CM.replace("  labels:", "  namespace: team\n  labels:")).status.success());
+    assert!(k.run_with_stdin(&["create", "-f", "-"], &CM.replace("  labels:", "  namespace: team\n  labels:")).status.success());
     k.run_ok(&["delete", "ns", "team", "--timeout=20s"]);
     assert!(!k.run(&["get", "ns", "team"]).status.success());
     let forbidden = k.run(&["delete", "ns", "default"]);
@@ -133,7 +132,6 @@ fn patches_collections_and_namespaces() {
 
 /// `get all` needs the `all` category from apimeta's full registry.
 #[test]
-#[ignore = "needs apimeta's builtin registry (categories)"]
 fn get_all() {
     let s = TestServer::start();
     let out = s.kubectl().run(&["get", "all"]);
@@ -149,7 +147,7 @@ fn generators_via_client_dry_run() {
     let y = k.run_ok(&["create", "configmap", "g", "--from-literal=a=b", "--dry-run=client", "-o", "yaml"]);
     let sec = k.run_ok(&["create", "secret", "generic", "sec", "--from-literal=p=q", "--dry-run=client", "-o", "yaml"]);
     for doc in [&y, &sec] {
-        let out = k.run_with_stdin(&["create", "--validate=false", "-f", "-"], doc);
+        let out = k.run_with_stdin(&["create", "-f", "-"], doc);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(k.run_ok(&["get", "secret", "sec", "-o", "jsonpath={.data.p}"]), "cQ==");

@@ -5,7 +5,7 @@
 //! Map: `server` (bind/serve/shutdown, TLS, health), `rest` (routing and the
 //! verbs), `watch` (watch streams, namespace emptying), `status` (Status
 //! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
-//! (storage layout), `objects` (system metadata), `jsonpatch`, `auth` (the
+//! (storage layout), `objects` (system metadata), `openapi`, `strategic` (patches), `auth` (the
 //! allow-all seam), `testing` (`MemoryStore`). `builtin` (the
 //! built-in kinds), `discovery`, `version`, `table` (what kubectl reads and
 //! prints) and `protobuf` (kubectl's protobuf request bodies).
@@ -19,7 +19,6 @@ pub mod builtin;
 pub mod codec;
 pub mod delete;
 pub mod discovery;
-pub mod jsonpatch;
 pub mod keys;
 pub mod objects;
 pub mod openapi;

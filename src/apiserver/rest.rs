@@ -4,13 +4,13 @@
 //!
 //! Done: get, list (label/field selectors, limit/continue over a snapshot),
 //! create (generateName, uid, creationTimestamp, generation, namespace checks,
-//! dryRun), update (PUT, resourceVersion conflicts, status split), merge patch
-//! (strategic merge falls back to merge patch: PARTIAL, lists are replaced),
+//! dryRun), update (PUT, resourceVersion conflicts, status split), patch (merge,
+//! JSON and strategic merge through `strategic`; apply patch is not served),
 //! delete (preconditions, finalizers, propagationPolicy finalizers), watch
 //! (initial ADDED, selectors on old and new objects, timeoutSeconds, 410).
 //! Also: JSON patch, deletecollection, pod graceful deletion (bound pods wait
 //! for their kubelet), Table renderings, an auth seam (allow-all for now) and
-//! a max-in-flight limiter. Partial: strategic merge = merge patch; DELETE
+//! a max-in-flight limiter. Partial: no server-side apply; DELETE
 //! always returns the object (never a Status); no scale subresource; no
 //! managedFields; events.k8s.io events share core storage without shape
 //! conversion.
@@ -732,59 +732,44 @@ fn update(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
 }
 
 /// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Some(p) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let t = target.as_object_mut().expect("object");
-    for (k, v) in p {
-        if k.starts_with("$setElementOrder/")
-            || k.starts_with("$retainKeys")
-            || k.starts_with("$deleteFromPrimitiveList/")
-            || k == "$patch"
-        {
-            continue;
-        }
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-        }
+/// Turns a patch failure into the Status kube-apiserver answers with: 422
+/// Invalid naming the patch, or 415 for strategic merge on a kind without
+/// patch metadata (custom resources).
+fn patch_error(ctx: &Ctx, e: super::strategic::PatchError) -> ApiStatus {
+    use super::strategic::PatchError;
+    match e {
+        PatchError::Unsupported(_) => ApiStatus::unsupported_media_type(
+            ctx.headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
+        PatchError::Invalid(message) | PatchError::TestFailed(message) => ApiStatus::invalid(
+            &ctx.def.kind,
+            &ctx.def.group,
+            ctx.name.as_deref().unwrap_or_default(),
+            vec![super::status::Cause {
+                reason: "FieldValueInvalid".into(),
+                message,
+                field: "patch".into(),
+            }],
+        ),
     }
 }
 
 fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     use super::codec::BodyType;
+    use super::strategic::{self, TypeKey};
     let kind = codec::body_type(&ctx.headers)?;
     let p = codec::parse_document(body, false)?;
-    if kind == BodyType::JsonPatch {
-        let name = ctx.name.clone().unwrap_or_default();
-        return write_loop(ctx, &|cur| {
-            let mut v = cur.clone();
-            super::jsonpatch::apply(&mut v, &p).map_err(|e| {
-                ApiStatus::invalid(
-                    &ctx.def.kind,
-                    &ctx.def.group,
-                    &name,
-                    vec![super::status::Cause {
-                        reason: "FieldValueInvalid".into(),
-                        message: e,
-                        field: "patch".into(),
-                    }],
-                )
-            })?;
-            if meta_str(&v, "resourceVersion") == meta_str(cur, "resourceVersion") {
-                meta_mut(&mut v).remove("resourceVersion");
-            }
-            Ok(v)
-        });
-    }
+    let type_key = TypeKey {
+        group: &ctx.def.group,
+        version: &ctx.def.version,
+        kind: &ctx.def.kind,
+    };
     match kind {
-        BodyType::MergePatch | BodyType::StrategicMergePatch | BodyType::Json => {}
+        BodyType::MergePatch | BodyType::Json | BodyType::JsonPatch => {}
+        BodyType::StrategicMergePatch if strategic::supports_strategic(&type_key) => {}
         _ => {
             return Err(ApiStatus::unsupported_media_type(
                 ctx.headers
@@ -795,9 +780,18 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
         }
     }
     write_loop(ctx, &|cur| {
-        let mut v = cur.clone();
-        meta_mut(&mut v).remove("resourceVersion");
-        merge_patch(&mut v, &p);
+        let mut v = match kind {
+            BodyType::JsonPatch => strategic::json_patch(cur, &p).map_err(|e| patch_error(ctx, e))?,
+            BodyType::StrategicMergePatch => {
+                strategic::strategic_merge(&type_key, cur, &p).map_err(|e| patch_error(ctx, e))?
+            }
+            _ => strategic::json_merge_patch(cur, &p),
+        };
+        // A patch that leaves resourceVersion as it was is unconditional; one
+        // that sets it is a precondition the write loop checks.
+        if meta_str(&v, "resourceVersion") == meta_str(cur, "resourceVersion") {
+            meta_mut(&mut v).remove("resourceVersion");
+        }
         Ok(v)
     })
 }
@@ -811,18 +805,5 @@ mod tests {
         let t = encode_continue(42, "default/x");
         assert_eq!(decode_continue(&t).unwrap(), (42, "default/x".to_string()));
         assert_eq!(decode_continue("!!").unwrap_err().code, 400);
-    }
-
-    #[test]
-    fn merge_patch_rfc7386() {
-        let mut v = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": [1]});
-        merge_patch(
-            &mut v,
-            &json!({"metadata": {"labels": {"a": null, "c": "3"}}, "spec": [2]}),
-        );
-        assert_eq!(
-            v,
-            json!({"metadata": {"labels": {"b": "2", "c": "3"}}, "spec": [2]})
-        );
     }
 }

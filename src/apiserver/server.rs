@@ -158,7 +158,8 @@ impl ApiServer {
             .route("/livez/{c}", get(health))
             .route("/readyz/{c}", get(health))
             .with_state(state.clone());
-        let router = super::discovery::router(registry)
+        let router = super::discovery::router(registry.clone())
+            .merge(super::openapi::router(registry))
             .merge(health_routes)
             .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));
         Ok(ApiServer {

@@ -1,28 +1,51 @@
-//! `rk3s server`: the control plane of a cluster.
+//! `rk3s server`: the control plane of one node.
 //!
-//! Status: **the API server is not wired in yet.** It lands with issue 3
-//! (`apiserver` and `store`, written separately); the PKI, join endpoints
-//! and controllers come after it. Today [`run`] only prepares the data
-//! directory layout, logs the resolved configuration, tells systemd it is
-//! ready and waits for shutdown. It serves nothing.
+//! [`run`] creates the data-dir layout, opens the SQLite store under
+//! `<data-dir>/server/db/` (Leases and Events kept in memory, see
+//! `crate::store`), serves the Kubernetes API on
+//! `--bind-address:--https-listen-port`, writes the admin kubeconfig to
+//! `--write-kubeconfig`, reports READY to systemd, and drains on shutdown.
 //!
-//! Data directory layout (same shape as k3s's `/var/lib/rancher/k3s`):
-//! - `<data-dir>/server/db`: the datastore (SQLite)
-//! - `<data-dir>/server/tls`: the cluster CAs and serving certificates (0700)
-//! - `<data-dir>/agent`: the embedded agent's state
+//! Partial: the serving certificate is a self-signed one made at start and
+//! the kubeconfig skips TLS verification; there is no authentication yet
+//! (everyone is allowed). The PKI, x509 client certificates and RBAC land
+//! with issue 5; the controllers, scheduler and built-in agent with issues 6
+//! and 7 (`--disable-agent` changes nothing yet).
 
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apiserver::{builtin, ApiServer, ServeOptions};
 use crate::config::ServerConfig;
 use crate::process;
+use crate::store::{SqliteStore, StoreOptions};
+
+/// Keys that change all the time on a healthy cluster and matter little
+/// after a restart: kept in memory by the store so an idle cluster barely
+/// writes to its SD card.
+pub const VOLATILE_PREFIXES: &[&str] = &["/registry/leases.coordination.k8s.io/", "/registry/events/"];
+
+/// How long in-flight requests and watches get to finish after a signal.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("failed to create directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("failed to start the API server: {0}")]
+    Api(#[from] crate::apiserver::ApiError),
+    #[error("failed to write the kubeconfig {path}: {source}")]
+    Kubeconfig {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -41,14 +64,58 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         "starting rk3s server"
     );
     tracing::debug!(config = ?config, "resolved configuration");
-    tracing::warn!("the API server is not wired in yet (issue 3): this server serves nothing");
+    let store_dir = config.data_dir.join("server/db");
+    let options = StoreOptions {
+        volatile_prefixes: VOLATILE_PREFIXES.iter().map(|p| p.to_string()).collect(),
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_dir, options))
+        .await
+        .expect("the store opener does not panic")?;
+    let registry = Arc::new(builtin::builtin_registry());
+    let opts = ServeOptions {
+        bind: std::net::SocketAddr::new(config.bind_address, config.https_listen_port),
+        tls: None,
+        grace: DRAIN_GRACE,
+    };
+    let server = ApiServer::bind(opts, Arc::new(store), registry, shutdown.clone()).await?;
+    let port = server.local_addr().map(|a| a.port()).unwrap_or(config.https_listen_port);
+    write_kubeconfig(&config.write_kubeconfig, config.write_kubeconfig_mode, port)?;
+    tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     process::notify_ready();
-    shutdown.cancelled().await;
+    server.run().await;
     tracing::info!("rk3s server stopped");
     Ok(())
 }
 
-/// Creates the data directory layout; existing directories are kept as they are.
+/// Writes the admin kubeconfig for `https://127.0.0.1:<port>`, atomically and
+/// with the requested mode. Partial until the PKI lands: it skips TLS
+/// verification and carries no credentials.
+pub fn write_kubeconfig(path: &Path, mode: u32, port: u16) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |source| ServerError::Kubeconfig { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let body = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user: {{}}\n"
+    );
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(body.as_bytes()).and_then(|_| f.sync_all()).map_err(fail)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)?;
+    Ok(())
+}
+
 pub fn create_layout(data_dir: &Path) -> Result<(), ServerError> {
     use std::os::unix::fs::DirBuilderExt;
     for (sub, mode) in [

@@ -2,7 +2,7 @@
 //! background thread, 127.0.0.1 on a free port, a temp data dir and a
 //! kubeconfig (`insecure-skip-tls-verify` until the PKI lands).
 //!
-//! The store is chosen in [`make_store`] (one line to switch to SQLite).
+//! The store is chosen in [`make_store`] (the real SQLite store, as `rk3s server` opens it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::kubectl::Kubectl;
 
-fn make_store(_data_dir: &Path) -> Arc<dyn Store> {
-    Arc::new(rk3s::apiserver::testing::MemoryStore::new())
+fn make_store(data_dir: &Path) -> Arc<dyn Store> {
+    let options = rk3s::store::StoreOptions {
+        volatile_prefixes: rk3s::server::VOLATILE_PREFIXES.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    Arc::new(
+        rk3s::store::SqliteStore::open(&data_dir.join("server/db"), options)
+            .expect("failed to open the SQLite store"),
+    )
 }
 
 pub struct TestServer {
