@@ -1,5 +1,5 @@
 //! The stock kubectl against the in-process API server.
-//! `create -f`/`replace -f` pass `--validate=false` until OpenAPI v3 (apimeta) lands.
+//! `create -f`/`replace -f` run with kubectl's default strict validation (OpenAPI v3 is served).
 mod common;
 
 use common::apiserver::TestServer;
