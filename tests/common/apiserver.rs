@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::kubectl::Kubectl;
 
-fn make_store(data_dir: &Path) -> Arc<dyn Store> {
-    let options = rk3s::store::StoreOptions {
+fn make_store(data_dir: &Path, tune: impl FnOnce(&mut rk3s::store::StoreOptions)) -> Arc<dyn Store> {
+    let mut options = rk3s::store::StoreOptions {
         volatile_prefixes: rk3s::server::VOLATILE_PREFIXES.iter().map(|p| p.to_string()).collect(),
         ..Default::default()
     };
+    tune(&mut options);
     Arc::new(
         rk3s::store::SqliteStore::open(&data_dir.join("server/db"), options)
             .expect("failed to open the SQLite store"),
@@ -35,8 +36,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts with store options tuned by the test (e.g. a tiny history).
+    pub fn start_with(tune: impl FnOnce(&mut rk3s::store::StoreOptions)) -> Self {
         let dir = tempfile::tempdir().expect("failed to make a temp dir");
-        let store = make_store(dir.path());
+        let store = make_store(dir.path(), tune);
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
