@@ -439,35 +439,69 @@ fn check_config_prints_one_line_per_item_and_a_summary() {
 }
 
 #[test]
-fn server_prepares_the_data_dir_and_stops_on_sigterm() {
+fn server_serves_the_api_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let kubeconfig = dir.path().join("rk3s.yaml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(RK3S)
-        .args(["server", "--node-name", "t1", "--data-dir"])
+        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1"])
+        .args(["--https-listen-port", &port.to_string()])
+        .arg("--data-dir")
         .arg(&data)
+        .arg("--write-kubeconfig")
+        .arg(&kubeconfig)
         .env("RK3S_CONFIG_FILE", "/dev/null")
         .env_remove("NOTIFY_SOCKET")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Kill the server if an assertion fails before the SIGTERM below.
+    struct KillOnPanic(u32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            }
+        }
+    }
+    let _guard = KillOnPanic(child.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !data.join("agent").is_dir() {
+    while !kubeconfig.is_file() {
         assert!(
             std::time::Instant::now() < deadline,
-            "data dir layout never appeared"
+            "the kubeconfig never appeared"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // The signal handler is installed before the layout is created.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&kubeconfig).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig is private by default");
+    if std::path::Path::new("/usr/bin/kubectl").exists() {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "ns", "-o", "name"])
+            .env("KUBECACHEDIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&out.stdout);
+        assert!(names.contains("namespace/kube-system"), "{names} {}", stderr(&out));
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     for sub in ["server/db", "server/tls", "agent"] {
         assert!(data.join(sub).is_dir(), "{sub}");
     }
+    assert!(data.join("server/db/state.db").is_file());
     let log = stderr(&out);
     assert!(
-        log.contains("not wired in yet") && log.contains("shutting down"),
+        log.contains("API server serving") && log.contains("shutting down"),
         "{log}"
     );
 }

@@ -90,7 +90,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
 
 /// Writes the admin kubeconfig for `https://127.0.0.1:<port>`, atomically and
 /// with the requested mode. Partial until the PKI lands: it skips TLS
-/// verification and carries no credentials.
+/// verification, and its bearer token (random per start, so that kubectl has
+/// a credential and never prompts) is not checked by the server yet.
 pub fn write_kubeconfig(path: &Path, mode: u32, port: u16) -> Result<(), ServerError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -98,8 +99,9 @@ pub fn write_kubeconfig(path: &Path, mode: u32, port: u16) -> Result<(), ServerE
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
+    let token = uuid::Uuid::new_v4().simple().to_string();
     let body = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    token: {token}\n"
     );
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
