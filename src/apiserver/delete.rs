@@ -49,13 +49,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
     }
     let key = ctx.key();
     for _ in 0..10 {
-        let rec = ctx
-            .state
-            .store
-            .get(&key)
-            .map_err(store_err)?
-            .ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
-        let mut cur = objects::from_record(&ctx.def, &rec)?;
+        let (rec, mut cur) = ctx.read_current(&key, &name)?;
         if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
             let have = meta_str(&cur, "uid").unwrap_or("");
             if uid != have {

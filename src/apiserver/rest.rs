@@ -96,6 +96,18 @@ impl Ctx {
     pub(crate) fn target<'a>(&'a self, name: &'a str) -> Target<'a> {
         Target::of(&self.def, name)
     }
+    /// The current record at `key` and its object, or the kind's 404; the
+    /// first step of every read-modify-CAS loop.
+    pub(crate) fn read_current(&self, key: &str, name: &str) -> Result<(crate::store::Record, Value), ApiStatus> {
+        let rec = self
+            .state
+            .store
+            .get(key)
+            .map_err(store_err)?
+            .ok_or_else(|| ApiStatus::not_found(self.target(name)))?;
+        let obj = objects::from_record(&self.def, &rec)?;
+        Ok((rec, obj))
+    }
     pub(crate) fn q(&self, k: &str) -> Option<&str> {
         self.query
             .get(k)
@@ -663,13 +675,7 @@ fn write_loop(
     let name = ctx.name.clone().unwrap_or_default();
     let key = ctx.key();
     for _ in 0..10 {
-        let rec = ctx
-            .state
-            .store
-            .get(&key)
-            .map_err(store_err)?
-            .ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
-        let cur = objects::from_record(&ctx.def, &rec)?;
+        let (rec, cur) = ctx.read_current(&key, &name)?;
         let desired = build(&cur)?;
         let precondition = meta_str(&desired, "resourceVersion").map(String::from);
         if precondition
