@@ -6,6 +6,8 @@
 //! proxy) until shutdown. Today [`run`] returns [`AgentError::NotImplemented`]
 //! so nobody mistakes a silent process for a working node.
 
+pub mod network;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
