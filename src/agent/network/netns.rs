@@ -135,18 +135,19 @@ fn unshare_net() -> io::Result<()> {
 }
 
 fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
-    mount(Some(source), target, libc::MS_BIND)
+    mount(Some(source), target, libc::MS_BIND).map_err(context("bind the namespace onto", target))
 }
 
 /// Makes `dir` a shared mount point, bind-mounting it onto itself first
 /// when it is not a mount point yet (what `ip netns add` does).
 fn make_shared_mount_point(dir: &Path) -> io::Result<()> {
-    match mount(None, dir, libc::MS_SHARED | libc::MS_REC) {
+    let shared = |dir| mount(None, dir, libc::MS_SHARED | libc::MS_REC);
+    match shared(dir) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            mount(Some(dir), dir, libc::MS_BIND | libc::MS_REC)?;
-            mount(None, dir, libc::MS_SHARED | libc::MS_REC)
+            mount(Some(dir), dir, libc::MS_BIND | libc::MS_REC).map_err(context("bind-mount onto itself", dir))?;
+            shared(dir).map_err(context("make a shared mount of", dir))
         }
-        other => other,
+        other => other.map_err(context("make a shared mount of", dir)),
     }
 }
 
@@ -165,13 +166,16 @@ fn mount(source: Option<&Path>, target: &Path, flags: libc::c_ulong) -> io::Resu
         )
     };
     if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("mount {} (flags {flags:#x}): {e}", target.display()),
-        ));
+        // Kept raw (no context added) so callers can match the errno.
+        return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Adds what was being mounted to a mount error.
+fn context<'a>(what: &str, target: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    let what = what.to_string();
+    move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", target.display()))
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
