@@ -256,3 +256,59 @@ async fn ten_concurrent_setups_get_ten_distinct_addresses() {
     assert!(host.reserved_ips().is_empty());
     assert!(std::fs::read_dir(&host.config.netns_dir).unwrap().next().is_none());
 }
+
+/// A namespace "outside the cluster", linked to the test host by a veth
+/// (`192.0.2.1` on the host, `192.0.2.2` outside) and with no route back to
+/// pod addresses: a pod reaches it only if the host masquerades.
+struct Outside {
+    name: String,
+}
+
+impl Outside {
+    fn new(host: &TestHost) -> Self {
+        let name = host.name.replacen("-host-", "-out-", 1);
+        privilege::run(Command::new(tool("ip")).args(["netns", "add", &name])).unwrap();
+        let outside = Self { name };
+        host.sh(&["ip", "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name]);
+        host.sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "upl0"]);
+        host.sh(&["ip", "link", "set", "upl0", "up"]);
+        let path = outside.path();
+        in_ns(&path, &["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"]).unwrap();
+        in_ns(&path, &["ip", "link", "set", "eth0", "up"]).unwrap();
+        in_ns(&path, &["ip", "link", "set", "lo", "up"]).unwrap();
+        outside
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = privilege::run(Command::new(tool("ip")).args(["netns", "del", &self.name]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_traffic_leaving_the_cluster_is_masqueraded() {
+    if !require_e2e("pod_traffic_leaving_the_cluster_is_masqueraded") {
+        return;
+    }
+    let host = TestHost::new();
+    let outside = Outside::new(&host);
+    let net = host.network().await;
+    net.ensure_host().await.unwrap();
+    let pod = net.setup_pod(&uid(), "default/out").await.unwrap();
+    let far = Ipv4Addr::new(192, 0, 2, 2);
+    ping(&pod.netns_path, far).unwrap();
+
+    // Without the rules the outside cannot answer a pod address...
+    host.sh(&["nft", "delete", "table", "ip", "rk3s"]);
+    let args = [privilege::BUSYBOX, "ping", "-c1", "-W1", "192.0.2.2"];
+    assert!(in_ns(&pod.netns_path, &args).is_err(), "reachable without masquerading?");
+    // ...and ensure_host puts them back.
+    net.ensure_host().await.unwrap();
+    ping(&pod.netns_path, far).unwrap();
+    drop(outside);
+}
