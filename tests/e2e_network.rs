@@ -34,7 +34,8 @@ impl TestHost {
         let name = format!("rk3s-t-host-{}-{n}", std::process::id());
         privilege::run(Command::new(tool("ip")).args(["netns", "add", &name])).unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let mut config = NetworkConfig::new("10.42.77.0/24".parse().unwrap(), tmp.path().join("state"));
+        let mut config =
+            NetworkConfig::new("10.42.77.0/24".parse().unwrap(), tmp.path().join("state"));
         config.bridge = format!("rkt{}b{n}", std::process::id() % 100_000);
         config.netns_dir = tmp.path().join("netns");
         config.host_netns = Some(PathBuf::from(format!("/var/run/netns/{name}")));
@@ -123,14 +124,24 @@ fn uid() -> String {
 /// Asserts the pod's namespace has eth0 with its address, MTU and a
 /// default route via the gateway.
 fn assert_pod_interface(info: &PodNetInfo, mtu: u32) {
-    let addr = in_ns(&info.netns_path, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).unwrap();
+    let addr = in_ns(
+        &info.netns_path,
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    )
+    .unwrap();
     assert!(addr.contains(&format!("inet {}/24", info.ip)), "{addr}");
     let link = in_ns(&info.netns_path, &["ip", "-o", "link", "show", "eth0"]).unwrap();
-    assert!(link.contains(&format!("mtu {mtu}")) && link.contains("UP"), "{link}");
+    assert!(
+        link.contains(&format!("mtu {mtu}")) && link.contains("UP"),
+        "{link}"
+    );
     let lo = in_ns(&info.netns_path, &["ip", "-o", "link", "show", "lo"]).unwrap();
     assert!(lo.contains("UP"), "{lo}");
     let route = in_ns(&info.netns_path, &["ip", "-4", "route", "show", "default"]).unwrap();
-    assert!(route.contains(&format!("default via {} dev eth0", info.gateway)), "{route}");
+    assert!(
+        route.contains(&format!("default via {} dev eth0", info.gateway)),
+        "{route}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,14 +156,21 @@ async fn two_pods_are_addressed_routed_reachable_and_torn_down() {
 
     let bridge = host.sh(&["ip", "-4", "-o", "addr", "show", "dev", &host.config.bridge]);
     assert!(bridge.contains("inet 10.42.77.1/24"), "{bridge}");
-    assert_eq!(host.sh(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+    assert_eq!(
+        host.sh(&["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
     let rules = host.sh(&["nft", "list", "table", "ip", "rk3s"]);
     assert!(
         rules.contains("ip saddr 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade"),
         "{rules}"
     );
     assert!(rules.contains("ip saddr 10.42.0.0/16 accept"), "{rules}");
-    assert_eq!(rules.matches("masquerade").count(), 2, "replaced, not appended:\n{rules}");
+    assert_eq!(
+        rules.matches("masquerade").count(),
+        2,
+        "replaced, not appended:\n{rules}"
+    );
 
     let (uid_a, uid_b) = (uid(), uid());
     let a = net.setup_pod(&uid_a, "default/a").await.unwrap();
@@ -163,7 +181,10 @@ async fn two_pods_are_addressed_routed_reachable_and_torn_down() {
     assert_pod_interface(&a, VXLAN_MTU);
     assert_pod_interface(&b, VXLAN_MTU);
     let port = host.sh(&["ip", "-o", "link", "show", &a.veth_host_name]);
-    assert!(port.contains(&format!("master {}", host.config.bridge)), "{port}");
+    assert!(
+        port.contains(&format!("master {}", host.config.bridge)),
+        "{port}"
+    );
 
     ping(&a.netns_path, b.ip).unwrap();
     ping(&b.netns_path, a.ip).unwrap();
@@ -172,7 +193,9 @@ async fn two_pods_are_addressed_routed_reachable_and_torn_down() {
 
     net.teardown_pod(&uid_a).await.unwrap();
     net.teardown_pod(&uid_a).await.unwrap(); // idempotent
-    assert!(host.try_sh(&["ip", "link", "show", &a.veth_host_name]).is_err());
+    assert!(host
+        .try_sh(&["ip", "link", "show", &a.veth_host_name])
+        .is_err());
     assert!(!a.netns_path.exists());
     assert_eq!(host.reserved_ips(), [b.ip.to_string()]);
     ping(&b.netns_path, a.gateway).unwrap();
@@ -205,7 +228,11 @@ async fn restart_recovers_live_pods_and_frees_vanished_ones() {
     let rec = net.recover().await.unwrap();
     assert_eq!(rec.live, [(uid_a.clone(), a.clone())]);
     assert_eq!(rec.released, [(b.ip, uid_b.clone())]);
-    assert!(host.try_sh(&["ip", "link", "show", &b.veth_host_name]).is_err(), "B's veth is gone");
+    assert!(
+        host.try_sh(&["ip", "link", "show", &b.veth_host_name])
+            .is_err(),
+        "B's veth is gone"
+    );
     assert_eq!(host.reserved_ips(), [a.ip.to_string()]);
 
     net.ensure_host().await.unwrap();
@@ -254,7 +281,10 @@ async fn ten_concurrent_setups_get_ten_distinct_addresses() {
         t.await.unwrap();
     }
     assert!(host.reserved_ips().is_empty());
-    assert!(std::fs::read_dir(&host.config.netns_dir).unwrap().next().is_none());
+    assert!(std::fs::read_dir(&host.config.netns_dir)
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 /// A namespace "outside the cluster", linked to the test host by a veth
@@ -269,7 +299,19 @@ impl Outside {
         let name = host.name.replacen("-host-", "-out-", 1);
         privilege::run(Command::new(tool("ip")).args(["netns", "add", &name])).unwrap();
         let outside = Self { name };
-        host.sh(&["ip", "link", "add", "upl0", "type", "veth", "peer", "name", "eth0", "netns", &outside.name]);
+        host.sh(&[
+            "ip",
+            "link",
+            "add",
+            "upl0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &outside.name,
+        ]);
         host.sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "upl0"]);
         host.sh(&["ip", "link", "set", "upl0", "up"]);
         let path = outside.path();
@@ -306,7 +348,10 @@ async fn pod_traffic_leaving_the_cluster_is_masqueraded() {
     // Without the rules the outside cannot answer a pod address...
     host.sh(&["nft", "delete", "table", "ip", "rk3s"]);
     let args = [privilege::BUSYBOX, "ping", "-c1", "-W1", "192.0.2.2"];
-    assert!(in_ns(&pod.netns_path, &args).is_err(), "reachable without masquerading?");
+    assert!(
+        in_ns(&pod.netns_path, &args).is_err(),
+        "reachable without masquerading?"
+    );
     // ...and ensure_host puts them back.
     net.ensure_host().await.unwrap();
     ping(&pod.netns_path, far).unwrap();

@@ -18,14 +18,31 @@ use super::NetworkError;
 /// One call the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetCall {
-    EnsureBridge { name: String, address: Ipv4Net, mtu: u32 },
+    EnsureBridge {
+        name: String,
+        address: Ipv4Net,
+        mtu: u32,
+    },
     EnableIpForwarding,
     CreateNetns(PathBuf),
     DeleteNetns(PathBuf),
-    CreateVeth { host: String, peer: String, mtu: u32 },
-    AttachToBridge { link: String, bridge: String },
-    MoveToNetns { link: String, netns: PathBuf },
-    ConfigurePodInterface { netns: PathBuf, iface: PodInterface },
+    CreateVeth {
+        host: String,
+        peer: String,
+        mtu: u32,
+    },
+    AttachToBridge {
+        link: String,
+        bridge: String,
+    },
+    MoveToNetns {
+        link: String,
+        netns: PathBuf,
+    },
+    ConfigurePodInterface {
+        netns: PathBuf,
+        iface: PodInterface,
+    },
     DeleteLink(String),
 }
 
@@ -87,20 +104,28 @@ impl FakeNetOps {
     pub fn remove_netns_externally(&self, path: &Path) {
         let mut s = self.lock();
         s.netns.remove(path);
-        s.links.retain(|(place, _), _| place.as_deref() != Some(path));
+        s.links
+            .retain(|(place, _), _| place.as_deref() != Some(path));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enter(&self, op: &'static str, call: Option<NetCall>) -> Result<std::sync::MutexGuard<'_, State>, NetworkError> {
+    fn enter(
+        &self,
+        op: &'static str,
+        call: Option<NetCall>,
+    ) -> Result<std::sync::MutexGuard<'_, State>, NetworkError> {
         let mut s = self.lock();
         if let Some(call) = call {
             s.calls.push(call);
         }
         if s.fail_once.remove(op) {
-            return Err(NetworkError::io(format!("{op} (injected)"), io::Error::other("injected failure")));
+            return Err(NetworkError::io(
+                format!("{op} (injected)"),
+                io::Error::other("injected failure"),
+            ));
         }
         Ok(s)
     }
@@ -111,14 +136,25 @@ fn missing(name: &str, place: &Place) -> NetworkError {
         name: name.to_string(),
         place: place
             .as_ref()
-            .map_or("the host namespace".to_string(), |p| p.display().to_string()),
+            .map_or("the host namespace".to_string(), |p| {
+                p.display().to_string()
+            }),
     }
 }
 
 #[async_trait]
 impl NetOps for FakeNetOps {
-    async fn ensure_bridge(&self, name: &str, address: Ipv4Net, mtu: u32) -> Result<(), NetworkError> {
-        let call = NetCall::EnsureBridge { name: name.into(), address, mtu };
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        address: Ipv4Net,
+        mtu: u32,
+    ) -> Result<(), NetworkError> {
+        let call = NetCall::EnsureBridge {
+            name: name.into(),
+            address,
+            mtu,
+        };
         let mut s = self.enter("ensure_bridge", Some(call))?;
         let addrs = s.links.entry((None, name.to_string())).or_default();
         if let Some(other) = addrs.iter().find(|a| **a != address) {
@@ -147,7 +183,8 @@ impl NetOps for FakeNetOps {
                 io::Error::from(io::ErrorKind::AlreadyExists),
             ));
         }
-        s.links.insert((Some(path.to_path_buf()), "lo".into()), Vec::new());
+        s.links
+            .insert((Some(path.to_path_buf()), "lo".into()), Vec::new());
         Ok(())
     }
 
@@ -182,7 +219,11 @@ impl NetOps for FakeNetOps {
     }
 
     async fn create_veth(&self, host: &str, peer: &str, mtu: u32) -> Result<(), NetworkError> {
-        let call = NetCall::CreateVeth { host: host.into(), peer: peer.into(), mtu };
+        let call = NetCall::CreateVeth {
+            host: host.into(),
+            peer: peer.into(),
+            mtu,
+        };
         let mut s = self.enter("create_veth", Some(call))?;
         for name in [host, peer] {
             if s.links.contains_key(&(None, name.to_string())) {
@@ -198,7 +239,10 @@ impl NetOps for FakeNetOps {
     }
 
     async fn attach_to_bridge(&self, link: &str, bridge: &str) -> Result<(), NetworkError> {
-        let call = NetCall::AttachToBridge { link: link.into(), bridge: bridge.into() };
+        let call = NetCall::AttachToBridge {
+            link: link.into(),
+            bridge: bridge.into(),
+        };
         let s = self.enter("attach_to_bridge", Some(call))?;
         for name in [link, bridge] {
             if !s.links.contains_key(&(None, name.to_string())) {
@@ -209,7 +253,10 @@ impl NetOps for FakeNetOps {
     }
 
     async fn move_to_netns(&self, link: &str, netns: &Path) -> Result<(), NetworkError> {
-        let call = NetCall::MoveToNetns { link: link.into(), netns: netns.into() };
+        let call = NetCall::MoveToNetns {
+            link: link.into(),
+            netns: netns.into(),
+        };
         let mut s = self.enter("move_to_netns", Some(call))?;
         if !s.netns.contains(netns) {
             return Err(NetworkError::io(
@@ -217,19 +264,30 @@ impl NetOps for FakeNetOps {
                 io::Error::from(io::ErrorKind::NotFound),
             ));
         }
-        let addrs = s.links.remove(&(None, link.to_string())).ok_or_else(|| missing(link, &None))?;
+        let addrs = s
+            .links
+            .remove(&(None, link.to_string()))
+            .ok_or_else(|| missing(link, &None))?;
         s.links.insert((Some(netns.into()), link.into()), addrs);
         Ok(())
     }
 
-    async fn configure_pod_interface(&self, netns: &Path, iface: &PodInterface) -> Result<(), NetworkError> {
-        let call = NetCall::ConfigurePodInterface { netns: netns.into(), iface: iface.clone() };
+    async fn configure_pod_interface(
+        &self,
+        netns: &Path,
+        iface: &PodInterface,
+    ) -> Result<(), NetworkError> {
+        let call = NetCall::ConfigurePodInterface {
+            netns: netns.into(),
+            iface: iface.clone(),
+        };
         let mut s = self.enter("configure_pod_interface", Some(call))?;
         let place = Some(netns.to_path_buf());
         s.links
             .remove(&(place.clone(), iface.current_name.clone()))
             .ok_or_else(|| missing(&iface.current_name, &place))?;
-        s.links.insert((place, iface.name.clone()), vec![iface.address]);
+        s.links
+            .insert((place, iface.name.clone()), vec![iface.address]);
         Ok(())
     }
 
@@ -242,7 +300,10 @@ impl NetOps for FakeNetOps {
     }
 
     async fn link_exists(&self, name: &str) -> Result<bool, NetworkError> {
-        Ok(self.enter("link_exists", None)?.links.contains_key(&(None, name.to_string())))
+        Ok(self
+            .enter("link_exists", None)?
+            .links
+            .contains_key(&(None, name.to_string())))
     }
 
     async fn delete_link(&self, name: &str) -> Result<bool, NetworkError> {
@@ -264,7 +325,10 @@ impl FakeFirewall {
 
     /// Every script applied, in order.
     pub fn applied(&self) -> Vec<String> {
-        self.applied.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

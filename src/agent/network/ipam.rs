@@ -53,8 +53,12 @@ impl IpAllocator {
             )));
         }
         let dir = state_dir.join("ips");
-        fs::create_dir_all(&dir)
-            .map_err(|e| NetworkError::io(format!("create the IP allocator directory {}", dir.display()), e))?;
+        fs::create_dir_all(&dir).map_err(|e| {
+            NetworkError::io(
+                format!("create the IP allocator directory {}", dir.display()),
+                e,
+            )
+        })?;
         Ok(Self {
             dir,
             subnet,
@@ -94,7 +98,10 @@ impl IpAllocator {
                         .and_then(|()| file.sync_all());
                     if let Err(e) = written {
                         let _ = fs::remove_file(&path);
-                        return Err(NetworkError::io(format!("write the reservation {}", path.display()), e));
+                        return Err(NetworkError::io(
+                            format!("write the reservation {}", path.display()),
+                            e,
+                        ));
                     }
                     // Only a hint for the next search: losing it is harmless.
                     if let Err(e) = fs::write(self.dir.join(LAST_RESERVED), candidate.to_string()) {
@@ -104,7 +111,10 @@ impl IpAllocator {
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
-                    return Err(NetworkError::io(format!("create the reservation {}", path.display()), e))
+                    return Err(NetworkError::io(
+                        format!("create the reservation {}", path.display()),
+                        e,
+                    ))
                 }
             }
         }
@@ -147,11 +157,20 @@ impl IpAllocator {
     }
 
     fn scan(&self) -> Result<Vec<(Ipv4Addr, String)>, NetworkError> {
-        let read_err = |e| NetworkError::io(format!("read the IP allocator directory {}", self.dir.display()), e);
+        let read_err = |e| {
+            NetworkError::io(
+                format!("read the IP allocator directory {}", self.dir.display()),
+                e,
+            )
+        };
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(read_err)? {
             let entry = entry.map_err(read_err)?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else {
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+            else {
                 continue;
             };
             let owner = match fs::read_to_string(entry.path()) {
@@ -179,7 +198,10 @@ impl IpAllocator {
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(NetworkError::io(format!("remove the reservation {}", path.display()), e)),
+            Err(e) => Err(NetworkError::io(
+                format!("remove the reservation {}", path.display()),
+                e,
+            )),
         }
     }
 
@@ -199,7 +221,9 @@ impl IpAllocator {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| NetworkError::io(format!("open the IP allocator lock {}", path.display()), e))?;
+            .map_err(|e| {
+                NetworkError::io(format!("open the IP allocator lock {}", path.display()), e)
+            })?;
         // SAFETY: flock on a valid, owned descriptor; released when `file` closes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(NetworkError::io(
@@ -207,7 +231,10 @@ impl IpAllocator {
                 io::Error::last_os_error(),
             ));
         }
-        Ok(LockGuard { _file: file, _local: local })
+        Ok(LockGuard {
+            _file: file,
+            _local: local,
+        })
     }
 }
 
@@ -268,7 +295,11 @@ mod tests {
         let next = a.reserve("pod-b").unwrap();
         assert_ne!(next, first);
         assert_eq!(next, Ipv4Addr::new(10, 42, 0, 3));
-        assert_eq!(a.release("pod-a").unwrap(), None, "second release is a no-op");
+        assert_eq!(
+            a.release("pod-a").unwrap(),
+            None,
+            "second release is a no-op"
+        );
     }
 
     #[test]
@@ -276,11 +307,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         // /29: .0 network, .1 gateway, .2-.6 pods, .7 broadcast.
         let a = alloc(tmp.path(), "10.42.0.0/29");
-        let got: Vec<_> = (0..5).map(|i| a.reserve(&format!("p{i}")).unwrap()).collect();
+        let got: Vec<_> = (0..5)
+            .map(|i| a.reserve(&format!("p{i}")).unwrap())
+            .collect();
         assert_eq!(got.first(), Some(&Ipv4Addr::new(10, 42, 0, 2)));
         assert_eq!(got.last(), Some(&Ipv4Addr::new(10, 42, 0, 6)));
         let err = a.reserve("p5").unwrap_err();
-        assert!(matches!(err, NetworkError::Exhausted { size: 5, .. }), "{err}");
+        assert!(
+            matches!(err, NetworkError::Exhausted { size: 5, .. }),
+            "{err}"
+        );
         // Free one in the middle: the search wraps past the end to find it.
         a.release("p2").unwrap();
         assert_eq!(a.reserve("p5").unwrap(), Ipv4Addr::new(10, 42, 0, 4));
@@ -294,7 +330,11 @@ mod tests {
         assert_eq!(again.get("pod-a").unwrap(), Some(ip));
         let other = again.reserve("pod-b").unwrap();
         assert_ne!(other, ip);
-        assert_eq!(other, Ipv4Addr::new(10, 42, 0, 3), "round robin continues after a restart");
+        assert_eq!(
+            other,
+            Ipv4Addr::new(10, 42, 0, 3),
+            "round robin continues after a restart"
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Net>, Net
             continue;
         }
         for attr in &m.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = attr
+            {
                 if let Ok(net) = Ipv4Net::new(*ip, m.header.prefix_len) {
                     if !out.contains(&net) {
                         out.push(net);
@@ -113,12 +115,21 @@ async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<Ipv4Net>, Net
 
 #[async_trait]
 impl NetOps for LinuxNetOps {
-    async fn ensure_bridge(&self, name: &str, address: Ipv4Net, mtu: u32) -> Result<(), NetworkError> {
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        address: Ipv4Net,
+        mtu: u32,
+    ) -> Result<(), NetworkError> {
         let h = &self.handle;
         let index = match link_index(h, name).await? {
             Some(index) => index,
             None => {
-                let created = h.link().add(LinkBridge::new(name).mtu(mtu).build()).execute().await;
+                let created = h
+                    .link()
+                    .add(LinkBridge::new(name).mtu(mtu).build())
+                    .execute()
+                    .await;
                 match created {
                     Ok(()) => {}
                     // Another caller won the race: fine, it is the same bridge.
@@ -161,15 +172,15 @@ impl NetOps for LinuxNetOps {
     }
 
     async fn create_netns(&self, path: &Path) -> Result<(), NetworkError> {
-        netns::create(path.to_path_buf())
-            .await
-            .map_err(|e| NetworkError::io(format!("create network namespace {}", path.display()), e))
+        netns::create(path.to_path_buf()).await.map_err(|e| {
+            NetworkError::io(format!("create network namespace {}", path.display()), e)
+        })
     }
 
     async fn delete_netns(&self, path: &Path) -> Result<bool, NetworkError> {
-        netns::delete(path.to_path_buf())
-            .await
-            .map_err(|e| NetworkError::io(format!("delete network namespace {}", path.display()), e))
+        netns::delete(path.to_path_buf()).await.map_err(|e| {
+            NetworkError::io(format!("delete network namespace {}", path.display()), e)
+        })
     }
 
     async fn netns_exists(&self, path: &Path) -> Result<bool, NetworkError> {
@@ -177,7 +188,9 @@ impl NetOps for LinuxNetOps {
     }
 
     async fn list_netns(&self, dir: &Path) -> Result<Vec<String>, NetworkError> {
-        netns::list(dir).map_err(|e| NetworkError::io(format!("list network namespaces in {}", dir.display()), e))
+        netns::list(dir).map_err(|e| {
+            NetworkError::io(format!("list network namespaces in {}", dir.display()), e)
+        })
     }
 
     async fn create_veth(&self, host: &str, peer: &str, mtu: u32) -> Result<(), NetworkError> {
@@ -194,7 +207,11 @@ impl NetOps for LinuxNetOps {
         let bridge_index = require_link(h, bridge, "the host namespace").await?;
         let index = require_link(h, link, "the host namespace").await?;
         h.link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge_index).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge_index)
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("attach {link} to bridge {bridge}")))?;
@@ -213,16 +230,25 @@ impl NetOps for LinuxNetOps {
     async fn move_to_netns(&self, link: &str, netns: &Path) -> Result<(), NetworkError> {
         let h = &self.handle;
         let index = require_link(h, link, "the host namespace").await?;
-        let file = std::fs::File::open(netns)
-            .map_err(|e| NetworkError::io(format!("open network namespace {}", netns.display()), e))?;
+        let file = std::fs::File::open(netns).map_err(|e| {
+            NetworkError::io(format!("open network namespace {}", netns.display()), e)
+        })?;
         h.link()
-            .set(LinkUnspec::new_with_index(index).setns_by_fd(file.as_raw_fd()).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .setns_by_fd(file.as_raw_fd())
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("move {link} into {}", netns.display())))
     }
 
-    async fn configure_pod_interface(&self, netns: &Path, iface: &PodInterface) -> Result<(), NetworkError> {
+    async fn configure_pod_interface(
+        &self,
+        netns: &Path,
+        iface: &PodInterface,
+    ) -> Result<(), NetworkError> {
         let place = netns.display().to_string();
         let h = open_handle(Some(netns.to_path_buf()), &place).await?;
         let lo = require_link(&h, "lo", &place).await?;
@@ -241,13 +267,23 @@ impl NetOps for LinuxNetOps {
             )
             .execute()
             .await
-            .map_err(nl(format!("rename {} to {} in {place}", iface.current_name, iface.name)))?;
+            .map_err(nl(format!(
+                "rename {} to {} in {place}",
+                iface.current_name, iface.name
+            )))?;
         h.address()
-            .add(index, IpAddr::V4(iface.address.addr()), iface.address.prefix_len())
+            .add(
+                index,
+                IpAddr::V4(iface.address.addr()),
+                iface.address.prefix_len(),
+            )
             .replace()
             .execute()
             .await
-            .map_err(nl(format!("add {} to {} in {place}", iface.address, iface.name)))?;
+            .map_err(nl(format!(
+                "add {} to {} in {place}",
+                iface.address, iface.name
+            )))?;
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
@@ -263,7 +299,10 @@ impl NetOps for LinuxNetOps {
             .replace()
             .execute()
             .await
-            .map_err(nl(format!("add the default route via {} in {place}", iface.gateway)))
+            .map_err(nl(format!(
+                "add the default route via {} in {place}",
+                iface.gateway
+            )))
     }
 
     async fn pod_addresses(&self, netns: &Path, link: &str) -> Result<Vec<Ipv4Net>, NetworkError> {
@@ -299,4 +338,3 @@ impl std::fmt::Debug for LinuxNetOps {
             .finish_non_exhaustive()
     }
 }
-

@@ -153,8 +153,17 @@ impl NetworkConfig {
     /// Checks the settings fit together, saying what to fix.
     pub fn validate(&self) -> Result<(), NetworkError> {
         let bad = |m: String| Err(NetworkError::Config(m));
-        if self.bridge.is_empty() || self.bridge.len() > 15 || !self.bridge.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-            return bad(format!("bridge name {:?} must be 1-15 printable characters without '/'", self.bridge));
+        if self.bridge.is_empty()
+            || self.bridge.len() > 15
+            || !self
+                .bridge
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/')
+        {
+            return bad(format!(
+                "bridge name {:?} must be 1-15 printable characters without '/'",
+                self.bridge
+            ));
         }
         if !self.cluster_cidr.contains(&self.pod_cidr) {
             return bad(format!(
@@ -162,7 +171,9 @@ impl NetworkConfig {
                 self.pod_cidr, self.cluster_cidr
             ));
         }
-        if self.service_cidr.contains(&self.cluster_cidr.network()) || self.cluster_cidr.contains(&self.service_cidr.network()) {
+        if self.service_cidr.contains(&self.cluster_cidr.network())
+            || self.cluster_cidr.contains(&self.service_cidr.network())
+        {
             return bad(format!(
                 "the service CIDR {} overlaps the cluster CIDR {}",
                 self.service_cidr, self.cluster_cidr
@@ -212,7 +223,9 @@ pub struct PodNetwork {
 
 impl std::fmt::Debug for PodNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PodNetwork").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("PodNetwork")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +238,11 @@ impl PodNetwork {
     }
 
     /// A pod network over the given kernel and firewall seams.
-    pub fn with_ops(config: NetworkConfig, ops: Arc<dyn NetOps>, firewall: Arc<dyn Firewall>) -> Result<Self, NetworkError> {
+    pub fn with_ops(
+        config: NetworkConfig,
+        ops: Arc<dyn NetOps>,
+        firewall: Arc<dyn Firewall>,
+    ) -> Result<Self, NetworkError> {
         config.validate()?;
         let ipam = IpAllocator::open(&config.state_dir, config.pod_cidr)?;
         Ok(Self {
@@ -251,10 +268,16 @@ impl PodNetwork {
     /// start and whenever the rules may have been flushed.
     pub async fn ensure_host(&self) -> Result<(), NetworkError> {
         self.ops.enable_ip_forwarding().await?;
-        let bridge_addr = Ipv4Net::new(self.gateway(), self.config.pod_cidr.prefix_len()).expect("prefix from a valid net");
-        self.ops.ensure_bridge(&self.config.bridge, bridge_addr, self.config.mtu).await?;
+        let bridge_addr = Ipv4Net::new(self.gateway(), self.config.pod_cidr.prefix_len())
+            .expect("prefix from a valid net");
+        self.ops
+            .ensure_bridge(&self.config.bridge, bridge_addr, self.config.mtu)
+            .await?;
         self.firewall
-            .apply(&nft::ruleset(self.config.pod_cidr, self.config.cluster_cidr))
+            .apply(&nft::ruleset(
+                self.config.pod_cidr,
+                self.config.cluster_cidr,
+            ))
             .await
     }
 
@@ -262,7 +285,11 @@ impl PodNetwork {
     /// `pod_ref` (`namespace/name`) is only for logs. Calling it again for
     /// a pod that is fully set up returns the same result; a half-built
     /// leftover is rebuilt; on failure nothing of the pod is left.
-    pub async fn setup_pod(&self, pod_uid: &str, pod_ref: &str) -> Result<PodNetInfo, NetworkError> {
+    pub async fn setup_pod(
+        &self,
+        pod_uid: &str,
+        pod_ref: &str,
+    ) -> Result<PodNetInfo, NetworkError> {
         validate_uid(pod_uid)?;
         let lock = self.pod_lock(pod_uid);
         let _guard = lock.lock().await;
@@ -332,20 +359,25 @@ impl PodNetwork {
             out.released.push((ip, owner));
         }
         for name in self.ops.list_netns(&self.config.netns_dir).await? {
-            let Some(uid) = name.strip_prefix(NETNS_PREFIX) else { continue };
+            let Some(uid) = name.strip_prefix(NETNS_PREFIX) else {
+                continue;
+            };
             if owners.contains(uid) || !looks_like_pod_uid(uid) {
                 continue;
             }
             self.remove_pod_pieces(uid).await?;
             tracing::info!(netns = %name, "removed a pod namespace that had no address");
-            out.removed_namespaces.push(self.config.netns_dir.join(&name));
+            out.removed_namespaces
+                .push(self.config.netns_dir.join(&name));
         }
         Ok(out)
     }
 
     /// The namespace file of pod `pod_uid`.
     pub fn netns_path(&self, pod_uid: &str) -> PathBuf {
-        self.config.netns_dir.join(format!("{NETNS_PREFIX}{pod_uid}"))
+        self.config
+            .netns_dir
+            .join(format!("{NETNS_PREFIX}{pod_uid}"))
     }
 
     fn info(&self, pod_uid: &str, ip: Ipv4Addr) -> PodNetInfo {
@@ -363,27 +395,40 @@ impl PodNetwork {
     }
 
     async fn is_complete(&self, info: &PodNetInfo) -> Result<bool, NetworkError> {
-        if !self.ops.netns_exists(&info.netns_path).await? || !self.ops.link_exists(&info.veth_host_name).await? {
+        if !self.ops.netns_exists(&info.netns_path).await?
+            || !self.ops.link_exists(&info.veth_host_name).await?
+        {
             return Ok(false);
         }
         let want = Ipv4Net::new(info.ip, self.config.pod_cidr.prefix_len()).expect("valid prefix");
-        Ok(self.ops.pod_addresses(&info.netns_path, POD_IFACE).await?.contains(&want))
+        Ok(self
+            .ops
+            .pod_addresses(&info.netns_path, POD_IFACE)
+            .await?
+            .contains(&want))
     }
 
     async fn build(&self, pod_uid: &str, info: &PodNetInfo) -> Result<(), NetworkError> {
         let peer = peer_temp_name(pod_uid);
         self.ops.create_netns(&info.netns_path).await?;
-        self.ops.create_veth(&info.veth_host_name, &peer, self.config.mtu).await?;
-        self.ops.attach_to_bridge(&info.veth_host_name, &self.config.bridge).await?;
+        self.ops
+            .create_veth(&info.veth_host_name, &peer, self.config.mtu)
+            .await?;
+        self.ops
+            .attach_to_bridge(&info.veth_host_name, &self.config.bridge)
+            .await?;
         self.ops.move_to_netns(&peer, &info.netns_path).await?;
         let iface = PodInterface {
             current_name: peer,
             name: POD_IFACE.to_string(),
-            address: Ipv4Net::new(info.ip, self.config.pod_cidr.prefix_len()).expect("valid prefix"),
+            address: Ipv4Net::new(info.ip, self.config.pod_cidr.prefix_len())
+                .expect("valid prefix"),
             gateway: info.gateway,
             mtu: self.config.mtu,
         };
-        self.ops.configure_pod_interface(&info.netns_path, &iface).await
+        self.ops
+            .configure_pod_interface(&info.netns_path, &iface)
+            .await
     }
 
     /// Deletes whatever exists of the pod's links and namespace.

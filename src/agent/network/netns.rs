@@ -49,7 +49,10 @@ fn enter(path: &Path) -> io::Result<()> {
     // SAFETY: setns on a valid descriptor; affects only this thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("enter {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("enter {}: {e}", path.display()),
+        ));
     }
     Ok(())
 }
@@ -59,14 +62,21 @@ fn enter(path: &Path) -> io::Result<()> {
 /// a shared mount point first.
 pub async fn create(path: PathBuf) -> io::Result<()> {
     run_in(None, move || {
-        let dir = path
-            .parent()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "namespace path has no directory"))?;
+        let dir = path.parent().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "namespace path has no directory",
+            )
+        })?;
         fs::create_dir_all(dir)?;
         make_shared_mount_point(dir)?;
         // The empty file is the mount target; O_EXCL makes creation race-free.
-        OpenOptions::new().write(true).create_new(true).open(&path)?;
-        let bound = unshare_net().and_then(|()| bind_mount(Path::new("/proc/thread-self/ns/net"), &path));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let bound =
+            unshare_net().and_then(|()| bind_mount(Path::new("/proc/thread-self/ns/net"), &path));
         if let Err(e) = bound {
             let _ = fs::remove_file(&path);
             return Err(e);
@@ -129,7 +139,10 @@ fn unshare_net() -> io::Result<()> {
     // SAFETY: affects only this dedicated thread, which ends after the bind.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("unshare the network namespace: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("unshare the network namespace: {e}"),
+        ));
     }
     Ok(())
 }
@@ -144,7 +157,8 @@ fn make_shared_mount_point(dir: &Path) -> io::Result<()> {
     let shared = |dir| mount(None, dir, libc::MS_SHARED | libc::MS_REC);
     match shared(dir) {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            mount(Some(dir), dir, libc::MS_BIND | libc::MS_REC).map_err(context("bind-mount onto itself", dir))?;
+            mount(Some(dir), dir, libc::MS_BIND | libc::MS_REC)
+                .map_err(context("bind-mount onto itself", dir))?;
             shared(dir).map_err(context("make a shared mount of", dir))
         }
         other => other.map_err(context("make a shared mount of", dir)),

@@ -125,24 +125,37 @@ mod tests {
 
     #[test]
     fn ruleset_replaces_the_table_and_masquerades_leaving_pod_traffic() {
-        let script = ruleset("10.42.3.0/24".parse().unwrap(), "10.42.0.0/16".parse().unwrap());
+        let script = ruleset(
+            "10.42.3.0/24".parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+        );
         let lines: Vec<_> = script.lines().map(str::trim).collect();
         assert_eq!(lines[0], "table ip rk3s");
         assert_eq!(lines[1], "delete table ip rk3s");
         assert!(lines.contains(&"ip saddr 10.42.0.0/16 ip daddr 10.42.0.0/16 return"));
-        assert!(lines.contains(&"ip saddr 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random"));
+        assert!(lines
+            .contains(&"ip saddr 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random"));
         assert!(lines.contains(&"ip saddr != 10.42.0.0/16 ip daddr 10.42.3.0/24 return"));
         assert!(lines.contains(&"meta mark & 0x4000 == 0x4000 return"));
         assert!(lines.contains(&"ip saddr 10.42.0.0/16 accept"));
         // Order matters: the cluster-internal return precedes the masquerade.
-        let ret = lines.iter().position(|l| l.ends_with("ip daddr 10.42.0.0/16 return")).unwrap();
-        let masq = lines.iter().position(|l| l.contains("224.0.0.0/4 masquerade")).unwrap();
+        let ret = lines
+            .iter()
+            .position(|l| l.ends_with("ip daddr 10.42.0.0/16 return"))
+            .unwrap();
+        let masq = lines
+            .iter()
+            .position(|l| l.contains("224.0.0.0/4 masquerade"))
+            .unwrap();
         assert!(ret < masq);
     }
 
     #[test]
     fn ruleset_normalises_host_bits() {
-        let script = ruleset("10.42.3.7/24".parse().unwrap(), "10.42.1.1/16".parse().unwrap());
+        let script = ruleset(
+            "10.42.3.7/24".parse().unwrap(),
+            "10.42.1.1/16".parse().unwrap(),
+        );
         assert!(script.contains("ip daddr 10.42.3.0/24 return"));
         assert!(script.contains("ip saddr 10.42.0.0/16 accept"));
     }
@@ -151,7 +164,10 @@ mod tests {
     async fn a_failing_nft_reports_its_stderr() {
         let fw = NftFirewall::new(None).with_binary(PathBuf::from("/bin/sh"));
         // `sh -f -` reads the script from stdin: make it fail loudly.
-        let err = fw.apply("echo 'syntax error, unexpected junk' >&2; exit 1").await.unwrap_err();
+        let err = fw
+            .apply("echo 'syntax error, unexpected junk' >&2; exit 1")
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("syntax error, unexpected junk"), "{msg}");
     }

@@ -37,7 +37,12 @@ pub trait NetOps: Send + Sync {
     /// Creates bridge `name` if missing, makes sure it holds `address`
     /// (failing if it holds another IPv4 address), and brings it up.
     /// Idempotent.
-    async fn ensure_bridge(&self, name: &str, address: Ipv4Net, mtu: u32) -> Result<(), NetworkError>;
+    async fn ensure_bridge(
+        &self,
+        name: &str,
+        address: Ipv4Net,
+        mtu: u32,
+    ) -> Result<(), NetworkError>;
 
     /// Sets `net.ipv4.ip_forward=1` in the host namespace. Idempotent.
     async fn enable_ip_forwarding(&self) -> Result<(), NetworkError>;
@@ -66,7 +71,11 @@ pub trait NetOps: Send + Sync {
 
     /// Inside `netns`: brings `lo` up, renames and addresses the pod
     /// interface, brings it up and adds the default route.
-    async fn configure_pod_interface(&self, netns: &Path, iface: &PodInterface) -> Result<(), NetworkError>;
+    async fn configure_pod_interface(
+        &self,
+        netns: &Path,
+        iface: &PodInterface,
+    ) -> Result<(), NetworkError>;
 
     /// The IPv4 addresses of `link` inside `netns` (empty if the link is
     /// missing).
@@ -79,4 +88,3 @@ pub trait NetOps: Send + Sync {
     /// existed.
     async fn delete_link(&self, name: &str) -> Result<bool, NetworkError>;
 }
-

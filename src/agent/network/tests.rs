@@ -51,11 +51,19 @@ async fn ensure_host_sets_forwarding_bridge_and_rules() {
     };
     assert_eq!(
         e.ops.calls(),
-        [NetCall::EnableIpForwarding, bridge.clone(), NetCall::EnableIpForwarding, bridge]
+        [
+            NetCall::EnableIpForwarding,
+            bridge.clone(),
+            NetCall::EnableIpForwarding,
+            bridge
+        ]
     );
     let applied = e.fw.applied();
     assert_eq!(applied.len(), 2);
-    assert_eq!(applied[0], nft::ruleset(e.config.pod_cidr, e.config.cluster_cidr));
+    assert_eq!(
+        applied[0],
+        nft::ruleset(e.config.pod_cidr, e.config.cluster_cidr)
+    );
     assert!(applied[0].contains("ip saddr 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade"));
 }
 
@@ -188,7 +196,10 @@ async fn recover_keeps_live_pods_and_frees_the_rest() {
     released.sort();
     assert_eq!(
         released,
-        [(b.ip, UID_B.to_string()), ("10.42.7.200".parse().unwrap(), String::new())]
+        [
+            (b.ip, UID_B.to_string()),
+            ("10.42.7.200".parse().unwrap(), String::new())
+        ]
     );
     assert_eq!(rec.removed_namespaces, [orphan]);
     assert!(!e.ops.host_links().contains(&b.veth_host_name));
@@ -225,26 +236,42 @@ async fn concurrent_setups_get_distinct_addresses() {
 async fn bad_input_is_refused_with_a_clear_message() {
     let e = env();
     let err = e.net.setup_pod("../etc", "default/x").await.unwrap_err();
-    assert!(err.to_string().contains("only letters, digits and '-'"), "{err}");
+    assert!(
+        err.to_string().contains("only letters, digits and '-'"),
+        "{err}"
+    );
     assert!(e.ops.calls().is_empty());
 
     let mut config = e.config.clone();
     config.pod_cidr = "10.99.0.0/24".parse().unwrap();
     let err = PodNetwork::with_ops(config, e.ops.clone(), e.fw.clone()).unwrap_err();
-    assert!(err.to_string().contains("not inside the cluster CIDR"), "{err}");
+    assert!(
+        err.to_string().contains("not inside the cluster CIDR"),
+        "{err}"
+    );
 
     let mut config = e.config.clone();
     config.service_cidr = "10.42.128.0/20".parse().unwrap();
-    assert!(config.validate().unwrap_err().to_string().contains("overlaps"));
+    assert!(config
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("overlaps"));
 }
 
 #[tokio::test]
 async fn a_bridge_with_a_foreign_address_is_an_error_that_says_what_to_do() {
     let e = env();
-    e.ops.ensure_bridge("cni0", "10.42.9.1/24".parse().unwrap(), 1450).await.unwrap();
+    e.ops
+        .ensure_bridge("cni0", "10.42.9.1/24".parse().unwrap(), 1450)
+        .await
+        .unwrap();
     let err = e.net.ensure_host().await.unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("ip link del cni0") && msg.contains("10.42.9.1/24"), "{msg}");
+    assert!(
+        msg.contains("ip link del cni0") && msg.contains("10.42.9.1/24"),
+        "{msg}"
+    );
 }
 
 #[test]
