@@ -6,6 +6,7 @@
 //! proxy) until shutdown. Today [`run`] returns [`AgentError::NotImplemented`]
 //! so nobody mistakes a silent process for a working node.
 
+pub mod network;
 pub mod runtime;
 
 use tokio_util::sync::CancellationToken;

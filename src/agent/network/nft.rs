@@ -1,0 +1,174 @@
+//! The node's NAT and forwarding rules, as one nftables table that rk3s
+//! owns (`ip rk3s`) and replaces atomically.
+//!
+//! The rules follow flannel's (`FLANNEL-POSTRTG` and `FLANNEL-FWD`), so the
+//! VXLAN overlay can be added without touching them:
+//! - pod traffic leaving the cluster CIDR is masqueraded (not multicast);
+//! - pod-to-pod traffic inside the cluster CIDR keeps its source address;
+//! - traffic from outside the cluster to *remote* pods is masqueraded, so
+//!   replies come back through this node's overlay address;
+//! - packets the service proxy marked with `0x4000` are left to it.
+//!
+//! Replacement is atomic: the script declares, deletes and redefines the
+//! table in one `nft -f` transaction, so there is no moment without rules
+//! and a rerun never duplicates them.
+//!
+//! Partial: the forward chain's accepts cannot override a `drop` policy in
+//! another table on the same hook (e.g. Docker's `FORWARD` policy): in
+//! nftables every base chain must accept a packet. IPv4 only.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+
+use super::{netns, NetworkError};
+
+/// The nftables table rk3s owns.
+pub const TABLE: &str = "rk3s";
+
+/// The mark kube-proxy (and our service proxy) sets on packets it will
+/// masquerade itself.
+pub const MASQUERADE_MARK: u32 = 0x4000;
+
+/// The firewall boundary: install a complete ruleset.
+#[async_trait]
+pub trait Firewall: Send + Sync {
+    /// Applies `script` (nft syntax) as one transaction.
+    async fn apply(&self, script: &str) -> Result<(), NetworkError>;
+}
+
+/// The node's ruleset for table [`TABLE`], as an `nft -f` script that
+/// replaces any previous version.
+pub fn ruleset(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
+    let cluster = cluster_cidr.trunc();
+    let pods = pod_cidr.trunc();
+    format!(
+        "table ip {TABLE}\n\
+         delete table ip {TABLE}\n\
+         table ip {TABLE} {{\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tmeta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} return\n\
+         \t\tip saddr {cluster} ip daddr {cluster} return\n\
+         \t\tip saddr {cluster} ip daddr != 224.0.0.0/4 masquerade fully-random\n\
+         \t\tip saddr != {cluster} ip daddr {pods} return\n\
+         \t\tip saddr != {cluster} ip daddr {cluster} masquerade fully-random\n\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tip saddr {cluster} accept\n\
+         \t\tip daddr {cluster} accept\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// [`Firewall`] through the `nft` binary, run inside a given network
+/// namespace (the process's own when `None`).
+#[derive(Debug, Clone)]
+pub struct NftFirewall {
+    host_netns: Option<PathBuf>,
+    binary: PathBuf,
+}
+
+impl NftFirewall {
+    pub fn new(host_netns: Option<PathBuf>) -> Self {
+        Self {
+            host_netns,
+            binary: PathBuf::from("nft"),
+        }
+    }
+
+    /// Uses `binary` instead of `nft` from PATH.
+    pub fn with_binary(mut self, binary: PathBuf) -> Self {
+        self.binary = binary;
+        self
+    }
+}
+
+#[async_trait]
+impl Firewall for NftFirewall {
+    async fn apply(&self, script: &str) -> Result<(), NetworkError> {
+        let binary = self.binary.clone();
+        let script = script.to_string();
+        // The child inherits the namespace of the thread that spawns it.
+        let output = netns::run_in(self.host_netns.clone(), move || {
+            let mut child = Command::new(&binary)
+                .args(["-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(script.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .await
+        .map_err(|e| NetworkError::io(format!("run {} -f -", self.binary.display()), e))?;
+        if !output.status.success() {
+            return Err(NetworkError::Nft {
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_replaces_the_table_and_masquerades_leaving_pod_traffic() {
+        let script = ruleset(
+            "10.42.3.0/24".parse().unwrap(),
+            "10.42.0.0/16".parse().unwrap(),
+        );
+        let lines: Vec<_> = script.lines().map(str::trim).collect();
+        assert_eq!(lines[0], "table ip rk3s");
+        assert_eq!(lines[1], "delete table ip rk3s");
+        assert!(lines.contains(&"ip saddr 10.42.0.0/16 ip daddr 10.42.0.0/16 return"));
+        assert!(lines
+            .contains(&"ip saddr 10.42.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random"));
+        assert!(lines.contains(&"ip saddr != 10.42.0.0/16 ip daddr 10.42.3.0/24 return"));
+        assert!(lines.contains(&"meta mark & 0x4000 == 0x4000 return"));
+        assert!(lines.contains(&"ip saddr 10.42.0.0/16 accept"));
+        // Order matters: the cluster-internal return precedes the masquerade.
+        let ret = lines
+            .iter()
+            .position(|l| l.ends_with("ip daddr 10.42.0.0/16 return"))
+            .unwrap();
+        let masq = lines
+            .iter()
+            .position(|l| l.contains("224.0.0.0/4 masquerade"))
+            .unwrap();
+        assert!(ret < masq);
+    }
+
+    #[test]
+    fn ruleset_normalises_host_bits() {
+        let script = ruleset(
+            "10.42.3.7/24".parse().unwrap(),
+            "10.42.1.1/16".parse().unwrap(),
+        );
+        assert!(script.contains("ip daddr 10.42.3.0/24 return"));
+        assert!(script.contains("ip saddr 10.42.0.0/16 accept"));
+    }
+
+    #[tokio::test]
+    async fn a_failing_nft_reports_its_stderr() {
+        let fw = NftFirewall::new(None).with_binary(PathBuf::from("/bin/sh"));
+        // `sh -f -` reads the script from stdin: make it fail loudly.
+        let err = fw
+            .apply("echo 'syntax error, unexpected junk' >&2; exit 1")
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("syntax error, unexpected junk"), "{msg}");
+    }
+}
