@@ -190,6 +190,9 @@ async fn two_pods_are_addressed_routed_reachable_and_torn_down() {
     ping(&b.netns_path, a.ip).unwrap();
     ping(host.config.host_netns.as_ref().unwrap(), a.ip).unwrap();
     ping(&a.netns_path, a.gateway).unwrap();
+    // Asking again for a complete pod returns it untouched.
+    assert_eq!(net.setup_pod(&uid_a, "default/a").await.unwrap(), a);
+    ping(&b.netns_path, a.ip).unwrap();
 
     net.teardown_pod(&uid_a).await.unwrap();
     net.teardown_pod(&uid_a).await.unwrap(); // idempotent

@@ -231,6 +231,8 @@ impl std::fmt::Debug for PodNetwork {
 
 impl PodNetwork {
     /// The real pod network: netlink and `nft` in `config.host_netns`.
+    /// The netlink connection runs as a task on the calling tokio runtime,
+    /// so the network must not outlive that runtime.
     pub async fn new(config: NetworkConfig) -> Result<Self, NetworkError> {
         let ops = LinuxNetOps::connect(config.host_netns.clone()).await?;
         let firewall = NftFirewall::new(config.host_netns.clone());
@@ -336,8 +338,10 @@ impl PodNetwork {
     /// Rebuilds the picture after an agent restart from the allocator and
     /// the namespace files: pods whose namespace lives keep their address;
     /// addresses whose namespace is gone are freed (with any leftover
-    /// veth); pod namespaces with no address are removed. Run it before any
-    /// setup or teardown.
+    /// veth); pod namespaces with no address are removed. A pod whose
+    /// address lies outside the current pod CIDR (the node's CIDR changed)
+    /// loses its network too: its address cannot work on this bridge. Run
+    /// it before any setup or teardown.
     pub async fn recover(&self) -> Result<Recovery, NetworkError> {
         let mut out = Recovery::default();
         let mut owners = std::collections::HashSet::new();

@@ -20,6 +20,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+static SHARED_DIR_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `f` on a dedicated thread that first enters the network namespace
 /// at `netns` (or stays in the process's when `None`), and returns its
 /// result without blocking the async runtime.
@@ -69,7 +71,12 @@ pub async fn create(path: PathBuf) -> io::Result<()> {
             )
         })?;
         fs::create_dir_all(dir)?;
-        make_shared_mount_point(dir)?;
+        {
+            // Serialised: two racing first calls would each bind the
+            // directory onto itself, stacking two mounts.
+            let _once = SHARED_DIR_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            make_shared_mount_point(dir)?;
+        }
         // The empty file is the mount target; O_EXCL makes creation race-free.
         OpenOptions::new()
             .write(true)
