@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use rk3s::store::{ListOptions, SqliteStore, Store, StoreOptions};
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
@@ -45,7 +48,9 @@ fn main() {
     let n = 10_000;
     let t = Instant::now();
     for i in 0..n {
-        store.create(&format!("/registry/pods/default/p{i:05}"), &value).unwrap();
+        store
+            .create(&format!("/registry/pods/default/p{i:05}"), &value)
+            .unwrap();
     }
     let creates_per_s = n as f64 / t.elapsed().as_secs_f64();
     println!("creates/s (sequential, one fsync each): {creates_per_s:.0}");
@@ -60,22 +65,48 @@ fn main() {
     let (get_p50, get_p99) = (pct(&mut gets, 0.5), pct(&mut gets, 0.99));
     println!("get p50 {get_p50:?}, p99 {get_p99:?}");
 
-    let full = ListOptions { prefix: "/registry/pods/".into(), ..Default::default() };
+    let full = ListOptions {
+        prefix: "/registry/pods/".into(),
+        ..Default::default()
+    };
     let t = Instant::now();
     let page = store.list(&full).unwrap();
-    println!("list of {} objects (all, latest): {:?}", page.records.len(), t.elapsed());
-    let paged = ListOptions { limit: Some(500), ..full.clone() };
+    println!(
+        "list of {} objects (all, latest): {:?}",
+        page.records.len(),
+        t.elapsed()
+    );
+    let paged = ListOptions {
+        limit: Some(500),
+        ..full.clone()
+    };
     let t = Instant::now();
     let page = store.list(&paged).unwrap();
-    println!("list first page of 500 at 10k objects (with remaining={}): {:?}", page.remaining, t.elapsed());
-    let at = ListOptions { revision: Some(page.revision), start_after: Some(page.records[499].key.clone()), ..paged };
+    println!(
+        "list first page of 500 at 10k objects (with remaining={}): {:?}",
+        page.remaining,
+        t.elapsed()
+    );
+    let at = ListOptions {
+        revision: Some(page.revision),
+        start_after: Some(page.records[499].key.clone()),
+        ..paged
+    };
     let t = Instant::now();
     store.list(&at).unwrap();
-    println!("list next page of 500 at a past revision (history scan): {:?}", t.elapsed());
-    println!("RSS at 10k objects: {} kB", proc_field("/proc/self/status", "VmRSS:"));
+    println!(
+        "list next page of 500 at a past revision (history scan): {:?}",
+        t.elapsed()
+    );
+    println!(
+        "RSS at 10k objects: {} kB",
+        proc_field("/proc/self/status", "VmRSS:")
+    );
 
     // Watch delivery: time from a write returning to the watcher receiving its event.
-    let mut rx = store.watch("/registry/pods/", store.current_revision()).unwrap();
+    let mut rx = store
+        .watch("/registry/pods/", store.current_revision())
+        .unwrap();
     let receiver = std::thread::spawn(move || {
         let mut seen = Vec::new();
         while let Some(Ok(ev)) = rx.blocking_recv() {
@@ -95,14 +126,27 @@ fn main() {
         std::thread::sleep(Duration::from_micros(200));
     }
     let seen = receiver.join().unwrap();
-    let mut lat: Vec<Duration> = seen.iter().map(|(r, at)| at.saturating_duration_since(returned[r])).collect();
-    println!("watch delivery after the write returned: p50 {:?}, p99 {:?}", pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let mut lat: Vec<Duration> = seen
+        .iter()
+        .map(|(r, at)| at.saturating_duration_since(returned[r]))
+        .collect();
+    println!(
+        "watch delivery after the write returned: p50 {:?}, p99 {:?}",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99)
+    );
 
     let idle = env_num("RK3S_BENCH_IDLE_SECS", 60);
     store.checkpoint().unwrap();
-    let before = (proc_field("/proc/self/io", "write_bytes:"), store.disk_size());
+    let before = (
+        proc_field("/proc/self/io", "write_bytes:"),
+        store.disk_size(),
+    );
     std::thread::sleep(Duration::from_secs(idle));
-    let after = (proc_field("/proc/self/io", "write_bytes:"), store.disk_size());
+    let after = (
+        proc_field("/proc/self/io", "write_bytes:"),
+        store.disk_size(),
+    );
     println!(
         "idle {idle} s with the store open: {} bytes written (/proc/self/io), db+wal {} -> {} bytes",
         after.0 - before.0,
@@ -113,7 +157,14 @@ fn main() {
 
     let churn = env_num("RK3S_BENCH_CHURN", 100_000);
     let dir2 = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir2.path(), StoreOptions { sync: rk3s::store::SyncMode::Normal, ..Default::default() }).unwrap();
+    let s = SqliteStore::open(
+        dir2.path(),
+        StoreOptions {
+            sync: rk3s::store::SyncMode::Normal,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let t = Instant::now();
     for i in 0..churn {
         let key = format!("/registry/pods/default/churn-{i}");
@@ -126,14 +177,28 @@ fn main() {
         s.disk_size()
     );
 
-    let ours = Figures { creates_per_s, get_p50, get_p99 };
+    let ours = Figures {
+        creates_per_s,
+        get_p50,
+        get_p99,
+    };
     match etcd::run(&value) {
         Ok(theirs) => {
             println!("== etcd (Debian etcd-server) over loopback HTTP/JSON gateway, same keys and values ==");
-            println!("puts/s {:.0}, range p50 {:?}, p99 {:?}", theirs.creates_per_s, theirs.get_p50, theirs.get_p99);
+            println!(
+                "puts/s {:.0}, range p50 {:?}, p99 {:?}",
+                theirs.creates_per_s, theirs.get_p50, theirs.get_p99
+            );
             println!("== ratios rk3s in-process / etcd over loopback HTTP (not like for like: etcd pays HTTP+JSON) ==");
-            println!("creates/s x{:.2}", ours.creates_per_s / theirs.creates_per_s);
-            println!("get p50 x{:.3}, p99 x{:.3}", ours.get_p50.as_secs_f64() / theirs.get_p50.as_secs_f64(), ours.get_p99.as_secs_f64() / theirs.get_p99.as_secs_f64());
+            println!(
+                "creates/s x{:.2}",
+                ours.creates_per_s / theirs.creates_per_s
+            );
+            println!(
+                "get p50 x{:.3}, p99 x{:.3}",
+                ours.get_p50.as_secs_f64() / theirs.get_p50.as_secs_f64(),
+                ours.get_p99.as_secs_f64() / theirs.get_p99.as_secs_f64()
+            );
             println!("etcd watch over the gateway: not measured (streaming JSON not driven by this bench)");
         }
         Err(e) => println!("etcd comparison skipped: {e}"),
@@ -146,22 +211,42 @@ mod etcd {
     use std::time::{Duration, Instant};
 
     pub fn run(value: &[u8]) -> Result<Figures, String> {
-        let bin = ["/usr/bin/etcd", "/usr/sbin/etcd"].into_iter().find(|p| std::path::Path::new(p).exists())
+        let bin = ["/usr/bin/etcd", "/usr/sbin/etcd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
             .ok_or("etcd is not installed (apt-get install -y etcd-server)")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = free_port();
         let peer = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let mut child = std::process::Command::new(bin)
-            .args(["--data-dir", &dir.path().display().to_string(), "--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}"), "--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+            .args([
+                "--data-dir",
+                &dir.path().display().to_string(),
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer}"),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("failed to start etcd: {e}"))?;
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let out = rt.block_on(load(&url, value));
         let _ = child.kill();
         let _ = child.wait();
@@ -169,16 +254,25 @@ mod etcd {
     }
 
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     async fn load(url: &str, value: &[u8]) -> Result<Figures, String> {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let client = reqwest::Client::new();
-        let post = |path: &str, body: serde_json::Value| client.post(format!("{url}{path}")).json(&body).send();
+        let post = |path: &str, body: serde_json::Value| {
+            client.post(format!("{url}{path}")).json(&body).send()
+        };
         let start = Instant::now();
         loop {
-            if post("/v3/kv/range", serde_json::json!({"key": b64(b"x")})).await.is_ok_and(|r| r.status().is_success()) {
+            if post("/v3/kv/range", serde_json::json!({"key": b64(b"x")}))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(20) {
@@ -190,7 +284,12 @@ mod etcd {
         let t = Instant::now();
         for i in 0..n {
             let key = format!("/registry/pods/default/p{i:05}");
-            let r = post("/v3/kv/put", serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)})).await.map_err(|e| e.to_string())?;
+            let r = post(
+                "/v3/kv/put",
+                serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             if !r.status().is_success() {
                 return Err(format!("put failed: {}", r.status()));
             }
@@ -201,10 +300,19 @@ mod etcd {
         for i in 0..n {
             let key = format!("/registry/pods/default/p{:05}", (i * 7919) % n);
             let t = Instant::now();
-            let r = post("/v3/kv/range", serde_json::json!({"key": b64(key.as_bytes())})).await.map_err(|e| e.to_string())?;
+            let r = post(
+                "/v3/kv/range",
+                serde_json::json!({"key": b64(key.as_bytes())}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             r.bytes().await.map_err(|e| e.to_string())?;
             gets.push(t.elapsed());
         }
-        Ok(Figures { creates_per_s, get_p50: pct(&mut gets, 0.5), get_p99: pct(&mut gets, 0.99) })
+        Ok(Figures {
+            creates_per_s,
+            get_p50: pct(&mut gets, 0.5),
+            get_p99: pct(&mut gets, 0.99),
+        })
     }
 }

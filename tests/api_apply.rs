@@ -42,29 +42,54 @@ fn apply_create_update_and_noop() {
     let s = TestServer::start();
     let k = s.kubectl();
     let out = k.run_with_stdin(&["apply", "-f", "-"], V1);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web created"));
 
     // Change the image, drop an env var, add a port.
     let v2 = V1
         .replace("busybox:1.36", "busybox:1.37")
         .replace("        - {name: DROP, value: \"2\"}\n", "")
-        .replace("        - containerPort: 80\n", "        - containerPort: 80\n        - containerPort: 443\n");
+        .replace(
+            "        - containerPort: 80\n",
+            "        - containerPort: 80\n        - containerPort: 443\n",
+        );
     let out = k.run_with_stdin(&["apply", "-f", "-"], &v2);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d = deployment(&k);
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "busybox:1.37");
-    let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert_eq!(env, ["KEEP"]);
-    let ports: Vec<i64> = c["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_i64().unwrap()).collect();
+    let ports: Vec<i64> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_i64().unwrap())
+        .collect();
     assert_eq!(ports, [80, 443]);
     assert_eq!(d["metadata"]["generation"], 2);
 
     // The same file again changes nothing.
     let rv = d["metadata"]["resourceVersion"].clone();
     let out = k.run_with_stdin(&["apply", "-f", "-"], &v2);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployment.apps/web unchanged"));
     assert_eq!(deployment(&k)["metadata"]["resourceVersion"], rv);
 }

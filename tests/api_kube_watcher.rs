@@ -14,7 +14,10 @@ use kube::runtime::watcher::{self, Event};
 
 fn configmap(name: &str, value: &str) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         data: Some(BTreeMap::from([("v".to_string(), value.to_string())])),
         ..Default::default()
     }
@@ -37,13 +40,21 @@ async fn watcher_survives_compaction_with_a_relist() {
     let client = kube::Client::try_from(config).unwrap();
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..5 {
-        api.create(&PostParams::default(), &configmap(&format!("early-{i}"), "0")).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &configmap(&format!("early-{i}"), "0"),
+        )
+        .await
+        .unwrap();
     }
 
     let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
     let mut inits = 0;
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+        {
             Some(Ok(Event::Init)) => inits += 1,
             Some(Ok(Event::InitDone)) => break,
             Some(Ok(_)) => {}
@@ -56,10 +67,17 @@ async fn watcher_survives_compaction_with_a_relist() {
     let big = "x".repeat(4096);
     for i in 0..1500 {
         let patch = serde_json::json!({"data": {"v": format!("{i}-{big}")}});
-        api.patch("early-0", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        api.patch("early-0", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     }
     for i in 0..5 {
-        api.create(&PostParams::default(), &configmap(&format!("late-{i}"), "1")).await.unwrap();
+        api.create(
+            &PostParams::default(),
+            &configmap(&format!("late-{i}"), "1"),
+        )
+        .await
+        .unwrap();
     }
 
     // Reading again: the watcher meets 410 Gone, relists, and its view ends
@@ -75,7 +93,12 @@ async fn watcher_survives_compaction_with_a_relist() {
         match item {
             Ok(Event::Init) => inits += 1,
             Ok(Event::InitApply(cm)) | Ok(Event::Apply(cm)) => {
-                let v = cm.data.as_ref().and_then(|d| d.get("v")).cloned().unwrap_or_default();
+                let v = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("v"))
+                    .cloned()
+                    .unwrap_or_default();
                 seen.insert(cm.metadata.name.clone().unwrap(), v);
             }
             Ok(Event::Delete(cm)) => {
@@ -90,10 +113,26 @@ async fn watcher_survives_compaction_with_a_relist() {
             break;
         }
     }
-    assert!(saw_error || inits >= 2, "the watcher never saw the 410 or relisted");
-    assert!(inits >= 2, "the watcher did not relist after 410 Gone (inits: {inits})");
-    for name in (0..5).map(|i| format!("early-{i}")).chain((0..5).map(|i| format!("late-{i}"))) {
-        assert!(seen.contains_key(&name), "{name} missing from the watcher's view: {:?}", seen.keys());
+    assert!(
+        saw_error || inits >= 2,
+        "the watcher never saw the 410 or relisted"
+    );
+    assert!(
+        inits >= 2,
+        "the watcher did not relist after 410 Gone (inits: {inits})"
+    );
+    for name in (0..5)
+        .map(|i| format!("early-{i}"))
+        .chain((0..5).map(|i| format!("late-{i}")))
+    {
+        assert!(
+            seen.contains_key(&name),
+            "{name} missing from the watcher's view: {:?}",
+            seen.keys()
+        );
     }
-    assert!(seen["early-0"].starts_with("1499-"), "the last write is missing");
+    assert!(
+        seen["early-0"].starts_with("1499-"),
+        "the last write is missing"
+    );
 }

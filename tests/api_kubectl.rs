@@ -23,28 +23,57 @@ fn configmap_lifecycle() {
     let s = TestServer::start();
     let k = s.kubectl();
     let out = k.run_with_stdin(&["create", "-f", "-"], CM);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let y = k.run_ok(&["get", "cm", "cm1", "-o", "yaml"]);
     assert!(y.contains("a: \"1\""), "{y}");
     assert!(y.contains("resourceVersion:"), "{y}");
-    let j: serde_json::Value = serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
     assert_eq!(j["metadata"]["labels"]["app"], "web");
-    assert_eq!(k.run_ok(&["get", "cm", "-l", "app=web", "-o", "name"]).trim(), "configmap/cm1");
-    assert_eq!(k.run_ok(&["get", "cm", "-l", "app!=web", "-o", "name"]).trim(), "");
-    assert_eq!(k.run_ok(&["get", "cm", "--field-selector", "metadata.name=cm1", "-o", "name"]).trim(), "configmap/cm1");
+    assert_eq!(
+        k.run_ok(&["get", "cm", "-l", "app=web", "-o", "name"])
+            .trim(),
+        "configmap/cm1"
+    );
+    assert_eq!(
+        k.run_ok(&["get", "cm", "-l", "app!=web", "-o", "name"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        k.run_ok(&[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=cm1",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "configmap/cm1"
+    );
     assert!(k.run_ok(&["get", "cm", "-A"]).contains("cm1"));
     k.run_ok(&["label", "cm", "cm1", "tier=fe"]);
     k.run_ok(&["annotate", "cm", "cm1", "note=hi"]);
-    let j: serde_json::Value = serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
     assert_eq!(j["metadata"]["labels"]["tier"], "fe");
     assert_eq!(j["metadata"]["annotations"]["note"], "hi");
     let miss = k.run(&["get", "cm", "nope"]);
-    assert!(String::from_utf8_lossy(&miss.stderr).contains("Error from server (NotFound): configmaps \"nope\" not found"));
+    assert!(String::from_utf8_lossy(&miss.stderr)
+        .contains("Error from server (NotFound): configmaps \"nope\" not found"));
     let stale = serde_json::to_string(&j).unwrap();
     k.run_ok(&["label", "cm", "cm1", "x=y"]);
     let out = k.run_with_stdin(&["replace", "-f", "-"], &stale);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Operation cannot be fulfilled on configmaps \"cm1\""), "{err}");
+    assert!(
+        err.contains("Operation cannot be fulfilled on configmaps \"cm1\""),
+        "{err}"
+    );
     k.run_ok(&["delete", "cm", "cm1", "--wait"]);
     assert!(!k.run(&["get", "cm", "cm1"]).status.success());
 }
@@ -64,12 +93,26 @@ fn chunked_list() {
 fn finalizer_holds_object() {
     let s = TestServer::start();
     let k = s.kubectl();
-    let cm = CM.replace("  labels:", "  finalizers: [\"example.com/hold\"]\n  labels:");
-    assert!(k.run_with_stdin(&["create", "-f", "-"], &cm).status.success());
+    let cm = CM.replace(
+        "  labels:",
+        "  finalizers: [\"example.com/hold\"]\n  labels:",
+    );
+    assert!(k
+        .run_with_stdin(&["create", "-f", "-"], &cm)
+        .status
+        .success());
     k.run_ok(&["delete", "cm", "cm1", "--wait=false"]);
-    let j: serde_json::Value = serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&k.run_ok(&["get", "cm", "cm1", "-o", "json"])).unwrap();
     assert!(j["metadata"]["deletionTimestamp"].is_string());
-    k.run_ok(&["patch", "cm", "cm1", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+    k.run_ok(&[
+        "patch",
+        "cm",
+        "cm1",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
     assert!(!k.run(&["get", "cm", "cm1"]).status.success());
 }
 
@@ -111,23 +154,56 @@ fn patches_collections_and_namespaces() {
     let s = TestServer::start();
     let k = s.kubectl();
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
-    assert!(k.run_with_stdin(&["create", "-f", "-"], ns).status.success());
+    assert!(k
+        .run_with_stdin(&["create", "-f", "-"], ns)
+        .status
+        .success());
     for n in ["a", "b"] {
-        let cm = CM.replace("cm1", n).replace("  labels:", "  namespace: team\n  labels:");
-        assert!(k.run_with_stdin(&["create", "-f", "-"], &cm).status.success());
+        let cm = CM
+            .replace("cm1", n)
+            .replace("  labels:", "  namespace: team\n  labels:");
+        assert!(k
+            .run_with_stdin(&["create", "-f", "-"], &cm)
+            .status
+            .success());
     }
-    k.run_ok(&["-n", "team", "patch", "cm", "a", "--type=json", "-p", r#"[{"op":"replace","path":"/data/a","value":"2"}]"#]);
-    assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "a", "-o", "jsonpath={.data.a}"]), "2");
-    assert!(k.run_ok(&["get", "cm", "-o", "wide", "-n", "team"]).contains("NAME"));
+    k.run_ok(&[
+        "-n",
+        "team",
+        "patch",
+        "cm",
+        "a",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/data/a","value":"2"}]"#,
+    ]);
+    assert_eq!(
+        k.run_ok(&["-n", "team", "get", "cm", "a", "-o", "jsonpath={.data.a}"]),
+        "2"
+    );
+    assert!(k
+        .run_ok(&["get", "cm", "-o", "wide", "-n", "team"])
+        .contains("NAME"));
     let missing = k.run_with_stdin(&["-n", "nope", "create", "-f", "-"], CM);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("namespaces \"nope\" not found"));
     k.run_ok(&["-n", "team", "delete", "cm", "-l", "app=web"]);
-    assert_eq!(k.run_ok(&["-n", "team", "get", "cm", "-o", "name"]).trim(), "");
-    assert!(k.run_with_stdin(&["create", "-f", "-"], &CM.replace("  labels:", "  namespace: team\n  labels:")).status.success());
+    assert_eq!(
+        k.run_ok(&["-n", "team", "get", "cm", "-o", "name"]).trim(),
+        ""
+    );
+    assert!(k
+        .run_with_stdin(
+            &["create", "-f", "-"],
+            &CM.replace("  labels:", "  namespace: team\n  labels:")
+        )
+        .status
+        .success());
     k.run_ok(&["delete", "ns", "team", "--timeout=20s"]);
     assert!(!k.run(&["get", "ns", "team"]).status.success());
     let forbidden = k.run(&["delete", "ns", "default"]);
-    assert!(String::from_utf8_lossy(&forbidden.stderr).contains("this namespace may not be deleted"));
+    assert!(
+        String::from_utf8_lossy(&forbidden.stderr).contains("this namespace may not be deleted")
+    );
 }
 
 /// `get all` needs the `all` category from apimeta's full registry.
@@ -135,7 +211,11 @@ fn patches_collections_and_namespaces() {
 fn get_all() {
     let s = TestServer::start();
     let out = s.kubectl().run(&["get", "all"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Generator commands through the client-side dry run, which avoids the
@@ -144,12 +224,39 @@ fn get_all() {
 fn generators_via_client_dry_run() {
     let s = TestServer::start();
     let k = s.kubectl();
-    let y = k.run_ok(&["create", "configmap", "g", "--from-literal=a=b", "--dry-run=client", "-o", "yaml"]);
-    let sec = k.run_ok(&["create", "secret", "generic", "sec", "--from-literal=p=q", "--dry-run=client", "-o", "yaml"]);
+    let y = k.run_ok(&[
+        "create",
+        "configmap",
+        "g",
+        "--from-literal=a=b",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let sec = k.run_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=p=q",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
     for doc in [&y, &sec] {
         let out = k.run_with_stdin(&["create", "-f", "-"], doc);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!(k.run_ok(&["get", "secret", "sec", "-o", "jsonpath={.data.p}"]), "cQ==");
-    assert_eq!(k.run_ok(&["get", "cm", "g", "-o", "jsonpath={.data.a}"]), "b");
+    assert_eq!(
+        k.run_ok(&["get", "secret", "sec", "-o", "jsonpath={.data.p}"]),
+        "cQ=="
+    );
+    assert_eq!(
+        k.run_ok(&["get", "cm", "g", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
 }

@@ -220,7 +220,7 @@ fn agent_run_says_it_is_not_implemented() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("the node agent is not implemented yet"),
+        stderr(&o).contains("joining is not implemented yet"),
         "{}",
         stderr(&o)
     );
@@ -490,7 +490,11 @@ fn server_serves_the_api_and_stops_on_sigterm() {
             .output()
             .unwrap();
         let names = String::from_utf8_lossy(&out.stdout);
-        assert!(names.contains("namespace/kube-system"), "{names} {}", stderr(&out));
+        assert!(
+            names.contains("namespace/kube-system"),
+            "{names} {}",
+            stderr(&out)
+        );
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();

@@ -21,7 +21,12 @@ fn def(group: &str, kind: &str, plural: &str) -> ResourceDef {
         categories: vec![],
         namespaced: true,
         subresources: vec!["status".into()],
-        verbs: ["create", "delete", "get", "list", "patch", "update", "watch"].iter().map(|s| s.to_string()).collect(),
+        verbs: [
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         columns: vec![],
     }
 }
@@ -53,7 +58,12 @@ async fn serve() -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_explain_walks_the_schemas() {
-    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
         eprintln!("kubectl not installed: skipped");
         return;
     }
@@ -62,7 +72,12 @@ async fn kubectl_explain_walks_the_schemas() {
     let out = tokio::process::Command::new("kubectl")
         .env("HOME", home.path())
         .env("KUBECONFIG", home.path().join("none"))
-        .args(["--server", &server, "explain", "deployment.spec.template.spec.containers"])
+        .args([
+            "--server",
+            &server,
+            "explain",
+            "deployment.spec.template.spec.containers",
+        ])
         .output()
         .await
         .unwrap();
@@ -70,7 +85,10 @@ async fn kubectl_explain_walks_the_schemas() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "kubectl failed: {stderr}\n{stdout}");
     assert!(stdout.contains("KIND:       Deployment"), "{stdout}");
-    assert!(stdout.contains("FIELD: containers <[]Container>"), "{stdout}");
+    assert!(
+        stdout.contains("FIELD: containers <[]Container>"),
+        "{stdout}"
+    );
     assert!(stdout.contains("image\t<string>"), "{stdout}");
 }
 
@@ -80,7 +98,12 @@ async fn kubectl_explain_walks_the_schemas() {
 /// server (which, here, serves no REST handlers).
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_apply_passes_the_field_validation_probe() {
-    if std::process::Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
         eprintln!("kubectl not installed: skipped");
         return;
     }
@@ -102,7 +125,13 @@ async fn kubectl_apply_passes_the_field_validation_probe() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("error validating"), "{stderr}");
-    assert!(!stderr.contains("openapi") && !stderr.contains("unknown field"), "{stderr}");
-    assert!(stderr.contains("error when creating") && stderr.contains("post deployments.apps"), "{stderr}");
+    assert!(
+        !stderr.contains("openapi") && !stderr.contains("unknown field"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error when creating") && stderr.contains("post deployments.apps"),
+        "{stderr}"
+    );
     eprintln!("kubectl apply (no REST handlers here): {stderr}");
 }

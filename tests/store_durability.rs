@@ -12,7 +12,12 @@ use rk3s::store::{ListOptions, SqliteStore, Store, StoreError, StoreOptions};
 const CHILD_ENV: &str = "RK3S_STORE_CHILD";
 
 fn all(s: &SqliteStore, prefix: &str) -> Vec<rk3s::store::Record> {
-    s.list(&ListOptions { prefix: prefix.into(), ..Default::default() }).unwrap().records
+    s.list(&ListOptions {
+        prefix: prefix.into(),
+        ..Default::default()
+    })
+    .unwrap()
+    .records
 }
 
 /// The writer half of `kill_9_loses_nothing_acknowledged`: it only runs when re-executed
@@ -20,13 +25,16 @@ fn all(s: &SqliteStore, prefix: &str) -> Vec<rk3s::store::Record> {
 /// after each pair has returned.
 #[test]
 fn child_writer() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let s = SqliteStore::open(Path::new(&dir), StoreOptions::default()).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 0.. {
         let key = format!("/k/{i:06}");
         let r = s.create(&key, format!("v{i}").as_bytes()).unwrap();
-        s.update(&key, format!("u{i}").as_bytes(), r.mod_revision).unwrap();
+        s.update(&key, format!("u{i}").as_bytes(), r.mod_revision)
+            .unwrap();
         writeln!(out, "ACK {i}").unwrap();
         out.flush().unwrap();
     }
@@ -71,10 +79,17 @@ fn kill_9_loses_nothing_acknowledged() {
         let records = all(&s, "/k/");
         // Every acknowledged pair is there, fully; at most the one in flight besides.
         for i in 0..=last {
-            let r = s.get(&format!("/k/{i:06}")).unwrap().unwrap_or_else(|| panic!("acked key {i} lost"));
+            let r = s
+                .get(&format!("/k/{i:06}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("acked key {i} lost"));
             assert_eq!(r.value, format!("u{i}").as_bytes());
         }
-        assert!(records.len() == last + 1 || records.len() == last + 2, "{} keys after ack {last}", records.len());
+        assert!(
+            records.len() == last + 1 || records.len() == last + 2,
+            "{} keys after ack {last}",
+            records.len()
+        );
         if records.len() == last + 2 {
             let extra = &records[last + 1];
             assert_eq!(extra.key, format!("/k/{:06}", last + 1));
@@ -113,7 +128,11 @@ fn racing_cas_updates_have_one_winner_per_round() {
                     barrier.wait();
                     let n: i64 = String::from_utf8(base.value).unwrap().parse().unwrap();
                     assert_eq!(n, round);
-                    match s.update("/counter", (n + 1).to_string().as_bytes(), base.mod_revision) {
+                    match s.update(
+                        "/counter",
+                        (n + 1).to_string().as_bytes(),
+                        base.mod_revision,
+                    ) {
                         Ok(_) => {
                             wins.fetch_add(1, Ordering::SeqCst);
                         }
@@ -121,7 +140,11 @@ fn racing_cas_updates_have_one_winner_per_round() {
                         Err(e) => panic!("thread {t}: {e}"),
                     }
                     barrier.wait();
-                    assert_eq!(wins.load(Ordering::SeqCst) as i64, round + 1, "one winner per round");
+                    assert_eq!(
+                        wins.load(Ordering::SeqCst) as i64,
+                        round + 1,
+                        "one winner per round"
+                    );
                     barrier.wait();
                 }
             })
@@ -146,14 +169,29 @@ fn compaction_survives_reopen() {
         let s = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
         let mut r = s.create("/a", b"0").unwrap().mod_revision;
         for i in 1..20 {
-            r = s.update("/a", i.to_string().as_bytes(), r).unwrap().mod_revision;
+            r = s
+                .update("/a", i.to_string().as_bytes(), r)
+                .unwrap()
+                .mod_revision;
         }
         s.compact(15).unwrap();
     }
     let s = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(s.compacted_revision(), 15);
-    assert!(matches!(s.watch("/", 10), Err(StoreError::Compacted { requested: 10, compacted: 15 })));
-    let at = s.list(&ListOptions { prefix: "/".into(), revision: Some(15), ..Default::default() }).unwrap();
+    assert!(matches!(
+        s.watch("/", 10),
+        Err(StoreError::Compacted {
+            requested: 10,
+            compacted: 15
+        })
+    ));
+    let at = s
+        .list(&ListOptions {
+            prefix: "/".into(),
+            revision: Some(15),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(at.records[0].value, b"14");
     let mut rx = s.watch("/", 15).unwrap();
     let mut n = 0;
@@ -172,7 +210,10 @@ fn churn_leaves_a_small_file() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let n: usize = std::env::var("RK3S_CHURN_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("RK3S_CHURN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path(), StoreOptions::default()).unwrap();
     let value = vec![b'x'; 512];

@@ -1,29 +1,53 @@
-//! `rk3s agent`: a worker node that joins a server.
+//! `rk3s agent`: a worker node that joins a server, and the node half of
+//! `rk3s server` (its built-in agent).
 //!
-//! Status: **not implemented yet.** Planned: fetch the cluster CA with the
-//! token (k3s join flow), obtain kubelet credentials, then run the node
-//! agent (kubelet-equivalent over containerd's CRI, pod networking, service
-//! proxy) until shutdown. Today [`run`] returns [`AgentError::NotImplemented`]
-//! so nobody mistakes a silent process for a working node.
+//! [`run`] is the standalone agent: [`join::join`] turns `--server` and
+//! `--token` into kubelet credentials (k3s's join flow), then
+//! [`kubelet::run`] runs the node until shutdown. The server's built-in
+//! agent gets its credentials straight from the PKI and calls
+//! [`kubelet::run`] itself.
+//!
+//! Map: `join` (CA pinning, node password, kubelet certificates),
+//! `kubelet` (registration, lease, pod sync), `runtime` (containerd),
+//! `network` (pod network on one node).
 
+pub mod join;
+pub mod kubelet;
 pub mod network;
 pub mod runtime;
+
+use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 
+/// What a node needs to talk to the API server as `system:node:<name>`.
+#[derive(Clone, Debug)]
+pub struct NodeCredentials {
+    pub node_name: String,
+    /// A kubeconfig with the server URL, the server CA and the kubelet
+    /// client certificate (CN `system:node:<name>`, O `system:nodes`).
+    pub kubeconfig: PathBuf,
+    /// The kubelet serving certificate and key (PEM files).
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+}
+
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("the node agent is not implemented yet: `rk3s agent` cannot join {server} (planned: join flow, kubelet, pod networking)")]
-    NotImplemented { server: String },
+    #[error(transparent)]
+    Join(#[from] join::JoinError),
+    #[error(transparent)]
+    Kubelet(#[from] kubelet::KubeletError),
 }
 
-/// Runs the agent until `shutdown` is cancelled.
-pub async fn run(config: AgentConfig, _shutdown: CancellationToken) -> Result<(), AgentError> {
+/// Runs the standalone agent until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     tracing::debug!(config = ?config, "resolved configuration");
-    Err(AgentError::NotImplemented {
-        server: config.server.to_string(),
-    })
+    let creds = join::join(&config, &shutdown).await?;
+    let opts = kubelet::KubeletOptions::for_agent(&config, creds);
+    kubelet::run(opts, shutdown).await?;
+    Ok(())
 }

@@ -1,19 +1,52 @@
-//! The authentication and authorization seam. PARTIAL: only the allow-all
-//! implementations exist; the PKI/token helpers plug real ones in through
-//! `AppState` without touching the handlers.
+//! The authentication and authorization seam. The real implementations
+//! live in `crate::auth` and are handed to the server in `ServeOptions`;
+//! [`AllowAll`] is the test/bootstrap stand-in.
+
+use std::collections::BTreeMap;
 
 use http::HeaderMap;
+use rustls::pki_types::CertificateDer;
 
-/// Who made a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who made a request (Kubernetes' `user.Info`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
+    pub uid: String,
     pub groups: Vec<String>,
+    /// e.g. `authentication.kubernetes.io/pod-name` for bound SA tokens.
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// The client certificate chain the TLS handshake verified, put into every
+/// request's extensions by the server (absent when none was presented).
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub std::sync::Arc<Vec<CertificateDer<'static>>>);
+
+/// What an authenticator sees of a request.
+pub struct AuthnRequest<'a> {
+    pub headers: &'a HeaderMap,
+    /// The verified client certificate chain, leaf first.
+    pub peer_certificates: Option<&'a [CertificateDer<'static>]>,
+}
+
+/// The outcome of authenticating one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authn {
+    /// Credentials were presented and are good.
+    User(UserInfo),
+    /// No credentials at all (anonymous).
+    Anonymous,
+    /// Credentials were presented and are bad: always a 401.
+    Invalid(String),
 }
 
 /// What a request wants to do, as RBAC sees it.
 #[derive(Clone, Debug)]
 pub struct Attributes<'a> {
+    /// `false` for non-resource URLs (`/api`, `/version`, `/openapi/v3`…),
+    /// which RBAC matches by `path` against `nonResourceURLs`.
+    pub resource_request: bool,
+    pub path: &'a str,
     pub verb: &'a str,
     pub group: &'a str,
     pub resource: &'a str,
@@ -23,8 +56,7 @@ pub struct Attributes<'a> {
 }
 
 pub trait Authenticator: Send + Sync {
-    /// `None` is a 401.
-    fn authenticate(&self, headers: &HeaderMap) -> Option<UserInfo>;
+    fn authenticate(&self, req: &AuthnRequest<'_>) -> Authn;
 }
 
 pub trait Authorizer: Send + Sync {
@@ -35,10 +67,11 @@ pub trait Authorizer: Send + Sync {
 pub struct AllowAll;
 
 impl Authenticator for AllowAll {
-    fn authenticate(&self, _headers: &HeaderMap) -> Option<UserInfo> {
-        Some(UserInfo {
+    fn authenticate(&self, _req: &AuthnRequest<'_>) -> Authn {
+        Authn::User(UserInfo {
             name: "system:admin".into(),
-            groups: vec!["system:masters".into()],
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
         })
     }
 }
@@ -79,9 +112,11 @@ mod tests {
     fn forbidden_wording() {
         let u = UserInfo {
             name: "bob".into(),
-            groups: vec![],
+            ..Default::default()
         };
         let a = Attributes {
+            resource_request: true,
+            path: "/api/v1/namespaces/d/pods/x",
             verb: "get",
             group: "",
             resource: "pods",

@@ -14,6 +14,7 @@
 //! object gets `metadata.resourceVersion` = its record's `mod_revision`.
 //! Partial (see each module): no authentication, strategic merge patch is
 //! merge patch, no scale subresource, no managedFields, no apply patch.
+pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
@@ -29,6 +30,8 @@ pub mod selectors;
 pub mod server;
 pub mod status;
 pub mod strategic;
+pub mod streaming;
+pub mod subresources;
 pub mod table;
 pub mod testing;
 pub mod version;

@@ -84,7 +84,10 @@ impl Registry {
         let def = Arc::new(def);
         let gvr = (def.group.clone(), def.version.clone(), def.plural.clone());
         let mut defs = self.defs.write().expect("registry lock");
-        defs.retain(|d| (d.group.as_str(), d.version.as_str(), d.plural.as_str()) != (gvr.0.as_str(), gvr.1.as_str(), gvr.2.as_str()));
+        defs.retain(|d| {
+            (d.group.as_str(), d.version.as_str(), d.plural.as_str())
+                != (gvr.0.as_str(), gvr.1.as_str(), gvr.2.as_str())
+        });
         defs.push(def.clone());
         self.by_gvr.write().expect("registry lock").insert(gvr, def);
     }
@@ -95,10 +98,11 @@ impl Registry {
             .write()
             .expect("registry lock")
             .retain(|d| !(d.group == group && d.version == version && d.plural == plural));
-        self.by_gvr
-            .write()
-            .expect("registry lock")
-            .remove(&(group.to_string(), version.to_string(), plural.to_string()));
+        self.by_gvr.write().expect("registry lock").remove(&(
+            group.to_string(),
+            version.to_string(),
+            plural.to_string(),
+        ));
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {

@@ -42,6 +42,8 @@ pub struct AppState {
     pub authorizer: Arc<dyn super::auth::Authorizer>,
     /// The max-in-flight limit for non-watch requests (429 when exhausted).
     pub inflight: Arc<tokio::sync::Semaphore>,
+    /// Plug-ins every create and update passes through (see `admission`).
+    pub admission: super::admission::AdmissionChain,
 }
 
 /// kube-apiserver's default `--max-requests-inflight`.
@@ -70,6 +72,8 @@ pub(crate) struct Ctx {
     pub(crate) sub: Option<String>,
     pub(crate) query: HashMap<String, String>,
     pub(crate) headers: HeaderMap,
+    /// Who is asking (from the authenticator).
+    pub(crate) user: super::auth::UserInfo,
 }
 
 pub(crate) fn store_err(e: StoreError) -> ApiStatus {
@@ -98,7 +102,11 @@ impl Ctx {
     }
     /// The current record at `key` and its object, or the kind's 404; the
     /// first step of every read-modify-CAS loop.
-    pub(crate) fn read_current(&self, key: &str, name: &str) -> Result<(crate::store::Record, Value), ApiStatus> {
+    pub(crate) fn read_current(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<(crate::store::Record, Value), ApiStatus> {
         let rec = self
             .state
             .store
@@ -114,11 +122,41 @@ impl Ctx {
             .map(String::as_str)
             .filter(|s| !s.is_empty())
     }
-    pub(crate) fn flag(&self, k: &str) -> bool {
-        matches!(self.q(k), Some("true") | Some("1"))
-    }
     pub(crate) fn dry_run(&self) -> bool {
         self.q("dryRun") == Some("All")
+    }
+    /// Runs the admission chain on an object about to be written.
+    pub(crate) fn admit(
+        &self,
+        operation: super::admission::Operation,
+        name: &str,
+        old: Option<&Value>,
+        obj: &mut Value,
+    ) -> Result<Vec<String>, ApiStatus> {
+        let req = super::admission::AdmissionRequest {
+            operation,
+            def: &self.def,
+            subresource: self.sub.as_deref(),
+            namespace: self.namespace.as_deref(),
+            name,
+            old,
+            user: &self.user,
+            dry_run: self.dry_run(),
+            field_validation: super::admission::FieldValidation::parse(self.q("fieldValidation"))?,
+            field_manager: self.q("fieldManager"),
+        };
+        super::admission::run_chain(&self.state.admission, &req, obj)
+    }
+    /// `respond` with admission warnings as `Warning` headers.
+    pub(crate) fn respond_warned(
+        &self,
+        code: StatusCode,
+        v: &Value,
+        warnings: &[String],
+    ) -> Response {
+        let mut r = self.respond(code, v);
+        super::admission::add_warning_headers(r.headers_mut(), warnings);
+        r
     }
     fn include(&self) -> IncludeObject {
         match self.q("includeObject") {
@@ -204,20 +242,79 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiStatus> {
     let (parts, body) = req.into_parts();
     let (def, namespace, name, sub, legacy_watch) = parse(&state.registry, parts.uri.path())?;
+    let group_resource = def.group_resource();
     if let Some(sub) = &sub {
-        if sub != "status" || !def.has_subresource("status") {
+        let served = (sub == "status" && def.has_subresource("status"))
+            || super::streaming::is_streaming(&group_resource, sub)
+            || super::subresources::is_served(&group_resource, sub);
+        if !served || name.is_none() || !def.has_subresource(sub) {
             return Err(ApiStatus::route_not_found());
         }
     }
-    let user = state
+    let peer = parts
+        .extensions
+        .get::<super::auth::PeerCertificates>()
+        .cloned();
+    let authn = state
         .authenticator
-        .authenticate(&parts.headers)
-        .ok_or_else(ApiStatus::unauthorized)?;
+        .authenticate(&super::auth::AuthnRequest {
+            headers: &parts.headers,
+            peer_certificates: peer.as_ref().map(|p| p.0.as_slice()),
+        });
+    let user = match authn {
+        super::auth::Authn::User(u) => u,
+        super::auth::Authn::Anonymous | super::auth::Authn::Invalid(_) => {
+            return Err(ApiStatus::unauthorized())
+        }
+    };
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .filter(|(k, _)| !k.is_empty())
             .collect();
+    let watch =
+        legacy_watch || matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (&parts.method, name.is_some()) {
+        (&Method::GET, false) if watch => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "delete",
+    };
+    let attrs = super::auth::Attributes {
+        resource_request: true,
+        path: parts.uri.path(),
+        verb,
+        group: &def.group,
+        resource: &def.plural,
+        subresource: sub.as_deref(),
+        namespace: namespace.as_deref(),
+        name: name.as_deref(),
+    };
+    if !state.authorizer.authorize(&user, &attrs) {
+        return Err(ApiStatus::forbidden_message(
+            super::auth::forbidden_message(&user, &attrs),
+        ));
+    }
+    if let Some(s) = sub
+        .as_deref()
+        .filter(|s| super::streaming::is_streaming(&group_resource, s))
+    {
+        let sub = s.to_string();
+        let request = Request::from_parts(parts, body);
+        return super::streaming::handle(super::streaming::StreamRequest {
+            state,
+            def,
+            namespace,
+            name: name.unwrap_or_default(),
+            sub,
+            request,
+        })
+        .await;
+    }
     let body = axum::body::to_bytes(body, codec::MAX_BODY)
         .await
         .map_err(|_| ApiStatus::too_large_body(codec::MAX_BODY))?;
@@ -230,31 +327,8 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         sub,
         query,
         headers: parts.headers,
+        user,
     };
-    let watch = legacy_watch || ctx.flag("watch");
-    let verb = match (&parts.method, ctx.name.is_some()) {
-        (&Method::GET, false) if watch => "watch",
-        (&Method::GET, false) => "list",
-        (&Method::GET, true) => "get",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, false) => "deletecollection",
-        _ => "delete",
-    };
-    let attrs = super::auth::Attributes {
-        verb,
-        group: &ctx.def.group,
-        resource: &ctx.def.plural,
-        subresource: ctx.sub.as_deref(),
-        namespace: ctx.namespace.as_deref(),
-        name: ctx.name.as_deref(),
-    };
-    if !ctx.state.authorizer.authorize(&user, &attrs) {
-        return Err(ApiStatus::forbidden_message(
-            super::auth::forbidden_message(&user, &attrs),
-        ));
-    }
     let _permit = if watch {
         None
     } else {
@@ -266,6 +340,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
                 .map_err(|_| ApiStatus::too_many_requests())?,
         )
     };
+    if ctx.sub.as_deref().is_some_and(|s| s != "status") {
+        return super::subresources::handle(&ctx, &parts.method, &body);
+    }
     match (parts.method, ctx.name.is_some()) {
         (Method::GET, false) if watch => super::watch::watch(
             ctx.state.clone(),
@@ -566,6 +643,12 @@ fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
         }
         _ => {}
     }
+    let warnings = ctx.admit(
+        super::admission::Operation::Create,
+        name.as_deref().unwrap_or(""),
+        None,
+        &mut obj,
+    )?;
     for _attempt in 0..8 {
         let n = match (&name, &generate) {
             (Some(n), _) => n.clone(),
@@ -578,11 +661,15 @@ fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
             if ctx.state.store.get(&key).map_err(store_err)?.is_some() {
                 return Err(ApiStatus::already_exists(ctx.target(&n)));
             }
-            return Ok(ctx.respond(StatusCode::CREATED, &obj));
+            return Ok(ctx.respond_warned(StatusCode::CREATED, &obj, &warnings));
         }
         match ctx.state.store.create(&key, &objects::to_stored(&obj)) {
             Ok(rec) => {
-                return Ok(ctx.respond(StatusCode::CREATED, &objects::from_record(&ctx.def, &rec)?))
+                return Ok(ctx.respond_warned(
+                    StatusCode::CREATED,
+                    &objects::from_record(&ctx.def, &rec)?,
+                    &warnings,
+                ))
             }
             Err(StoreError::AlreadyExists { .. }) if name.is_none() => continue,
             Err(StoreError::AlreadyExists { .. }) => {
@@ -684,9 +771,15 @@ fn write_loop(
         {
             return Err(ApiStatus::modified(ctx.target(&name)));
         }
-        let new = prepare_update(ctx, &cur, desired)?;
+        let mut new = prepare_update(ctx, &cur, desired)?;
+        let warnings = ctx.admit(
+            super::admission::Operation::Update,
+            &name,
+            Some(&cur),
+            &mut new,
+        )?;
         if ctx.dry_run() {
-            return Ok(ctx.respond(StatusCode::OK, &new));
+            return Ok(ctx.respond_warned(StatusCode::OK, &new, &warnings));
         }
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
             && objects::finalizers(&new).is_empty()
@@ -713,7 +806,7 @@ fn write_loop(
                 })
         };
         match res {
-            Ok(v) => return Ok(ctx.respond(StatusCode::OK, &v)),
+            Ok(v) => return Ok(ctx.respond_warned(StatusCode::OK, &v, &warnings)),
             Err(StoreError::Conflict { .. }) if precondition.is_some() => {
                 return Err(ApiStatus::modified(ctx.target(&name)))
             }
@@ -787,7 +880,9 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     }
     write_loop(ctx, &|cur| {
         let mut v = match kind {
-            BodyType::JsonPatch => strategic::json_patch(cur, &p).map_err(|e| patch_error(ctx, e))?,
+            BodyType::JsonPatch => {
+                strategic::json_patch(cur, &p).map_err(|e| patch_error(ctx, e))?
+            }
             BodyType::StrategicMergePatch => {
                 strategic::strategic_merge(&type_key, cur, &p).map_err(|e| patch_error(ctx, e))?
             }

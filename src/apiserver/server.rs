@@ -2,8 +2,10 @@
 //! health endpoints, and a shutdown that stops accepting and drains
 //! connections within a grace period.
 //!
-//! Partial: no authentication/authorization yet (everything is allowed);
-//! `/healthz`, `/livez`, `/readyz` serve `ping` and `etcd` (the store) checks.
+//! The verified client certificate chain of each TLS connection is put into
+//! every request's extensions as `auth::PeerCertificates` for the
+//! authenticator. `/healthz`, `/livez`, `/readyz` serve `ping` and `etcd`
+//! (the store) checks.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use super::registry::Registry;
 use super::rest::AppState;
 use crate::store::Store;
 
-/// How to serve.
+/// How to serve: the address, TLS, and the pluggable parts that
+/// `crate::server::assemble` fills in.
 #[derive(Clone)]
 pub struct ServeOptions {
     pub bind: SocketAddr,
@@ -31,6 +34,28 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long open connections get to finish after shutdown.
     pub grace: Duration,
+    pub authenticator: Arc<dyn super::auth::Authenticator>,
+    pub authorizer: Arc<dyn super::auth::Authorizer>,
+    /// Plug-ins run on every create and update, in order.
+    pub admission: super::admission::AdmissionChain,
+    /// Extra routes merged before the REST fallback (`/cacerts`, the join
+    /// endpoints, the tunnel); they do their own authentication.
+    pub extra_routes: Router,
+}
+
+impl ServeOptions {
+    /// Self-signed TLS, allow-all auth, no admission plug-ins, no extra routes.
+    pub fn new(bind: SocketAddr) -> Self {
+        ServeOptions {
+            bind,
+            tls: None,
+            grace: Duration::from_secs(10),
+            authenticator: Arc::new(super::auth::AllowAll),
+            authorizer: Arc::new(super::auth::AllowAll),
+            admission: Vec::new(),
+            extra_routes: Router::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,9 +171,10 @@ impl ApiServer {
             store,
             registry: registry.clone(),
             shutdown: shutdown.clone(),
-            authenticator: Arc::new(super::auth::AllowAll),
-            authorizer: Arc::new(super::auth::AllowAll),
+            authenticator: opts.authenticator,
+            authorizer: opts.authorizer,
             inflight: Arc::new(tokio::sync::Semaphore::new(super::rest::MAX_IN_FLIGHT)),
+            admission: opts.admission,
         });
         let health_routes = Router::new()
             .route("/healthz", get(health))
@@ -161,6 +187,7 @@ impl ApiServer {
         let router = super::discovery::router(registry.clone())
             .merge(super::openapi::router(registry))
             .merge(health_routes)
+            .merge(opts.extra_routes)
             .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));
         Ok(ApiServer {
             listener,
@@ -190,10 +217,23 @@ impl ApiServer {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| super::auth::PeerCertificates(Arc::new(c.to_vec())));
+                let service = tower::ServiceBuilder::new()
+                    .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                        if let Some(p) = &peer {
+                            req.extensions_mut().insert(p.clone());
+                        }
+                        req
+                    })
+                    .service(router);
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(tls),
-                    TowerToHyperService::new(router),
+                    TowerToHyperService::new(service),
                 );
                 tokio::pin!(conn);
                 tokio::select! {

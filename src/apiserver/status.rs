@@ -212,6 +212,11 @@ impl ApiStatus {
         .with_details(t.details())
     }
 
+    /// 503 ServiceUnavailable, e.g. a node without a live tunnel.
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")
     }

@@ -6,11 +6,16 @@
 //! `--bind-address:--https-listen-port`, writes the admin kubeconfig to
 //! `--write-kubeconfig`, reports READY to systemd, and drains on shutdown.
 //!
-//! Partial: the serving certificate is a self-signed one made at start and
-//! the kubeconfig skips TLS verification; there is no authentication yet
-//! (everyone is allowed). The PKI, x509 client certificates and RBAC land
-//! with issue 5; the controllers, scheduler and built-in agent with issues 6
-//! and 7 (`--disable-agent` changes nothing yet).
+//! The PKI under `<data-dir>/server/tls/` is created on the first start and
+//! reused after; the serving certificate carries the SANs of issue 5 and the
+//! admin kubeconfig holds the admin client certificate and the server CA.
+//! The API's pluggable parts are put together in [`assemble`].
+//!
+//! Partial: authentication and RBAC (issue 5) are not enforced yet; the
+//! controllers, scheduler and built-in agent come with issues 6 and 7
+//! (`--disable-agent` changes nothing yet).
+
+pub mod assemble;
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apiserver::{builtin, ApiServer, ServeOptions};
+use crate::apiserver::{builtin, ApiServer};
 use crate::config::ServerConfig;
 use crate::process;
 use crate::store::{SqliteStore, StoreOptions};
@@ -27,7 +32,8 @@ use crate::store::{SqliteStore, StoreOptions};
 /// Keys that change all the time on a healthy cluster and matter little
 /// after a restart: kept in memory by the store so an idle cluster barely
 /// writes to its SD card.
-pub const VOLATILE_PREFIXES: &[&str] = &["/registry/leases.coordination.k8s.io/", "/registry/events/"];
+pub const VOLATILE_PREFIXES: &[&str] =
+    &["/registry/leases.coordination.k8s.io/", "/registry/events/"];
 
 /// How long in-flight requests and watches get to finish after a signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +50,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("failed to start the API server: {0}")]
     Api(#[from] crate::apiserver::ApiError),
+    #[error("failed to set up the PKI: {0}")]
+    Pki(#[from] crate::pki::PkiError),
     #[error("failed to write the kubeconfig {path}: {source}")]
     Kubeconfig {
         path: PathBuf,
@@ -73,14 +81,27 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         .await
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());
-    let opts = ServeOptions {
-        bind: std::net::SocketAddr::new(config.bind_address, config.https_listen_port),
-        tls: None,
-        grace: DRAIN_GRACE,
+    let pki = Arc::new(load_pki(&config)?);
+    let parts = assemble::Parts {
+        store: Arc::new(store),
+        registry: registry.clone(),
+        pki: pki.clone(),
+        settings: assemble::ClusterSettings::from_config(&config),
+        server_dir: config.data_dir.join("server"),
     };
-    let server = ApiServer::bind(opts, Arc::new(store), registry, shutdown.clone()).await?;
-    let port = server.local_addr().map(|a| a.port()).unwrap_or(config.https_listen_port);
-    write_kubeconfig(&config.write_kubeconfig, config.write_kubeconfig_mode, port)?;
+    let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
+    let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;
+    let server = ApiServer::bind(opts, parts.store.clone(), registry, shutdown.clone()).await?;
+    let port = server
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(config.https_listen_port);
+    write_admin_kubeconfig(
+        &pki,
+        &config.write_kubeconfig,
+        config.write_kubeconfig_mode,
+        port,
+    )?;
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     process::notify_ready();
     server.run().await;
@@ -88,33 +109,42 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// Writes the admin kubeconfig for `https://127.0.0.1:<port>`, atomically and
-/// with the requested mode. Partial until the PKI lands: it skips TLS
-/// verification, and its bearer token (random per start, so that kubectl has
-/// a credential and never prompts) is not checked by the server yet.
-pub fn write_kubeconfig(path: &Path, mode: u32, port: u16) -> Result<(), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |source| ServerError::Kubeconfig { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let body = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: default\n  context:\n    cluster: default\n    user: default\ncurrent-context: default\npreferences: {{}}\nusers:\n- name: default\n  user:\n    token: {token}\n"
-    );
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(body.as_bytes()).and_then(|_| f.sync_all()).map_err(fail)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)?;
+/// Loads (or on the first start creates) the PKI under `<data-dir>/server/tls`.
+pub fn load_pki(config: &ServerConfig) -> Result<crate::pki::Pki, ServerError> {
+    let mut opts = crate::pki::PkiOptions::new(config.node.node_name.clone());
+    opts.node_ips = config
+        .node
+        .node_ip
+        .into_iter()
+        .chain(config.advertise_address)
+        .collect();
+    opts.tls_sans = config.tls_san.clone();
+    opts.service_cidrs = vec![config.service_cidr];
+    opts.cluster_domain = config.cluster_domain.clone();
+    Ok(crate::pki::Pki::load_or_create(
+        &config.data_dir.join("server/tls"),
+        &opts,
+    )?)
+}
+
+/// Writes the admin kubeconfig (k3s's `k3s.yaml`) for
+/// `https://127.0.0.1:<port>`: the server CA and the admin client certificate,
+/// atomically, with `--write-kubeconfig-mode`.
+pub fn write_admin_kubeconfig(
+    pki: &crate::pki::Pki,
+    path: &Path,
+    mode: u32,
+    port: u16,
+) -> Result<(), ServerError> {
+    let admin = pki.admin();
+    crate::pki::write_admin_kubeconfig(
+        path,
+        &format!("https://127.0.0.1:{port}"),
+        pki.ca_bundle_pem(),
+        admin.cert_pem.as_bytes(),
+        admin.key_pem.as_bytes(),
+        mode,
+    )?;
     Ok(())
 }
 

@@ -165,11 +165,21 @@ pub enum StoreError {
     #[error("failed to find {key}")]
     NotFound { key: String },
     #[error("failed to write {key}: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     #[error("failed to read revision {requested}: compacted up to {compacted}")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     #[error("failed to read revision {requested}: the store is only at {current}")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("failed to use the store: {0}")]
     Backend(String),
 }

@@ -42,7 +42,9 @@ impl Default for StoreOptions {
 
 impl StoreOptions {
     pub(crate) fn is_volatile(&self, key: &str) -> bool {
-        self.volatile_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+        self.volatile_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
     }
 
     /// Whether a prefix list or watch can see volatile keys.

@@ -33,10 +33,12 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('compacted', 0), ('reserved', 0
 pub(crate) fn init_writer(conn: &Connection, sync: SyncMode, file_backed: bool) -> Result<()> {
     let err = |e| backend("initialise the database", e);
     // auto_vacuum only takes effect before the first table exists.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(err)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(err)?;
     if file_backed {
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(backend("switch to WAL mode", mode));
         }
@@ -47,23 +49,31 @@ pub(crate) fn init_writer(conn: &Connection, sync: SyncMode, file_backed: bool) 
         conn.pragma_update(None, "synchronous", sync).map_err(err)?;
         // Checkpoint every 256 pages (1 MiB) and cut the WAL back to 1 MiB after
         // each reset, so the WAL can never grow without bound.
-        conn.pragma_update(None, "wal_autocheckpoint", 256).map_err(err)?;
-        conn.pragma_update(None, "journal_size_limit", 1 << 20).map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 256)
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", 1 << 20)
+            .map_err(err)?;
     }
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
     Ok(())
 }
 
 pub(crate) fn meta(conn: &Connection, name: &str) -> Result<Revision> {
-    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-        .map_err(|e| backend("read store metadata", e))
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .map_err(|e| backend("read store metadata", e))
 }
 
 pub(crate) fn set_meta(conn: &Connection, name: &str, value: Revision) -> Result<()> {
-    conn.execute("UPDATE meta SET value = ?2 WHERE name = ?1", params![name, value])
-        .map(|_| ())
-        .map_err(|e| backend("write store metadata", e))
+    conn.execute(
+        "UPDATE meta SET value = ?2 WHERE name = ?1",
+        params![name, value],
+    )
+    .map(|_| ())
+    .map_err(|e| backend("write store metadata", e))
 }
 
 pub(crate) fn max_log_rev(conn: &Connection) -> Result<Revision> {
@@ -98,19 +108,35 @@ impl KeyRange {
     pub fn new(prefix: &str, start_after: Option<&str>) -> KeyRange {
         let upper = prefix_end(prefix);
         match start_after {
-            Some(s) if s >= prefix => KeyRange { lower: s.to_owned(), lower_inclusive: false, upper },
-            _ => KeyRange { lower: prefix.to_owned(), lower_inclusive: true, upper },
+            Some(s) if s >= prefix => KeyRange {
+                lower: s.to_owned(),
+                lower_inclusive: false,
+                upper,
+            },
+            _ => KeyRange {
+                lower: prefix.to_owned(),
+                lower_inclusive: true,
+                upper,
+            },
         }
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        let above = if self.lower_inclusive { key >= self.lower.as_str() } else { key > self.lower.as_str() };
+        let above = if self.lower_inclusive {
+            key >= self.lower.as_str()
+        } else {
+            key > self.lower.as_str()
+        };
         above && self.upper.as_deref().is_none_or(|u| key < u)
     }
 
     fn sql(&self, column: &str) -> String {
         let op = if self.lower_inclusive { ">=" } else { ">" };
-        let upper = if self.upper.is_some() { format!(" AND {column} < ?2") } else { " AND ?2 IS NULL".into() };
+        let upper = if self.upper.is_some() {
+            format!(" AND {column} < ?2")
+        } else {
+            " AND ?2 IS NULL".into()
+        };
         format!("{column} {op} ?1{upper}")
     }
 }
@@ -129,7 +155,11 @@ pub(crate) fn get_latest(conn: &Connection, key: &str) -> Result<Option<Record>>
 }
 
 /// Latest records in `range`, at most `limit`, plus the count of further matches.
-pub(crate) fn list_latest(conn: &Connection, range: &KeyRange, limit: Option<usize>) -> Result<(Vec<Record>, usize)> {
+pub(crate) fn list_latest(
+    conn: &Connection,
+    range: &KeyRange,
+    limit: Option<usize>,
+) -> Result<(Vec<Record>, usize)> {
     let err = |e| backend("list keys", e);
     let sql = format!(
         "SELECT c.key, l.create_rev, l.rev, l.value FROM current c JOIN log l ON l.rev = c.rev \
@@ -140,15 +170,27 @@ pub(crate) fn list_latest(conn: &Connection, range: &KeyRange, limit: Option<usi
     let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let records = stmt
         .query_map(params![range.lower, range.upper, lim], |r| {
-            Ok(Record { key: r.get(0)?, create_revision: r.get(1)?, mod_revision: r.get(2)?, value: r.get(3)? })
+            Ok(Record {
+                key: r.get(0)?,
+                create_revision: r.get(1)?,
+                mod_revision: r.get(2)?,
+                value: r.get(3)?,
+            })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(err)?;
     let remaining = match (limit, records.last()) {
         (Some(l), Some(last)) if records.len() == l => {
-            let rest = KeyRange { lower: last.key.clone(), lower_inclusive: false, upper: range.upper.clone() };
+            let rest = KeyRange {
+                lower: last.key.clone(),
+                lower_inclusive: false,
+                upper: range.upper.clone(),
+            };
             let sql = format!("SELECT COUNT(*) FROM current c WHERE {}", rest.sql("c.key"));
-            conn.query_row(&sql, params![rest.lower, rest.upper], |r| r.get::<_, i64>(0)).map_err(err)? as usize
+            conn.query_row(&sql, params![rest.lower, rest.upper], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(err)? as usize
         }
         _ => 0,
     };
@@ -166,18 +208,30 @@ pub(crate) fn list_at(conn: &Connection, range: &KeyRange, at: Revision) -> Resu
     let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
     let heads = stmt
         .query_map(params![range.lower, range.upper, at], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(err)?;
-    let mut value = conn.prepare_cached("SELECT value FROM log WHERE rev = ?1").map_err(err)?;
+    let mut value = conn
+        .prepare_cached("SELECT value FROM log WHERE rev = ?1")
+        .map_err(err)?;
     let mut out = Vec::new();
     for (key, rev, create_rev, deleted) in heads {
         if deleted != 0 {
             continue;
         }
         let v: Vec<u8> = value.query_row([rev], |r| r.get(0)).map_err(err)?;
-        out.push(Record { key, value: v, create_revision: create_rev, mod_revision: rev });
+        out.push(Record {
+            key,
+            value: v,
+            create_revision: create_rev,
+            mod_revision: rev,
+        });
     }
     Ok(out)
 }
@@ -194,7 +248,12 @@ pub(crate) struct LogRow {
 }
 
 /// Durable changes under `prefix` with `after < rev <= upto`, in revision order.
-pub(crate) fn history(conn: &Connection, prefix: &str, after: Revision, upto: Revision) -> Result<Vec<LogRow>> {
+pub(crate) fn history(
+    conn: &Connection,
+    prefix: &str,
+    after: Revision,
+    upto: Revision,
+) -> Result<Vec<LogRow>> {
     let err = |e| backend("read history", e);
     let range = KeyRange::new(prefix, None);
     let sql = format!(

@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 
 use super::options::StoreOptions;
 use super::schema::{self, backend, KeyRange};
-use super::{EventKind, ListOptions, ListPage, Record, Result, Revision, Store, StoreError, WatchEvent, WatchReceiver};
+use super::{
+    EventKind, ListOptions, ListPage, Record, Result, Revision, Store, StoreError, WatchEvent,
+    WatchReceiver,
+};
 
 /// The database file inside the directory given to [`SqliteStore::open`].
 pub const DB_FILE: &str = "state.db";
@@ -57,20 +60,28 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (or create) `dir/state.db`.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir).map_err(|e| backend(&format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| backend(&format!("create {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         let path = dir.join(DB_FILE);
-        let conn = Connection::open(&path).map_err(|e| backend(&format!("open {}", path.display()), e))?;
+        let conn =
+            Connection::open(&path).map_err(|e| backend(&format!("open {}", path.display()), e))?;
         schema::init_writer(&conn, opts.sync, true)?;
-        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| backend(&format!("open {}", path.display()), e))?;
-        reader.busy_timeout(Duration::from_secs(10)).map_err(|e| backend("configure the reader", e))?;
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| backend(&format!("open {}", path.display()), e))?;
+        reader
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(|e| backend("configure the reader", e))?;
         Self::from_conn(conn, Some(reader), opts, Some(path), Some(lock))
     }
 
     /// A store with no file at all, for tests elsewhere in the crate.
     pub fn open_in_memory(opts: StoreOptions) -> Result<SqliteStore> {
-        let conn = Connection::open_in_memory().map_err(|e| backend("open an in-memory database", e))?;
+        let conn =
+            Connection::open_in_memory().map_err(|e| backend("open an in-memory database", e))?;
         schema::init_writer(&conn, opts.sync, false)?;
         Self::from_conn(conn, None, opts, None, None)
     }
@@ -126,7 +137,11 @@ impl SqliteStore {
     pub fn disk_size(&self) -> u64 {
         let Some(p) = &self.path else { return 0 };
         let wal = PathBuf::from(format!("{}-wal", p.display()));
-        [p.clone(), wal].iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+        [p.clone(), wal]
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// Fold the WAL into the database file and truncate it.
@@ -172,7 +187,11 @@ impl SqliteStore {
     /// Nothing runs while nothing is written.
     fn maybe_compact(&self, inner: &mut Inner) {
         let now = Instant::now();
-        if inner.marks.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1)) {
+        if inner
+            .marks
+            .back()
+            .is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1))
+        {
             inner.marks.push_back((now, inner.current));
         }
         let max = self.opts.history_max_revisions.max(1);
@@ -207,11 +226,18 @@ impl SqliteStore {
         let err = |e| backend("compact history", e);
         let has_rows: bool = inner
             .conn
-            .query_row("SELECT EXISTS(SELECT 1 FROM log WHERE rev > ?1 AND rev <= ?2)", params![from, target], |r| r.get(0))
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM log WHERE rev > ?1 AND rev <= ?2)",
+                params![from, target],
+                |r| r.get(0),
+            )
             .map_err(err)?;
         // Volatile-only ranges touch nothing on disk: an idle cluster renewing leases writes nothing.
         if has_rows {
-            let tx = inner.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+            let tx = inner
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(err)?;
             // A row is gone once a newer row of its key is itself at or before the target;
             // tombstones at or before the target go too. The value each key had at `target`
             // stays, so reads at `target` and the `prev` of later events still work.
@@ -220,13 +246,22 @@ impl SqliteStore {
                 params![from, target],
             )
             .map_err(err)?;
-            tx.execute("DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND deleted = 1", params![from, target])
-                .map_err(err)?;
+            tx.execute(
+                "DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND deleted = 1",
+                params![from, target],
+            )
+            .map_err(err)?;
             schema::set_meta(&tx, "compacted", target)?;
             tx.commit().map_err(err)?;
-            inner.conn.execute_batch("PRAGMA incremental_vacuum;").map_err(err)?;
+            inner
+                .conn
+                .execute_batch("PRAGMA incremental_vacuum;")
+                .map_err(err)?;
             if self.path.is_some() {
-                inner.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(err)?;
+                inner
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(err)?;
             }
         }
         while inner.ring.front().is_some_and(|e| e.revision <= target) {
@@ -240,11 +275,21 @@ impl SqliteStore {
 
     fn check_readable(&self, inner: &Inner, prefix: &str, rev: Revision) -> Result<()> {
         if rev > inner.current {
-            return Err(StoreError::FutureRevision { requested: rev, current: inner.current });
+            return Err(StoreError::FutureRevision {
+                requested: rev,
+                current: inner.current,
+            });
         }
-        let floor = if self.opts.overlaps_volatile(prefix) { inner.compacted.max(self.volatile_floor) } else { inner.compacted };
+        let floor = if self.opts.overlaps_volatile(prefix) {
+            inner.compacted.max(self.volatile_floor)
+        } else {
+            inner.compacted
+        };
         if rev < floor {
-            return Err(StoreError::Compacted { requested: rev, compacted: floor });
+            return Err(StoreError::Compacted {
+                requested: rev,
+                compacted: floor,
+            });
         }
         Ok(())
     }
@@ -257,7 +302,12 @@ enum Op<'a> {
     Delete(Option<Revision>),
 }
 
-fn volatile_change(map: &BTreeMap<String, Record>, key: &str, op: Op<'_>, rev: Revision) -> Result<WatchEvent> {
+fn volatile_change(
+    map: &BTreeMap<String, Record>,
+    key: &str,
+    op: Op<'_>,
+    rev: Revision,
+) -> Result<WatchEvent> {
     let old = map.get(key).cloned();
     change(key, old, op, rev)
 }
@@ -270,32 +320,56 @@ fn change(key: &str, old: Option<Record>, op: Op<'_>, rev: Revision) -> Result<W
         (Op::Create(v), None) => Ok(WatchEvent {
             kind: EventKind::Created,
             revision: rev,
-            record: Record { key: key_s(), value: v.to_vec(), create_revision: rev, mod_revision: rev },
+            record: Record {
+                key: key_s(),
+                value: v.to_vec(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
             prev: None,
         }),
         (Op::Update(..) | Op::Delete(_), None) => Err(StoreError::NotFound { key: key_s() }),
         (Op::Update(_, exp) | Op::Delete(Some(exp)), Some(old)) if old.mod_revision != exp => {
-            Err(StoreError::Conflict { key: key_s(), expected: exp, actual: old.mod_revision })
+            Err(StoreError::Conflict {
+                key: key_s(),
+                expected: exp,
+                actual: old.mod_revision,
+            })
         }
         (Op::Update(v, _), Some(old)) => Ok(WatchEvent {
             kind: EventKind::Updated,
             revision: rev,
-            record: Record { key: key_s(), value: v.to_vec(), create_revision: old.create_revision, mod_revision: rev },
+            record: Record {
+                key: key_s(),
+                value: v.to_vec(),
+                create_revision: old.create_revision,
+                mod_revision: rev,
+            },
             prev: Some(old),
         }),
         (Op::Delete(_), Some(old)) => Ok(WatchEvent {
             kind: EventKind::Deleted,
             revision: rev,
-            record: Record { mod_revision: rev, ..old.clone() },
+            record: Record {
+                mod_revision: rev,
+                ..old.clone()
+            },
             prev: Some(old),
         }),
     }
 }
 
 /// One durable write: one SQLite transaction, committed before returning.
-fn durable_change(conn: &mut Connection, key: &str, op: Op<'_>, rev: Revision) -> Result<WatchEvent> {
+fn durable_change(
+    conn: &mut Connection,
+    key: &str,
+    op: Op<'_>,
+    rev: Revision,
+) -> Result<WatchEvent> {
     let err = |e| backend(&format!("write {key}"), e);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
     let old = schema::get_latest(&tx, key)?;
     let event = change(key, old, op, rev)?;
     let prev_rev = event.prev.as_ref().map_or(0, |p| p.mod_revision);
@@ -307,9 +381,14 @@ fn durable_change(conn: &mut Connection, key: &str, op: Op<'_>, rev: Revision) -
     )
     .map_err(err)?;
     if deleted {
-        tx.execute("DELETE FROM current WHERE key = ?1", [key]).map_err(err)?;
+        tx.execute("DELETE FROM current WHERE key = ?1", [key])
+            .map_err(err)?;
     } else {
-        tx.execute("INSERT OR REPLACE INTO current (key, rev) VALUES (?1, ?2)", params![key, rev]).map_err(err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO current (key, rev) VALUES (?1, ?2)",
+            params![key, rev],
+        )
+        .map_err(err)?;
     }
     tx.commit().map_err(err)?;
     Ok(event)
@@ -325,7 +404,10 @@ fn publish(subscribers: &mut Vec<Subscriber>, event: &WatchEvent) {
         if s.tx.capacity() > 1 {
             s.tx.try_send(Ok(event.clone())).is_ok()
         } else {
-            let _ = s.tx.try_send(Err(StoreError::Compacted { requested: event.revision, compacted: event.revision }));
+            let _ = s.tx.try_send(Err(StoreError::Compacted {
+                requested: event.revision,
+                compacted: event.revision,
+            }));
             false
         }
     });
@@ -343,7 +425,10 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     // SAFETY: flock on a valid, owned descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(backend(&format!("lock {}", path.display()), "another rk3s server uses this data directory"));
+        return Err(backend(
+            &format!("lock {}", path.display()),
+            "another rk3s server uses this data directory",
+        ));
     }
     Ok(file)
 }
@@ -364,15 +449,24 @@ fn event_from_row(row: schema::LogRow) -> WatchEvent {
     WatchEvent {
         kind,
         revision: row.rev,
-        record: Record { key: row.key, value, create_revision: row.create_rev, mod_revision: row.rev },
+        record: Record {
+            key: row.key,
+            value,
+            create_revision: row.create_rev,
+            mod_revision: row.rev,
+        },
         prev,
     }
 }
 
 /// Undo volatile changes after `at` to get the volatile records in `range` as of `at`.
 fn volatile_at(inner: &Inner, range: &KeyRange, at: Revision) -> BTreeMap<String, Record> {
-    let mut map: BTreeMap<String, Record> =
-        inner.volatile.iter().filter(|(k, _)| range.contains(k)).map(|(k, r)| (k.clone(), r.clone())).collect();
+    let mut map: BTreeMap<String, Record> = inner
+        .volatile
+        .iter()
+        .filter(|(k, _)| range.contains(k))
+        .map(|(k, r)| (k.clone(), r.clone()))
+        .collect();
     for ev in inner.ring.iter().rev().take_while(|e| e.revision > at) {
         if !range.contains(&ev.record.key) {
             continue;
@@ -420,12 +514,28 @@ impl Store for SqliteStore {
         let (mut records, durable_rest) = match &self.reader {
             Some(r) => {
                 let conn = r.lock().unwrap_or_else(|p| p.into_inner());
-                read_durable(&conn, move || drop(inner), &range, opts.revision.map(|_| revision), limit)?
+                read_durable(
+                    &conn,
+                    move || drop(inner),
+                    &range,
+                    opts.revision.map(|_| revision),
+                    limit,
+                )?
             }
-            None => read_durable(&inner.conn, || (), &range, opts.revision.map(|_| revision), limit)?,
+            None => read_durable(
+                &inner.conn,
+                || (),
+                &range,
+                opts.revision.map(|_| revision),
+                limit,
+            )?,
         };
         if volatile.is_empty() {
-            return Ok(ListPage { records, revision, remaining: durable_rest });
+            return Ok(ListPage {
+                records,
+                revision,
+                remaining: durable_rest,
+            });
         }
         // Merge the two key-ordered sources. Durable keys not fetched sort after every
         // fetched one, so the first `limit` merged records are the true first page.
@@ -434,7 +544,11 @@ impl Store for SqliteStore {
         let total = records.len() + durable_rest;
         records.truncate(limit.unwrap_or(usize::MAX));
         let remaining = total - records.len();
-        Ok(ListPage { records, revision, remaining })
+        Ok(ListPage {
+            records,
+            revision,
+            remaining,
+        })
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<Record> {
@@ -454,13 +568,18 @@ impl Store for SqliteStore {
         self.check_readable(&inner, prefix, after)?;
         // Registration and the history read happen under the writer lock: no event can
         // slip between them, and none is sent twice.
-        let mut backlog: Vec<WatchEvent> = schema::history(&inner.conn, prefix, after, inner.current)?
-            .into_iter()
-            .map(event_from_row)
-            .collect();
+        let mut backlog: Vec<WatchEvent> =
+            schema::history(&inner.conn, prefix, after, inner.current)?
+                .into_iter()
+                .map(event_from_row)
+                .collect();
         if self.opts.overlaps_volatile(prefix) {
             backlog.extend(
-                inner.ring.iter().filter(|e| e.revision > after && e.record.key.starts_with(prefix)).cloned(),
+                inner
+                    .ring
+                    .iter()
+                    .filter(|e| e.revision > after && e.record.key.starts_with(prefix))
+                    .cloned(),
             );
             backlog.sort_by_key(|e| e.revision);
         }
@@ -468,14 +587,20 @@ impl Store for SqliteStore {
         for ev in backlog {
             let _ = tx.try_send(Ok(ev));
         }
-        inner.subscribers.push(Subscriber { prefix: prefix.to_owned(), tx });
+        inner.subscribers.push(Subscriber {
+            prefix: prefix.to_owned(),
+            tx,
+        });
         Ok(rx)
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {
         let mut inner = self.lock();
         if revision > inner.current {
-            return Err(StoreError::FutureRevision { requested: revision, current: inner.current });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: inner.current,
+            });
         }
         self.compact_locked(&mut inner, revision)
     }
@@ -489,12 +614,17 @@ fn read_durable(
     at: Option<Revision>,
     limit: Option<usize>,
 ) -> Result<(Vec<Record>, usize)> {
-    let tx = conn.unchecked_transaction().map_err(|e| backend("start a read", e))?;
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| backend("start a read", e))?;
     let compacted = schema::meta(&tx, "compacted")?; // the first read fixes the snapshot
     release();
     match at {
         None => schema::list_latest(&tx, range, limit),
-        Some(rev) if rev < compacted => Err(StoreError::Compacted { requested: rev, compacted }),
+        Some(rev) if rev < compacted => Err(StoreError::Compacted {
+            requested: rev,
+            compacted,
+        }),
         Some(rev) => {
             let mut all = schema::list_at(&tx, range, rev)?;
             let keep = limit.unwrap_or(usize::MAX).min(all.len());
@@ -510,7 +640,9 @@ impl Drop for SqliteStore {
         let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
         inner.subscribers.clear();
         if self.path.is_some() {
-            let _ = inner.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = inner
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
     }
 }

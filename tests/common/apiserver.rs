@@ -1,6 +1,7 @@
 //! An in-process rk3s API server for tests: its own tokio runtime on a
-//! background thread, 127.0.0.1 on a free port, a temp data dir and a
-//! kubeconfig (`insecure-skip-tls-verify` until the PKI lands).
+//! background thread, 127.0.0.1 on a free port, a temp data dir with the
+//! real PKI, the plug-ins `rk3s server` assembles (`server::assemble`), and
+//! an admin kubeconfig verified against the server CA.
 //!
 //! The store is chosen in [`make_store`] (the real SQLite store, as `rk3s server` opens it).
 
@@ -14,9 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::kubectl::Kubectl;
 
-fn make_store(data_dir: &Path, tune: impl FnOnce(&mut rk3s::store::StoreOptions)) -> Arc<dyn Store> {
+fn make_store(
+    data_dir: &Path,
+    tune: impl FnOnce(&mut rk3s::store::StoreOptions),
+) -> Arc<dyn Store> {
     let mut options = rk3s::store::StoreOptions {
-        volatile_prefixes: rk3s::server::VOLATILE_PREFIXES.iter().map(|p| p.to_string()).collect(),
+        volatile_prefixes: rk3s::server::VOLATILE_PREFIXES
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         ..Default::default()
     };
     tune(&mut options);
@@ -41,8 +48,31 @@ impl TestServer {
 
     /// Starts with store options tuned by the test (e.g. a tiny history).
     pub fn start_with(tune: impl FnOnce(&mut rk3s::store::StoreOptions)) -> Self {
+        Self::start_custom(tune, |_| {})
+    }
+
+    /// Starts with tuned store options and serve options adjusted by the
+    /// test after assembly (e.g. another authorizer).
+    pub fn start_custom(
+        tune: impl FnOnce(&mut rk3s::store::StoreOptions),
+        adjust: impl FnOnce(&mut ServeOptions) + Send + 'static,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("failed to make a temp dir");
         let store = make_store(dir.path(), tune);
+        let pki = Arc::new(
+            rk3s::pki::Pki::load_or_create(
+                &dir.path().join("server/tls"),
+                &rk3s::pki::PkiOptions::new("test-server"),
+            )
+            .expect("failed to create the PKI"),
+        );
+        let parts = rk3s::server::assemble::Parts {
+            store: store.clone(),
+            registry: Arc::new(rk3s::apiserver::builtin::builtin_registry()),
+            pki: pki.clone(),
+            settings: rk3s::server::assemble::ClusterSettings::defaults(),
+            server_dir: dir.path().join("server"),
+        };
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let token = shutdown.clone();
@@ -53,13 +83,14 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let registry = Arc::new(rk3s::apiserver::builtin::builtin_registry());
-                let opts = ServeOptions {
-                    bind: "127.0.0.1:0".parse().unwrap(),
-                    tls: None,
-                    grace: Duration::from_secs(2),
-                };
-                let server = ApiServer::bind(opts, store, registry, token)
+                let mut opts = rk3s::server::assemble::serve_options(
+                    "127.0.0.1:0".parse().unwrap(),
+                    Duration::from_secs(2),
+                    &parts,
+                )
+                .expect("failed to assemble the serve options");
+                adjust(&mut opts);
+                let server = ApiServer::bind(opts, store, parts.registry.clone(), token)
                     .await
                     .expect("failed to bind the API server");
                 tx.send(server.local_addr().expect("local addr"))
@@ -72,13 +103,12 @@ impl TestServer {
             .expect("the API server did not start");
         let url = format!("https://{addr}");
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: rk3s\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\ncontexts:\n- name: rk3s\n  context:\n    cluster: rk3s\n    user: admin\n    namespace: default\ncurrent-context: rk3s\nusers:\n- name: admin\n  user:\n    token: test\n"
-            ),
-        )
-        .expect("failed to write the kubeconfig");
+        let admin = pki.admin();
+        rk3s::pki::Kubeconfig::new(url.clone())
+            .ca_data(pki.ca_bundle_pem())
+            .client_cert_data(admin.cert_pem.as_bytes(), admin.key_pem.as_bytes())
+            .write(&kubeconfig, 0o600)
+            .expect("failed to write the kubeconfig");
         TestServer {
             dir,
             url,

@@ -136,7 +136,9 @@ builtin_kinds!(
 
 /// The built-in kind for a group/version/kind, if any.
 pub fn find(group: &str, version: &str, kind: &str) -> Option<&'static BuiltinKind> {
-    builtin_kinds().iter().find(|k| k.group == group && k.version == version && k.kind == kind)
+    builtin_kinds()
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
 }
 
 /// A generator using OpenAPI 3.0 conventions (`#/components/schemas/…`,
@@ -160,12 +162,22 @@ pub fn finish(mut g: SchemaGenerator) -> Map<String, Value> {
     let mut defs = g.take_definitions(true);
     for k in builtin_kinds() {
         if let Some(Value::Object(schema)) = defs.get_mut(&(k.schema_name)()) {
-            schema.insert("x-kubernetes-group-version-kind".into(), json!([{"group": k.group, "kind": k.kind, "version": k.version}]));
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": k.group, "kind": k.kind, "version": k.version}]),
+            );
         }
     }
     for m in meta::FIELDS {
-        let Some(prop) = defs.get_mut(m.owner).and_then(|s| s.pointer_mut(&format!("/properties/{}", m.field))) else { continue };
-        let Some(prop) = prop.as_object_mut() else { continue };
+        let Some(prop) = defs
+            .get_mut(m.owner)
+            .and_then(|s| s.pointer_mut(&format!("/properties/{}", m.field)))
+        else {
+            continue;
+        };
+        let Some(prop) = prop.as_object_mut() else {
+            continue;
+        };
         if !m.strategy.is_empty() {
             prop.insert("x-kubernetes-patch-strategy".into(), m.strategy.into());
         }
@@ -190,7 +202,8 @@ pub fn finish(mut g: SchemaGenerator) -> Map<String, Value> {
 fn mark_int_or_string(schema: &mut Value) {
     if let Some(obj) = schema.as_object_mut() {
         if obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
-            obj.entry("format").or_insert_with(|| "int-or-string".into());
+            obj.entry("format")
+                .or_insert_with(|| "int-or-string".into());
         }
     }
 }

@@ -66,7 +66,11 @@ fn schema_name_of(def: &ResourceDef) -> String {
 /// The OpenAPI 3.0 document of one group-version, or `None` if the
 /// registry serves nothing there.
 pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<Arc<ResourceDef>> = registry.all().into_iter().filter(|d| d.group == group && d.version == version).collect();
+    let defs: Vec<Arc<ResourceDef>> = registry
+        .all()
+        .into_iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if defs.is_empty() {
         return None;
     }
@@ -101,22 +105,35 @@ pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Opt
         json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
     );
     for d in &custom {
-        schemas.insert(kinds::custom_schema_name(&d.group, &d.version, &d.kind), kinds::custom_schema(&d.group, &d.version, &d.kind));
+        schemas.insert(
+            kinds::custom_schema_name(&d.group, &d.version, &d.kind),
+            kinds::custom_schema(&d.group, &d.version, &d.kind),
+        );
     }
     let mut paths = Map::new();
-    let api_prefix = if group.is_empty() { format!("/api/{version}/") } else { format!("/apis/{group}/{version}/") };
+    let api_prefix = if group.is_empty() {
+        format!("/api/{version}/")
+    } else {
+        format!("/apis/{group}/{version}/")
+    };
     paths.insert(api_prefix, json!({"get": {
         "tags": [format!("{}_{version}", if group.is_empty() { "core" } else { group })],
         "description": "get available resources",
         "operationId": "getAPIResources",
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList"}}}}}
     }}));
-    schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList".into(), json!({"description": "APIResourceList is a list of APIResource.", "type": "object"}));
+    schemas.insert(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.APIResourceList".into(),
+        json!({"description": "APIResourceList is a list of APIResource.", "type": "object"}),
+    );
     for d in &defs {
         let schema = schema_name_of(d);
         let list = format!("{schema}List");
         if !schemas.contains_key(&list) {
-            schemas.insert(list.clone(), kinds::list_schema(&d.group, &d.version, &d.kind, &schema));
+            schemas.insert(
+                list.clone(),
+                kinds::list_schema(&d.group, &d.version, &d.kind, &schema),
+            );
         }
         paths::add_resource_paths(&mut paths, d, &schema, &list);
     }
@@ -171,7 +188,17 @@ fn fingerprint(registry: &Registry, group: &str, version: &str) -> String {
         .all()
         .iter()
         .filter(|d| d.group == group && d.version == version)
-        .map(|d| format!("{}|{}|{}|{}|{:?}|{:?};", d.kind, d.plural, d.namespaced, d.subresources.join(","), d.verbs, d.short_names))
+        .map(|d| {
+            format!(
+                "{}|{}|{}|{}|{:?}|{:?};",
+                d.kind,
+                d.plural,
+                d.namespaced,
+                d.subresources.join(","),
+                d.verbs,
+                d.short_names
+            )
+        })
         .collect()
 }
 
@@ -187,8 +214,15 @@ impl DocCache {
         }
         let doc = group_version_doc(registry, group, version)?;
         let bytes = Bytes::from(serde_json::to_vec(&doc).expect("serializing a JSON value"));
-        let cached = Cached { fingerprint: fp, hash: content_hash(&bytes), bytes };
-        self.docs.lock().expect("openapi cache").insert(key, cached.clone());
+        let cached = Cached {
+            fingerprint: fp,
+            hash: content_hash(&bytes),
+            bytes,
+        };
+        self.docs
+            .lock()
+            .expect("openapi cache")
+            .insert(key, cached.clone());
         Some(cached)
     }
 }
@@ -204,7 +238,10 @@ pub fn index(registry: &Registry) -> Value {
     for (g, v) in group_versions(registry) {
         if let Some(c) = global_cache().get(registry, &g, &v) {
             let p = gv_path(&g, &v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", c.hash)}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", c.hash)}),
+            );
         }
     }
     json!({"paths": paths})
@@ -219,10 +256,17 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
-fn json_response(status: StatusCode, body: Bytes, extra: &[(header::HeaderName, String)]) -> Response {
+fn json_response(
+    status: StatusCode,
+    body: Bytes,
+    extra: &[(header::HeaderName, String)],
+) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for (name, value) in extra {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name.clone(), v);
@@ -233,30 +277,57 @@ fn json_response(status: StatusCode, body: Bytes, extra: &[(header::HeaderName, 
 
 async fn serve_index(State(registry): State<Arc<Registry>>) -> Response {
     let body = serde_json::to_vec(&index(&registry)).expect("serializing a JSON value");
-    json_response(StatusCode::OK, body.into(), &[(header::CACHE_CONTROL, "no-cache, private".into())])
+    json_response(
+        StatusCode::OK,
+        body.into(),
+        &[(header::CACHE_CONTROL, "no-cache, private".into())],
+    )
 }
 
-async fn serve_doc(State(registry): State<Arc<Registry>>, Path(gv): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn serve_doc(
+    State(registry): State<Arc<Registry>>,
+    Path(gv): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let parts: Vec<&str> = gv.trim_matches('/').split('/').collect();
     let (group, version) = match parts.as_slice() {
         ["api", v] => ("", *v),
         ["apis", g, v] => (*g, *v),
         _ => return not_found(),
     };
-    let Some(doc) = global_cache().get(&registry, group, version) else { return not_found() };
+    let Some(doc) = global_cache().get(&registry, group, version) else {
+        return not_found();
+    };
     let etag = format!("\"{}\"", doc.hash);
     if let Some(h) = q.get("hash") {
         if *h != doc.hash {
             // kube redirects a stale hash to the current one.
             let location = format!("/openapi/v3/{}?hash={}", gv_path(group, version), doc.hash);
-            return (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response();
+            return (
+                StatusCode::MOVED_PERMANENTLY,
+                [(header::LOCATION, location)],
+            )
+                .into_response();
         }
     }
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let cache = if q.contains_key("hash") { "public, immutable" } else { "no-cache, private" };
-    json_response(StatusCode::OK, doc.bytes, &[(header::ETAG, etag), (header::CACHE_CONTROL, cache.into())])
+    let cache = if q.contains_key("hash") {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    json_response(
+        StatusCode::OK,
+        doc.bytes,
+        &[(header::ETAG, etag), (header::CACHE_CONTROL, cache.into())],
+    )
 }
 
 async fn serve_v2() -> Response {
@@ -265,7 +336,13 @@ async fn serve_v2() -> Response {
 
 fn not_found() -> Response {
     let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": "the server could not find the requested resource", "reason": "NotFound", "details": {}, "code": 404});
-    json_response(StatusCode::NOT_FOUND, serde_json::to_vec(&body).expect("serializing a JSON value").into(), &[])
+    json_response(
+        StatusCode::NOT_FOUND,
+        serde_json::to_vec(&body)
+            .expect("serializing a JSON value")
+            .into(),
+        &[],
+    )
 }
 
 #[cfg(test)]

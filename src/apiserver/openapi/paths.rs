@@ -14,7 +14,11 @@ fn group_ident(group: &str) -> String {
     if group.is_empty() {
         return "Core".into();
     }
-    group.trim_end_matches(".k8s.io").split('.').map(capitalize).collect()
+    group
+        .trim_end_matches(".k8s.io")
+        .split('.')
+        .map(capitalize)
+        .collect()
 }
 
 fn capitalize(s: &str) -> String {
@@ -34,13 +38,21 @@ fn path_param(name: &str, description: &str) -> Value {
 }
 
 fn pretty() -> Value {
-    query("pretty", "If 'true', then the output is pretty printed.", "string")
+    query(
+        "pretty",
+        "If 'true', then the output is pretty printed.",
+        "string",
+    )
 }
 fn dry_run() -> Value {
     query("dryRun", "When present, indicates that modifications should not be persisted. Valid values are: - All: all dry run stages will be processed", "string")
 }
 fn field_manager() -> Value {
-    query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes.", "string")
+    query(
+        "fieldManager",
+        "fieldManager is a name associated with the actor or entity that is making these changes.",
+        "string",
+    )
 }
 fn field_validation() -> Value {
     query("fieldValidation", "fieldValidation instructs the server on how to handle objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. Valid values are: - Ignore - Warn - Strict", "string")
@@ -86,7 +98,16 @@ fn gvk(group: &str, version: &str, kind: &str) -> Value {
 
 /// One operation object, as kube publishes it.
 #[allow(clippy::too_many_arguments)]
-fn operation(tag: &str, action: &str, id: String, description: String, gvk: &Value, params: Vec<Value>, body: Option<Value>, responses: Value) -> Value {
+fn operation(
+    tag: &str,
+    action: &str,
+    id: String,
+    description: String,
+    gvk: &Value,
+    params: Vec<Value>,
+    body: Option<Value>,
+    responses: Value,
+) -> Value {
     let mut op = Map::new();
     op.insert("tags".into(), json!([tag]));
     op.insert("description".into(), description.into());
@@ -119,18 +140,52 @@ fn json_body(schema: &Value) -> Value {
 
 /// What a subresource answers with: its GVK, schema name (empty for
 /// plain text) and the verbs it serves.
-fn subresource_kind(def: &ResourceDef, sub: &str, schema: &str) -> Option<(Value, String, &'static [&'static str])> {
+fn subresource_kind(
+    def: &ResourceDef,
+    sub: &str,
+    schema: &str,
+) -> Option<(Value, String, &'static [&'static str])> {
     const RW: &[&str] = &["get", "put", "patch"];
     Some(match sub {
-        "status" | "ephemeralcontainers" | "resize" => (gvk(&def.group, &def.version, &def.kind), schema.to_string(), RW),
-        "scale" => (gvk("autoscaling", "v1", "Scale"), "io.k8s.api.autoscaling.v1.Scale".into(), RW),
-        "binding" => (gvk("", "v1", "Binding"), "io.k8s.api.core.v1.Binding".into(), &["post"]),
-        "eviction" => (gvk("policy", "v1", "Eviction"), "io.k8s.api.policy.v1.Eviction".into(), &["post"]),
-        "token" => (gvk("authentication.k8s.io", "v1", "TokenRequest"), "io.k8s.api.authentication.v1.TokenRequest".into(), &["post"]),
-        "log" => (gvk(&def.group, &def.version, &def.kind), String::new(), &["get"]),
-        "exec" | "attach" | "portforward" | "proxy" => {
-            (gvk(&def.group, &def.version, &format!("{}{}Options", def.kind, connect_name(sub))), String::new(), &["connect"])
-        }
+        "status" | "ephemeralcontainers" | "resize" => (
+            gvk(&def.group, &def.version, &def.kind),
+            schema.to_string(),
+            RW,
+        ),
+        "scale" => (
+            gvk("autoscaling", "v1", "Scale"),
+            "io.k8s.api.autoscaling.v1.Scale".into(),
+            RW,
+        ),
+        "binding" => (
+            gvk("", "v1", "Binding"),
+            "io.k8s.api.core.v1.Binding".into(),
+            &["post"],
+        ),
+        "eviction" => (
+            gvk("policy", "v1", "Eviction"),
+            "io.k8s.api.policy.v1.Eviction".into(),
+            &["post"],
+        ),
+        "token" => (
+            gvk("authentication.k8s.io", "v1", "TokenRequest"),
+            "io.k8s.api.authentication.v1.TokenRequest".into(),
+            &["post"],
+        ),
+        "log" => (
+            gvk(&def.group, &def.version, &def.kind),
+            String::new(),
+            &["get"],
+        ),
+        "exec" | "attach" | "portforward" | "proxy" => (
+            gvk(
+                &def.group,
+                &def.version,
+                &format!("{}{}Options", def.kind, connect_name(sub)),
+            ),
+            String::new(),
+            &["connect"],
+        ),
         _ => return None,
     })
 }
@@ -146,8 +201,17 @@ fn connect_name(sub: &str) -> &'static str {
 
 /// Add every path of `def` to `paths`. `schema` is the kind's schema name;
 /// `list_schema` its list's.
-pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, schema: &str, list_schema: &str) {
-    let prefix = if def.group.is_empty() { format!("/api/{}", def.version) } else { format!("/apis/{}/{}", def.group, def.version) };
+pub fn add_resource_paths(
+    paths: &mut Map<String, Value>,
+    def: &ResourceDef,
+    schema: &str,
+    list_schema: &str,
+) {
+    let prefix = if def.group.is_empty() {
+        format!("/api/{}", def.version)
+    } else {
+        format!("/apis/{}/{}", def.group, def.version)
+    };
     let ident = format!("{}{}", group_ident(&def.group), capitalize(&def.version));
     let tag = format!("{}_{}", group_ident(&def.group).to_lowercase(), def.version);
     let scope = if def.namespaced { "Namespaced" } else { "" };
@@ -156,14 +220,27 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
     let obj = schema_ref(schema);
     let list = schema_ref(list_schema);
     let status = schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.Status");
-    let ns_base = if def.namespaced { format!("{prefix}/namespaces/{{namespace}}/{}", def.plural) } else { format!("{prefix}/{}", def.plural) };
+    let ns_base = if def.namespaced {
+        format!("{prefix}/namespaces/{{namespace}}/{}", def.plural)
+    } else {
+        format!("{prefix}/{}", def.plural)
+    };
     let verb = |v: &str| def.verbs.iter().any(|x| x == v);
     let mut common = vec![];
     if def.namespaced {
-        common.push(path_param("namespace", "object name and auth scope, such as for teams and projects"));
+        common.push(path_param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects",
+        ));
     }
     common.push(pretty());
-    let mk = |action: &str, id: String, description: String, gvk: &Value, params: Vec<Value>, body: Option<Value>, responses: Value| {
+    let mk = |action: &str,
+              id: String,
+              description: String,
+              gvk: &Value,
+              params: Vec<Value>,
+              body: Option<Value>,
+              responses: Value| {
         operation(&tag, action, id, description, gvk, params, body, responses)
     };
 
@@ -171,21 +248,65 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
     let mut collection = Map::new();
     collection.insert("parameters".into(), Value::Array(common.clone()));
     if verb("list") {
-        collection.insert("get".into(), mk("list", format!("list{ident}{scope}{kind}"), format!("list or watch objects of kind {kind}"), &this_gvk, list_params(), None, ok(&list)));
+        collection.insert(
+            "get".into(),
+            mk(
+                "list",
+                format!("list{ident}{scope}{kind}"),
+                format!("list or watch objects of kind {kind}"),
+                &this_gvk,
+                list_params(),
+                None,
+                ok(&list),
+            ),
+        );
     }
     if verb("create") {
         collection.insert("post".into(), mk("post", format!("create{ident}{scope}{kind}"), format!("create a {kind}"), &this_gvk, vec![dry_run(), field_manager(), field_validation()], Some(json_body(&obj)), json!({"200": {"description": "OK", "content": json_content(&obj)}, "201": {"description": "Created", "content": json_content(&obj)}, "202": {"description": "Accepted", "content": json_content(&obj)}, "401": {"description": "Unauthorized"}})));
     }
     if verb("deletecollection") {
         let mut params = list_params();
-        params.extend([dry_run(), query("gracePeriodSeconds", "The duration in seconds before the object should be deleted.", "integer"), query("propagationPolicy", "Whether and how garbage collection will be performed.", "string")]);
-        collection.insert("delete".into(), mk("deletecollection", format!("deletecollection{ident}{scope}{kind}"), format!("delete collection of {kind}"), &this_gvk, params, Some(json_body(&schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"))), ok(&status)));
+        params.extend([
+            dry_run(),
+            query(
+                "gracePeriodSeconds",
+                "The duration in seconds before the object should be deleted.",
+                "integer",
+            ),
+            query(
+                "propagationPolicy",
+                "Whether and how garbage collection will be performed.",
+                "string",
+            ),
+        ]);
+        collection.insert(
+            "delete".into(),
+            mk(
+                "deletecollection",
+                format!("deletecollection{ident}{scope}{kind}"),
+                format!("delete collection of {kind}"),
+                &this_gvk,
+                params,
+                Some(json_body(&schema_ref(
+                    "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+                ))),
+                ok(&status),
+            ),
+        );
     }
     paths.insert(ns_base.clone(), Value::Object(collection));
 
     // All-namespaces list.
     if def.namespaced && verb("list") {
-        let op = mk("list", format!("list{ident}{kind}ForAllNamespaces"), format!("list or watch objects of kind {kind}"), &this_gvk, list_params(), None, ok(&list));
+        let op = mk(
+            "list",
+            format!("list{ident}{kind}ForAllNamespaces"),
+            format!("list or watch objects of kind {kind}"),
+            &this_gvk,
+            list_params(),
+            None,
+            ok(&list),
+        );
         let mut all = Map::new();
         all.insert("parameters".into(), json!([pretty()]));
         all.insert("get".into(), op);
@@ -197,50 +318,157 @@ pub fn add_resource_paths(paths: &mut Map<String, Value>, def: &ResourceDef, sch
     item_common.extend(common.iter().cloned());
     let mut item = Map::new();
     item.insert("parameters".into(), Value::Array(item_common.clone()));
-    add_item_ops(&mut item, &tag, &verb, &format!("{ident}{scope}{kind}"), kind, &this_gvk, &obj, &status, true);
+    add_item_ops(
+        &mut item,
+        &tag,
+        &verb,
+        &format!("{ident}{scope}{kind}"),
+        kind,
+        &this_gvk,
+        &obj,
+        &status,
+        true,
+    );
     paths.insert(format!("{ns_base}/{{name}}"), Value::Object(item));
 
     // Subresources.
     for sub in &def.subresources {
-        let Some((sub_gvk, sub_schema, verbs)) = subresource_kind(def, sub, schema) else { continue };
+        let Some((sub_gvk, sub_schema, verbs)) = subresource_kind(def, sub, schema) else {
+            continue;
+        };
         let suffix = capitalize(sub);
         let mut p = Map::new();
         p.insert("parameters".into(), Value::Array(item_common.clone()));
         let id = format!("{ident}{scope}{kind}{suffix}");
-        let sub_obj = if sub_schema.is_empty() { json!({"type": "string"}) } else { schema_ref(&sub_schema) };
+        let sub_obj = if sub_schema.is_empty() {
+            json!({"type": "string"})
+        } else {
+            schema_ref(&sub_schema)
+        };
         let has = |v: &str| verbs.contains(&v);
         if has("connect") {
             for (method, word) in [("get", "Get"), ("post", "Post")] {
-                p.insert(method.into(), mk("connect", format!("connect{ident}{word}{scope}{kind}{suffix}"), format!("connect {method} requests to {sub} of {kind}"), &sub_gvk, vec![], None, ok(&json!({"type": "string"}))));
+                p.insert(
+                    method.into(),
+                    mk(
+                        "connect",
+                        format!("connect{ident}{word}{scope}{kind}{suffix}"),
+                        format!("connect {method} requests to {sub} of {kind}"),
+                        &sub_gvk,
+                        vec![],
+                        None,
+                        ok(&json!({"type": "string"})),
+                    ),
+                );
             }
         } else if has("post") {
-            p.insert("post".into(), mk("post", format!("create{id}"), format!("create {sub} of a {kind}"), &sub_gvk, vec![dry_run(), field_manager(), field_validation()], Some(json_body(&sub_obj)), ok(&sub_obj)));
+            p.insert(
+                "post".into(),
+                mk(
+                    "post",
+                    format!("create{id}"),
+                    format!("create {sub} of a {kind}"),
+                    &sub_gvk,
+                    vec![dry_run(), field_manager(), field_validation()],
+                    Some(json_body(&sub_obj)),
+                    ok(&sub_obj),
+                ),
+            );
         } else {
-            add_item_ops(&mut p, &tag, &has, &id, &format!("{sub} of the specified {kind}"), &sub_gvk, &sub_obj, &status, false);
+            add_item_ops(
+                &mut p,
+                &tag,
+                &has,
+                &id,
+                &format!("{sub} of the specified {kind}"),
+                &sub_gvk,
+                &sub_obj,
+                &status,
+                false,
+            );
         }
         paths.insert(format!("{ns_base}/{{name}}/{sub}"), Value::Object(p));
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn add_item_ops(item: &mut Map<String, Value>, tag: &str, verb: &dyn Fn(&str) -> bool, ident: &str, what: &str, gvk: &Value, obj: &Value, status: &Value, is_item: bool) {
-    let op = |action: &str, id: String, description: String, params: Vec<Value>, body: Option<Value>, responses: Value| {
+fn add_item_ops(
+    item: &mut Map<String, Value>,
+    tag: &str,
+    verb: &dyn Fn(&str) -> bool,
+    ident: &str,
+    what: &str,
+    gvk: &Value,
+    obj: &Value,
+    status: &Value,
+    is_item: bool,
+) {
+    let op = |action: &str,
+              id: String,
+              description: String,
+              params: Vec<Value>,
+              body: Option<Value>,
+              responses: Value| {
         operation(tag, action, id, description, gvk, params, body, responses)
     };
     let created = json!({"200": {"description": "OK", "content": json_content(obj)}, "201": {"description": "Created", "content": json_content(obj)}, "401": {"description": "Unauthorized"}});
     if verb("get") {
-        item.insert("get".into(), op("get", format!("read{ident}"), format!("read {what}"), vec![], None, ok(obj)));
+        item.insert(
+            "get".into(),
+            op(
+                "get",
+                format!("read{ident}"),
+                format!("read {what}"),
+                vec![],
+                None,
+                ok(obj),
+            ),
+        );
     }
     if verb("update") || verb("put") {
-        item.insert("put".into(), op("put", format!("replace{ident}"), format!("replace {what}"), vec![dry_run(), field_manager(), field_validation()], Some(json_body(obj)), created.clone()));
+        item.insert(
+            "put".into(),
+            op(
+                "put",
+                format!("replace{ident}"),
+                format!("replace {what}"),
+                vec![dry_run(), field_manager(), field_validation()],
+                Some(json_body(obj)),
+                created.clone(),
+            ),
+        );
     }
     if is_item && verb("delete") {
-        let params = vec![dry_run(), query("gracePeriodSeconds", "The duration in seconds before the object should be deleted.", "integer"), query("propagationPolicy", "Whether and how garbage collection will be performed.", "string")];
-        let body = json_body(&schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"));
+        let params = vec![
+            dry_run(),
+            query(
+                "gracePeriodSeconds",
+                "The duration in seconds before the object should be deleted.",
+                "integer",
+            ),
+            query(
+                "propagationPolicy",
+                "Whether and how garbage collection will be performed.",
+                "string",
+            ),
+        ];
+        let body = json_body(&schema_ref(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+        ));
         item.insert("delete".into(), op("delete", format!("delete{ident}"), format!("delete {what}"), params, Some(body), json!({"200": {"description": "OK", "content": json_content(status)}, "202": {"description": "Accepted", "content": json_content(status)}, "401": {"description": "Unauthorized"}})));
     }
     if verb("patch") {
-        item.insert("patch".into(), op("patch", format!("patch{ident}"), format!("partially update {what}"), vec![dry_run(), field_manager(), field_validation(), force()], Some(patch_body()), created));
+        item.insert(
+            "patch".into(),
+            op(
+                "patch",
+                format!("patch{ident}"),
+                format!("partially update {what}"),
+                vec![dry_run(), field_manager(), field_validation(), force()],
+                Some(patch_body()),
+                created,
+            ),
+        );
     }
 }
 
@@ -253,6 +481,9 @@ mod tests {
         assert_eq!(group_ident(""), "Core");
         assert_eq!(group_ident("apps"), "Apps");
         assert_eq!(group_ident("networking.k8s.io"), "Networking");
-        assert_eq!(group_ident("rbac.authorization.k8s.io"), "RbacAuthorization");
+        assert_eq!(
+            group_ident("rbac.authorization.k8s.io"),
+            "RbacAuthorization"
+        );
     }
 }

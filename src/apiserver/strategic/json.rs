@@ -7,7 +7,9 @@ use super::PatchError;
 /// Apply an RFC 7386 merge patch: objects merge recursively, `null`
 /// deletes, anything else replaces.
 pub fn json_merge_patch(original: &Value, patch: &Value) -> Value {
-    let Value::Object(p) = patch else { return patch.clone() };
+    let Value::Object(p) = patch else {
+        return patch.clone();
+    };
     let mut target = match original {
         Value::Object(o) => o.clone(),
         _ => Map::new(),
@@ -32,23 +34,38 @@ fn tokens(pointer: &str) -> Result<Vec<String>, PatchError> {
     if pointer.is_empty() {
         return Ok(Vec::new());
     }
-    let rest = pointer.strip_prefix('/').ok_or_else(|| invalid(format!("invalid JSON pointer {pointer:?}")))?;
-    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    let rest = pointer
+        .strip_prefix('/')
+        .ok_or_else(|| invalid(format!("invalid JSON pointer {pointer:?}")))?;
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 fn index(token: &str, len: usize, allow_end: bool) -> Result<usize, PatchError> {
     if allow_end && token == "-" {
         return Ok(len);
     }
-    let i: usize = token.parse().map_err(|_| invalid(format!("invalid array index {token:?}")))?;
-    let max = if allow_end { len } else { len.saturating_sub(1) };
+    let i: usize = token
+        .parse()
+        .map_err(|_| invalid(format!("invalid array index {token:?}")))?;
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
     if (allow_end && i > len) || (!allow_end && (len == 0 || i > max)) {
         return Err(invalid(format!("array index {i} out of bounds")));
     }
     Ok(i)
 }
 
-fn parent<'a>(doc: &'a mut Value, toks: &[String], path: &str) -> Result<&'a mut Value, PatchError> {
+fn parent<'a>(
+    doc: &'a mut Value,
+    toks: &[String],
+    path: &str,
+) -> Result<&'a mut Value, PatchError> {
     let mut cur = doc;
     for t in toks {
         cur = match cur {
@@ -99,9 +116,13 @@ fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
 
 fn remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
     let toks = tokens(path)?;
-    let Some((last, init)) = toks.split_last() else { return Err(invalid("cannot remove the whole document")) };
+    let Some((last, init)) = toks.split_last() else {
+        return Err(invalid("cannot remove the whole document"));
+    };
     match parent(doc, init, path)? {
-        Value::Object(m) => m.shift_remove(last).ok_or_else(|| invalid(format!("path {path} does not exist"))),
+        Value::Object(m) => m
+            .shift_remove(last)
+            .ok_or_else(|| invalid(format!("path {path} does not exist"))),
         Value::Array(a) => {
             let i = index(last, a.len(), false)?;
             Ok(a.remove(i))
@@ -112,13 +133,29 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
 
 /// Apply an RFC 6902 JSON patch (a list of operations).
 pub fn json_patch(original: &Value, ops: &Value) -> Result<Value, PatchError> {
-    let ops = ops.as_array().ok_or_else(|| invalid("a JSON patch must be a list of operations"))?;
+    let ops = ops
+        .as_array()
+        .ok_or_else(|| invalid("a JSON patch must be a list of operations"))?;
     let mut doc = original.clone();
     for op in ops {
-        let name = op.get("op").and_then(Value::as_str).ok_or_else(|| invalid("operation without \"op\""))?;
-        let path = op.get("path").and_then(Value::as_str).ok_or_else(|| invalid(format!("{name} operation without \"path\"")))?;
-        let value = || op.get("value").cloned().ok_or_else(|| invalid(format!("{name} operation without \"value\"")));
-        let from = || op.get("from").and_then(Value::as_str).ok_or_else(|| invalid(format!("{name} operation without \"from\"")));
+        let name = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("operation without \"op\""))?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("{name} operation without \"path\"")))?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| invalid(format!("{name} operation without \"value\"")))
+        };
+        let from = || {
+            op.get("from")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid(format!("{name} operation without \"from\"")))
+        };
         match name {
             "add" => add(&mut doc, path, value()?)?,
             "remove" => {
@@ -161,7 +198,10 @@ mod tests {
     fn merge_patch_follows_rfc_7386() {
         let o = json!({"a": "b", "c": {"d": "e", "f": "g"}, "l": [1, 2]});
         let p = json!({"a": "z", "c": {"f": null}, "l": [3]});
-        assert_eq!(json_merge_patch(&o, &p), json!({"a": "z", "c": {"d": "e"}, "l": [3]}));
+        assert_eq!(
+            json_merge_patch(&o, &p),
+            json!({"a": "z", "c": {"d": "e"}, "l": [3]})
+        );
         assert_eq!(json_merge_patch(&json!({"a": 1}), &json!("x")), json!("x"));
     }
 
@@ -179,15 +219,30 @@ mod tests {
             {"op": "add", "path": "/metadata/labels/t~0x", "value": "y"}
         ]);
         let got = json_patch(&o, &ops).unwrap();
-        assert_eq!(got, json!({"metadata": {"labels": {"a/b": "2", "t~x": "y"}}, "spec": {"list": [0, 2, 3, 4], "moved": [0, 2, 3, 4]}}));
+        assert_eq!(
+            got,
+            json!({"metadata": {"labels": {"a/b": "2", "t~x": "y"}}, "spec": {"list": [0, 2, 3, 4], "moved": [0, 2, 3, 4]}})
+        );
     }
 
     #[test]
     fn json_patch_reports_failures() {
         let o = json!({"a": 1});
-        assert_eq!(json_patch(&o, &json!([{"op": "test", "path": "/a", "value": 2}])), Err(PatchError::TestFailed("/a".into())));
-        assert!(matches!(json_patch(&o, &json!([{"op": "remove", "path": "/b"}])), Err(PatchError::Invalid(_))));
-        assert!(matches!(json_patch(&o, &json!([{"op": "replace", "path": "/b", "value": 1}])), Err(PatchError::Invalid(_))));
-        assert!(matches!(json_patch(&o, &json!({"op": "add"})), Err(PatchError::Invalid(_))));
+        assert_eq!(
+            json_patch(&o, &json!([{"op": "test", "path": "/a", "value": 2}])),
+            Err(PatchError::TestFailed("/a".into()))
+        );
+        assert!(matches!(
+            json_patch(&o, &json!([{"op": "remove", "path": "/b"}])),
+            Err(PatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            json_patch(&o, &json!([{"op": "replace", "path": "/b", "value": 1}])),
+            Err(PatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            json_patch(&o, &json!({"op": "add"})),
+            Err(PatchError::Invalid(_))
+        ));
     }
 }

@@ -6,13 +6,25 @@ use super::meta::{self, FieldMeta};
 use super::{PatchError, TypeGraph, TypeKey};
 
 /// Apply a strategic merge patch to `original` (a built-in kind).
-pub fn strategic_merge(kind: &TypeKey, original: &Value, patch: &Value) -> Result<Value, PatchError> {
+pub fn strategic_merge(
+    kind: &TypeKey,
+    original: &Value,
+    patch: &Value,
+) -> Result<Value, PatchError> {
     let graph = TypeGraph::get();
     let root = graph.root(kind).ok_or_else(|| {
-        let gk = if kind.group.is_empty() { kind.kind.to_string() } else { format!("{}.{}", kind.kind, kind.group) };
+        let gk = if kind.group.is_empty() {
+            kind.kind.to_string()
+        } else {
+            format!("{}.{}", kind.kind, kind.group)
+        };
         PatchError::Unsupported(gk)
     })?;
-    let Value::Object(patch) = patch else { return Err(PatchError::Invalid("a strategic merge patch must be a JSON object".into())) };
+    let Value::Object(patch) = patch else {
+        return Err(PatchError::Invalid(
+            "a strategic merge patch must be a JSON object".into(),
+        ));
+    };
     let original = match original {
         Value::Object(o) => o.clone(),
         _ => Map::new(),
@@ -28,7 +40,12 @@ fn directive(m: &Map<String, Value>) -> Option<&str> {
     m.get("$patch").and_then(Value::as_str)
 }
 
-fn merge_map(g: &TypeGraph, ty: Option<&str>, mut original: Map<String, Value>, patch: &Map<String, Value>) -> Result<Map<String, Value>, PatchError> {
+fn merge_map(
+    g: &TypeGraph,
+    ty: Option<&str>,
+    mut original: Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<Map<String, Value>, PatchError> {
     match patch.get("$patch") {
         None => {}
         Some(Value::String(d)) if d == "merge" => {}
@@ -37,12 +54,21 @@ fn merge_map(g: &TypeGraph, ty: Option<&str>, mut original: Map<String, Value>, 
         Some(other) => return Err(invalid(format!("unknown patch type {other} in map"))),
     }
     if let Some(keys) = patch.get("$retainKeys") {
-        let keys: Vec<&str> = keys.as_array().ok_or_else(|| invalid("$retainKeys must be a list of strings"))?.iter().filter_map(Value::as_str).collect();
+        let keys: Vec<&str> = keys
+            .as_array()
+            .ok_or_else(|| invalid("$retainKeys must be a list of strings"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         original.retain(|k, _| keys.contains(&k.as_str()));
     }
     for (k, values) in patch {
-        let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") else { continue };
-        let values = values.as_array().ok_or_else(|| invalid(format!("{k} must be a list")))?;
+        let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") else {
+            continue;
+        };
+        let values = values
+            .as_array()
+            .ok_or_else(|| invalid(format!("{k} must be a list")))?;
         if let Some(Value::Array(list)) = original.get_mut(field) {
             list.retain(|v| !values.contains(v));
         }
@@ -74,9 +100,16 @@ fn merge_map(g: &TypeGraph, ty: Option<&str>, mut original: Map<String, Value>, 
         original.insert(k.clone(), merged);
     }
     for (k, order) in patch {
-        let Some(field) = k.strip_prefix("$setElementOrder/") else { continue };
-        let order = order.as_array().ok_or_else(|| invalid(format!("{k} must be a list")))?;
-        let key = ty.and_then(|t| meta::lookup(t, field)).map(|m| m.merge_key).unwrap_or("");
+        let Some(field) = k.strip_prefix("$setElementOrder/") else {
+            continue;
+        };
+        let order = order
+            .as_array()
+            .ok_or_else(|| invalid(format!("{k} must be a list")))?;
+        let key = ty
+            .and_then(|t| meta::lookup(t, field))
+            .map(|m| m.merge_key)
+            .unwrap_or("");
         if let Some(Value::Array(list)) = original.get_mut(field) {
             let items = std::mem::take(list);
             *list = set_element_order(items, order, key);
@@ -89,13 +122,27 @@ fn is_merge(m: Option<&FieldMeta>) -> bool {
     m.is_some_and(|m| m.strategy.split(',').any(|s| s == "merge"))
 }
 
-fn merge_list(g: &TypeGraph, elem: Option<&str>, m: Option<&FieldMeta>, mut original: Vec<Value>, patch: &[Value], field: &str) -> Result<Vec<Value>, PatchError> {
+fn merge_list(
+    g: &TypeGraph,
+    elem: Option<&str>,
+    m: Option<&FieldMeta>,
+    mut original: Vec<Value>,
+    patch: &[Value],
+    field: &str,
+) -> Result<Vec<Value>, PatchError> {
     if !is_merge(m) {
         return Ok(clean_list(patch));
     }
     let key = m.map(|m| m.merge_key).unwrap_or("");
-    if patch.iter().any(|p| matches!(p, Value::Object(o) if directive(o) == Some("replace"))) {
-        let rest: Vec<Value> = patch.iter().filter(|p| !matches!(p, Value::Object(o) if directive(o) == Some("replace"))).cloned().collect();
+    if patch
+        .iter()
+        .any(|p| matches!(p, Value::Object(o) if directive(o) == Some("replace")))
+    {
+        let rest: Vec<Value> = patch
+            .iter()
+            .filter(|p| !matches!(p, Value::Object(o) if directive(o) == Some("replace")))
+            .cloned()
+            .collect();
         return Ok(clean_list(&rest));
     }
     if key.is_empty() {
@@ -108,9 +155,15 @@ fn merge_list(g: &TypeGraph, elem: Option<&str>, m: Option<&FieldMeta>, mut orig
         return Ok(original);
     }
     for p in patch {
-        let Value::Object(item) = p else { return Err(invalid(format!("{field}: list items must be objects with merge key {key}"))) };
+        let Value::Object(item) = p else {
+            return Err(invalid(format!(
+                "{field}: list items must be objects with merge key {key}"
+            )));
+        };
         let Some(id) = item.get(key) else {
-            return Err(invalid(format!("map: {p} does not contain declared merge key: {key}")));
+            return Err(invalid(format!(
+                "map: {p} does not contain declared merge key: {key}"
+            )));
         };
         let found = original.iter().position(|o| o.get(key) == Some(id));
         match (directive(item), found) {
@@ -141,7 +194,8 @@ fn set_element_order(items: Vec<Value>, order: &[Value], key: &str) -> Vec<Value
     };
     let order_ids: Vec<Value> = order.iter().map(&id).collect();
     let server_ids: Vec<Value> = items.iter().map(&id).collect();
-    let (mut named, server_only): (Vec<Value>, Vec<Value>) = items.into_iter().partition(|v| order_ids.contains(&id(v)));
+    let (mut named, server_only): (Vec<Value>, Vec<Value>) =
+        items.into_iter().partition(|v| order_ids.contains(&id(v)));
     named.sort_by_key(|v| order_ids.iter().position(|o| *o == id(v)));
     let pos = |v: &Value| server_ids.iter().position(|s| *s == id(v));
     let (mut i, mut j) = (0, 0);
@@ -175,11 +229,18 @@ fn clean(v: &Value) -> Value {
 }
 
 fn clean_map(m: &Map<String, Value>) -> Map<String, Value> {
-    m.iter().filter(|(k, v)| !k.starts_with('$') && !v.is_null()).map(|(k, v)| (k.clone(), clean(v))).collect()
+    m.iter()
+        .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+        .map(|(k, v)| (k.clone(), clean(v)))
+        .collect()
 }
 
 fn clean_list(a: &[Value]) -> Vec<Value> {
-    a.iter().filter(|v| !matches!(v, Value::Object(o) if directive(o).is_some() && o.len() == 1)).filter(|v| !matches!(v, Value::Object(o) if directive(o) == Some("delete"))).map(clean).collect()
+    a.iter()
+        .filter(|v| !matches!(v, Value::Object(o) if directive(o).is_some() && o.len() == 1))
+        .filter(|v| !matches!(v, Value::Object(o) if directive(o) == Some("delete")))
+        .map(clean)
+        .collect()
 }
 
 #[cfg(test)]

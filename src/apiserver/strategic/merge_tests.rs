@@ -3,9 +3,21 @@ use serde_json::json;
 use super::*;
 use crate::apiserver::strategic::supports_strategic;
 
-const DEPLOYMENT: TypeKey = TypeKey { group: "apps", version: "v1", kind: "Deployment" };
-const POD: TypeKey = TypeKey { group: "", version: "v1", kind: "Pod" };
-const SERVICE: TypeKey = TypeKey { group: "", version: "v1", kind: "Service" };
+const DEPLOYMENT: TypeKey = TypeKey {
+    group: "apps",
+    version: "v1",
+    kind: "Deployment",
+};
+const POD: TypeKey = TypeKey {
+    group: "",
+    version: "v1",
+    kind: "Pod",
+};
+const SERVICE: TypeKey = TypeKey {
+    group: "",
+    version: "v1",
+    kind: "Service",
+};
 
 fn deployment() -> Value {
     json!({
@@ -37,15 +49,25 @@ fn kubectl_apply_update_body_keeps_other_container_fields() {
             "containers": [{"image": "nginx:1.16.1", "name": "nginx"}]}}}});
     let got = strategic_merge(&DEPLOYMENT, &deployment(), &patch).unwrap();
     assert_eq!(got["spec"]["replicas"], 3);
-    let containers = got["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let containers = got["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
     assert_eq!(containers.len(), 2, "the server-only sidecar stays");
     assert_eq!(containers[0]["name"], "nginx");
     assert_eq!(containers[0]["image"], "nginx:1.16.1");
     assert_eq!(containers[0]["imagePullPolicy"], "IfNotPresent");
-    assert_eq!(containers[0]["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
-    assert_eq!(got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"], "{}");
+    assert_eq!(
+        containers[0]["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+        "{}"
+    );
     assert_eq!(got["metadata"]["labels"]["app"], "nginx");
-    assert!(got["spec"]["template"]["spec"].get("$setElementOrder/containers").is_none());
+    assert!(got["spec"]["template"]["spec"]
+        .get("$setElementOrder/containers")
+        .is_none());
 }
 
 #[test]
@@ -56,7 +78,10 @@ fn env_var_is_removed_by_delete_directive_and_ports_are_merged_by_container_port
     let got = strategic_merge(&DEPLOYMENT, &deployment(), &patch).unwrap();
     let c = &got["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["env"], json!([{"name": "A", "value": "1"}]));
-    assert_eq!(c["ports"], json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}, {"containerPort": 443}]));
+    assert_eq!(
+        c["ports"],
+        json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}, {"containerPort": 443}])
+    );
 }
 
 #[test]
@@ -70,19 +95,29 @@ fn retain_keys_clears_the_old_strategy_fields() {
 fn volumes_merge_by_name_and_replace_directive_replaces_a_list() {
     let patch = json!({"spec": {"template": {"spec": {"volumes": [{"name": "cache", "emptyDir": {"medium": "Memory"}}, {"name": "data", "$retainKeys": ["name", "hostPath"], "hostPath": {"path": "/srv"}}]}}}});
     let got = strategic_merge(&DEPLOYMENT, &deployment(), &patch).unwrap();
-    assert_eq!(got["spec"]["template"]["spec"]["volumes"], json!([{"name": "data", "hostPath": {"path": "/srv"}}, {"name": "cache", "emptyDir": {"medium": "Memory"}}]));
+    assert_eq!(
+        got["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "data", "hostPath": {"path": "/srv"}}, {"name": "cache", "emptyDir": {"medium": "Memory"}}])
+    );
 
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "x"}]}}}});
     let got = strategic_merge(&DEPLOYMENT, &deployment(), &patch).unwrap();
-    assert_eq!(got["spec"]["template"]["spec"]["containers"], json!([{"name": "only", "image": "x"}]));
+    assert_eq!(
+        got["spec"]["template"]["spec"]["containers"],
+        json!([{"name": "only", "image": "x"}])
+    );
 }
 
 #[test]
 fn untagged_lists_are_replaced_and_null_deletes_keys() {
-    let pod = json!({"spec": {"tolerations": [{"key": "a"}], "nodeSelector": {"x": "1", "y": "2"}}});
+    let pod =
+        json!({"spec": {"tolerations": [{"key": "a"}], "nodeSelector": {"x": "1", "y": "2"}}});
     let patch = json!({"spec": {"tolerations": [{"key": "b"}], "nodeSelector": {"x": null}}});
     let got = strategic_merge(&POD, &pod, &patch).unwrap();
-    assert_eq!(got, json!({"spec": {"tolerations": [{"key": "b"}], "nodeSelector": {"y": "2"}}}));
+    assert_eq!(
+        got,
+        json!({"spec": {"tolerations": [{"key": "b"}], "nodeSelector": {"y": "2"}}})
+    );
 }
 
 #[test]
@@ -109,14 +144,24 @@ fn service_ports_merge_by_port() {
     let svc = json!({"spec": {"ports": [{"name": "http", "port": 80, "targetPort": 80}], "type": "ClusterIP"}});
     let patch = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "name": "https"}]}});
     let got = strategic_merge(&SERVICE, &svc, &patch).unwrap();
-    assert_eq!(got["spec"]["ports"], json!([{"name": "http", "port": 80, "targetPort": 8080}, {"port": 443, "name": "https"}]));
+    assert_eq!(
+        got["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "targetPort": 8080}, {"port": 443, "name": "https"}])
+    );
 }
 
 #[test]
 fn errors_for_missing_merge_keys_and_custom_kinds() {
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
-    assert!(matches!(strategic_merge(&DEPLOYMENT, &deployment(), &patch), Err(PatchError::Invalid(_))));
-    let widget = TypeKey { group: "example.com", version: "v1", kind: "Widget" };
+    assert!(matches!(
+        strategic_merge(&DEPLOYMENT, &deployment(), &patch),
+        Err(PatchError::Invalid(_))
+    ));
+    let widget = TypeKey {
+        group: "example.com",
+        version: "v1",
+        kind: "Widget",
+    };
     assert!(!supports_strategic(&widget));
     assert!(supports_strategic(&DEPLOYMENT));
     let err = strategic_merge(&widget, &json!({}), &json!({})).unwrap_err();

@@ -69,7 +69,9 @@ impl TypeGraph {
         let (schemas, roots) = crate::apiserver::openapi::all_builtin_schemas();
         let mut fields = HashMap::new();
         for (name, schema) in &schemas {
-            let Some(props) = schema.get("properties").and_then(Value::as_object) else { continue };
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                continue;
+            };
             let mut children = HashMap::new();
             for (field, prop) in props {
                 if let Some(child) = child_type(prop) {
@@ -80,7 +82,10 @@ impl TypeGraph {
                 fields.insert(name.clone(), children);
             }
         }
-        let roots = roots.into_iter().map(|(k, name)| ((k.group, k.version, k.kind), name)).collect();
+        let roots = roots
+            .into_iter()
+            .map(|(k, name)| ((k.group, k.version, k.kind), name))
+            .collect();
         drop(schemas);
         release_freed_memory();
         TypeGraph { fields, roots }
@@ -92,7 +97,10 @@ impl TypeGraph {
     }
 
     pub(crate) fn root(&self, key: &TypeKey) -> Option<&str> {
-        self.roots.iter().find(|((g, v, k), _)| *g == key.group && *v == key.version && *k == key.kind).map(|(_, n)| n.as_str())
+        self.roots
+            .iter()
+            .find(|((g, v, k), _)| *g == key.group && *v == key.version && *k == key.kind)
+            .map(|(_, n)| n.as_str())
     }
 
     pub(crate) fn child(&self, owner: &str, field: &str) -> Option<&str> {
@@ -121,7 +129,9 @@ fn child_type(prop: &Value) -> Option<String> {
         .or_else(|| prop.pointer("/items/allOf/0/$ref"))
         .or_else(|| prop.pointer("/additionalProperties/$ref"))
         .or_else(|| prop.pointer("/additionalProperties/allOf/0/$ref"))?;
-    r.as_str()?.strip_prefix("#/components/schemas/").map(str::to_string)
+    r.as_str()?
+        .strip_prefix("#/components/schemas/")
+        .map(str::to_string)
 }
 
 /// Whether strategic merge patch is served for this kind (built-ins only;

@@ -1,0 +1,94 @@
+//! The controllers that turn stored objects into a working cluster (k3s's
+//! kube-controller-manager), run inside the server as API clients: each is
+//! a kube-runtime `Controller` over a `kube::Client` with the
+//! `system:kube-controller-manager` certificate, so they see exactly what
+//! kubectl sees and never touch the store.
+//!
+//! Map: `workloads` (Deployment, ReplicaSet, ReplicationController,
+//! DaemonSet, StatefulSet, Job, CronJob) and `cluster` (Service endpoints,
+//! namespaces, garbage collection, node lifecycle, pod CIDRs,
+//! ServiceAccounts and `kube-root-ca.crt`). The scheduler is `crate::scheduler`.
+//!
+//! Architecture invariant: a controller's `reconcile` is level-triggered and
+//! idempotent: it reads the world, compares with the desired state, writes
+//! the difference and returns the next `Action`; errors back off.
+
+pub mod cluster;
+pub mod workloads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::server::assemble::ClusterSettings;
+
+/// Timings and ranges the controllers use; tests shorten the timings.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub settings: ClusterSettings,
+    /// Pod CIDR prefix length per node (k3s: /24).
+    pub node_cidr_mask: u8,
+    /// A node whose Lease is older than this is NotReady/Unknown (40 s).
+    pub node_monitor_grace: Duration,
+    /// How often node health is checked (5 s).
+    pub node_monitor_period: Duration,
+    /// The default `tolerationSeconds` for the not-ready/unreachable taints (300 s).
+    pub default_toleration_seconds: i64,
+    /// The CronJob controller's clock period (10 s in kube).
+    pub cronjob_period: Duration,
+}
+
+impl ControllerOptions {
+    pub fn new(settings: ClusterSettings) -> Self {
+        ControllerOptions {
+            settings,
+            node_cidr_mask: 24,
+            node_monitor_grace: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+            default_toleration_seconds: 300,
+            cronjob_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every controller gets.
+#[derive(Clone)]
+pub struct Context {
+    pub client: kube::Client,
+    pub options: Arc<ControllerOptions>,
+    pub shutdown: CancellationToken,
+}
+
+/// Runs every controller until `shutdown`.
+pub async fn run(ctx: Context) {
+    tokio::join!(workloads::run(ctx.clone()), cluster::run(ctx.clone()));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("failed to build the in-process API client: {0}")]
+    Build(String),
+}
+
+/// A `kube::Client` for `https://127.0.0.1:<port>` with one of the PKI's
+/// control-plane certificates, verified against the server CA.
+pub async fn in_process_client(
+    pki: &crate::pki::Pki,
+    role: crate::pki::ClientRole,
+    url: &str,
+) -> Result<kube::Client, ClientError> {
+    let leaf = pki.client(role);
+    let yaml = crate::pki::Kubeconfig::new(url)
+        .ca_data(pki.ca_bundle_pem())
+        .client_cert_data(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())
+        .to_yaml()
+        .map_err(|e| ClientError::Build(e.to_string()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml)
+        .map_err(|e| ClientError::Build(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))
+}
