@@ -103,10 +103,46 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         port,
     )?;
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
+    let url = format!("https://127.0.0.1:{port}");
+    let api = tokio::spawn(server.run());
+    let control_plane = start_control_plane(&pki, &url, &parts.settings, &shutdown).await;
     process::notify_ready();
-    server.run().await;
+    let _ = api.await;
+    for task in control_plane {
+        let _ = task.await;
+    }
     tracing::info!("rk3s server stopped");
     Ok(())
+}
+
+/// Starts the controllers and the scheduler as API clients of the server at
+/// `url`, each with its own control-plane certificate. A client that cannot
+/// be built is logged and that part is not started (the API keeps serving).
+async fn start_control_plane(
+    pki: &crate::pki::Pki,
+    url: &str,
+    settings: &assemble::ClusterSettings,
+    shutdown: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::controllers::{in_process_client, Context, ControllerOptions};
+    use crate::pki::ClientRole;
+    let options = Arc::new(ControllerOptions::new(settings.clone()));
+    let mut tasks = Vec::new();
+    match in_process_client(pki, ClientRole::ControllerManager, url).await {
+        Ok(client) => {
+            let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
+            tasks.push(tokio::spawn(crate::controllers::run(ctx)));
+        }
+        Err(e) => tracing::error!("controllers not started: {e}"),
+    }
+    match in_process_client(pki, ClientRole::Scheduler, url).await {
+        Ok(client) => {
+            let ctx = Context { client, options, shutdown: shutdown.clone() };
+            tasks.push(tokio::spawn(crate::scheduler::run(ctx)));
+        }
+        Err(e) => tracing::error!("scheduler not started: {e}"),
+    }
+    tasks
 }
 
 /// Loads (or on the first start creates) the PKI under `<data-dir>/server/tls`.
