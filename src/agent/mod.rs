@@ -13,6 +13,7 @@
 
 pub mod join;
 pub mod kubelet;
+pub mod kubelet_api;
 pub mod network;
 pub mod runtime;
 

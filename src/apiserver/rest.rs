@@ -44,6 +44,8 @@ pub struct AppState {
     pub inflight: Arc<tokio::sync::Semaphore>,
     /// Plug-ins every create and update passes through (see `admission`).
     pub admission: super::admission::AdmissionChain,
+    /// Reaches kubelets for `pods/log`, `exec`, … (the node tunnels).
+    pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
 }
 
 /// kube-apiserver's default `--max-requests-inflight`.

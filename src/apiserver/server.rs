@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// Extra routes merged before the REST fallback (`/cacerts`, the join
     /// endpoints, the tunnel); they do their own authentication.
     pub extra_routes: Router,
+    /// Reaches kubelets (the node tunnels); `None` answers 503.
+    pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
 }
 
 impl ServeOptions {
@@ -54,6 +56,7 @@ impl ServeOptions {
             authorizer: Arc::new(super::auth::AllowAll),
             admission: Vec::new(),
             extra_routes: Router::new(),
+            node_dialer: None,
         }
     }
 }
@@ -175,6 +178,7 @@ impl ApiServer {
             authorizer: opts.authorizer,
             inflight: Arc::new(tokio::sync::Semaphore::new(super::rest::MAX_IN_FLIGHT)),
             admission: opts.admission,
+            node_dialer: opts.node_dialer,
         });
         let health_routes = Router::new()
             .route("/healthz", get(health))

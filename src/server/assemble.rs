@@ -78,6 +78,9 @@ pub struct Parts {
     pub settings: ClusterSettings,
     /// `<data-dir>/server`.
     pub server_dir: std::path::PathBuf,
+    /// The agents' tunnels (`/v1-rk3s/connect`), through which the API
+    /// server reaches kubelets.
+    pub tunnels: Arc<crate::tunnel::TunnelRegistry>,
 }
 
 /// Who is asking. PARTIAL until issue 5's authenticator lands: everyone is
@@ -113,6 +116,7 @@ pub fn serve_options(
     opts.authenticator = authenticator(parts);
     opts.authorizer = authorizer(parts);
     opts.admission = admission_chain(parts);
-    opts.extra_routes = extra_routes(parts);
+    opts.extra_routes = extra_routes(parts).merge(parts.tunnels.routes());
+    opts.node_dialer = Some(parts.tunnels.clone());
     Ok(opts)
 }

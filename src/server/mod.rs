@@ -88,6 +88,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         pki: pki.clone(),
         settings: assemble::ClusterSettings::from_config(&config),
         server_dir: config.data_dir.join("server"),
+        tunnels: Arc::new(crate::tunnel::TunnelRegistry::new(Default::default())),
     };
     let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
     let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;

@@ -42,7 +42,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The delay before reconnect attempt `attempt` (0-based): exponential,
 /// capped, with jitter in [50 %, 100 %] so agents don't reconnect in step.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF_START.saturating_mul(1u32 << attempt.min(5)).min(BACKOFF_MAX);
+    let base = BACKOFF_START
+        .saturating_mul(1u32 << attempt.min(5))
+        .min(BACKOFF_MAX);
     base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
@@ -88,9 +90,18 @@ pub async fn run(opts: ClientOptions, shutdown: CancellationToken) {
 
 /// One connection attempt: TCP, TLS (HTTP/1.1 for the upgrade), websocket.
 pub async fn connect(opts: &ClientOptions) -> Result<Session, TunnelError> {
-    let fail = |reason: String| TunnelError::Connect { server: opts.server.to_string(), reason };
-    let host = opts.server.host().ok_or_else(|| fail("the server URL has no host".into()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let fail = |reason: String| TunnelError::Connect {
+        server: opts.server.to_string(),
+        reason,
+    };
+    let host = opts
+        .server
+        .host()
+        .ok_or_else(|| fail("the server URL has no host".into()))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let port = opts.server.port_u16().unwrap_or(6443);
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
@@ -98,12 +109,17 @@ pub async fn connect(opts: &ClientOptions) -> Result<Session, TunnelError> {
     let _ = tcp.set_nodelay(true);
     let mut tls = (*opts.tls).clone();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| fail(e.to_string()))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| fail(e.to_string()))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(name, tcp)
         .await
         .map_err(|e| fail(format!("TLS: {e}")))?;
-    let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let request = format!("wss://{authority}{CONNECT_PATH}")
         .into_client_request()
         .map_err(|e| fail(e.to_string()))?;
@@ -112,8 +128,12 @@ pub async fn connect(opts: &ClientOptions) -> Result<Session, TunnelError> {
         .map_err(|e| fail(format!("websocket: {e}")))?;
     let (mut sink, mut source) = ws.split();
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
-    let (session, mut out_rx) =
-        Session::start(in_rx, Role::Acceptor, Some(opts.handler.clone()), opts.session.clone());
+    let (session, mut out_rx) = Session::start(
+        in_rx,
+        Role::Acceptor,
+        Some(opts.handler.clone()),
+        opts.session.clone(),
+    );
     let s = session.clone();
     tokio::spawn(async move {
         let writer = async {
@@ -154,7 +174,9 @@ mod tests {
     fn backoff_grows_is_capped_and_jittered() {
         for attempt in 0..10 {
             let d = backoff(attempt);
-            let base = BACKOFF_START.saturating_mul(1u32 << attempt.min(5)).min(BACKOFF_MAX);
+            let base = BACKOFF_START
+                .saturating_mul(1u32 << attempt.min(5))
+                .min(BACKOFF_MAX);
             assert!(d >= base.mul_f64(0.5) && d <= base, "{attempt}: {d:?}");
         }
         assert!(backoff(20) <= BACKOFF_MAX);

@@ -10,19 +10,37 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub enum Frame {
     /// Open stream `id` to `target` (a name the accepting side maps to a
     /// local service, e.g. `kubelet`).
-    Connect { id: u32, target: String },
+    Connect {
+        id: u32,
+        target: String,
+    },
     /// Bytes on stream `id`; the sender spent that much of its credit.
-    Data { id: u32, data: Bytes },
+    Data {
+        id: u32,
+        data: Bytes,
+    },
     /// The receiver consumed `bytes` of stream `id`: the sender may send
     /// that much more.
-    Credit { id: u32, bytes: u32 },
+    Credit {
+        id: u32,
+        bytes: u32,
+    },
     /// The sender will send no more on stream `id` (half close).
-    Fin { id: u32 },
+    Fin {
+        id: u32,
+    },
     /// Stream `id` is aborted, with a reason.
-    Reset { id: u32, reason: String },
+    Reset {
+        id: u32,
+        reason: String,
+    },
     /// Keep-alive probe and answer (stream id 0).
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 const CONNECT: u8 = 1;
@@ -53,7 +71,11 @@ impl Frame {
             Frame::Reset { id, reason } => (RESET, *id, reason.as_bytes()),
             Frame::Ping { nonce } | Frame::Pong { nonce } => {
                 let mut b = BytesMut::with_capacity(13);
-                b.put_u8(if matches!(self, Frame::Ping { .. }) { PING } else { PONG });
+                b.put_u8(if matches!(self, Frame::Ping { .. }) {
+                    PING
+                } else {
+                    PONG
+                });
                 b.put_u32(0);
                 b.put_u64(*nonce);
                 return b.freeze();
@@ -73,24 +95,40 @@ impl Frame {
         let kind = msg[0];
         let id = u32::from_be_bytes([msg[1], msg[2], msg[3], msg[4]]);
         let payload = msg.split_off(5);
-        let text = |p: &Bytes| {
-            String::from_utf8(p.to_vec()).map_err(|_| DecodeError("text is not UTF-8"))
-        };
+        let text =
+            |p: &Bytes| String::from_utf8(p.to_vec()).map_err(|_| DecodeError("text is not UTF-8"));
         let u64_of = |p: &Bytes| -> Result<u64, DecodeError> {
-            let a: [u8; 8] = p[..].try_into().map_err(|_| DecodeError("bad ping payload"))?;
+            let a: [u8; 8] = p[..]
+                .try_into()
+                .map_err(|_| DecodeError("bad ping payload"))?;
             Ok(u64::from_be_bytes(a))
         };
         Ok(match kind {
-            CONNECT => Frame::Connect { id, target: text(&payload)? },
+            CONNECT => Frame::Connect {
+                id,
+                target: text(&payload)?,
+            },
             DATA => Frame::Data { id, data: payload },
             CREDIT => {
-                let a: [u8; 4] = payload[..].try_into().map_err(|_| DecodeError("bad credit payload"))?;
-                Frame::Credit { id, bytes: u32::from_be_bytes(a) }
+                let a: [u8; 4] = payload[..]
+                    .try_into()
+                    .map_err(|_| DecodeError("bad credit payload"))?;
+                Frame::Credit {
+                    id,
+                    bytes: u32::from_be_bytes(a),
+                }
             }
             FIN => Frame::Fin { id },
-            RESET => Frame::Reset { id, reason: text(&payload)? },
-            PING => Frame::Ping { nonce: u64_of(&payload)? },
-            PONG => Frame::Pong { nonce: u64_of(&payload)? },
+            RESET => Frame::Reset {
+                id,
+                reason: text(&payload)?,
+            },
+            PING => Frame::Ping {
+                nonce: u64_of(&payload)?,
+            },
+            PONG => Frame::Pong {
+                nonce: u64_of(&payload)?,
+            },
             _ => return Err(DecodeError("unknown frame kind")),
         })
     }
@@ -103,12 +141,27 @@ mod tests {
     #[test]
     fn every_frame_round_trips() {
         for f in [
-            Frame::Connect { id: 1, target: "kubelet".into() },
-            Frame::Data { id: 7, data: Bytes::from_static(b"hello") },
-            Frame::Data { id: 7, data: Bytes::new() },
-            Frame::Credit { id: 3, bytes: 65536 },
+            Frame::Connect {
+                id: 1,
+                target: "kubelet".into(),
+            },
+            Frame::Data {
+                id: 7,
+                data: Bytes::from_static(b"hello"),
+            },
+            Frame::Data {
+                id: 7,
+                data: Bytes::new(),
+            },
+            Frame::Credit {
+                id: 3,
+                bytes: 65536,
+            },
             Frame::Fin { id: 9 },
-            Frame::Reset { id: 9, reason: "refused".into() },
+            Frame::Reset {
+                id: 9,
+                reason: "refused".into(),
+            },
             Frame::Ping { nonce: 42 },
             Frame::Pong { nonce: u64::MAX },
         ] {

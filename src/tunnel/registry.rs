@@ -34,12 +34,17 @@ pub struct TunnelRegistry {
 
 impl TunnelRegistry {
     pub fn new(options: SessionOptions) -> Self {
-        TunnelRegistry { sessions: Mutex::new(HashMap::new()), options }
+        TunnelRegistry {
+            sessions: Mutex::new(HashMap::new()),
+            options,
+        }
     }
 
     /// The `/v1-rk3s/connect` route.
     pub fn routes(self: &Arc<Self>) -> Router {
-        Router::new().route(CONNECT_PATH, get(connect)).with_state(self.clone())
+        Router::new()
+            .route(CONNECT_PATH, get(connect))
+            .with_state(self.clone())
     }
 
     /// Opens a stream to `target` on `node`'s agent.
@@ -51,7 +56,9 @@ impl TunnelRegistry {
             .get(node)
             .filter(|s| !s.is_closed())
             .cloned()
-            .ok_or_else(|| TunnelError::NoTunnel { node: node.to_string() })?;
+            .ok_or_else(|| TunnelError::NoTunnel {
+                node: node.to_string(),
+            })?;
         session.open(target)
     }
 
@@ -70,7 +77,12 @@ impl TunnelRegistry {
     }
 
     fn register(&self, node: &str, session: Session) {
-        if let Some(old) = self.sessions.lock().expect("sessions lock").insert(node.to_string(), session) {
+        if let Some(old) = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(node.to_string(), session)
+        {
             old.close();
         }
     }
@@ -119,16 +131,32 @@ impl TunnelRegistry {
     }
 }
 
+impl crate::apiserver::streaming::NodeDialer for TunnelRegistry {
+    fn dial(&self, node: &str) -> Result<DuplexStream, String> {
+        TunnelRegistry::dial(self, node, super::KUBELET).map_err(|e| e.to_string())
+    }
+}
+
 /// The node name in a verified client certificate, if it is a node's.
-pub fn node_of(peer: Option<&PeerCertificates>) -> Result<String, (http::StatusCode, &'static str)> {
-    let leaf = peer
-        .and_then(|p| p.0.first())
-        .ok_or((http::StatusCode::UNAUTHORIZED, "a node client certificate is required"))?;
-    let user = crate::pki::client_identity(leaf)
-        .ok_or((http::StatusCode::UNAUTHORIZED, "the client certificate names no user"))?;
+pub fn node_of(
+    peer: Option<&PeerCertificates>,
+) -> Result<String, (http::StatusCode, &'static str)> {
+    let leaf = peer.and_then(|p| p.0.first()).ok_or((
+        http::StatusCode::UNAUTHORIZED,
+        "a node client certificate is required",
+    ))?;
+    let user = crate::pki::client_identity(leaf).ok_or((
+        http::StatusCode::UNAUTHORIZED,
+        "the client certificate names no user",
+    ))?;
     match user.name.strip_prefix("system:node:") {
-        Some(node) if !node.is_empty() && user.groups.iter().any(|g| g == "system:nodes") => Ok(node.to_string()),
-        _ => Err((http::StatusCode::FORBIDDEN, "only nodes (system:node:<name> in system:nodes) may open a tunnel")),
+        Some(node) if !node.is_empty() && user.groups.iter().any(|g| g == "system:nodes") => {
+            Ok(node.to_string())
+        }
+        _ => Err((
+            http::StatusCode::FORBIDDEN,
+            "only nodes (system:node:<name> in system:nodes) may open a tunnel",
+        )),
     }
 }
 

@@ -96,7 +96,10 @@ struct Credit {
 
 impl Credit {
     fn new() -> Self {
-        Credit { available: Mutex::new(WINDOW as u64), notify: Notify::new() }
+        Credit {
+            available: Mutex::new(WINDOW as u64),
+            notify: Notify::new(),
+        }
     }
     fn add(&self, n: u64) {
         *self.available.lock().expect("credit lock") += n;
@@ -156,7 +159,14 @@ impl Session {
             return Err(TunnelError::Closed);
         }
         let id = self.inner.next_id.fetch_add(2, Ordering::Relaxed);
-        Ok(new_stream(&self.inner, id, Some(Frame::Connect { id, target: target.to_string() })))
+        Ok(new_stream(
+            &self.inner,
+            id,
+            Some(Frame::Connect {
+                id,
+                target: target.to_string(),
+            }),
+        ))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -191,7 +201,13 @@ impl Inner {
 
     fn shutdown(&self) {
         self.closed.cancel();
-        let entries: Vec<Entry> = self.streams.lock().expect("streams lock").drain().map(|(_, e)| e).collect();
+        let entries: Vec<Entry> = self
+            .streams
+            .lock()
+            .expect("streams lock")
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
         for e in entries {
             e.reset.cancel();
         }
@@ -205,7 +221,10 @@ impl Inner {
         if let Some(e) = self.streams.lock().expect("streams lock").remove(&id) {
             e.reset.cancel();
         }
-        self.send(Frame::Reset { id, reason: reason.to_string() });
+        self.send(Frame::Reset {
+            id,
+            reason: reason.to_string(),
+        });
     }
 
     fn on_frame(self: &Arc<Self>, frame: Frame, role: Role, handler: Option<&AcceptHandler>) {
@@ -217,14 +236,18 @@ impl Inner {
                         let user = new_stream(self, id, None);
                         h(target, user);
                     }
-                    _ => self.send(Frame::Reset { id, reason: "unexpected connect".into() }),
+                    _ => self.send(Frame::Reset {
+                        id,
+                        reason: "unexpected connect".into(),
+                    }),
                 }
             }
             Frame::Data { id, data } => {
                 let verdict = {
                     let streams = self.streams.lock().expect("streams lock");
                     streams.get(&id).map(|e| {
-                        let pending = e.pending.fetch_add(data.len() as u64, Ordering::AcqRel) + data.len() as u64;
+                        let pending = e.pending.fetch_add(data.len() as u64, Ordering::AcqRel)
+                            + data.len() as u64;
                         if pending > WINDOW as u64 {
                             false
                         } else {
@@ -270,13 +293,25 @@ fn new_stream(inner: &Arc<Inner>, id: u32, first: Option<Frame>) -> DuplexStream
     let reset = inner.closed.child_token();
     inner.streams.lock().expect("streams lock").insert(
         id,
-        Entry { inbound: tx, credit: credit.clone(), pending: pending.clone(), reset: reset.clone() },
+        Entry {
+            inbound: tx,
+            credit: credit.clone(),
+            pending: pending.clone(),
+            reset: reset.clone(),
+        },
     );
     if let Some(f) = first {
         inner.send(f);
     }
     let halves = Arc::new(AtomicU8::new(0));
-    tokio::spawn(pump_out(inner.clone(), id, rd, credit, reset.clone(), halves.clone()));
+    tokio::spawn(pump_out(
+        inner.clone(),
+        id,
+        rd,
+        credit,
+        reset.clone(),
+        halves.clone(),
+    ));
     tokio::spawn(pump_in(inner.clone(), id, wr, rx, pending, reset, halves));
     user
 }
@@ -311,7 +346,10 @@ async fn pump_out(
             }
             Ok(m) => {
                 credit.add((n - m) as u64);
-                inner.send(Frame::Data { id, data: Bytes::copy_from_slice(&buf[..m]) });
+                inner.send(Frame::Data {
+                    id,
+                    data: Bytes::copy_from_slice(&buf[..m]),
+                });
             }
         }
     }
@@ -350,7 +388,10 @@ async fn pump_in(
                 unacked += data.len() as u64;
                 // Batch credit: a quarter window, or whenever we caught up.
                 if unacked >= (WINDOW / 4) as u64 || rx.is_empty() {
-                    inner.send(Frame::Credit { id, bytes: unacked as u32 });
+                    inner.send(Frame::Credit {
+                        id,
+                        bytes: unacked as u32,
+                    });
                     unacked = 0;
                 }
             }
@@ -469,7 +510,11 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("streams not released: {} / {}", dialer.active_streams(), acceptor.active_streams());
+        panic!(
+            "streams not released: {} / {}",
+            dialer.active_streams(),
+            acceptor.active_streams()
+        );
     }
 
     #[tokio::test]
@@ -479,8 +524,12 @@ mod tests {
         // fill, only it stops.
         let mut stalled = dialer.open("echo").unwrap();
         let junk = vec![7u8; 4 * WINDOW as usize];
-        let filled = tokio::time::timeout(Duration::from_millis(500), stalled.write_all(&junk)).await;
-        assert!(filled.is_err(), "a stream with an unread peer must block once its window is used");
+        let filled =
+            tokio::time::timeout(Duration::from_millis(500), stalled.write_all(&junk)).await;
+        assert!(
+            filled.is_err(),
+            "a stream with an unread peer must block once its window is used"
+        );
         let mut other = dialer.open("echo").unwrap();
         other.write_all(b"still flowing").await.unwrap();
         let mut buf = [0u8; 13];
@@ -496,21 +545,31 @@ mod tests {
         let (dialer, _acceptor) = pair(SessionOptions::default(), CancellationToken::new());
         let mut s = dialer.open("nothing-here").unwrap();
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(n, 0);
     }
 
     #[tokio::test]
     async fn a_silent_peer_is_detected_and_streams_end() {
         let cut = CancellationToken::new();
-        let options = SessionOptions { ping_interval: Duration::from_millis(50), dead_after: Duration::from_millis(300) };
+        let options = SessionOptions {
+            ping_interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(300),
+        };
         let (dialer, _acceptor) = pair(options, cut.clone());
         let mut s = dialer.open("echo").unwrap();
         cut.cancel();
-        tokio::time::timeout(Duration::from_secs(5), dialer.closed()).await.expect("dead peer not detected");
+        tokio::time::timeout(Duration::from_secs(5), dialer.closed())
+            .await
+            .expect("dead peer not detected");
         assert!(dialer.open("echo").is_err());
         let mut buf = Vec::new();
-        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap();
         assert!(r.is_ok() && buf.is_empty());
     }
 }

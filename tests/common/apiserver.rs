@@ -72,6 +72,7 @@ impl TestServer {
             pki: pki.clone(),
             settings: rk3s::server::assemble::ClusterSettings::defaults(),
             server_dir: dir.path().join("server"),
+            tunnels: Arc::new(rk3s::tunnel::TunnelRegistry::new(Default::default())),
         };
         let shutdown = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();

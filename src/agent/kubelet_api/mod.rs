@@ -1,0 +1,100 @@
+//! The kubelet API the API server reaches through the node's tunnel (never
+//! on a TCP port by default): `/healthz` and `/containerLogs/...`.
+//!
+//! Partial: `/exec`, `/attach` and `/portForward` answer 501 Not
+//! Implemented with a message saying so (issue 8 continues: they need the
+//! runtime's exec and the v5 websocket and SPDY stream protocols).
+
+pub mod logs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use futures::StreamExt;
+use http::StatusCode;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+
+use crate::tunnel::AcceptHandler;
+
+/// What the kubelet API serves from.
+#[derive(Clone, Debug)]
+pub struct KubeletApiOptions {
+    /// `/var/log/pods` in production.
+    pub log_root: PathBuf,
+}
+
+pub fn router(opts: KubeletApiOptions) -> Router {
+    let state = Arc::new(opts);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", any(not_yet))
+        .route("/attach/{ns}/{pod}/{container}", any(not_yet))
+        .route("/portForward/{ns}/{pod}", any(not_yet))
+        .with_state(state)
+}
+
+async fn not_yet(uri: http::Uri) -> Response {
+    let what = uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        format!("{what} is not implemented by this rk3s agent yet (issue 8): only logs are served through the tunnel\n"),
+    )
+        .into_response()
+}
+
+async fn container_logs(
+    State(opts): State<Arc<KubeletApiOptions>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let options = match logs::LogOptions::from_query(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match logs::select_file(&opts.log_root, &ns, &pod, &container, &options) {
+        Ok((path, restart)) => {
+            let rx = logs::stream(path, restart, options);
+            let body = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(Ok::<_, std::convert::Infallible>);
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .body(Body::from_stream(body))
+                .expect("valid response")
+        }
+        Err(logs::LogError::NotFound(m)) => (StatusCode::NOT_FOUND, m).into_response(),
+        Err(logs::LogError::BadRequest(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
+    }
+}
+
+/// The tunnel handler of an agent: `kubelet` streams get HTTP/1.1 (with
+/// upgrades) served by `router`; any other target is refused.
+pub fn tunnel_handler(router: Router) -> AcceptHandler {
+    Arc::new(move |target: String, stream: tokio::io::DuplexStream| {
+        if target != crate::tunnel::KUBELET {
+            tracing::warn!(%target, "refusing a tunnel stream to an unknown target");
+            return;
+        }
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!("kubelet API connection ended: {e}");
+            }
+        });
+    })
+}
