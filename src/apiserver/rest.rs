@@ -276,7 +276,11 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             .collect();
     let watch =
         legacy_watch || matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    // kube 1.31+ authorizes websocket (GET) exec/attach/portforward as
+    // `create`, like their SPDY (POST) form.
+    let connect = matches!(sub.as_deref(), Some("exec" | "attach" | "portforward"));
     let verb = match (&parts.method, name.is_some()) {
+        _ if connect => "create",
         (&Method::GET, false) if watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",

@@ -1,10 +1,13 @@
 //! The kubelet API the API server reaches through the node's tunnel (never
 //! on a TCP port by default): `/healthz` and `/containerLogs/...`.
 //!
-//! Partial: `/exec`, `/attach` and `/portForward` answer 501 Not
-//! Implemented with a message saying so (issue 8 continues: they need the
-//! runtime's exec and the v5 websocket and SPDY stream protocols).
+//! `/exec/...` runs commands through an [`exec::ExecBackend`] (containerd
+//! in production) over the v5 websocket protocol.
+//!
+//! Partial: `/attach` and `/portForward` answer 501 Not Implemented with a
+//! message saying so (port-forward needs SPDY/3.1 framing).
 
+pub mod exec;
 pub mod logs;
 
 use std::path::PathBuf;
@@ -29,12 +32,24 @@ pub struct KubeletApiOptions {
     pub log_root: PathBuf,
 }
 
+/// The kubelet API's state.
+pub struct KubeletApi {
+    pub log_root: PathBuf,
+    /// Runs `kubectl exec` commands; `None` answers 501.
+    pub exec: Option<Arc<dyn exec::ExecBackend>>,
+}
+
+/// The kubelet API without exec (logs only).
 pub fn router(opts: KubeletApiOptions) -> Router {
-    let state = Arc::new(opts);
+    router_with(KubeletApi { log_root: opts.log_root, exec: None })
+}
+
+pub fn router_with(api: KubeletApi) -> Router {
+    let state = Arc::new(api);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-        .route("/exec/{ns}/{pod}/{container}", any(not_yet))
+        .route("/exec/{ns}/{pod}/{container}", any(exec::handler))
         .route("/attach/{ns}/{pod}/{container}", any(not_yet))
         .route("/portForward/{ns}/{pod}", any(not_yet))
         .with_state(state)
@@ -56,7 +71,7 @@ async fn not_yet(uri: http::Uri) -> Response {
 }
 
 async fn container_logs(
-    State(opts): State<Arc<KubeletApiOptions>>,
+    State(opts): State<Arc<KubeletApi>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {

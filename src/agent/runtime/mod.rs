@@ -45,6 +45,7 @@
 
 pub mod containerd;
 pub mod cri_log;
+pub mod exec;
 pub mod fake;
 mod host;
 mod image;
