@@ -22,11 +22,23 @@ use rk3s::tunnel::{self, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 fn node_tls(server: &TestServer, node: &str) -> Arc<rustls::ClientConfig> {
-    let pki = Pki::load_or_create(&server.data_dir().join("server/tls"), &PkiOptions::new("test-server")).unwrap();
+    let pki = Pki::load_or_create(
+        &server.data_dir().join("server/tls"),
+        &PkiOptions::new("test-server"),
+    )
+    .unwrap();
     let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let cert = AgentCert::KubeletClient { node_name: node.into() };
+    let cert = AgentCert::KubeletClient {
+        node_name: node.into(),
+    };
     let chain = pki.sign_agent_csr(&cert, key.csr_pem.as_bytes()).unwrap();
-    Arc::new(rk3s::pki::client_tls_config(pki.ca_bundle_pem(), Some((chain.as_bytes(), key.key_pem.as_bytes()))).unwrap())
+    Arc::new(
+        rk3s::pki::client_tls_config(
+            pki.ca_bundle_pem(),
+            Some((chain.as_bytes(), key.key_pem.as_bytes())),
+        )
+        .unwrap(),
+    )
 }
 
 #[test]
@@ -34,9 +46,14 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     if !require_e2e("kubectl_exec_runs_in_the_container_through_the_tunnel") {
         return;
     }
-    let _ = tracing_subscriber::fmt().with_env_filter("rk3s=debug").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rk3s=debug")
+        .with_test_writer()
+        .try_init();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).expect("build image");
+    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
+        .write(containerd.scratch())
+        .expect("build image");
     containerd.import(&tar).expect("import image");
     let server = TestServer::start();
     let kubectl = server.kubectl();
@@ -45,15 +62,24 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(rt.block_on(ContainerdRuntime::connect(containerd.socket())).expect("connect"));
+    let runtime = Arc::new(
+        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+            .expect("connect"),
+    );
     let mut spec = ContainerSpec::new("uid-1", "web", "default", "app", DEFAULT_REFERENCE);
     spec.command = vec!["sleep".into(), "3600".into()];
-    let id = rt.block_on(runtime.create_container(&spec)).expect("create");
+    let id = rt
+        .block_on(runtime.create_container(&spec))
+        .expect("create");
     rt.block_on(runtime.start(&id)).expect("start");
 
     let api = KubeletApi {
         log_root: containerd.scratch().join("pods"),
-        exec: Some(Arc::new(ContainerdExec { runtime: runtime.clone(), fifo_root: containerd.scratch().join("exec") })),
+        exec: Some(Arc::new(ContainerdExec {
+            runtime: runtime.clone(),
+            fifo_root: containerd.scratch().join("exec"),
+        })),
+        port_forward: None,
     };
     let shutdown = CancellationToken::new();
     rt.spawn(tunnel::run_client(
@@ -72,13 +98,21 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         if o.status.success() {
             break String::from_utf8_lossy(&o.stdout).into_owned();
         }
-        assert!(Instant::now() < deadline, "exec never worked: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "exec never worked: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(hello, "hello\n");
 
     let o = kubectl.run_with_stdin(&["exec", "-i", "web", "--", "cat"], "input-line\nsecond\n");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "input-line\nsecond\n", "{o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "input-line\nsecond\n",
+        "{o:?}"
+    );
 
     let o = kubectl.run(&["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 3"]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
@@ -87,7 +121,11 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     // -it under a pty (`script` gives kubectl a terminal).
     let kubeconfig = server.kubeconfig().display().to_string();
     let out = std::process::Command::new("script")
-        .args(["-qec", &format!("kubectl --kubeconfig {kubeconfig} exec -it web -- tty"), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("kubectl --kubeconfig {kubeconfig} exec -it web -- tty"),
+            "/dev/null",
+        ])
         .output()
         .expect("run script");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -95,10 +133,208 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
 
     // A container that is not running: a clear error, not a hang.
     let o = kubectl.run(&["exec", "web", "-c", "missing", "--", "true"]);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing"), "{o:?}");
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing"),
+        "{o:?}"
+    );
 
     shutdown.cancel();
     for c in rt.block_on(runtime.list(&BTreeMap::new())).unwrap() {
         let _ = rt.block_on(runtime.remove(&c.id));
     }
+}
+
+/// A host process serving HTTP on 127.0.0.1:8080 inside netns `name`.
+struct NetnsHttpd {
+    name: String,
+    child: std::process::Child,
+    _root: tempfile::TempDir,
+}
+
+impl NetnsHttpd {
+    fn start(name: &str) -> Self {
+        let ip = |args: &[&str]| {
+            let s = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip");
+            assert!(s.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("index.html"), "hello from the pod\n").unwrap();
+        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
+        std::fs::write(root.path().join("big"), big).unwrap();
+        let child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                name,
+                common::privilege::BUSYBOX,
+                "httpd",
+                "-f",
+                "-p",
+                "127.0.0.1:8080",
+                "-h",
+            ])
+            .arg(root.path())
+            .spawn()
+            .expect("start httpd");
+        NetnsHttpd {
+            name: name.to_string(),
+            child,
+            _root: root,
+        }
+    }
+}
+
+impl Drop for NetnsHttpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the forwarded port");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read the answer");
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(0);
+    out.split_off(body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
+    if !require_e2e("kubectl_port_forward_reaches_the_pod_through_the_tunnel") {
+        return;
+    }
+    let server = TestServer::start();
+    let kubectl = server.kubectl();
+    kubectl.run_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
+    );
+    kubectl.run_ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let api = KubeletApi {
+        log_root: std::env::temp_dir(),
+        exec: None,
+        port_forward: Some(Arc::new(
+            rk3s::agent::kubelet_api::portforward::NetnsPortForward {
+                netns_dir: "/var/run/netns".into(),
+            },
+        )),
+    };
+    let shutdown = CancellationToken::new();
+    rt.spawn(tunnel::run_client(
+        ClientOptions {
+            server: server.url().parse().unwrap(),
+            tls: node_tls(&server, "node1"),
+            handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
+            session: Default::default(),
+        },
+        shutdown.clone(),
+    ));
+
+    for (label, env) in [
+        ("websocket", None),
+        (
+            "SPDY upgrade",
+            Some(("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")),
+        ),
+    ] {
+        let port = free_port();
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.args(["--kubeconfig"]).arg(server.kubeconfig()).args([
+            "port-forward",
+            "pod/web",
+            &format!("{port}:8080"),
+        ]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        // The tunnel may still be connecting: retry until kubectl forwards.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut child = loop {
+            let mut child = cmd.spawn().expect("start kubectl port-forward");
+            let mut line = String::new();
+            use std::io::BufRead;
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let _ = out.read_line(&mut line);
+            if line.contains("Forwarding from")
+                && std::panic::catch_unwind(|| http_get(port, "/index.html")).is_ok()
+            {
+                std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+                break child;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                Instant::now() < deadline,
+                "{label}: kubectl port-forward never worked ({line})"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(
+            http_get(port, "/index.html"),
+            b"hello from the pod\n",
+            "{label}"
+        );
+        let parallel: Vec<_> = (0..2)
+            .map(|_| std::thread::spawn(move || http_get(port, "/big")))
+            .collect();
+        for t in parallel {
+            let body = t.join().unwrap();
+            assert_eq!(body.len(), 32 << 20, "{label}: parallel transfer truncated");
+            assert!(
+                body.iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i as u32 % 253) as u8),
+                "{label}: bytes changed"
+            );
+        }
+        let started = Instant::now();
+        let n = http_get(port, "/big").len();
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "port-forward ({label}): {:.1} MB/s over {n} bytes",
+            n as f64 / secs / 1e6
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    shutdown.cancel();
 }

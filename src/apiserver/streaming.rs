@@ -78,7 +78,11 @@ pub async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
         .to_string();
     let query = req.request.uri().query().unwrap_or("").to_string();
     let path = if req.sub == "portforward" {
-        format!("/portForward/{ns}/{}", req.name)
+        let uid = pod
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        format!("/portForward/{ns}/{}/{uid}", req.name)
     } else {
         let container = pick_container(&pod, &req.name, &query)?;
         let prefix = match req.sub.as_str() {

@@ -127,12 +127,17 @@ pub(super) async fn handler(
             .into_response();
     };
     let Some(backend) = api.exec.clone() else {
-        return (StatusCode::NOT_IMPLEMENTED, "exec is not available on this node\n").into_response();
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "exec is not available on this node\n",
+        )
+            .into_response();
     };
     let opts = exec_options(query.as_deref().unwrap_or(""));
-    ws.protocols([protocol]).on_upgrade(move |socket| async move {
-        run(socket, backend, ns, pod, container, opts, protocol == V5).await
-    })
+    ws.protocols([protocol])
+        .on_upgrade(move |socket| async move {
+            run(socket, backend, ns, pod, container, opts, protocol == V5).await
+        })
 }
 
 async fn pump(mut from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, tx: mpsc::Sender<Message>) {
@@ -142,7 +147,11 @@ async fn pump(mut from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, tx: mpsc
         match from.read(&mut buf[1..]).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if tx.send(Message::Binary(Bytes::copy_from_slice(&buf[..=n]))).await.is_err() {
+                if tx
+                    .send(Message::Binary(Bytes::copy_from_slice(&buf[..=n])))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -294,25 +303,53 @@ impl ExecBackend for ContainerdExec {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let mut candidates = self.runtime.list(&selector).await.map_err(|e| e.to_string())?;
+        let mut candidates = self
+            .runtime
+            .list(&selector)
+            .await
+            .map_err(|e| e.to_string())?;
         candidates.sort_by_key(|c| {
-            std::cmp::Reverse(c.label(labels::RESTART_COUNT).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0))
+            std::cmp::Reverse(
+                c.label(labels::RESTART_COUNT)
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .unwrap_or(0),
+            )
         });
         let mut running = None;
         for c in candidates {
-            if matches!(self.runtime.status(&c.id).await.map(|s| s.state), Ok(ContainerState::Running)) {
+            if matches!(
+                self.runtime.status(&c.id).await.map(|s| s.state),
+                Ok(ContainerState::Running)
+            ) {
                 running = Some(c.id);
                 break;
             }
         }
-        let id = running.ok_or_else(|| format!("container {container} is not running in pod {namespace}/{pod}"))?;
-        let (process, io) = self.runtime.exec(&id, &opts, &self.fifo_root).await.map_err(|e| e.to_string())?;
+        let id = running.ok_or_else(|| {
+            format!("container {container} is not running in pod {namespace}/{pod}")
+        })?;
+        let (process, io) = self
+            .runtime
+            .exec(&id, &opts, &self.fifo_root)
+            .await
+            .map_err(|e| e.to_string())?;
         let streams = ExecStreams {
-            stdin: io.stdin.map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>),
-            stdout: io.stdout.map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
-            stderr: io.stderr.map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            stdin: io
+                .stdin
+                .map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>),
+            stdout: io
+                .stdout
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            stderr: io
+                .stderr
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
         };
-        Ok((streams, Box::new(ContainerdControl { process: Arc::new(process) })))
+        Ok((
+            streams,
+            Box::new(ContainerdControl {
+                process: Arc::new(process),
+            }),
+        ))
     }
 }
 
@@ -322,17 +359,28 @@ mod tests {
 
     #[test]
     fn query_and_status_follow_the_kubelet() {
-        let o = exec_options("command=sh&command=-c&command=exit+3&stdin=true&stdout=true&tty=false&container=x");
+        let o = exec_options(
+            "command=sh&command=-c&command=exit+3&stdin=true&stdout=true&tty=false&container=x",
+        );
         assert_eq!(o.command, vec!["sh", "-c", "exit 3"]);
         assert!(o.stdin && o.stdout && !o.stderr && !o.tty);
         let s = exit_status(&o.command, 3);
         assert_eq!(s["details"]["causes"][0]["message"], "3");
         assert_eq!(s["message"], "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3");
-        assert_eq!(exit_status(&o.command, 0), json!({"metadata": {}, "status": "Success"}));
+        assert_eq!(
+            exit_status(&o.command, 0),
+            json!({"metadata": {}, "status": "Success"})
+        );
         let mut h = HeaderMap::new();
-        h.insert(http::header::SEC_WEBSOCKET_PROTOCOL, "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap());
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap(),
+        );
         assert_eq!(negotiate(&h), Some(V4));
-        h.insert(http::header::SEC_WEBSOCKET_PROTOCOL, "base64.channel.k8s.io".parse().unwrap());
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "base64.channel.k8s.io".parse().unwrap(),
+        );
         assert_eq!(negotiate(&h), None);
     }
 }

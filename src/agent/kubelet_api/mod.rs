@@ -4,11 +4,16 @@
 //! `/exec/...` runs commands through an [`exec::ExecBackend`] (containerd
 //! in production) over the v5 websocket protocol.
 //!
-//! Partial: `/attach` and `/portForward` answer 501 Not Implemented with a
-//! message saying so (port-forward needs SPDY/3.1 framing).
+//! `/portForward/...` serves `kubectl port-forward` (SPDY/3.1, inside a
+//! websocket or after an SPDY upgrade) through a
+//! [`portforward::PortForwardBackend`] (the pod's network namespace).
+//!
+//! Partial: `/attach` answers 501 Not Implemented with a message saying so.
 
 pub mod exec;
 pub mod logs;
+pub mod portforward;
+pub mod spdy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,11 +42,17 @@ pub struct KubeletApi {
     pub log_root: PathBuf,
     /// Runs `kubectl exec` commands; `None` answers 501.
     pub exec: Option<Arc<dyn exec::ExecBackend>>,
+    /// Connects `kubectl port-forward` to pods; `None` answers 501.
+    pub port_forward: Option<Arc<dyn portforward::PortForwardBackend>>,
 }
 
 /// The kubelet API without exec (logs only).
 pub fn router(opts: KubeletApiOptions) -> Router {
-    router_with(KubeletApi { log_root: opts.log_root, exec: None })
+    router_with(KubeletApi {
+        log_root: opts.log_root,
+        exec: None,
+        port_forward: None,
+    })
 }
 
 pub fn router_with(api: KubeletApi) -> Router {
@@ -51,7 +62,7 @@ pub fn router_with(api: KubeletApi) -> Router {
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec::handler))
         .route("/attach/{ns}/{pod}/{container}", any(not_yet))
-        .route("/portForward/{ns}/{pod}", any(not_yet))
+        .route("/portForward/{ns}/{pod}/{uid}", any(portforward::handler))
         .with_state(state)
 }
 

@@ -55,8 +55,10 @@ pub struct ExecProcess {
 
 fn namespaced<T>(msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("containerd-namespace", NAMESPACE.parse().expect("namespace is valid ASCII"));
+    req.metadata_mut().insert(
+        "containerd-namespace",
+        NAMESPACE.parse().expect("namespace is valid ASCII"),
+    );
     req
 }
 
@@ -74,19 +76,36 @@ fn mkfifo(path: &Path) -> std::io::Result<()> {
 impl ContainerdRuntime {
     /// Starts `opts.command` in container `id`'s task; FIFOs live in a fresh
     /// directory under `fifo_root` until [`ExecProcess::cleanup`].
-    pub async fn exec(&self, id: &ContainerId, opts: &ExecOptions, fifo_root: &Path) -> Result<(ExecProcess, ExecIo)> {
+    pub async fn exec(
+        &self,
+        id: &ContainerId,
+        opts: &ExecOptions,
+        fifo_root: &Path,
+    ) -> Result<(ExecProcess, ExecIo)> {
         let op = || format!("exec {:?} in container {id}", opts.command);
-        let io_err = |source: std::io::Error| RuntimeError::Invalid { op: op(), message: source.to_string() };
+        let io_err = |source: std::io::Error| RuntimeError::Invalid {
+            op: op(),
+            message: source.to_string(),
+        };
         if opts.command.is_empty() {
-            return Err(RuntimeError::Invalid { op: op(), message: "no command given".into() });
+            return Err(RuntimeError::Invalid {
+                op: op(),
+                message: "no command given".into(),
+            });
         }
         let container = self.container_for_exec(id).await?;
         let spec: serde_json::Value = container
             .spec
             .as_ref()
             .and_then(|a| serde_json::from_slice(&a.value).ok())
-            .ok_or_else(|| RuntimeError::Invalid { op: op(), message: "the container has no runtime spec".into() })?;
-        let mut process = spec.get("process").cloned().unwrap_or_else(|| serde_json::json!({}));
+            .ok_or_else(|| RuntimeError::Invalid {
+                op: op(),
+                message: "the container has no runtime spec".into(),
+            })?;
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
         process["args"] = serde_json::json!(opts.command);
         process["terminal"] = serde_json::json!(opts.tty);
         if process.get("cwd").is_none() {
@@ -95,7 +114,11 @@ impl ContainerdRuntime {
         let exec_id = format!("exec-{}", uuid::Uuid::new_v4().simple());
         let fifo_dir = fifo_root.join(&exec_id);
         std::fs::create_dir_all(&fifo_dir).map_err(io_err)?;
-        let mut io = ExecIo { stdin: None, stdout: None, stderr: None };
+        let mut io = ExecIo {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
         let mut paths = [String::new(), String::new(), String::new()];
         let wanted = [opts.stdin, opts.stdout, opts.stderr && !opts.tty];
         for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
@@ -105,9 +128,28 @@ impl ContainerdRuntime {
             let path = fifo_dir.join(name);
             mkfifo(&path).map_err(io_err)?;
             match i {
-                0 => io.stdin = Some(pipe::OpenOptions::new().read_write(true).open_sender(&path).map_err(io_err)?),
-                1 => io.stdout = Some(pipe::OpenOptions::new().open_receiver(&path).map_err(io_err)?),
-                _ => io.stderr = Some(pipe::OpenOptions::new().open_receiver(&path).map_err(io_err)?),
+                0 => {
+                    io.stdin = Some(
+                        pipe::OpenOptions::new()
+                            .read_write(true)
+                            .open_sender(&path)
+                            .map_err(io_err)?,
+                    )
+                }
+                1 => {
+                    io.stdout = Some(
+                        pipe::OpenOptions::new()
+                            .open_receiver(&path)
+                            .map_err(io_err)?,
+                    )
+                }
+                _ => {
+                    io.stderr = Some(
+                        pipe::OpenOptions::new()
+                            .open_receiver(&path)
+                            .map_err(io_err)?,
+                    )
+                }
             }
             paths[i] = path.display().to_string();
         }
@@ -119,15 +161,26 @@ impl ContainerdRuntime {
             stdout,
             stderr,
             terminal: opts.tty,
-            spec: Some(Any { type_url: PROCESS_TYPE_URL.into(), value: process.to_string().into_bytes() }),
+            spec: Some(Any {
+                type_url: PROCESS_TYPE_URL.into(),
+                value: process.to_string().into_bytes(),
+            }),
             exec_id: exec_id.clone(),
         };
-        let proc = ExecProcess { tasks: tasks.clone(), container_id: id.0.clone(), exec_id: exec_id.clone(), fifo_dir };
+        let proc = ExecProcess {
+            tasks: tasks.clone(),
+            container_id: id.0.clone(),
+            exec_id: exec_id.clone(),
+            fifo_dir,
+        };
         if let Err(e) = tasks.exec(namespaced(req)).await {
             proc.cleanup().await;
             return Err(self.rpc_error(op(), e));
         }
-        let start = StartRequest { container_id: id.0.clone(), exec_id };
+        let start = StartRequest {
+            container_id: id.0.clone(),
+            exec_id,
+        };
         if let Err(e) = tasks.start(namespaced(start)).await {
             proc.cleanup().await;
             return Err(self.rpc_error(op(), e));
@@ -135,7 +188,10 @@ impl ContainerdRuntime {
         Ok((proc, io))
     }
 
-    async fn container_for_exec(&self, id: &ContainerId) -> Result<containerd_client::services::v1::Container> {
+    async fn container_for_exec(
+        &self,
+        id: &ContainerId,
+    ) -> Result<containerd_client::services::v1::Container> {
         let req = containerd_client::services::v1::GetContainerRequest { id: id.0.clone() };
         self.client()
             .containers()
@@ -144,7 +200,10 @@ impl ContainerdRuntime {
             .map_err(|e| self.rpc_error(format!("get container {id}"), e))?
             .into_inner()
             .container
-            .ok_or_else(|| RuntimeError::NotFound { op: format!("exec in {id}"), what: format!("container {id}") })
+            .ok_or_else(|| RuntimeError::NotFound {
+                op: format!("exec in {id}"),
+                what: format!("container {id}"),
+            })
     }
 }
 
@@ -162,22 +221,35 @@ impl ExecProcess {
 
     /// Tells the shim stdin is finished (after dropping the sender).
     pub async fn close_stdin(&self) {
-        let req = CloseIoRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone(), stdin: true };
+        let req = CloseIoRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+            stdin: true,
+        };
         let _ = self.tasks.clone().close_io(namespaced(req)).await;
     }
 
     /// Waits for the exit code.
     pub async fn wait(&self) -> Result<i32> {
-        let req = WaitRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone() };
+        let req = WaitRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        };
         match self.tasks.clone().wait(namespaced(req)).await {
             Ok(r) => Ok(r.into_inner().exit_status as i32),
-            Err(e) => Err(RuntimeError::Invalid { op: format!("wait for exec {}", self.exec_id), message: e.message().to_string() }),
+            Err(e) => Err(RuntimeError::Invalid {
+                op: format!("wait for exec {}", self.exec_id),
+                message: e.message().to_string(),
+            }),
         }
     }
 
     /// Deletes the exec process from containerd and its FIFOs.
     pub async fn cleanup(&self) {
-        let req = DeleteProcessRequest { container_id: self.container_id.clone(), exec_id: self.exec_id.clone() };
+        let req = DeleteProcessRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+        };
         let _ = self.tasks.clone().delete_process(namespaced(req)).await;
         let _ = std::fs::remove_dir_all(&self.fifo_dir);
     }

@@ -1,0 +1,418 @@
+//! `/portForward/{ns}/{pod}/{uid}`: `kubectl port-forward`, speaking
+//! `portforward.k8s.io` over SPDY/3.1, either inside a websocket
+//! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31+'s first choice) or after a
+//! plain `Upgrade: SPDY/3.1` (its fallback).
+//!
+//! kubectl opens two streams per forwarded connection, `error` and `data`,
+//! paired by their `requestID` header and naming the `port`. When both
+//! exist, the agent connects to that port on the pod's loopback (inside its
+//! network namespace, as kubelet does) and copies bytes both ways; a
+//! connection failure is written to the error stream in kubelet's words.
+//!
+//! Partial: one slow pod connection applies back-pressure to the whole
+//! session's reader (client-go's spdystream has no per-stream flow control
+//! to lean on).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::StatusCode;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::spdy::{self, Frame, HeaderReader, HeaderWriter, Headers};
+use super::KubeletApi;
+
+pub const WS_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+pub const SPDY_PROTOCOL: &str = "portforward.k8s.io";
+
+/// Connects to a port on a pod's loopback.
+#[async_trait]
+pub trait PortForwardBackend: Send + Sync {
+    async fn connect(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        port: u16,
+    ) -> Result<TcpStream, String>;
+}
+
+/// The real backend: a socket made inside the pod's network namespace
+/// (`<netns_dir>/rk3s-<uid>`), connected to 127.0.0.1:<port>.
+pub struct NetnsPortForward {
+    pub netns_dir: PathBuf,
+}
+
+#[async_trait]
+impl PortForwardBackend for NetnsPortForward {
+    async fn connect(
+        &self,
+        _ns: &str,
+        _pod: &str,
+        uid: &str,
+        port: u16,
+    ) -> Result<TcpStream, String> {
+        let path = self.netns_dir.join(format!("rk3s-{uid}"));
+        let std = tokio::task::spawn_blocking(move || connect_in_netns(&path, port))
+            .await
+            .map_err(|e| e.to_string())??;
+        std.set_nonblocking(true).map_err(|e| e.to_string())?;
+        TcpStream::from_std(std).map_err(|e| e.to_string())
+    }
+}
+
+/// Enters the namespace on this (blocking-pool) thread just long enough to
+/// create and connect the socket, which stays in that namespace.
+fn connect_in_netns(path: &std::path::Path, port: u16) -> Result<std::net::TcpStream, String> {
+    use std::os::fd::AsRawFd;
+    let target =
+        std::fs::File::open(path).map_err(|e| format!("failed to open {}: {e}", path.display()))?;
+    let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
+    // SAFETY: setns on valid namespace fds; the thread is restored below
+    // before it returns to the pool.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "failed to enter the pod network namespace: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let result = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(5),
+    );
+    // SAFETY: as above.
+    let restored = unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+    assert!(
+        restored,
+        "failed to return to the agent's network namespace"
+    );
+    result.map_err(|e| e.to_string())
+}
+
+pub(super) async fn handler(
+    State(api): State<Arc<KubeletApi>>,
+    Path((ns, pod, uid)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let Some(backend) = api.port_forward.clone() else {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "port-forward is not available on this node\n",
+        )
+            .into_response();
+    };
+    let offered = |headers: &http::HeaderMap, name: http::header::HeaderName, want: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case(want))
+    };
+    let websocket = offered(
+        req.headers(),
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        WS_PROTOCOL,
+    );
+    let spdy_upgrade = offered(req.headers(), http::header::UPGRADE, "SPDY/3.1");
+    let target = Target { ns, pod, uid };
+    if websocket {
+        let (mut parts, _) = req.into_parts();
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws
+                .protocols([WS_PROTOCOL])
+                .on_upgrade(move |socket| serve_websocket(socket, backend, target))
+                .into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    if spdy_upgrade {
+        let mut req = req;
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = upgrade.await {
+                serve(TokioIo::new(io), backend, target).await;
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "SPDY/3.1")
+            .header("X-Stream-Protocol-Version", SPDY_PROTOCOL)
+            .body(axum::body::Body::empty())
+            .expect("valid response");
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        "port-forward needs a websocket (SPDY/3.1+portforward.k8s.io) or SPDY/3.1 upgrade\n",
+    )
+        .into_response()
+}
+
+#[derive(Clone)]
+struct Target {
+    ns: String,
+    pod: String,
+    uid: String,
+}
+
+/// SPDY bytes carried in websocket binary messages, as a byte stream.
+async fn serve_websocket(socket: WebSocket, backend: Arc<dyn PortForwardBackend>, target: Target) {
+    let (local, remote) = tokio::io::duplex(256 * 1024);
+    let (mut rd, mut wr) = tokio::io::split(local);
+    let (mut sink, mut source) = socket.split();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if wr.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                code: axum::extract::ws::close_code::NORMAL,
+                reason: "".into(),
+            })))
+            .await;
+    });
+    serve(remote, backend, target).await;
+}
+
+#[derive(Default)]
+struct Pair {
+    port: u16,
+    error: Option<u32>,
+    data: Option<u32>,
+}
+
+/// One SPDY session: answers every stream, pairs them, forwards.
+async fn serve(
+    io: impl AsyncRead + AsyncWrite + Send + 'static,
+    backend: Arc<dyn PortForwardBackend>,
+    target: Target,
+) {
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut headers_in = HeaderReader::default();
+    let mut headers_out = HeaderWriter::default();
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    let mut inbound: HashMap<u32, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
+    let mut waiting: HashMap<u32, mpsc::Receiver<Option<Vec<u8>>>> = HashMap::new();
+    loop {
+        let frame = match spdy::read_frame(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("port-forward session ended: {e}");
+                break;
+            }
+        };
+        match frame {
+            Frame::Control {
+                kind: spdy::SYN_STREAM,
+                payload,
+                ..
+            } => {
+                let Ok(id) = spdy::u32_at(&payload, 0).map(|v| v & 0x7fff_ffff) else {
+                    break;
+                };
+                let headers = match payload.get(10..).map(|b| headers_in.read(b)) {
+                    Some(Ok(h)) => h,
+                    _ => {
+                        let mut p = id.to_be_bytes().to_vec();
+                        p.extend_from_slice(&spdy::RST_PROTOCOL_ERROR.to_be_bytes());
+                        let _ = out.send(spdy::control(spdy::RST_STREAM, 0, &p)).await;
+                        continue;
+                    }
+                };
+                let mut reply = id.to_be_bytes().to_vec();
+                reply.extend_from_slice(&headers_out.write(&Headers::new()));
+                let _ = out.send(spdy::control(spdy::SYN_REPLY, 0, &reply)).await;
+                let kind = headers.get("streamtype").cloned().unwrap_or_default();
+                let port: u16 = headers
+                    .get("port")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                let request = headers
+                    .get("requestid")
+                    .cloned()
+                    .unwrap_or_else(|| port.to_string());
+                let pair = pairs.entry(request.clone()).or_default();
+                pair.port = port;
+                match kind.as_str() {
+                    "error" => pair.error = Some(id),
+                    "data" => {
+                        pair.data = Some(id);
+                        let (tx, rx) = mpsc::channel(64);
+                        inbound.insert(id, tx);
+                        waiting.insert(id, rx);
+                    }
+                    _ => {}
+                }
+                if let (Some(error), Some(data)) = (pair.error, pair.data) {
+                    let port = pair.port;
+                    pairs.remove(&request);
+                    let rx = waiting
+                        .remove(&data)
+                        .expect("registered with the data stream");
+                    tokio::spawn(forward(
+                        backend.clone(),
+                        target.clone(),
+                        port,
+                        error,
+                        data,
+                        rx,
+                        out.clone(),
+                    ));
+                }
+            }
+            Frame::Data {
+                stream,
+                flags,
+                data,
+            } => {
+                if !data.is_empty() {
+                    let mut credit = stream.to_be_bytes().to_vec();
+                    credit.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                    let _ = out
+                        .send(spdy::control(spdy::WINDOW_UPDATE, 0, &credit))
+                        .await;
+                }
+                if let Some(tx) = inbound.get(&stream) {
+                    if !data.is_empty() && tx.send(Some(data)).await.is_err() {
+                        inbound.remove(&stream);
+                    }
+                }
+                if flags & spdy::FLAG_FIN != 0 {
+                    if let Some(tx) = inbound.remove(&stream) {
+                        let _ = tx.send(None).await;
+                    }
+                }
+            }
+            Frame::Control {
+                kind: spdy::PING,
+                payload,
+                ..
+            } => {
+                let _ = out.send(spdy::control(spdy::PING, 0, &payload)).await;
+            }
+            Frame::Control {
+                kind: spdy::RST_STREAM,
+                payload,
+                ..
+            } => {
+                if let Ok(id) = spdy::u32_at(&payload, 0) {
+                    inbound.remove(&(id & 0x7fff_ffff));
+                }
+            }
+            Frame::Control {
+                kind: spdy::GOAWAY, ..
+            } => break,
+            Frame::Control { .. } => {}
+        }
+    }
+    drop(inbound);
+    drop(out);
+    let _ = writer.await;
+}
+
+/// One forwarded connection.
+async fn forward(
+    backend: Arc<dyn PortForwardBackend>,
+    target: Target,
+    port: u16,
+    error_stream: u32,
+    data_stream: u32,
+    mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
+    out: mpsc::Sender<Vec<u8>>,
+) {
+    let tcp = match backend
+        .connect(&target.ns, &target.pod, &target.uid, port)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!(
+                "error forwarding port {port} to pod {}, uid {}: {e}",
+                target.pod, target.uid
+            );
+            let _ = out
+                .send(spdy::data(error_stream, spdy::FLAG_FIN, msg.as_bytes()))
+                .await;
+            let _ = out.send(spdy::data(data_stream, spdy::FLAG_FIN, &[])).await;
+            return;
+        }
+    };
+    let (mut tr, mut tw) = tcp.into_split();
+    let up = async {
+        while let Some(Some(chunk)) = from_client.recv().await {
+            if tw.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = tw.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match tr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if out
+                        .send(spdy::data(data_stream, 0, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = out.send(spdy::data(data_stream, spdy::FLAG_FIN, &[])).await;
+    };
+    tokio::join!(up, down);
+    let _ = out
+        .send(spdy::data(error_stream, spdy::FLAG_FIN, &[]))
+        .await;
+}
