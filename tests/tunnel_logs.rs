@@ -210,3 +210,94 @@ fn only_node_certificates_may_open_a_tunnel() {
     })
     .is_ok());
 }
+
+const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
+
+/// A real `rk3s server` process on a fixed port and data dir.
+struct ServerProcess {
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    fn start(data: &Path, kubeconfig: &Path, port: u16) -> Self {
+        let child = std::process::Command::new(RK3S)
+            .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
+            .args(["--https-listen-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--write-kubeconfig")
+            .arg(kubeconfig)
+            .env("RK3S_CONFIG_FILE", "/dev/null")
+            .env_remove("NOTIFY_SOCKET")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start rk3s server");
+        ServerProcess { child }
+    }
+
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_agent_reconnects_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("rk3s.yaml"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = ServerProcess::start(&data, &kubeconfig, port);
+    wait_for("the kubeconfig", || kubeconfig.is_file().then_some(()));
+    let kubectl = common::kubectl::Kubectl::new(&kubeconfig);
+    wait_for("the API", || kubectl.run(&["get", "ns"]).status.success().then_some(()));
+    kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
+    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::write(log_file(logs.path(), "web", &uid, 0), cri("still here")).unwrap();
+
+    // The node's certificate, from the server's own PKI files.
+    let pki = Pki::load_or_create(&data.join("server/tls"), &PkiOptions::new("t1")).unwrap();
+    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
+    let chain = pki
+        .sign_agent_csr(&AgentCert::KubeletClient { node_name: "node1".into() }, key.csr_pem.as_bytes())
+        .unwrap();
+    let tls = Arc::new(
+        rk3s::pki::client_tls_config(pki.ca_bundle_pem(), Some((chain.as_bytes(), key.key_pem.as_bytes()))).unwrap(),
+    );
+    let opts = ClientOptions {
+        server: format!("https://127.0.0.1:{port}").parse().unwrap(),
+        tls,
+        handler: kubelet_api::tunnel_handler(kubelet_api::router(KubeletApiOptions { log_root: logs.path().to_path_buf() })),
+        session: tunnel::SessionOptions { ping_interval: Duration::from_secs(1), dead_after: Duration::from_secs(3) },
+    };
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let agent = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(tunnel::run_client(opts, token));
+    });
+    let logs_ok = || {
+        let o = kubectl.run(&["logs", "web"]);
+        (o.status.success() && o.stdout == b"still here\n").then_some(())
+    };
+    wait_for("logs before the restart", logs_ok);
+
+    server.stop();
+    let restarted = Instant::now();
+    let _server = ServerProcess::start(&data, &kubeconfig, port);
+    wait_for("logs after the restart", logs_ok);
+    eprintln!("kubectl logs worked again {:?} after the server restarted", restarted.elapsed());
+    shutdown.cancel();
+    let _ = agent.join();
+}
