@@ -131,6 +131,26 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/"), "{text}");
 
+    // The Kubernetes Python client's websocket exec (`kubernetes.stream`),
+    // a second real client (it speaks v4.channel.k8s.io).
+    let script = format!(
+        "from kubernetes import config, client\nfrom kubernetes.stream import stream\n\
+         config.load_kube_config(config_file='{kubeconfig}')\n\
+         out = stream(client.CoreV1Api().connect_get_namespaced_pod_exec, 'web', 'default',\n\
+         command=['sh', '-c', 'echo from-python'], stderr=True, stdin=False, stdout=True, tty=False)\n\
+         print(out, end='')\n"
+    );
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("run python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from-python\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A container that is not running: a clear error, not a hang.
     let o = kubectl.run(&["exec", "web", "-c", "missing", "--", "true"]);
     assert!(

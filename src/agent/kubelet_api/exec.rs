@@ -61,7 +61,7 @@ pub trait ExecBackend: Send + Sync {
 pub fn exec_options(query: &str) -> ExecOptions {
     let mut o = ExecOptions::default();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        let on = v == "true" || v == "1";
+        let on = super::query_bool(&v);
         match k.as_ref() {
             "command" => o.command.push(v.into_owned()),
             "stdin" => o.stdin = on,

@@ -30,7 +30,7 @@ impl LogOptions {
     pub fn from_query(query: &str) -> Result<LogOptions, String> {
         let mut o = LogOptions::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-            let flag = || v == "true" || v == "1";
+            let flag = || super::query_bool(&v);
             match k.as_ref() {
                 "follow" => o.follow = flag(),
                 "previous" => o.previous = flag(),

@@ -30,6 +30,13 @@ use hyper_util::service::TowerToHyperService;
 
 use crate::tunnel::AcceptHandler;
 
+/// A boolean query parameter as the kubelet reads it (Go's
+/// `strconv.ParseBool`: `1 t T TRUE true True`); clients differ (the
+/// Python client sends `True`).
+pub fn query_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
 /// What the kubelet API serves from.
 #[derive(Clone, Debug)]
 pub struct KubeletApiOptions {
