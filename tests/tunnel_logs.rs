@@ -168,6 +168,30 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = follow.kill();
     let _ = follow.wait();
 
+    // attach: the output written from now on (kubectl wants a Running pod).
+    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    let mut attach = kubectl.spawn(&["attach", "web"]);
+    let mut attached = BufReader::new(attach.stdout.take().unwrap()).lines();
+    // Attach shows only what is written after it connects: keep writing.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (done, current) = (done.clone(), current.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&current).unwrap();
+                f.write_all(cri("tick").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    assert_eq!(attached.next().unwrap().unwrap(), "tick");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    let _ = attach.kill();
+    let _ = attach.wait();
+    let out = kubectl.run(&["attach", "-i", "web"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported by rk3s"), "{out:?}");
+
     // A pod on a node without a tunnel, and an unscheduled pod.
     kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("elsewhere", "node2"));
     let out = kubectl.run(&["logs", "elsewhere"]);

@@ -8,8 +8,10 @@
 //! websocket or after an SPDY upgrade) through a
 //! [`portforward::PortForwardBackend`] (the pod's network namespace).
 //!
-//! Partial: `/attach` answers 501 Not Implemented with a message saying so.
+//! `/attach/...` streams a container's output (see [`attach`] for what is
+//! partial).
 
+pub mod attach;
 pub mod exec;
 pub mod logs;
 pub mod portforward;
@@ -68,24 +70,9 @@ pub fn router_with(api: KubeletApi) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/exec/{ns}/{pod}/{container}", any(exec::handler))
-        .route("/attach/{ns}/{pod}/{container}", any(not_yet))
+        .route("/attach/{ns}/{pod}/{container}", any(attach::handler))
         .route("/portForward/{ns}/{pod}/{uid}", any(portforward::handler))
         .with_state(state)
-}
-
-async fn not_yet(uri: http::Uri) -> Response {
-    let what = uri
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        format!("{what} is not implemented by this rk3s agent yet (issue 8): only logs are served through the tunnel\n"),
-    )
-        .into_response()
 }
 
 async fn container_logs(
