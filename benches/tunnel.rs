@@ -1,0 +1,166 @@
+//! Figures for the node tunnel: the throughput of a large transfer through
+//! `kubectl port-forward` (API server → tunnel → agent → pod) beside the
+//! same transfer straight to the pod's port (a socket made in the pod's
+//! network namespace, no tunnel), as a ratio; and the latency of
+//! `kubectl exec POD -- true` against a real containerd.
+//!
+//! `sudo cargo bench --bench tunnel` (root: network namespaces and
+//! containerd). Env: `RK3S_BENCH_MB` (default 256), `RK3S_BENCH_EXECS`
+//! (default 20).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::apiserver::TestServer;
+use rk3s::agent::kubelet_api::exec::ContainerdExec;
+use rk3s::agent::kubelet_api::portforward::{NetnsPortForward, PortForwardBackend};
+use rk3s::agent::kubelet_api::{self, KubeletApi};
+use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
+use rk3s::pki::{AgentCert, Pki, PkiOptions};
+use rk3s::tunnel::{self, ClientOptions};
+use tokio_util::sync::CancellationToken;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fetch(mut s: impl Read + Write, path: &str) -> usize {
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => total += n,
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("tunnel bench: skipped outside `cargo bench --bench tunnel`");
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        println!("tunnel bench: skipped (needs root for network namespaces and containerd)");
+        return;
+    }
+    let mb = env_num("RK3S_BENCH_MB", 256) as usize;
+    let server = TestServer::start();
+    let kubectl = server.kubectl();
+    kubectl.run_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
+    );
+    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+
+    // The "pod": busybox httpd on 127.0.0.1:8080 in netns rk3s-<uid>.
+    let netns = format!("rk3s-{uid}");
+    let ip = |args: &[&str]| assert!(std::process::Command::new("ip").args(args).status().unwrap().success());
+    ip(&["netns", "add", &netns]);
+    ip(&["-n", &netns, "link", "set", "lo", "up"]);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("big"), vec![7u8; mb << 20]).unwrap();
+    let mut httpd = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns, common::privilege::BUSYBOX, "httpd", "-f", "-p", "127.0.0.1:8080", "-h"])
+        .arg(root.path())
+        .spawn()
+        .unwrap();
+
+    let containerd = common::containerd::Containerd::start().expect("containerd");
+    let tar = common::image::BusyboxImage::new(common::image::DEFAULT_REFERENCE).write(containerd.scratch()).unwrap();
+    containerd.import(&tar).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let runtime = Arc::new(rt.block_on(ContainerdRuntime::connect(containerd.socket())).unwrap());
+    let mut spec = ContainerSpec::new(&uid, "web", "default", "app", common::image::DEFAULT_REFERENCE);
+    spec.command = vec!["sleep".into(), "3600".into()];
+    let id = rt.block_on(runtime.create_container(&spec)).unwrap();
+    rt.block_on(runtime.start(&id)).unwrap();
+
+    let pki = Pki::load_or_create(&server.data_dir().join("server/tls"), &PkiOptions::new("test-server")).unwrap();
+    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
+    let chain = pki.sign_agent_csr(&AgentCert::KubeletClient { node_name: "node1".into() }, key.csr_pem.as_bytes()).unwrap();
+    let tls = Arc::new(rk3s::pki::client_tls_config(pki.ca_bundle_pem(), Some((chain.as_bytes(), key.key_pem.as_bytes()))).unwrap());
+    let forward = Arc::new(NetnsPortForward { netns_dir: "/var/run/netns".into() });
+    let api = KubeletApi {
+        log_root: std::env::temp_dir(),
+        exec: Some(Arc::new(ContainerdExec { runtime: runtime.clone(), fifo_root: containerd.scratch().join("exec") })),
+        port_forward: Some(forward.clone()),
+    };
+    let shutdown = CancellationToken::new();
+    rt.spawn(tunnel::run_client(
+        ClientOptions {
+            server: server.url().parse().unwrap(),
+            tls,
+            handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
+            session: Default::default(),
+        },
+        shutdown.clone(),
+    ));
+
+    // Straight to the pod.
+    std::thread::sleep(Duration::from_millis(300));
+    let direct = {
+        let tcp = rt.block_on(forward.connect("default", "web", &uid, 8080)).unwrap().into_std().unwrap();
+        tcp.set_nonblocking(false).unwrap();
+        let t = Instant::now();
+        let n = fetch(tcp, "/big");
+        n as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+
+    // Through kubectl port-forward.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut pf = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["port-forward", "pod/web", &format!("{port}:8080")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let forwarded = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let t = Instant::now();
+            let n = fetch(s, "/big");
+            if n > mb << 20 {
+                break n as f64 / t.elapsed().as_secs_f64() / 1e6;
+            }
+        }
+        assert!(Instant::now() < deadline, "port-forward never worked");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = pf.kill();
+
+    // kubectl exec latency (after one warm-up).
+    let runs = env_num("RK3S_BENCH_EXECS", 20) as usize;
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let t = Instant::now();
+        let o = kubectl.run(&["exec", "web", "--", "true"]);
+        assert!(o.status.success(), "exec failed: {}", String::from_utf8_lossy(&o.stderr));
+        if i > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    println!("tunnel bench ({mb} MiB transfer, {runs} execs)");
+    println!("  direct to the pod port:        {direct:8.1} MB/s");
+    println!("  through kubectl port-forward:  {forwarded:8.1} MB/s  (ratio {:.2})", forwarded / direct);
+    println!(
+        "  kubectl exec POD -- true:      p50 {:?}  p90 {:?}  (includes kubectl's own start-up)",
+        times[times.len() / 2],
+        times[times.len() * 9 / 10]
+    );
+    shutdown.cancel();
+    let _ = rt.block_on(runtime.remove(&id));
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    ip(&["netns", "del", &netns]);
+}
