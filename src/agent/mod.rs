@@ -15,6 +15,7 @@ pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod network;
+pub mod node;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -49,6 +50,5 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     tracing::debug!(config = ?config, "resolved configuration");
     let creds = join::join(&config, &shutdown).await?;
     let opts = kubelet::KubeletOptions::for_agent(&config, creds);
-    kubelet::run(opts, shutdown).await?;
-    Ok(())
+    node::run(opts, shutdown).await
 }

@@ -1,0 +1,153 @@
+//! Everything one node runs next to the kubelet: the tunnel to the server
+//! and the kubelet API served on it (logs, exec, attach, port-forward).
+//!
+//! [`run`] starts the tunnel client with the node's credentials, then runs
+//! the kubelet until shutdown; both the standalone agent and the server's
+//! built-in agent go through it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use tokio_util::sync::CancellationToken;
+
+use super::kubelet::{self, KubeletOptions};
+use super::kubelet_api::exec::{ContainerdExec, ExecBackend, ExecControl, ExecStreams};
+use super::kubelet_api::portforward::NetnsPortForward;
+use super::kubelet_api::{self, KubeletApi};
+use super::runtime::exec::ExecOptions;
+use super::runtime::ContainerdRuntime;
+
+/// Where kubelet-format container logs live.
+pub const LOG_ROOT: &str = "/var/log/pods";
+/// Where exec FIFOs are made.
+pub const EXEC_FIFO_ROOT: &str = "/run/rk3s/exec";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("failed to read the node kubeconfig {path}: {reason}")]
+    Kubeconfig { path: PathBuf, reason: String },
+}
+
+/// The server URL and a TLS configuration (cluster CA, node client
+/// certificate) from a kubeconfig written by the join flow.
+pub fn tunnel_tls(kubeconfig: &Path) -> Result<(http::Uri, Arc<rustls::ClientConfig>), NodeError> {
+    let fail = |reason: String| NodeError::Kubeconfig { path: kubeconfig.to_path_buf(), reason };
+    let text = std::fs::read_to_string(kubeconfig).map_err(|e| fail(e.to_string()))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+    let cluster = &doc["clusters"][0]["cluster"];
+    let user = &doc["users"][0]["user"];
+    let base = kubeconfig.parent().unwrap_or(Path::new("/"));
+    let read = |data_key: &str, file_key: &str, of: &serde_yaml::Value| -> Result<Vec<u8>, NodeError> {
+        if let Some(d) = of[data_key].as_str() {
+            return base64::engine::general_purpose::STANDARD
+                .decode(d.trim())
+                .map_err(|e| fail(format!("{data_key}: {e}")));
+        }
+        let file = of[file_key].as_str().ok_or_else(|| fail(format!("neither {data_key} nor {file_key} is set")))?;
+        std::fs::read(base.join(file)).map_err(|e| fail(format!("{file}: {e}")))
+    };
+    let server: http::Uri = cluster["server"]
+        .as_str()
+        .ok_or_else(|| fail("no cluster server".into()))?
+        .parse()
+        .map_err(|e| fail(format!("server URL: {e}")))?;
+    let ca = read("certificate-authority-data", "certificate-authority", cluster)?;
+    let cert = read("client-certificate-data", "client-certificate", user)?;
+    let key = read("client-key-data", "client-key", user)?;
+    let tls = crate::pki::client_tls_config(&ca, Some((&cert, &key))).map_err(|e| fail(e.to_string()))?;
+    Ok((server, Arc::new(tls)))
+}
+
+/// Exec through containerd, connecting on first use (the kubelet may still
+/// be starting containerd when the tunnel comes up).
+pub struct LazyContainerdExec {
+    socket: PathBuf,
+    inner: tokio::sync::OnceCell<ContainerdExec>,
+}
+
+impl LazyContainerdExec {
+    pub fn new(endpoint: &str) -> Self {
+        LazyContainerdExec {
+            socket: PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint)),
+            inner: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl ExecBackend for LazyContainerdExec {
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        opts: ExecOptions,
+    ) -> Result<(ExecStreams, Box<dyn ExecControl>), String> {
+        let backend = self
+            .inner
+            .get_or_try_init(|| async {
+                let runtime = ContainerdRuntime::connect(&self.socket).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(ContainerdExec { runtime: Arc::new(runtime), fifo_root: PathBuf::from(EXEC_FIFO_ROOT) })
+            })
+            .await?;
+        backend.exec(namespace, pod, container, opts).await
+    }
+}
+
+/// The kubelet API as this node serves it on the tunnel.
+pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
+    KubeletApi {
+        log_root: PathBuf::from(LOG_ROOT),
+        exec: Some(Arc::new(LazyContainerdExec::new(&opts.node.container_runtime_endpoint))),
+        port_forward: Some(Arc::new(NetnsPortForward {
+            netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
+        })),
+    }
+}
+
+/// Runs the tunnel (kubelet API) and the kubelet until `shutdown`.
+pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<(), super::AgentError> {
+    match tunnel_tls(&opts.credentials.kubeconfig) {
+        Ok((server, tls)) => {
+            let handler = kubelet_api::tunnel_handler(kubelet_api::router_with(kubelet_api(&opts)));
+            let client = crate::tunnel::ClientOptions { server, tls, handler, session: Default::default() };
+            tokio::spawn(crate::tunnel::run_client(client, shutdown.clone()));
+        }
+        Err(e) => tracing::error!("the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}"),
+    }
+    kubelet::run(opts, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_tls_reads_embedded_and_file_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::pki::Pki::load_or_create(&dir.path().join("tls"), &crate::pki::PkiOptions::new("h")).unwrap();
+        let admin = pki.admin();
+        let embedded = dir.path().join("embedded.yaml");
+        crate::pki::Kubeconfig::new("https://10.0.0.1:6443")
+            .ca_data(pki.ca_bundle_pem())
+            .client_cert_data(admin.cert_pem.as_bytes(), admin.key_pem.as_bytes())
+            .write(&embedded, 0o600)
+            .unwrap();
+        let (server, _) = tunnel_tls(&embedded).unwrap();
+        assert_eq!(server.to_string(), "https://10.0.0.1:6443/");
+        let files = dir.path().join("files.yaml");
+        crate::pki::Kubeconfig::new("https://10.0.0.1:6443")
+            .ca_file(dir.path().join("tls/server-ca.crt"))
+            .client_cert_files(admin.cert_path(), admin.key_path())
+            .write(&files, 0o600)
+            .unwrap();
+        assert!(tunnel_tls(&files).is_ok());
+        let bad = dir.path().join("bad.yaml");
+        crate::pki::Kubeconfig::new("https://10.0.0.1:6443").write(&bad, 0o600).unwrap();
+        let err = tunnel_tls(&bad).unwrap_err().to_string();
+        assert!(err.contains("certificate-authority") && err.contains("bad.yaml"), "{err}");
+    }
+}
