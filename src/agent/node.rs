@@ -33,30 +33,41 @@ pub enum NodeError {
 /// The server URL and a TLS configuration (cluster CA, node client
 /// certificate) from a kubeconfig written by the join flow.
 pub fn tunnel_tls(kubeconfig: &Path) -> Result<(http::Uri, Arc<rustls::ClientConfig>), NodeError> {
-    let fail = |reason: String| NodeError::Kubeconfig { path: kubeconfig.to_path_buf(), reason };
+    let fail = |reason: String| NodeError::Kubeconfig {
+        path: kubeconfig.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(kubeconfig).map_err(|e| fail(e.to_string()))?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
     let cluster = &doc["clusters"][0]["cluster"];
     let user = &doc["users"][0]["user"];
     let base = kubeconfig.parent().unwrap_or(Path::new("/"));
-    let read = |data_key: &str, file_key: &str, of: &serde_yaml::Value| -> Result<Vec<u8>, NodeError> {
-        if let Some(d) = of[data_key].as_str() {
-            return base64::engine::general_purpose::STANDARD
-                .decode(d.trim())
-                .map_err(|e| fail(format!("{data_key}: {e}")));
-        }
-        let file = of[file_key].as_str().ok_or_else(|| fail(format!("neither {data_key} nor {file_key} is set")))?;
-        std::fs::read(base.join(file)).map_err(|e| fail(format!("{file}: {e}")))
-    };
+    let read =
+        |data_key: &str, file_key: &str, of: &serde_yaml::Value| -> Result<Vec<u8>, NodeError> {
+            if let Some(d) = of[data_key].as_str() {
+                return base64::engine::general_purpose::STANDARD
+                    .decode(d.trim())
+                    .map_err(|e| fail(format!("{data_key}: {e}")));
+            }
+            let file = of[file_key]
+                .as_str()
+                .ok_or_else(|| fail(format!("neither {data_key} nor {file_key} is set")))?;
+            std::fs::read(base.join(file)).map_err(|e| fail(format!("{file}: {e}")))
+        };
     let server: http::Uri = cluster["server"]
         .as_str()
         .ok_or_else(|| fail("no cluster server".into()))?
         .parse()
         .map_err(|e| fail(format!("server URL: {e}")))?;
-    let ca = read("certificate-authority-data", "certificate-authority", cluster)?;
+    let ca = read(
+        "certificate-authority-data",
+        "certificate-authority",
+        cluster,
+    )?;
     let cert = read("client-certificate-data", "client-certificate", user)?;
     let key = read("client-key-data", "client-key", user)?;
-    let tls = crate::pki::client_tls_config(&ca, Some((&cert, &key))).map_err(|e| fail(e.to_string()))?;
+    let tls =
+        crate::pki::client_tls_config(&ca, Some((&cert, &key))).map_err(|e| fail(e.to_string()))?;
     Ok((server, Arc::new(tls)))
 }
 
@@ -88,8 +99,13 @@ impl ExecBackend for LazyContainerdExec {
         let backend = self
             .inner
             .get_or_try_init(|| async {
-                let runtime = ContainerdRuntime::connect(&self.socket).await.map_err(|e| e.to_string())?;
-                Ok::<_, String>(ContainerdExec { runtime: Arc::new(runtime), fifo_root: PathBuf::from(EXEC_FIFO_ROOT) })
+                let runtime = ContainerdRuntime::connect(&self.socket)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(ContainerdExec {
+                    runtime: Arc::new(runtime),
+                    fifo_root: PathBuf::from(EXEC_FIFO_ROOT),
+                })
             })
             .await?;
         backend.exec(namespace, pod, container, opts).await
@@ -100,7 +116,9 @@ impl ExecBackend for LazyContainerdExec {
 pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
     KubeletApi {
         log_root: PathBuf::from(LOG_ROOT),
-        exec: Some(Arc::new(LazyContainerdExec::new(&opts.node.container_runtime_endpoint))),
+        exec: Some(Arc::new(LazyContainerdExec::new(
+            &opts.node.container_runtime_endpoint,
+        ))),
         port_forward: Some(Arc::new(NetnsPortForward {
             netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
         })),
@@ -108,14 +126,24 @@ pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
 }
 
 /// Runs the tunnel (kubelet API) and the kubelet until `shutdown`.
-pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<(), super::AgentError> {
+pub async fn run(
+    opts: KubeletOptions,
+    shutdown: CancellationToken,
+) -> Result<(), super::AgentError> {
     match tunnel_tls(&opts.credentials.kubeconfig) {
         Ok((server, tls)) => {
             let handler = kubelet_api::tunnel_handler(kubelet_api::router_with(kubelet_api(&opts)));
-            let client = crate::tunnel::ClientOptions { server, tls, handler, session: Default::default() };
+            let client = crate::tunnel::ClientOptions {
+                server,
+                tls,
+                handler,
+                session: Default::default(),
+            };
             tokio::spawn(crate::tunnel::run_client(client, shutdown.clone()));
         }
-        Err(e) => tracing::error!("the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}"),
+        Err(e) => tracing::error!(
+            "the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}"
+        ),
     }
     kubelet::run(opts, shutdown).await?;
     Ok(())
@@ -128,7 +156,11 @@ mod tests {
     #[test]
     fn tunnel_tls_reads_embedded_and_file_credentials() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = crate::pki::Pki::load_or_create(&dir.path().join("tls"), &crate::pki::PkiOptions::new("h")).unwrap();
+        let pki = crate::pki::Pki::load_or_create(
+            &dir.path().join("tls"),
+            &crate::pki::PkiOptions::new("h"),
+        )
+        .unwrap();
         let admin = pki.admin();
         let embedded = dir.path().join("embedded.yaml");
         crate::pki::Kubeconfig::new("https://10.0.0.1:6443")
@@ -146,8 +178,13 @@ mod tests {
             .unwrap();
         assert!(tunnel_tls(&files).is_ok());
         let bad = dir.path().join("bad.yaml");
-        crate::pki::Kubeconfig::new("https://10.0.0.1:6443").write(&bad, 0o600).unwrap();
+        crate::pki::Kubeconfig::new("https://10.0.0.1:6443")
+            .write(&bad, 0o600)
+            .unwrap();
         let err = tunnel_tls(&bad).unwrap_err().to_string();
-        assert!(err.contains("certificate-authority") && err.contains("bad.yaml"), "{err}");
+        assert!(
+            err.contains("certificate-authority") && err.contains("bad.yaml"),
+            "{err}"
+        );
     }
 }
