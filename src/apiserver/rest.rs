@@ -255,18 +255,13 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         .extensions
         .get::<super::auth::PeerCertificates>()
         .cloned();
-    let authn = state
-        .authenticator
-        .authenticate(&super::auth::AuthnRequest {
-            headers: &parts.headers,
-            peer_certificates: peer.as_ref().map(|p| p.0.as_slice()),
-        });
-    let user = match authn {
-        super::auth::Authn::User(u) => u,
-        super::auth::Authn::Anonymous | super::auth::Authn::Invalid(_) => {
-            return Err(ApiStatus::unauthorized())
-        }
-    };
+    let user = super::auth::identify(
+        state.authenticator.as_ref(),
+        state.authorizer.as_ref(),
+        &parts.headers,
+        peer.as_ref().map(|p| p.0.as_slice()),
+    )?
+    .ok_or_else(ApiStatus::unauthorized)?;
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
@@ -354,6 +349,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         ),
         (Method::GET, false) => list(&ctx),
         (Method::GET, true) => get(&ctx),
+        (Method::POST, false) if crate::auth::reviews::is_review(&ctx.def) => {
+            crate::auth::reviews::handle(&ctx, &body)
+        }
         (Method::POST, false) => create(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PUT, true) => update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch(&ctx, &body),

@@ -1,4 +1,39 @@
-//! Authentication (x509, tokens) and authorization (RBAC, the Node rule).
+//! Authentication and authorization for the API server, plugged into the
+//! `apiserver::auth` seam by `server::assemble`.
 //!
-//! Planned (issue 5): nothing here yet. Until then the API server's
-//! `apiserver::auth` seam allows every request.
+//! Map: `authn` (x509 client certificates, bootstrap tokens, ServiceAccount
+//! JWTs), `jwt` (ES256 token signing and checks), `impersonation`
+//! (`Impersonate-*` headers), `authz` (the chain: `system:masters`, the
+//! Node authorizer, RBAC), `node` (the Node authorizer), `rbac` (the RBAC
+//! index and its store-watch cache, `rbac::rules` the matcher), `bootstrap`
+//! (the default roles from `embedded/rbac/`), `reviews` (the
+//! access/rules/token/self-subject reviews, never stored).
+//!
+//! Invariants: no credentials is 401 on every API path except health,
+//! `/version` (RBAC's `system:public-info-viewer` grants it to
+//! `system:unauthenticated`) and the join routes; bad credentials are
+//! always 401, even where anonymous access would be allowed.
+//!
+//! PARTIAL: no RBAC escalation checks (a user allowed to write Roles and
+//! bindings can grant rights it does not hold), no legacy Secret-based
+//! ServiceAccount tokens, no OIDC/webhook authentication, no
+//! NodeRestriction admission (see `node`).
+
+pub mod authn;
+pub mod authz;
+pub mod bootstrap;
+pub mod impersonation;
+pub mod jwt;
+pub mod node;
+pub mod rbac;
+pub mod reviews;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("failed to load the service-account key: {0}")]
+    Key(String),
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("failed to bootstrap the default RBAC objects: {0}")]
+    Bootstrap(String),
+}
