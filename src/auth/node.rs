@@ -1,8 +1,8 @@
 //! The Node authorizer: what a kubelet (`system:node:<name>` in
 //! `system:nodes`) may do, decided by what is bound to its node.
 //!
-//! A node may: create Nodes, get/update/patch its own Node and
-//! `nodes/status`, list/watch nodes; create Leases in `kube-node-lease` and
+//! A node may: create, get, list and watch Nodes; update/patch only its
+//! own Node, and get/update/patch only its own `nodes/status`; create Leases in `kube-node-lease` and
 //! get/update/patch/delete its own; get/list/watch pods, update/patch
 //! `pods/status`, delete and evict pods bound to it; get/list/watch
 //! services, endpoints and endpointslices; get the configmaps, secrets and
@@ -192,9 +192,11 @@ impl NodeAuthorizer {
         let own = a.name == Some(node);
         let read = matches!(a.verb, "get" | "list" | "watch");
         match (a.group, a.resource, a.subresource) {
+            // Any node may be read (list/watch of all nodes is allowed anyway,
+            // as in kube); only its own may be changed.
             ("", "nodes", None) => match a.verb {
-                "create" | "list" | "watch" => true,
-                "get" | "update" | "patch" => own,
+                "create" | "get" | "list" | "watch" => true,
+                "update" | "patch" => own,
                 _ => false,
             },
             ("", "nodes", Some("status")) => matches!(a.verb, "get" | "update" | "patch") && own,
