@@ -192,7 +192,10 @@ fn service_account_bound_to_view() {
     let review = format!(
         r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{token}"}}}}"#
     );
-    let out = admin.run_with_stdin(&["create", "--validate=false", "-f", "-", "-o", "json"], &review);
+    let out = admin.run_with_stdin(
+        &["create", "--validate=false", "-f", "-", "-o", "json"],
+        &review,
+    );
     let v: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)));
     assert_eq!(v["status"]["authenticated"], true);

@@ -287,7 +287,11 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         resource: &def.plural,
         subresource: sub.as_deref(),
         namespace: namespace.as_deref(),
-        name: name.as_deref(),
+        // A list or watch of one object by `metadata.name` is authorized as
+        // that object, as kube does (kubelets watch single Secrets this way).
+        name: name
+            .as_deref()
+            .or_else(|| crate::auth::single_object_name(verb, query.get("fieldSelector"))),
     };
     if !state.authorizer.authorize(&user, &attrs) {
         return Err(ApiStatus::forbidden_message(

@@ -18,7 +18,8 @@
 //! PARTIAL: legacy (Secret-based, unbound) ServiceAccount tokens are not
 //! accepted; no OIDC, webhook or basic auth.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -33,10 +34,40 @@ pub const AUTHENTICATED: &str = "system:authenticated";
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
+/// How many entries each verification cache holds before it is emptied.
+const CACHE_CAP: usize = 4096;
+
 /// The real authenticator `rk3s server` uses.
+///
+/// Parsing a certificate and checking an ES256 signature are the costly
+/// steps (tens of µs), so their results are cached: the identity of a
+/// certificate by its DER bytes (the TLS layer verified it), and the claims
+/// of a token whose signature checked out by the token text. The cheap
+/// checks (expiry, the bound objects still existing) run on every request,
+/// so a deleted pod or ServiceAccount revokes its tokens at once.
 pub struct ClusterAuthenticator {
     store: Arc<dyn Store>,
     tokens: Arc<TokenKeys>,
+    identities: Mutex<HashMap<Vec<u8>, UserInfo>>,
+    verified: Mutex<HashMap<String, Claims>>,
+}
+
+/// Looks `key` up in `cache`, filling it with `make` on a miss.
+fn cached<K: std::hash::Hash + Eq, V: Clone>(
+    cache: &Mutex<HashMap<K, V>>,
+    key: K,
+    make: impl FnOnce() -> Option<V>,
+) -> Option<V> {
+    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Some(v.clone());
+    }
+    let v = make()?;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= CACHE_CAP {
+        c.clear();
+    }
+    c.insert(key, v.clone());
+    Some(v)
 }
 
 fn now_unix() -> i64 {
@@ -66,7 +97,12 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Option<Result<&str, ()>> {
 
 impl ClusterAuthenticator {
     pub fn new(store: Arc<dyn Store>, tokens: Arc<TokenKeys>) -> Self {
-        ClusterAuthenticator { store, tokens }
+        ClusterAuthenticator {
+            store,
+            tokens,
+            identities: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+        }
     }
 
     fn object(&self, key: &str) -> Option<Value> {
@@ -118,15 +154,28 @@ impl ClusterAuthenticator {
     }
 
     /// A ServiceAccount JWT with the objects it is bound to still there.
-    pub fn service_account_token(
-        &self,
-        token: &str,
-        audiences: &[String],
-    ) -> Result<UserInfo, String> {
-        let claims = self
-            .tokens
-            .verify(token, audiences, now_unix())
-            .map_err(|e| e.to_string())?;
+    pub fn service_account_token(&self, token: &str) -> Result<UserInfo, String> {
+        let now = now_unix();
+        let hit = match self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+        {
+            Some(c) if now <= c.exp + super::jwt::LEEWAY_SECS => Some(c.clone()),
+            _ => None,
+        };
+        let claims = match hit {
+            Some(c) => c,
+            None => {
+                let c = self
+                    .tokens
+                    .verify(token, &self.tokens.api_audiences, now)
+                    .map_err(|e| e.to_string())?;
+                cached(&self.verified, token.to_string(), || Some(c.clone()));
+                c
+            }
+        };
         self.check_bound_objects(&claims)?;
         Ok(service_account_user(&claims))
     }
@@ -228,12 +277,15 @@ pub fn service_account_user(c: &Claims) -> UserInfo {
 impl Authenticator for ClusterAuthenticator {
     fn authenticate(&self, req: &AuthnRequest<'_>) -> Authn {
         if let Some(leaf) = req.peer_certificates.and_then(|c| c.first()) {
-            return match crate::pki::client_identity(leaf) {
-                Some(id) => Authn::User(with_authenticated(UserInfo {
+            let identity = cached(&self.identities, leaf.as_ref().to_vec(), || {
+                crate::pki::client_identity(leaf).map(|id| UserInfo {
                     name: id.name,
                     groups: id.groups,
                     ..Default::default()
-                })),
+                })
+            });
+            return match identity {
+                Some(u) => Authn::User(with_authenticated(u)),
                 None => Authn::Invalid("the client certificate names no user".into()),
             };
         }
@@ -245,7 +297,7 @@ impl Authenticator for ClusterAuthenticator {
         let result = if is_bootstrap_token_format(token) {
             self.bootstrap_token(token)
         } else {
-            self.service_account_token(token, &self.tokens.api_audiences)
+            self.service_account_token(token)
         };
         match result {
             Ok(u) => Authn::User(with_authenticated(u)),

@@ -37,3 +37,45 @@ pub enum AuthError {
     #[error("failed to bootstrap the default RBAC objects: {0}")]
     Bootstrap(String),
 }
+
+/// The object name a list or watch is limited to by a `metadata.name=X`
+/// (or `==`) field selector, which kube authorizes as a request on `X`.
+pub fn single_object_name<'a>(verb: &str, field_selector: Option<&'a String>) -> Option<&'a str> {
+    if !matches!(verb, "list" | "watch") {
+        return None;
+    }
+    let sel = field_selector?.trim();
+    let name = sel
+        .strip_prefix("metadata.name==")
+        .or_else(|| sel.strip_prefix("metadata.name="))?;
+    Some(name).filter(|n| !n.is_empty() && !n.contains(','))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn single_object_name() {
+        let sel = |s: &str| Some(s.to_string());
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name=x").as_ref()),
+            Some("x")
+        );
+        assert_eq!(
+            super::single_object_name("watch", sel("metadata.name==x").as_ref()),
+            Some("x")
+        );
+        assert_eq!(
+            super::single_object_name("get", sel("metadata.name=x").as_ref()),
+            None
+        );
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name=x,a=b").as_ref()),
+            None
+        );
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name!=x").as_ref()),
+            None
+        );
+        assert_eq!(super::single_object_name("list", None), None);
+    }
+}

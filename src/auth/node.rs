@@ -17,8 +17,8 @@
 //! come when a pod starts, not per second, so a namespace list costs less
 //! than keeping a graph up to date. PARTIAL: no NodeRestriction admission,
 //! so the body of a Node create (its name, labels) is not checked; mirror
-//! pods cannot be created; list/watch of configmaps and secrets needs a
-//! name, which list requests here never carry, so kubelets must `get`.
+//! pods cannot be created. Lists and watches of configmaps and secrets are
+//! allowed only for one object (`fieldSelector=metadata.name=X`).
 
 use std::sync::Arc;
 

@@ -177,3 +177,68 @@ fn service_account_tokens_follow_their_objects() {
         .unwrap();
     assert!(matches!(authn(&a, &bearer(&t3)), Authn::Invalid(_)));
 }
+
+/// Prints what authenticating one request costs
+/// (`cargo test --lib auth::authn::tests::measure -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn measure() {
+    let (store, a) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let pki =
+        crate::pki::Pki::load_or_create(dir.path(), &crate::pki::PkiOptions::new("h")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let der =
+        rustls::pki_types::CertificateDer::from_pem_slice(pki.admin().cert_pem.as_bytes()).unwrap();
+    let chain = vec![der];
+    let empty = http::HeaderMap::new();
+    let n = 10_000u32;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(a.authenticate(&AuthnRequest {
+            headers: &empty,
+            peer_certificates: Some(&chain),
+        }));
+    }
+    println!(
+        "x509 client certificate: {:?} per request",
+        start.elapsed() / n
+    );
+    store
+        .create(
+            "/registry/serviceaccounts/default/app",
+            json!({"metadata": {"name": "app", "uid": "sa-1"}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        iss: "https://kubernetes.default.svc.cluster.local".into(),
+        sub: "system:serviceaccount:default:app".into(),
+        aud: vec!["https://kubernetes.default.svc.cluster.local".into()],
+        exp: now + 600,
+        iat: now,
+        nbf: now,
+        jti: "abc".into(),
+        kubernetes: KubeClaims {
+            namespace: "default".into(),
+            serviceaccount: ObjectRef {
+                name: "app".into(),
+                uid: "sa-1".into(),
+            },
+            pod: None,
+            secret: None,
+            node: None,
+        },
+    };
+    let h = bearer(&a.tokens.sign(&claims).unwrap());
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(matches!(authn(&a, &h), Authn::User(_)));
+    }
+    println!(
+        "ServiceAccount JWT (ES256 verify + store get): {:?} per request",
+        start.elapsed() / n
+    );
+}
