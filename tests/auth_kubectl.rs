@@ -122,6 +122,20 @@ fn service_account_bound_to_view() {
         .to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
 
+    // A token bound to a pod running as another ServiceAccount is refused.
+    let bound = admin.run(&[
+        "create",
+        "token",
+        "viewer",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=web",
+    ]);
+    assert!(
+        stderr(&bound).contains("different serviceaccount"),
+        "{}",
+        stderr(&bound)
+    );
+
     let (sa, _) = token_kubectl(&s, "viewer", &token);
     let out = sa.run_ok(&["get", "pod", "web", "-o", "name"]);
     assert_eq!(out.trim(), "pod/web");
@@ -230,12 +244,24 @@ fn nodes_change_only_their_own_node() {
         "{}",
         stderr(&other)
     );
+    // It cannot register a Node under another name.
+    let out = a.run_with_stdin(
+        &["create", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"node-c"}}"#,
+    );
+    assert!(
+        stderr(&out).contains("node \"node-a\" is not allowed to modify node \"node-c\""),
+        "{}",
+        stderr(&out)
+    );
     // Its own Lease, not another node's.
     let lease = |n: &str| {
         format!(
             r#"{{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{{"name":"{n}","namespace":"kube-node-lease"}},"spec":{{"holderIdentity":"{n}"}}}}"#
         )
     };
+    let out = a.run_with_stdin(&["create", "-f", "-"], &lease("node-b"));
+    assert!(stderr(&out).contains("forbidden"), "{}", stderr(&out));
     admin.run_with_stdin(&["create", "-f", "-"], &lease("node-b"));
     let out = a.run_with_stdin(&["create", "-f", "-"], &lease("node-a"));
     assert!(out.status.success(), "{}", stderr(&out));

@@ -4,7 +4,7 @@
 //! Map: `authn` (x509 client certificates, bootstrap tokens, ServiceAccount
 //! JWTs), `jwt` (ES256 token signing and checks), `impersonation`
 //! (`Impersonate-*` headers), `authz` (the chain: `system:masters`, the
-//! Node authorizer, RBAC), `node` (the Node authorizer), `rbac` (the RBAC
+//! Node authorizer, RBAC), `node` (the Node authorizer), `node_restriction` (its admission half), `rbac` (the RBAC
 //! index and its store-watch cache, `rbac::rules` the matcher), `bootstrap`
 //! (the default roles from `embedded/rbac/`), `reviews` (the
 //! access/rules/token/self-subject reviews, never stored).
@@ -16,8 +16,8 @@
 //!
 //! PARTIAL: no RBAC escalation checks (a user allowed to write Roles and
 //! bindings can grant rights it does not hold), no legacy Secret-based
-//! ServiceAccount tokens, no OIDC/webhook authentication, no
-//! NodeRestriction admission (see `node`).
+//! ServiceAccount tokens, no OIDC/webhook authentication; NodeRestriction
+//! admission (`node_restriction`) covers only names and restricted labels.
 
 pub mod authn;
 pub mod authz;
@@ -25,6 +25,7 @@ pub mod bootstrap;
 pub mod impersonation;
 pub mod jwt;
 pub mod node;
+pub mod node_restriction;
 pub mod rbac;
 pub mod reviews;
 

@@ -15,10 +15,11 @@
 //! References are found by reading the store on each such request (pods of
 //! one namespace), not from a maintained graph as kube does: these requests
 //! come when a pod starts, not per second, so a namespace list costs less
-//! than keeping a graph up to date. PARTIAL: no NodeRestriction admission,
-//! so the body of a Node create (its name, labels) is not checked; mirror
-//! pods cannot be created. Lists and watches of configmaps and secrets are
-//! allowed only for one object (`fieldSelector=metadata.name=X`).
+//! than keeping a graph up to date. A create carries no name here, so
+//! `node_restriction` (admission) checks the names of created Nodes and
+//! Leases. Lists and watches of configmaps and secrets are allowed only for
+//! one object (`fieldSelector=metadata.name=X`). PARTIAL: mirror pods cannot
+//! be created.
 
 use std::sync::Arc;
 

@@ -106,7 +106,7 @@ pub fn bootstrap(parts: &Parts) -> Result<(), crate::auth::AuthError> {
 
 /// The admission chain: mutating plug-ins first, validating ones last.
 pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    Vec::new()
+    vec![Arc::new(crate::auth::node_restriction::NodeRestriction)]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
