@@ -89,6 +89,7 @@ fn admin_kubeconfig_and_anonymous_requests() {
         "/openapi/v2",
         "/api/v1/namespaces/default/pods",
         "/apis/apps/v1/deployments",
+        "/api/v1/no-such-resource",
     ] {
         assert_eq!(code(path, None), 401, "{path}");
     }

@@ -241,16 +241,8 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 
 async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiStatus> {
     let (parts, body) = req.into_parts();
-    let (def, namespace, name, sub, legacy_watch) = parse(&state.registry, parts.uri.path())?;
-    let group_resource = def.group_resource();
-    if let Some(sub) = &sub {
-        let served = (sub == "status" && def.has_subresource("status"))
-            || super::streaming::is_streaming(&group_resource, sub)
-            || super::subresources::is_served(&group_resource, sub);
-        if !served || name.is_none() || !def.has_subresource(sub) {
-            return Err(ApiStatus::route_not_found());
-        }
-    }
+    // Authentication comes first, so that without credentials every path
+    // (even an unknown one) is a 401, as in kube.
     let peer = parts
         .extensions
         .get::<super::auth::PeerCertificates>()
@@ -262,6 +254,16 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         peer.as_ref().map(|p| p.0.as_slice()),
     )?
     .ok_or_else(ApiStatus::unauthorized)?;
+    let (def, namespace, name, sub, legacy_watch) = parse(&state.registry, parts.uri.path())?;
+    let group_resource = def.group_resource();
+    if let Some(sub) = &sub {
+        let served = (sub == "status" && def.has_subresource("status"))
+            || super::streaming::is_streaming(&group_resource, sub)
+            || super::subresources::is_served(&group_resource, sub);
+        if !served || name.is_none() || !def.has_subresource(sub) {
+            return Err(ApiStatus::route_not_found());
+        }
+    }
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
