@@ -104,6 +104,50 @@ pub fn ensure_default_rbac(store: &dyn Store, registry: &Registry) -> Result<(),
             }
         }
     }
+    write_aggregated_rules(store)
+}
+
+/// Rewrites each aggregated ClusterRole's stored `rules` to the union its
+/// selectors give (what kube's aggregation controller keeps up to date).
+fn write_aggregated_rules(store: &dyn Store) -> Result<(), AuthError> {
+    let page = store
+        .list(&crate::store::ListOptions {
+            prefix: super::rbac::CLUSTER_ROLES.into(),
+            ..Default::default()
+        })
+        .map_err(|e| AuthError::Bootstrap(format!("listing ClusterRoles: {e}")))?;
+    let mut roles = std::collections::BTreeMap::new();
+    let mut records = std::collections::BTreeMap::new();
+    for rec in &page.records {
+        if let Ok(v) = serde_json::from_slice::<Value>(&rec.value) {
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            records.insert(name.clone(), rec.clone());
+            roles.insert(name, v);
+        }
+    }
+    let effective = super::rbac::resolve_cluster_roles(&roles);
+    for (name, role) in &roles {
+        if role.get("aggregationRule").is_none() {
+            continue;
+        }
+        let rules: Vec<Value> = effective
+            .get(name)
+            .map(|r| r.iter().map(|x| x.to_json()).collect())
+            .unwrap_or_default();
+        if role.get("rules") == Some(&Value::Array(rules.clone())) {
+            continue;
+        }
+        let mut updated = role.clone();
+        updated["rules"] = Value::Array(rules);
+        let rec = &records[name];
+        match store.update(&rec.key, &objects::to_stored(&updated), rec.mod_revision) {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(AuthError::Bootstrap(format!("ClusterRole {name}: {e}"))),
+        }
+    }
     Ok(())
 }
 
@@ -159,5 +203,26 @@ mod tests {
         ensure_default_rbac(&store, &reg).unwrap();
         let v: Value = serde_json::from_slice(&store.get(key).unwrap().unwrap().value).unwrap();
         assert_eq!(v["rules"], json!([]));
+    }
+
+    #[test]
+    fn aggregated_rules_are_written() {
+        let store = MemoryStore::new();
+        ensure_default_rbac(&store, &crate::apiserver::builtin::builtin_registry()).unwrap();
+        let get = |n: &str| -> Value {
+            let key = format!("{}{n}", crate::auth::rbac::CLUSTER_ROLES);
+            serde_json::from_slice(&store.get(&key).unwrap().unwrap().value).unwrap()
+        };
+        let view = get("view")["rules"].as_array().unwrap().len();
+        let edit = get("edit")["rules"].as_array().unwrap().len();
+        let admin = get("admin")["rules"].as_array().unwrap().len();
+        assert!(
+            view > 0 && edit > view && admin > edit,
+            "{view} {edit} {admin}"
+        );
+        // A second start changes nothing.
+        let rev = store.current_revision();
+        ensure_default_rbac(&store, &crate::apiserver::builtin::builtin_registry()).unwrap();
+        assert_eq!(store.current_revision(), rev);
     }
 }

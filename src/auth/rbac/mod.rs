@@ -17,9 +17,11 @@
 //!
 //! Aggregated ClusterRoles get the union of the rules of every ClusterRole
 //! their `clusterRoleSelectors` match, transitively (as kube's aggregation
-//! controller computes them). PARTIAL: the union lives in the index only;
-//! the stored object's `rules` are not rewritten, so `kubectl get
-//! clusterrole admin -o yaml` shows the rules as stored.
+//! controller computes them); the index always uses the union. The stored
+//! objects' `rules` are rewritten to it at each start (`bootstrap`).
+//! PARTIAL: between starts, a newly labelled ClusterRole is effective at
+//! once but the aggregated role's stored `rules` show it only after the
+//! next start (there is no aggregation controller).
 
 pub mod rules;
 
@@ -85,7 +87,9 @@ fn selector_matches(sel: &Value, labels: Option<&serde_json::Map<String, Value>>
 }
 
 /// The effective rules of every ClusterRole, aggregation applied.
-fn resolve_cluster_roles(roles: &BTreeMap<String, Value>) -> HashMap<String, Arc<Vec<PolicyRule>>> {
+pub fn resolve_cluster_roles(
+    roles: &BTreeMap<String, Value>,
+) -> HashMap<String, Arc<Vec<PolicyRule>>> {
     fn effective(
         name: &str,
         roles: &BTreeMap<String, Value>,
