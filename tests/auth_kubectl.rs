@@ -327,3 +327,79 @@ fn bootstrap_token_authenticates() {
         stderr(&out)
     );
 }
+
+#[test]
+fn namespace_admin_cannot_escalate() {
+    let s = TestServer::start();
+    let admin = s.kubectl();
+    admin.run_ok(&[
+        "create",
+        "rolebinding",
+        "bob-admin",
+        "--clusterrole=admin",
+        "--user=bob",
+    ]);
+    // bob (impersonated by the admin) may hand out what he holds...
+    admin.run_ok(&[
+        "create",
+        "rolebinding",
+        "carol-view",
+        "--clusterrole=view",
+        "--user=carol",
+        "--as=bob",
+    ]);
+    assert_eq!(
+        admin
+            .run_ok(&["auth", "can-i", "list", "pods", "--as=carol"])
+            .trim(),
+        "yes"
+    );
+    // ...but not more, nor outside his namespace.
+    let out = admin.run(&[
+        "create",
+        "rolebinding",
+        "carol-all",
+        "--clusterrole=cluster-admin",
+        "--user=carol",
+        "--as=bob",
+    ]);
+    assert!(
+        stderr(&out).contains("is attempting to grant RBAC permissions not currently held"),
+        "{}",
+        stderr(&out)
+    );
+    let out = admin.run(&[
+        "create",
+        "role",
+        "nodes",
+        "--verb=get",
+        "--resource=nodes",
+        "--as=bob",
+    ]);
+    assert!(
+        stderr(&out).contains("not currently held"),
+        "{}",
+        stderr(&out)
+    );
+    let out = admin.run(&[
+        "create",
+        "rolebinding",
+        "x",
+        "--clusterrole=view",
+        "--user=carol",
+        "-n",
+        "kube-system",
+        "--as=bob",
+    ]);
+    assert!(!out.status.success());
+    // A group the admin impersonates comes along.
+    let who = admin.run_ok(&[
+        "auth",
+        "whoami",
+        "--as=dave",
+        "--as-group=devs",
+        "-o",
+        "jsonpath={.status.userInfo.groups}",
+    ]);
+    assert_eq!(who.trim(), r#"["devs","system:authenticated"]"#);
+}

@@ -27,6 +27,13 @@ impl ClusterAuthorizer {
     }
 }
 
+impl ClusterAuthorizer {
+    /// The RBAC part (its index resolves role references).
+    pub fn rbac(&self) -> &RbacAuthorizer {
+        &self.rbac
+    }
+}
+
 impl Authorizer for ClusterAuthorizer {
     fn authorize(&self, user: &UserInfo, attrs: &Attributes<'_>) -> bool {
         if user.groups.iter().any(|g| g == MASTERS) {

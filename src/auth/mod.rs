@@ -6,22 +6,23 @@
 //! (`Impersonate-*` headers), `authz` (the chain: `system:masters`, the
 //! Node authorizer, RBAC), `node` (the Node authorizer), `node_restriction` (its admission half), `rbac` (the RBAC
 //! index and its store-watch cache, `rbac::rules` the matcher), `bootstrap`
-//! (the default roles from `embedded/rbac/`), `reviews` (the
-//! access/rules/token/self-subject reviews, never stored).
+//! (the default roles from `embedded/rbac/`), `escalation` (nobody grants
+//! RBAC rights they lack), `reviews` (the access, rules, token and
+//! self-subject reviews, never stored).
 //!
 //! Invariants: no credentials is 401 on every API path except health,
 //! `/version` (RBAC's `system:public-info-viewer` grants it to
 //! `system:unauthenticated`) and the join routes; bad credentials are
 //! always 401, even where anonymous access would be allowed.
 //!
-//! PARTIAL: no RBAC escalation checks (a user allowed to write Roles and
-//! bindings can grant rights it does not hold), no legacy Secret-based
-//! ServiceAccount tokens, no OIDC/webhook authentication; NodeRestriction
-//! admission (`node_restriction`) covers only names and restricted labels.
+//! PARTIAL: no legacy Secret-based ServiceAccount tokens, no OIDC or
+//! webhook authentication; NodeRestriction admission (`node_restriction`)
+//! covers only names and restricted labels.
 
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;
+pub mod escalation;
 pub mod impersonation;
 pub mod jwt;
 pub mod node;

@@ -105,8 +105,12 @@ pub fn bootstrap(parts: &Parts) -> Result<(), crate::auth::AuthError> {
 }
 
 /// The admission chain: mutating plug-ins first, validating ones last.
-pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    vec![Arc::new(crate::auth::node_restriction::NodeRestriction)]
+pub fn admission_chain(parts: &Parts) -> AdmissionChain {
+    let authz = Arc::new(crate::auth::authz::ClusterAuthorizer::new(parts.store.clone()));
+    vec![
+        Arc::new(crate::auth::node_restriction::NodeRestriction),
+        Arc::new(crate::auth::escalation::RbacEscalation::new(authz)),
+    ]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).

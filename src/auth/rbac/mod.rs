@@ -54,6 +54,10 @@ pub struct Grant {
 pub struct RbacIndex {
     by_user: HashMap<String, Vec<Grant>>,
     by_group: HashMap<String, Vec<Grant>>,
+    /// Effective rules of each ClusterRole (aggregation applied).
+    cluster_roles: HashMap<String, Arc<Vec<PolicyRule>>>,
+    /// Rules of each Role, by (namespace, name).
+    roles: HashMap<(String, String), Arc<Vec<PolicyRule>>>,
 }
 
 /// The label selector of an `aggregationRule.clusterRoleSelectors` entry.
@@ -171,6 +175,8 @@ impl RbacIndex {
             .map(|r| ((ns_of(r), name_of(r)), Arc::new(PolicyRule::list_from(r))))
             .collect();
         let mut index = RbacIndex::default();
+        index.cluster_roles = cluster.clone();
+        index.roles = namespaced.clone();
         let bindings = cluster_role_bindings
             .iter()
             .map(|b| (b, None))
@@ -230,6 +236,21 @@ impl RbacIndex {
             }
         }
         index
+    }
+
+    /// The rules a `roleRef` names (`kind` Role in `namespace`, or
+    /// ClusterRole); `None` if it does not exist.
+    pub fn role_rules(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Arc<Vec<PolicyRule>>> {
+        match (kind, namespace) {
+            ("ClusterRole", _) => self.cluster_roles.get(name).cloned(),
+            ("Role", Some(ns)) => self.roles.get(&(ns.to_string(), name.to_string())).cloned(),
+            _ => None,
+        }
     }
 
     /// Every grant that applies to `user`.
