@@ -174,9 +174,11 @@ impl RbacIndex {
             .iter()
             .map(|r| ((ns_of(r), name_of(r)), Arc::new(PolicyRule::list_from(r))))
             .collect();
-        let mut index = RbacIndex::default();
-        index.cluster_roles = cluster.clone();
-        index.roles = namespaced.clone();
+        let mut index = RbacIndex {
+            cluster_roles: cluster.clone(),
+            roles: namespaced.clone(),
+            ..Default::default()
+        };
         let bindings = cluster_role_bindings
             .iter()
             .map(|b| (b, None))
