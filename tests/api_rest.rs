@@ -4,10 +4,22 @@ mod common;
 use common::apiserver::TestServer;
 use serde_json::{json, Value};
 
-fn client() -> reqwest::blocking::Client {
+/// A client with the admin certificate, trusting the server's CA.
+fn client(s: &TestServer) -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = rk3s::pki::Pki::load_or_create(
+        &s.data_dir().join("server/tls"),
+        &rk3s::pki::PkiOptions::new("test-server"),
+    )
+    .expect("pki");
+    let admin = pki.admin();
+    let tls = rk3s::pki::client_tls_config(
+        pki.ca_bundle_pem(),
+        Some((admin.cert_pem.as_bytes(), admin.key_pem.as_bytes())),
+    )
+    .expect("tls");
     reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
+        .use_preconfigured_tls(tls)
         .build()
         .expect("client")
 }
@@ -19,10 +31,9 @@ struct Api {
 
 impl Api {
     fn new() -> Self {
-        Api {
-            s: TestServer::start(),
-            c: client(),
-        }
+        let s = TestServer::start();
+        let c = client(&s);
+        Api { s, c }
     }
     fn req(
         &self,

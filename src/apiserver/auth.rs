@@ -1,6 +1,11 @@
 //! The authentication and authorization seam. The real implementations
 //! live in `crate::auth` and are handed to the server in `ServeOptions`;
 //! [`AllowAll`] is the test/bootstrap stand-in.
+//!
+//! [`identify`] is what every request goes through (the REST fallback and
+//! the non-resource middleware in `server`): authentication, then
+//! impersonation (`Impersonate-User`/`-Group`/`-Uid`/`-Extra-*`), each
+//! impersonated attribute authorized by the `impersonate` verb.
 
 use std::collections::BTreeMap;
 
@@ -57,10 +62,72 @@ pub struct Attributes<'a> {
 
 pub trait Authenticator: Send + Sync {
     fn authenticate(&self, req: &AuthnRequest<'_>) -> Authn;
+    /// The ServiceAccount token keys (for TokenRequest), if this
+    /// authenticator accepts ServiceAccount tokens.
+    fn token_keys(&self) -> Option<&crate::auth::jwt::TokenKeys> {
+        None
+    }
+    /// Authenticates a bearer token for TokenReview: the user and the
+    /// audiences it is good for, or why not. `None`: tokens are not supported.
+    fn review_token(
+        &self,
+        _token: &str,
+        _audiences: &[String],
+    ) -> Option<Result<(UserInfo, Vec<String>), String>> {
+        None
+    }
 }
 
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, user: &UserInfo, attrs: &Attributes<'_>) -> bool;
+    /// The rules `user` holds in `namespace` (cluster-wide included), for
+    /// SelfSubjectRulesReview, and whether the list is incomplete (another
+    /// authorizer, such as the Node one, decides without rules). `None`:
+    /// this authorizer cannot list rules.
+    fn rules_in(
+        &self,
+        _user: &UserInfo,
+        _namespace: &str,
+    ) -> Option<(Vec<crate::auth::rbac::rules::PolicyRule>, bool)> {
+        None
+    }
+}
+
+pub const ANONYMOUS: &str = "system:anonymous";
+pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+
+/// The user an anonymous request is authorized as.
+pub fn anonymous_user() -> UserInfo {
+    UserInfo {
+        name: ANONYMOUS.into(),
+        groups: vec![UNAUTHENTICATED.into()],
+        ..Default::default()
+    }
+}
+
+/// Authenticates a request and applies impersonation: `Ok(None)` when no
+/// credentials came (the caller decides whether anonymous may proceed),
+/// 401 for bad credentials, 403 for a forbidden impersonation.
+pub fn identify(
+    authenticator: &dyn Authenticator,
+    authorizer: &dyn Authorizer,
+    headers: &HeaderMap,
+    peer_certificates: Option<&[CertificateDer<'static>]>,
+) -> Result<Option<UserInfo>, super::status::ApiStatus> {
+    let user = match authenticator.authenticate(&AuthnRequest {
+        headers,
+        peer_certificates,
+    }) {
+        Authn::User(u) => u,
+        Authn::Anonymous => {
+            if crate::auth::impersonation::requested(headers) {
+                return Err(super::status::ApiStatus::unauthorized());
+            }
+            return Ok(None);
+        }
+        Authn::Invalid(_) => return Err(super::status::ApiStatus::unauthorized()),
+    };
+    crate::auth::impersonation::apply(authorizer, user, headers).map(Some)
 }
 
 /// Everyone is `system:admin` (until authentication lands).

@@ -243,6 +243,19 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 
 async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiStatus> {
     let (parts, body) = req.into_parts();
+    // Authentication comes first, so that without credentials every path
+    // (even an unknown one) is a 401, as in kube.
+    let peer = parts
+        .extensions
+        .get::<super::auth::PeerCertificates>()
+        .cloned();
+    let user = super::auth::identify(
+        state.authenticator.as_ref(),
+        state.authorizer.as_ref(),
+        &parts.headers,
+        peer.as_ref().map(|p| p.0.as_slice()),
+    )?
+    .ok_or_else(ApiStatus::unauthorized)?;
     let (def, namespace, name, sub, legacy_watch) = parse(&state.registry, parts.uri.path())?;
     let group_resource = def.group_resource();
     if let Some(sub) = &sub {
@@ -253,22 +266,6 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             return Err(ApiStatus::route_not_found());
         }
     }
-    let peer = parts
-        .extensions
-        .get::<super::auth::PeerCertificates>()
-        .cloned();
-    let authn = state
-        .authenticator
-        .authenticate(&super::auth::AuthnRequest {
-            headers: &parts.headers,
-            peer_certificates: peer.as_ref().map(|p| p.0.as_slice()),
-        });
-    let user = match authn {
-        super::auth::Authn::User(u) => u,
-        super::auth::Authn::Anonymous | super::auth::Authn::Invalid(_) => {
-            return Err(ApiStatus::unauthorized())
-        }
-    };
     let query: HashMap<String, String> =
         form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
             .into_owned()
@@ -298,7 +295,11 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         resource: &def.plural,
         subresource: sub.as_deref(),
         namespace: namespace.as_deref(),
-        name: name.as_deref(),
+        // A list or watch of one object by `metadata.name` is authorized as
+        // that object, as kube does (kubelets watch single Secrets this way).
+        name: name
+            .as_deref()
+            .or_else(|| crate::auth::single_object_name(verb, query.get("fieldSelector"))),
     };
     if !state.authorizer.authorize(&user, &attrs) {
         return Err(ApiStatus::forbidden_message(
@@ -360,6 +361,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         ),
         (Method::GET, false) => list(&ctx),
         (Method::GET, true) => get(&ctx),
+        (Method::POST, false) if crate::auth::reviews::is_review(&ctx.def) => {
+            crate::auth::reviews::handle(&ctx, &body)
+        }
         (Method::POST, false) => create(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PUT, true) => update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch(&ctx, &body),

@@ -152,6 +152,63 @@ async fn health(
     (code, out)
 }
 
+/// Authenticates and authorizes a non-resource request (discovery,
+/// `/version`, OpenAPI) with RBAC's `nonResourceURLs`: anonymous requests
+/// are authorized as `system:anonymous` (so `/version` stays open through
+/// `system:public-info-viewer`) and get 401 when that is denied.
+async fn authorize_non_resource(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let peer = req
+        .extensions()
+        .get::<super::auth::PeerCertificates>()
+        .cloned();
+    let user = match super::auth::identify(
+        state.authenticator.as_ref(),
+        state.authorizer.as_ref(),
+        req.headers(),
+        peer.as_ref().map(|p| p.0.as_slice()),
+    ) {
+        Ok(u) => u,
+        Err(status) => return status.into_response(),
+    };
+    let anonymous = user.is_none();
+    let user = user.unwrap_or_else(super::auth::anonymous_user);
+    let verb = match *req.method() {
+        http::Method::GET | http::Method::HEAD => "get",
+        http::Method::POST => "post",
+        http::Method::PUT => "put",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "options",
+    };
+    let attrs = super::auth::Attributes {
+        resource_request: false,
+        path: req.uri().path(),
+        verb,
+        group: "",
+        resource: "",
+        subresource: None,
+        namespace: None,
+        name: None,
+    };
+    if !state.authorizer.authorize(&user, &attrs) {
+        if anonymous {
+            return super::status::ApiStatus::unauthorized().into_response();
+        }
+        return super::status::ApiStatus::forbidden_message(format!(
+            "forbidden: User \"{}\" cannot {verb} path \"{}\"",
+            user.name,
+            req.uri().path()
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 impl ApiServer {
     pub async fn bind(
         opts: ServeOptions,
@@ -188,8 +245,13 @@ impl ApiServer {
             .route("/livez/{c}", get(health))
             .route("/readyz/{c}", get(health))
             .with_state(state.clone());
-        let router = super::discovery::router(registry.clone())
+        let non_resource = super::discovery::router(registry.clone())
             .merge(super::openapi::router(registry))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                authorize_non_resource,
+            ));
+        let router = non_resource
             .merge(health_routes)
             .merge(opts.extra_routes)
             .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));

@@ -14,7 +14,7 @@ use axum::Router;
 use ipnet::IpNet;
 
 use crate::apiserver::admission::AdmissionChain;
-use crate::apiserver::auth::{AllowAll, Authenticator, Authorizer};
+use crate::apiserver::auth::{Authenticator, Authorizer};
 use crate::apiserver::registry::Registry;
 use crate::apiserver::ServeOptions;
 use crate::config::{PortRange, ServerConfig};
@@ -83,20 +83,37 @@ pub struct Parts {
     pub tunnels: Arc<crate::tunnel::TunnelRegistry>,
 }
 
-/// Who is asking. PARTIAL until issue 5's authenticator lands: everyone is
-/// `system:admin`.
-pub fn authenticator(_parts: &Parts) -> Arc<dyn Authenticator> {
-    Arc::new(AllowAll)
+/// Who is asking: x509 client certificates, bootstrap tokens and
+/// ServiceAccount tokens (`crate::auth::authn`).
+pub fn authenticator(parts: &Parts) -> Result<Arc<dyn Authenticator>, crate::auth::AuthError> {
+    let keys = crate::auth::jwt::TokenKeys::new(
+        parts.pki.service_account_key_pem(),
+        parts.pki.service_account_public_key_pem(),
+        &parts.settings.cluster_domain,
+    )?;
+    Ok(Arc::new(crate::auth::authn::ClusterAuthenticator::new(
+        parts.store.clone(),
+        Arc::new(keys),
+    )))
 }
 
-/// What they may do. PARTIAL until RBAC lands: everything.
-pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
-    Arc::new(AllowAll)
+/// What they may do: `system:masters`, the Node authorizer, RBAC.
+pub fn authorizer(parts: &Parts) -> Arc<dyn Authorizer> {
+    Arc::new(crate::auth::authz::ClusterAuthorizer::new(parts.store.clone()))
+}
+
+/// Objects every cluster starts with: the default RBAC roles and bindings.
+pub fn bootstrap(parts: &Parts) -> Result<(), crate::auth::AuthError> {
+    crate::auth::bootstrap::ensure_default_rbac(parts.store.as_ref(), &parts.registry)
 }
 
 /// The admission chain: mutating plug-ins first, validating ones last.
-pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    Vec::new()
+pub fn admission_chain(parts: &Parts) -> AdmissionChain {
+    let authz = Arc::new(crate::auth::authz::ClusterAuthorizer::new(parts.store.clone()));
+    vec![
+        Arc::new(crate::auth::node_restriction::NodeRestriction),
+        Arc::new(crate::auth::escalation::RbacEscalation::new(authz)),
+    ]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
@@ -113,7 +130,13 @@ pub fn serve_options(
     let mut opts = ServeOptions::new(bind);
     opts.grace = grace;
     opts.tls = Some(Arc::new(parts.pki.server_tls_config()?));
-    opts.authenticator = authenticator(parts);
+    if let Err(e) = bootstrap(parts) {
+        // Like the default namespaces: logged, retried at the next start;
+        // meanwhile only system:masters and nodes are authorized.
+        tracing::error!("{e}");
+    }
+    opts.authenticator = authenticator(parts)
+        .map_err(|e| crate::pki::PkiError::parse("the service-account key", e))?;
     opts.authorizer = authorizer(parts);
     opts.admission = admission_chain(parts);
     opts.extra_routes = extra_routes(parts).merge(parts.tunnels.routes());
