@@ -325,3 +325,41 @@ fn the_agent_reconnects_after_a_server_restart() {
     shutdown.cancel();
     let _ = agent.join();
 }
+
+#[test]
+fn rbac_guards_the_streaming_subresources() {
+    let server = TestServer::start();
+    let kubectl = server.kubectl();
+    kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
+    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::write(log_file(logs.path(), "web", &uid, 0), cri("visible to viewers")).unwrap();
+    let _agent = start_agent(&server, "node1", logs.path());
+
+    // A ServiceAccount bound to `view`: it may read logs (pods/log) but
+    // not exec, attach or port-forward.
+    kubectl.run_ok(&["create", "serviceaccount", "viewer"]);
+    kubectl.run_ok(&["create", "rolebinding", "viewer", "--clusterrole=view", "--serviceaccount=default:viewer"]);
+    let token = kubectl.run_ok(&["create", "token", "viewer"]);
+    let pki = Pki::load_or_create(&server.data_dir().join("server/tls"), &PkiOptions::new("test-server")).unwrap();
+    let path = server.data_dir().join("viewer.kubeconfig");
+    rk3s::pki::Kubeconfig::new(server.url()).ca_data(pki.ca_bundle_pem()).token(token.trim()).write(&path, 0o600).unwrap();
+    let viewer = common::kubectl::Kubectl::new(&path);
+    let text = wait_for("logs as a viewer", || {
+        let o = viewer.run(&["logs", "web"]);
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    assert_eq!(text, "visible to viewers\n");
+    for (args, sub) in [
+        (vec!["exec", "web", "--", "true"], "pods/exec"),
+        (vec!["attach", "web"], "pods/attach"),
+    ] {
+        let o = viewer.run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("forbidden") && err.contains(sub), "{args:?}: {err}");
+    }
+    // `auth can-i` answers "no" with exit status 1.
+    let o = viewer.run(&["auth", "can-i", "create", "pods/exec"]);
+    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).trim()), (Some(1), "no"));
+}
