@@ -322,21 +322,23 @@ async fn fetch_certificates(
         (NODE_PASSWORD_HEADER, password.to_string()),
         (NODE_IP_HEADER, node_ip.to_string()),
     ];
-    for (path, cert_path, key_path) in [
+    for (path, what, cert_path, key_path) in [
         (
             "/v1-rk3s/client-kubelet.crt",
+            "issue the kubelet client certificate",
             files.client_cert(),
             files.client_key(),
         ),
         (
             "/v1-rk3s/serving-kubelet.crt",
+            "issue the kubelet serving certificate",
             files.serving_cert(),
             files.serving_key(),
         ),
     ] {
         let key = files.load_or_generate_key(&key_path)?;
         let csr = pki::certs::csr_for_key(&key, &opts.node_name)?;
-        let resp = with_retries(endpoint, shutdown, path, || {
+        let resp = with_retries(endpoint, shutdown, what, || {
             http::request(
                 endpoint,
                 tls.clone(),

@@ -137,13 +137,15 @@ pub fn load_server_token(
 ) -> Result<crate::pki::JoinToken, ServerError> {
     let given = match (&config.token, &config.token_file) {
         (Some(token), _) => Some(token.expose().to_string()),
-        (None, Some(path)) => Some(std::fs::read_to_string(path).map_err(|e| {
-            crate::pki::PkiError::Io {
-                action: "read the token file",
-                path: path.clone(),
-                source: e,
-            }
-        })?),
+        (None, Some(path)) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|e| crate::pki::PkiError::Io {
+                    action: "read the token file",
+                    path: path.clone(),
+                    source: e,
+                })?,
+            )
+        }
         (None, None) => None,
     };
     let server_dir = config.data_dir.join("server");
