@@ -224,7 +224,7 @@ async fn issue(s: JoinState, req: Request, serving: bool) -> Result<Response, Re
     .await
     .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     tracing::info!(
-        node,
+        node = %node,
         caller = ?who,
         kind = if serving { "serving" } else { "client" },
         "issued a kubelet certificate"

@@ -135,9 +135,8 @@ async fn request_inner(
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 HttpError::Tls(format!(
-                    "the server at {} presented a certificate this node does not accept ({e}); \
-                     if you reach it by a name or address its certificate lacks, add that name \
-                     with --tls-san on the server",
+                    "the TLS handshake with {} failed ({e}); if the server's certificate lacks \
+                     the name or address used here, add it with --tls-san on the server",
                     endpoint.url
                 ))
             } else {

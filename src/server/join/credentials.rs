@@ -236,7 +236,7 @@ pub fn check_node_password(store: &dyn Store, node: &str, password: &str) -> Res
                 let secret = node_password_secret(node, &pki::hash_node_password(password));
                 match store.create(&key, &objects::to_stored(&secret)) {
                     Ok(_) => {
-                        tracing::info!(node, "stored the password hash of a new node");
+                        tracing::info!(node = %node, "stored the password hash of a new node");
                         return Ok(());
                     }
                     Err(StoreError::AlreadyExists { .. }) => continue,
