@@ -212,35 +212,176 @@ fn agent_needs_an_https_server_and_a_token() {
     );
 }
 
-#[test]
-fn agent_run_says_it_is_not_implemented() {
-    let o = rk3s(
-        &["agent", "--node-name", "n1"],
-        &[("RK3S_URL", "https://10.0.0.1:6443"), ("RK3S_TOKEN", "t")],
-    );
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("joining is not implemented yet"),
-        "{}",
-        stderr(&o)
-    );
+/// Kills a child process if the test panics before it is stopped.
+struct KillOnPanic(u32);
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
-fn token_commands_parse_flags_but_are_not_implemented() {
+fn agent_retries_an_unreachable_server_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("node/password");
+    let child = Command::new(RK3S)
+        .args(["agent", "--node-name", "n1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RK3S_URL", format!("https://127.0.0.1:{}", free_port()))
+        .env("RK3S_TOKEN", "t")
+        .env("RK3S_NODE_PASSWORD_FILE", &password)
+        .env("RK3S_CONFIG_FILE", "/dev/null")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(
+        log.matches("failed to fetch /cacerts").count() >= 2,
+        "retries are logged: {log}"
+    );
+    assert!(
+        log.contains("stopped while waiting for the server"),
+        "{log}"
+    );
+    assert!(password.is_file(), "the node password is created first");
+}
+
+#[test]
+fn token_commands_explain_what_is_missing() {
     let o = rk3s(
-        &["token", "create", "--ttl", "1h", "--description", "pi"],
+        &["token", "list", "--kubeconfig", "/nonexistent/rk3s.yaml"],
         &[],
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o)
-        .contains("not implemented yet: `rk3s token create` lands with the PKI/join work"));
+    let err = stderr(&o);
+    assert!(
+        err.contains("/nonexistent/rk3s.yaml") && err.contains("--kubeconfig"),
+        "{err}"
+    );
+    let o = rk3s(&["token", "create", "--ttl", "soon"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is not a duration"), "{}", stderr(&o));
     let o = rk3s(&["token", "list", "--output", "xml"], &[]);
     assert_eq!(
         o.status.code(),
         Some(2),
         "bad flag values are still usage errors"
     );
+    let o = rk3s(&["token", "generate"], &[]);
+    assert!(o.status.success());
+    let token = stdout(&o);
+    let (id, secret) = token.trim().split_once('.').unwrap();
+    assert_eq!((id.len(), secret.len()), (6, 16), "{token}");
+}
+
+/// Starts `rk3s server` on `data` and waits for its kubeconfig; returns the child.
+fn start_server(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> std::process::Child {
+    let _ = std::fs::remove_file(kubeconfig);
+    let child = Command::new(RK3S)
+        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1"])
+        .args(["--https-listen-port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--write-kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        .env("RK3S_CONFIG_FILE", "/dev/null")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RK3S_TOKEN")
+        .env_remove("RK3S_TOKEN_FILE")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !kubeconfig.is_file() {
+        if std::time::Instant::now() > deadline {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            panic!("the kubeconfig never appeared");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn stop(child: std::process::Child) -> Output {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn server_keeps_its_join_token_and_bootstrap_tokens_across_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let kubeconfig = dir.path().join("rk3s.yaml");
+    let port = free_port();
+    let token_file = data.join("server/token");
+
+    let child = start_server(&data, &kubeconfig, port, &[]);
+    let guard = KillOnPanic(child.id());
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(
+        token.starts_with("K10") && token.contains("::server:"),
+        "{token}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("server/node-token")).unwrap(),
+        token
+    );
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let kc = kubeconfig.to_str().unwrap();
+    let created = rk3s(&["token", "create", "--kubeconfig", kc, "--ttl", "2h"], &[]);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let bootstrap = stdout(&created);
+    let hash = token.split("::").next().unwrap();
+    assert!(bootstrap.starts_with(hash), "{bootstrap} vs {token}");
+    let out = stop(child);
+    drop(guard);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("join token written"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A restart keeps the token and the bootstrap tokens.
+    let child = start_server(&data, &kubeconfig, port, &[]);
+    let guard = KillOnPanic(child.id());
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+    let listed = rk3s(&["token", "list", "--kubeconfig", kc], &[]);
+    let secret_part = bootstrap.trim().rsplit("::").next().unwrap().to_string();
+    assert!(
+        stdout(&listed).contains(&secret_part),
+        "{}",
+        stdout(&listed)
+    );
+    let out = stop(child);
+    drop(guard);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // --token replaces the secret; the CA hash stays.
+    let child = start_server(&data, &kubeconfig, port, &["--token", "my-own-secret"]);
+    let guard = KillOnPanic(child.id());
+    let replaced = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(replaced.trim(), format!("{hash}::server:my-own-secret"));
+    stop(child);
+    drop(guard);
 }
 
 #[test]

@@ -243,7 +243,7 @@ pub struct TokenCommon {
     /// Directory holding all state.
     #[arg(short = 'd', long, env = "RK3S_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
-    /// Kubeconfig of the cluster to act on.
+    /// Kubeconfig of the cluster to act on [default: /etc/rk3s/rk3s.yaml].
     #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 }

@@ -3,11 +3,11 @@
 //!
 //! Flag definitions live in [`args`]; this module holds the run logic.
 //! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
-//! `rk3s token …` parses its flags but is not implemented yet (it lands with
-//! the PKI/join work) and says so.
+//! `rk3s token …` lives in [`token`].
 
 pub mod args;
 mod kubectl;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -67,13 +67,7 @@ pub fn main() -> ExitCode {
                 Err(e) => usage_error(&e),
             }
         }
-        Command::Token(t) => {
-            eprintln!(
-                "error: not implemented yet: `rk3s token {}` lands with the PKI/join work",
-                t.command.name()
-            );
-            ExitCode::FAILURE
-        }
+        Command::Token(t) => token::run(t.command),
         Command::CheckConfig => crate::check_config::main(),
         Command::Kubectl { args } => kubectl::run(&args),
         Command::Completion { shell } => {

@@ -117,8 +117,8 @@ pub fn admission_chain(parts: &Parts) -> AdmissionChain {
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
-pub fn extra_routes(_parts: &Parts) -> Router {
-    Router::new()
+pub fn extra_routes(parts: &Parts) -> Router {
+    Router::new().merge(super::join::routes(parts))
 }
 
 /// The serve options for `bind`, with the PKI's TLS and every plug-in.

@@ -16,6 +16,7 @@
 //! (`--disable-agent` changes nothing yet).
 
 pub mod assemble;
+pub mod join;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());
     let pki = Arc::new(load_pki(&config)?);
+    load_server_token(&config, &pki)?;
     let parts = assemble::Parts {
         store: Arc::new(store),
         registry: registry.clone(),
@@ -162,6 +164,38 @@ pub fn load_pki(config: &ServerConfig) -> Result<crate::pki::Pki, ServerError> {
         &config.data_dir.join("server/tls"),
         &opts,
     )?)
+}
+
+/// Decides the join token (`--token`, `--token-file`, the stored one, or a new one) and writes
+/// it to `<data-dir>/server/token` and `node-token` (0600), where `server::join` reads it.
+pub fn load_server_token(
+    config: &ServerConfig,
+    pki: &crate::pki::Pki,
+) -> Result<crate::pki::JoinToken, ServerError> {
+    let given = match (&config.token, &config.token_file) {
+        (Some(token), _) => Some(token.expose().to_string()),
+        (None, Some(path)) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|e| crate::pki::PkiError::Io {
+                    action: "read the token file",
+                    path: path.clone(),
+                    source: e,
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
+    let server_dir = config.data_dir.join("server");
+    let token = crate::pki::load_or_create_server_token(
+        &server_dir,
+        given.as_deref(),
+        pki.ca_bundle_pem(),
+    )?;
+    tracing::info!(
+        path = %server_dir.join("token").display(),
+        "join token written: agents join with `--token` set to this file's contents"
+    );
+    Ok(token)
 }
 
 /// Writes the admin kubeconfig (k3s's `k3s.yaml`) for
