@@ -18,6 +18,7 @@ pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
+pub mod defaults;
 pub mod delete;
 pub mod discovery;
 pub mod keys;
@@ -34,6 +35,7 @@ pub mod streaming;
 pub mod subresources;
 pub mod table;
 pub mod testing;
+pub mod validation;
 pub mod version;
 pub mod watch;
 
