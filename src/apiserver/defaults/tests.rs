@@ -16,12 +16,13 @@ fn run(
         .lookup(group, version, plural)
         .expect("a built-in kind");
     let user = UserInfo::default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let req = AdmissionRequest {
         operation: op,
         def: &def,
         subresource: None,
         namespace: Some("default"),
-        name: obj["metadata"]["name"].as_str().unwrap_or(""),
+        name: &name,
         old,
         user: &user,
         dry_run: false,

@@ -235,6 +235,11 @@ fn job_restart_policy_and_service_ports() {
                 "spec.ports[1].port".into(),
                 "Invalid value: 0: must be between 1 and 65535, inclusive".into()
             ),
+            // kube reports the targetPort defaulted from the bad port too.
+            (
+                "spec.ports[1].targetPort".into(),
+                "Invalid value: 0: must be between 1 and 65535, inclusive".into()
+            ),
         ]
     );
 }

@@ -40,7 +40,7 @@ fn pod(old: &Value, new: &Value, errs: &mut Errs) {
             .flatten()
             .map(|c| c["image"].clone())
             .collect();
-        if let Some(cs) = b[list].as_array_mut() {
+        if let Some(cs) = b.get_mut(list).and_then(Value::as_array_mut) {
             for (c, img) in cs.iter_mut().zip(images) {
                 c["image"] = img;
             }
@@ -146,13 +146,28 @@ fn job(old: &Value, new: &Value, errs: &mut Errs) {
         let suspended = o["suspend"] == true;
         if suspended {
             for k in ["nodeSelector", "tolerations", "affinity", "schedulingGates"] {
-                a["spec"][k] = b["spec"][k].clone();
+                copy_field(&mut a, b, "spec", k);
             }
-            a["metadata"]["labels"] = b["metadata"]["labels"].clone();
-            a["metadata"]["annotations"] = b["metadata"]["annotations"].clone();
+            copy_field(&mut a, b, "metadata", "labels");
+            copy_field(&mut a, b, "metadata", "annotations");
         }
         if &a != b {
             errs.invalid("spec.template", &compact(b), IMMUTABLE);
+        }
+    }
+}
+
+/// `to[section][key] = from[section][key]`, removing it when `from` lacks it.
+fn copy_field(to: &mut Value, from: &Value, section: &str, key: &str) {
+    let Some(m) = to.get_mut(section).and_then(Value::as_object_mut) else {
+        return;
+    };
+    match from[section].get(key) {
+        Some(v) => {
+            m.insert(key.into(), v.clone());
+        }
+        None => {
+            m.shift_remove(key);
         }
     }
 }
