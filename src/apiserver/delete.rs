@@ -146,9 +146,7 @@ fn delete_dry_run(ctx: &Ctx, opts: &Value) -> Result<bool, ApiStatus> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(other) => vec![other.to_string()],
     };
-    if let Err(e) = super::rest::check_dry_run("DeleteOptions", &body) {
-        return Err(e);
-    }
+    super::rest::check_dry_run("DeleteOptions", &body)?;
     Ok(ctx.dry_run() || body.iter().any(|v| v == "All"))
 }
 

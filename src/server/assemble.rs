@@ -93,13 +93,13 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 
 /// The admission chain: mutating plug-ins first, validating ones last.
 pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    let mut chain: AdmissionChain = Vec::new();
-    // Unknown fields are dropped (or refused) before anything else looks.
-    chain.push(Arc::new(crate::apiserver::validation::UnknownFields));
-    chain.push(Arc::new(crate::apiserver::defaults::Defaults));
-    // Validation sees the final object: keep it last.
-    chain.push(Arc::new(crate::apiserver::validation::Validation));
-    chain
+    vec![
+        // Unknown fields are dropped (or refused) before anything else looks.
+        Arc::new(crate::apiserver::validation::UnknownFields),
+        Arc::new(crate::apiserver::defaults::Defaults),
+        // Validation sees the final object: keep it last.
+        Arc::new(crate::apiserver::validation::Validation),
+    ]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).

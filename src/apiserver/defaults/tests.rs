@@ -200,6 +200,7 @@ fn job_gets_selector_and_labels() {
     assert_eq!(s["completionMode"], "NonIndexed");
     assert_eq!(s["suspend"], false);
     assert_eq!(s["podReplacementPolicy"], "TerminatingOrFailed");
+    assert_eq!(s["manualSelector"], false);
     assert_eq!(
         s["selector"],
         json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})

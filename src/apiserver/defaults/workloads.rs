@@ -152,6 +152,10 @@ pub(super) fn job(obj: &mut Value, create: bool, name: &str) {
         .to_string();
     let Some(s) = spec(obj) else { return };
     job_spec(s);
+    // The v1 conversion turns an unset manualSelector into false.
+    if let Some(m) = s.as_object_mut() {
+        default(m, "manualSelector", json!(false));
+    }
     if create && s["manualSelector"].as_bool() != Some(true) {
         if let Some(labels) = s
             .pointer_mut("/template")
