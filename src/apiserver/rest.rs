@@ -148,15 +148,20 @@ impl Ctx {
         super::admission::run_chain(&self.state.admission, &req, obj)
             .map_err(|e| self.patch_strict_error(e, obj))
     }
-    /// A PATCH whose result has unknown fields fails as kube's patcher does:
-    /// 422 on the field `patch` (a create or PUT keeps the 400).
+    /// A PATCH whose result has unknown fields or a value of the wrong type
+    /// fails as kube's patcher does: 422 on the field `patch` (a create or
+    /// PUT keeps the 400).
     fn patch_strict_error(&self, e: ApiStatus, obj: &Value) -> ApiStatus {
         let is_patch = self
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("patch"));
-        let Some(at) = e.message.find("strict decoding error: ") else {
+        let Some(at) = e
+            .message
+            .find("strict decoding error: ")
+            .or_else(|| e.message.find("json: cannot unmarshal "))
+        else {
             return e;
         };
         if !is_patch || e.code != 400 {

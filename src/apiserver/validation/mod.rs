@@ -7,7 +7,10 @@
 //!   drops every unknown field (kube never stores them) and, per
 //!   `fieldValidation`, fails with `strict decoding error: unknown field
 //!   "spec.foo"` (Strict), adds a `Warning` (Warn, the default) or says
-//!   nothing (Ignore). Custom resources are left to the CRD schema code.
+//!   nothing (Ignore). A value of the wrong JSON type is a 400 whatever
+//!   the mode (`json: cannot unmarshal string into Go struct field
+//!   DeploymentSpec.spec.replicas of type int32`). Custom resources are left
+//!   to the CRD schema code.
 //! - [`Validation`] (last in the chain): 422 Invalid with one cause per
 //!   problem, as `ValidateObjectMeta` and the kinds' `Validate*` functions.
 //!

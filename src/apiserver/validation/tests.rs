@@ -378,3 +378,34 @@ fn field_validation_modes() {
     .is_empty());
     assert!(o.get("spec").is_none());
 }
+
+#[test]
+fn wrong_types_are_decoding_errors() {
+    let mut d = json!({"metadata": {"name": "w"}, "spec": {"replicas": "three",
+        "template": {"spec": {"containers": [{"name": "c", "image": 5}]}}}});
+    let e = admit(
+        &super::UnknownFields,
+        "apps",
+        "deployments",
+        None,
+        FieldValidation::Ignore,
+        &mut d,
+    )
+    .unwrap_err();
+    assert_eq!(e.code, 400);
+    assert_eq!(
+        e.message,
+        "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+    );
+    let mut d = json!({"metadata": {"name": "w"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": 5}]}}}});
+    let (_, e) = super::fields::check("apps", "v1", "Deployment", &mut d);
+    assert_eq!(
+        e.unwrap(),
+        "json: cannot unmarshal number into Go struct field Container.spec.template.spec.containers.image of type string"
+    );
+    let mut svc =
+        json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}]}});
+    assert!(super::fields::check("", "v1", "Service", &mut svc)
+        .1
+        .is_none());
+}
