@@ -252,8 +252,11 @@ pub(super) fn object_meta(req: &AdmissionRequest<'_>, obj: &Value, errs: &mut Er
             errs.invalid("metadata.generateName", &quote(generate), &msg);
         }
     }
+    // Reviews are answered, never stored, and carry no name.
+    let nameless = gr.ends_with("reviews.authentication.k8s.io")
+        || gr.ends_with("reviews.authorization.k8s.io");
     if name.is_empty() {
-        if generate.is_empty() {
+        if generate.is_empty() && !nameless {
             errs.required("metadata.name", "name or generateName is required");
         }
     } else {
