@@ -171,7 +171,9 @@ fn update_generation_status_and_conflicts() {
     let deps = "/apis/apps/v1/namespaces/default/deployments";
     let (code, d) = a.post(
         deps,
-        json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}, "status": {"replicas": 9}}),
+        json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+            "status": {"replicas": 9}}),
     );
     assert_eq!(code, 201);
     assert_eq!(d["metadata"]["generation"], 1);
@@ -338,7 +340,7 @@ fn delete_semantics() {
     let pods = "/api/v1/namespaces/default/pods";
     a.post(
         pods,
-        json!({"metadata": {"name": "bound"}, "spec": {"nodeName": "n1", "containers": []}}),
+        json!({"metadata": {"name": "bound"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx"}]}}),
     );
     let (code, p) = a.req(
         reqwest::Method::DELETE,

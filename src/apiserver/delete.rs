@@ -6,6 +6,8 @@
 //! kubelet the pod stays until its finalizers/kubelet act). Namespaces turn
 //! Terminating and are emptied, then removed. The default namespaces cannot be
 //! deleted. The response is always the object (never a `Status` Success).
+//! `dryRun=All` (query or DeleteOptions body) computes the answer and stores
+//! nothing.
 
 use axum::response::Response;
 use http::StatusCode;
@@ -30,6 +32,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
     } else {
         codec::parse_document(body, false)?
     };
+    let dry_run = delete_dry_run(ctx, &opts)?;
     let policy = opts
         .get("propagationPolicy")
         .and_then(Value::as_str)
@@ -82,7 +85,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
         let is_ns = ctx.def.group_resource() == "namespaces";
         let grace = pod_grace(ctx, &cur, &opts);
         if fins.is_empty() && !is_ns && grace == 0 {
-            if ctx.dry_run() {
+            if dry_run {
                 return Ok(cur);
             }
             match ctx.state.store.delete(&key, Some(rec.mod_revision)) {
@@ -106,7 +109,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
         if is_ns {
             cur["status"]["phase"] = json!("Terminating");
         }
-        if ctx.dry_run() {
+        if dry_run {
             return Ok(cur);
         }
         match ctx
@@ -128,6 +131,23 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
         }
     }
     Err(ApiStatus::modified(ctx.target(&name)))
+}
+
+/// Whether a DELETE is a dry run: `dryRun` in the DeleteOptions body (what
+/// kubectl sends) or in the query. Values other than `All` are refused as
+/// kube-apiserver's `ValidateDeleteOptions` does.
+fn delete_dry_run(ctx: &Ctx, opts: &Value) -> Result<bool, ApiStatus> {
+    let body: Vec<String> = match opts.get("dryRun") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(other) => vec![other.to_string()],
+    };
+    super::rest::check_dry_run("DeleteOptions", &body)?;
+    Ok(ctx.dry_run() || body.iter().any(|v| v == "All"))
 }
 
 /// DELETE on a collection: deletes every selected object as a single DELETE

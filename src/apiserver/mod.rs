@@ -5,7 +5,8 @@
 //! Map: `server` (bind/serve/shutdown, TLS, health), `rest` (routing and the
 //! verbs), `watch` (watch streams, namespace emptying), `status` (Status
 //! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
-//! (storage layout), `objects` (system metadata), `openapi`, `strategic` (patches), `auth` (the
+//! (storage layout), `objects` (system metadata), `admission` (the plug-in chain),
+//! `defaults` and `validation` (its defaulting, validating and `fieldValidation` plug-ins), `openapi`, `strategic` (patches), `auth` (the
 //! allow-all seam), `testing` (`MemoryStore`). `builtin` (the
 //! built-in kinds), `discovery`, `version`, `table` (what kubectl reads and
 //! prints) and `protobuf` (kubectl's protobuf request bodies).
@@ -18,6 +19,7 @@ pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
+pub mod defaults;
 pub mod delete;
 pub mod discovery;
 pub mod keys;
@@ -34,6 +36,7 @@ pub mod streaming;
 pub mod subresources;
 pub mod table;
 pub mod testing;
+pub mod validation;
 pub mod version;
 pub mod watch;
 

@@ -148,6 +148,39 @@ impl Ctx {
             field_manager: self.q("fieldManager"),
         };
         super::admission::run_chain(&self.state.admission, &req, obj)
+            .map_err(|e| self.patch_strict_error(e, obj))
+    }
+    /// A PATCH whose result has unknown fields or a value of the wrong type
+    /// fails as kube's patcher does: 422 on the field `patch` (a create or
+    /// PUT keeps the 400).
+    fn patch_strict_error(&self, e: ApiStatus, obj: &Value) -> ApiStatus {
+        let is_patch = self
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("patch"));
+        let Some(at) = e
+            .message
+            .find("strict decoding error: ")
+            .or_else(|| e.message.find("json: cannot unmarshal "))
+        else {
+            return e;
+        };
+        if !is_patch || e.code != 400 {
+            return e;
+        }
+        let value = serde_json::to_string(&serde_json::to_string(obj).unwrap_or_default())
+            .unwrap_or_default();
+        ApiStatus::invalid(
+            "",
+            "",
+            "",
+            vec![super::status::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {value}: {}", &e.message[at..]),
+                field: "patch".into(),
+            }],
+        )
     }
     /// `respond` with admission warnings as `Warning` headers.
     pub(crate) fn respond_warned(
@@ -347,6 +380,12 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
                 .map_err(|_| ApiStatus::too_many_requests())?,
         )
     };
+    if matches!(
+        parts.method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        check_write_options(&ctx, &parts.method)?;
+    }
     if ctx.sub.as_deref().is_some_and(|s| s != "status") {
         return super::subresources::handle(&ctx, &parts.method, &body);
     }
@@ -370,6 +409,61 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         (Method::DELETE, true) => super::delete::delete(&ctx, &body),
         (Method::DELETE, false) => super::delete::delete_collection(ctx, &body),
         (m, _) => Err(ApiStatus::method_not_allowed(m.as_str())),
+    }
+}
+
+/// `dryRun` may only be `All`: kube-apiserver's `ValidateDryRun`, a 422 on
+/// the options kind (`CreateOptions`, `DeleteOptions`, …).
+pub(crate) fn check_dry_run(options_kind: &str, values: &[String]) -> Result<(), ApiStatus> {
+    let bad: Vec<&String> = values.iter().filter(|v| *v != "All").collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = values.iter().map(|v| format!("{v:?}")).collect();
+    Err(ApiStatus::invalid(
+        options_kind,
+        "meta.k8s.io",
+        "",
+        vec![super::status::Cause {
+            reason: "FieldValueNotSupported".into(),
+            message: format!(
+                "Unsupported value: []string{{{}}}: supported values: \"All\"",
+                list.join(", ")
+            ),
+            field: "dryRun".into(),
+        }],
+    ))
+}
+
+/// The write options kube validates before anything else: `dryRun` and
+/// `fieldValidation`.
+fn check_write_options(ctx: &Ctx, method: &Method) -> Result<(), ApiStatus> {
+    let kind = match *method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        Method::PATCH => "PatchOptions",
+        _ => "DeleteOptions",
+    };
+    if let Some(d) = ctx.query.get("dryRun") {
+        check_dry_run(kind, std::slice::from_ref(d))?;
+    }
+    if *method == Method::DELETE {
+        return Ok(());
+    }
+    match ctx.query.get("fieldValidation").map(String::as_str) {
+        None | Some("" | "Ignore" | "Warn" | "Strict") => Ok(()),
+        Some(other) => Err(ApiStatus::invalid(
+            kind,
+            "meta.k8s.io",
+            "",
+            vec![super::status::Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!(
+                    "Unsupported value: {other:?}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""
+                ),
+                field: "fieldValidation".into(),
+            }],
+        )),
     }
 }
 

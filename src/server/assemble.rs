@@ -111,6 +111,11 @@ pub fn bootstrap(parts: &Parts) -> Result<(), crate::auth::AuthError> {
 pub fn admission_chain(parts: &Parts) -> AdmissionChain {
     let authz = Arc::new(crate::auth::authz::ClusterAuthorizer::new(parts.store.clone()));
     vec![
+        // Unknown fields are dropped (or refused) before anything else looks.
+        Arc::new(crate::apiserver::validation::UnknownFields),
+        Arc::new(crate::apiserver::defaults::Defaults),
+        // Validating plug-ins see the final object: keep them last.
+        Arc::new(crate::apiserver::validation::Validation),
         Arc::new(crate::auth::node_restriction::NodeRestriction),
         Arc::new(crate::auth::escalation::RbacEscalation::new(authz)),
     ]
