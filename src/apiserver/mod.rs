@@ -13,13 +13,14 @@
 //! Invariants: stored values never carry `resourceVersion`; every served
 //! object gets `metadata.resourceVersion` = its record's `mod_revision`.
 //! Partial (see each module): no authentication, strategic merge patch is
-//! merge patch, no scale subresource, no managedFields, no apply patch.
+//! merge patch. `fieldmanager` keeps managedFields and serves server-side apply.
 pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
 pub mod delete;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod keys;
 pub mod objects;
 pub mod openapi;

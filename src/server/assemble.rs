@@ -93,7 +93,10 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 
 /// The admission chain: mutating plug-ins first, validating ones last.
 pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    Vec::new()
+    let mut chain: AdmissionChain = Vec::new();
+    // Last: managedFields record the object as defaulted (kube's order).
+    chain.push(Arc::new(crate::apiserver::fieldmanager::ManagedFields));
+    chain
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
