@@ -790,6 +790,8 @@ fn write_loop(
             return Ok(ctx.respond_warned(StatusCode::OK, &cur, &warnings));
         }
         if ctx.dry_run() {
+            // As kube: a dry-run update answers with the current version.
+            objects::set_resource_version(&mut new, rec.mod_revision);
             return Ok(ctx.respond_warned(StatusCode::OK, &new, &warnings));
         }
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
