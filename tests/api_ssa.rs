@@ -332,3 +332,37 @@ fn eviction_honours_disruption_budgets() {
     // Now b alone keeps the budget: its eviction is refused.
     assert!(!evict(&k, dir.path(), "b").status.success());
 }
+
+#[test]
+fn server_side_apply_over_client_side_apply() {
+    let s = TestServer::start();
+    let k = s.kubectl();
+    ok(&k.run_with_stdin(&["apply", "-f", "-"], WEB));
+    let d = get(&k, &["deployment", "web"]);
+    assert!(managers(&d).contains(&("kubectl-client-side-apply".into(), "Update".into())));
+    // Another manager changing a field the client-side apply set conflicts.
+    let other =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n";
+    let out = k.run_with_stdin(
+        &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+        other,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"),
+        "{err}"
+    );
+    // kubectl's own upgrade to server-side apply takes the fields over.
+    ok(&k.run_with_stdin(
+        &["apply", "--server-side", "-f", "-"],
+        &WEB.replace("replicas: 2", "replicas: 4"),
+    ));
+    let d = get(&k, &["deployment", "web"]);
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert!(
+        managers(&d).contains(&("kubectl".into(), "Apply".into())),
+        "{:?}",
+        managers(&d)
+    );
+}

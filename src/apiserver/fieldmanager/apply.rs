@@ -7,7 +7,9 @@
 //! records the manager's `Apply` entry (its set is exactly the applied
 //! fields).
 //!
-//! An object that exists but has no managedFields at all first gets a
+//! `kubectl` itself may take over, without conflicts, the fields of a
+//! still-matching last-applied annotation (kube's upgrade from client-side
+//! apply). An object that exists but has no managedFields at all first gets a
 //! `before-first-apply` Update entry owning everything, as kube does.
 //! A no-op apply keeps the entry's time, so the object stays byte-identical
 //! and the write is skipped.
@@ -107,7 +109,10 @@ pub fn apply(req: &ApplyRequest<'_>) -> Result<Value, Vec<Conflict>> {
         }
     }
     if !conflicts.is_empty() {
-        if !req.force {
+        let upgrade = req.manager == "kubectl"
+            && allowed_from_last_applied(&live, req.schema)
+                .is_some_and(|allowed| conflicts.iter().all(|(_, p)| allowed.contains(p)));
+        if !req.force && !upgrade {
             let mut out: Vec<Conflict> = conflicts
                 .iter()
                 .map(|(i, p)| Conflict {
@@ -174,6 +179,27 @@ pub fn apply(req: &ApplyRequest<'_>) -> Result<Value, Vec<Conflict>> {
     write_entries(&mut merged, &entries);
     Ok(merged)
 }
+
+/// kube's `lastAppliedManager`: `kubectl` upgrading from client-side apply
+/// may take the fields of the last-applied annotation without conflicts, as
+/// long as the annotation still matches the live object.
+fn allowed_from_last_applied(live: &Value, schema: &dyn Schema) -> Option<FieldSet> {
+    let raw = live
+        .pointer("/metadata/annotations")?
+        .get(LAST_APPLIED)?
+        .as_str()?;
+    let last: Value = serde_json::from_str(raw).ok()?;
+    let set = fieldset::from_object(&managed_view(&last, None, false), schema);
+    let matches = set.members().iter().filter(|p| set.is_leaf(p)).all(|p| {
+        let want = fieldset::get(&last, p);
+        // kubectl records `annotations: {}`; an empty map asks nothing.
+        want.is_some_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+            || want == fieldset::get(live, p)
+    });
+    matches.then_some(set)
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn strip_fields(v: &Value) -> Value {
     let mut v = v.clone();
