@@ -221,3 +221,18 @@ fn user_agent_prefix_names_the_manager() {
     );
     assert_eq!(manager_from_user_agent(""), "");
 }
+
+#[test]
+fn kubectl_upgrading_from_client_side_apply_takes_last_applied_fields() {
+    let mut live = deployment(2, "nginx");
+    live["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": deployment(2, "nginx").to_string()});
+    update(None, &mut live, "kubectl-client-side-apply");
+    let applied = deployment(3, "nginx");
+    assert!(run_apply(Some(&live), &applied, "other", false).is_err());
+    let out = run_apply(Some(&live), &applied, "kubectl", false).unwrap();
+    assert_eq!(out["spec"]["replicas"], 3);
+    // Not when the annotation no longer matches the live object.
+    live["spec"]["replicas"] = json!(5);
+    assert!(run_apply(Some(&live), &applied, "kubectl", false).is_err());
+}
