@@ -93,10 +93,10 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 
 /// The admission chain: mutating plug-ins first, validating ones last.
 pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    let mut chain: AdmissionChain = Vec::new();
-    // Last: managedFields record the object as defaulted (kube's order).
-    chain.push(Arc::new(crate::apiserver::fieldmanager::ManagedFields));
-    chain
+    vec![
+        // Last: managedFields record the object as defaulted (kube's order).
+        Arc::new(crate::apiserver::fieldmanager::ManagedFields),
+    ]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
