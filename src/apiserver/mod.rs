@@ -14,7 +14,7 @@
 //! Invariants: stored values never carry `resourceVersion`; every served
 //! object gets `metadata.resourceVersion` = its record's `mod_revision`.
 //! Partial (see each module): no authentication, strategic merge patch is
-//! merge patch, no scale subresource, no managedFields, no apply patch.
+//! merge patch. `fieldmanager` keeps managedFields and serves server-side apply.
 pub mod admission;
 pub mod auth;
 pub mod builtin;
@@ -22,6 +22,7 @@ pub mod codec;
 pub mod defaults;
 pub mod delete;
 pub mod discovery;
+pub mod fieldmanager;
 pub mod keys;
 pub mod objects;
 pub mod openapi;

@@ -5,14 +5,14 @@
 //! Done: get, list (label/field selectors, limit/continue over a snapshot),
 //! create (generateName, uid, creationTimestamp, generation, namespace checks,
 //! dryRun), update (PUT, resourceVersion conflicts, status split), patch (merge,
-//! JSON and strategic merge through `strategic`; apply patch is not served),
+//! JSON and strategic merge through `strategic`; server-side apply through
+//! `fieldmanager`),
 //! delete (preconditions, finalizers, propagationPolicy finalizers), watch
 //! (initial ADDED, selectors on old and new objects, timeoutSeconds, 410).
 //! Also: JSON patch, deletecollection, pod graceful deletion (bound pods wait
 //! for their kubelet), Table renderings, an auth seam (allow-all for now) and
-//! a max-in-flight limiter. Partial: no server-side apply; DELETE
-//! always returns the object (never a Status); no scale subresource; no
-//! managedFields; events.k8s.io events share core storage without shape
+//! a max-in-flight limiter. Writes that change nothing are not stored.
+//! Partial: DELETE always returns the object (never a Status); events.k8s.io events share core storage without shape
 //! conversion.
 
 use std::collections::HashMap;
@@ -145,7 +145,13 @@ impl Ctx {
             user: &self.user,
             dry_run: self.dry_run(),
             field_validation: super::admission::FieldValidation::parse(self.q("fieldValidation"))?,
-            field_manager: self.q("fieldManager"),
+            field_manager: self.q("fieldManager").or_else(|| {
+                self.headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(super::fieldmanager::manager_from_user_agent)
+                    .filter(|m| !m.is_empty())
+            }),
         };
         super::admission::run_chain(&self.state.admission, &req, obj)
             .map_err(|e| self.patch_strict_error(e, obj))
@@ -882,7 +888,14 @@ fn write_loop(
             Some(&cur),
             &mut new,
         )?;
+        // A write that changes nothing is not stored (same resourceVersion),
+        // as kube's storage skips byte-identical updates.
+        if without_resource_version(&new) == without_resource_version(&cur) {
+            return Ok(ctx.respond_warned(StatusCode::OK, &cur, &warnings));
+        }
         if ctx.dry_run() {
+            // As kube: a dry-run update answers with the current version.
+            objects::set_resource_version(&mut new, rec.mod_revision);
             return Ok(ctx.respond_warned(StatusCode::OK, &new, &warnings));
         }
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
@@ -919,6 +932,14 @@ fn write_loop(
         }
     }
     Err(ApiStatus::modified(ctx.target(&name)))
+}
+
+fn without_resource_version(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.shift_remove("resourceVersion");
+    }
+    v
 }
 
 fn update(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
@@ -964,6 +985,9 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     use super::codec::BodyType;
     use super::strategic::{self, TypeKey};
     let kind = codec::body_type(&ctx.headers)?;
+    if kind == BodyType::ApplyPatch {
+        return apply_patch(ctx, body);
+    }
     let p = codec::parse_document(body, false)?;
     let type_key = TypeKey {
         group: &ctx.def.group,
@@ -998,6 +1022,72 @@ fn patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
             meta_mut(&mut v).remove("resourceVersion");
         }
         Ok(v)
+    })
+}
+
+/// Server-side apply (`application/apply-patch+yaml`, see `fieldmanager`):
+/// creates the object when missing, otherwise merges the applied
+/// configuration by type; the admission chain runs with Update recording off.
+fn apply_patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
+    use super::fieldmanager::{self as fm, apply};
+    let applied = codec::parse_document(body, true)?;
+    if !applied.is_object() {
+        return Err(ApiStatus::bad_request("the request body must be a JSON object"));
+    }
+    let manager = ctx.q("fieldManager").ok_or_else(|| {
+        ApiStatus::invalid(
+            "PatchOptions",
+            "meta.k8s.io",
+            "",
+            vec![super::status::Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value: is required for apply patch".into(),
+                field: "fieldManager".into(),
+            }],
+        )
+    })?;
+    if applied.pointer("/metadata/managedFields").is_some() {
+        return Err(ApiStatus::bad_request("metadata.managedFields must be nil"));
+    }
+    check_type(&ctx.def, &applied)?;
+    let name = ctx.name.clone().unwrap_or_default();
+    if meta_str(&applied, "name").is_some_and(|n| n != name) {
+        return Err(ApiStatus::bad_request(
+            "the name of the object does not match the name on the URL",
+        ));
+    }
+    let schema = fm::schema::for_def(&ctx.def);
+    let api_version = ctx.def.api_version();
+    let run = |live: Option<&Value>| -> Result<Value, ApiStatus> {
+        apply::apply(&apply::ApplyRequest {
+        live,
+        applied: &applied,
+        manager,
+        force: ctx.q("force") == Some("true"),
+        api_version: &api_version,
+        schema: schema.as_ref(),
+        status_split: objects::has_status_subresource(&ctx.def),
+        subresource: ctx.sub.as_deref(),
+        })
+        .map_err(|c| apply::conflict_status(&c))
+    };
+    let exists = ctx.state.store.get(&ctx.key()).map_err(store_err)?.is_some();
+    if !exists {
+        if ctx.sub.is_some() {
+            return Err(ApiStatus::not_found(ctx.target(&name)));
+        }
+        let mut obj = run(None)?;
+        meta_mut(&mut obj).insert("name".into(), json!(name));
+        return fm::while_applying(|| create(ctx, obj));
+    }
+    fm::while_applying(|| {
+        write_loop(ctx, &|cur| {
+            let mut v = run(Some(cur))?;
+            if meta_str(&v, "resourceVersion") == meta_str(cur, "resourceVersion") {
+                meta_mut(&mut v).remove("resourceVersion");
+            }
+            Ok(v)
+        })
     })
 }
 

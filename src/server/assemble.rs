@@ -114,10 +114,12 @@ pub fn admission_chain(parts: &Parts) -> AdmissionChain {
         // Unknown fields are dropped (or refused) before anything else looks.
         Arc::new(crate::apiserver::validation::UnknownFields),
         Arc::new(crate::apiserver::defaults::Defaults),
-        // Validating plug-ins see the final object: keep them last.
+        // Validating plug-ins see the final object.
         Arc::new(crate::apiserver::validation::Validation),
         Arc::new(crate::auth::node_restriction::NodeRestriction),
         Arc::new(crate::auth::escalation::RbacEscalation::new(authz)),
+        // Last: managedFields record the object as defaulted (kube's order).
+        Arc::new(crate::apiserver::fieldmanager::ManagedFields),
     ]
 }
 
