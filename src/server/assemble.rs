@@ -92,8 +92,12 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 }
 
 /// The admission chain: mutating plug-ins first, validating ones last.
-pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    Vec::new()
+pub fn admission_chain(parts: &Parts) -> AdmissionChain {
+    let mut chain: AdmissionChain = Vec::new();
+    chain.push(Arc::new(crate::apiserver::crd::admission::CrdAdmission::new(
+        parts.registry.clone(),
+    )));
+    chain
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
