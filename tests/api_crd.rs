@@ -128,6 +128,12 @@ fn crontab_crd_end_to_end() {
     assert!(table.contains("my-new-cron-object"), "{table}");
     assert!(table.contains("* * * * */5"), "{table}");
 
+    // The schema is published in OpenAPI v3 for `kubectl explain`.
+    let explain = k.run_ok(&["explain", "crontab.spec"]);
+    assert!(explain.contains("KIND:       CronTab"), "{explain}");
+    assert!(explain.contains("cronSpec\t<string>"), "{explain}");
+    assert!(explain.contains("replicas\t<integer>"), "{explain}");
+
     // Schema violations name the field.
     let (ok, out) = create(
         &k,

@@ -114,6 +114,29 @@ pub fn schema_of<'a>(crd: &'a Value, version: &str) -> Option<&'a Value> {
     version_of(crd, version)?.pointer("/schema/openAPIV3Schema")
 }
 
+/// The OpenAPI v3 schema of one served version, as kube publishes it: the
+/// version's `openAPIV3Schema` with `apiVersion`, `kind` and `metadata`
+/// (ObjectMeta) filled in and the `x-kubernetes-group-version-kind` tag;
+/// `None` when the version has no schema.
+pub fn openapi_schema(crd: &Value, def: &ResourceDef) -> Option<Value> {
+    let mut schema = schema_of(crd, &def.version)?.clone();
+    let obj = schema.as_object_mut()?;
+    let props = obj.entry("properties").or_insert_with(|| json!({}));
+    if let Some(p) = props.as_object_mut() {
+        p.insert("apiVersion".into(), json!({"type": "string",
+            "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+        p.insert("kind".into(), json!({"type": "string",
+            "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+        p.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}],
+            "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
+    }
+    obj.insert(
+        "x-kubernetes-group-version-kind".into(),
+        json!([{"group": def.group, "kind": def.kind, "version": def.version}]),
+    );
+    Some(schema)
+}
+
 /// The registry entries of a CRD: one per served version.
 pub fn defs_from_crd(crd: &Value) -> Vec<ResourceDef> {
     let names = accepted_names(crd);
