@@ -270,6 +270,27 @@ fn crontab_crd_end_to_end() {
     ]);
     assert_eq!(v1, "stable.example.com/v1 v1beta1");
 
+    let out = k.run(&["get", "crontabs.v1beta1.stable.example.com"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CronTab is deprecated; use v1"), "{err}");
+
+    // Client-side apply: create, unchanged, configured (merge patch).
+    let applied = crontab("applied", "  cronSpec: \"* * * * */1\"\n");
+    let (ok, out) = create(&k, &["apply", "-f", "-"], &applied);
+    assert!(ok && out.contains("created"), "{out}");
+    let (ok, out) = create(&k, &["apply", "-f", "-"], &applied);
+    assert!(ok && out.contains("unchanged"), "{out}");
+    let (ok, out) = create(&k, &["apply", "-f", "-"], &applied.replace("*/1", "*/2"));
+    assert!(ok && out.contains("configured"), "{out}");
+    let spec = k.run_ok(&[
+        "get",
+        "ct",
+        "applied",
+        "-o",
+        "jsonpath={.spec.cronSpec} {.spec.replicas}",
+    ]);
+    assert_eq!(spec, "* * * * */2 1");
+
     // Deleting the CRD removes its objects and the kind.
     k.run_ok(&[
         "delete",

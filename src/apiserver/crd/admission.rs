@@ -1,8 +1,7 @@
 //! The CRD admission plug-in: validates CustomResourceDefinition objects as
 //! apiextensions-apiserver's strategy does (422 Invalid with kube's field
 //! paths), and gives custom resources their schema's pruning, defaults and
-//! validation, plus `fieldValidation` handling of pruned fields and the
-//! deprecation warning of deprecated versions.
+//! validation, plus `fieldValidation` handling of pruned fields.
 //!
 //! Partial: CRD validation covers names, group, scope, versions (one
 //! storage version, unique names, served schemas), structural schemas and
@@ -13,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{schema, version_of, CLEANUP_FINALIZER};
+use super::{schema, CLEANUP_FINALIZER};
 use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation, Operation};
 use crate::apiserver::registry::Registry;
 use crate::apiserver::status::{ApiStatus, Cause};
@@ -62,15 +61,6 @@ impl Admission for CrdAdmission {
         let Some(crd) = self.registry.custom(&def.group, &def.version, &def.plural) else {
             return Ok(());
         };
-        if let Some(v) = version_of(&crd, &def.version) {
-            if v["deprecated"] == true {
-                let text = v["deprecationWarning"]
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| format!("{} {} is deprecated", def.api_version(), def.kind));
-                warnings.push(text);
-            }
-        }
         let Some(schema) = super::schema_of(&crd, &def.version) else {
             return Ok(());
         };

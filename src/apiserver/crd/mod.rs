@@ -18,9 +18,11 @@
 //! Versions use the `None` conversion: objects are stored once under the
 //! group-resource and served with the requested version's `apiVersion`.
 //!
+//! Requests to a `deprecated` version get its `Warning` header
+//! ([`deprecation_warning`], from `rest::dispatch`).
+//!
 //! Partial: defaults are applied on writes, not when reading objects stored
-//! before a default was added; deprecation warnings are sent on writes
-//! only; no `Webhook` conversion; no name-conflict detection between CRDs
+//! before a default was added; no `Webhook` conversion; no name-conflict detection between CRDs
 //! (`NamesAccepted` is always True); objects are deleted from the store
 //! directly when their CRD goes (their own finalizers are not waited for).
 
@@ -61,6 +63,42 @@ pub fn is_custom(registry: &Registry, def: &ResourceDef) -> bool {
     registry
         .custom(&def.group, &def.version, &def.plural)
         .is_some()
+}
+
+/// The `Warning` texts of a request path that names a deprecated CRD
+/// version (`/apis/G/V/[watch/][namespaces/NS/]PLURAL...`): the version's
+/// `deprecationWarning`, or kube's default text.
+pub fn deprecation_warning(registry: &Registry, path: &str) -> Vec<String> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["apis", group, version, rest @ ..] = segs.as_slice() else {
+        return Vec::new();
+    };
+    let rest = match rest {
+        ["watch", tail @ ..] => tail,
+        tail => tail,
+    };
+    let plural = match rest {
+        ["namespaces", _, plural, ..] => *plural,
+        [plural, ..] => *plural,
+        [] => return Vec::new(),
+    };
+    let Some(crd) = registry.custom(group, version, plural) else {
+        return Vec::new();
+    };
+    match version_of(&crd, version) {
+        Some(v) if v["deprecated"] == true => {
+            vec![v["deprecationWarning"].as_str().map_or_else(
+                || {
+                    format!(
+                        "{group}/{version} {} is deprecated",
+                        s(&crd, "/spec/names/kind")
+                    )
+                },
+                String::from,
+            )]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Whether `def` is the CustomResourceDefinition kind itself.

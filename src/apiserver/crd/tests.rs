@@ -98,3 +98,56 @@ async fn the_controller_serves_a_crd_and_cleans_up_on_deletion() {
         .is_none());
     shutdown.cancel();
 }
+
+#[test]
+fn deprecated_versions_warn_on_every_path() {
+    let registry = Registry::empty();
+    let mut crd = crontab_crd();
+    crd["spec"]["versions"][1]["deprecated"] = json!(true);
+    let crd = Arc::new(crd);
+    for def in defs_from_crd(&crd) {
+        registry.insert_custom(def, crd.clone());
+    }
+    let warned = ["stable.example.com/v2 CronTab is deprecated".to_string()];
+    for path in [
+        "/apis/stable.example.com/v2/crontabs",
+        "/apis/stable.example.com/v2/namespaces/default/crontabs/x/status",
+        "/apis/stable.example.com/v2/watch/namespaces/default/crontabs",
+    ] {
+        assert_eq!(deprecation_warning(&registry, path), warned, "{path}");
+    }
+    assert!(deprecation_warning(&registry, "/apis/stable.example.com/v1/crontabs").is_empty());
+    assert!(deprecation_warning(&registry, "/api/v1/pods").is_empty());
+}
+
+#[test]
+fn openapi_publishes_the_schema_without_strategic_merge() {
+    let registry = Registry::empty();
+    let mut crd = crontab_crd();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = json!({"type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"cronSpec": {"type": "string"}}}}});
+    let crd = Arc::new(crd);
+    for def in defs_from_crd(&crd) {
+        registry.insert_custom(def, crd.clone());
+    }
+    let doc = crate::apiserver::openapi::group_version_doc(&registry, "stable.example.com", "v1")
+        .expect("a document");
+    let schema = &doc["components"]["schemas"]["com.example.stable.v1.CronTab"];
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["cronSpec"]["type"],
+        "string"
+    );
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"][0]["kind"],
+        "CronTab"
+    );
+    let patch = &doc["paths"]["/apis/stable.example.com/v1/namespaces/{namespace}/crontabs/{name}"]
+        ["patch"]["requestBody"]["content"];
+    assert!(
+        patch.get("application/merge-patch+json").is_some(),
+        "{patch}"
+    );
+    assert!(patch
+        .get("application/strategic-merge-patch+json")
+        .is_none());
+}

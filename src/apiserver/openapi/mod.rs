@@ -193,9 +193,9 @@ fn fingerprint(registry: &Registry, group: &str, version: &str) -> String {
         .filter(|d| d.group == group && d.version == version)
         .map(|d| {
             // A CRD's schema changes with its uid or generation.
-            let crd = registry.custom(&d.group, &d.version, &d.plural).map(|c| {
-                format!("{}/{}", c["metadata"]["uid"], c["metadata"]["generation"])
-            });
+            let crd = registry
+                .custom(&d.group, &d.version, &d.plural)
+                .map(|c| format!("{}/{}", c["metadata"]["uid"], c["metadata"]["generation"]));
             format!(
                 "{}|{}|{}|{}|{:?}|{:?}|{:?};",
                 d.kind,
