@@ -5,8 +5,10 @@
 //!
 //! Partial: CRD validation covers names, group, scope, versions (one
 //! storage version, unique names, served schemas), structural schemas and
-//! printer columns; not the rules for changing an existing CRD (scope and
-//! group immutability, removing stored versions) nor CEL rules.
+//! printer columns; on updates, `group` and `scope` are immutable and
+//! versions in `status.storedVersions` cannot be dropped. Not checked: CEL
+//! rules, schema ratcheting, conversion webhooks (refused nowhere, served
+//! as `None`).
 
 use std::sync::Arc;
 
@@ -40,7 +42,10 @@ impl Admission for CrdAdmission {
     ) -> Result<(), ApiStatus> {
         if super::is_crd_kind(req.def) {
             if req.subresource.is_none() {
-                let causes = validate_crd(obj);
+                let mut causes = validate_crd(obj);
+                if let Some(old) = req.old {
+                    causes.extend(immutable_changes(old, obj));
+                }
                 if !causes.is_empty() {
                     return Err(ApiStatus::invalid(
                         &req.def.kind,
@@ -133,6 +138,37 @@ fn dns1035_label(s: &str) -> bool {
         && !s.ends_with('-')
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Fields of a CRD that may not change once it exists.
+fn immutable_changes(old: &Value, new: &Value) -> Vec<Cause> {
+    let mut errs = Vec::new();
+    for (ptr, field) in [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")] {
+        let (was, is) = (str_at(old, ptr), str_at(new, ptr));
+        if was != is {
+            errs.push(invalid(field, is, "field is immutable"));
+        }
+    }
+    let stored = old
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let versions: Vec<&str> = new
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v["name"].as_str()).collect())
+        .unwrap_or_default();
+    for v in stored.iter().filter_map(Value::as_str) {
+        if !versions.contains(&v) {
+            errs.push(invalid(
+                "status.storedVersions[0]",
+                v,
+                "must appear in spec.versions",
+            ));
+        }
+    }
+    errs
 }
 
 /// The causes that make a CRD invalid, worded as kube words them.
@@ -308,6 +344,25 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_scope_and_stored_versions_stay() {
+        let old = serde_json::json!({"spec": {"group": "a.b", "scope": "Namespaced",
+            "versions": [{"name": "v1"}]}, "status": {"storedVersions": ["v1"]}});
+        let new = serde_json::json!({"spec": {"group": "a.b", "scope": "Cluster",
+            "versions": [{"name": "v2"}]}});
+        let got: Vec<String> = immutable_changes(&old, &new)
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.scope: Invalid value: \"Cluster\": field is immutable",
+                "status.storedVersions[0]: Invalid value: \"v1\": must appear in spec.versions",
+            ]
+        );
+    }
 
     #[test]
     fn crd_errors_name_fields_as_kube_does() {
