@@ -136,12 +136,16 @@ const OBJECT_META_FIELDS: &[&str] = &[
 
 /// Sets every missing field that has a `default`, top-down, so nested
 /// defaults apply inside defaulted objects too. A `null` in a field that is
-/// not nullable and has a default is replaced as kube does.
+/// not nullable is dropped first (and so defaulted), as kube does.
 pub fn apply_defaults(schema: &Value, v: &mut Value) {
     match v {
         Value::Object(map) => {
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, sub) in props {
+                    // kube drops nulls of non-nullable fields before defaulting.
+                    if map.get(k).is_some_and(Value::is_null) && !flag(sub, "nullable") {
+                        map.remove(k);
+                    }
                     let Some(default) = sub.get("default") else {
                         continue;
                     };
@@ -280,6 +284,17 @@ fn check_object(
                     reason: "FieldValueRequired".into(),
                     message: "Required value".into(),
                     field: child(path, r),
+                });
+            }
+        }
+    }
+    if !root && flag(schema, "x-kubernetes-embedded-resource") {
+        for k in ["apiVersion", "kind"] {
+            if map.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
+                errs.push(Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value: must not be empty".into(),
+                    field: child(path, k),
                 });
             }
         }
@@ -545,12 +560,14 @@ mod tests {
                 "spec.port: Invalid value: true: spec.port in body must be of type integer,string: \"boolean\"",
             ]
         );
-        let obj = json!({"spec": {"port": "http", "opt": null, "labels": {"a": 1}}});
+        let obj = json!({"spec": {"port": "http", "opt": null, "labels": {"a": 1},
+                                  "template": {"kind": "Pod"}}});
         assert_eq!(
             messages(&validate(&s, &obj)),
             [
                 "spec.cronSpec: Required value",
-                "spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\""
+                "spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\"",
+                "spec.template.apiVersion: Required value: must not be empty",
             ]
         );
     }
@@ -589,6 +606,11 @@ mod tests {
         apply_defaults(&s, &mut obj);
         assert_eq!(obj["spec"]["replicas"], 1);
         assert_eq!(obj["spec"]["nested"]["level"], "info");
+        let mut obj = json!({"spec": {"replicas": null, "image": null, "opt": null}});
+        apply_defaults(&s, &mut obj);
+        assert_eq!(obj["spec"]["replicas"], 1);
+        assert!(obj["spec"].get("image").is_none());
+        assert!(obj["spec"]["opt"].is_null() && obj["spec"].get("opt").is_some());
         let mut obj = json!({"spec": {"replicas": 3, "nested": {"level": "debug"}}});
         apply_defaults(&s, &mut obj);
         assert_eq!(obj["spec"]["replicas"], 3);
