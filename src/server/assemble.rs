@@ -93,11 +93,12 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 
 /// The admission chain: mutating plug-ins first, validating ones last.
 pub fn admission_chain(parts: &Parts) -> AdmissionChain {
-    let mut chain: AdmissionChain = Vec::new();
-    chain.push(Arc::new(crate::apiserver::crd::admission::CrdAdmission::new(
-        parts.registry.clone(),
-    )));
-    chain
+    vec![
+        // Custom resources: schema pruning, defaults, validation; CRD checks.
+        Arc::new(crate::apiserver::crd::admission::CrdAdmission::new(
+            parts.registry.clone(),
+        )),
+    ]
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).

@@ -192,10 +192,8 @@ fn validate_at(schema: &Value, v: &Value, path: &str, root: bool, errs: &mut Vec
     let int_or_string = flag(schema, "x-kubernetes-int-or-string");
     let declared = schema.get("type").and_then(Value::as_str).unwrap_or("");
     let actual = type_name(v);
-    if v.is_null() {
-        if flag(schema, "nullable") || declared.is_empty() && !int_or_string {
-            return;
-        }
+    if v.is_null() && (flag(schema, "nullable") || declared.is_empty() && !int_or_string) {
+        return;
     }
     if int_or_string {
         if !matches!(actual, "integer" | "string") {
