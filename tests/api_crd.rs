@@ -100,6 +100,13 @@ fn crontab_crd_end_to_end() {
     let (ok, out) = create(&k, &["create", "-f", "-"], CRD);
     assert!(ok, "{out}");
     eprintln!("crontabs served after {:?}", wait_served(&k));
+    k.run_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/crontabs.stable.example.com",
+        "--timeout=10s",
+    ]);
     let crd = k.run_ok(&["get", "crd", "crontabs.stable.example.com", "-o", "yaml"]);
     assert!(crd.contains("type: Established"), "{crd}");
     assert!(
@@ -282,6 +289,12 @@ fn crontab_crd_end_to_end() {
     assert!(ok && out.contains("unchanged"), "{out}");
     let (ok, out) = create(&k, &["apply", "-f", "-"], &applied.replace("*/1", "*/2"));
     assert!(ok && out.contains("configured"), "{out}");
+    let (ok, out) = create(
+        &k,
+        &["apply", "-f", "-"],
+        &crontab("applied", "  cronSpec: \"* * * * */3\"\n  bogus: 1\n"),
+    );
+    assert!(!ok && out.contains("unknown field \"spec.bogus\""), "{out}");
     let spec = k.run_ok(&[
         "get",
         "ct",
