@@ -9,7 +9,9 @@
 //! `defaults` and `validation` (its defaulting, validating and `fieldValidation` plug-ins), `openapi`, `strategic` (patches), `auth` (the
 //! allow-all seam), `testing` (`MemoryStore`). `builtin` (the
 //! built-in kinds), `discovery`, `version`, `table` (what kubectl reads and
-//! prints) and `protobuf` (kubectl's protobuf request bodies).
+//! prints) and `protobuf` (kubectl's protobuf request bodies). `crd` serves
+//! CustomResourceDefinitions' custom resources (registry entries at run
+//! time, schema pruning/defaulting/validation, scale).
 //!
 //! Invariants: stored values never carry `resourceVersion`; every served
 //! object gets `metadata.resourceVersion` = its record's `mod_revision`.
@@ -19,6 +21,7 @@ pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
+pub mod crd;
 pub mod defaults;
 pub mod delete;
 pub mod discovery;

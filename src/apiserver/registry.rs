@@ -64,6 +64,9 @@ pub struct Column {
     pub description: String,
     /// 0 for the default view, 1 for `-o wide`.
     pub priority: i32,
+    /// A simple JSONPath (`.spec.cronSpec`) the cell is read from: a custom
+    /// resource's `additionalPrinterColumns`; `None` for built-in printers.
+    pub json_path: Option<String>,
 }
 
 /// All served kinds, shared by the router, discovery and controllers.
@@ -71,6 +74,9 @@ pub struct Column {
 pub struct Registry {
     defs: RwLock<Vec<Arc<ResourceDef>>>,
     by_gvr: RwLock<HashMap<(String, String, String), Arc<ResourceDef>>>,
+    /// For entries served from a CustomResourceDefinition: the CRD object
+    /// they come from (schemas, scale paths, deprecation; see `crd`).
+    custom: RwLock<HashMap<(String, String, String), Arc<serde_json::Value>>>,
 }
 
 impl Registry {
@@ -92,8 +98,34 @@ impl Registry {
         self.by_gvr.write().expect("registry lock").insert(gvr, def);
     }
 
+    /// Add or replace an entry served from a CustomResourceDefinition.
+    pub fn insert_custom(&self, def: ResourceDef, crd: Arc<serde_json::Value>) {
+        let gvr = (def.group.clone(), def.version.clone(), def.plural.clone());
+        self.insert(def);
+        self.custom.write().expect("registry lock").insert(gvr, crd);
+    }
+
+    /// The CRD an entry is served from, `None` for built-in kinds.
+    pub fn custom(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<Arc<serde_json::Value>> {
+        self.custom
+            .read()
+            .expect("registry lock")
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
     /// Remove an entry (a deleted CRD version).
     pub fn remove(&self, group: &str, version: &str, plural: &str) {
+        self.custom.write().expect("registry lock").remove(&(
+            group.to_string(),
+            version.to_string(),
+            plural.to_string(),
+        ));
         self.defs
             .write()
             .expect("registry lock")

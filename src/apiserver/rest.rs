@@ -274,10 +274,13 @@ fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
 
 /// The fallback handler: every resource request lands here.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    match dispatch_inner(state, req).await {
+    let deprecated = super::crd::deprecation_warning(&state.registry, req.uri().path());
+    let mut resp = match dispatch_inner(state, req).await {
         Ok(r) => r,
         Err(s) => s.into_response(),
-    }
+    };
+    super::admission::add_warning_headers(resp.headers_mut(), &deprecated);
+    resp
 }
 
 async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, ApiStatus> {

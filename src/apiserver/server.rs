@@ -217,6 +217,7 @@ impl ApiServer {
         shutdown: CancellationToken,
     ) -> Result<Self, ApiError> {
         super::rest::bootstrap_namespaces(store.as_ref());
+        super::crd::start(store.clone(), registry.clone(), shutdown.clone());
         let listener = TcpListener::bind(opts.bind)
             .await
             .map_err(|source| ApiError::Bind {

@@ -114,6 +114,8 @@ pub fn admission_chain(parts: &Parts) -> AdmissionChain {
         // Unknown fields are dropped (or refused) before anything else looks.
         Arc::new(crate::apiserver::validation::UnknownFields),
         Arc::new(crate::apiserver::defaults::Defaults),
+        // Custom resources: schema pruning, defaults, validation; CRD checks.
+        Arc::new(crate::apiserver::crd::admission::CrdAdmission::new(parts.registry.clone())),
         // Validating plug-ins see the final object.
         Arc::new(crate::apiserver::validation::Validation),
         Arc::new(crate::auth::node_restriction::NodeRestriction),

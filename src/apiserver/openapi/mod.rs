@@ -105,9 +105,12 @@ pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Opt
         json!({"description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.", "type": "object"}),
     );
     for d in &custom {
+        let from_crd = registry
+            .custom(&d.group, &d.version, &d.plural)
+            .and_then(|crd| crate::apiserver::crd::openapi_schema(&crd, d));
         schemas.insert(
             kinds::custom_schema_name(&d.group, &d.version, &d.kind),
-            kinds::custom_schema(&d.group, &d.version, &d.kind),
+            from_crd.unwrap_or_else(|| kinds::custom_schema(&d.group, &d.version, &d.kind)),
         );
     }
     let mut paths = Map::new();
@@ -189,14 +192,19 @@ fn fingerprint(registry: &Registry, group: &str, version: &str) -> String {
         .iter()
         .filter(|d| d.group == group && d.version == version)
         .map(|d| {
+            // A CRD's schema changes with its uid or generation.
+            let crd = registry
+                .custom(&d.group, &d.version, &d.plural)
+                .map(|c| format!("{}/{}", c["metadata"]["uid"], c["metadata"]["generation"]));
             format!(
-                "{}|{}|{}|{}|{:?}|{:?};",
+                "{}|{}|{}|{}|{:?}|{:?}|{:?};",
                 d.kind,
                 d.plural,
                 d.namespaced,
                 d.subresources.join(","),
                 d.verbs,
-                d.short_names
+                d.short_names,
+                crd
             )
         })
         .collect()

@@ -124,14 +124,22 @@ fn operation(
     Value::Object(op)
 }
 
-fn patch_body() -> Value {
+/// Custom resources (`strategic == false`) take no strategic merge patch,
+/// and kubectl's apply reads that from here to choose merge patch instead.
+fn patch_body(strategic: bool) -> Value {
     let patch = schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.Patch");
-    json!({"content": {
+    let mut body = json!({"content": {
         "application/apply-patch+yaml": {"schema": patch},
         "application/json-patch+json": {"schema": patch},
         "application/merge-patch+json": {"schema": patch},
         "application/strategic-merge-patch+json": {"schema": patch}
-    }, "required": true})
+    }, "required": true});
+    if !strategic {
+        if let Some(c) = body["content"].as_object_mut() {
+            c.remove("application/strategic-merge-patch+json");
+        }
+    }
+    body
 }
 
 fn json_body(schema: &Value) -> Value {
@@ -465,7 +473,14 @@ fn add_item_ops(
                 format!("patch{ident}"),
                 format!("partially update {what}"),
                 vec![dry_run(), field_manager(), field_validation(), force()],
-                Some(patch_body()),
+                Some(patch_body(
+                    super::kinds::find(
+                        gvk["group"].as_str().unwrap_or_default(),
+                        gvk["version"].as_str().unwrap_or_default(),
+                        gvk["kind"].as_str().unwrap_or_default(),
+                    )
+                    .is_some(),
+                )),
                 created,
             ),
         );

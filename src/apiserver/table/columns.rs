@@ -13,6 +13,7 @@ fn col(name: &str, type_: &str, format: &str, description: &str, priority: i32) 
         format: format.to_string(),
         description: description.to_string(),
         priority,
+        json_path: None,
     }
 }
 
