@@ -180,15 +180,19 @@ pub fn most_recent(s: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timest
         n += 1;
         last = Some(next);
         t = next;
-        if n >= cap {
-            // Too many to walk one by one: jump close to now and finish there.
-            let near = now.checked_sub(1.day()).unwrap_or(now);
-            if near > t {
-                t = near;
+        if n == cap {
+            // Too many to walk one by one: restart from the shortest recent
+            // window that holds a firing time; the latest one is in it.
+            for days in [1, 32, 400, 5 * 366] {
+                let Ok(start) = now.checked_sub((days * 24).hours()) else { continue };
+                if start <= t {
+                    break;
+                }
+                if s.next_after(start, tz).is_some_and(|x| x <= now) {
+                    t = start;
+                    break;
+                }
             }
-        }
-        if n > cap * 2 {
-            break;
         }
     }
     (last, n)

@@ -51,25 +51,25 @@ pub async fn run_with_clock(ctx: Context, clock: Arc<dyn Clock>) {
     let rs = {
         let shared = Shared::new(ctx.clone(), "replicaset-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, replicaset::reconcile, shared, &ctx)
     };
     let rc = {
         let shared = Shared::new(ctx.clone(), "replication-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<ReplicationController>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, replicaset::reconcile_rc, shared, &ctx)
     };
     let deploy = {
         let shared = Shared::new(ctx.clone(), "deployment-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, deployment::reconcile, shared, &ctx)
     };
     let ds = {
         let shared = Shared::new(ctx.clone(), "daemonset-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
         // Any node change may change where daemon pods belong.
         let store = c.store();
         let c = c.watches(Api::<Node>::all(client.clone()), watcher::Config::default(), move |_node| {
@@ -80,22 +80,41 @@ pub async fn run_with_clock(ctx: Context, clock: Arc<dyn Clock>) {
     let sts = {
         let shared = Shared::new(ctx.clone(), "statefulset-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, statefulset::reconcile, shared, &ctx)
     };
     let job = {
         let shared = Shared::new(ctx.clone(), "job-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, job::reconcile, shared, &ctx)
     };
     let cronjob = {
         let shared = Shared::new(ctx.clone(), "cronjob-controller", clock);
         let c = Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default())
-            .owns(Api::<Job>::all(client.clone()), watcher::Config::default());
+            .watches(Api::<Job>::all(client.clone()), watcher::Config::default(), owner_of);
         drive(c, cronjob::reconcile, shared, &ctx)
     };
     tokio::join!(rs, rc, deploy, ds, sts, job, cronjob);
+}
+
+/// Maps a child to its controller, as `Controller::owns` does; `owns` in
+/// kube-runtime 5 watches `PartialObjectMetadata`, which our API server
+/// does not render yet, so the children are watched in full.
+fn owner_of<K, C>(child: C) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    C: Resource,
+{
+    let r = child.meta().owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))?;
+    if r.kind != K::kind(&()) || r.api_version != K::api_version(&()) {
+        return None;
+    }
+    let obj = ObjectRef::new(&r.name);
+    Some(match child.meta().namespace.as_deref() {
+        Some(ns) => obj.within(ns),
+        None => obj,
+    })
 }
 
 /// Runs one controller until shutdown, logging each reconcile's outcome.

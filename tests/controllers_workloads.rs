@@ -1,0 +1,587 @@
+//! The workload controllers against the real API server and kubectl: a
+//! `TestServer`, `rk3s::controllers::workloads` on an in-process client with
+//! the controller-manager certificate, and a small pod simulator in place of
+//! the scheduler and kubelets (it registers Nodes, binds pending pods, marks
+//! them Running and Ready through `pods/status`, and finishes pods labelled
+//! `sim: succeed` / `sim: fail`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::apiserver::TestServer;
+use common::kubectl::Kubectl;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use rk3s::controllers::workloads::common::Clock;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// A clock that runs `factor` times faster than the wall clock.
+struct FastClock {
+    start: Timestamp,
+    real: Instant,
+    factor: u32,
+}
+
+impl Clock for FastClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = self.real.elapsed() * self.factor;
+        self.start.checked_add(elapsed).unwrap_or(self.start)
+    }
+    fn real(&self, d: Duration) -> Duration {
+        d / self.factor
+    }
+}
+
+struct Cluster {
+    server: TestServer,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    shutdown: CancellationToken,
+    kubectl: Kubectl,
+}
+
+impl Cluster {
+    fn start(nodes: &[&str]) -> Self {
+        Self::start_with_clock(nodes, None)
+    }
+
+    fn start_with_clock(nodes: &[&str], clock: Option<Arc<dyn Clock>>) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let server = TestServer::start();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let pki = rk3s::pki::Pki::load_or_create(
+            &server.data_dir().join("server/tls"),
+            &rk3s::pki::PkiOptions::new("test-server"),
+        )
+        .expect("failed to load the PKI");
+        let client = rt
+            .block_on(rk3s::controllers::in_process_client(
+                &pki,
+                rk3s::pki::ClientRole::ControllerManager,
+                server.url(),
+            ))
+            .expect("failed to build the controller client");
+        let shutdown = CancellationToken::new();
+        let mut options = rk3s::controllers::ControllerOptions::new(rk3s::server::assemble::ClusterSettings::defaults());
+        options.cronjob_period = Duration::from_millis(300);
+        let ctx = rk3s::controllers::Context { client: client.clone(), options: Arc::new(options), shutdown: shutdown.clone() };
+        let clock = clock.unwrap_or_else(|| Arc::new(rk3s::controllers::workloads::common::SystemClock));
+        rt.spawn(rk3s::controllers::workloads::run_with_clock(ctx, clock));
+        rt.spawn(simulate(client.clone(), shutdown.clone()));
+        let kubectl = server.kubectl();
+        let c = Cluster { server, rt, client, shutdown, kubectl };
+        for n in nodes {
+            c.add_node(n);
+        }
+        c
+    }
+
+    fn add_node(&self, name: &str) {
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        let api: Api<Node> = Api::all(self.client.clone());
+        self.rt.block_on(api.create(&PostParams::default(), &node)).expect("failed to register a node");
+    }
+
+    fn pods(&self, selector: &str) -> Vec<Pod> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        self.rt.block_on(api.list(&ListParams::default().labels(selector))).expect("list pods").items
+    }
+
+    fn get<K>(&self, name: &str) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), "default");
+        self.rt.block_on(api.get(name)).expect("get")
+    }
+
+    fn list<K>(&self) -> Vec<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), "default");
+        self.rt.block_on(api.list(&ListParams::default())).expect("list").items
+    }
+
+    fn apply(&self, yaml: &str) {
+        let out = self.kubectl.run_with_stdin(&["apply", "-f", "-"], yaml);
+        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `f` until it returns `Some`, panicking with `what` after `secs`.
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn live(pods: Vec<Pod>) -> Vec<Pod> {
+    pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+fn image(p: &Pod) -> String {
+    p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()
+}
+
+/// The pod simulator: binds, starts, readies and finishes pods; a pod
+/// being deleted is removed at once, as a kubelet would after its grace period.
+async fn simulate(client: kube::Client, shutdown: CancellationToken) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut next = 0usize;
+    while !shutdown.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (Ok(pl), Ok(nl)) = (pods.list(&ListParams::default()).await, nodes.list(&ListParams::default()).await) else { continue };
+        let node_names: Vec<String> = nl.items.iter().map(|n| n.name_any()).collect();
+        for p in pl.items {
+            let ns = p.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let name = p.name_any();
+            if p.metadata.deletion_timestamp.is_some() {
+                let _ = api.delete(&name, &kube::api::DeleteParams::default().grace_period(0)).await;
+                continue;
+            }
+            let spec = p.spec.clone().unwrap_or_default();
+            let Some(_node) = spec.node_name.clone() else {
+                if node_names.is_empty() {
+                    continue;
+                }
+                let pinned = rk3s::controllers::workloads::daemonset::target_node(&p);
+                let node = pinned.unwrap_or_else(|| {
+                    next += 1;
+                    node_names[next % node_names.len()].clone()
+                });
+                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"nodeName": node}}))).await;
+                continue;
+            };
+            let now = Timestamp::now().to_string();
+            let outcome = p.labels().get("sim").cloned().unwrap_or_default();
+            let status = match (phase(&p), outcome.as_str()) {
+                ("Pending", _) => json!({"phase": "Running", "startTime": now, "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": now}]}),
+                ("Running", "succeed") => json!({"phase": "Succeeded", "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now}]}),
+                ("Running", "fail") => json!({"phase": "Failed", "conditions": [
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now}]}),
+                _ => continue,
+            };
+            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await;
+        }
+    }
+}
+
+#[test]
+fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
+    let c = Cluster::start(&["n1", "n2", "n3"]);
+    c.kubectl.run_ok(&["create", "deployment", "web", "--image=x", "--replicas=3"]);
+    wait_for("3 ready pods", 60, || {
+        let pods = live(c.pods("app=web"));
+        (pods.len() == 3 && pods.iter().all(ready)).then_some(())
+    });
+    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(out.contains("deployment \"web\" successfully rolled out"), "{out}");
+
+    // Ownership: Deployment -> ReplicaSet -> pods, controller refs that block owner deletion.
+    let d: Deployment = c.get("web");
+    let rss: Vec<ReplicaSet> = c.list();
+    assert_eq!(rss.len(), 1);
+    let rs = &rss[0];
+    let oref = &rs.owner_references()[0];
+    assert_eq!((oref.kind.as_str(), oref.uid.as_str()), ("Deployment", d.uid().unwrap().as_str()));
+    assert_eq!((oref.controller, oref.block_owner_deletion), (Some(true), Some(true)));
+    let hash = rs.labels().get("pod-template-hash").cloned().expect("pod-template-hash label");
+    assert_eq!(rs.name_any(), format!("web-{hash}"));
+    assert_eq!(rs.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
+    for p in live(c.pods("app=web")) {
+        let r = &p.owner_references()[0];
+        assert_eq!((r.kind.as_str(), r.uid.as_str(), r.controller), ("ReplicaSet", rs.uid().unwrap().as_str(), Some(true)));
+        assert!(p.name_any().starts_with(&format!("web-{hash}-")));
+    }
+    let st = d.status.clone().unwrap();
+    assert_eq!((st.replicas, st.ready_replicas, st.available_replicas, st.updated_replicas), (Some(3), Some(3), Some(3), Some(3)));
+    let conds = st.conditions.unwrap();
+    assert!(conds.iter().any(|c| c.type_ == "Available" && c.status == "True" && c.reason.as_deref() == Some("MinimumReplicasAvailable")));
+    assert!(conds.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")));
+
+    // A rolling update with 3 replicas: maxSurge 1, maxUnavailable 0 (25% each, kube's rounding).
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (client, watching) = (c.client.clone(), watching.clone());
+        let handle = c.rt.handle().clone();
+        std::thread::spawn(move || {
+            let api: Api<Pod> = Api::namespaced(client, "default");
+            let (mut max_pods, mut min_ready) = (0, usize::MAX);
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(l) = handle.block_on(api.list(&ListParams::default().labels("app=web"))) {
+                    let pods = live(l.items);
+                    max_pods = max_pods.max(pods.len());
+                    min_ready = min_ready.min(pods.iter().filter(|p| ready(p)).count());
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            (max_pods, min_ready)
+        })
+    };
+    c.kubectl.run_ok(&["set", "image", "deployment/web", "x=y"]);
+    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    watching.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (max_pods, min_ready) = sampler.join().unwrap();
+    assert!(max_pods <= 4, "more than replicas + maxSurge pods at once: {max_pods}");
+    assert!(min_ready >= 3, "fewer than replicas - maxUnavailable ready pods at once: {min_ready}");
+    wait_for("only new pods", 30, || {
+        let pods = live(c.pods("app=web"));
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "y")).then_some(())
+    });
+    assert_eq!(c.list::<ReplicaSet>().len(), 2);
+    let history = c.kubectl.run_ok(&["rollout", "history", "deployment/web"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+
+    // Undo goes back to the first template, as revision 3 of the first ReplicaSet.
+    c.kubectl.run_ok(&["rollout", "undo", "deployment/web"]);
+    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    wait_for("old image back", 30, || {
+        let pods = live(c.pods("app=web"));
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "x")).then_some(())
+    });
+    let first: ReplicaSet = c.get(&rs.name_any());
+    assert_eq!(first.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("3"));
+    assert_eq!(first.spec.unwrap().replicas, Some(3));
+
+    // Scale through the scale subresource, or a patch if it is not served yet.
+    if !c.kubectl.run(&["scale", "deployment/web", "--replicas=5"]).status.success() {
+        c.kubectl.run_ok(&["patch", "deployment/web", "-p", r#"{"spec":{"replicas":5}}"#]);
+    }
+    wait_for("5 ready pods", 60, || {
+        let pods = live(c.pods("app=web"));
+        (pods.len() == 5 && pods.iter().all(ready)).then_some(())
+    });
+    c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+
+    // A restart rolls every pod onto a new ReplicaSet.
+    c.kubectl.run_ok(&["rollout", "restart", "deployment/web"]);
+    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(c.list::<ReplicaSet>().len(), 3);
+
+    // Pause holds a template change back; resume lets it through.
+    c.kubectl.run_ok(&["rollout", "pause", "deployment/web"]);
+    c.kubectl.run_ok(&["set", "image", "deployment/web", "x=z"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(live(c.pods("app=web")).iter().all(|p| image(p) != "z"));
+    let d: Deployment = c.get("web");
+    assert!(d.status.unwrap().conditions.unwrap().iter().any(|c| c.reason.as_deref() == Some("DeploymentPaused")));
+    c.kubectl.run_ok(&["rollout", "resume", "deployment/web"]);
+    c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    wait_for("image z everywhere", 30, || {
+        let pods = live(c.pods("app=web"));
+        (pods.len() == 5 && pods.iter().all(|p| image(p) == "z")).then_some(())
+    });
+}
+
+#[test]
+fn recreate_deployment_replaces_all_pods_at_once() {
+    let c = Cluster::start(&["n1"]);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: db}
+spec:
+  replicas: 2
+  strategy: {type: Recreate}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: a}]}
+"#,
+    );
+    c.kubectl.run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    c.kubectl.run_ok(&["set", "image", "deployment/db", "db=b"]);
+    c.kubectl.run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    wait_for("two pods of image b", 30, || {
+        let pods = live(c.pods("app=db"));
+        (pods.len() == 2 && pods.iter().all(|p| image(p) == "b" && ready(p))).then_some(())
+    });
+}
+
+#[test]
+fn replicaset_adopts_orphans_and_replaces_deleted_pods() {
+    let c = Cluster::start(&["n1"]);
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: orphan, labels: {app: rs}}
+spec: {containers: [{name: c, image: a}]}
+"#,
+    );
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec: {containers: [{name: c, image: a}]}
+"#,
+    );
+    let pods = wait_for("2 ready pods", 60, || {
+        let pods = live(c.pods("app=rs"));
+        (pods.len() == 2 && pods.iter().all(ready)).then_some(pods)
+    });
+    let orphan = pods.iter().find(|p| p.name_any() == "orphan").expect("the orphan stays and is adopted");
+    assert_eq!(orphan.owner_references()[0].name, "rs");
+    let rs: ReplicaSet = wait_for("rs status", 30, || {
+        let rs: ReplicaSet = c.get("rs");
+        (rs.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)).then_some(rs)
+    });
+    assert_eq!(rs.status.as_ref().unwrap().observed_generation, rs.metadata.generation);
+    c.kubectl.run_ok(&["delete", "pod", "orphan"]);
+    wait_for("a replacement pod", 60, || {
+        let pods = live(c.pods("app=rs"));
+        (pods.len() == 2 && pods.iter().all(|p| p.name_any() != "orphan")).then_some(())
+    });
+    // Relabelled pods are released.
+    let victim = live(c.pods("app=rs"))[0].name_any();
+    c.kubectl.run_ok(&["label", "pod", &victim, "app=other", "--overwrite"]);
+    wait_for("the relabelled pod released", 60, || {
+        let p: Pod = c.get(&victim);
+        (p.owner_references().is_empty() && live(c.pods("app=rs")).len() == 2).then_some(())
+    });
+    let events = c.kubectl.run_ok(&["get", "events"]);
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+}
+
+#[test]
+fn daemonset_runs_one_pod_per_node_including_later_nodes() {
+    let c = Cluster::start(&["n1", "n2"]);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  updateStrategy: {type: RollingUpdate}
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: a}]}
+"#,
+    );
+    let on_nodes = |n: usize| {
+        wait_for(&format!("{n} daemon pods"), 60, || {
+            let pods = live(c.pods("app=agent"));
+            let mut nodes: Vec<String> = pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+            nodes.sort();
+            nodes.dedup();
+            (pods.len() == n && nodes.len() == n && pods.iter().all(ready)).then_some(nodes)
+        })
+    };
+    assert_eq!(on_nodes(2), ["n1", "n2"]);
+    c.add_node("n3");
+    assert_eq!(on_nodes(3), ["n1", "n2", "n3"]);
+    let ds: DaemonSet = wait_for("daemonset status", 30, || {
+        let ds: DaemonSet = c.get("agent");
+        (ds.status.as_ref().is_some_and(|s| s.number_ready == 3)).then_some(ds)
+    });
+    let st = ds.status.unwrap();
+    assert_eq!((st.desired_number_scheduled, st.current_number_scheduled, st.number_misscheduled), (3, 3, 0));
+    assert_eq!(st.updated_number_scheduled, Some(3));
+    // A template change rolls node by node; the history has two revisions.
+    c.kubectl.run_ok(&["set", "image", "ds/agent", "a=b"]);
+    c.kubectl.run_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    wait_for("updated daemon pods", 60, || {
+        let pods = live(c.pods("app=agent"));
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "b" && ready(p))).then_some(())
+    });
+    let history = c.kubectl.run_ok(&["rollout", "history", "ds/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+}
+
+#[test]
+fn statefulset_creates_pods_in_order_with_claims() {
+    let c = Cluster::start(&["n1", "n2"]);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  serviceName: web
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec: {containers: [{name: c, image: a}]}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#,
+    );
+    let pods = wait_for("3 ready stateful pods", 60, || {
+        let pods = live(c.pods("app=sts"));
+        (pods.len() == 3 && pods.iter().all(ready)).then_some(pods)
+    });
+    let by_name = |n: &str| pods.iter().find(|p| p.name_any() == n).unwrap_or_else(|| panic!("{n} missing")).clone();
+    let ready_at = |p: &Pod| {
+        p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap().last_transition_time.clone().unwrap().0
+    };
+    let created = |p: &Pod| p.metadata.creation_timestamp.clone().unwrap().0;
+    let (w0, w1, w2) = (by_name("web-0"), by_name("web-1"), by_name("web-2"));
+    assert!(created(&w1) >= ready_at(&w0), "web-1 was created before web-0 was ready");
+    assert!(created(&w2) >= ready_at(&w1), "web-2 was created before web-1 was ready");
+    for (i, p) in [&w0, &w1, &w2].into_iter().enumerate() {
+        let l = p.labels();
+        assert_eq!(l.get("statefulset.kubernetes.io/pod-name"), Some(&format!("web-{i}")));
+        assert_eq!(l.get("apps.kubernetes.io/pod-index"), Some(&i.to_string()));
+        assert!(l.get("controller-revision-hash").is_some_and(|h| h.starts_with("web-")));
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!((spec.hostname.clone(), spec.subdomain.clone()), (Some(format!("web-{i}")), Some("web".to_string())));
+        let claim = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
+        assert_eq!(claim.persistent_volume_claim.as_ref().unwrap().claim_name, format!("data-web-{i}"));
+    }
+    let claims: Vec<String> = c.list::<PersistentVolumeClaim>().iter().map(|p| p.name_any()).collect();
+    assert_eq!(claims.len(), 3, "{claims:?}");
+    let sts: StatefulSet = wait_for("statefulset status", 30, || {
+        let s: StatefulSet = c.get("web");
+        (s.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)).then_some(s)
+    });
+    let st = sts.status.unwrap();
+    assert_eq!((st.replicas, st.current_replicas, st.updated_replicas), (3, Some(3), Some(3)));
+    assert_eq!(st.current_revision, st.update_revision);
+    // Scale down removes the highest ordinal and keeps its claim.
+    if !c.kubectl.run(&["scale", "sts/web", "--replicas=2"]).status.success() {
+        c.kubectl.run_ok(&["patch", "sts/web", "-p", r#"{"spec":{"replicas":2}}"#]);
+    }
+    wait_for("web-2 gone", 60, || {
+        let names: Vec<String> = live(c.pods("app=sts")).iter().map(|p| p.name_any()).collect();
+        (names.len() == 2 && !names.contains(&"web-2".to_string())).then_some(())
+    });
+    assert_eq!(c.list::<PersistentVolumeClaim>().len(), 3);
+}
+
+#[test]
+fn jobs_complete_or_fail_after_the_backoff_limit() {
+    let c = Cluster::start(&["n1"]);
+    c.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  completions: 2
+  parallelism: 1
+  template:
+    metadata: {labels: {sim: succeed}}
+    spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: bad}
+spec:
+  backoffLimit: 1
+  template:
+    metadata: {labels: {sim: fail}}
+    spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+"#,
+    );
+    let ok: Job = wait_for("job ok complete", 60, || {
+        let j: Job = c.get("ok");
+        j.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Complete" && c.status == "True").then_some(j)
+    });
+    let st = ok.status.unwrap();
+    assert_eq!(st.succeeded, Some(2));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "SuccessCriteriaMet"));
+    let pods = c.pods("batch.kubernetes.io/job-name=ok");
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| p.owner_references()[0].kind == "Job" && p.labels().contains_key("batch.kubernetes.io/controller-uid")));
+    c.kubectl.run_ok(&["wait", "--for=condition=complete", "job/ok", "--timeout=10s"]);
+
+    let bad: Job = wait_for("job bad failed", 60, || {
+        let j: Job = c.get("bad");
+        j.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Failed" && c.status == "True").then_some(j)
+    });
+    let st = bad.status.unwrap();
+    assert_eq!(st.failed, Some(2));
+    let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(c.pods("batch.kubernetes.io/job-name=bad").len(), 2);
+}
+
+#[test]
+fn cronjob_starts_jobs_on_schedule() {
+    let clock = Arc::new(FastClock { start: Timestamp::now(), real: Instant::now(), factor: 60 });
+    let c = Cluster::start_with_clock(&["n1"], Some(clock));
+    c.kubectl.run_ok(&["create", "cronjob", "tick", "--image=a", "--schedule=*/1 * * * *"]);
+    let jobs = wait_for("two scheduled jobs", 60, || {
+        let jobs: Vec<Job> = c.list::<Job>().into_iter().filter(|j| j.name_any().starts_with("tick-")).collect();
+        (jobs.len() >= 2).then_some(jobs)
+    });
+    for j in &jobs {
+        let minutes: i64 = j.name_any().trim_start_matches("tick-").parse().expect("tick-<minutes>");
+        assert!(minutes > 0);
+        assert_eq!(j.owner_references()[0].kind, "CronJob");
+        assert!(j.annotations().contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp"));
+    }
+    let cj: k8s_openapi::api::batch::v1::CronJob = c.get("tick");
+    let st = cj.status.unwrap();
+    assert!(st.last_schedule_time.is_some());
+    assert!(!st.active.unwrap_or_default().is_empty());
+    // Suspended: no more jobs.
+    c.kubectl.run_ok(&["patch", "cronjob/tick", "-p", r#"{"spec":{"suspend":true}}"#]);
+    std::thread::sleep(Duration::from_millis(500));
+    let n = c.list::<Job>().len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.list::<Job>().len(), n);
+    let _ = &c.server;
+}
