@@ -58,7 +58,11 @@ impl Cluster {
             .with_test_writer()
             .try_init();
         let server = TestServer::start();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let pki = rk3s::pki::Pki::load_or_create(
             &server.data_dir().join("server/tls"),
             &rk3s::pki::PkiOptions::new("test-server"),
@@ -72,14 +76,27 @@ impl Cluster {
             ))
             .expect("failed to build the controller client");
         let shutdown = CancellationToken::new();
-        let mut options = rk3s::controllers::ControllerOptions::new(rk3s::server::assemble::ClusterSettings::defaults());
+        let mut options = rk3s::controllers::ControllerOptions::new(
+            rk3s::server::assemble::ClusterSettings::defaults(),
+        );
         options.cronjob_period = Duration::from_millis(300);
-        let ctx = rk3s::controllers::Context { client: client.clone(), options: Arc::new(options), shutdown: shutdown.clone() };
-        let clock = clock.unwrap_or_else(|| Arc::new(rk3s::controllers::workloads::common::SystemClock));
+        let ctx = rk3s::controllers::Context {
+            client: client.clone(),
+            options: Arc::new(options),
+            shutdown: shutdown.clone(),
+        };
+        let clock =
+            clock.unwrap_or_else(|| Arc::new(rk3s::controllers::workloads::common::SystemClock));
         rt.spawn(rk3s::controllers::workloads::run_with_clock(ctx, clock));
         rt.spawn(simulate(client.clone(), shutdown.clone()));
         let kubectl = server.kubectl();
-        let c = Cluster { server, rt, client, shutdown, kubectl };
+        let c = Cluster {
+            server,
+            rt,
+            client,
+            shutdown,
+            kubectl,
+        };
         for n in nodes {
             c.add_node(n);
         }
@@ -94,12 +111,17 @@ impl Cluster {
         }))
         .unwrap();
         let api: Api<Node> = Api::all(self.client.clone());
-        self.rt.block_on(api.create(&PostParams::default(), &node)).expect("failed to register a node");
+        self.rt
+            .block_on(api.create(&PostParams::default(), &node))
+            .expect("failed to register a node");
     }
 
     fn pods(&self, selector: &str) -> Vec<Pod> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
-        self.rt.block_on(api.list(&ListParams::default().labels(selector))).expect("list pods").items
+        self.rt
+            .block_on(api.list(&ListParams::default().labels(selector)))
+            .expect("list pods")
+            .items
     }
 
     fn get<K>(&self, name: &str) -> K
@@ -121,12 +143,19 @@ impl Cluster {
             + std::fmt::Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), "default");
-        self.rt.block_on(api.list(&ListParams::default())).expect("list").items
+        self.rt
+            .block_on(api.list(&ListParams::default()))
+            .expect("list")
+            .items
     }
 
     fn apply(&self, yaml: &str) {
         let out = self.kubectl.run_with_stdin(&["apply", "-f", "-"], yaml);
-        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -149,19 +178,30 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn live(pods: Vec<Pod>) -> Vec<Pod> {
-    pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    pods.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
 }
 
 fn ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 fn image(p: &Pod) -> String {
-    p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()
+    p.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap_or_default()
 }
 
 /// The pod simulator: binds, starts, readies and finishes pods; a pod
@@ -172,14 +212,21 @@ async fn simulate(client: kube::Client, shutdown: CancellationToken) {
     let mut next = 0usize;
     while !shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let (Ok(pl), Ok(nl)) = (pods.list(&ListParams::default()).await, nodes.list(&ListParams::default()).await) else { continue };
+        let (Ok(pl), Ok(nl)) = (
+            pods.list(&ListParams::default()).await,
+            nodes.list(&ListParams::default()).await,
+        ) else {
+            continue;
+        };
         let node_names: Vec<String> = nl.items.iter().map(|n| n.name_any()).collect();
         for p in pl.items {
             let ns = p.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
             let name = p.name_any();
             if p.metadata.deletion_timestamp.is_some() {
-                let _ = api.delete(&name, &kube::api::DeleteParams::default().grace_period(0)).await;
+                let _ = api
+                    .delete(&name, &kube::api::DeleteParams::default().grace_period(0))
+                    .await;
                 continue;
             }
             let spec = p.spec.clone().unwrap_or_default();
@@ -192,7 +239,13 @@ async fn simulate(client: kube::Client, shutdown: CancellationToken) {
                     next += 1;
                     node_names[next % node_names.len()].clone()
                 });
-                let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"nodeName": node}}))).await;
+                let _ = api
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"nodeName": node}})),
+                    )
+                    .await;
                 continue;
             };
             let now = Timestamp::now().to_string();
@@ -209,7 +262,13 @@ async fn simulate(client: kube::Client, shutdown: CancellationToken) {
                     {"type": "Ready", "status": "False", "lastTransitionTime": now}]}),
                 _ => continue,
             };
-            let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await;
+            let _ = api
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": status})),
+                )
+                .await;
         }
     }
 }
@@ -217,13 +276,19 @@ async fn simulate(client: kube::Client, shutdown: CancellationToken) {
 #[test]
 fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
     let c = Cluster::start(&["n1", "n2", "n3"]);
-    c.kubectl.run_ok(&["create", "deployment", "web", "--image=x", "--replicas=3"]);
+    c.kubectl
+        .run_ok(&["create", "deployment", "web", "--image=x", "--replicas=3"]);
     wait_for("3 ready pods", 60, || {
         let pods = live(c.pods("app=web"));
         (pods.len() == 3 && pods.iter().all(ready)).then_some(())
     });
-    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
-    assert!(out.contains("deployment \"web\" successfully rolled out"), "{out}");
+    let out = c
+        .kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        out.contains("deployment \"web\" successfully rolled out"),
+        "{out}"
+    );
 
     // Ownership: Deployment -> ReplicaSet -> pods, controller refs that block owner deletion.
     let d: Deployment = c.get("web");
@@ -231,21 +296,54 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
     assert_eq!(rss.len(), 1);
     let rs = &rss[0];
     let oref = &rs.owner_references()[0];
-    assert_eq!((oref.kind.as_str(), oref.uid.as_str()), ("Deployment", d.uid().unwrap().as_str()));
-    assert_eq!((oref.controller, oref.block_owner_deletion), (Some(true), Some(true)));
-    let hash = rs.labels().get("pod-template-hash").cloned().expect("pod-template-hash label");
+    assert_eq!(
+        (oref.kind.as_str(), oref.uid.as_str()),
+        ("Deployment", d.uid().unwrap().as_str())
+    );
+    assert_eq!(
+        (oref.controller, oref.block_owner_deletion),
+        (Some(true), Some(true))
+    );
+    let hash = rs
+        .labels()
+        .get("pod-template-hash")
+        .cloned()
+        .expect("pod-template-hash label");
     assert_eq!(rs.name_any(), format!("web-{hash}"));
-    assert_eq!(rs.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
+    assert_eq!(
+        rs.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
     for p in live(c.pods("app=web")) {
         let r = &p.owner_references()[0];
-        assert_eq!((r.kind.as_str(), r.uid.as_str(), r.controller), ("ReplicaSet", rs.uid().unwrap().as_str(), Some(true)));
+        assert_eq!(
+            (r.kind.as_str(), r.uid.as_str(), r.controller),
+            ("ReplicaSet", rs.uid().unwrap().as_str(), Some(true))
+        );
         assert!(p.name_any().starts_with(&format!("web-{hash}-")));
     }
     let st = d.status.clone().unwrap();
-    assert_eq!((st.replicas, st.ready_replicas, st.available_replicas, st.updated_replicas), (Some(3), Some(3), Some(3), Some(3)));
+    assert_eq!(
+        (
+            st.replicas,
+            st.ready_replicas,
+            st.available_replicas,
+            st.updated_replicas
+        ),
+        (Some(3), Some(3), Some(3), Some(3))
+    );
     let conds = st.conditions.unwrap();
-    assert!(conds.iter().any(|c| c.type_ == "Available" && c.status == "True" && c.reason.as_deref() == Some("MinimumReplicasAvailable")));
-    assert!(conds.iter().any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")));
+    assert!(conds.iter().any(|c| c.type_ == "Available"
+        && c.status == "True"
+        && c.reason.as_deref() == Some("MinimumReplicasAvailable")));
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Progressing"
+                && c.reason.as_deref() == Some("NewReplicaSetAvailable"))
+    );
 
     // A rolling update with 3 replicas: maxSurge 1, maxUnavailable 0 (25% each, kube's rounding).
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -267,12 +365,20 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
         })
     };
     c.kubectl.run_ok(&["set", "image", "deployment/web", "x=y"]);
-    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let out = c
+        .kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     let (max_pods, min_ready) = sampler.join().unwrap();
-    assert!(max_pods <= 4, "more than replicas + maxSurge pods at once: {max_pods}");
-    assert!(min_ready >= 3, "fewer than replicas - maxUnavailable ready pods at once: {min_ready}");
+    assert!(
+        max_pods <= 4,
+        "more than replicas + maxSurge pods at once: {max_pods}"
+    );
+    assert!(
+        min_ready >= 3,
+        "fewer than replicas - maxUnavailable ready pods at once: {min_ready}"
+    );
     wait_for("only new pods", 30, || {
         let pods = live(c.pods("app=web"));
         (pods.len() == 3 && pods.iter().all(|p| image(p) == "y")).then_some(())
@@ -283,29 +389,50 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
 
     // Undo goes back to the first template, as revision 3 of the first ReplicaSet.
     c.kubectl.run_ok(&["rollout", "undo", "deployment/web"]);
-    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let out = c
+        .kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     wait_for("old image back", 30, || {
         let pods = live(c.pods("app=web"));
         (pods.len() == 3 && pods.iter().all(|p| image(p) == "x")).then_some(())
     });
     let first: ReplicaSet = c.get(&rs.name_any());
-    assert_eq!(first.annotations().get("deployment.kubernetes.io/revision").map(String::as_str), Some("3"));
+    assert_eq!(
+        first
+            .annotations()
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("3")
+    );
     assert_eq!(first.spec.unwrap().replicas, Some(3));
 
     // Scale through the scale subresource, or a patch if it is not served yet.
-    if !c.kubectl.run(&["scale", "deployment/web", "--replicas=5"]).status.success() {
-        c.kubectl.run_ok(&["patch", "deployment/web", "-p", r#"{"spec":{"replicas":5}}"#]);
+    if !c
+        .kubectl
+        .run(&["scale", "deployment/web", "--replicas=5"])
+        .status
+        .success()
+    {
+        c.kubectl.run_ok(&[
+            "patch",
+            "deployment/web",
+            "-p",
+            r#"{"spec":{"replicas":5}}"#,
+        ]);
     }
     wait_for("5 ready pods", 60, || {
         let pods = live(c.pods("app=web"));
         (pods.len() == 5 && pods.iter().all(ready)).then_some(())
     });
-    c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 
     // A restart rolls every pod onto a new ReplicaSet.
     c.kubectl.run_ok(&["rollout", "restart", "deployment/web"]);
-    let out = c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let out = c
+        .kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     assert_eq!(c.list::<ReplicaSet>().len(), 3);
 
@@ -315,9 +442,16 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(live(c.pods("app=web")).iter().all(|p| image(p) != "z"));
     let d: Deployment = c.get("web");
-    assert!(d.status.unwrap().conditions.unwrap().iter().any(|c| c.reason.as_deref() == Some("DeploymentPaused")));
+    assert!(d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .iter()
+        .any(|c| c.reason.as_deref() == Some("DeploymentPaused")));
     c.kubectl.run_ok(&["rollout", "resume", "deployment/web"]);
-    c.kubectl.run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     wait_for("image z everywhere", 30, || {
         let pods = live(c.pods("app=web"));
         (pods.len() == 5 && pods.iter().all(|p| image(p) == "z")).then_some(())
@@ -341,9 +475,11 @@ spec:
     spec: {containers: [{name: db, image: a}]}
 "#,
     );
-    c.kubectl.run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
     c.kubectl.run_ok(&["set", "image", "deployment/db", "db=b"]);
-    c.kubectl.run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "deployment/db", "--timeout=60s"]);
     wait_for("two pods of image b", 30, || {
         let pods = live(c.pods("app=db"));
         (pods.len() == 2 && pods.iter().all(|p| image(p) == "b" && ready(p))).then_some(())
@@ -378,13 +514,19 @@ spec:
         let pods = live(c.pods("app=rs"));
         (pods.len() == 2 && pods.iter().all(ready)).then_some(pods)
     });
-    let orphan = pods.iter().find(|p| p.name_any() == "orphan").expect("the orphan stays and is adopted");
+    let orphan = pods
+        .iter()
+        .find(|p| p.name_any() == "orphan")
+        .expect("the orphan stays and is adopted");
     assert_eq!(orphan.owner_references()[0].name, "rs");
     let rs: ReplicaSet = wait_for("rs status", 30, || {
         let rs: ReplicaSet = c.get("rs");
         (rs.status.as_ref().and_then(|s| s.ready_replicas) == Some(2)).then_some(rs)
     });
-    assert_eq!(rs.status.as_ref().unwrap().observed_generation, rs.metadata.generation);
+    assert_eq!(
+        rs.status.as_ref().unwrap().observed_generation,
+        rs.metadata.generation
+    );
     c.kubectl.run_ok(&["delete", "pod", "orphan"]);
     wait_for("a replacement pod", 60, || {
         let pods = live(c.pods("app=rs"));
@@ -392,7 +534,8 @@ spec:
     });
     // Relabelled pods are released.
     let victim = live(c.pods("app=rs"))[0].name_any();
-    c.kubectl.run_ok(&["label", "pod", &victim, "app=other", "--overwrite"]);
+    c.kubectl
+        .run_ok(&["label", "pod", &victim, "app=other", "--overwrite"]);
     wait_for("the relabelled pod released", 60, || {
         let p: Pod = c.get(&victim);
         (p.owner_references().is_empty() && live(c.pods("app=rs")).len() == 2).then_some(())
@@ -420,7 +563,10 @@ spec:
     let on_nodes = |n: usize| {
         wait_for(&format!("{n} daemon pods"), 60, || {
             let pods = live(c.pods("app=agent"));
-            let mut nodes: Vec<String> = pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+            let mut nodes: Vec<String> = pods
+                .iter()
+                .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+                .collect();
             nodes.sort();
             nodes.dedup();
             (pods.len() == n && nodes.len() == n && pods.iter().all(ready)).then_some(nodes)
@@ -434,11 +580,19 @@ spec:
         (ds.status.as_ref().is_some_and(|s| s.number_ready == 3)).then_some(ds)
     });
     let st = ds.status.unwrap();
-    assert_eq!((st.desired_number_scheduled, st.current_number_scheduled, st.number_misscheduled), (3, 3, 0));
+    assert_eq!(
+        (
+            st.desired_number_scheduled,
+            st.current_number_scheduled,
+            st.number_misscheduled
+        ),
+        (3, 3, 0)
+    );
     assert_eq!(st.updated_number_scheduled, Some(3));
     // A template change rolls node by node; the history has two revisions.
     c.kubectl.run_ok(&["set", "image", "ds/agent", "a=b"]);
-    c.kubectl.run_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
     wait_for("updated daemon pods", 60, || {
         let pods = live(c.pods("app=agent"));
         (pods.len() == 3 && pods.iter().all(|p| image(p) == "b" && ready(p))).then_some(())
@@ -471,39 +625,97 @@ spec:
         let pods = live(c.pods("app=sts"));
         (pods.len() == 3 && pods.iter().all(ready)).then_some(pods)
     });
-    let by_name = |n: &str| pods.iter().find(|p| p.name_any() == n).unwrap_or_else(|| panic!("{n} missing")).clone();
-    let ready_at = |p: &Pod| {
-        p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap().last_transition_time.clone().unwrap().0
+    let by_name = |n: &str| {
+        pods.iter()
+            .find(|p| p.name_any() == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+            .clone()
     };
-    let created = |p: &Pod| p.metadata.creation_timestamp.clone().unwrap().0;
+    let ready_at = |p: &Pod| {
+        p.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .last_transition_time
+            .clone()
+            .unwrap()
+            .0
+            .as_second()
+    };
+    // creationTimestamp has whole seconds.
+    let created = |p: &Pod| p.metadata.creation_timestamp.clone().unwrap().0.as_second();
     let (w0, w1, w2) = (by_name("web-0"), by_name("web-1"), by_name("web-2"));
-    assert!(created(&w1) >= ready_at(&w0), "web-1 was created before web-0 was ready");
-    assert!(created(&w2) >= ready_at(&w1), "web-2 was created before web-1 was ready");
+    assert!(
+        created(&w1) >= ready_at(&w0),
+        "web-1 was created before web-0 was ready"
+    );
+    assert!(
+        created(&w2) >= ready_at(&w1),
+        "web-2 was created before web-1 was ready"
+    );
     for (i, p) in [&w0, &w1, &w2].into_iter().enumerate() {
         let l = p.labels();
-        assert_eq!(l.get("statefulset.kubernetes.io/pod-name"), Some(&format!("web-{i}")));
+        assert_eq!(
+            l.get("statefulset.kubernetes.io/pod-name"),
+            Some(&format!("web-{i}"))
+        );
         assert_eq!(l.get("apps.kubernetes.io/pod-index"), Some(&i.to_string()));
-        assert!(l.get("controller-revision-hash").is_some_and(|h| h.starts_with("web-")));
+        assert!(l
+            .get("controller-revision-hash")
+            .is_some_and(|h| h.starts_with("web-")));
         let spec = p.spec.as_ref().unwrap();
-        assert_eq!((spec.hostname.clone(), spec.subdomain.clone()), (Some(format!("web-{i}")), Some("web".to_string())));
-        let claim = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "data").unwrap();
-        assert_eq!(claim.persistent_volume_claim.as_ref().unwrap().claim_name, format!("data-web-{i}"));
+        assert_eq!(
+            (spec.hostname.clone(), spec.subdomain.clone()),
+            (Some(format!("web-{i}")), Some("web".to_string()))
+        );
+        let claim = spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert_eq!(
+            claim.persistent_volume_claim.as_ref().unwrap().claim_name,
+            format!("data-web-{i}")
+        );
     }
-    let claims: Vec<String> = c.list::<PersistentVolumeClaim>().iter().map(|p| p.name_any()).collect();
+    let claims: Vec<String> = c
+        .list::<PersistentVolumeClaim>()
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
     assert_eq!(claims.len(), 3, "{claims:?}");
     let sts: StatefulSet = wait_for("statefulset status", 30, || {
         let s: StatefulSet = c.get("web");
         (s.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)).then_some(s)
     });
     let st = sts.status.unwrap();
-    assert_eq!((st.replicas, st.current_replicas, st.updated_replicas), (3, Some(3), Some(3)));
+    assert_eq!(
+        (st.replicas, st.current_replicas, st.updated_replicas),
+        (3, Some(3), Some(3))
+    );
     assert_eq!(st.current_revision, st.update_revision);
     // Scale down removes the highest ordinal and keeps its claim.
-    if !c.kubectl.run(&["scale", "sts/web", "--replicas=2"]).status.success() {
-        c.kubectl.run_ok(&["patch", "sts/web", "-p", r#"{"spec":{"replicas":2}}"#]);
+    if !c
+        .kubectl
+        .run(&["scale", "sts/web", "--replicas=2"])
+        .status
+        .success()
+    {
+        c.kubectl
+            .run_ok(&["patch", "sts/web", "-p", r#"{"spec":{"replicas":2}}"#]);
     }
     wait_for("web-2 gone", 60, || {
-        let names: Vec<String> = live(c.pods("app=sts")).iter().map(|p| p.name_any()).collect();
+        let names: Vec<String> = live(c.pods("app=sts"))
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         (names.len() == 2 && !names.contains(&"web-2".to_string())).then_some(())
     });
     assert_eq!(c.list::<PersistentVolumeClaim>().len(), 3);
@@ -536,49 +748,102 @@ spec:
     );
     let ok: Job = wait_for("job ok complete", 60, || {
         let j: Job = c.get("ok");
-        j.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Complete" && c.status == "True").then_some(j)
+        j.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+            .then_some(j)
     });
     let st = ok.status.unwrap();
     assert_eq!(st.succeeded, Some(2));
     assert!(st.start_time.is_some() && st.completion_time.is_some());
-    assert!(st.conditions.unwrap().iter().any(|c| c.type_ == "SuccessCriteriaMet"));
+    assert!(st
+        .conditions
+        .unwrap()
+        .iter()
+        .any(|c| c.type_ == "SuccessCriteriaMet"));
     let pods = c.pods("batch.kubernetes.io/job-name=ok");
     assert_eq!(pods.len(), 2);
-    assert!(pods.iter().all(|p| p.owner_references()[0].kind == "Job" && p.labels().contains_key("batch.kubernetes.io/controller-uid")));
-    c.kubectl.run_ok(&["wait", "--for=condition=complete", "job/ok", "--timeout=10s"]);
+    assert!(pods.iter().all(|p| p.owner_references()[0].kind == "Job"
+        && p.labels()
+            .contains_key("batch.kubernetes.io/controller-uid")));
+    c.kubectl.run_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/ok",
+        "--timeout=10s",
+    ]);
 
     let bad: Job = wait_for("job bad failed", 60, || {
         let j: Job = c.get("bad");
-        j.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Failed" && c.status == "True").then_some(j)
+        j.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True")
+            .then_some(j)
     });
     let st = bad.status.unwrap();
     assert_eq!(st.failed, Some(2));
-    let failed = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    let failed = st
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap();
     assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(c.pods("batch.kubernetes.io/job-name=bad").len(), 2);
 }
 
 #[test]
 fn cronjob_starts_jobs_on_schedule() {
-    let clock = Arc::new(FastClock { start: Timestamp::now(), real: Instant::now(), factor: 60 });
+    let clock = Arc::new(FastClock {
+        start: Timestamp::now(),
+        real: Instant::now(),
+        factor: 60,
+    });
     let c = Cluster::start_with_clock(&["n1"], Some(clock));
-    c.kubectl.run_ok(&["create", "cronjob", "tick", "--image=a", "--schedule=*/1 * * * *"]);
+    c.kubectl.run_ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=a",
+        "--schedule=*/1 * * * *",
+    ]);
     let jobs = wait_for("two scheduled jobs", 60, || {
-        let jobs: Vec<Job> = c.list::<Job>().into_iter().filter(|j| j.name_any().starts_with("tick-")).collect();
+        let jobs: Vec<Job> = c
+            .list::<Job>()
+            .into_iter()
+            .filter(|j| j.name_any().starts_with("tick-"))
+            .collect();
         (jobs.len() >= 2).then_some(jobs)
     });
     for j in &jobs {
-        let minutes: i64 = j.name_any().trim_start_matches("tick-").parse().expect("tick-<minutes>");
+        let minutes: i64 = j
+            .name_any()
+            .trim_start_matches("tick-")
+            .parse()
+            .expect("tick-<minutes>");
         assert!(minutes > 0);
         assert_eq!(j.owner_references()[0].kind, "CronJob");
-        assert!(j.annotations().contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp"));
+        assert!(j
+            .annotations()
+            .contains_key("batch.kubernetes.io/cronjob-scheduled-timestamp"));
     }
     let cj: k8s_openapi::api::batch::v1::CronJob = c.get("tick");
     let st = cj.status.unwrap();
     assert!(st.last_schedule_time.is_some());
     assert!(!st.active.unwrap_or_default().is_empty());
     // Suspended: no more jobs.
-    c.kubectl.run_ok(&["patch", "cronjob/tick", "-p", r#"{"spec":{"suspend":true}}"#]);
+    c.kubectl.run_ok(&[
+        "patch",
+        "cronjob/tick",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     let n = c.list::<Job>().len();
     std::thread::sleep(Duration::from_secs(3));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -39,7 +41,10 @@ pub trait ApiContext<T> {
 
 impl<T> ApiContext<T> for std::result::Result<T, kube::Error> {
     fn ctx(self, action: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Api { action: action(), source })
+        self.map_err(|source| Error::Api {
+            action: action(),
+            source,
+        })
     }
 }
 
@@ -75,8 +80,15 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(ctx: Context, controller: &str, clock: Arc<dyn Clock>) -> Arc<Self> {
-        let reporter = Reporter { controller: controller.to_string(), instance: None };
-        Arc::new(Shared { recorder: Recorder::new(ctx.client.clone(), reporter), ctx, clock })
+        let reporter = Reporter {
+            controller: controller.to_string(),
+            instance: None,
+        };
+        Arc::new(Shared {
+            recorder: Recorder::new(ctx.client.clone(), reporter),
+            ctx,
+            clock,
+        })
     }
 
     pub fn client(&self) -> kube::Client {
@@ -96,7 +108,11 @@ impl Shared {
         note: String,
     ) {
         let ev = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
@@ -180,7 +196,12 @@ pub fn match_labels_query(sel: &LabelSelector) -> String {
 
 /// Splits the namespace's objects into those `owner` controls (adopting
 /// orphans that match, releasing its own that no longer match) and drops the rest.
-pub async fn claim<C, O>(api: &Api<C>, owner: &O, objs: Vec<C>, matches: impl Fn(&C) -> bool) -> Result<Vec<C>>
+pub async fn claim<C, O>(
+    api: &Api<C>,
+    owner: &O,
+    objs: Vec<C>,
+    matches: impl Fn(&C) -> bool,
+) -> Result<Vec<C>>
 where
     C: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     O: Resource<DynamicType = ()>,
@@ -195,11 +216,22 @@ where
                 if matches(&obj) || owner_deleting {
                     mine.push(obj);
                 } else {
-                    let refs: Vec<_> = obj.owner_references().iter().filter(|r| r.uid != uid).cloned().collect();
+                    let refs: Vec<_> = obj
+                        .owner_references()
+                        .iter()
+                        .filter(|r| r.uid != uid)
+                        .cloned()
+                        .collect();
                     let patch = json!({"metadata": {"ownerReferences": refs}});
                     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
-                        .or_else(|e| if is_status(&e, 404) { Ok(obj.clone()) } else { Err(e) })
+                        .or_else(|e| {
+                            if is_status(&e, 404) {
+                                Ok(obj.clone())
+                            } else {
+                                Err(e)
+                            }
+                        })
                         .ctx(|| format!("release {name}"))?;
                 }
             }
@@ -211,7 +243,10 @@ where
                 let mut refs = obj.owner_references().to_vec();
                 refs.push(controller_ref(owner));
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": obj.resource_version()}});
-                match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
                     Ok(adopted) => mine.push(adopted),
                     Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
                     Err(e) => return Err(e).ctx(|| format!("adopt {name}")),
@@ -227,7 +262,11 @@ pub async fn list_all<C>(api: &Api<C>, what: &str) -> Result<Vec<C>>
 where
     C: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    Ok(api.list(&ListParams::default()).await.ctx(|| format!("list {what}"))?.items)
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| format!("list {what}"))?
+        .items)
 }
 
 /// Merge-patches `status`, writing `null` for fields the old status had and the new one lacks.
@@ -245,7 +284,11 @@ where
         }
     }
     match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": status})))
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -300,7 +343,10 @@ pub async fn create_pod(api: &Api<Pod>, pod: &Pod) -> std::result::Result<Pod, k
 }
 
 pub fn pod_phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 /// Neither finished nor being deleted (kube's `IsPodActive`).
@@ -317,7 +363,12 @@ pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH))
+    Some(
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
 }
 
 pub fn is_ready(pod: &Pod) -> bool {
@@ -357,7 +408,9 @@ pub fn fnv32a(data: &[u8]) -> u32 {
 /// kube's `rand.SafeEncodeString`: digits and consonants only, so a hash never spells words.
 pub fn safe_encode(s: &str) -> String {
     const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes().map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char).collect()
+    s.bytes()
+        .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)
+        .collect()
 }
 
 /// The hash of a pod template (plus the collision count), encoded as kube does.
@@ -370,7 +423,11 @@ pub fn template_hash(template: &Value, collision_count: Option<i32>) -> String {
 }
 
 /// Condition list helper: the condition of `type_`, if present.
-pub fn find_condition<'a, C>(conds: &'a [C], type_: &str, get: impl Fn(&C) -> &str) -> Option<&'a C> {
+pub fn find_condition<'a, C>(
+    conds: &'a [C],
+    type_: &str,
+    get: impl Fn(&C) -> &str,
+) -> Option<&'a C> {
     conds.iter().find(|c| get(c) == type_)
 }
 
@@ -403,12 +460,18 @@ mod tests {
         assert_eq!(template_hash(&a, None), template_hash(&a, None));
         assert_ne!(template_hash(&a, None), template_hash(&b, None));
         assert_ne!(template_hash(&a, None), template_hash(&a, Some(1)));
-        assert!(template_hash(&a, None).chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        assert!(template_hash(&a, None)
+            .chars()
+            .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
     }
 
     #[test]
     fn selectors_match_labels_and_expressions() {
-        let labels: BTreeMap<_, _> = [("app".to_string(), "web".to_string()), ("tier".into(), "fe".into())].into();
+        let labels: BTreeMap<_, _> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".into(), "fe".into()),
+        ]
+        .into();
         let mut sel = LabelSelector {
             match_labels: Some([("app".to_string(), "web".to_string())].into()),
             ..Default::default()

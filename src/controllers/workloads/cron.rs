@@ -34,7 +34,9 @@ pub struct Schedule {
     pub zone: Option<String>,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 fn value(s: &str, names: &[&str], offset: u32) -> Option<u32> {
@@ -45,12 +47,24 @@ fn value(s: &str, names: &[&str], offset: u32) -> Option<u32> {
 }
 
 /// Parses one field into a bit set over `min..=max`; returns (bits, is_star).
-fn field(spec: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<(u64, bool), String> {
+fn field(
+    spec: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    offset: u32,
+) -> Result<(u64, bool), String> {
     let mut bits = 0u64;
     let mut star = false;
     for part in spec.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (r, Some(s.parse::<u32>().map_err(|_| format!("invalid step {s:?}"))?)),
+            Some((r, s)) => (
+                r,
+                Some(
+                    s.parse::<u32>()
+                        .map_err(|_| format!("invalid step {s:?}"))?,
+                ),
+            ),
             None => (part, None),
         };
         let (lo, hi) = if range == "*" || range == "?" {
@@ -63,7 +77,8 @@ fn field(spec: &str, min: u32, max: u32, names: &[&str], offset: u32) -> Result<
             let b = value(b, names, offset).ok_or_else(|| format!("invalid value {b:?}"))?;
             (a, b)
         } else {
-            let a = value(range, names, offset).ok_or_else(|| format!("invalid value {range:?}"))?;
+            let a =
+                value(range, names, offset).ok_or_else(|| format!("invalid value {range:?}"))?;
             (a, if step.is_some() { max } else { a })
         };
         if lo < min || hi > max || lo > hi {
@@ -88,7 +103,9 @@ impl Schedule {
         let mut s = input.trim();
         let mut zone = None;
         if let Some(rest) = s.strip_prefix("CRON_TZ=").or_else(|| s.strip_prefix("TZ=")) {
-            let (z, r) = rest.split_once(char::is_whitespace).ok_or_else(|| err("missing fields after time zone".into()))?;
+            let (z, r) = rest
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| err("missing fields after time zone".into()))?;
             zone = Some(z.to_string());
             s = r.trim();
         }
@@ -98,12 +115,17 @@ impl Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            other if other.starts_with('@') => return Err(err(format!("unrecognized descriptor {other:?}"))),
+            other if other.starts_with('@') => {
+                return Err(err(format!("unrecognized descriptor {other:?}")))
+            }
             other => other,
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(err(format!("expected exactly 5 fields, found {}", fields.len())));
+            return Err(err(format!(
+                "expected exactly 5 fields, found {}",
+                fields.len()
+            )));
         }
         let (minutes, _) = field(fields[0], 0, 59, &[], 0).map_err(err)?;
         let (hours, _) = field(fields[1], 0, 23, &[], 0).map_err(err)?;
@@ -113,7 +135,16 @@ impl Schedule {
         if dow & (1 << 7) != 0 {
             dow = (dow | 1) & !(1 << 7);
         }
-        Ok(Schedule { minutes, hours, dom, months, dow, dom_star, dow_star, zone })
+        Ok(Schedule {
+            minutes,
+            hours,
+            dom,
+            months,
+            dow,
+            dom_star,
+            dow_star,
+            zone,
+        })
     }
 
     fn day_matches(&self, d: Date) -> bool {
@@ -129,20 +160,44 @@ impl Schedule {
     /// The first firing time strictly after `after`, in `tz`; `None` if none within five years.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let start = after.to_zoned(tz.clone());
-        let mut t: DateTime = start.datetime().with().second(0).subsec_nanosecond(0).build().ok()?;
+        let mut t: DateTime = start
+            .datetime()
+            .with()
+            .second(0)
+            .subsec_nanosecond(0)
+            .build()
+            .ok()?;
         t = t.checked_add(1.minute()).ok()?;
         let limit = t.year() + 5;
         while t.year() <= limit {
             if self.months & (1 << t.month()) == 0 {
-                t = t.first_of_month().checked_add(1.month()).ok()?.with().hour(0).minute(0).build().ok()?;
+                t = t
+                    .first_of_month()
+                    .checked_add(1.month())
+                    .ok()?
+                    .with()
+                    .hour(0)
+                    .minute(0)
+                    .build()
+                    .ok()?;
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().checked_add(1.day()).ok()?.to_datetime(k8s_openapi::jiff::civil::Time::midnight());
+                t = t
+                    .date()
+                    .checked_add(1.day())
+                    .ok()?
+                    .to_datetime(k8s_openapi::jiff::civil::Time::midnight());
                 continue;
             }
             if self.hours & (1 << t.hour()) == 0 {
-                t = t.with().minute(0).build().ok()?.checked_add(1.hour()).ok()?;
+                t = t
+                    .with()
+                    .minute(0)
+                    .build()
+                    .ok()?
+                    .checked_add(1.hour())
+                    .ok()?;
                 continue;
             }
             if self.minutes & (1 << t.minute()) == 0 {
@@ -169,7 +224,13 @@ pub fn zone(name: Option<&str>) -> Result<TimeZone, CronError> {
 
 /// The latest firing time in `(earliest, now]` and how many there were
 /// (capped: counting stops past `cap`, the answer stays the latest).
-pub fn most_recent(s: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp, cap: usize) -> (Option<Timestamp>, usize) {
+pub fn most_recent(
+    s: &Schedule,
+    tz: &TimeZone,
+    earliest: Timestamp,
+    now: Timestamp,
+    cap: usize,
+) -> (Option<Timestamp>, usize) {
     let mut t = earliest;
     let mut last = None;
     let mut n = 0;
@@ -184,7 +245,9 @@ pub fn most_recent(s: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timest
             // Too many to walk one by one: restart from the shortest recent
             // window that holds a firing time; the latest one is in it.
             for days in [1, 32, 400, 5 * 366] {
-                let Ok(start) = now.checked_sub((days * 24).hours()) else { continue };
+                let Ok(start) = now.checked_sub((days * 24).hours()) else {
+                    continue;
+                };
                 if start <= t {
                     break;
                 }
@@ -207,22 +270,53 @@ mod tests {
     }
 
     fn next(sched: &str, after: &str) -> String {
-        Schedule::parse(sched).unwrap().next_after(ts(after), &TimeZone::UTC).unwrap().to_string()
+        Schedule::parse(sched)
+            .unwrap()
+            .next_after(ts(after), &TimeZone::UTC)
+            .unwrap()
+            .to_string()
     }
 
     #[test]
     fn next_times_follow_each_field() {
-        assert_eq!(next("*/1 * * * *", "2024-01-01T00:00:30Z"), "2024-01-01T00:01:00Z");
-        assert_eq!(next("*/15 * * * *", "2024-01-01T00:15:00Z"), "2024-01-01T00:30:00Z");
-        assert_eq!(next("30 2 * * *", "2024-01-01T03:00:00Z"), "2024-01-02T02:30:00Z");
-        assert_eq!(next("@hourly", "2024-01-01T03:00:00Z"), "2024-01-01T04:00:00Z");
-        assert_eq!(next("0 0 29 2 *", "2024-03-01T00:00:00Z"), "2028-02-29T00:00:00Z");
+        assert_eq!(
+            next("*/1 * * * *", "2024-01-01T00:00:30Z"),
+            "2024-01-01T00:01:00Z"
+        );
+        assert_eq!(
+            next("*/15 * * * *", "2024-01-01T00:15:00Z"),
+            "2024-01-01T00:30:00Z"
+        );
+        assert_eq!(
+            next("30 2 * * *", "2024-01-01T03:00:00Z"),
+            "2024-01-02T02:30:00Z"
+        );
+        assert_eq!(
+            next("@hourly", "2024-01-01T03:00:00Z"),
+            "2024-01-01T04:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "2024-03-01T00:00:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
         // 2024-01-06 is a Saturday.
-        assert_eq!(next("0 9 * * mon-fri", "2024-01-06T00:00:00Z"), "2024-01-08T09:00:00Z");
-        assert_eq!(next("0 0 * * 7", "2024-01-01T00:00:00Z"), "2024-01-07T00:00:00Z");
+        assert_eq!(
+            next("0 9 * * mon-fri", "2024-01-06T00:00:00Z"),
+            "2024-01-08T09:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 * * 7", "2024-01-01T00:00:00Z"),
+            "2024-01-07T00:00:00Z"
+        );
         // Both day fields restricted: either matches (the 1st, or a Friday).
-        assert_eq!(next("0 0 1 * fri", "2024-01-01T00:00:00Z"), "2024-01-05T00:00:00Z");
-        assert_eq!(next("0 0 1 jan,jul *", "2024-01-01T00:00:00Z"), "2024-07-01T00:00:00Z");
+        assert_eq!(
+            next("0 0 1 * fri", "2024-01-01T00:00:00Z"),
+            "2024-01-05T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 1 jan,jul *", "2024-01-01T00:00:00Z"),
+            "2024-07-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -232,16 +326,34 @@ mod tests {
         assert!(Schedule::parse("*/0 * * * *").is_err());
         assert!(Schedule::parse("@reboot").is_err());
         assert!(Schedule::parse("0 0 * * 8").is_err());
-        assert_eq!(Schedule::parse("CRON_TZ=Etc/UTC 0 * * * *").unwrap().zone.as_deref(), Some("Etc/UTC"));
+        assert_eq!(
+            Schedule::parse("CRON_TZ=Etc/UTC 0 * * * *")
+                .unwrap()
+                .zone
+                .as_deref(),
+            Some("Etc/UTC")
+        );
     }
 
     #[test]
     fn most_recent_finds_the_last_missed_time() {
         let s = Schedule::parse("*/10 * * * *").unwrap();
-        let (last, n) = most_recent(&s, &TimeZone::UTC, ts("2024-01-01T00:00:00Z"), ts("2024-01-01T00:35:00Z"), 100);
+        let (last, n) = most_recent(
+            &s,
+            &TimeZone::UTC,
+            ts("2024-01-01T00:00:00Z"),
+            ts("2024-01-01T00:35:00Z"),
+            100,
+        );
         assert_eq!(last, Some(ts("2024-01-01T00:30:00Z")));
         assert_eq!(n, 3);
-        let (last, _) = most_recent(&s, &TimeZone::UTC, ts("2020-01-01T00:00:00Z"), ts("2024-01-01T00:35:00Z"), 100);
+        let (last, _) = most_recent(
+            &s,
+            &TimeZone::UTC,
+            ts("2020-01-01T00:00:00Z"),
+            ts("2024-01-01T00:35:00Z"),
+            100,
+        );
         assert_eq!(last, Some(ts("2024-01-01T00:30:00Z")));
     }
 }

@@ -66,7 +66,10 @@ pub async fn reconcile(cj: Arc<CronJob>, shared: Arc<Shared>) -> Result<Action> 
         .into_iter()
         .filter(|j| controller_uid(&j.metadata) == Some(uid.as_str()))
         .collect();
-    let mut st = CronJobStatus { active: None, ..old.clone() };
+    let mut st = CronJobStatus {
+        active: None,
+        ..old.clone()
+    };
     let mut active = Vec::new();
     for j in &jobs {
         match job_finished(j) {
@@ -79,7 +82,14 @@ pub async fn reconcile(cj: Arc<CronJob>, shared: Arc<Shared>) -> Result<Action> 
                     }
                 }
                 if old.active.iter().flatten().any(|r| r.uid == j.metadata.uid) {
-                    shared.event(cj.as_ref(), false, "SawCompletedJob", format!("Saw completed job: {}, condition: Complete", j.name_any())).await;
+                    shared
+                        .event(
+                            cj.as_ref(),
+                            false,
+                            "SawCompletedJob",
+                            format!("Saw completed job: {}, condition: Complete", j.name_any()),
+                        )
+                        .await;
                 }
             }
             _ => {}
@@ -93,15 +103,33 @@ pub async fn reconcile(cj: Arc<CronJob>, shared: Arc<Shared>) -> Result<Action> 
     }
     if cj.metadata.deletion_timestamp.is_none() && !spec.suspend.unwrap_or(false) {
         let sched = Schedule::parse(&spec.schedule);
-        let zone = sched.as_ref().ok().and_then(|s| s.zone.clone()).or(spec.time_zone.clone());
+        let zone = sched
+            .as_ref()
+            .ok()
+            .and_then(|s| s.zone.clone())
+            .or(spec.time_zone.clone());
         match (sched, cron::zone(zone.as_deref())) {
             (Err(e), _) => {
-                shared.event(cj.as_ref(), true, "UnparseableSchedule", format!("unparseable schedule: {:?} : {e}", spec.schedule)).await;
+                shared
+                    .event(
+                        cj.as_ref(),
+                        true,
+                        "UnparseableSchedule",
+                        format!("unparseable schedule: {:?} : {e}", spec.schedule),
+                    )
+                    .await;
                 write(&shared, &cj, &old, &st).await?;
                 return Ok(Action::await_change());
             }
             (_, Err(e)) => {
-                shared.event(cj.as_ref(), true, "UnknownTimeZone", format!("invalid timeZone: {zone:?}: {e}")).await;
+                shared
+                    .event(
+                        cj.as_ref(),
+                        true,
+                        "UnknownTimeZone",
+                        format!("invalid timeZone: {zone:?}: {e}"),
+                    )
+                    .await;
                 write(&shared, &cj, &old, &st).await?;
                 return Ok(Action::await_change());
             }
@@ -125,7 +153,8 @@ pub async fn reconcile(cj: Arc<CronJob>, shared: Arc<Shared>) -> Result<Action> 
                     start_job(&shared, &cj, &japi, &spec, &mut st, &active, &jobs, at, now).await?;
                 }
                 if let Some(next) = sched.next_after(now, &tz) {
-                    let wait = Duration::from_secs((next.as_second() - now.as_second()).max(0) as u64 + 1);
+                    let wait =
+                        Duration::from_secs((next.as_second() - now.as_second()).max(0) as u64 + 1);
                     requeue = requeue.min(shared.clock.real(wait).max(Duration::from_millis(50)));
                 }
             }
@@ -135,9 +164,20 @@ pub async fn reconcile(cj: Arc<CronJob>, shared: Arc<Shared>) -> Result<Action> 
     Ok(Action::requeue(requeue))
 }
 
-async fn write(shared: &Shared, cj: &CronJob, old: &CronJobStatus, st: &CronJobStatus) -> Result<()> {
+async fn write(
+    shared: &Shared,
+    cj: &CronJob,
+    old: &CronJobStatus,
+    st: &CronJobStatus,
+) -> Result<()> {
     let api: Api<CronJob> = Api::namespaced(shared.client(), &cj.namespace().unwrap_or_default());
-    patch_status(&api, &cj.name_any(), &serde_json::to_value(old).unwrap_or_default(), &serde_json::to_value(st).unwrap_or_default()).await
+    patch_status(
+        &api,
+        &cj.name_any(),
+        &serde_json::to_value(old).unwrap_or_default(),
+        &serde_json::to_value(st).unwrap_or_default(),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,7 +199,14 @@ async fn start_job(
     }
     if let Some(d) = spec.starting_deadline_seconds {
         if at.as_second() + d < now.as_second() {
-            shared.event(cj, true, "MissSchedule", format!("Missed scheduled time to start a job: {at}")).await;
+            shared
+                .event(
+                    cj,
+                    true,
+                    "MissSchedule",
+                    format!("Missed scheduled time to start a job: {at}"),
+                )
+                .await;
             return Ok(());
         }
     }
@@ -172,7 +219,9 @@ async fn start_job(
             for r in active {
                 let n = r.name.clone().unwrap_or_default();
                 delete_quiet(japi, &n, &background()).await?;
-                shared.event(cj, false, "SuccessfulDelete", format!("Deleted job {n}")).await;
+                shared
+                    .event(cj, false, "SuccessfulDelete", format!("Deleted job {n}"))
+                    .await;
             }
             st.active = None;
         }
@@ -196,16 +245,29 @@ async fn start_job(
     };
     let created = match japi.create(&PostParams::default(), &job).await {
         Ok(j) => {
-            shared.event(cj, false, "SuccessfulCreate", format!("Created job {jname}")).await;
+            shared
+                .event(
+                    cj,
+                    false,
+                    "SuccessfulCreate",
+                    format!("Created job {jname}"),
+                )
+                .await;
             j
         }
-        Err(e) if is_status(&e, 409) => japi.get(&jname).await.ctx(|| format!("read job {jname}"))?,
+        Err(e) if is_status(&e, 409) => {
+            japi.get(&jname).await.ctx(|| format!("read job {jname}"))?
+        }
         Err(e) => {
-            shared.event(cj, true, "FailedCreate", format!("Error creating job: {e}")).await;
+            shared
+                .event(cj, true, "FailedCreate", format!("Error creating job: {e}"))
+                .await;
             return Err(e).ctx(|| format!("create job {jname}"));
         }
     };
-    st.active.get_or_insert_with(Vec::new).push(job_ref(&created));
+    st.active
+        .get_or_insert_with(Vec::new)
+        .push(job_ref(&created));
     st.last_schedule_time = Some(time(at));
     Ok(())
 }
@@ -241,7 +303,14 @@ async fn cleanup_history(
         let n = done.len() - limit;
         for j in done.into_iter().take(n) {
             delete_quiet(japi, &j.name_any(), &background()).await?;
-            shared.event(cj, false, "SuccessfulDelete", format!("Deleted job {}", j.name_any())).await;
+            shared
+                .event(
+                    cj,
+                    false,
+                    "SuccessfulDelete",
+                    format!("Deleted job {}", j.name_any()),
+                )
+                .await;
         }
     }
     Ok(())

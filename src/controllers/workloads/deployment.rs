@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -59,16 +61,28 @@ fn rs_replicas(rs: &ReplicaSet) -> i32 {
 
 fn rs_status(rs: &ReplicaSet) -> (i32, i32, i32) {
     let s = rs.status.clone().unwrap_or_default();
-    (s.replicas, s.ready_replicas.unwrap_or(0), s.available_replicas.unwrap_or(0))
+    (
+        s.replicas,
+        s.ready_replicas.unwrap_or(0),
+        s.available_replicas.unwrap_or(0),
+    )
 }
 
 pub fn revision_of(meta: &ObjectMeta) -> i64 {
-    meta.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok()).unwrap_or(0)
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The RS template without its hash label, comparable to the Deployment's.
 fn template_sans_hash(rs: &ReplicaSet) -> Value {
-    let mut t = rs.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let mut t = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
@@ -76,14 +90,30 @@ fn template_sans_hash(rs: &ReplicaSet) -> Value {
 }
 
 fn created(rs: &ReplicaSet) -> (i64, String) {
-    (rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0), rs.name_any())
+    (
+        rs.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0),
+        rs.name_any(),
+    )
 }
 
 /// Annotations a ReplicaSet inherits from its Deployment (kube skips its own bookkeeping keys).
 fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.annotations()
         .iter()
-        .filter(|(k, _)| ![LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            ![
+                LAST_APPLIED,
+                REVISION,
+                REVISION_HISTORY,
+                DESIRED_REPLICAS,
+                MAX_REPLICAS,
+            ]
+            .contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -103,11 +133,21 @@ fn set_condition(status: &mut DeploymentStatus, mut cond: DeploymentCondition) {
 }
 
 fn get_condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.iter().flatten().find(|c| c.type_ == type_)
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
 }
 
 impl Rollout<'_> {
-    fn condition(&self, type_: &str, status: &str, reason: &str, message: String) -> DeploymentCondition {
+    fn condition(
+        &self,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        message: String,
+    ) -> DeploymentCondition {
         let now = time(self.shared.now());
         DeploymentCondition {
             type_: type_.into(),
@@ -120,7 +160,11 @@ impl Rollout<'_> {
     }
 
     fn progress_deadline(&self) -> i32 {
-        self.d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(600)
+        self.d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .unwrap_or(600)
     }
 
     fn all(&self) -> Vec<&ReplicaSet> {
@@ -128,7 +172,11 @@ impl Rollout<'_> {
     }
 
     fn max_old_revision(&self) -> i64 {
-        self.olds.iter().map(|rs| revision_of(&rs.metadata)).max().unwrap_or(0)
+        self.olds
+            .iter()
+            .map(|rs| revision_of(&rs.metadata))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Sets `spec.replicas` and the desired/max annotations; records `ScalingReplicaSet`.
@@ -137,7 +185,10 @@ impl Rollout<'_> {
         let ann = rs.annotations();
         let desired = self.replicas.to_string();
         let max = (self.replicas + self.surge).to_string();
-        if cur == n && ann.get(DESIRED_REPLICAS) == Some(&desired) && ann.get(MAX_REPLICAS) == Some(&max) {
+        if cur == n
+            && ann.get(DESIRED_REPLICAS) == Some(&desired)
+            && ann.get(MAX_REPLICAS) == Some(&max)
+        {
             return Ok(rs.clone());
         }
         let patch = json!({
@@ -153,14 +204,21 @@ impl Rollout<'_> {
         if cur != n {
             let op = if n > cur { "up" } else { "down" };
             self.shared
-                .event(self.d, false, "ScalingReplicaSet", format!("Scaled {op} replica set {name} from {cur} to {n}"))
+                .event(
+                    self.d,
+                    false,
+                    "ScalingReplicaSet",
+                    format!("Scaled {op} replica set {name} from {cur} to {n}"),
+                )
                 .await;
         }
         Ok(out)
     }
 
     async fn scale_new(&mut self, n: i32) -> Result<bool> {
-        let Some(rs) = self.new_rs.clone() else { return Ok(false) };
+        let Some(rs) = self.new_rs.clone() else {
+            return Ok(false);
+        };
         let changed = rs_replicas(&rs) != n;
         self.new_rs = Some(self.scale(&rs, n).await?);
         Ok(changed)
@@ -206,7 +264,12 @@ impl Rollout<'_> {
                 self.new_rs = Some(updated);
             }
             if get_condition(&self.status, "Progressing").is_none() {
-                let c = self.condition("Progressing", "True", "FoundNewReplicaSet", format!("Found new replica set {:?}", rs.name_any()));
+                let c = self.condition(
+                    "Progressing",
+                    "True",
+                    "FoundNewReplicaSet",
+                    format!("Found new replica set {:?}", rs.name_any()),
+                );
                 set_condition(&mut self.status, c);
             }
             return Ok(());
@@ -219,9 +282,17 @@ impl Rollout<'_> {
         let hash = template_hash(&self.template, collision);
         let name = format!("{}-{hash}", self.d.name_any());
         let mut template: PodTemplateSpec = dspec.template.clone();
-        template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default).insert(HASH_LABEL.into(), hash.clone());
+        template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(HASH_LABEL.into(), hash.clone());
         let mut selector: LabelSelector = dspec.selector.clone();
-        selector.match_labels.get_or_insert_with(Default::default).insert(HASH_LABEL.into(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_with(Default::default)
+            .insert(HASH_LABEL.into(), hash.clone());
         let total: i32 = self.olds.iter().map(rs_replicas).sum();
         let replicas = match self.strategy_is_recreate() {
             true => self.replicas,
@@ -230,7 +301,10 @@ impl Rollout<'_> {
         let mut ann = copied_annotations(self.d);
         ann.insert(REVISION.into(), new_revision.clone());
         ann.insert(DESIRED_REPLICAS.into(), self.replicas.to_string());
-        ann.insert(MAX_REPLICAS.into(), (self.replicas + self.surge).to_string());
+        ann.insert(
+            MAX_REPLICAS.into(),
+            (self.replicas + self.surge).to_string(),
+        );
         let rs = ReplicaSet {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -252,10 +326,20 @@ impl Rollout<'_> {
             Ok(created) => {
                 if replicas > 0 {
                     self.shared
-                        .event(self.d, false, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {replicas}"))
+                        .event(
+                            self.d,
+                            false,
+                            "ScalingReplicaSet",
+                            format!("Scaled up replica set {name} from 0 to {replicas}"),
+                        )
                         .await;
                 }
-                let c = self.condition("Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set {name:?}"));
+                let c = self.condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetCreated",
+                    format!("Created new replica set {name:?}"),
+                );
                 set_condition(&mut self.status, c);
                 self.new_rs = Some(created);
                 Ok(())
@@ -263,17 +347,31 @@ impl Rollout<'_> {
             Err(e) if is_status(&e, 409) => {
                 // Same name, other template (or not ours): a hash collision. Bump
                 // collisionCount so the next pass hashes to another name.
-                let existing = self.api.get(&name).await.ctx(|| format!("read replica set {name}"))?;
-                if controller_uid(&existing.metadata) == self.d.uid().as_deref() && template_sans_hash(&existing) == self.template {
+                let existing = self
+                    .api
+                    .get(&name)
+                    .await
+                    .ctx(|| format!("read replica set {name}"))?;
+                if controller_uid(&existing.metadata) == self.d.uid().as_deref()
+                    && template_sans_hash(&existing) == self.template
+                {
                     self.new_rs = Some(existing);
                     return Ok(());
                 }
                 self.status.collision_count = Some(collision.unwrap_or(0) + 1);
-                Err(Error::Invalid { field: "replica set name".into(), message: format!("hash collision on {name}") })
+                Err(Error::Invalid {
+                    field: "replica set name".into(),
+                    message: format!("hash collision on {name}"),
+                })
             }
             Err(e) => {
                 let msg = e.to_string();
-                let c = self.condition("Progressing", "False", "ReplicaSetCreateError", format!("Failed to create new replica set {name:?}: {msg}"));
+                let c = self.condition(
+                    "Progressing",
+                    "False",
+                    "ReplicaSetCreateError",
+                    format!("Failed to create new replica set {name:?}: {msg}"),
+                );
                 set_condition(&mut self.status, c);
                 Err(e).ctx(|| format!("create replica set {name}"))
             }
@@ -281,27 +379,43 @@ impl Rollout<'_> {
     }
 
     fn strategy_is_recreate(&self) -> bool {
-        self.d.spec.as_ref().and_then(|s| s.strategy.as_ref()).and_then(|s| s.type_.as_deref()) == Some("Recreate")
+        self.d
+            .spec
+            .as_ref()
+            .and_then(|s| s.strategy.as_ref())
+            .and_then(|s| s.type_.as_deref())
+            == Some("Recreate")
     }
 
     /// The new RS's revision on the Deployment's own annotation (what `rollout history` prints).
     async fn sync_deployment_revision(&self) -> Result<()> {
-        let Some(rs) = &self.new_rs else { return Ok(()) };
+        let Some(rs) = &self.new_rs else {
+            return Ok(());
+        };
         let rev = revision_of(&rs.metadata).to_string();
         if self.d.annotations().get(REVISION) == Some(&rev) {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.shared.client(), &self.d.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.shared.client(),
+            &self.d.namespace().unwrap_or_default(),
+        );
         let patch = json!({"metadata": {"annotations": {REVISION: rev}}});
-        api.patch(&self.d.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .ctx(|| format!("annotate deployment {}", self.d.name_any()))?;
+        api.patch(
+            &self.d.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .ctx(|| format!("annotate deployment {}", self.d.name_any()))?;
         Ok(())
     }
 
     /// kube's `scale`: a replica-count change outside of a template change.
     async fn proportional_scale(&mut self) -> Result<()> {
-        let active: Vec<usize> = (0..self.olds.len()).filter(|i| rs_replicas(&self.olds[*i]) > 0).collect();
+        let active: Vec<usize> = (0..self.olds.len())
+            .filter(|i| rs_replicas(&self.olds[*i]) > 0)
+            .collect();
         let new_active = self.new_rs.as_ref().is_some_and(|r| rs_replicas(r) > 0);
         if active.is_empty() {
             if self.new_rs.is_some() {
@@ -314,9 +428,10 @@ impl Rollout<'_> {
         if active.len() == 1 && !new_active {
             return self.scale_old(active[0], self.replicas).await;
         }
-        let saturated = self.new_rs.as_ref().is_some_and(|r| {
-            rs_replicas(r) == self.replicas && rs_status(r).2 == self.replicas
-        });
+        let saturated = self
+            .new_rs
+            .as_ref()
+            .is_some_and(|r| rs_replicas(r) == self.replicas && rs_status(r).2 == self.replicas);
         if saturated {
             for i in active {
                 self.scale_old(i, 0).await?;
@@ -327,7 +442,11 @@ impl Rollout<'_> {
             return Ok(());
         }
         let total: i32 = self.all().iter().map(|r| rs_replicas(r)).sum();
-        let allowed = if self.replicas > 0 { self.replicas + self.surge } else { 0 };
+        let allowed = if self.replicas > 0 {
+            self.replicas + self.surge
+        } else {
+            0
+        };
         let mut to_add = allowed - total;
         if to_add == 0 || total == 0 {
             return Ok(());
@@ -336,12 +455,21 @@ impl Rollout<'_> {
             .new_rs
             .iter()
             .map(|r| (None, rs_replicas(r)))
-            .chain(active.iter().map(|i| (Some(*i), rs_replicas(&self.olds[*i]))))
+            .chain(
+                active
+                    .iter()
+                    .map(|i| (Some(*i), rs_replicas(&self.olds[*i]))),
+            )
             .collect();
         let mut targets = Vec::new();
         for (idx, size) in &sizes {
-            let share = ((f64::from(*size) * f64::from(allowed - total)) / f64::from(total)).round() as i32;
-            let share = if to_add > 0 { share.min(to_add) } else { share.max(to_add) };
+            let share =
+                ((f64::from(*size) * f64::from(allowed - total)) / f64::from(total)).round() as i32;
+            let share = if to_add > 0 {
+                share.min(to_add)
+            } else {
+                share.max(to_add)
+            };
             to_add -= share;
             targets.push((*idx, (size + share).max(0)));
         }
@@ -364,7 +492,11 @@ impl Rollout<'_> {
         self.all()
             .into_iter()
             .filter(|r| rs_replicas(r) > 0)
-            .any(|r| r.annotations().get(DESIRED_REPLICAS).is_some_and(|v| *v != want))
+            .any(|r| {
+                r.annotations()
+                    .get(DESIRED_REPLICAS)
+                    .is_some_and(|v| *v != want)
+            })
     }
 
     async fn rolling(&mut self) -> Result<Option<Duration>> {
@@ -387,8 +519,24 @@ impl Rollout<'_> {
         let old_total: i32 = self.olds.iter().map(rs_replicas).sum();
         if old_total > 0 {
             let all_pods: i32 = self.all().iter().map(|r| rs_replicas(r)).sum();
-            let (new_n, new_avail) = self.new_rs.as_ref().map(|r| (rs_replicas(r), rs_status(r).2)).unwrap_or((0, 0));
-            let mut budget = rollout::old_scale_down_budget(self.replicas, self.unavailable, all_pods, new_n, new_avail);
+            let (new_n, new_avail) = self
+                .new_rs
+                .as_ref()
+                .map(|r| (rs_replicas(r), rs_status(r).2))
+                .unwrap_or((0, 0));
+            let mut budget = rollout::old_scale_down_budget(
+                self.replicas,
+                self.unavailable,
+                all_pods,
+                new_n,
+                new_avail,
+            );
+            if budget <= 0 {
+                // No room: ReplicaSet statuses may lag their specs, so never
+                // count on availability the specs already gave away.
+                self.cleanup_if_complete().await?;
+                return Ok(None);
+            }
             let mut order: Vec<usize> = (0..self.olds.len()).collect();
             order.sort_by_key(|i| created(&self.olds[*i]));
             let mut scaled = false;
@@ -408,7 +556,8 @@ impl Rollout<'_> {
                 scaled = true;
             }
             let available: i32 = self.all().iter().map(|r| rs_status(r).2).sum();
-            let mut healthy = rollout::healthy_scale_down(self.replicas, self.unavailable, available);
+            let mut healthy =
+                rollout::healthy_scale_down(self.replicas, self.unavailable, available).min(budget);
             for &i in &order {
                 if healthy <= 0 {
                     break;
@@ -458,7 +607,10 @@ impl Rollout<'_> {
             return Ok(true);
         }
         let uids: Vec<String> = self.olds.iter().filter_map(|r| r.uid()).collect();
-        let pods: Api<Pod> = Api::namespaced(self.shared.client(), &self.d.namespace().unwrap_or_default());
+        let pods: Api<Pod> = Api::namespaced(
+            self.shared.client(),
+            &self.d.namespace().unwrap_or_default(),
+        );
         let list = list_all(&pods, "pods").await?;
         Ok(list.iter().any(|p| {
             controller_uid(&p.metadata).is_some_and(|u| uids.iter().any(|x| x == u))
@@ -480,11 +632,21 @@ impl Rollout<'_> {
     }
 
     async fn cleanup(&mut self) -> Result<()> {
-        let limit = self.d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
+        let limit = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10)
+            .max(0) as usize;
         let mut cleanable: Vec<&ReplicaSet> = self
             .olds
             .iter()
-            .filter(|r| rs_replicas(r) == 0 && rs_status(r).0 == 0 && r.metadata.deletion_timestamp.is_none())
+            .filter(|r| {
+                rs_replicas(r) == 0
+                    && rs_status(r).0 == 0
+                    && r.metadata.deletion_timestamp.is_none()
+            })
             .collect();
         if cleanable.len() <= limit {
             return Ok(());
@@ -514,11 +676,25 @@ impl Rollout<'_> {
         s.available_replicas = opt(available);
         s.unavailable_replicas = opt((total_spec - available).max(0));
         s.observed_generation = self.d.metadata.generation;
-        let max_unavailable = if self.strategy_is_recreate() || self.replicas == 0 { 0 } else { self.unavailable.min(self.replicas) };
-        let c = if available >= self.replicas - max_unavailable {
-            self.condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into())
+        let max_unavailable = if self.strategy_is_recreate() || self.replicas == 0 {
+            0
         } else {
-            self.condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into())
+            self.unavailable.min(self.replicas)
+        };
+        let c = if available >= self.replicas - max_unavailable {
+            self.condition(
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            )
+        } else {
+            self.condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".into(),
+            )
         };
         set_condition(&mut s, c);
         if !track_progress {
@@ -526,24 +702,36 @@ impl Rollout<'_> {
         }
         let old = self.d.status.clone().unwrap_or_default();
         let current = get_condition(&s, "Progressing").cloned();
-        let done = replicas == updated && current.as_ref().and_then(|c| c.reason.as_deref()) == Some("NewReplicaSetAvailable");
+        let done = replicas == updated
+            && current.as_ref().and_then(|c| c.reason.as_deref()) == Some("NewReplicaSetAvailable");
         if !done {
             let rs_name = self.new_rs.as_ref().map(|r| r.name_any());
             let subject = |what: &str| match &rs_name {
                 Some(n) => format!("ReplicaSet {n:?} {what}"),
                 None => format!("Deployment {:?} {what}", self.d.name_any()),
             };
-            let complete = updated == self.replicas && replicas == self.replicas && available == self.replicas;
+            let complete =
+                updated == self.replicas && replicas == self.replicas && available == self.replicas;
             let old_old = old.replicas.unwrap_or(0) - old.updated_replicas.unwrap_or(0);
             let progressing = updated > old.updated_replicas.unwrap_or(0)
                 || replicas - updated < old_old
                 || ready > old.ready_replicas.unwrap_or(0)
                 || available > old.available_replicas.unwrap_or(0);
             if complete {
-                let c = self.condition("Progressing", "True", "NewReplicaSetAvailable", subject("has successfully progressed."));
+                let c = self.condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    subject("has successfully progressed."),
+                );
                 set_condition(&mut s, c);
             } else if progressing {
-                let mut c = self.condition("Progressing", "True", "ReplicaSetUpdated", subject("is progressing."));
+                let mut c = self.condition(
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    subject("is progressing."),
+                );
                 if let Some(cur) = &current {
                     if cur.status == "True" {
                         c.last_transition_time = cur.last_transition_time.clone();
@@ -554,7 +742,12 @@ impl Rollout<'_> {
                 }
                 set_condition(&mut s, c);
             } else if self.timed_out(current.as_ref()) {
-                let c = self.condition("Progressing", "False", "ProgressDeadlineExceeded", subject("has timed out progressing."));
+                let c = self.condition(
+                    "Progressing",
+                    "False",
+                    "ProgressDeadlineExceeded",
+                    subject("has timed out progressing."),
+                );
                 set_condition(&mut s, c);
             }
         }
@@ -562,11 +755,24 @@ impl Rollout<'_> {
         let failure = self
             .all()
             .into_iter()
-            .filter_map(|r| r.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "ReplicaFailure").cloned())
+            .filter_map(|r| {
+                r.status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_ == "ReplicaFailure")
+                    .cloned()
+            })
             .next();
         match failure {
             Some(f) => {
-                let c = self.condition("ReplicaFailure", &f.status, f.reason.as_deref().unwrap_or(""), f.message.unwrap_or_default());
+                let c = self.condition(
+                    "ReplicaFailure",
+                    &f.status,
+                    f.reason.as_deref().unwrap_or(""),
+                    f.message.unwrap_or_default(),
+                );
                 set_condition(&mut s, c);
             }
             None => {
@@ -584,7 +790,8 @@ impl Rollout<'_> {
             Some("NewReplicaSetAvailable") => false,
             Some("ProgressDeadlineExceeded") => true,
             _ => c.last_update_time.as_ref().is_some_and(|t| {
-                t.0.as_second() + i64::from(self.progress_deadline()) < self.shared.now().as_second()
+                t.0.as_second() + i64::from(self.progress_deadline())
+                    < self.shared.now().as_second()
             }),
         }
     }
@@ -592,7 +799,10 @@ impl Rollout<'_> {
     /// When to look again for the progress deadline while a rollout is under way.
     fn deadline_requeue(&self, s: &DeploymentStatus) -> Option<Duration> {
         let c = get_condition(s, "Progressing")?;
-        if c.reason.as_deref() != Some("ReplicaSetUpdated") && c.reason.as_deref() != Some("NewReplicaSetCreated") && c.reason.as_deref() != Some("FoundNewReplicaSet") {
+        if c.reason.as_deref() != Some("ReplicaSetUpdated")
+            && c.reason.as_deref() != Some("NewReplicaSetCreated")
+            && c.reason.as_deref() != Some("FoundNewReplicaSet")
+        {
             return None;
         }
         let at = c.last_update_time.as_ref()?.0.as_second() + i64::from(self.progress_deadline());
@@ -613,31 +823,68 @@ pub async fn reconcile(d: Arc<Deployment>, shared: Arc<Shared>) -> Result<Action
 
     let selector = spec.selector.clone();
     let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|m| m.is_empty());
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|m| m.is_empty());
     if empty {
-        shared.event(d.as_ref(), true, "SelectingAll", "This deployment is selecting all pods. A non-empty selector is required.".into()).await;
+        shared
+            .event(
+                d.as_ref(),
+                true,
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.".into(),
+            )
+            .await;
         let mut s = old_status.clone();
         s.observed_generation = d.metadata.generation;
-        patch_status(&dapi, &name, &old_value, &serde_json::to_value(&s).unwrap_or_default()).await?;
+        patch_status(
+            &dapi,
+            &name,
+            &old_value,
+            &serde_json::to_value(&s).unwrap_or_default(),
+        )
+        .await?;
         return Ok(Action::await_change());
     }
     let rs_list = list_all(&api, "replica sets").await?;
-    let mine = claim(&api, d.as_ref(), rs_list, |rs| selector_matches(&selector, &labels_of(&rs.metadata))).await?;
+    let mine = claim(&api, d.as_ref(), rs_list, |rs| {
+        selector_matches(&selector, &labels_of(&rs.metadata))
+    })
+    .await?;
 
     let replicas = or_default(spec.replicas, 1);
-    let rolling = spec.strategy.as_ref().and_then(|s| s.rolling_update.clone()).unwrap_or_default();
+    let rolling = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.clone())
+        .unwrap_or_default();
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let (surge, unavailable) = if recreate {
         (0, 0)
     } else {
-        rollout::resolve_fenceposts(rolling.max_surge.as_ref(), rolling.max_unavailable.as_ref(), replicas)
-            .map_err(|message| Error::Invalid { field: "spec.strategy.rollingUpdate".into(), message })?
+        rollout::resolve_fenceposts(
+            rolling.max_surge.as_ref(),
+            rolling.max_unavailable.as_ref(),
+            replicas,
+        )
+        .map_err(|message| Error::Invalid {
+            field: "spec.strategy.rollingUpdate".into(),
+            message,
+        })?
     };
     let template = serde_json::to_value(&spec.template).unwrap_or_default();
-    let mut candidates: Vec<ReplicaSet> = mine.iter().filter(|rs| template_sans_hash(rs) == template).cloned().collect();
+    let mut candidates: Vec<ReplicaSet> = mine
+        .iter()
+        .filter(|rs| template_sans_hash(rs) == template)
+        .cloned()
+        .collect();
     candidates.sort_by_key(created);
     let new_rs = candidates.into_iter().next();
-    let olds = mine.into_iter().filter(|rs| Some(rs.uid()) != new_rs.as_ref().map(|n| n.uid())).collect();
+    let olds = mine
+        .into_iter()
+        .filter(|rs| Some(rs.uid()) != new_rs.as_ref().map(|n| n.uid()))
+        .collect();
     let mut r = Rollout {
         shared: &shared,
         d: d.as_ref(),
@@ -657,13 +904,25 @@ pub async fn reconcile(d: Arc<Deployment>, shared: Arc<Shared>) -> Result<Action
         // Only report; the garbage collector removes the ReplicaSets.
     } else {
         let cond = get_condition(&r.status, "Progressing").cloned();
-        let timed_out = cond.as_ref().and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded");
-        let paused_cond = cond.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused");
+        let timed_out =
+            cond.as_ref().and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded");
+        let paused_cond =
+            cond.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused");
         if !timed_out && paused && !paused_cond {
-            let c = r.condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into());
+            let c = r.condition(
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".into(),
+            );
             set_condition(&mut r.status, c);
         } else if !timed_out && !paused && paused_cond {
-            let c = r.condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into());
+            let c = r.condition(
+                "Progressing",
+                "Unknown",
+                "DeploymentResumed",
+                "Deployment is resumed".into(),
+            );
             set_condition(&mut r.status, c);
         }
         let scaling = r.is_scaling_event();
@@ -681,8 +940,22 @@ pub async fn reconcile(d: Arc<Deployment>, shared: Arc<Shared>) -> Result<Action
         r.sync_deployment_revision().await?;
     }
     let status = r.final_status(!paused && d.metadata.deletion_timestamp.is_none());
-    let deadline = if paused { None } else { r.deadline_requeue(&status) };
-    patch_status(&dapi, &name, &old_value, &serde_json::to_value(&status).unwrap_or_default()).await?;
-    let next = [requeue, deadline].into_iter().flatten().min().unwrap_or(Duration::from_secs(300));
+    let deadline = if paused {
+        None
+    } else {
+        r.deadline_requeue(&status)
+    };
+    patch_status(
+        &dapi,
+        &name,
+        &old_value,
+        &serde_json::to_value(&status).unwrap_or_default(),
+    )
+    .await?;
+    let next = [requeue, deadline]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(300));
     Ok(Action::requeue(next))
 }

@@ -53,11 +53,17 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(shared.client(), &ns);
     let list = list_all(&api, "controller revisions").await?;
-    let mut all = claim(&api, owner, list, |cr| selector_matches(selector, &labels_of(&cr.metadata))).await?;
+    let mut all = claim(&api, owner, list, |cr| {
+        selector_matches(selector, &labels_of(&cr.metadata))
+    })
+    .await?;
     all.sort_by_key(|cr| cr.revision);
     let data = revision_data(template);
     let max = all.iter().map(|cr| cr.revision).max().unwrap_or(0);
-    if let Some(i) = all.iter().position(|cr| cr.data.as_ref().map(|d| &d.0) == Some(&data)) {
+    if let Some(i) = all
+        .iter()
+        .position(|cr| cr.data.as_ref().map(|d| &d.0) == Some(&data))
+    {
         let cr = all[i].clone();
         let hash = cr.labels().get(HASH_LABEL).cloned().unwrap_or_default();
         if cr.revision < max {
@@ -70,12 +76,20 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
                 .ctx(|| format!("bump controller revision {name}"))?;
         }
         let update = all[i].clone();
-        return Ok(History { all, update, update_hash: hash });
+        return Ok(History {
+            all,
+            update,
+            update_hash: hash,
+        });
     }
     loop {
         let hash = template_hash(&data, *collision_count);
         let name = format!("{}-{hash}", owner.meta().name.clone().unwrap_or_default());
-        let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        let mut labels = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
         labels.insert(HASH_LABEL.into(), hash.clone());
         let cr = ControllerRevision {
             metadata: ObjectMeta {
@@ -92,15 +106,26 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
         match api.create(&PostParams::default(), &cr).await {
             Ok(created) => {
                 all.push(created.clone());
-                return Ok(History { all, update: created, update_hash: hash });
+                return Ok(History {
+                    all,
+                    update: created,
+                    update_hash: hash,
+                });
             }
             Err(e) if is_status(&e, 409) => {
-                let existing = api.get(&name).await.ctx(|| format!("read controller revision {name}"))?;
+                let existing = api
+                    .get(&name)
+                    .await
+                    .ctx(|| format!("read controller revision {name}"))?;
                 if existing.data.as_ref().map(|d| &d.0) == Some(&data)
                     && controller_uid(&existing.metadata) == owner.meta().uid.as_deref()
                 {
                     all.push(existing.clone());
-                    return Ok(History { all, update: existing, update_hash: hash });
+                    return Ok(History {
+                        all,
+                        update: existing,
+                        update_hash: hash,
+                    });
                 }
                 *collision_count = Some(collision_count.unwrap_or(0) + 1);
             }
@@ -110,13 +135,23 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
 }
 
 /// Deletes the oldest revisions no live pod uses, beyond `limit`.
-pub async fn truncate(shared: &Shared, ns: &str, h: &History, in_use: &[String], limit: i32) -> Result<()> {
+pub async fn truncate(
+    shared: &Shared,
+    ns: &str,
+    h: &History,
+    in_use: &[String],
+    limit: i32,
+) -> Result<()> {
     let api: Api<ControllerRevision> = Api::namespaced(shared.client(), ns);
     let mut spare: Vec<&ControllerRevision> = h
         .all
         .iter()
         .filter(|cr| cr.name_any() != h.update.name_any())
-        .filter(|cr| !in_use.iter().any(|u| cr.labels().get(HASH_LABEL) == Some(u) || cr.name_any() == *u))
+        .filter(|cr| {
+            !in_use
+                .iter()
+                .any(|u| cr.labels().get(HASH_LABEL) == Some(u) || cr.name_any() == *u)
+        })
         .collect();
     let limit = limit.max(0) as usize;
     if spare.len() <= limit {
@@ -143,7 +178,10 @@ mod tests {
         .unwrap();
         let data = revision_data(&t);
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
-        let cr = ControllerRevision { data: Some(RawExtension(data)), ..Default::default() };
+        let cr = ControllerRevision {
+            data: Some(RawExtension(data)),
+            ..Default::default()
+        };
         assert_eq!(revision_template(&cr), Some(t));
     }
 }

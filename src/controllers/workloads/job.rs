@@ -54,10 +54,21 @@ fn finished_condition(status: &JobStatus) -> Option<&JobCondition> {
 }
 
 fn has_condition(status: &JobStatus, type_: &str) -> bool {
-    status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-fn set_condition(status: &mut JobStatus, type_: &str, value: &str, reason: &str, message: &str, now: Timestamp) {
+fn set_condition(
+    status: &mut JobStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
     let conds = status.conditions.get_or_insert_with(Vec::new);
     if let Some(c) = conds.iter_mut().find(|c| c.type_ == type_) {
         if c.status != value {
@@ -86,9 +97,22 @@ fn finished_at(p: &Pod) -> Timestamp {
         .container_statuses
         .iter()
         .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+        .filter_map(|c| {
+            c.state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .finished_at
+                .as_ref()
+                .map(|t| t.0)
+        })
         .max();
-    let cond = st.conditions.iter().flatten().filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)).max();
+    let cond = st
+        .conditions
+        .iter()
+        .flatten()
+        .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+        .max();
     terminated
         .or(cond)
         .or(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
@@ -97,7 +121,12 @@ fn finished_at(p: &Pod) -> Timestamp {
 
 fn restarts(p: &Pod) -> i32 {
     let st = p.status.clone().unwrap_or_default();
-    st.container_statuses.iter().flatten().chain(st.init_container_statuses.iter().flatten()).map(|c| c.restart_count).sum()
+    st.container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .map(|c| c.restart_count)
+        .sum()
 }
 
 /// Reconciles one Job.
@@ -112,8 +141,15 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
     let now = shared.now();
 
     if let Some(done) = finished_condition(&old) {
-        let Some(ttl) = spec.ttl_seconds_after_finished else { return Ok(Action::await_change()) };
-        let at = old.completion_time.as_ref().or(done.last_transition_time.as_ref()).map(|t| t.0).unwrap_or(now);
+        let Some(ttl) = spec.ttl_seconds_after_finished else {
+            return Ok(Action::await_change());
+        };
+        let at = old
+            .completion_time
+            .as_ref()
+            .or(done.last_transition_time.as_ref())
+            .map(|t| t.0)
+            .unwrap_or(now);
         let left = at.as_second() + i64::from(ttl) - now.as_second();
         if left > 0 {
             return Ok(Action::requeue(Duration::from_secs(left as u64)));
@@ -130,11 +166,21 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
         match_expressions: None,
     });
     let all = list_all(&pods_api, "pods").await?;
-    let pods = claim(&pods_api, job.as_ref(), all, |p| selector_matches(&selector, &labels_of(&p.metadata))).await?;
+    let pods = claim(&pods_api, job.as_ref(), all, |p| {
+        selector_matches(&selector, &labels_of(&p.metadata))
+    })
+    .await?;
     let active: Vec<&Pod> = pods.iter().filter(|p| is_active(p)).collect();
-    let terminating = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_some() && !matches!(pod_phase(p), "Succeeded" | "Failed")).count() as i32;
+    let terminating = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_some()
+                && !matches!(pod_phase(p), "Succeeded" | "Failed")
+        })
+        .count() as i32;
     let failed_pods: Vec<&Pod> = pods.iter().filter(|p| pod_phase(p) == "Failed").collect();
-    let succeeded = (pods.iter().filter(|p| pod_phase(p) == "Succeeded").count() as i32).max(old.succeeded.unwrap_or(0));
+    let succeeded = (pods.iter().filter(|p| pod_phase(p) == "Succeeded").count() as i32)
+        .max(old.succeeded.unwrap_or(0));
     let failed = (failed_pods.len() as i32).max(old.failed.unwrap_or(0));
     let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
 
@@ -144,10 +190,20 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
         st.start_time = Some(time(now));
     }
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
-    let on_failure = spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
     let restart_total: i32 = active.iter().map(|p| restarts(p)).sum();
     let past_backoff = failed > backoff_limit
-        || (on_failure && if backoff_limit == 0 { restart_total > 0 } else { restart_total >= backoff_limit });
+        || (on_failure
+            && if backoff_limit == 0 {
+                restart_total > 0
+            } else {
+                restart_total >= backoff_limit
+            });
     let deadline_at = spec
         .active_deadline_seconds
         .zip(st.start_time.as_ref())
@@ -159,13 +215,29 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
         None => succeeded > 0 && active.is_empty(),
     };
 
-    let mut requeue: Option<Duration> = deadline_at.map(|at| Duration::from_secs((at - now.as_second()).max(1) as u64));
+    let mut requeue: Option<Duration> =
+        deadline_at.map(|at| Duration::from_secs((at - now.as_second()).max(1) as u64));
     let failure = if has_condition(&st, "FailureTarget") {
-        st.conditions.iter().flatten().find(|c| c.type_ == "FailureTarget").map(|c| (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+        st.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "FailureTarget")
+            .map(|c| {
+                (
+                    c.reason.clone().unwrap_or_default(),
+                    c.message.clone().unwrap_or_default(),
+                )
+            })
     } else if past_backoff {
-        Some(("BackoffLimitExceeded".to_string(), "Job has reached the specified backoff limit".to_string()))
+        Some((
+            "BackoffLimitExceeded".to_string(),
+            "Job has reached the specified backoff limit".to_string(),
+        ))
     } else if past_deadline {
-        Some(("DeadlineExceeded".to_string(), "Job was active longer than specified deadline".to_string()))
+        Some((
+            "DeadlineExceeded".to_string(),
+            "Job was active longer than specified deadline".to_string(),
+        ))
     } else {
         None
     };
@@ -173,7 +245,9 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
     if let Some((reason, message)) = failure {
         if !has_condition(&st, "FailureTarget") {
             set_condition(&mut st, "FailureTarget", "True", &reason, &message, now);
-            shared.event(job.as_ref(), true, &reason, message.clone()).await;
+            shared
+                .event(job.as_ref(), true, &reason, message.clone())
+                .await;
         }
         delete_pods(&shared, &job, &pods_api, &active).await?;
         if terminating == 0 {
@@ -184,26 +258,65 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
     } else if complete || has_condition(&st, "SuccessCriteriaMet") {
         let message = "Reached expected number of succeeded pods";
         if !has_condition(&st, "SuccessCriteriaMet") {
-            set_condition(&mut st, "SuccessCriteriaMet", "True", "CompletionsReached", message, now);
+            set_condition(
+                &mut st,
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached",
+                message,
+                now,
+            );
         }
         delete_pods(&shared, &job, &pods_api, &active).await?;
         if terminating == 0 {
-            set_condition(&mut st, "Complete", "True", "CompletionsReached", message, now);
+            set_condition(
+                &mut st,
+                "Complete",
+                "True",
+                "CompletionsReached",
+                message,
+                now,
+            );
             st.completion_time = Some(time(now));
-            shared.event(job.as_ref(), false, "Completed", "Job completed".into()).await;
+            shared
+                .event(job.as_ref(), false, "Completed", "Job completed".into())
+                .await;
         } else {
             requeue = Some(Duration::from_secs(1));
         }
     } else {
         if suspended {
             if !has_condition(&st, "Suspended") {
-                set_condition(&mut st, "Suspended", "True", "JobSuspended", "Job suspended", now);
-                shared.event(job.as_ref(), false, "Suspended", "Job suspended".into()).await;
+                set_condition(
+                    &mut st,
+                    "Suspended",
+                    "True",
+                    "JobSuspended",
+                    "Job suspended",
+                    now,
+                );
+                shared
+                    .event(job.as_ref(), false, "Suspended", "Job suspended".into())
+                    .await;
             }
-        } else if st.conditions.iter().flatten().any(|c| c.type_ == "Suspended" && c.status == "True") {
-            set_condition(&mut st, "Suspended", "False", "JobResumed", "Job resumed", now);
+        } else if st
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Suspended" && c.status == "True")
+        {
+            set_condition(
+                &mut st,
+                "Suspended",
+                "False",
+                "JobResumed",
+                "Job resumed",
+                now,
+            );
             st.start_time = Some(time(now));
-            shared.event(job.as_ref(), false, "Resumed", "Job resumed".into()).await;
+            shared
+                .event(job.as_ref(), false, "Resumed", "Job resumed".into())
+                .await;
         }
         let parallelism = spec.parallelism.unwrap_or(1).max(0);
         let want = if suspended {
@@ -227,7 +340,9 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
                 .map(|t| t.as_second() + backoff(failed).as_secs() as i64 - now.as_second())
                 .unwrap_or(0);
             if failed > 0 && wait > 0 {
-                requeue = Some(requeue.map_or(Duration::from_secs(wait as u64), |r| r.min(Duration::from_secs(wait as u64))));
+                requeue = Some(requeue.map_or(Duration::from_secs(wait as u64), |r| {
+                    r.min(Duration::from_secs(wait as u64))
+                }));
             } else {
                 create_pods(&shared, &job, &pods_api, (want - have) as usize).await?;
             }
@@ -247,7 +362,13 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
             requeue = Some(Duration::from_secs(ttl.max(0) as u64));
         }
     }
-    patch_status(&japi, &name, &serde_json::to_value(&old).unwrap_or_default(), &serde_json::to_value(&st).unwrap_or_default()).await?;
+    patch_status(
+        &japi,
+        &name,
+        &serde_json::to_value(&old).unwrap_or_default(),
+        &serde_json::to_value(&st).unwrap_or_default(),
+    )
+    .await?;
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(300))))
 }
 
@@ -255,7 +376,14 @@ async fn delete_pods(shared: &Shared, job: &Job, api: &Api<Pod>, pods: &[&Pod]) 
     for p in pods {
         let pname = p.name_any();
         delete_quiet(api, &pname, &DeleteParams::background()).await?;
-        shared.event(job, false, "SuccessfulDelete", format!("Deleted pod: {pname}")).await;
+        shared
+            .event(
+                job,
+                false,
+                "SuccessfulDelete",
+                format!("Deleted pod: {pname}"),
+            )
+            .await;
     }
     Ok(())
 }
@@ -270,14 +398,29 @@ async fn create_pods(shared: &Shared, job: &Job, api: &Api<Pod>, n: usize) -> Re
         ("job-name".to_string(), name.clone()),
     ]
     .into();
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let mut pod = pod_from_template(job, &template, &extra);
     pod.metadata.generate_name = Some(format!("{name}-"));
     for _ in 0..n {
         match create_pod(api, &pod).await {
-            Ok(p) => shared.event(job, false, "SuccessfulCreate", format!("Created pod: {}", p.name_any())).await,
+            Ok(p) => {
+                shared
+                    .event(
+                        job,
+                        false,
+                        "SuccessfulCreate",
+                        format!("Created pod: {}", p.name_any()),
+                    )
+                    .await
+            }
             Err(e) => {
-                shared.event(job, true, "FailedCreate", format!("Error creating: {e}")).await;
+                shared
+                    .event(job, true, "FailedCreate", format!("Error creating: {e}"))
+                    .await;
                 return Err(e).ctx(|| format!("create a pod for job {name}"));
             }
         }

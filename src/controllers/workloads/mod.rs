@@ -31,8 +31,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
@@ -50,49 +50,103 @@ pub async fn run_with_clock(ctx: Context, clock: Arc<dyn Clock>) {
     let client = ctx.client.clone();
     let rs = {
         let shared = Shared::new(ctx.clone(), "replicaset-controller", Arc::new(SystemClock));
-        let c = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         drive(c, replicaset::reconcile, shared, &ctx)
     };
     let rc = {
         let shared = Shared::new(ctx.clone(), "replication-controller", Arc::new(SystemClock));
-        let c = Controller::new(Api::<ReplicationController>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<ReplicationController>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         drive(c, replicaset::reconcile_rc, shared, &ctx)
     };
     let deploy = {
         let shared = Shared::new(ctx.clone(), "deployment-controller", Arc::new(SystemClock));
-        let c = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<ReplicaSet>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         drive(c, deployment::reconcile, shared, &ctx)
     };
     let ds = {
         let shared = Shared::new(ctx.clone(), "daemonset-controller", Arc::new(SystemClock));
-        let c = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<DaemonSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         // Any node change may change where daemon pods belong.
         let store = c.store();
-        let c = c.watches(Api::<Node>::all(client.clone()), watcher::Config::default(), move |_node| {
-            store.state().iter().map(|ds| ObjectRef::from_obj(ds.as_ref())).collect::<Vec<_>>()
-        });
+        let c = c.watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |_node| {
+                store
+                    .state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(ds.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
         drive(c, daemonset::reconcile, shared, &ctx)
     };
     let sts = {
         let shared = Shared::new(ctx.clone(), "statefulset-controller", Arc::new(SystemClock));
-        let c = Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         drive(c, statefulset::reconcile, shared, &ctx)
     };
     let job = {
         let shared = Shared::new(ctx.clone(), "job-controller", Arc::new(SystemClock));
         let c = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Pod>::all(client.clone()), watcher::Config::default(), owner_of);
+            .watches(
+                Api::<Pod>::all(client.clone()),
+                watcher::Config::default(),
+                owner_of,
+            );
         drive(c, job::reconcile, shared, &ctx)
     };
     let cronjob = {
         let shared = Shared::new(ctx.clone(), "cronjob-controller", clock);
-        let c = Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default())
-            .watches(Api::<Job>::all(client.clone()), watcher::Config::default(), owner_of);
+        let c = Controller::new(
+            Api::<CronJob>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default(),
+            owner_of,
+        );
         drive(c, cronjob::reconcile, shared, &ctx)
     };
     tokio::join!(rs, rc, deploy, ds, sts, job, cronjob);
@@ -106,7 +160,12 @@ where
     K: Resource<DynamicType = ()>,
     C: Resource,
 {
-    let r = child.meta().owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))?;
+    let r = child
+        .meta()
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))?;
     if r.kind != K::kind(&()) || r.api_version != K::api_version(&()) {
         return None;
     }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::{
-    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition, ReplicationControllerStatus,
+    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
+    ReplicationControllerStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
@@ -50,7 +51,11 @@ fn deletion_rank(pod: &Pod) -> (bool, u8, bool, Reverse<i64>, Reverse<i32>, Reve
         "Unknown" => 1,
         _ => 2,
     };
-    let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some();
     let ready = ready_since(pod);
     let restarts = pod
         .status
@@ -58,7 +63,12 @@ fn deletion_rank(pod: &Pod) -> (bool, u8, bool, Reverse<i64>, Reverse<i32>, Reve
         .and_then(|s| s.container_statuses.as_ref())
         .map(|cs| cs.iter().map(|c| c.restart_count).max().unwrap_or(0))
         .unwrap_or(0);
-    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    let created = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0);
     (
         scheduled,
         phase,
@@ -91,7 +101,10 @@ where
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let pods_api: Api<Pod> = Api::namespaced(shared.client(), &ns);
     let all = list_all(&pods_api, "pods").await?;
-    let owned = claim(&pods_api, owner, all, |p| selector_matches(selector, &labels_of(&p.metadata))).await?;
+    let owned = claim(&pods_api, owner, all, |p| {
+        selector_matches(selector, &labels_of(&p.metadata))
+    })
+    .await?;
     let active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
     let now = shared.now();
     let mut counts = count(&active, template, min_ready_seconds, now);
@@ -108,17 +121,30 @@ where
         pod.metadata.generate_name = Some(format!("{name}-"));
         'batches: while want > 0 {
             let n = batch.min(want);
-            let results = futures::future::join_all((0..n).map(|_| create_pod(&pods_api, &pod))).await;
+            let results =
+                futures::future::join_all((0..n).map(|_| create_pod(&pods_api, &pod))).await;
             for r in results {
                 match r {
                     Ok(p) => {
                         shared
-                            .event(owner, false, "SuccessfulCreate", format!("Created pod: {}", p.name_any()))
+                            .event(
+                                owner,
+                                false,
+                                "SuccessfulCreate",
+                                format!("Created pod: {}", p.name_any()),
+                            )
                             .await
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        shared.event(owner, true, "FailedCreate", format!("Error creating: {msg}")).await;
+                        shared
+                            .event(
+                                owner,
+                                true,
+                                "FailedCreate",
+                                format!("Error creating: {msg}"),
+                            )
+                            .await;
                         counts.failure = Some(("FailedCreate".into(), msg));
                         break 'batches;
                     }
@@ -133,11 +159,25 @@ where
             let pname = pod.name_any();
             match delete_quiet(&pods_api, &pname, &DeleteParams::default()).await {
                 Ok(()) => {
-                    shared.event(owner, false, "SuccessfulDelete", format!("Deleted pod: {pname}")).await
+                    shared
+                        .event(
+                            owner,
+                            false,
+                            "SuccessfulDelete",
+                            format!("Deleted pod: {pname}"),
+                        )
+                        .await
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    shared.event(owner, true, "FailedDelete", format!("Error deleting: {msg}")).await;
+                    shared
+                        .event(
+                            owner,
+                            true,
+                            "FailedDelete",
+                            format!("Error deleting: {msg}"),
+                        )
+                        .await;
                     counts.failure = Some(("FailedDelete".into(), msg));
                     break;
                 }
@@ -148,8 +188,15 @@ where
 }
 
 fn count(active: &[Pod], template: &PodTemplateSpec, min_ready: i32, now: Timestamp) -> Counts {
-    let tlabels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-    let mut c = Counts { replicas: active.len() as i32, ..Default::default() };
+    let tlabels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let mut c = Counts {
+        replicas: active.len() as i32,
+        ..Default::default()
+    };
     for p in active {
         let labels = labels_of(&p.metadata);
         if tlabels.iter().all(|(k, v)| labels.get(k) == Some(v)) {
@@ -185,7 +232,15 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Actio
     let template = spec.template.clone().unwrap_or_default();
     let replicas = or_default(spec.replicas, 1);
     let min_ready = or_default(spec.min_ready_seconds, 0);
-    let counts = sync_replicas(&shared, rs.as_ref(), &spec.selector, &template, replicas, min_ready).await?;
+    let counts = sync_replicas(
+        &shared,
+        rs.as_ref(),
+        &spec.selector,
+        &template,
+        replicas,
+        min_ready,
+    )
+    .await?;
 
     let old = rs.status.clone().unwrap_or_default();
     let now = time(shared.now());
@@ -197,13 +252,20 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Actio
         .filter(|c| c.type_ != "ReplicaFailure")
         .collect();
     if let Some((reason, message)) = &counts.failure {
-        let prev = old.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure");
+        let prev = old
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "ReplicaFailure");
         conditions.push(ReplicaSetCondition {
             type_: "ReplicaFailure".into(),
             status: "True".into(),
             reason: Some(reason.clone()),
             message: Some(message.clone()),
-            last_transition_time: Some(prev.and_then(|p| p.last_transition_time.clone()).unwrap_or(now)),
+            last_transition_time: Some(
+                prev.and_then(|p| p.last_transition_time.clone())
+                    .unwrap_or(now),
+            ),
         });
     }
     let status = ReplicaSetStatus {
@@ -215,8 +277,15 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Actio
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: None,
     };
-    let api: Api<ReplicaSet> = Api::namespaced(shared.client(), &rs.namespace().unwrap_or_default());
-    patch_status(&api, &rs.name_any(), &serde_json::to_value(&old).unwrap_or_default(), &serde_json::to_value(&status).unwrap_or_default()).await?;
+    let api: Api<ReplicaSet> =
+        Api::namespaced(shared.client(), &rs.namespace().unwrap_or_default());
+    patch_status(
+        &api,
+        &rs.name_any(),
+        &serde_json::to_value(&old).unwrap_or_default(),
+        &serde_json::to_value(&status).unwrap_or_default(),
+    )
+    .await?;
     Ok(next_action(&counts))
 }
 
@@ -229,10 +298,21 @@ pub async fn reconcile_rc(rc: Arc<ReplicationController>, shared: Arc<Shared>) -
         .selector
         .clone()
         .or_else(|| template.metadata.as_ref().and_then(|m| m.labels.clone()));
-    let selector = LabelSelector { match_labels, match_expressions: None };
+    let selector = LabelSelector {
+        match_labels,
+        match_expressions: None,
+    };
     let replicas = or_default(spec.replicas, 1);
     let min_ready = or_default(spec.min_ready_seconds, 0);
-    let counts = sync_replicas(&shared, rc.as_ref(), &selector, &template, replicas, min_ready).await?;
+    let counts = sync_replicas(
+        &shared,
+        rc.as_ref(),
+        &selector,
+        &template,
+        replicas,
+        min_ready,
+    )
+    .await?;
 
     let old = rc.status.clone().unwrap_or_default();
     let now = time(shared.now());
@@ -260,8 +340,15 @@ pub async fn reconcile_rc(rc: Arc<ReplicationController>, shared: Arc<Shared>) -
         observed_generation: rc.metadata.generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
     };
-    let api: Api<ReplicationController> = Api::namespaced(shared.client(), &rc.namespace().unwrap_or_default());
-    patch_status(&api, &rc.name_any(), &serde_json::to_value(&old).unwrap_or_default(), &serde_json::to_value(&status).unwrap_or_default()).await?;
+    let api: Api<ReplicationController> =
+        Api::namespaced(shared.client(), &rc.namespace().unwrap_or_default());
+    patch_status(
+        &api,
+        &rc.name_any(),
+        &serde_json::to_value(&old).unwrap_or_default(),
+        &serde_json::to_value(&status).unwrap_or_default(),
+    )
+    .await?;
     Ok(next_action(&counts))
 }
 
@@ -278,11 +365,18 @@ mod tests {
                 creation_timestamp: Some(Time(Timestamp::from_second(created).unwrap())),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: node.map(Into::into), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(Into::into),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: Some(phase.into()),
                 conditions: ready.then(|| {
-                    vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]
+                    vec![PodCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    }]
                 }),
                 ..Default::default()
             }),
@@ -297,7 +391,10 @@ mod tests {
             pod("unready", Some("n"), "Running", false, 5),
             pod("unscheduled", None, "Pending", false, 1),
         ];
-        let names: Vec<_> = pods_to_delete(pods, 3).iter().map(|p| p.name_any()).collect();
+        let names: Vec<_> = pods_to_delete(pods, 3)
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
         assert_eq!(names, ["unscheduled", "unready", "ready-new"]);
     }
 }

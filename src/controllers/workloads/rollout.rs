@@ -15,7 +15,11 @@ pub fn scaled_value(v: &IntOrString, total: i32, round_up: bool) -> Result<i32, 
                 .and_then(|p| p.parse().ok())
                 .ok_or_else(|| format!("invalid value for IntOrString: invalid value {s:?}"))?;
             let x = pct * i64::from(total);
-            let v = if round_up { (x + 99).div_euclid(100) } else { x.div_euclid(100) };
+            let v = if round_up {
+                (x + 99).div_euclid(100)
+            } else {
+                x.div_euclid(100)
+            };
             Ok(v as i32)
         }
     }
@@ -81,12 +85,18 @@ mod tests {
     fn percentages_round_surge_up_and_unavailable_down() {
         assert_eq!(resolve_fenceposts(None, None, 3), Ok((1, 0)));
         assert_eq!(resolve_fenceposts(None, None, 10), Ok((3, 2)));
-        assert_eq!(resolve_fenceposts(Some(&s("50%")), Some(&s("50%")), 5), Ok((3, 2)));
+        assert_eq!(
+            resolve_fenceposts(Some(&s("50%")), Some(&s("50%")), 5),
+            Ok((3, 2))
+        );
         assert_eq!(
             resolve_fenceposts(Some(&IntOrString::Int(0)), Some(&IntOrString::Int(0)), 3),
             Ok((0, 1))
         );
-        assert_eq!(resolve_fenceposts(Some(&IntOrString::Int(2)), Some(&s("0%")), 4), Ok((2, 0)));
+        assert_eq!(
+            resolve_fenceposts(Some(&IntOrString::Int(2)), Some(&s("0%")), 4),
+            Ok((2, 0))
+        );
         assert!(resolve_fenceposts(Some(&s("x")), None, 3).is_err());
     }
 

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
@@ -51,7 +53,11 @@ fn running_and_ready(p: &Pod) -> bool {
 }
 
 fn revision_label(p: &Pod) -> Option<&str> {
-    p.metadata.labels.as_ref()?.get(history::HASH_LABEL).map(String::as_str)
+    p.metadata
+        .labels
+        .as_ref()?
+        .get(history::HASH_LABEL)
+        .map(String::as_str)
 }
 
 /// Reconciles one StatefulSet.
@@ -61,7 +67,14 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
     let spec = set.spec.clone().unwrap_or_default();
     let old = set.status.clone().unwrap_or_default();
     let mut collision = old.collision_count;
-    let hist = history::sync(&shared, set.as_ref(), &spec.selector, &spec.template, &mut collision).await?;
+    let hist = history::sync(
+        &shared,
+        set.as_ref(),
+        &spec.selector,
+        &spec.template,
+        &mut collision,
+    )
+    .await?;
     let update_rev = hist.update.name_any();
     let current_rev = old
         .current_revision
@@ -78,14 +91,19 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
     let pods_api: Api<Pod> = Api::namespaced(shared.client(), &ns);
     let all = list_all(&pods_api, "pods").await?;
     let owned = claim(&pods_api, set.as_ref(), all, |p| {
-        selector_matches(&spec.selector, &labels_of(&p.metadata)) && ordinal_of(&name, &p.name_any()).is_some()
+        selector_matches(&spec.selector, &labels_of(&p.metadata))
+            && ordinal_of(&name, &p.name_any()).is_some()
     })
     .await?;
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let replicas = or_default(spec.replicas, 1);
     let end = start + replicas;
     let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-    let rolling = spec.update_strategy.as_ref().and_then(|u| u.type_.as_deref()) != Some("OnDelete");
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|u| u.type_.as_deref())
+        != Some("OnDelete");
     let partition = spec
         .update_strategy
         .as_ref()
@@ -110,7 +128,10 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
         ..Default::default()
     };
     let (mut count, mut ready, mut avail, mut cur, mut upd) = (0, 0, 0, 0, 0);
-    for p in by_ord.values().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for p in by_ord
+        .values()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         count += 1;
         if is_ready(p) {
             ready += 1;
@@ -135,22 +156,60 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
     let mut requeue = None;
 
     if set.metadata.deletion_timestamp.is_none() {
-        let ctx = Ctx { shared: &shared, set: &set, pods: &pods_api, ns: &ns, name: &name };
-        ctx.act(&mut by_ord, start, end, parallel, rolling, partition, &current_rev, &update_rev, &current_template).await?;
+        let ctx = Ctx {
+            shared: &shared,
+            set: &set,
+            pods: &pods_api,
+            ns: &ns,
+            name: &name,
+        };
+        ctx.act(
+            &mut by_ord,
+            start,
+            end,
+            parallel,
+            rolling,
+            partition,
+            &current_rev,
+            &update_rev,
+            &current_template,
+        )
+        .await?;
         // When every pod runs the update revision, it becomes current.
-        let all_updated = (start..end).all(|o| by_ord.get(&o).is_some_and(|p| revision_label(p) == Some(&update_rev) && running_and_ready(p)));
+        let all_updated = (start..end).all(|o| {
+            by_ord
+                .get(&o)
+                .is_some_and(|p| revision_label(p) == Some(&update_rev) && running_and_ready(p))
+        });
         if all_updated && replicas > 0 {
             st.current_revision = Some(update_rev.clone());
             st.current_replicas = st.updated_replicas;
         }
-        let in_use: Vec<String> = by_ord.values().filter_map(|p| revision_label(p).map(String::from)).chain([current_rev.clone()]).collect();
-        history::truncate(&shared, &ns, &hist, &in_use, spec.revision_history_limit.unwrap_or(10)).await?;
+        let in_use: Vec<String> = by_ord
+            .values()
+            .filter_map(|p| revision_label(p).map(String::from))
+            .chain([current_rev.clone()])
+            .collect();
+        history::truncate(
+            &shared,
+            &ns,
+            &hist,
+            &in_use,
+            spec.revision_history_limit.unwrap_or(10),
+        )
+        .await?;
         if ready > avail {
             requeue = Some(Duration::from_secs(min_ready.max(1) as u64));
         }
     }
     let api: Api<StatefulSet> = Api::namespaced(shared.client(), &ns);
-    patch_status(&api, &name, &serde_json::to_value(&old).unwrap_or_default(), &serde_json::to_value(&st).unwrap_or_default()).await?;
+    patch_status(
+        &api,
+        &name,
+        &serde_json::to_value(&old).unwrap_or_default(),
+        &serde_json::to_value(&st).unwrap_or_default(),
+    )
+    .await?;
     Ok(Action::requeue(requeue.unwrap_or(Duration::from_secs(300))))
 }
 
@@ -205,14 +264,21 @@ impl Ctx<'_> {
                     }
                 }
                 Some(p) => {
-                    if !parallel && (!running_and_ready(p) || p.metadata.deletion_timestamp.is_some()) {
+                    if !parallel
+                        && (!running_and_ready(p) || p.metadata.deletion_timestamp.is_some())
+                    {
                         return Ok(());
                     }
                 }
             }
         }
         // Condemned ordinals, highest first.
-        let condemned: Vec<i32> = by_ord.keys().rev().copied().filter(|o| *o >= end || *o < start).collect();
+        let condemned: Vec<i32> = by_ord
+            .keys()
+            .rev()
+            .copied()
+            .filter(|o| *o >= end || *o < start)
+            .collect();
         for o in &condemned {
             let p = by_ord[o].clone();
             if p.metadata.deletion_timestamp.is_some() {
@@ -235,7 +301,11 @@ impl Ctx<'_> {
             return Ok(());
         }
         // Rolling update: one pod at a time, highest ordinal first, down to partition.
-        if rolling && by_ord.values().all(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none()) {
+        if rolling
+            && by_ord
+                .values()
+                .all(|p| running_and_ready(p) && p.metadata.deletion_timestamp.is_none())
+        {
             for o in (start.max(partition)..end).rev() {
                 if let Some(p) = by_ord.get(&o) {
                     if revision_label(p) != Some(update_rev) {
@@ -248,7 +318,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    async fn create_pod(&self, o: i32, rev: &str, template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Result<Pod> {
+    async fn create_pod(
+        &self,
+        o: i32,
+        rev: &str,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    ) -> Result<Pod> {
         let spec = self.set.spec.clone().unwrap_or_default();
         let pod_name = format!("{}-{o}", self.name);
         let extra: BTreeMap<String, String> = [
@@ -280,14 +355,34 @@ impl Ctx<'_> {
         match create_pod(self.pods, &pod).await {
             Ok(p) => {
                 self.shared
-                    .event(self.set, false, "SuccessfulCreate", format!("create Pod {pod_name} in StatefulSet {} successful", self.name))
+                    .event(
+                        self.set,
+                        false,
+                        "SuccessfulCreate",
+                        format!(
+                            "create Pod {pod_name} in StatefulSet {} successful",
+                            self.name
+                        ),
+                    )
                     .await;
                 Ok(p)
             }
-            Err(e) if is_status(&e, 409) => self.pods.get(&pod_name).await.ctx(|| format!("read pod {pod_name}")),
+            Err(e) if is_status(&e, 409) => self
+                .pods
+                .get(&pod_name)
+                .await
+                .ctx(|| format!("read pod {pod_name}")),
             Err(e) => {
                 self.shared
-                    .event(self.set, true, "FailedCreate", format!("create Pod {pod_name} in StatefulSet {} failed error: {e}", self.name))
+                    .event(
+                        self.set,
+                        true,
+                        "FailedCreate",
+                        format!(
+                            "create Pod {pod_name} in StatefulSet {} failed error: {e}",
+                            self.name
+                        ),
+                    )
                     .await;
                 Err(e).ctx(|| format!("create pod {pod_name}"))
             }
@@ -298,14 +393,27 @@ impl Ctx<'_> {
         let pname = p.name_any();
         delete_quiet(self.pods, &pname, &DeleteParams::default()).await?;
         self.shared
-            .event(self.set, false, "SuccessfulDelete", format!("delete Pod {pname} in StatefulSet {} successful", self.name))
+            .event(
+                self.set,
+                false,
+                "SuccessfulDelete",
+                format!("delete Pod {pname} in StatefulSet {} successful", self.name),
+            )
             .await;
         Ok(())
     }
 
     fn policy(&self) -> (bool, bool) {
-        let p = self.set.spec.as_ref().and_then(|s| s.persistent_volume_claim_retention_policy.clone()).unwrap_or_default();
-        (p.when_deleted.as_deref() == Some("Delete"), p.when_scaled.as_deref() == Some("Delete"))
+        let p = self
+            .set
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_claim_retention_policy.clone())
+            .unwrap_or_default();
+        (
+            p.when_deleted.as_deref() == Some("Delete"),
+            p.when_scaled.as_deref() == Some("Delete"),
+        )
     }
 
     async fn ensure_claims(&self, o: i32) -> Result<()> {
@@ -314,7 +422,12 @@ impl Ctx<'_> {
         let (when_deleted, _) = self.policy();
         for tmpl in spec.volume_claim_templates.iter().flatten() {
             let cname = claim_name(&tmpl.name_any(), self.name, o);
-            if api.get_opt(&cname).await.ctx(|| format!("read claim {cname}"))?.is_some() {
+            if api
+                .get_opt(&cname)
+                .await
+                .ctx(|| format!("read claim {cname}"))?
+                .is_some()
+            {
                 continue;
             }
             let mut labels = tmpl.labels().clone();
@@ -334,7 +447,15 @@ impl Ctx<'_> {
             match api.create(&PostParams::default(), &pvc).await {
                 Ok(_) => {
                     self.shared
-                        .event(self.set, false, "SuccessfulCreate", format!("create Claim {cname} Pod {}-{o} in StatefulSet {} success", self.name, self.name))
+                        .event(
+                            self.set,
+                            false,
+                            "SuccessfulCreate",
+                            format!(
+                                "create Claim {cname} Pod {}-{o} in StatefulSet {} success",
+                                self.name, self.name
+                            ),
+                        )
                         .await
                 }
                 Err(e) if is_status(&e, 409) => {}
@@ -351,8 +472,18 @@ impl Ctx<'_> {
             return Ok(());
         }
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.shared.client(), self.ns);
-        for tmpl in self.set.spec.iter().flat_map(|s| s.volume_claim_templates.iter().flatten()) {
-            delete_quiet(&api, &claim_name(&tmpl.name_any(), self.name, o), &background()).await?;
+        for tmpl in self
+            .set
+            .spec
+            .iter()
+            .flat_map(|s| s.volume_claim_templates.iter().flatten())
+        {
+            delete_quiet(
+                &api,
+                &claim_name(&tmpl.name_any(), self.name, o),
+                &background(),
+            )
+            .await?;
         }
         Ok(())
     }
