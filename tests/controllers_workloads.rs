@@ -44,6 +44,9 @@ struct Cluster {
     rt: tokio::runtime::Runtime,
     client: kube::Client,
     shutdown: CancellationToken,
+    /// The running controllers' own token and handle, so a test can restart them.
+    controllers: std::sync::Mutex<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    clock: Arc<dyn Clock>,
     kubectl: Kubectl,
 }
 
@@ -76,18 +79,9 @@ impl Cluster {
             ))
             .expect("failed to build the controller client");
         let shutdown = CancellationToken::new();
-        let mut options = rk3s::controllers::ControllerOptions::new(
-            rk3s::server::assemble::ClusterSettings::defaults(),
-        );
-        options.cronjob_period = Duration::from_millis(300);
-        let ctx = rk3s::controllers::Context {
-            client: client.clone(),
-            options: Arc::new(options),
-            shutdown: shutdown.clone(),
-        };
         let clock =
             clock.unwrap_or_else(|| Arc::new(rk3s::controllers::workloads::common::SystemClock));
-        rt.spawn(rk3s::controllers::workloads::run_with_clock(ctx, clock));
+        let controllers = start_controllers(&rt, &client, &clock);
         rt.spawn(simulate(client.clone(), shutdown.clone()));
         let kubectl = server.kubectl();
         let c = Cluster {
@@ -95,6 +89,8 @@ impl Cluster {
             rt,
             client,
             shutdown,
+            controllers: std::sync::Mutex::new(controllers),
+            clock,
             kubectl,
         };
         for n in nodes {
@@ -162,7 +158,44 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.controllers.lock().unwrap().0.cancel();
     }
+}
+
+impl Cluster {
+    /// Stops the controllers, waits for them to return, and starts fresh ones.
+    fn restart_controllers(&self) {
+        let mut guard = self.controllers.lock().unwrap();
+        guard.0.cancel();
+        let handle = std::mem::replace(&mut guard.1, self.rt.spawn(async {}));
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), handle).await })
+            .expect("the controllers did not stop on shutdown")
+            .expect("the controllers panicked");
+        *guard = start_controllers(&self.rt, &self.client, &self.clock);
+    }
+}
+
+fn start_controllers(
+    rt: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    clock: &Arc<dyn Clock>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let mut options = rk3s::controllers::ControllerOptions::new(
+        rk3s::server::assemble::ClusterSettings::defaults(),
+    );
+    options.cronjob_period = Duration::from_millis(300);
+    let ctx = rk3s::controllers::Context {
+        client: client.clone(),
+        options: Arc::new(options),
+        shutdown: token.clone(),
+    };
+    let handle = rt.spawn(rk3s::controllers::workloads::run_with_clock(
+        ctx,
+        clock.clone(),
+    ));
+    (token, handle)
 }
 
 /// Polls `f` until it returns `Some`, panicking with `what` after `secs`.
@@ -527,6 +560,10 @@ spec:
         rs.status.as_ref().unwrap().observed_generation,
         rs.metadata.generation
     );
+    // A controller restart neither duplicates nor loses pods.
+    c.restart_controllers();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(live(c.pods("app=rs")).len(), 2);
     c.kubectl.run_ok(&["delete", "pod", "orphan"]);
     wait_for("a replacement pod", 60, || {
         let pods = live(c.pods("app=rs"));
@@ -539,6 +576,28 @@ spec:
     wait_for("the relabelled pod released", 60, || {
         let p: Pod = c.get(&victim);
         (p.owner_references().is_empty() && live(c.pods("app=rs")).len() == 2).then_some(())
+    });
+    // A ReplicationController does the same with its equality selector.
+    c.apply(
+        r#"
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: rc}
+spec:
+  replicas: 2
+  selector: {app: rc}
+  template:
+    metadata: {labels: {app: rc}}
+    spec: {containers: [{name: c, image: a}]}
+"#,
+    );
+    wait_for("2 ready rc pods", 60, || {
+        let pods = live(c.pods("app=rc"));
+        (pods.len() == 2 && pods.iter().all(ready)).then_some(())
+    });
+    wait_for("rc status", 30, || {
+        let rc: k8s_openapi::api::core::v1::ReplicationController = c.get("rc");
+        (rc.status?.available_replicas == Some(2)).then_some(())
     });
     let events = c.kubectl.run_ok(&["get", "events"]);
     assert!(events.contains("SuccessfulCreate"), "{events}");
@@ -744,6 +803,23 @@ spec:
   template:
     metadata: {labels: {sim: fail}}
     spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: ttl}
+spec:
+  ttlSecondsAfterFinished: 1
+  template:
+    metadata: {labels: {sim: succeed}}
+    spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: slow}
+spec:
+  activeDeadlineSeconds: 2
+  template:
+    spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
 "#,
     );
     let ok: Job = wait_for("job ok complete", 60, || {
@@ -796,6 +872,37 @@ spec:
         .unwrap();
     assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(c.pods("batch.kubernetes.io/job-name=bad").len(), 2);
+
+    let slow: Job = wait_for("job slow past its deadline", 60, || {
+        let j: Job = c.get("slow");
+        j.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True")
+            .then_some(j)
+    });
+    let reasons: Vec<_> = slow
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.reason)
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r == "DeadlineExceeded"),
+        "{reasons:?}"
+    );
+    assert!(live(c.pods("batch.kubernetes.io/job-name=slow")).is_empty());
+
+    wait_for("job ttl deleted after it finished", 60, || {
+        c.list::<Job>()
+            .iter()
+            .all(|j| j.name_any() != "ttl")
+            .then_some(())
+    });
 }
 
 #[test]
