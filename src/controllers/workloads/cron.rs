@@ -320,6 +320,18 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_shift_the_wall_clock_schedule() {
+        let s = Schedule::parse("0 9 * * *").unwrap();
+        // Needs the system tz database, as the controller does.
+        let berlin = zone(Some("Europe/Berlin")).expect("Europe/Berlin from /usr/share/zoneinfo");
+        let t = s.next_after(ts("2024-01-01T00:00:00Z"), &berlin).unwrap();
+        assert_eq!(t, ts("2024-01-01T08:00:00Z"));
+        let t = s.next_after(ts("2024-07-01T00:00:00Z"), &berlin).unwrap();
+        assert_eq!(t, ts("2024-07-01T07:00:00Z"));
+        assert!(matches!(zone(Some("Mars/Olympus")), Err(CronError::TimeZone(_))));
+    }
+
+    #[test]
     fn bad_schedules_are_refused_with_the_reason() {
         assert!(Schedule::parse("* * * *").is_err());
         assert!(Schedule::parse("60 * * * *").is_err());
