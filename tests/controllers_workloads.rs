@@ -820,6 +820,17 @@ spec:
   activeDeadlineSeconds: 2
   template:
     spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: idx}
+spec:
+  completionMode: Indexed
+  completions: 3
+  parallelism: 2
+  template:
+    metadata: {labels: {sim: succeed}}
+    spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
 "#,
     );
     let ok: Job = wait_for("job ok complete", 60, || {
@@ -896,6 +907,29 @@ spec:
         "{reasons:?}"
     );
     assert!(live(c.pods("batch.kubernetes.io/job-name=slow")).is_empty());
+
+    let idx: Job = wait_for("indexed job complete", 60, || {
+        let j: Job = c.get("idx");
+        j.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+            .then_some(j)
+    });
+    let st = idx.status.unwrap();
+    assert_eq!(
+        (st.succeeded, st.completed_indexes.as_deref()),
+        (Some(3), Some("0-2"))
+    );
+    let mut hosts: Vec<String> = c
+        .pods("batch.kubernetes.io/job-name=idx")
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.hostname.clone())
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["idx-0", "idx-1", "idx-2"]);
 
     wait_for("job ttl deleted after it finished", 60, || {
         c.list::<Job>()

@@ -16,15 +16,20 @@
 //! `batch.kubernetes.io/job-tracking` finalizer: counts are derived from the
 //! pods that exist and kept monotonic in status, so a pod deleted after it
 //! finished is not counted twice, but one deleted before it was ever seen
-//! is not counted at all. Partial: Indexed mode, podFailurePolicy,
-//! successPolicy and backoffLimitPerIndex are not implemented.
+//! is not counted at all.
+//!
+//! Indexed completion mode: one pod per pending index `0..completions`
+//! (annotation and label `batch.kubernetes.io/job-completion-index`,
+//! hostname `<job>-<index>`, `JOB_COMPLETION_INDEX` in every container),
+//! `status.completedIndexes` as ranges. Partial: podFailurePolicy,
+//! successPolicy, backoffLimitPerIndex and `failedIndexes` are not implemented.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
@@ -35,6 +40,7 @@ use super::common::*;
 
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
 /// kube's pod-failure back-off: 10 s, doubling per failure, at most 6 minutes.
 pub fn backoff(failures: i32) -> Duration {
@@ -179,8 +185,22 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
         })
         .count() as i32;
     let failed_pods: Vec<&Pod> = pods.iter().filter(|p| pod_phase(p) == "Failed").collect();
-    let succeeded = (pods.iter().filter(|p| pod_phase(p) == "Succeeded").count() as i32)
-        .max(old.succeeded.unwrap_or(0));
+    let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let mut done_indexes = parse_indexes(old.completed_indexes.as_deref().unwrap_or(""));
+    if indexed {
+        let c = spec.completions.unwrap_or(0);
+        for p in pods.iter().filter(|p| pod_phase(p) == "Succeeded") {
+            if let Some(i) = index_of(p).filter(|i| *i < c) {
+                done_indexes.insert(i);
+            }
+        }
+    }
+    let succeeded = if indexed {
+        done_indexes.len() as i32
+    } else {
+        pods.iter().filter(|p| pod_phase(p) == "Succeeded").count() as i32
+    }
+    .max(old.succeeded.unwrap_or(0));
     let failed = (failed_pods.len() as i32).max(old.failed.unwrap_or(0));
     let ready = active.iter().filter(|p| is_ready(p)).count() as i32;
 
@@ -329,7 +349,44 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
             }
         };
         let have = active.len() as i32;
-        if have > want {
+        if indexed {
+            // One active pod per pending index; anything else goes.
+            let c = completions.unwrap_or(0);
+            let mut running = BTreeSet::new();
+            let mut extra: Vec<&Pod> = Vec::new();
+            for p in &active {
+                match index_of(p) {
+                    Some(i)
+                        if !suspended
+                            && i < c
+                            && !done_indexes.contains(&i)
+                            && running.insert(i) => {}
+                    _ => extra.push(p),
+                }
+            }
+            delete_pods(&shared, &job, &pods_api, &extra).await?;
+            let free = if suspended {
+                0
+            } else {
+                (parallelism as usize).saturating_sub(running.len())
+            };
+            let todo: Vec<Option<i32>> = (0..c)
+                .filter(|i| !done_indexes.contains(i) && !running.contains(i))
+                .take(free)
+                .map(Some)
+                .collect();
+            let wait = failed_pods
+                .iter()
+                .map(|p| finished_at(p))
+                .max()
+                .map(|t| t.as_second() + backoff(failed).as_secs() as i64 - now.as_second())
+                .unwrap_or(0);
+            if !todo.is_empty() && failed > 0 && wait > 0 {
+                requeue = Some(Duration::from_secs(wait as u64));
+            } else if !todo.is_empty() {
+                create_pods(&shared, &job, &pods_api, &todo).await?;
+            }
+        } else if have > want {
             let mut extra: Vec<Pod> = active.iter().map(|p| (*p).clone()).collect();
             extra = super::replicaset::pods_to_delete(extra, (have - want) as usize);
             let refs: Vec<&Pod> = extra.iter().collect();
@@ -344,7 +401,8 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
                     r.min(Duration::from_secs(wait as u64))
                 }));
             } else {
-                create_pods(&shared, &job, &pods_api, (want - have) as usize).await?;
+                let n = (want - have) as usize;
+                create_pods(&shared, &job, &pods_api, &vec![None; n]).await?;
             }
         }
     }
@@ -356,6 +414,9 @@ pub async fn reconcile(job: Arc<Job>, shared: Arc<Shared>) -> Result<Action> {
     st.failed = opt(failed);
     st.terminating = Some(terminating);
     st.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
+    if indexed {
+        st.completed_indexes = Some(format_indexes(&done_indexes)).filter(|s| !s.is_empty());
+    }
     if finished_condition(&st).is_some() {
         st.active = None;
         if let Some(ttl) = spec.ttl_seconds_after_finished {
@@ -388,7 +449,13 @@ async fn delete_pods(shared: &Shared, job: &Job, api: &Api<Pod>, pods: &[&Pod]) 
     Ok(())
 }
 
-async fn create_pods(shared: &Shared, job: &Job, api: &Api<Pod>, n: usize) -> Result<()> {
+/// Creates one pod per entry; `Some(i)` makes the pod for completion index `i`.
+async fn create_pods(
+    shared: &Shared,
+    job: &Job,
+    api: &Api<Pod>,
+    indexes: &[Option<i32>],
+) -> Result<()> {
     let name = job.name_any();
     let uid = job.uid().unwrap_or_default();
     let extra: BTreeMap<String, String> = [
@@ -403,9 +470,12 @@ async fn create_pods(shared: &Shared, job: &Job, api: &Api<Pod>, n: usize) -> Re
         .as_ref()
         .map(|s| s.template.clone())
         .unwrap_or_default();
-    let mut pod = pod_from_template(job, &template, &extra);
-    pod.metadata.generate_name = Some(format!("{name}-"));
-    for _ in 0..n {
+    for index in indexes {
+        let mut pod = pod_from_template(job, &template, &extra);
+        pod.metadata.generate_name = Some(format!("{name}-"));
+        if let Some(i) = index {
+            with_index(&mut pod, &name, *i);
+        }
         match create_pod(api, &pod).await {
             Ok(p) => {
                 shared
@@ -428,9 +498,109 @@ async fn create_pods(shared: &Shared, job: &Job, api: &Api<Pod>, n: usize) -> Re
     Ok(())
 }
 
+/// The completion index a pod of an Indexed Job runs.
+pub fn index_of(p: &Pod) -> Option<i32> {
+    let from = |m: Option<&BTreeMap<String, String>>| m?.get(COMPLETION_INDEX)?.parse().ok();
+    from(p.metadata.annotations.as_ref()).or_else(|| from(p.metadata.labels.as_ref()))
+}
+
+/// Marks a pod as the one for index `i`, as kube does: annotation, label,
+/// hostname `<job>-<i>` and `JOB_COMPLETION_INDEX` in every container.
+fn with_index(pod: &mut Pod, job: &str, i: i32) {
+    pod.metadata.generate_name = Some(format!("{job}-{i}-"));
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(COMPLETION_INDEX.into(), i.to_string());
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(COMPLETION_INDEX.into(), i.to_string());
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.hostname = Some(format!("{job}-{i}"));
+    let env = EnvVar {
+        name: "JOB_COMPLETION_INDEX".into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: format!("metadata.annotations['{COMPLETION_INDEX}']"),
+            }),
+            ..Default::default()
+        }),
+    };
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        let envs = c.env.get_or_insert_with(Vec::new);
+        if !envs.iter().any(|e| e.name == env.name) {
+            envs.push(env.clone());
+        }
+    }
+}
+
+/// Parses `completedIndexes` ("1,3-5,7").
+pub fn parse_indexes(s: &str) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<i32>().ok()),
+        }
+    }
+    out
+}
+
+/// Formats indexes as kube writes `completedIndexes`: sorted, runs as ranges.
+pub fn format_indexes(set: &BTreeSet<i32>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = set.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end = iter.next().unwrap_or(end);
+        }
+        parts.push(if end == start {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completed_indexes_round_trip_as_ranges() {
+        let set: BTreeSet<i32> = [0, 1, 2, 4, 6, 7].into();
+        assert_eq!(format_indexes(&set), "0-2,4,6-7");
+        assert_eq!(parse_indexes("0-2,4,6-7"), set);
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
+        assert!(parse_indexes("").is_empty());
+    }
+
+    #[test]
+    fn indexed_pods_carry_their_index() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "spec": {"containers": [{"name": "c", "image": "i"}]}
+        }))
+        .unwrap();
+        with_index(&mut pod, "work", 3);
+        assert_eq!(index_of(&pod), Some(3));
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("work-3"));
+        let env = &spec.containers[0].env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "JOB_COMPLETION_INDEX");
+    }
 
     #[test]
     fn backoff_doubles_from_ten_seconds_up_to_six_minutes() {

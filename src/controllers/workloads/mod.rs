@@ -26,12 +26,13 @@ pub mod statefulset;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource};
@@ -184,7 +185,13 @@ where
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
     let token = ctx.shutdown.clone();
-    c.graceful_shutdown_on(async move { token.cancelled().await })
+    // A burst of pod events (a rollout, a node going away) becomes one pass
+    // per owner instead of one per event; every pass lists what it owns.
+    let config = controller::Config::default()
+        .debounce(Duration::from_millis(100))
+        .concurrency(4);
+    c.with_config(config)
+        .graceful_shutdown_on(async move { token.cancelled().await })
         .run(reconcile, error_policy, shared)
         .for_each(|res| async move {
             if let Err(e) = res {
