@@ -284,6 +284,7 @@ async fn simulate(client: kube::Client, shutdown: CancellationToken) {
             let now = Timestamp::now().to_string();
             let outcome = p.labels().get("sim").cloned().unwrap_or_default();
             let status = match (phase(&p), outcome.as_str()) {
+                (_, "hang") => continue,
                 ("Pending", _) => json!({"phase": "Running", "startTime": now, "conditions": [
                     {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
                     {"type": "Initialized", "status": "True", "lastTransitionTime": now},
@@ -489,6 +490,115 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
         let pods = live(c.pods("app=web"));
         (pods.len() == 5 && pods.iter().all(|p| image(p) == "z")).then_some(())
     });
+}
+
+#[test]
+fn deployment_past_its_progress_deadline_reports_it() {
+    let c = Cluster::start(&["n1"]);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: stuck}
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 2
+  selector: {matchLabels: {app: stuck}}
+  template:
+    metadata: {labels: {app: stuck, sim: hang}}
+    spec: {containers: [{name: c, image: a}]}
+"#,
+    );
+    let d: Deployment = wait_for("ProgressDeadlineExceeded", 60, || {
+        let d: Deployment = c.get("stuck");
+        let conds = d.status.as_ref()?.conditions.as_ref()?;
+        conds
+            .iter()
+            .any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            .then_some(d.clone())
+    });
+    let conds = d.status.unwrap().conditions.unwrap();
+    let progressing = conds.iter().find(|c| c.type_ == "Progressing").unwrap();
+    assert_eq!(progressing.status, "False");
+    let rs = &c.list::<ReplicaSet>()[0];
+    assert_eq!(
+        progressing.message.as_deref(),
+        Some(
+            format!(
+                "ReplicaSet \"{}\" has timed out progressing.",
+                rs.name_any()
+            )
+            .as_str()
+        )
+    );
+    let available = conds.iter().find(|c| c.type_ == "Available").unwrap();
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_deref()),
+        ("False", Some("MinimumReplicasUnavailable"))
+    );
+    let out = c
+        .kubectl
+        .run(&["rollout", "status", "deployment/stuck", "--timeout=20s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeded its progress deadline"), "{err}");
+}
+
+#[test]
+fn statefulset_rolls_from_the_highest_ordinal() {
+    let c = Cluster::start(&["n1"]);
+    c.apply(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  serviceName: db
+  updateStrategy: {type: RollingUpdate}
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: c, image: a}]}
+"#,
+    );
+    c.kubectl
+        .run_ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
+    let uids = |name: &str| -> Option<String> {
+        c.pods("app=db")
+            .into_iter()
+            .find(|p| p.name_any() == name)?
+            .uid()
+    };
+    let before: Vec<_> = ["db-0", "db-1", "db-2"].iter().map(|n| uids(n)).collect();
+    c.kubectl.run_ok(&["set", "image", "sts/db", "c=b"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "sts/db", "--timeout=60s"]);
+    let pods = wait_for("all db pods on image b", 60, || {
+        let pods = live(c.pods("app=db"));
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "b" && ready(p))).then_some(pods)
+    });
+    let after: Vec<_> = ["db-0", "db-1", "db-2"].iter().map(|n| uids(n)).collect();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "every pod was replaced"
+    );
+    let created = |n: &str| {
+        pods.iter()
+            .find(|p| p.name_any() == n)
+            .unwrap()
+            .metadata
+            .creation_timestamp
+            .clone()
+            .unwrap()
+            .0
+    };
+    assert!(created("db-2") <= created("db-1") && created("db-1") <= created("db-0"));
+    let history = c.kubectl.run_ok(&["rollout", "history", "sts/db"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    let sts: StatefulSet = c.get("db");
+    let st = sts.status.unwrap();
+    assert_eq!(st.current_revision, st.update_revision);
 }
 
 #[test]
