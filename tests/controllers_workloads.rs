@@ -379,6 +379,12 @@ fn deployment_creates_rolls_within_bounds_undoes_and_scales() {
                 && c.reason.as_deref() == Some("NewReplicaSetAvailable"))
     );
 
+    let described = c.kubectl.run_ok(&["describe", "deployment", "web"]);
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set"),
+        "{described}"
+    );
+
     // A rolling update with 3 replicas: maxSurge 1, maxUnavailable 0 (25% each, kube's rounding).
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {

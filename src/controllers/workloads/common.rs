@@ -13,10 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use super::events::EventWriter;
 use crate::controllers::Context;
 
 /// Errors of one reconcile; every one is retried with back-off.
@@ -74,18 +74,14 @@ impl Clock for SystemClock {
 /// What each controller's reconcile gets.
 pub struct Shared {
     pub ctx: Context,
-    pub recorder: Recorder,
+    pub events: EventWriter,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
     pub fn new(ctx: Context, controller: &str, clock: Arc<dyn Clock>) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: controller.to_string(),
-            instance: None,
-        };
         Arc::new(Shared {
-            recorder: Recorder::new(ctx.client.clone(), reporter),
+            events: EventWriter::new(ctx.client.clone(), controller),
             ctx,
             clock,
         })
@@ -107,18 +103,8 @@ impl Shared {
         reason: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        let regarding = obj.object_ref(&());
+        if let Err(e) = self.events.record(regarding, warning, reason, note).await {
             tracing::debug!(error = %e, reason, "failed to record an event");
         }
     }

@@ -17,6 +17,7 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod events;
 pub mod history;
 pub mod job;
 pub mod replicaset;
