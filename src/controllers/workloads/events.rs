@@ -20,11 +20,16 @@ use tokio::sync::Mutex;
 
 const DEDUP_WINDOW: Duration = Duration::from_secs(600);
 
+/// (involved object uid, reason, message).
+type EventKey = (String, String, String);
+/// (Event name, count, last seen).
+type Seen = (String, i32, Timestamp);
+
 /// Writes Events for one controller (`source.component`).
 pub struct EventWriter {
     client: kube::Client,
     component: String,
-    seen: Mutex<HashMap<(String, String, String), (String, i32, Timestamp)>>,
+    seen: Mutex<HashMap<EventKey, Seen>>,
 }
 
 impl EventWriter {
