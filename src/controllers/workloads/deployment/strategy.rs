@@ -107,7 +107,13 @@ impl Rollout<'_> {
         // Grow the new ReplicaSet.
         if let Some(new_rs) = self.new_rs.clone() {
             let cur = rs_replicas(&new_rs);
-            let total: i32 = self.all().iter().map(|r| rs_replicas(r)).sum();
+            // Old pods still being removed count too, so maxSurge bounds
+            // the pods that exist, not only the ReplicaSets' specs.
+            let total: i32 = self
+                .all()
+                .iter()
+                .map(|r| rs_replicas(r).max(rs_status(r).0))
+                .sum();
             let target = if cur > self.replicas {
                 self.replicas
             } else {
