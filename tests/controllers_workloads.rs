@@ -1105,5 +1105,62 @@ fn cronjob_starts_jobs_on_schedule() {
     let n = c.list::<Job>().len();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.list::<Job>().len(), n);
+
+    // Forbid never starts a second Job while one runs; finished Jobs past
+    // successfulJobsHistoryLimit are deleted.
+    c.apply(
+        r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: solo}
+spec:
+  schedule: "* * * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: hist}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        metadata: {labels: {sim: succeed}}
+        spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
+"#,
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("hist jobs trimmed to the history limit", 60, || {
+        let jobs: Vec<Job> = c
+            .list::<Job>()
+            .into_iter()
+            .filter(|j| j.name_any().starts_with("hist-"))
+            .collect();
+        seen.extend(jobs.iter().map(|j| j.name_any()));
+        let complete = jobs
+            .iter()
+            .filter(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete"))
+            })
+            .count();
+        let cj: k8s_openapi::api::batch::v1::CronJob = c.get("hist");
+        let succeeded_once = cj.status.and_then(|s| s.last_successful_time).is_some();
+        (seen.len() >= 3 && complete == 1 && succeeded_once).then_some(())
+    });
+    let solo: Vec<String> = c
+        .list::<Job>()
+        .iter()
+        .map(|j| j.name_any())
+        .filter(|n| n.starts_with("solo-"))
+        .collect();
+    assert_eq!(solo.len(), 1, "{solo:?}");
     let _ = &c.server;
 }
