@@ -2,7 +2,7 @@
 //! policy, owner references and claiming, label-selector matching, pod
 //! health predicates, status patches, events and the clock seam.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,15 +76,26 @@ pub struct Shared {
     pub ctx: Context,
     pub events: EventWriter,
     pub clock: Arc<dyn Clock>,
+    /// Consecutive failed passes per object, for the retry back-off only.
+    failures: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl Shared {
     pub fn new(ctx: Context, controller: &str, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Shared {
             events: EventWriter::new(ctx.client.clone(), controller),
+            failures: Default::default(),
             ctx,
             clock,
         })
+    }
+
+    /// Resets the object's retry back-off after a successful pass.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     pub fn client(&self) -> kube::Client {
@@ -110,14 +121,33 @@ impl Shared {
     }
 }
 
-/// Shared back-off: errors retry after a short, growing-with-load pause
-/// rather than spinning (kube-runtime's own scheduler deduplicates).
-pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _shared: Arc<Shared>) -> Action {
-    tracing::warn!(%error, "workload reconcile failed; retrying");
-    match error {
-        Error::Invalid { .. } => Action::requeue(Duration::from_secs(60)),
-        Error::Api { .. } => Action::requeue(Duration::from_secs(5)),
-    }
+/// The retry delay after `failures` consecutive failed passes: 1 s doubling, at most 5 minutes.
+pub fn retry_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}
+
+/// Errors retry with per-object exponential back-off instead of spinning;
+/// a successful pass resets it ([`Shared::succeeded`]).
+pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, shared: Arc<Shared>) -> Action {
+    let key = object_key(obj.as_ref());
+    let failures = {
+        let mut f = shared.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = retry_delay(failures);
+    tracing::warn!(object = %key, %error, retry_in = ?delay, "workload reconcile failed");
+    Action::requeue(delay)
+}
+
+/// `namespace/name`, the back-off key.
+pub fn object_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
 }
 
 /// The controller ownerReference to `owner`.
@@ -431,6 +461,15 @@ pub fn labels_of(meta: &ObjectMeta) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(2), Duration::from_secs(2));
+        assert_eq!(retry_delay(5), Duration::from_secs(16));
+        assert_eq!(retry_delay(12), Duration::from_secs(300));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(300));
+    }
 
     #[test]
     fn fnv_matches_the_reference_vectors() {

@@ -220,6 +220,11 @@ pub async fn reconcile(ds: Arc<DaemonSet>, shared: Arc<Shared>) -> Result<Action
     let name = ds.name_any();
     let spec = ds.spec.clone().unwrap_or_default();
     let old = ds.status.clone().unwrap_or_default();
+    if ds.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes pods and revisions;
+        // writing a new revision now would only race it.
+        return Ok(Action::await_change());
+    }
     let mut collision = old.collision_count;
     let hist = history::sync(
         &shared,

@@ -11,6 +11,12 @@
 //! There is no expectations cache: every pass lists the pods it owns from
 //! the API, which costs a list per pass but makes a restart or a stale
 //! watch harmless (a pass never acts on a cache older than its own writes).
+//! Reconciles are debounced (100 ms) so a burst of pod events is one pass.
+//! Children are watched in full and mapped to their controller through the
+//! controller ownerReference ([`owner_of`]).
+//!
+//! Partial: each pass lists its namespace's pods, O(pods) per pass; with
+//! thousands of pods a shared informer plus kube's expectations would be cheaper.
 
 pub mod common;
 pub mod cron;
@@ -179,12 +185,24 @@ where
 }
 
 /// Runs one controller until shutdown, logging each reconcile's outcome.
-async fn drive<K, F, Fut>(c: Controller<K>, reconcile: F, shared: Arc<Shared>, ctx: &Context)
+async fn drive<K, F, Fut>(c: Controller<K>, mut reconcile: F, shared: Arc<Shared>, ctx: &Context)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     F: FnMut(Arc<K>, Arc<Shared>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
+    // A successful pass resets the object's retry back-off.
+    let reconcile = move |obj: Arc<K>, shared: Arc<Shared>| {
+        let key = common::object_key(obj.as_ref());
+        let pass = reconcile(obj, shared.clone());
+        async move {
+            let result = pass.await;
+            if result.is_ok() {
+                shared.succeeded(&key);
+            }
+            result
+        }
+    };
     let token = ctx.shutdown.clone();
     // A burst of pod events (a rollout, a node going away) becomes one pass
     // per owner instead of one per event; every pass lists what it owns.

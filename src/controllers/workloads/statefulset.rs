@@ -66,6 +66,11 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
     let name = set.name_any();
     let spec = set.spec.clone().unwrap_or_default();
     let old = set.status.clone().unwrap_or_default();
+    if set.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes pods and revisions;
+        // writing a new revision now would only race it.
+        return Ok(Action::await_change());
+    }
     let mut collision = old.collision_count;
     let hist = history::sync(
         &shared,
