@@ -774,6 +774,20 @@ spec:
     });
     let history = c.kubectl.run_ok(&["rollout", "history", "ds/agent"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    // Undo copies revision 1's template back; it becomes revision 3.
+    c.kubectl.run_ok(&["rollout", "undo", "ds/agent"]);
+    c.kubectl
+        .run_ok(&["rollout", "status", "ds/agent", "--timeout=60s"]);
+    wait_for("daemon pods back on image a", 60, || {
+        let pods = live(c.pods("app=agent"));
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "a" && ready(p))).then_some(())
+    });
+    let revisions: Vec<i64> = c
+        .list::<k8s_openapi::api::apps::v1::ControllerRevision>()
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    assert!(revisions.contains(&3), "{revisions:?}");
 }
 
 #[test]
