@@ -21,7 +21,7 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-fn env() -> Env {
+async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let rt = Arc::new(FakeRuntime::new());
     rt.add_image(ImageInfo {
@@ -39,6 +39,7 @@ fn env() -> Env {
         Arc::new(FakeFirewall::new()),
     )
     .unwrap();
+    net.ensure_host().await.unwrap();
     let api = Arc::new(FakePodApi::default());
     let ctx = Arc::new(Context {
         runtime: rt.clone(),
@@ -87,7 +88,7 @@ fn created(rt: &FakeRuntime) -> Vec<ContainerId> {
 
 #[tokio::test]
 async fn starts_the_pod_and_reports_running() {
-    let e = env();
+    let e = env().await;
     let p = pod(serde_json::json!({}));
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     assert_eq!(w.sync(Some(&p)).await, Flow::Continue);
@@ -118,7 +119,7 @@ async fn starts_the_pod_and_reports_running() {
 
 #[tokio::test]
 async fn crashing_container_backs_off() {
-    let e = env();
+    let e = env().await;
     let p = pod(serde_json::json!({}));
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     w.sync(Some(&p)).await;
@@ -147,7 +148,7 @@ async fn crashing_container_backs_off() {
 
 #[tokio::test]
 async fn oom_and_never_restart() {
-    let e = env();
+    let e = env().await;
     let p = pod(serde_json::json!({"restartPolicy": "Never"}));
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     w.sync(Some(&p)).await;
@@ -165,7 +166,7 @@ async fn oom_and_never_restart() {
 
 #[tokio::test]
 async fn missing_image_is_err_image_pull_then_backoff() {
-    let e = env();
+    let e = env().await;
     let mut p = pod(serde_json::json!({}));
     p.spec.as_mut().unwrap().containers[0].image = Some("nope:1".into());
     let mut w = PodWorker::new(e.ctx.clone(), &p);
@@ -186,7 +187,7 @@ async fn missing_image_is_err_image_pull_then_backoff() {
 
 #[tokio::test]
 async fn init_containers_run_first_in_order() {
-    let e = env();
+    let e = env().await;
     let p = pod(serde_json::json!({"initContainers": [
         {"name": "i1", "image": "busybox:1"},
         {"name": "i2", "image": "busybox:1"},
@@ -215,7 +216,7 @@ async fn init_containers_run_first_in_order() {
 
 #[tokio::test]
 async fn env_and_config_errors() {
-    let e = env();
+    let e = env().await;
     let mut p = pod(serde_json::json!({}));
     p.spec.as_mut().unwrap().containers[0].env = Some(vec![serde_json::from_value(
         serde_json::json!({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}),
@@ -241,7 +242,7 @@ async fn env_and_config_errors() {
 
 #[tokio::test]
 async fn deletion_stops_tears_down_and_deletes() {
-    let e = env();
+    let e = env().await;
     let mut p = pod(serde_json::json!({}));
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     w.sync(Some(&p)).await;
@@ -264,7 +265,7 @@ async fn deletion_stops_tears_down_and_deletes() {
 
 #[tokio::test]
 async fn restarted_worker_adopts_without_restarting() {
-    let e = env();
+    let e = env().await;
     let p = pod(serde_json::json!({}));
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     w.sync(Some(&p)).await;
