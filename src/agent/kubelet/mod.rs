@@ -73,6 +73,8 @@ pub struct KubeletOptions {
     pub log_root: PathBuf,
     /// Where pod network namespaces are bound (`/var/run/netns`).
     pub netns_dir: PathBuf,
+    /// The pod bridge ([`super::network::DEFAULT_BRIDGE`]).
+    pub bridge: String,
     /// The program containerd runs as each container's log shim (default:
     /// this executable, see `runtime::cri_log`).
     pub log_shim: Option<PathBuf>,
@@ -97,6 +99,7 @@ impl KubeletOptions {
             cluster_domain: "cluster.local".into(),
             log_root: PathBuf::from(DEFAULT_LOG_ROOT),
             netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
+            bridge: super::network::DEFAULT_BRIDGE.to_string(),
             log_shim: None,
         }
     }
@@ -196,6 +199,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         })?;
     let mut net_config = NetworkConfig::new(pod_cidr, opts.agent_dir.join("network"));
     net_config.netns_dir = opts.netns_dir.clone();
+    net_config.bridge = opts.bridge.clone();
     let network = Arc::new(PodNetwork::new(net_config).await?);
     network.ensure_host().await?;
     let recovery = network.recover().await?;
