@@ -181,6 +181,13 @@ async fn missing_image_is_err_image_pull_then_backoff() {
     let s = e.api.last_status().unwrap();
     assert_eq!(
         s["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ErrImagePull"
+    );
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["waiting"]["reason"],
         "ImagePullBackOff"
     );
 }

@@ -74,6 +74,7 @@ struct Slot {
     backoff: Backoff,
     pull_backoff: Backoff,
     retry_at: Option<Instant>,
+    pull_failed_at: Option<Instant>,
     started_mono: Option<Instant>,
     started_at: Option<DateTime<Utc>>,
     liveness: ProbeState,
@@ -96,6 +97,7 @@ impl Slot {
             backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
             retry_at: None,
+            pull_failed_at: None,
             started_mono: None,
             started_at: None,
             liveness: ProbeState::new(),
@@ -121,6 +123,7 @@ pub struct PodWorker {
     problem: Option<String>,
 }
 
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(4);
 const VOLUME_RESYNC: Duration = Duration::from_secs(10);
 
 fn restart_policy(pod: &Pod) -> String {
@@ -438,7 +441,12 @@ impl PodWorker {
                         )),
                     );
                 } else if let CState::Waiting { reason, message } = &slot.state {
-                    if reason == "ErrImagePull" {
+                    // ErrImagePull stays visible for a while, as a kubelet
+                    // that syncs the pod again ~10 s later shows it.
+                    let shown = slot
+                        .pull_failed_at
+                        .is_some_and(|t| now - t >= PULL_ERROR_SHOWN);
+                    if reason == "ErrImagePull" && shown {
                         slot.state = CState::waiting(
                             "ImagePullBackOff",
                             message.clone().map(|m| {
@@ -475,6 +483,7 @@ impl PodWorker {
                     .next(None, None)
                     .max(super::backoff::INITIAL);
                 slot.retry_at = Some(now + delay);
+                slot.pull_failed_at = Some(now);
                 slot.state = CState::waiting(e.reason, Some(e.message));
                 return;
             }
