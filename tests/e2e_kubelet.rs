@@ -559,3 +559,76 @@ async fn kubelet_runs_pods_on_containerd() {
         .status();
     drop(h.dir);
 }
+
+/// Pids whose command line mentions `needle`.
+fn pids_with_arg(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_is_supervised_and_outlives_the_agent() {
+    if !require_e2e("containerd_is_supervised_and_outlives_the_agent") {
+        return;
+    }
+    use rk3s::agent::containerd::{self as supervisor, ContainerdPaths};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = ContainerdPaths {
+        dir: dir.path().join("agent/containerd"),
+        state: dir.path().join("state"),
+        socket: dir.path().join("run/containerd.sock"),
+    };
+    let config = paths.config().display().to_string();
+    let token = CancellationToken::new();
+    supervisor::start(paths.clone(), token.clone())
+        .await
+        .expect("start containerd");
+    assert!(supervisor::is_serving(&paths.socket).await);
+    let first = pids_with_arg(&config);
+    assert_eq!(first.len(), 1, "one containerd");
+    assert!(std::fs::read_to_string(paths.config())
+        .unwrap()
+        .contains("io.containerd.grpc.v1.cri"));
+
+    // Killed: restarted after the back-off.
+    unsafe { libc::kill(first[0], libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let now: Vec<i32> = pids_with_arg(&config)
+            .into_iter()
+            .filter(|p| *p != first[0])
+            .collect();
+        if !now.is_empty() && supervisor::is_serving(&paths.socket).await {
+            break now[0];
+        }
+        assert!(Instant::now() < deadline, "containerd was not restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The agent stops: containerd keeps running, and a new agent adopts it.
+    token.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        supervisor::is_serving(&paths.socket).await,
+        "containerd died with the agent"
+    );
+    let token = CancellationToken::new();
+    supervisor::start(paths.clone(), token.clone())
+        .await
+        .expect("adopt");
+    assert_eq!(
+        pids_with_arg(&config),
+        vec![second],
+        "a second containerd was started"
+    );
+    token.cancel();
+    unsafe { libc::kill(second, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    common::containerd::unmount_under(dir.path());
+}
