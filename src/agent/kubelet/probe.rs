@@ -2,8 +2,9 @@
 //! host to the pod IP (the host reaches every pod through the bridge), with
 //! kube's initialDelay/period/timeout/threshold semantics.
 //!
-//! Partial: exec probes need an exec call the runtime seam does not have
-//! yet; they are logged once and count as succeeding.
+//! exec probes run through [`ContainerRuntime::exec`] (exit 0 succeeds).
+//!
+//! Partial: grpc probes count as succeeding.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -12,6 +13,8 @@ use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+use crate::agent::runtime::{ContainerId, ContainerRuntime};
 
 /// The outcome of one probe run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +35,26 @@ fn port(p: &IntOrString, container: &Container) -> Option<u16> {
     }
 }
 
-/// Runs `probe` once against the pod at `ip`.
-pub async fn run(probe: &Probe, container: &Container, ip: IpAddr) -> Outcome {
+/// Runs `probe` once against the pod at `ip` (exec: in container `id`).
+pub async fn run(
+    probe: &Probe,
+    container: &Container,
+    ip: IpAddr,
+    runtime: &dyn ContainerRuntime,
+    id: &ContainerId,
+) -> Outcome {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
+    if let Some(exec) = &probe.exec {
+        let argv = exec.command.clone().unwrap_or_default();
+        return match runtime.exec(id, &argv, timeout).await {
+            Ok(0) => Outcome::Success,
+            Ok(_) => Outcome::Failure,
+            Err(e) => {
+                tracing::debug!(container = %container.name, error = %e, "exec probe failed to run");
+                Outcome::Failure
+            }
+        };
+    }
     let result = tokio::time::timeout(timeout, run_inner(probe, container, ip)).await;
     match result {
         Ok(true) => Outcome::Success,
@@ -78,10 +98,6 @@ async fn run_inner(probe: &Probe, container: &Container, ip: IpAddr) -> bool {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
         return (200..400).contains(&code);
-    }
-    if probe.exec.is_some() {
-        tracing::debug!(container = %container.name, "exec probes are not supported yet; counting as success");
-        return true;
     }
     if probe.grpc.is_some() {
         tracing::debug!(container = %container.name, "grpc probes are not supported yet; counting as success");
@@ -195,11 +211,19 @@ mod tests {
         )
         .unwrap();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let rt = crate::agent::runtime::FakeRuntime::new();
+        let id = ContainerId("none".into());
+        let run = |p: Probe| {
+            let c = c.clone();
+            let rt = &rt;
+            let id = &id;
+            async move { run(&p, &c, ip, rt, id).await }
+        };
         let http = probe(serde_json::json!({"httpGet": {"port": "web", "path": "/"}}));
-        assert_eq!(run(&http, &c, ip).await, Outcome::Success);
+        assert_eq!(run(http).await, Outcome::Success);
         let tcp = probe(serde_json::json!({"tcpSocket": {"port": port}}));
-        assert_eq!(run(&tcp, &c, ip).await, Outcome::Success);
+        assert_eq!(run(tcp).await, Outcome::Success);
         let closed = probe(serde_json::json!({"tcpSocket": {"port": 1}}));
-        assert_eq!(run(&closed, &c, ip).await, Outcome::Failure);
+        assert_eq!(run(closed).await, Outcome::Failure);
     }
 }

@@ -259,10 +259,9 @@ async fn deletion_stops_tears_down_and_deletes() {
     ));
     p.metadata.deletion_grace_period_seconds = Some(7);
     assert_eq!(w.sync(Some(&p)).await, Flow::Finished);
-    assert!(e
-        .rt
-        .calls()
-        .contains(&FakeCall::Stop(id.clone(), Duration::from_secs(7))));
+    // The grace left after preStop hooks (none here): just under 7 s.
+    assert!(e.rt.calls().iter().any(|c| matches!(c, FakeCall::Stop(s, g)
+        if *s == id && *g <= Duration::from_secs(7) && *g > Duration::from_secs(6))));
     assert!(e.rt.list(&Default::default()).await.unwrap().is_empty());
     assert_eq!(
         e.api.deleted.lock().unwrap().clone(),
@@ -293,4 +292,51 @@ async fn restarted_worker_adopts_without_restarting() {
         s["containerStatuses"][0]["containerID"],
         format!("containerd://{}", found[0].id)
     );
+}
+
+#[tokio::test]
+async fn exec_liveness_failure_restarts_and_pre_stop_runs() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    let c = &mut p.spec.as_mut().unwrap().containers[0];
+    c.liveness_probe = Some(
+        serde_json::from_value(serde_json::json!({
+            "exec": {"command": ["check"]}, "periodSeconds": 1, "failureThreshold": 1,
+        }))
+        .unwrap(),
+    );
+    c.lifecycle = Some(
+        serde_json::from_value(serde_json::json!({
+            "preStop": {"exec": {"command": ["drain"]}},
+        }))
+        .unwrap(),
+    );
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let id = created(&e.rt)[0].clone();
+    w.sync(Some(&p)).await;
+    assert!(e
+        .rt
+        .calls()
+        .contains(&FakeCall::Exec(id.clone(), vec!["check".into()])));
+    e.rt.script_exec(&id, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.sync(Some(&p)).await;
+    assert!(
+        e.rt.calls()
+            .iter()
+            .any(|c| matches!(c, FakeCall::Stop(s, _) if *s == id)),
+        "liveness failure stops the container"
+    );
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 2, "restarted after the liveness failure");
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    assert_eq!(w.sync(Some(&p)).await, Flow::Finished);
+    assert!(e
+        .rt
+        .calls()
+        .contains(&FakeCall::Exec(ids[1].clone(), vec!["drain".into()])));
 }

@@ -7,9 +7,11 @@
 //! agent restart through their labels ([`PodWorker::adopt`]), so nothing
 //! is restarted: the worker picks up where the runtime is.
 //!
-//! Partial: preStop hooks and exec probes need a runtime exec call that
-//! the seam lacks (preStop is skipped, exec probes count as succeeding);
-//! no ephemeral containers; no sidecar (restartable init) containers.
+//! Termination runs preStop hooks (exec through the runtime, httpGet to
+//! the pod IP) within the grace period, then SIGTERM, then SIGKILL.
+//!
+//! Partial: no postStart hooks, no ephemeral containers, no sidecar
+//! (restartable init) containers.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -121,6 +123,8 @@ pub struct PodWorker {
     last_volume_sync: Option<Instant>,
     mounts: BTreeMap<String, PathBuf>,
     problem: Option<String>,
+    /// The latest pod object, for preStop hooks at termination.
+    last_pod: Option<Pod>,
 }
 
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(4);
@@ -134,6 +138,55 @@ fn restart_policy(pod: &Pod) -> String {
 }
 
 impl PodWorker {
+    /// Runs the app containers' preStop hooks concurrently, within `grace`.
+    async fn run_pre_stop_hooks(&self, grace: Duration) {
+        let Some(pod) = &self.last_pod else { return };
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let mut hooks = Vec::new();
+        for c in &containers {
+            let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+                continue;
+            };
+            let Some(id) = self.slots.get(&c.name).and_then(|s| s.id.clone()) else {
+                continue;
+            };
+            let runtime = self.ctx.runtime.clone();
+            let ip = self.pod_ip;
+            let name = c.name.clone();
+            let container = c.clone();
+            hooks.push(async move {
+                if let Some(exec) = &hook.exec {
+                    let argv = exec.command.clone().unwrap_or_default();
+                    match runtime.exec(&id, &argv, grace).await {
+                        Ok(0) => {}
+                        Ok(code) => {
+                            tracing::warn!(container = %name, code, "preStop hook exited non-zero")
+                        }
+                        Err(e) => {
+                            tracing::warn!(container = %name, error = %e, "preStop hook failed")
+                        }
+                    }
+                } else if let (Some(get), Some(ip)) = (&hook.http_get, ip) {
+                    let probe = k8s_openapi::api::core::v1::Probe {
+                        http_get: Some(get.clone()),
+                        timeout_seconds: Some(grace.as_secs().max(1) as i32),
+                        ..Default::default()
+                    };
+                    if probe::run(&probe, &container, ip, runtime.as_ref(), &id).await
+                        != probe::Outcome::Success
+                    {
+                        tracing::warn!(container = %name, "preStop httpGet hook failed");
+                    }
+                }
+            });
+        }
+        let _ = tokio::time::timeout(grace, futures::future::join_all(hooks)).await;
+    }
+
     pub fn new(ctx: Arc<Context>, pod: &Pod) -> Self {
         Self {
             ctx,
@@ -157,6 +210,7 @@ impl PodWorker {
             last_volume_sync: None,
             mounts: BTreeMap::new(),
             problem: None,
+            last_pod: None,
         }
     }
 
@@ -239,6 +293,7 @@ impl PodWorker {
             return Flow::Finished;
         }
         self.problem = None;
+        self.last_pod = Some(pod.clone());
         let ready_to_start = self.ensure_sandbox(pod).await;
         let mut init_done = true;
         let mut init_failed = false;
@@ -682,7 +737,7 @@ impl PodWorker {
         if let Some(p) = &c.startup_probe {
             if slot.startup.result != Some(true) {
                 if slot.startup.due(p, started, now) {
-                    let out = probe::run(p, c, ip).await;
+                    let out = probe::run(p, c, ip, self.ctx.runtime.as_ref(), &id).await;
                     if slot.startup.record(p, out, now) == Some(false) {
                         tracing::info!(pod = %self.pod_ref(), container = %c.name, "startup probe failed; restarting the container");
                         self.kill_for_probe(&id, slot).await;
@@ -693,7 +748,7 @@ impl PodWorker {
         }
         if let Some(p) = &c.liveness_probe {
             if slot.liveness.due(p, started, now) {
-                let out = probe::run(p, c, ip).await;
+                let out = probe::run(p, c, ip, self.ctx.runtime.as_ref(), &id).await;
                 if slot.liveness.record(p, out, now) == Some(false) {
                     tracing::info!(pod = %self.pod_ref(), container = %c.name, "liveness probe failed; restarting the container");
                     self.kill_for_probe(&id, slot).await;
@@ -703,7 +758,7 @@ impl PodWorker {
         }
         if let Some(p) = &c.readiness_probe {
             if slot.readiness.due(p, started, now) {
-                let out = probe::run(p, c, ip).await;
+                let out = probe::run(p, c, ip, self.ctx.runtime.as_ref(), &id).await;
                 slot.readiness.record(p, out, now);
             }
         }
@@ -792,6 +847,9 @@ impl PodWorker {
     /// Stops every container (SIGTERM, SIGKILL after `grace`), removes
     /// them, tears down the network and the pod's directory.
     pub async fn terminate(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.run_pre_stop_hooks(grace).await;
+        let grace = deadline.saturating_duration_since(Instant::now());
         let ids: Vec<ContainerId> = self
             .slots
             .values()
