@@ -432,6 +432,20 @@ async fn kubelet_runs_pods_on_containerd() {
         |p| first_state(p)["restartCount"].as_u64().unwrap_or(0) >= 1,
     );
 
+    // An exec readiness probe runs inside the container.
+    h.apply(&simple_pod(
+        "execready",
+        DEFAULT_REFERENCE,
+        "touch /tmp/ready; exec sleep 3600",
+        "    readinessProbe:\n      exec: {command: [\"cat\", \"/tmp/ready\"]}\n      periodSeconds: 1\n",
+    ));
+    h.wait_pod(
+        "execready",
+        "Ready through an exec probe",
+        Duration::from_secs(60),
+        |p| first_state(p)["ready"] == true,
+    );
+
     // A memory limit is enforced.
     h.apply(&pod_yaml(
         "hog",
