@@ -204,6 +204,10 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     network.ensure_host().await?;
     let recovery = network.recover().await?;
     network_ready.store(true, Ordering::SeqCst);
+    // Ready now, not at the next status tick.
+    if let Err(e) = node::post_status(&client, &node_name, &facts, true).await {
+        tracing::warn!(error = %e, "failed to post the node status");
+    }
     tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
 
     let images = Arc::new(images::ImageManager::new(
