@@ -378,6 +378,31 @@ async fn kubelet_runs_pods_on_containerd() {
         "log: {text:?}"
     );
 
+    // A ConfigMap update reaches the mounted volume (atomic `..data` swap).
+    h.kubectl(&[
+        "patch",
+        "configmap",
+        "cm1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"k":"updated"}}"#,
+    ]);
+    let volume = h
+        .opts
+        .agent_dir
+        .join("pods")
+        .join(p["metadata"]["uid"].as_str().unwrap())
+        .join("volumes/cm/k");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&volume).unwrap_or_default() != "updated" {
+        assert!(
+            Instant::now() < deadline,
+            "the configMap volume did not follow the update"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // A container exiting 1 ends in CrashLoopBackOff with growing restarts.
     h.apply(&simple_pod("crash", DEFAULT_REFERENCE, "exit 1", ""));
     let p = h.wait_pod("crash", "CrashLoopBackOff", Duration::from_secs(60), |p| {
