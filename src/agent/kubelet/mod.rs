@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod container_spec;
 pub mod env;
 pub mod images;
 pub mod lease;

@@ -30,10 +30,10 @@ use super::env::{self, EnvFacts};
 use super::images::ImageManager;
 use super::probe::{self, ProbeState};
 use super::status::{self, CState, CView, PodView};
-use super::{podfiles, quantity, volumes};
+use super::{container_spec, podfiles, volumes};
 use crate::agent::network::PodNetwork;
 use crate::agent::runtime::{
-    labels, ContainerId, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary, Mount,
+    labels, ContainerId, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
 };
 
 /// Everything workers share.
@@ -613,120 +613,17 @@ impl PodWorker {
         env: Vec<(String, String)>,
         restart_count: u32,
     ) -> Result<ContainerSpec, String> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-        let mut s = ContainerSpec::new(
-            &self.uid,
-            &self.name,
-            &self.namespace,
-            &c.name,
-            &super::images::normalize(c.image.as_deref().unwrap_or("")),
-        );
-        s.restart_count = restart_count;
-        s.command = c
-            .command
-            .iter()
-            .flatten()
-            .map(|a| env::expand(a, &vars))
-            .collect();
-        s.args = c
-            .args
-            .iter()
-            .flatten()
-            .map(|a| env::expand(a, &vars))
-            .collect();
-        s.env = env;
-        s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
-        s.hostname = spec.hostname.clone().unwrap_or_else(|| self.name.clone());
-        s.netns_path = self.netns.clone();
-        s.log_path = self
-            .ctx
-            .log_root
-            .join(format!("{}_{}_{}", self.namespace, self.name, self.uid))
-            .join(&c.name)
-            .join(format!("{restart_count}.log"));
         let pod_dir = self.pod_dir();
-        s.mounts.push(Mount {
-            source: pod_dir.join("etc-hosts"),
-            destination: "/etc/hosts".into(),
-            read_only: false,
-        });
-        s.mounts.push(Mount {
-            source: pod_dir.join("resolv.conf"),
-            destination: "/etc/resolv.conf".into(),
-            read_only: false,
-        });
-        for vm in c.volume_mounts.iter().flatten() {
-            let Some(src) = self.mounts.get(&vm.name) else {
-                return Err(format!(
-                    "volume mount {:?}: no volume of that name",
-                    vm.name
-                ));
-            };
-            let mut source = src.clone();
-            if let Some(sub) = vm.sub_path.as_ref().filter(|p| !p.is_empty()) {
-                if sub.split('/').any(|p| p == "..") {
-                    return Err(format!("subPath {sub:?} must not contain '..'"));
-                }
-                source = source.join(sub);
-            }
-            s.mounts.push(Mount {
-                source,
-                destination: vm.mount_path.clone(),
-                read_only: vm.read_only == Some(true),
-            });
-        }
-        let psc = spec.security_context.clone().unwrap_or_default();
-        let sc = c.security_context.clone().unwrap_or_default();
-        s.run_as_user = sc.run_as_user.or(psc.run_as_user).map(|u| u as u32);
-        s.run_as_group = sc.run_as_group.or(psc.run_as_group).map(|g| g as u32);
-        if sc.run_as_non_root.or(psc.run_as_non_root) == Some(true) {
-            match s.run_as_user {
-                Some(0) => return Err("container's runAsUser breaks non-root policy".into()),
-                Some(_) => {}
-                None => {
-                    let user = image.user.split(':').next().unwrap_or("");
-                    if user.is_empty() || user == "0" || user == "root" {
-                        return Err("container has runAsNonRoot and image will run as root".into());
-                    }
-                    if user.parse::<u32>().is_err() {
-                        return Err(format!("container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root"));
-                    }
-                }
-            }
-        }
-        s.privileged = sc.privileged == Some(true);
-        if let Some(caps) = &sc.capabilities {
-            s.cap_add = caps.add.clone().unwrap_or_default();
-            s.cap_drop = caps.drop.clone().unwrap_or_default();
-        }
-        s.read_only_root_fs = sc.read_only_root_filesystem == Some(true);
-        s.no_new_privileges = sc.allow_privilege_escalation == Some(false);
-        let res = c.resources.clone().unwrap_or_default();
-        let limit = |k: &str| {
-            res.limits
-                .as_ref()
-                .and_then(|m| m.get(k))
-                .map(|q| q.0.clone())
+        let ctx = container_spec::PodContext {
+            uid: &self.uid,
+            name: &self.name,
+            namespace: &self.namespace,
+            log_root: &self.ctx.log_root,
+            pod_dir: &pod_dir,
+            netns: self.netns.as_deref(),
+            mounts: &self.mounts,
         };
-        let request = |k: &str| {
-            res.requests
-                .as_ref()
-                .and_then(|m| m.get(k))
-                .map(|q| q.0.clone())
-                .or_else(|| limit(k))
-        };
-        s.memory_limit_bytes = limit("memory").and_then(|q| quantity::bytes(&q));
-        s.cpu_shares = Some(
-            request("cpu")
-                .and_then(|q| quantity::millicores(&q))
-                .map_or(2, |m| ((m * 1024) / 1000).max(2) as u64),
-        );
-        if let Some(m) = limit("cpu").and_then(|q| quantity::millicores(&q)) {
-            s.cpu_period_us = Some(100_000);
-            s.cpu_quota_us = Some((m * 100).max(1000));
-        }
-        Ok(s)
+        container_spec::build(&ctx, pod, c, image, env, restart_count)
     }
 
     async fn run_probes(&mut self, c: &Container, slot: &mut Slot, now: Instant) {
