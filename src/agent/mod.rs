@@ -11,6 +11,7 @@
 //! `kubelet` (registration, lease, pod sync), `runtime` (containerd),
 //! `network` (pod network on one node).
 
+pub mod containerd;
 pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;

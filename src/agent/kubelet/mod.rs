@@ -2,15 +2,64 @@
 //! bound to it on containerd (`super::runtime`) with the pod network
 //! (`super::network`).
 //!
-//! Not implemented yet (issue 7): [`run`] fails with a clear error.
+//! [`run`] is a sequence: containerd (our own, supervised by
+//! [`super::containerd`], unless `--container-runtime-endpoint` names
+//! another), the Node registered NotReady, the Lease loop, waiting for
+//! `spec.podCIDR`, the pod network with [`PodNetwork::recover`], then a
+//! watch of the pods with `spec.nodeName=<node>` feeding one
+//! [`worker::PodWorker`] task per pod.
+//!
+//! Fail static: cancelling [`run`] stops only the agent's tasks; containers,
+//! their log shims and pod networks stay. A new [`run`] adopts containers
+//! by their labels and networks by the allocator files, and cleans up
+//! pods deleted meanwhile once the first pod list is in.
+//!
+//! Map: `node` (Node object, status), `lease`, `worker` (per-pod sync),
+//! `status` (pod status), `env`, `volumes`, `podfiles` (hosts,
+//! resolv.conf), `probe`, `backoff`, `images`, `quantity`, `api` (the pod
+//! API seam).
+//!
+//! Partial: see `images` (no registry pulls), `worker` (no preStop or
+//! exec probes), `volumes`.
 
+pub mod api;
+pub mod backoff;
+pub mod container_spec;
+pub mod env;
+pub mod images;
+pub mod lease;
+pub mod node;
+pub mod podfiles;
+pub mod probe;
+pub mod quantity;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::containerd::{self as supervisor, ContainerdPaths};
+use super::network::{NetworkConfig, NetworkError, PodNetwork};
+use super::runtime::{labels, ContainerRuntime, ContainerSummary, ContainerdRuntime, RuntimeError};
 use super::NodeCredentials;
-use crate::config::{AgentConfig, NodeConfig};
+use crate::config::{AgentConfig, NodeConfig, DEFAULT_CONTAINER_RUNTIME_ENDPOINT};
+
+/// Where CRI logs go by default (kubelet's layout).
+pub const DEFAULT_LOG_ROOT: &str = "/var/log/pods";
+const SYNC_PERIOD: Duration = Duration::from_secs(1);
 
 /// Everything the kubelet runs from.
 #[derive(Clone, Debug)]
@@ -21,30 +70,374 @@ pub struct KubeletOptions {
     pub agent_dir: PathBuf,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// Root of the CRI log files ([`DEFAULT_LOG_ROOT`]).
+    pub log_root: PathBuf,
+    /// Where pod network namespaces are bound (`/var/run/netns`).
+    pub netns_dir: PathBuf,
+    /// The pod bridge ([`super::network::DEFAULT_BRIDGE`]).
+    pub bridge: String,
+    /// The program containerd runs as each container's log shim (default:
+    /// this executable, see `runtime::cri_log`).
+    pub log_shim: Option<PathBuf>,
 }
 
 impl KubeletOptions {
     /// For a standalone agent (k3s's defaults for DNS).
     pub fn for_agent(config: &AgentConfig, credentials: NodeCredentials) -> Self {
-        KubeletOptions {
-            node: config.node.clone(),
+        Self::new(
+            config.node.clone(),
             credentials,
-            agent_dir: config.data_dir.join("agent"),
+            config.data_dir.join("agent"),
+        )
+    }
+
+    pub fn new(node: NodeConfig, credentials: NodeCredentials, agent_dir: PathBuf) -> Self {
+        KubeletOptions {
+            node,
+            credentials,
+            agent_dir,
             cluster_dns: IpAddr::from([10, 43, 0, 10]),
             cluster_domain: "cluster.local".into(),
+            log_root: PathBuf::from(DEFAULT_LOG_ROOT),
+            netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
+            bridge: super::network::DEFAULT_BRIDGE.to_string(),
+            log_shim: None,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
-    #[error("failed to run node {node}: the kubelet is not implemented yet (issue 7)")]
-    NotImplemented { node: String },
+    #[error(transparent)]
+    Containerd(#[from] supervisor::ContainerdError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
+    #[error("failed to build an API client from {path}: {message}")]
+    Client { path: PathBuf, message: String },
+    #[error("failed to use node {node}'s spec.podCIDR {cidr:?}: {message}")]
+    PodCidr {
+        node: String,
+        cidr: String,
+        message: String,
+    },
+}
+
+/// The containerd socket in `endpoint`, or `None` when rk3s runs its own
+/// (the endpoint is unset: empty or the config layer's default).
+pub fn external_socket(endpoint: &str) -> Option<PathBuf> {
+    if endpoint.is_empty() || endpoint == DEFAULT_CONTAINER_RUNTIME_ENDPOINT {
+        return None;
+    }
+    Some(PathBuf::from(
+        endpoint.strip_prefix("unix://").unwrap_or(endpoint),
+    ))
+}
+
+async fn client(path: &Path) -> Result<Client, KubeletError> {
+    let err = |m: String| KubeletError::Client {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Client::try_from(cfg).map_err(|e| err(e.to_string()))
 }
 
 /// Runs the kubelet until `shutdown`.
-pub async fn run(opts: KubeletOptions, _shutdown: CancellationToken) -> Result<(), KubeletError> {
-    Err(KubeletError::NotImplemented {
-        node: opts.node.node_name,
-    })
+pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<(), KubeletError> {
+    let node_name = opts.node.node_name.clone();
+    let socket = match external_socket(&opts.node.container_runtime_endpoint) {
+        Some(s) => s,
+        None => {
+            let paths = ContainerdPaths::for_agent(&opts.agent_dir);
+            let socket = paths.socket.clone();
+            supervisor::start(paths, shutdown.clone()).await?;
+            socket
+        }
+    };
+    let mut runtime = ContainerdRuntime::connect(&socket).await?;
+    if let Some(shim) = &opts.log_shim {
+        runtime = runtime.with_log_binary(shim);
+    }
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
+    let (rt_name, rt_version) = runtime.version().await?;
+    let runtime_version = format!("{rt_name}://{rt_version}");
+    let client = client(&opts.credentials.kubeconfig).await?;
+    std::fs::create_dir_all(&opts.agent_dir).ok();
+
+    let facts = node::NodeFacts::gather(&opts.node, &opts.agent_dir, &runtime_version);
+    let registered = node::register(&client, &opts.node, &facts, false).await?;
+    let network_ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(lease::run(
+        client.clone(),
+        node_name.clone(),
+        registered.metadata.uid.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(status_loop(
+        client.clone(),
+        opts.clone(),
+        runtime_version.clone(),
+        network_ready.clone(),
+        shutdown.clone(),
+    ));
+
+    let Some(cidr) = wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
+        return Ok(());
+    };
+    let pod_cidr = cidr
+        .parse()
+        .map_err(|e: ipnet::AddrParseError| KubeletError::PodCidr {
+            node: node_name.clone(),
+            cidr: cidr.clone(),
+            message: e.to_string(),
+        })?;
+    let mut net_config = NetworkConfig::new(pod_cidr, opts.agent_dir.join("network"));
+    net_config.netns_dir = opts.netns_dir.clone();
+    net_config.bridge = opts.bridge.clone();
+    let network = Arc::new(PodNetwork::new(net_config).await?);
+    network.ensure_host().await?;
+    let recovery = network.recover().await?;
+    network_ready.store(true, Ordering::SeqCst);
+    // Ready now, not at the next status tick.
+    if let Err(e) = node::post_status(&client, &node_name, &facts, true).await {
+        tracing::warn!(error = %e, "failed to post the node status");
+    }
+    tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
+
+    let images = Arc::new(images::ImageManager::new(
+        runtime.clone(),
+        opts.agent_dir.join("images"),
+    ));
+    images.scan().await;
+    tokio::spawn(images.clone().watch(shutdown.clone()));
+
+    let ctx = Arc::new(worker::Context {
+        runtime: runtime.clone(),
+        network: network.clone(),
+        api: Arc::new(api::KubePodApi {
+            client: client.clone(),
+        }),
+        images,
+        node_name: node_name.clone(),
+        host_ip: facts.internal_ip,
+        cluster_dns: opts.cluster_dns,
+        cluster_domain: opts.cluster_domain.clone(),
+        pods_dir: opts.agent_dir.join("pods"),
+        log_root: opts.log_root.clone(),
+        node_cpu_millis: facts.cpus as i64 * 1000,
+        node_memory_bytes: facts.memory_bytes as i64,
+    });
+    let mut existing: HashMap<String, Vec<ContainerSummary>> = HashMap::new();
+    for c in runtime.list(&BTreeMap::new()).await? {
+        if let Some(uid) = c.label(labels::POD_UID) {
+            existing.entry(uid.to_string()).or_default().push(c);
+        }
+    }
+    let live_nets: HashMap<String, super::network::PodNetInfo> =
+        recovery.live.into_iter().collect();
+    let mut sync = PodSync {
+        ctx,
+        existing,
+        live_nets,
+        workers: HashMap::new(),
+        shutdown: shutdown.clone(),
+    };
+    sync.run(client, &node_name).await;
+    Ok(())
 }
+
+async fn status_loop(
+    client: Client,
+    opts: KubeletOptions,
+    runtime_version: String,
+    network_ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(node::STATUS_PERIOD) => {}
+        }
+        let facts = node::NodeFacts::gather(&opts.node, &opts.agent_dir, &runtime_version);
+        if let Err(e) = node::post_status(
+            &client,
+            &opts.node.node_name,
+            &facts,
+            network_ready.load(Ordering::SeqCst),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "failed to post the node status");
+        }
+    }
+}
+
+async fn wait_for_pod_cidr(
+    client: &Client,
+    node: &str,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut logged = false;
+    loop {
+        match api.get_opt(node).await {
+            Ok(Some(n)) => {
+                if let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return Some(c);
+                }
+            }
+            Ok(None) => tracing::warn!(node, "the Node object is gone; waiting for it"),
+            Err(e) => tracing::warn!(node, error = %e, "failed to read the Node"),
+        }
+        if !logged {
+            tracing::info!(
+                node,
+                "waiting for the node's spec.podCIDR before configuring the pod network"
+            );
+            logged = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+struct WorkerHandle {
+    pod: watch::Sender<Option<Pod>>,
+}
+
+/// The pod watch and the per-pod workers.
+struct PodSync {
+    ctx: Arc<worker::Context>,
+    /// Containers found at start, by pod uid, until a worker adopts them.
+    existing: HashMap<String, Vec<ContainerSummary>>,
+    live_nets: HashMap<String, super::network::PodNetInfo>,
+    workers: HashMap<String, WorkerHandle>,
+    shutdown: CancellationToken,
+}
+
+impl PodSync {
+    async fn run(&mut self, client: Client, node: &str) {
+        let api: Api<Pod> = Api::all(client);
+        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let mut events = watcher::watcher(api, config).default_backoff().boxed();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let mut listed: HashSet<String> = HashSet::new();
+        let mut cleaned_orphans = false;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                Some(uid) = done_rx.recv() => { self.workers.remove(&uid); }
+                ev = events.next() => match ev {
+                    None => break,
+                    Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                    Some(Ok(Event::Init)) => listed.clear(),
+                    Some(Ok(Event::InitApply(pod))) => {
+                        if let Some(uid) = pod.metadata.uid.clone() { listed.insert(uid); }
+                        self.dispatch(pod, &done_tx);
+                    }
+                    Some(Ok(Event::Apply(pod))) => self.dispatch(pod, &done_tx),
+                    Some(Ok(Event::Delete(pod))) => {
+                        if let Some(w) = pod.metadata.uid.as_ref().and_then(|u| self.workers.get(u)) {
+                            let _ = w.pod.send(None);
+                        }
+                    }
+                    Some(Ok(Event::InitDone)) => {
+                        for (uid, w) in &self.workers {
+                            if !listed.contains(uid) {
+                                let _ = w.pod.send(None);
+                            }
+                        }
+                        if !cleaned_orphans {
+                            cleaned_orphans = true;
+                            self.clean_orphans().await;
+                        }
+                    }
+                }
+            }
+        }
+        // Dropping the senders ends every worker without touching its pod.
+        self.workers.clear();
+    }
+
+    fn dispatch(&mut self, pod: Pod, done: &mpsc::UnboundedSender<String>) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if let Some(w) = self.workers.get(&uid) {
+            let _ = w.pod.send(Some(pod));
+            return;
+        }
+        let mut w = worker::PodWorker::new(self.ctx.clone(), &pod);
+        if let Some(found) = self.existing.remove(&uid) {
+            w.adopt(&found);
+        }
+        if let Some(info) = self.live_nets.remove(&uid) {
+            w.adopt_network(IpAddr::V4(info.ip), info.netns_path);
+        }
+        let (tx, rx) = watch::channel(Some(pod));
+        tokio::spawn(worker_loop(w, rx, self.shutdown.clone(), done.clone()));
+        self.workers.insert(uid, WorkerHandle { pod: tx });
+    }
+
+    /// Pods whose containers or network outlived their object (deleted
+    /// while the agent was down): stop and remove everything of theirs.
+    async fn clean_orphans(&mut self) {
+        let uids: HashSet<String> = self
+            .existing
+            .keys()
+            .chain(self.live_nets.keys())
+            .cloned()
+            .collect();
+        for uid in uids {
+            if self.workers.contains_key(&uid) {
+                continue;
+            }
+            tracing::info!(uid = %uid, "cleaning up a pod deleted while the agent was down");
+            let pod = Pod {
+                metadata: kube::api::ObjectMeta {
+                    uid: Some(uid.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut w = worker::PodWorker::new(self.ctx.clone(), &pod);
+            if let Some(found) = self.existing.remove(&uid) {
+                w.adopt(&found);
+            }
+            self.live_nets.remove(&uid);
+            w.terminate(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+async fn worker_loop(
+    mut w: worker::PodWorker,
+    mut rx: watch::Receiver<Option<Pod>>,
+    shutdown: CancellationToken,
+    done: mpsc::UnboundedSender<String>,
+) {
+    loop {
+        let pod = rx.borrow_and_update().clone();
+        if w.sync(pod.as_ref()).await == worker::Flow::Finished {
+            let _ = done.send(w.uid().to_string());
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(SYNC_PERIOD) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

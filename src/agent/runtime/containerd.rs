@@ -19,9 +19,9 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateRequest as LeaseCreateRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteRequest as LeaseDeleteRequest, DeleteTaskRequest,
-    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest,
-    UpdateContainerRequest, WaitRequest,
+    DeleteContainerRequest, DeleteProcessRequest, DeleteRequest as LeaseDeleteRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest, KillRequest,
+    ListContainersRequest, StartRequest, UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::tonic::{Code, Request, Status};
 use containerd_client::types::v1::Status as ProcessStatus;
@@ -464,6 +464,85 @@ impl ContainerRuntime for ContainerdRuntime {
             pid,
             started_at,
         })
+    }
+
+    async fn exec(&self, id: &ContainerId, argv: &[String], timeout: Duration) -> Result<i32> {
+        let container = self.get_container(id).await?;
+        let invalid = |message: String| RuntimeError::Invalid {
+            op: format!("exec in {id}"),
+            message,
+        };
+        let spec = container
+            .spec
+            .ok_or_else(|| invalid("the container has no spec".into()))?;
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&spec.value).map_err(|e| invalid(e.to_string()))?;
+        let mut process = spec["process"].take();
+        process["args"] = serde_json::json!(argv);
+        process["terminal"] = serde_json::json!(false);
+        let exec_id = format!(
+            "rk3s-exec-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let req = ExecProcessRequest {
+            container_id: id.0.clone(),
+            exec_id: exec_id.clone(),
+            spec: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: serde_json::to_vec(&process).map_err(|e| invalid(e.to_string()))?,
+            }),
+            ..Default::default()
+        };
+        self.client
+            .tasks()
+            .exec(self.request(req))
+            .await
+            .map_err(|e| self.rpc_error(format!("exec in {id}"), e))?;
+        let run = async {
+            let start = StartRequest {
+                container_id: id.0.clone(),
+                exec_id: exec_id.clone(),
+            };
+            self.client
+                .tasks()
+                .start(self.request(start))
+                .await
+                .map_err(|e| self.rpc_error(format!("start exec in {id}"), e))?;
+            let wait = WaitRequest {
+                container_id: id.0.clone(),
+                exec_id: exec_id.clone(),
+            };
+            let resp = self
+                .client
+                .tasks()
+                .wait(self.request(wait))
+                .await
+                .map_err(|e| self.rpc_error(format!("wait for exec in {id}"), e))?;
+            Ok::<i32, RuntimeError>(resp.into_inner().exit_status as i32)
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                let kill = KillRequest {
+                    container_id: id.0.clone(),
+                    exec_id: exec_id.clone(),
+                    signal: SIGKILL,
+                    all: false,
+                };
+                let _ = self.client.tasks().kill(self.request(kill)).await;
+                Err(invalid(format!("timed out after {timeout:?}")))
+            }
+        };
+        let delete = DeleteProcessRequest {
+            container_id: id.0.clone(),
+            exec_id,
+        };
+        let _ = self
+            .client
+            .tasks()
+            .delete_process(self.request(delete))
+            .await;
+        result
     }
 
     async fn wait(&self, id: &ContainerId) -> Result<i32> {

@@ -32,6 +32,7 @@ pub enum FakeCall {
     Wait(ContainerId),
     Remove(ContainerId),
     List(BTreeMap<String, String>),
+    Exec(ContainerId, Vec<String>),
 }
 
 struct FakeContainer {
@@ -46,6 +47,7 @@ struct State {
     containers: BTreeMap<ContainerId, FakeContainer>,
     scripted: HashMap<ContainerId, VecDeque<ContainerStatus>>,
     fail_next: HashMap<&'static str, String>,
+    exec_codes: HashMap<ContainerId, i32>,
     next_id: u64,
 }
 
@@ -103,6 +105,11 @@ impl FakeRuntime {
             };
             c.status.pid = None;
         }
+    }
+
+    /// Makes `exec` in `id` return `code` (default 0).
+    pub fn script_exec(&self, id: &ContainerId, code: i32) {
+        self.lock().exec_codes.insert(id.clone(), code);
     }
 
     /// Makes the next call of `method` (`"create_container"`, `"start"`, …) fail.
@@ -251,6 +258,14 @@ impl ContainerRuntime for FakeRuntime {
         state.containers.remove(id);
         state.scripted.remove(id);
         Ok(())
+    }
+
+    async fn exec(&self, id: &ContainerId, argv: &[String], _timeout: Duration) -> Result<i32> {
+        let state = self.enter("exec", FakeCall::Exec(id.clone(), argv.to_vec()))?;
+        if !state.containers.contains_key(id) {
+            return Err(not_found("exec in", id));
+        }
+        Ok(state.exec_codes.get(id).copied().unwrap_or(0))
     }
 
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>> {

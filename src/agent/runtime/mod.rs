@@ -31,7 +31,8 @@
 //! [`Mount`]s, and the network namespace as a path.
 //!
 //! Partial:
-//! - `exec` (and attach / port-forward) is not part of the trait yet.
+//! - `exec` runs a command without stdio (probes, hooks); attach and
+//!   port-forward are not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
 //!   (no OCI-layout tars); pulling from registries is not here yet (the
 //!   unpack in `import` is the part a pull reuses).
@@ -321,6 +322,16 @@ pub trait ContainerRuntime: Send + Sync {
     /// Deletes the task, the container and its snapshot. Removing a
     /// container that does not exist is not an error.
     async fn remove(&self, id: &ContainerId) -> Result<()>;
+    /// Runs `argv` inside the running container (its process settings,
+    /// no stdio) and returns the exit code; killed after `timeout`. Used by
+    /// exec probes and preStop hooks.
+    async fn exec(&self, id: &ContainerId, argv: &[String], timeout: Duration) -> Result<i32> {
+        let _ = (argv, timeout);
+        Err(RuntimeError::Invalid {
+            op: format!("exec in {id}"),
+            message: "this runtime cannot exec".into(),
+        })
+    }
     /// Containers created by rk3s whose labels include all of `selector`.
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>>;
 }

@@ -1,0 +1,342 @@
+//! The pod worker's state machine over the runtime, network and API fakes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::api::FakePodApi;
+use super::images::ImageManager;
+use super::worker::{Context, Flow, PodWorker};
+use crate::agent::network::fake::{FakeFirewall, FakeNetOps};
+use crate::agent::network::{NetworkConfig, PodNetwork};
+use crate::agent::runtime::{
+    ContainerId, ContainerRuntime, ExitReason, FakeCall, FakeRuntime, ImageInfo,
+};
+
+struct Env {
+    rt: Arc<FakeRuntime>,
+    api: Arc<FakePodApi>,
+    ctx: Arc<Context>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image(ImageInfo {
+        reference: "docker.io/library/busybox:1".into(),
+        id: "sha256:img".into(),
+        digest: "sha256:m".into(),
+        chain_id: "sha256:l".into(),
+        config: Default::default(),
+    });
+    let mut cfg = NetworkConfig::new("10.42.0.0/24".parse().unwrap(), dir.path().join("net"));
+    cfg.netns_dir = dir.path().join("netns");
+    let net = PodNetwork::with_ops(
+        cfg,
+        Arc::new(FakeNetOps::new()),
+        Arc::new(FakeFirewall::new()),
+    )
+    .unwrap();
+    net.ensure_host().await.unwrap();
+    let api = Arc::new(FakePodApi::default());
+    let ctx = Arc::new(Context {
+        runtime: rt.clone(),
+        network: Arc::new(net),
+        api: api.clone(),
+        images: Arc::new(ImageManager::new(rt.clone(), dir.path().join("images"))),
+        node_name: "n1".into(),
+        host_ip: "192.168.1.2".parse().unwrap(),
+        cluster_dns: "10.43.0.10".parse().unwrap(),
+        cluster_domain: "cluster.local".into(),
+        pods_dir: dir.path().join("pods"),
+        log_root: dir.path().join("logs"),
+        node_cpu_millis: 4000,
+        node_memory_bytes: 1 << 30,
+    });
+    Env {
+        rt,
+        api,
+        ctx,
+        _dir: dir,
+    }
+}
+
+fn pod(extra: serde_json::Value) -> Pod {
+    let mut v = serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "0b3c5a4e-0000-4000-8000-000000000001"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox:1", "command": ["httpd"], "env": [{"name": "A", "value": "1"}]}]},
+    });
+    if let serde_json::Value::Object(m) = extra {
+        for (k, val) in m {
+            v["spec"][k] = val;
+        }
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+fn created(rt: &FakeRuntime) -> Vec<ContainerId> {
+    rt.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            FakeCall::Start(id) => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn starts_the_pod_and_reports_running() {
+    let e = env().await;
+    let p = pod(serde_json::json!({}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    assert_eq!(w.sync(Some(&p)).await, Flow::Continue);
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 1);
+    let spec = e.rt.spec_of(&ids[0]).unwrap();
+    assert_eq!(spec.command, vec!["httpd"]);
+    assert!(spec
+        .netns_path
+        .unwrap()
+        .ends_with("rk3s-0b3c5a4e-0000-4000-8000-000000000001"));
+    assert!(spec
+        .mounts
+        .iter()
+        .any(|m| m.destination == "/etc/resolv.conf"));
+    assert!(spec
+        .log_path
+        .ends_with("default_web_0b3c5a4e-0000-4000-8000-000000000001/app/0.log"));
+    let s = e.api.last_status().unwrap();
+    assert_eq!(s["phase"], "Running");
+    assert!(s["podIP"].as_str().unwrap().starts_with("10.42.0."));
+    assert_eq!(s["containerStatuses"][0]["ready"], true);
+    assert_eq!(s["containerStatuses"][0]["imageID"], "sha256:img");
+    // Level-triggered: a second pass changes nothing.
+    w.sync(Some(&p)).await;
+    assert_eq!(created(&e.rt).len(), 1);
+}
+
+#[tokio::test]
+async fn crashing_container_backs_off() {
+    let e = env().await;
+    let p = pod(serde_json::json!({}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let first = created(&e.rt)[0].clone();
+    e.rt.exit(&first, 1, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    // The first restart is immediate.
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(e.rt.spec_of(&ids[1]).unwrap().restart_count, 1);
+    e.rt.exit(&ids[1], 1, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    assert_eq!(created(&e.rt).len(), 2, "the second restart waits 10 s");
+    let s = e.api.last_status().unwrap();
+    let cs = &s["containerStatuses"][0];
+    assert_eq!(cs["state"]["waiting"]["reason"], "CrashLoopBackOff");
+    assert!(cs["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("back-off 10s"));
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(cs["restartCount"], 1);
+    assert_eq!(s["phase"], "Running");
+}
+
+#[tokio::test]
+async fn oom_and_never_restart() {
+    let e = env().await;
+    let p = pod(serde_json::json!({"restartPolicy": "Never"}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let id = created(&e.rt)[0].clone();
+    e.rt.exit(&id, 137, ExitReason::OomKilled);
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "OOMKilled"
+    );
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(created(&e.rt).len(), 1);
+}
+
+#[tokio::test]
+async fn missing_image_is_err_image_pull_then_backoff() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    p.spec.as_mut().unwrap().containers[0].image = Some("nope:1".into());
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ErrImagePull"
+    );
+    assert_eq!(s["phase"], "Pending");
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ErrImagePull"
+    );
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ImagePullBackOff"
+    );
+}
+
+#[tokio::test]
+async fn init_containers_run_first_in_order() {
+    let e = env().await;
+    let p = pod(serde_json::json!({"initContainers": [
+        {"name": "i1", "image": "busybox:1"},
+        {"name": "i2", "image": "busybox:1"},
+    ]}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(e.rt.spec_of(&ids[0]).unwrap().container_name, "i1");
+    assert_eq!(e.api.last_status().unwrap()["phase"], "Pending");
+    e.rt.exit(&ids[0], 0, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(e.rt.spec_of(&ids[1]).unwrap().container_name, "i2");
+    e.rt.exit(&ids[1], 0, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(e.rt.spec_of(&ids[2]).unwrap().container_name, "app");
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["initContainerStatuses"][1]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(s["phase"], "Running");
+}
+
+#[tokio::test]
+async fn env_and_config_errors() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    p.spec.as_mut().unwrap().containers[0].env = Some(vec![serde_json::from_value(
+        serde_json::json!({"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}),
+    ).unwrap()]);
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "CreateContainerConfigError"
+    );
+    e.api.add_config_map("default", "cfg", &[("k", "v")]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    w.sync(Some(&p)).await;
+    let id = created(&e.rt)[0].clone();
+    assert!(e
+        .rt
+        .spec_of(&id)
+        .unwrap()
+        .env
+        .contains(&("X".into(), "v".into())));
+}
+
+#[tokio::test]
+async fn deletion_stops_tears_down_and_deletes() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let id = created(&e.rt)[0].clone();
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    p.metadata.deletion_grace_period_seconds = Some(7);
+    assert_eq!(w.sync(Some(&p)).await, Flow::Finished);
+    // The grace left after preStop hooks (none here): just under 7 s.
+    assert!(e.rt.calls().iter().any(|c| matches!(c, FakeCall::Stop(s, g)
+        if *s == id && *g <= Duration::from_secs(7) && *g > Duration::from_secs(6))));
+    assert!(e.rt.list(&Default::default()).await.unwrap().is_empty());
+    assert_eq!(
+        e.api.deleted.lock().unwrap().clone(),
+        vec!["default/web".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn restarted_worker_adopts_without_restarting() {
+    let e = env().await;
+    let p = pod(serde_json::json!({}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let ip = e.api.last_status().unwrap()["podIP"].clone();
+    drop(w);
+    // A new agent: containers by labels, network by recover().
+    let found = e.rt.list(&Default::default()).await.unwrap();
+    let recovery = e.ctx.network.recover().await.unwrap();
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.adopt(&found);
+    let (_, info) = recovery.live[0].clone();
+    w.adopt_network(std::net::IpAddr::V4(info.ip), info.netns_path);
+    w.sync(Some(&p)).await;
+    assert_eq!(created(&e.rt).len(), 1, "nothing restarted");
+    let s = e.api.last_status().unwrap();
+    assert_eq!(s["podIP"], ip);
+    assert_eq!(
+        s["containerStatuses"][0]["containerID"],
+        format!("containerd://{}", found[0].id)
+    );
+}
+
+#[tokio::test]
+async fn exec_liveness_failure_restarts_and_pre_stop_runs() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    let c = &mut p.spec.as_mut().unwrap().containers[0];
+    c.liveness_probe = Some(
+        serde_json::from_value(serde_json::json!({
+            "exec": {"command": ["check"]}, "periodSeconds": 1, "failureThreshold": 1,
+        }))
+        .unwrap(),
+    );
+    c.lifecycle = Some(
+        serde_json::from_value(serde_json::json!({
+            "preStop": {"exec": {"command": ["drain"]}},
+        }))
+        .unwrap(),
+    );
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let id = created(&e.rt)[0].clone();
+    w.sync(Some(&p)).await;
+    assert!(e
+        .rt
+        .calls()
+        .contains(&FakeCall::Exec(id.clone(), vec!["check".into()])));
+    e.rt.script_exec(&id, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.sync(Some(&p)).await;
+    assert!(
+        e.rt.calls()
+            .iter()
+            .any(|c| matches!(c, FakeCall::Stop(s, _) if *s == id)),
+        "liveness failure stops the container"
+    );
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 2, "restarted after the liveness failure");
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    assert_eq!(w.sync(Some(&p)).await, Flow::Finished);
+    assert!(e
+        .rt
+        .calls()
+        .contains(&FakeCall::Exec(ids[1].clone(), vec!["drain".into()])));
+}

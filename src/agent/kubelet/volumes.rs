@@ -1,0 +1,453 @@
+//! Pod volumes on the host, under `<agent>/pods/<uid>/volumes/<name>`:
+//! emptyDir (tmpfs for `medium: Memory`), hostPath, and the projected kinds
+//! (configMap, secret, downwardAPI, projected with serviceAccountToken and
+//! `kube-root-ca.crt`) written with kubelet's atomic swap: files live in a
+//! timestamped dir, `..data` is a symlink to it replaced by rename, and
+//! each top-level name is a symlink through `..data`. Every sync rewrites
+//! them only when their content changed, so ConfigMap and Secret updates
+//! reach running containers.
+//!
+//! Partial: subPath mounts of projected volumes do not follow updates (as
+//! in Kubernetes); tokens are refreshed on every content sync at 80 % of
+//! their life only through the sync cadence; no fsGroup ownership.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+
+use super::api::PodApi;
+use super::env::secret_strings;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VolumeError(pub String);
+
+fn io<'a>(what: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> VolumeError + 'a {
+    let what = what.to_string();
+    move |e| VolumeError(format!("failed to {what} {}: {e}", path.display()))
+}
+
+/// Files of a projected volume: relative path → (content, mode).
+pub type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+fn select(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    what: &str,
+) -> Result<Files, VolumeError> {
+    let mut out = Files::new();
+    match items {
+        Some(items) => {
+            for i in items {
+                let v = data.get(&i.key).ok_or_else(|| {
+                    VolumeError(format!("configuration key {:?} not found in {what}", i.key))
+                })?;
+                out.insert(
+                    i.path.clone(),
+                    (v.clone(), i.mode.map_or(mode, |m| m as u32)),
+                );
+            }
+        }
+        None => {
+            for (k, v) in data {
+                out.insert(k, (v, mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn downward(
+    pod: &Pod,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    mode: u32,
+) -> Files {
+    let mut out = Files::new();
+    let fmt_map = |m: Option<&BTreeMap<String, String>>| -> String {
+        m.into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}\n"))
+            .collect()
+    };
+    for i in items {
+        let value = match i.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+            Some("metadata.name") => pod.metadata.name.clone().unwrap_or_default(),
+            Some("metadata.namespace") => pod.metadata.namespace.clone().unwrap_or_default(),
+            Some("metadata.uid") => pod.metadata.uid.clone().unwrap_or_default(),
+            Some("metadata.labels") => fmt_map(pod.metadata.labels.as_ref()),
+            Some("metadata.annotations") => fmt_map(pod.metadata.annotations.as_ref()),
+            _ => String::new(),
+        };
+        out.insert(
+            i.path.clone(),
+            (value.into_bytes(), i.mode.map_or(mode, |m| m as u32)),
+        );
+    }
+    out
+}
+
+async fn config_map_files(
+    api: &dyn PodApi,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: bool,
+    mode: u32,
+) -> Result<Files, VolumeError> {
+    match api
+        .config_map(ns, name)
+        .await
+        .map_err(|e| VolumeError(e.to_string()))?
+    {
+        Some(cm) => {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                data.insert(k, v.0);
+            }
+            select(data, items, mode, &format!("ConfigMap {ns}/{name}"))
+        }
+        None if optional => Ok(Files::new()),
+        None => Err(VolumeError(format!("configmap \"{name}\" not found"))),
+    }
+}
+
+async fn secret_files(
+    api: &dyn PodApi,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    optional: bool,
+    mode: u32,
+) -> Result<Files, VolumeError> {
+    match api
+        .secret(ns, name)
+        .await
+        .map_err(|e| VolumeError(e.to_string()))?
+    {
+        Some(s) => {
+            let data = secret_strings(&s)
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            select(data, items, mode, &format!("Secret {ns}/{name}"))
+        }
+        None if optional => Ok(Files::new()),
+        None => Err(VolumeError(format!("secret \"{name}\" not found"))),
+    }
+}
+
+/// The files of a configMap/secret/downwardAPI/projected volume, or `None`
+/// for the other kinds.
+pub async fn projected_files(
+    api: &dyn PodApi,
+    pod: &Pod,
+    v: &Volume,
+) -> Result<Option<Files>, VolumeError> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    if let Some(cm) = &v.config_map {
+        let mode = cm.default_mode.unwrap_or(0o644) as u32;
+        return config_map_files(
+            api,
+            &ns,
+            &cm.name,
+            cm.items.as_ref(),
+            cm.optional == Some(true),
+            mode,
+        )
+        .await
+        .map(Some);
+    }
+    if let Some(s) = &v.secret {
+        let mode = s.default_mode.unwrap_or(0o644) as u32;
+        let name = s.secret_name.clone().unwrap_or_default();
+        return secret_files(
+            api,
+            &ns,
+            &name,
+            s.items.as_ref(),
+            s.optional == Some(true),
+            mode,
+        )
+        .await
+        .map(Some);
+    }
+    if let Some(d) = &v.downward_api {
+        let mode = d.default_mode.unwrap_or(0o644) as u32;
+        return Ok(Some(downward(
+            pod,
+            d.items.as_deref().unwrap_or_default(),
+            mode,
+        )));
+    }
+    let Some(p) = &v.projected else {
+        return Ok(None);
+    };
+    let mode = p.default_mode.unwrap_or(0o644) as u32;
+    let mut files = Files::new();
+    for src in p.sources.iter().flatten() {
+        if let Some(cm) = &src.config_map {
+            let optional = cm.optional == Some(true);
+            match config_map_files(api, &ns, &cm.name, cm.items.as_ref(), optional, mode).await {
+                Ok(f) => files.extend(f),
+                // Published by a controller that may not run yet: degrade.
+                Err(e) if cm.name == "kube-root-ca.crt" => {
+                    tracing::warn!(error = %e, "kube-root-ca.crt is not published; projecting without it")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(s) = &src.secret {
+            files.extend(
+                secret_files(
+                    api,
+                    &ns,
+                    &s.name,
+                    s.items.as_ref(),
+                    s.optional == Some(true),
+                    mode,
+                )
+                .await?,
+            );
+        }
+        if let Some(d) = &src.downward_api {
+            files.extend(downward(pod, d.items.as_deref().unwrap_or_default(), mode));
+        }
+        if let Some(t) = &src.service_account_token {
+            let sa = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
+            let audiences = t.audience.clone().into_iter().collect();
+            let pod_ref = (
+                pod.metadata.name.as_deref().unwrap_or(""),
+                pod.metadata.uid.as_deref().unwrap_or(""),
+            );
+            match api
+                .request_token(
+                    &ns,
+                    &sa,
+                    audiences,
+                    t.expiration_seconds.unwrap_or(3607),
+                    pod_ref,
+                )
+                .await
+                .map_err(|e| VolumeError(e.to_string()))?
+            {
+                Some(token) => {
+                    files.insert(t.path.clone(), (token.token.into_bytes(), mode));
+                }
+                None => {
+                    tracing::warn!(namespace = %ns, service_account = %sa, "the API server has no serviceaccounts/token (404): the projected token is left out")
+                }
+            }
+        }
+    }
+    Ok(Some(files))
+}
+
+fn read_current(dir: &Path) -> Option<Files> {
+    let data = dir.join("..data");
+    let mut out = Files::new();
+    fn walk(base: &Path, rel: &str, out: &mut Files) -> std::io::Result<()> {
+        for e in std::fs::read_dir(base.join(rel))? {
+            let e = e?;
+            let name = format!("{rel}{}", e.file_name().to_string_lossy());
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                walk(base, &format!("{name}/"), out)?;
+            } else {
+                let content = std::fs::read(e.path())?;
+                out.insert(name, (content, meta.permissions().mode() & 0o7777));
+            }
+        }
+        Ok(())
+    }
+    walk(&data, "", &mut out).ok()?;
+    Some(out)
+}
+
+/// Writes `files` into `dir` with the atomic `..data` swap; does nothing
+/// when the content is unchanged. Returns whether it wrote.
+pub fn write_atomic(dir: &Path, files: &Files) -> Result<bool, VolumeError> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    if read_current(dir).as_ref() == Some(files) {
+        return Ok(false);
+    }
+    let stamp = format!("..{}", chrono::Utc::now().format("%Y_%m_%d_%H_%M_%S.%f"));
+    let ts_dir = dir.join(&stamp);
+    std::fs::create_dir_all(&ts_dir).map_err(io("create", &ts_dir))?;
+    for (rel, (content, mode)) in files {
+        let path = ts_dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        }
+        std::fs::write(&path, content).map_err(io("write", &path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+            .map_err(io("chmod", &path))?;
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp).map_err(io("link", &tmp))?;
+    std::fs::rename(&tmp, dir.join("..data")).map_err(io("swap", dir))?;
+    let tops: std::collections::BTreeSet<String> = files
+        .keys()
+        .map(|k| k.split('/').next().unwrap_or(k).to_string())
+        .collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link)
+                .map_err(io("link", &link))?;
+        }
+    }
+    for e in std::fs::read_dir(dir).map_err(io("list", dir))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !tops.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    if let Some(old) = old.filter(|o| o.as_os_str() != stamp.as_str()) {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(true)
+}
+
+/// Prepares (or refreshes) every volume of the pod; returns name → host path.
+pub async fn sync(
+    api: &dyn PodApi,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
+    let mut out = BTreeMap::new();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        if let Some(h) = &v.host_path {
+            let path = PathBuf::from(&h.path);
+            if matches!(h.type_.as_deref(), Some("DirectoryOrCreate")) {
+                std::fs::create_dir_all(&path).map_err(io("create", &path))?;
+            }
+            out.insert(v.name.clone(), path);
+        } else if let Some(e) = &v.empty_dir {
+            if !dir.exists() {
+                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(io("chmod", &dir))?;
+                if e.medium.as_deref() == Some("Memory") {
+                    mount_tmpfs(
+                        &dir,
+                        e.size_limit
+                            .as_ref()
+                            .and_then(|q| super::quantity::bytes(&q.0)),
+                    )?;
+                }
+            }
+            out.insert(v.name.clone(), dir);
+        } else if let Some(files) = projected_files(api, pod, v).await? {
+            if write_atomic(&dir, &files)? {
+                tracing::debug!(volume = %v.name, "volume content written");
+            }
+            out.insert(v.name.clone(), dir);
+        } else {
+            return Err(VolumeError(format!(
+                "volume {:?}: this volume type is not supported by rk3s",
+                v.name
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| VolumeError("bad path".into()))?;
+    let opts = std::ffi::CString::new(match size {
+        Some(s) => format!("mode=0777,size={s}"),
+        None => "mode=0777".into(),
+    })
+    .expect("no NUL");
+    let fstype = c"tmpfs";
+    // SAFETY: all pointers are valid NUL-terminated strings for the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            opts.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(VolumeError(format!(
+            "failed to mount tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Unmounts tmpfs volumes and removes the pod's directory.
+pub fn remove_pod_dir(pod_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) {
+        for e in entries.flatten() {
+            use std::os::unix::ffi::OsStrExt;
+            if let Ok(c) = std::ffi::CString::new(e.path().as_os_str().as_bytes()) {
+                // SAFETY: valid path; failure (not a mount point) is expected.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(pod_dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writer_swaps_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("v");
+        let mut files = Files::new();
+        files.insert("a".into(), (b"1".to_vec(), 0o644));
+        files.insert("b".into(), (b"2".to_vec(), 0o400));
+        assert!(write_atomic(&v, &files).unwrap());
+        assert!(!write_atomic(&v, &files).unwrap());
+        assert_eq!(std::fs::read_to_string(v.join("a")).unwrap(), "1");
+        files.remove("b");
+        files.insert("a".into(), (b"changed".to_vec(), 0o644));
+        assert!(write_atomic(&v, &files).unwrap());
+        assert_eq!(std::fs::read_to_string(v.join("a")).unwrap(), "changed");
+        assert!(std::fs::symlink_metadata(v.join("b")).is_err());
+        let stamps = std::fs::read_dir(&v)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("..") && n != "..data"
+            })
+            .count();
+        assert_eq!(stamps, 1);
+    }
+}
