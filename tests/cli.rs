@@ -293,7 +293,7 @@ fn token_commands_explain_what_is_missing() {
 fn start_server(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> std::process::Child {
     let _ = std::fs::remove_file(kubeconfig);
     let child = Command::new(RK3S)
-        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1"])
+        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
         .args(["--https-listen-port", &port.to_string()])
         .arg("--data-dir")
         .arg(data)
@@ -590,7 +590,7 @@ fn server_serves_the_api_and_stops_on_sigterm() {
         .unwrap()
         .port();
     let child = Command::new(RK3S)
-        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1"])
+        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
         .args(["--https-listen-port", &port.to_string()])
         .arg("--data-dir")
         .arg(&data)

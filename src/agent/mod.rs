@@ -49,7 +49,12 @@ pub enum AgentError {
 /// Runs the standalone agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     tracing::debug!(config = ?config, "resolved configuration");
-    let creds = join::join(&config, &shutdown).await?;
+    let creds = match join::join(&config, &shutdown).await {
+        Ok(c) => c,
+        // A signal while still waiting for the server is a clean stop.
+        Err(join::JoinError::Cancelled { .. }) if shutdown.is_cancelled() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     let opts = kubelet::KubeletOptions::for_agent(&config, creds);
     node::run(opts, shutdown).await
 }

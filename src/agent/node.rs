@@ -19,8 +19,6 @@ use super::kubelet_api::{self, KubeletApi};
 use super::runtime::exec::ExecOptions;
 use super::runtime::ContainerdRuntime;
 
-/// Where kubelet-format container logs live.
-pub const LOG_ROOT: &str = "/var/log/pods";
 /// Where exec FIFOs are made.
 pub const EXEC_FIFO_ROOT: &str = "/run/rk3s/exec";
 
@@ -79,9 +77,11 @@ pub struct LazyContainerdExec {
 }
 
 impl LazyContainerdExec {
+    /// For the containerd the kubelet uses: `endpoint`'s, or rk3s's own.
     pub fn new(endpoint: &str) -> Self {
         LazyContainerdExec {
-            socket: PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint)),
+            socket: kubelet::external_socket(endpoint)
+                .unwrap_or_else(|| PathBuf::from(super::containerd::DEFAULT_SOCKET)),
             inner: tokio::sync::OnceCell::new(),
         }
     }
@@ -115,12 +115,12 @@ impl ExecBackend for LazyContainerdExec {
 /// The kubelet API as this node serves it on the tunnel.
 pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
     KubeletApi {
-        log_root: PathBuf::from(LOG_ROOT),
+        log_root: opts.log_root.clone(),
         exec: Some(Arc::new(LazyContainerdExec::new(
             &opts.node.container_runtime_endpoint,
         ))),
         port_forward: Some(Arc::new(NetnsPortForward {
-            netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
+            netns_dir: opts.netns_dir.clone(),
         })),
     }
 }

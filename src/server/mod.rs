@@ -108,7 +108,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     let url = format!("https://127.0.0.1:{port}");
     let api = tokio::spawn(server.run());
-    let control_plane = start_control_plane(&pki, &url, &parts.settings, &shutdown).await;
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &shutdown).await;
+    if config.disable_agent {
+        tracing::info!("--disable-agent: this server runs no pods");
+    } else {
+        control_plane.push(start_builtin_agent(&config, &pki, &url, &parts.settings, &shutdown)?);
+    }
     process::notify_ready();
     let _ = api.await;
     for task in control_plane {
@@ -146,6 +151,30 @@ async fn start_control_plane(
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }
     tasks
+}
+
+/// The server's own node: kubelet credentials straight from the PKI (no
+/// join), then the kubelet and its tunnel, as `rk3s agent` runs them. A
+/// kubelet failure is logged; the control plane keeps serving.
+fn start_builtin_agent(
+    config: &ServerConfig,
+    pki: &crate::pki::Pki,
+    url: &str,
+    settings: &assemble::ClusterSettings,
+    shutdown: &CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let agent_dir = config.data_dir.join("agent");
+    let node_ips: Vec<std::net::IpAddr> = config.node.node_ip.into_iter().collect();
+    let creds = join::builtin_node_credentials(pki, &config.node.node_name, &node_ips, &agent_dir, url)?;
+    let mut opts = crate::agent::kubelet::KubeletOptions::new(config.node.clone(), creds, agent_dir);
+    opts.cluster_dns = settings.cluster_dns;
+    opts.cluster_domain = settings.cluster_domain.clone();
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::agent::node::run(opts, shutdown).await {
+            tracing::error!("the built-in agent stopped: {e}");
+        }
+    }))
 }
 
 /// Loads (or on the first start creates) the PKI under `<data-dir>/server/tls`.
