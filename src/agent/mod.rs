@@ -52,7 +52,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let creds = match join::join(&config, &shutdown).await {
         Ok(c) => c,
         // A signal while still waiting for the server is a clean stop.
-        Err(join::JoinError::Cancelled { .. }) if shutdown.is_cancelled() => return Ok(()),
+        Err(e @ join::JoinError::Cancelled { .. }) if shutdown.is_cancelled() => {
+            tracing::info!("{e}");
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     let opts = kubelet::KubeletOptions::for_agent(&config, creds);

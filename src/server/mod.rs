@@ -39,6 +39,9 @@ pub const VOLATILE_PREFIXES: &[&str] =
 /// How long in-flight requests and watches get to finish after a signal.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long controllers and the built-in agent get after the API stopped.
+const CONTROL_PLANE_GRACE: Duration = Duration::from_secs(5);
+
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -116,8 +119,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     }
     process::notify_ready();
     let _ = api.await;
-    for task in control_plane {
-        let _ = task.await;
+    // Controllers and the kubelet stop on the same signal; bound the wait
+    // (containers keep running either way: fail static).
+    let all = futures::future::join_all(control_plane.iter_mut());
+    if tokio::time::timeout(CONTROL_PLANE_GRACE, all).await.is_err() {
+        tracing::warn!("controllers or the built-in agent did not stop within {CONTROL_PLANE_GRACE:?}; stopping them");
+        for task in &control_plane {
+            task.abort();
+        }
     }
     tracing::info!("rk3s server stopped");
     Ok(())

@@ -230,6 +230,20 @@ impl<'a> Walker<'a> {
         if resolved.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
             return;
         }
+        // Types Go decodes from several JSON shapes (apiextensions' JSON and
+        // its "Or" unions, int-or-string, quantities): any shape is fine.
+        if ref_name(schema)
+            .map(|n| n.rsplit('.').next().unwrap_or(n))
+            .is_some_and(|n| {
+                matches!(
+                    n,
+                    "JSON" | "JSONSchemaPropsOrArray" | "JSONSchemaPropsOrBool"
+                        | "JSONSchemaPropsOrStringArray" | "IntOrString" | "Quantity"
+                )
+            })
+        {
+            return;
+        }
         if let Some(ty) = resolved.get("type").and_then(Value::as_str) {
             if !v.is_null() && !type_matches(ty, v) {
                 if self.type_error.is_none() {
