@@ -20,6 +20,7 @@ pub mod builtin;
 pub mod codec;
 pub mod delete;
 pub mod discovery;
+pub mod ipalloc;
 pub mod keys;
 pub mod objects;
 pub mod openapi;

@@ -92,8 +92,19 @@ pub fn authorizer(_parts: &Parts) -> Arc<dyn Authorizer> {
 }
 
 /// The admission chain: mutating plug-ins first, validating ones last.
-pub fn admission_chain(_parts: &Parts) -> AdmissionChain {
-    Vec::new()
+pub fn admission_chain(parts: &Parts) -> AdmissionChain {
+    let mut chain: AdmissionChain = Vec::new();
+    chain.push(Arc::new(
+        crate::apiserver::ipalloc::services::ServiceAllocator::new(
+            parts.store.clone(),
+            parts.settings.service_cidr,
+            parts.settings.service_node_port_range,
+        ),
+    ));
+    chain.push(Arc::new(
+        crate::apiserver::ipalloc::tolerations::DefaultTolerationSeconds { seconds: 300 },
+    ));
+    chain
 }
 
 /// Routes outside the Kubernetes API (`/cacerts`, join, tunnel).
@@ -107,6 +118,13 @@ pub fn serve_options(
     grace: Duration,
     parts: &Parts,
 ) -> Result<ServeOptions, crate::pki::PkiError> {
+    if let Err(e) = crate::apiserver::ipalloc::bootstrap_kubernetes_service(
+        parts.store.as_ref(),
+        &parts.registry,
+        &parts.settings,
+    ) {
+        tracing::warn!("{e}");
+    }
     let mut opts = ServeOptions::new(bind);
     opts.grace = grace;
     opts.tls = Some(Arc::new(parts.pki.server_tls_config()?));
