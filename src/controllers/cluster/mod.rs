@@ -2,6 +2,8 @@
 //!
 //! Not implemented yet (issue 6): [`run`] waits for shutdown.
 
+pub mod events;
+
 use super::Context;
 
 /// Runs these controllers until `ctx.shutdown`.
