@@ -7,7 +7,8 @@
 //! [`PENDING_TTL`] that may not be stored yet (admission runs before the
 //! store write). Deleting a Service releases its IP and ports by itself,
 //! since nothing is kept elsewhere; a create that failed after admission
-//! holds its IP only until the pending entry expires. dryRun requests get
+//! holds its IP only until the pending entry expires; a pending entry is
+//! dropped as soon as the store shows the allocation. dryRun requests get
 //! an address but reserve nothing. PARTIAL: one server process only (a
 //! second API server would need allocations persisted with CAS);
 //! `healthCheckNodePort` is not allocated; IPv4 or IPv6 single-stack only.
@@ -413,14 +414,15 @@ impl Admission for ServiceAllocator {
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        pending
-            .ips
-            .retain(|(t, _)| now.duration_since(*t) < PENDING_TTL);
-        pending
-            .ports
-            .retain(|(t, _)| now.duration_since(*t) < PENDING_TTL);
         let skip = old.map(|_| (req.namespace.unwrap_or(""), req.name));
         let mut used = self.stored(skip)?;
+        // Once stored, the store is the truth: a later delete frees it.
+        pending
+            .ips
+            .retain(|(t, ip)| now.duration_since(*t) < PENDING_TTL && !used.ips.contains(ip));
+        pending
+            .ports
+            .retain(|(t, p)| now.duration_since(*t) < PENDING_TTL && !used.ports.contains(p));
         used.ips.extend(pending.ips.iter().map(|(_, ip)| *ip));
         used.ports
             .extend(pending.ports.iter().map(|(_, p)| p.clone()));
