@@ -218,7 +218,7 @@ async fn renew(client: &kube::Client, name: &str) {
     }
 }
 
-async fn tend_pod(client: &kube::Client, node: &str, index: u8, seq: &mut u32, pod: &Pod) {
+async fn tend_pod(client: &kube::Client, index: u8, seq: &mut u32, pod: &Pod) {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     if pod.metadata.deletion_timestamp.is_some() {
@@ -255,7 +255,6 @@ async fn tend_pod(client: &kube::Client, node: &str, index: u8, seq: &mut u32, p
             &Patch::Merge(&patch),
         )
         .await;
-    let _ = node;
 }
 
 async fn run_node(client: kube::Client, name: String, index: u8, stop: CancellationToken) {
@@ -274,7 +273,7 @@ async fn run_node(client: kube::Client, name: String, index: u8, stop: Cancellat
             _ = tick.tick() => renew(&client, &name).await,
             ev = events.next() => match ev {
                 Some(Ok(Event::Apply(p) | Event::InitApply(p))) => {
-                    tend_pod(&client, &name, index, &mut seq, &p).await
+                    tend_pod(&client, index, &mut seq, &p).await
                 }
                 Some(_) => {}
                 None => return,

@@ -1,0 +1,111 @@
+//! Figures for the scheduler: how long 1,000 pods (created directly, no
+//! controller) take to be bound across 10 simulated nodes, and the RSS of
+//! the process after, which holds the API server, the store, the cluster
+//! controllers and the scheduler as `rk3s server` would (plus the simulated
+//! nodes and the bench's own client, so it is an upper bound).
+//!
+//! `cargo bench --bench scheduler` (add `--profile dev` for a quick,
+//! unoptimised run). Env: `RK3S_BENCH_PODS` (default 1000),
+//! `RK3S_BENCH_NODES` (default 10).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|r| r.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scheduler bench: skipped outside `cargo bench --bench scheduler`");
+        return;
+    }
+    let pods = env_num("RK3S_BENCH_PODS", 1000);
+    let node_count = env_num("RK3S_BENCH_NODES", 10);
+    let h = common::simnodes::ClusterHarness::start(|_| {});
+    let _nodes = h.nodes(node_count);
+    let rss_idle = rss_kib();
+    let client = h.client.clone();
+    let (created, bound, per_node) = h.rt.block_on(async move {
+        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let start = Instant::now();
+        futures::stream::iter(0..pods)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let pod: Pod = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("bench-{i}"), "labels": {"app": "bench"}},
+                        "spec": {"containers": [{"name": "c", "image": "x",
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}))
+                    .unwrap();
+                    api.create(&PostParams::default(), &pod)
+                        .await
+                        .expect("failed to create a pod");
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let created = start.elapsed();
+        loop {
+            let list = api
+                .list(&ListParams::default().labels("app=bench"))
+                .await
+                .expect("list");
+            let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+            for p in &list.items {
+                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                    *per_node.entry(n).or_default() += 1;
+                }
+            }
+            if per_node.values().sum::<usize>() == pods {
+                return (created, start.elapsed(), per_node);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "pods were not bound in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after = rss_kib();
+    println!("scheduler bench: {pods} pods on {node_count} simulated nodes");
+    println!(
+        "  created in            {:>8.2} s ({:.0} pods/s)",
+        created.as_secs_f64(),
+        pods as f64 / created.as_secs_f64()
+    );
+    println!(
+        "  all bound after       {:>8.2} s ({:.0} pods/s end to end)",
+        bound.as_secs_f64(),
+        pods as f64 / bound.as_secs_f64()
+    );
+    let min = per_node.values().min().copied().unwrap_or(0);
+    let max = per_node.values().max().copied().unwrap_or(0);
+    println!("  pods per node         min {min}, max {max}");
+    println!(
+        "  process RSS           {} MiB idle with nodes, {} MiB after",
+        rss_idle / 1024,
+        rss_after / 1024
+    );
+}
