@@ -324,6 +324,26 @@ fn a_silent_node_turns_unknown_and_its_pods_are_evicted_after_their_toleration()
         .unwrap()
         .clone();
     assert_eq!(ready["status"], "False");
+
+    // The node comes back: Ready again, taints gone, its terminating pod finished.
+    let _back = h.node("node-0", 0, "4", "8Gi");
+    wait_for(
+        "the node Ready without taints",
+        Duration::from_secs(30),
+        || {
+            let n = get_json(&k, &["node", "node-0"])?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty())).then_some(())
+        },
+    );
+    wait_for(
+        "short removed by its kubelet",
+        Duration::from_secs(30),
+        || get_json(&k, &["pod", "short"]).is_none().then_some(()),
+    );
 }
 
 #[test]

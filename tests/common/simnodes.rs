@@ -170,10 +170,12 @@ async fn register(client: &kube::Client, name: &str, index: u8, cpu: &str, memor
             "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
         "status": status.clone()}))
     .unwrap();
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .expect("failed to register the node");
+    // A node that registers again (after `stop`) keeps its Node object.
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("failed to register the node: {e}"),
+    }
     nodes
         .patch_status(
             name,
