@@ -75,6 +75,48 @@ fn pods_spread_across_nodes_and_unschedulable_pods_say_why() {
         "{describe}"
     );
 
+    // Default tolerations from the DefaultTolerationSeconds admission plug-in.
+    let p0 = get_json(&k, &["pod", "p0"]).unwrap();
+    let tolerations = p0["spec"]["tolerations"].as_array().unwrap();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        assert!(
+            tolerations.iter().any(|t| t["key"] == key
+                && t["effect"] == "NoExecute"
+                && t["tolerationSeconds"] == 300),
+            "{tolerations:?}"
+        );
+    }
+
+    // Another scheduler's pod is left alone; binding it by hand works once.
+    apply(
+        &k,
+        &pod_yaml("manual", "  schedulerName: other-scheduler\n"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(get_json(&k, &["pod", "manual"]).unwrap()["spec"]["nodeName"].is_null());
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"manual"},"target":{"kind":"Node","name":"node-2"}}"#;
+    let path = "/api/v1/namespaces/default/pods/manual/binding";
+    let out = k.run_with_stdin(&["create", "--raw", path, "-f", "-"], binding);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manual = get_json(&k, &["pod", "manual"]).unwrap();
+    assert_eq!(manual["spec"]["nodeName"], "node-2");
+    assert!(manual["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "True"));
+    let again = k.run_with_stdin(&["create", "--raw", path, "-f", "-"], binding);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already assigned to node"), "{err}");
+
     apply(
         &k,
         &pod_yaml(
@@ -467,4 +509,41 @@ fn nodes_get_distinct_pod_cidrs() {
     for c in &cidrs {
         assert!(c.starts_with("10.42.") && c.ends_with(".0/24"), "{c}");
     }
+}
+
+#[test]
+fn concurrent_service_creates_never_collide() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, PostParams};
+    let h = ClusterHarness::start(|_| {});
+    let client = h.client.clone();
+    let services: Vec<Service> = h.rt.block_on(async move {
+        let api: Api<Service> = Api::namespaced(client, "default");
+        let creates = (0..40).map(|i| {
+            let api = api.clone();
+            async move {
+                let svc: Service = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("s{i}")},
+                    "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}}))
+                .unwrap();
+                api.create(&PostParams::default(), &svc).await.expect("create")
+            }
+        });
+        futures::future::join_all(creates).await
+    });
+    let ips: std::collections::HashSet<String> = services
+        .iter()
+        .map(|s| s.spec.as_ref().unwrap().cluster_ip.clone().unwrap())
+        .collect();
+    let ports: std::collections::HashSet<i32> = services
+        .iter()
+        .map(|s| {
+            s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+                .node_port
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ips.len(), 40);
+    assert_eq!(ports.len(), 40);
+    assert!(!ips.contains("10.43.0.1"));
 }
