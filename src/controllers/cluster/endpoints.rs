@@ -405,10 +405,13 @@ pub async fn run(ctx: Context) {
             }
         }
     });
+    // A burst of pod changes (a rollout, a node going away) becomes one
+    // reconcile per Service.
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)));
     let services = controller.store();
     let c = Arc::new(EndpointsCtx {
         ctx: ctx.clone(),

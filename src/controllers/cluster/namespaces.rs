@@ -324,3 +324,31 @@ pub async fn run(ctx: Context) {
     .for_each(|_| async {})
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_say_what_is_left_as_kube_does() {
+        let remaining: BTreeMap<String, usize> = [("pods".to_string(), 2)].into();
+        let fins: BTreeMap<String, usize> = [("example.com/hold".to_string(), 1)].into();
+        let c = deletion_conditions(&remaining, &fins, None, None);
+        let c = c.as_array().unwrap();
+        assert_eq!(c.len(), 5);
+        assert_eq!(c[3]["type"], "NamespaceContentRemaining");
+        assert_eq!(c[3]["status"], "True");
+        assert_eq!(
+            c[3]["message"],
+            "Some resources are remaining: pods has 2 resource instances"
+        );
+        assert_eq!(
+            c[4]["message"],
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        );
+        let done = deletion_conditions(&BTreeMap::new(), &BTreeMap::new(), None, None);
+        assert_eq!(done[3]["status"], "False");
+        assert_eq!(done[3]["reason"], "ContentRemoved");
+        assert_eq!(done[0]["reason"], "ResourcesDiscovered");
+    }
+}
