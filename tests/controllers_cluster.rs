@@ -547,3 +547,50 @@ fn concurrent_service_creates_never_collide() {
     assert_eq!(ports.len(), 40);
     assert!(!ips.contains("10.43.0.1"));
 }
+
+#[test]
+fn work_done_while_the_controllers_were_down_is_picked_up_after_a_restart() {
+    let mut h = ClusterHarness::start(|_| {});
+    let _nodes = h.nodes(2);
+    let k = h.kubectl();
+    wait_for("pod CIDRs", Duration::from_secs(30), || {
+        let l = get_json(&k, &["nodes"])?;
+        l["items"]
+            .as_array()?
+            .iter()
+            .all(|n| n["spec"]["podCIDR"].is_string())
+            .then_some(())
+    });
+    h.stop_controllers();
+    std::thread::sleep(Duration::from_secs(1));
+    apply(&k, &pod_yaml("late", ""));
+    apply(
+        &k,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: late\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n    targetPort: http\n",
+    );
+    k.run_ok(&["create", "namespace", "later"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(get_json(&k, &["pod", "late"]).unwrap()["spec"]["nodeName"].is_null());
+    assert!(get_json(&k, &["sa", "default", "-n", "later"]).is_none());
+    h.start_controllers();
+    wait_for(
+        "late bound and in its Service's endpoints",
+        Duration::from_secs(60),
+        || {
+            let eps = get_json(&k, &["endpoints", "late"])?;
+            (eps["subsets"][0]["addresses"][0]["targetRef"]["name"] == "late").then_some(())
+        },
+    );
+    wait_for(
+        "the new namespace's default SA",
+        Duration::from_secs(30),
+        || get_json(&k, &["sa", "default", "-n", "later"]).map(|_| ()),
+    );
+    // Nothing was done twice: still one slice.
+    let slices = get_json(
+        &k,
+        &["endpointslices", "-l", "kubernetes.io/service-name=late"],
+    )
+    .unwrap();
+    assert_eq!(slices["items"].as_array().unwrap().len(), 1);
+}

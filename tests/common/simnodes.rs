@@ -31,6 +31,9 @@ pub struct ClusterHarness {
     pub rt: tokio::runtime::Runtime,
     pub client: kube::Client,
     shutdown: CancellationToken,
+    options: Arc<rk3s::controllers::ControllerOptions>,
+    /// The controller-manager and scheduler clients.
+    clients: (kube::Client, kube::Client),
 }
 
 fn now() -> String {
@@ -65,7 +68,6 @@ impl ClusterHarness {
         options.gc_period = Duration::from_secs(1);
         tune(&mut options);
         let options = Arc::new(options);
-        let shutdown = CancellationToken::new();
         let url = server.url().to_string();
         let (cm, sched, admin) = rt.block_on(async {
             use rk3s::pki::ClientRole;
@@ -76,19 +78,34 @@ impl ClusterHarness {
                 c(ClientRole::Admin).await.expect("client"),
             )
         });
-        let ctx = |client| rk3s::controllers::Context {
-            client,
-            options: options.clone(),
-            shutdown: shutdown.clone(),
-        };
-        rt.spawn(rk3s::controllers::cluster::run(ctx(cm)));
-        rt.spawn(rk3s::scheduler::run(ctx(sched)));
-        ClusterHarness {
+        let mut h = ClusterHarness {
             server,
             rt,
             client: admin,
-            shutdown,
-        }
+            shutdown: CancellationToken::new(),
+            options,
+            clients: (cm, sched),
+        };
+        h.start_controllers();
+        h
+    }
+
+    /// Starts the cluster controllers and the scheduler (again).
+    pub fn start_controllers(&mut self) {
+        self.shutdown = CancellationToken::new();
+        let ctx = |client: &kube::Client| rk3s::controllers::Context {
+            client: client.clone(),
+            options: self.options.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        self.rt
+            .spawn(rk3s::controllers::cluster::run(ctx(&self.clients.0)));
+        self.rt.spawn(rk3s::scheduler::run(ctx(&self.clients.1)));
+    }
+
+    /// Stops them, as a server restart would; the API keeps serving.
+    pub fn stop_controllers(&self) {
+        self.shutdown.cancel();
     }
 
     pub fn kubectl(&self) -> super::kubectl::Kubectl {
