@@ -509,6 +509,18 @@ fn nodes_get_distinct_pod_cidrs() {
     for c in &cidrs {
         assert!(c.starts_with("10.42.") && c.ends_with(".0/24"), "{c}");
     }
+    // A deleted node frees its CIDR for the next node.
+    let cidr_of = |name: &str| {
+        get_json(&k, &["node", name]).and_then(|n| n["spec"]["podCIDR"].as_str().map(String::from))
+    };
+    let freed = cidr_of("node-1").unwrap();
+    _nodes[1].stop();
+    k.run_ok(&["delete", "node", "node-1"]);
+    let _new = h.node("node-9", 9, "4", "8Gi");
+    let got = wait_for("node-9's CIDR", Duration::from_secs(30), || {
+        cidr_of("node-9")
+    });
+    assert_eq!(got, freed);
 }
 
 #[test]
