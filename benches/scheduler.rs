@@ -12,6 +12,7 @@
 #[allow(dead_code)]
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -41,52 +42,21 @@ fn main() {
     }
     let pods = env_num("RK3S_BENCH_PODS", 1000);
     let node_count = env_num("RK3S_BENCH_NODES", 10);
-    let h = common::simnodes::ClusterHarness::start(|_| {});
+    let mut h = common::simnodes::ClusterHarness::start(|_| {});
     let _nodes = h.nodes(node_count);
     let rss_idle = rss_kib();
-    let client = h.client.clone();
-    let (created, bound, per_node) = h.rt.block_on(async move {
-        let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-        let start = Instant::now();
-        futures::stream::iter(0..pods)
-            .map(|i| {
-                let api = api.clone();
-                async move {
-                    let pod: Pod = serde_json::from_value(serde_json::json!({
-                        "metadata": {"name": format!("bench-{i}"), "labels": {"app": "bench"}},
-                        "spec": {"containers": [{"name": "c", "image": "x",
-                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}))
-                    .unwrap();
-                    api.create(&PostParams::default(), &pod)
-                        .await
-                        .expect("failed to create a pod");
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-        let created = start.elapsed();
-        loop {
-            let list = api
-                .list(&ListParams::default().labels("app=bench"))
-                .await
-                .expect("list");
-            let mut per_node = std::collections::BTreeMap::<String, usize>::new();
-            for p in &list.items {
-                if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                    *per_node.entry(n).or_default() += 1;
-                }
-            }
-            if per_node.values().sum::<usize>() == pods {
-                return (created, start.elapsed(), per_node);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "pods were not bound in 10 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    // Live: pods bound while they are being created.
+    let (created, bound, per_node) =
+        h.rt.block_on(create_and_wait(h.client.clone(), "live", pods, true));
+    // Backlog: pods created with the scheduler stopped, then bound at once:
+    // the scheduler's own throughput, creation time excluded.
+    h.stop_controllers();
+    h.rt.block_on(create_and_wait(h.client.clone(), "backlog", pods, false));
+    let start = Instant::now();
+    h.start_controllers();
+    let (_, _, backlog_per_node) =
+        h.rt.block_on(create_and_wait(h.client.clone(), "backlog", 0, true));
+    let backlog = start.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let rss_after = rss_kib();
     println!("scheduler bench: {pods} pods on {node_count} simulated nodes");
@@ -104,8 +74,69 @@ fn main() {
     let max = per_node.values().max().copied().unwrap_or(0);
     println!("  pods per node         min {min}, max {max}");
     println!(
+        "  backlog of {pods} bound {:>8.2} s after the scheduler started ({:.0} pods/s; per node min {}, max {})",
+        backlog.as_secs_f64(),
+        pods as f64 / backlog.as_secs_f64(),
+        backlog_per_node.values().min().copied().unwrap_or(0),
+        backlog_per_node.values().max().copied().unwrap_or(0)
+    );
+    println!(
         "  process RSS           {} MiB idle with nodes, {} MiB after",
         rss_idle / 1024,
         rss_after / 1024
     );
+}
+
+/// Creates `count` pods labelled `app=<label>` (16 at a time) and, with
+/// `wait`, waits until every pod with that label is bound; returns the
+/// creation time, the time until all were bound, and pods per node.
+async fn create_and_wait(
+    client: kube::Client,
+    label: &str,
+    count: usize,
+    wait: bool,
+) -> (Duration, Duration, BTreeMap<String, usize>) {
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let start = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("{label}-{i}"), "labels": {"app": label}},
+                    "spec": {"containers": [{"name": "c", "image": "x",
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}))
+                .unwrap();
+                api.create(&PostParams::default(), &pod)
+                    .await
+                    .expect("failed to create a pod");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let created = start.elapsed();
+    if !wait {
+        return (created, created, BTreeMap::new());
+    }
+    loop {
+        let list = api
+            .list(&ListParams::default().labels(&format!("app={label}")))
+            .await
+            .expect("list");
+        let mut per_node = BTreeMap::<String, usize>::new();
+        for p in &list.items {
+            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+        if per_node.values().sum::<usize>() == list.items.len() {
+            return (created, start.elapsed(), per_node);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "pods were not bound in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
