@@ -42,7 +42,7 @@ fn main() {
     }
     let pods = env_num("RK3S_BENCH_PODS", 1000);
     let node_count = env_num("RK3S_BENCH_NODES", 10);
-    let mut h = common::simnodes::ClusterHarness::start(|_| {});
+    let mut h = common::simnodes::ClusterHarness::start(|o| o.gc_period = Duration::from_secs(5));
     let _nodes = h.nodes(node_count);
     let rss_idle = rss_kib();
     // Live: pods bound while they are being created.
@@ -133,9 +133,11 @@ async fn create_and_wait(
         if per_node.values().sum::<usize>() == list.items.len() {
             return (created, start.elapsed(), per_node);
         }
+        let bound: usize = per_node.values().sum();
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "pods were not bound in 10 minutes"
+            "only {bound} of {} pods were bound in 10 minutes",
+            list.items.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

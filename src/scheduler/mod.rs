@@ -426,9 +426,15 @@ impl Scheduler {
 
     fn on_bound(&mut self, key: String, outcome: BindOutcome) {
         match outcome {
-            BindOutcome::Bound | BindOutcome::Settled => {
+            BindOutcome::Bound => {
                 // The watch's update clears the assumption; until then the pod
                 // counts on its node.
+            }
+            BindOutcome::Settled => {
+                // Someone else decided; look again after a back-off unless the
+                // watch shows it bound (or gone) first.
+                self.assumed.remove(&key);
+                self.back_off(&key, false, String::new());
             }
             BindOutcome::Failed(why) => {
                 tracing::debug!(pod = %key, "failed to bind: {why}");
@@ -504,7 +510,14 @@ async fn bind(client: &kube::Client, pod: &PodInfo, node: &str) -> BindOutcome {
         .await
     {
         Ok(_) => BindOutcome::Bound,
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => BindOutcome::Settled,
+        Err(kube::Error::Api(s))
+            if s.code == 404
+                || (s.code == 409
+                    && (s.message.contains("already assigned")
+                        || s.message.contains("being deleted"))) =>
+        {
+            BindOutcome::Settled
+        }
         Err(e) => BindOutcome::Failed(e.to_string()),
     }
 }

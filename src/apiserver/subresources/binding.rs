@@ -26,10 +26,12 @@ pub(crate) fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response
     let binding = codec::parse_document(body, false)?;
     let node = check_binding(&name, &binding)?;
     let key = ctx.key();
+    let mut done = false;
     for _ in 0..10 {
         let (rec, cur) = ctx.read_current(&key, &name)?;
         let bound = bind_pod(ctx, &name, &cur, &node)?;
         if ctx.dry_run() {
+            done = true;
             break;
         }
         match ctx
@@ -37,10 +39,16 @@ pub(crate) fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response
             .store
             .update(&key, &objects::to_stored(&bound), rec.mod_revision)
         {
-            Ok(_) => break,
+            Ok(_) => {
+                done = true;
+                break;
+            }
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_err(e)),
         }
+    }
+    if !done {
+        return Err(ApiStatus::modified(ctx.target(&name)));
     }
     let mut details = Map::new();
     details.insert("name".into(), json!(name));
