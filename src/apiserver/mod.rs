@@ -26,6 +26,7 @@ pub mod defaults;
 pub mod delete;
 pub mod discovery;
 pub mod fieldmanager;
+pub mod ipalloc;
 pub mod keys;
 pub mod objects;
 pub mod openapi;

@@ -37,6 +37,11 @@ pub struct ControllerOptions {
     pub default_toleration_seconds: i64,
     /// The CronJob controller's clock period (10 s in kube).
     pub cronjob_period: Duration,
+    /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every
+    /// namespace (`Pki::ca_bundle_pem`); empty publishes nothing.
+    pub root_ca_pem: String,
+    /// How often the garbage collector walks ownerReferences (5 s).
+    pub gc_period: Duration,
 }
 
 impl ControllerOptions {
@@ -48,6 +53,8 @@ impl ControllerOptions {
             node_monitor_period: Duration::from_secs(5),
             default_toleration_seconds: 300,
             cronjob_period: Duration::from_secs(10),
+            root_ca_pem: String::new(),
+            gc_period: Duration::from_secs(5),
         }
     }
 }

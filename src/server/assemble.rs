@@ -113,7 +113,14 @@ pub fn admission_chain(parts: &Parts) -> AdmissionChain {
     vec![
         // Unknown fields are dropped (or refused) before anything else looks.
         Arc::new(crate::apiserver::validation::UnknownFields),
+        // ClusterIPs and node ports (nothing kept on dry runs).
+        Arc::new(crate::apiserver::ipalloc::services::ServiceAllocator::new(
+            parts.store.clone(),
+            parts.settings.service_cidr,
+            parts.settings.service_node_port_range,
+        )),
         Arc::new(crate::apiserver::defaults::Defaults),
+        Arc::new(crate::apiserver::ipalloc::tolerations::DefaultTolerationSeconds { seconds: 300 }),
         // Custom resources: schema pruning, defaults, validation; CRD checks.
         Arc::new(crate::apiserver::crd::admission::CrdAdmission::new(parts.registry.clone())),
         // Validating plug-ins see the final object.
@@ -136,6 +143,13 @@ pub fn serve_options(
     grace: Duration,
     parts: &Parts,
 ) -> Result<ServeOptions, crate::pki::PkiError> {
+    if let Err(e) = crate::apiserver::ipalloc::bootstrap_kubernetes_service(
+        parts.store.as_ref(),
+        &parts.registry,
+        &parts.settings,
+    ) {
+        tracing::warn!("{e}");
+    }
     let mut opts = ServeOptions::new(bind);
     opts.grace = grace;
     opts.tls = Some(Arc::new(parts.pki.server_tls_config()?));

@@ -16,3 +16,5 @@ pub mod kubectl;
 pub mod netns;
 /// Whether root-only (e2e) tests must run, may be skipped, or are refused.
 pub mod privilege;
+/// Simulated nodes and a server with the cluster controllers and scheduler.
+pub mod simnodes;
