@@ -2,7 +2,9 @@
 //! controller) take to be bound across 10 simulated nodes, and the RSS of
 //! the process after, which holds the API server, the store, the cluster
 //! controllers and the scheduler as `rk3s server` would (plus the simulated
-//! nodes and the bench's own client, so it is an upper bound).
+//! nodes and the bench's own client, so it is an upper bound). Two runs:
+//! pods bound while they are created, and a backlog created with the
+//! scheduler stopped, timed from its start (scheduling throughput alone).
 //!
 //! `cargo bench --bench scheduler` (add `--profile dev` for a quick,
 //! unoptimised run). Env: `RK3S_BENCH_PODS` (default 1000),
