@@ -143,7 +143,9 @@ async fn start_control_plane(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::controllers::{in_process_client, Context, ControllerOptions};
     use crate::pki::ClientRole;
-    let options = Arc::new(ControllerOptions::new(settings.clone()));
+    let mut options = ControllerOptions::new(settings.clone());
+    options.root_ca_pem = String::from_utf8_lossy(pki.ca_bundle_pem()).into_owned();
+    let options = Arc::new(options);
     let mut tasks = Vec::new();
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
