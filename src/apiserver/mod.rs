@@ -7,7 +7,7 @@
 //! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
 //! (storage layout), `objects` (system metadata), `admission` (the plug-in chain),
 //! `defaults` and `validation` (its defaulting, validating and `fieldValidation` plug-ins), `openapi`, `strategic` (patches), `auth` (the
-//! allow-all seam), `testing` (`MemoryStore`). `builtin` (the
+//! authn/authz seam, implemented in `crate::auth`), `testing` (`MemoryStore`). `builtin` (the
 //! built-in kinds), `discovery`, `version`, `table` (what kubectl reads and
 //! prints) and `protobuf` (kubectl's protobuf request bodies). `crd` serves
 //! CustomResourceDefinitions' custom resources (registry entries at run

@@ -10,7 +10,7 @@
 //! delete (preconditions, finalizers, propagationPolicy finalizers), watch
 //! (initial ADDED, selectors on old and new objects, timeoutSeconds, 410).
 //! Also: JSON patch, deletecollection, pod graceful deletion (bound pods wait
-//! for their kubelet), Table renderings, an auth seam (allow-all for now) and
+//! for their kubelet), Table renderings, the auth seam (see `crate::auth`) and
 //! a max-in-flight limiter. Writes that change nothing are not stored.
 //! Partial: DELETE always returns the object (never a Status); events.k8s.io events share core storage without shape
 //! conversion.
