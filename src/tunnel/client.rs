@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -126,43 +126,27 @@ pub async fn connect(opts: &ClientOptions) -> Result<Session, TunnelError> {
     let (ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| fail(format!("websocket: {e}")))?;
-    let (mut sink, mut source) = ws.split();
+    let (sink, source) = ws.split();
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
-    let (session, mut out_rx) = Session::start(
+    let (session, out_rx) = Session::start(
         in_rx,
         Role::Acceptor,
         Some(opts.handler.clone()),
         opts.session.clone(),
     );
-    let s = session.clone();
-    tokio::spawn(async move {
-        let writer = async {
-            while let Some(frame) = out_rx.recv().await {
-                if sink.send(Message::Binary(frame)).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let reader = async {
-            while let Some(Ok(msg)) = source.next().await {
-                match msg {
-                    Message::Binary(b) => {
-                        if in_tx.send(b).await.is_err() {
-                            break;
-                        }
-                    }
-                    Message::Close(_) => break,
-                    _ => {}
-                }
-            }
-        };
-        tokio::select! {
-            _ = writer => {}
-            _ = reader => {}
-            _ = s.closed() => {}
-        }
-        s.close();
-    });
+    tokio::spawn(super::session::carry(
+        session.clone(),
+        out_rx,
+        in_tx,
+        sink,
+        source,
+        Message::Binary,
+        |m| match m {
+            Message::Binary(b) => super::session::Carried::Frame(b),
+            Message::Close(_) => super::session::Carried::Close,
+            _ => super::session::Carried::Other,
+        },
+    ));
     Ok(session)
 }
 

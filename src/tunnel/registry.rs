@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 
@@ -95,37 +95,25 @@ impl TunnelRegistry {
     }
 
     async fn serve(self: Arc<Self>, node: String, socket: WebSocket) {
-        let (mut sink, mut stream) = socket.split();
+        let (sink, stream) = socket.split();
         let (in_tx, in_rx) = mpsc::channel(64);
-        let (session, mut out_rx) = Session::start(in_rx, Role::Dialer, None, self.options.clone());
+        let (session, out_rx) = Session::start(in_rx, Role::Dialer, None, self.options.clone());
         self.register(&node, session.clone());
         tracing::info!(node = %node, "node tunnel connected");
-        let writer = async {
-            while let Some(frame) = out_rx.recv().await {
-                if sink.send(Message::Binary(frame)).await.is_err() {
-                    break;
-                }
-            }
-        };
-        let reader = async {
-            while let Some(Ok(msg)) = stream.next().await {
-                match msg {
-                    Message::Binary(b) => {
-                        if in_tx.send(b).await.is_err() {
-                            break;
-                        }
-                    }
-                    Message::Close(_) => break,
-                    _ => {}
-                }
-            }
-        };
-        tokio::select! {
-            _ = writer => {}
-            _ = reader => {}
-            _ = session.closed() => {}
-        }
-        session.close();
+        super::session::carry(
+            session.clone(),
+            out_rx,
+            in_tx,
+            sink,
+            stream,
+            Message::Binary,
+            |m| match m {
+                Message::Binary(b) => super::session::Carried::Frame(b),
+                Message::Close(_) => super::session::Carried::Close,
+                _ => super::session::Carried::Other,
+            },
+        )
+        .await;
         self.unregister(&node, &session);
         tracing::info!(node = %node, "node tunnel closed");
     }

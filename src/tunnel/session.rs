@@ -440,6 +440,58 @@ async fn read_loop(
     inner.shutdown();
 }
 
+/// What a transport message means to the tunnel.
+pub enum Carried {
+    Frame(Bytes),
+    Close,
+    Other,
+}
+
+/// Carries `session`'s frames over a websocket's two halves (either
+/// websocket library: `wrap`/`unwrap` convert messages) until the peer
+/// closes, the transport fails or the session closes; then closes the
+/// session.
+pub async fn carry<M, E, Si, St>(
+    session: Session,
+    mut out_rx: mpsc::UnboundedReceiver<Bytes>,
+    in_tx: mpsc::Sender<Bytes>,
+    mut sink: Si,
+    mut stream: St,
+    wrap: fn(Bytes) -> M,
+    unwrap: fn(M) -> Carried,
+) where
+    Si: futures::Sink<M> + Unpin,
+    St: futures::Stream<Item = Result<M, E>> + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    let writer = async {
+        while let Some(frame) = out_rx.recv().await {
+            if sink.send(wrap(frame)).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            match unwrap(msg) {
+                Carried::Frame(b) => {
+                    if in_tx.send(b).await.is_err() {
+                        break;
+                    }
+                }
+                Carried::Close => break,
+                Carried::Other => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+        _ = session.closed() => {}
+    }
+    session.close();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
