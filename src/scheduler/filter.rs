@@ -170,7 +170,10 @@ pub fn untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration]) ->
         .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
 }
 
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+/// One node-selector requirement against a label (or field) value, as
+/// kube's `NodeSelectorRequirementsAsSelector` evaluates it; also used by
+/// the DaemonSet controller.
+pub fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = r.values.as_deref().unwrap_or(&[]);
     match r.operator.as_str() {
         "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),

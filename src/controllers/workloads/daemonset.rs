@@ -15,6 +15,7 @@
 //! Partial: `maxSurge` is treated as 0 (kube's default); failed daemon pods
 //! are replaced at once, without kube's per-node back-off.
 
+use crate::scheduler::filter::{requirement_matches, tolerates};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec, Taint, Toleration,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams};
@@ -55,48 +56,6 @@ pub fn default_tolerations(host_network: bool) -> Vec<Toleration> {
     v
 }
 
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != taint.effect)
-    {
-        return false;
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    let exists = t.operator.as_deref() == Some("Exists");
-    if key.is_empty() {
-        return exists;
-    }
-    if key != taint.key {
-        return false;
-    }
-    exists || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
 fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
     let fields = term.match_fields.as_deref().unwrap_or(&[]);
@@ -107,10 +66,10 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let name = node.name_any();
     exprs
         .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key)))
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
         && fields
             .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name.as_str())))
 }
 
 /// Whether a daemon pod from `template` should run on `node`.
@@ -433,7 +392,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, shared: Arc<Shared>) -> Result<Action
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeSpec, PodSpec};
+    use k8s_openapi::api::core::v1::{NodeSpec, PodSpec, Taint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn node(name: &str, labels: &[(&str, &str)], taints: Vec<Taint>) -> Node {
