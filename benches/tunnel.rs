@@ -21,12 +21,15 @@ use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::portforward::{NetnsPortForward, PortForwardBackend};
 use rk3s::agent::kubelet_api::{self, KubeletApi};
 use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
-use rk3s::pki::{AgentCert, Pki, PkiOptions};
+use rk3s::pki::AgentCert;
 use rk3s::tunnel::{self, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn fetch(mut s: impl Read + Write, path: &str) -> usize {
@@ -57,40 +60,82 @@ fn main() {
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
     );
-    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    kubectl.run_ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
     let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
 
     // The "pod": busybox httpd on 127.0.0.1:8080 in netns rk3s-<uid>.
     let netns = format!("rk3s-{uid}");
-    let ip = |args: &[&str]| assert!(std::process::Command::new("ip").args(args).status().unwrap().success());
+    let ip = |args: &[&str]| {
+        assert!(std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap()
+            .success())
+    };
     ip(&["netns", "add", &netns]);
     ip(&["-n", &netns, "link", "set", "lo", "up"]);
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("big"), vec![7u8; mb << 20]).unwrap();
     let mut httpd = std::process::Command::new("ip")
-        .args(["netns", "exec", &netns, common::privilege::BUSYBOX, "httpd", "-f", "-p", "127.0.0.1:8080", "-h"])
+        .args([
+            "netns",
+            "exec",
+            &netns,
+            common::privilege::BUSYBOX,
+            "httpd",
+            "-f",
+            "-p",
+            "127.0.0.1:8080",
+            "-h",
+        ])
         .arg(root.path())
         .spawn()
         .unwrap();
 
     let containerd = common::containerd::Containerd::start().expect("containerd");
-    let tar = common::image::BusyboxImage::new(common::image::DEFAULT_REFERENCE).write(containerd.scratch()).unwrap();
+    let tar = common::image::BusyboxImage::new(common::image::DEFAULT_REFERENCE)
+        .write(containerd.scratch())
+        .unwrap();
     containerd.import(&tar).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(rt.block_on(ContainerdRuntime::connect(containerd.socket())).unwrap());
-    let mut spec = ContainerSpec::new(&uid, "web", "default", "app", common::image::DEFAULT_REFERENCE);
+    let runtime = Arc::new(
+        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+            .unwrap(),
+    );
+    let mut spec = ContainerSpec::new(
+        &uid,
+        "web",
+        "default",
+        "app",
+        common::image::DEFAULT_REFERENCE,
+    );
     spec.command = vec!["sleep".into(), "3600".into()];
     let id = rt.block_on(runtime.create_container(&spec)).unwrap();
     rt.block_on(runtime.start(&id)).unwrap();
 
-    let pki = Pki::load_or_create(&server.data_dir().join("server/tls"), &PkiOptions::new("test-server")).unwrap();
-    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let chain = pki.sign_agent_csr(&AgentCert::KubeletClient { node_name: "node1".into() }, key.csr_pem.as_bytes()).unwrap();
-    let tls = Arc::new(rk3s::pki::client_tls_config(pki.ca_bundle_pem(), Some((chain.as_bytes(), key.key_pem.as_bytes()))).unwrap());
-    let forward = Arc::new(NetnsPortForward { netns_dir: "/var/run/netns".into() });
+    let tls = common::apiserver::signed_client_tls(
+        &server.pki(),
+        AgentCert::KubeletClient {
+            node_name: "node1".into(),
+        },
+    );
+    let forward = Arc::new(NetnsPortForward {
+        netns_dir: "/var/run/netns".into(),
+    });
     let api = KubeletApi {
         log_root: std::env::temp_dir(),
-        exec: Some(Arc::new(ContainerdExec { runtime: runtime.clone(), fifo_root: containerd.scratch().join("exec") })),
+        exec: Some(Arc::new(ContainerdExec {
+            runtime: runtime.clone(),
+            fifo_root: containerd.scratch().join("exec"),
+        })),
         port_forward: Some(forward.clone()),
     };
     let shutdown = CancellationToken::new();
@@ -107,7 +152,11 @@ fn main() {
     // Straight to the pod.
     std::thread::sleep(Duration::from_millis(300));
     let direct = {
-        let tcp = rt.block_on(forward.connect("default", "web", &uid, 8080)).unwrap().into_std().unwrap();
+        let tcp = rt
+            .block_on(forward.connect("default", "web", &uid, 8080))
+            .unwrap()
+            .into_std()
+            .unwrap();
         tcp.set_nonblocking(false).unwrap();
         let t = Instant::now();
         let n = fetch(tcp, "/big");
@@ -115,7 +164,11 @@ fn main() {
     };
 
     // Through kubectl port-forward.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut pf = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(server.kubeconfig())
@@ -144,7 +197,11 @@ fn main() {
     for i in 0..=runs {
         let t = Instant::now();
         let o = kubectl.run(&["exec", "web", "--", "true"]);
-        assert!(o.status.success(), "exec failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "exec failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         if i > 0 {
             times.push(t.elapsed());
         }
@@ -152,7 +209,10 @@ fn main() {
     times.sort();
     println!("tunnel bench ({mb} MiB transfer, {runs} execs)");
     println!("  direct to the pod port:        {direct:8.1} MB/s");
-    println!("  through kubectl port-forward:  {forwarded:8.1} MB/s  (ratio {:.2})", forwarded / direct);
+    println!(
+        "  through kubectl port-forward:  {forwarded:8.1} MB/s  (ratio {:.2})",
+        forwarded / direct
+    );
     println!(
         "  kubectl exec POD -- true:      p50 {:?}  p90 {:?}  (includes kubectl's own start-up)",
         times[times.len() / 2],

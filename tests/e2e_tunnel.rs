@@ -17,29 +17,9 @@ use common::privilege::require_e2e;
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::{self, KubeletApi};
 use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
-use rk3s::pki::{AgentCert, Pki, PkiOptions};
+use rk3s::pki::AgentCert;
 use rk3s::tunnel::{self, ClientOptions};
 use tokio_util::sync::CancellationToken;
-
-fn node_tls(server: &TestServer, node: &str) -> Arc<rustls::ClientConfig> {
-    let pki = Pki::load_or_create(
-        &server.data_dir().join("server/tls"),
-        &PkiOptions::new("test-server"),
-    )
-    .unwrap();
-    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let cert = AgentCert::KubeletClient {
-        node_name: node.into(),
-    };
-    let chain = pki.sign_agent_csr(&cert, key.csr_pem.as_bytes()).unwrap();
-    Arc::new(
-        rk3s::pki::client_tls_config(
-            pki.ca_bundle_pem(),
-            Some((chain.as_bytes(), key.key_pem.as_bytes())),
-        )
-        .unwrap(),
-    )
-}
 
 #[test]
 fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
@@ -85,7 +65,12 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     rt.spawn(tunnel::run_client(
         ClientOptions {
             server: server.url().parse().unwrap(),
-            tls: node_tls(&server, "node1"),
+            tls: common::apiserver::signed_client_tls(
+                &server.pki(),
+                AgentCert::KubeletClient {
+                    node_name: "node1".into(),
+                },
+            ),
             handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
             session: Default::default(),
         },
@@ -280,7 +265,12 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     rt.spawn(tunnel::run_client(
         ClientOptions {
             server: server.url().parse().unwrap(),
-            tls: node_tls(&server, "node1"),
+            tls: common::apiserver::signed_client_tls(
+                &server.pki(),
+                AgentCert::KubeletClient {
+                    node_name: "node1".into(),
+                },
+            ),
             handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
             session: Default::default(),
         },

@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::netns::{Network, Node};
@@ -158,21 +157,11 @@ fn the_server_reaches_a_firewalled_agent_only_through_its_tunnel() {
     let mut opts = PkiOptions::new("s");
     opts.node_ips = vec![server_node.ip().into()];
     let pki = Pki::load_or_create(&data.join("server/tls"), &opts).unwrap();
-    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let chain = pki
-        .sign_agent_csr(
-            &AgentCert::KubeletClient {
-                node_name: "agent".into(),
-            },
-            key.csr_pem.as_bytes(),
-        )
-        .unwrap();
-    let tls = Arc::new(
-        rk3s::pki::client_tls_config(
-            pki.ca_bundle_pem(),
-            Some((chain.as_bytes(), key.key_pem.as_bytes())),
-        )
-        .unwrap(),
+    let tls = common::apiserver::signed_client_tls(
+        &pki,
+        AgentCert::KubeletClient {
+            node_name: "agent".into(),
+        },
     );
     let api = KubeletApi {
         log_root: logs.path().to_path_buf(),

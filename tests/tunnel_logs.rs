@@ -31,26 +31,9 @@ impl Drop for Agent {
     }
 }
 
-fn client_tls(server: &TestServer, cert: AgentCert) -> Arc<rustls::ClientConfig> {
-    let pki = Pki::load_or_create(
-        &server.data_dir().join("server/tls"),
-        &PkiOptions::new("test-server"),
-    )
-    .unwrap();
-    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let chain = pki.sign_agent_csr(&cert, key.csr_pem.as_bytes()).unwrap();
-    Arc::new(
-        rk3s::pki::client_tls_config(
-            pki.ca_bundle_pem(),
-            Some((chain.as_bytes(), key.key_pem.as_bytes())),
-        )
-        .unwrap(),
-    )
-}
-
 fn start_agent(server: &TestServer, node: &str, log_root: &Path) -> Agent {
-    let tls = client_tls(
-        server,
+    let tls = common::apiserver::signed_client_tls(
+        &server.pki(),
         AgentCert::KubeletClient {
             node_name: node.into(),
         },
@@ -169,7 +152,15 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = follow.wait();
 
     // attach: the output written from now on (kubectl wants a Running pod).
-    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    kubectl.run_ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
     let mut attach = kubectl.spawn(&["attach", "web"]);
     let mut attached = BufReader::new(attach.stdout.take().unwrap()).lines();
     // Attach shows only what is written after it connects: keep writing.
@@ -178,7 +169,10 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
         let (done, current) = (done.clone(), current.clone());
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut f = std::fs::OpenOptions::new().append(true).open(&current).unwrap();
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&current)
+                    .unwrap();
                 f.write_all(cri("tick").as_bytes()).unwrap();
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -190,7 +184,10 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = attach.kill();
     let _ = attach.wait();
     let out = kubectl.run(&["attach", "-i", "web"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported by rk3s"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported by rk3s"),
+        "{out:?}"
+    );
 
     // A pod on a node without a tunnel, and an unscheduled pod.
     kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("elsewhere", "node2"));
@@ -219,7 +216,7 @@ fn only_node_certificates_may_open_a_tunnel() {
     let attempt = |cert: AgentCert| {
         let opts = ClientOptions {
             server: server.url().parse().unwrap(),
-            tls: client_tls(&server, cert),
+            tls: common::apiserver::signed_client_tls(&server.pki(), cert),
             handler: kubelet_api::tunnel_handler(router.clone()),
             session: Default::default(),
         };
@@ -245,7 +242,14 @@ struct ServerProcess {
 impl ServerProcess {
     fn start(data: &Path, kubeconfig: &Path, port: u16) -> Self {
         let child = std::process::Command::new(RK3S)
-            .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
+            .args([
+                "server",
+                "--node-name",
+                "t1",
+                "--bind-address",
+                "127.0.0.1",
+                "--disable-agent",
+            ])
             .args(["--https-listen-port", &port.to_string()])
             .arg("--data-dir")
             .arg(data)
@@ -276,11 +280,17 @@ impl Drop for ServerProcess {
 fn the_agent_reconnects_after_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("rk3s.yaml"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = ServerProcess::start(&data, &kubeconfig, port);
     wait_for("the kubeconfig", || kubeconfig.is_file().then_some(()));
     let kubectl = common::kubectl::Kubectl::new(&kubeconfig);
-    wait_for("the API", || kubectl.run(&["get", "ns"]).status.success().then_some(()));
+    wait_for("the API", || {
+        kubectl.run(&["get", "ns"]).status.success().then_some(())
+    });
     kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
     let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
     let logs = tempfile::tempdir().unwrap();
@@ -288,18 +298,22 @@ fn the_agent_reconnects_after_a_server_restart() {
 
     // The node's certificate, from the server's own PKI files.
     let pki = Pki::load_or_create(&data.join("server/tls"), &PkiOptions::new("t1")).unwrap();
-    let key = rk3s::pki::generate_key_and_csr("agent").unwrap();
-    let chain = pki
-        .sign_agent_csr(&AgentCert::KubeletClient { node_name: "node1".into() }, key.csr_pem.as_bytes())
-        .unwrap();
-    let tls = Arc::new(
-        rk3s::pki::client_tls_config(pki.ca_bundle_pem(), Some((chain.as_bytes(), key.key_pem.as_bytes()))).unwrap(),
+    let tls = common::apiserver::signed_client_tls(
+        &pki,
+        AgentCert::KubeletClient {
+            node_name: "node1".into(),
+        },
     );
     let opts = ClientOptions {
         server: format!("https://127.0.0.1:{port}").parse().unwrap(),
         tls,
-        handler: kubelet_api::tunnel_handler(kubelet_api::router(KubeletApiOptions { log_root: logs.path().to_path_buf() })),
-        session: tunnel::SessionOptions { ping_interval: Duration::from_secs(1), dead_after: Duration::from_secs(3) },
+        handler: kubelet_api::tunnel_handler(kubelet_api::router(KubeletApiOptions {
+            log_root: logs.path().to_path_buf(),
+        })),
+        session: tunnel::SessionOptions {
+            ping_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(3),
+        },
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -321,7 +335,10 @@ fn the_agent_reconnects_after_a_server_restart() {
     let restarted = Instant::now();
     let _server = ServerProcess::start(&data, &kubeconfig, port);
     wait_for("logs after the restart", logs_ok);
-    eprintln!("kubectl logs worked again {:?} after the server restarted", restarted.elapsed());
+    eprintln!(
+        "kubectl logs worked again {:?} after the server restarted",
+        restarted.elapsed()
+    );
     shutdown.cancel();
     let _ = agent.join();
 }
@@ -331,24 +348,52 @@ fn rbac_guards_the_streaming_subresources() {
     let server = TestServer::start();
     let kubectl = server.kubectl();
     kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
-    kubectl.run_ok(&["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    kubectl.run_ok(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
     let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
     let logs = tempfile::tempdir().unwrap();
-    std::fs::write(log_file(logs.path(), "web", &uid, 0), cri("visible to viewers")).unwrap();
+    std::fs::write(
+        log_file(logs.path(), "web", &uid, 0),
+        cri("visible to viewers"),
+    )
+    .unwrap();
     let _agent = start_agent(&server, "node1", logs.path());
 
     // A ServiceAccount bound to `view`: it may read logs (pods/log) but
     // not exec, attach or port-forward.
     kubectl.run_ok(&["create", "serviceaccount", "viewer"]);
-    kubectl.run_ok(&["create", "rolebinding", "viewer", "--clusterrole=view", "--serviceaccount=default:viewer"]);
+    kubectl.run_ok(&[
+        "create",
+        "rolebinding",
+        "viewer",
+        "--clusterrole=view",
+        "--serviceaccount=default:viewer",
+    ]);
     let token = kubectl.run_ok(&["create", "token", "viewer"]);
-    let pki = Pki::load_or_create(&server.data_dir().join("server/tls"), &PkiOptions::new("test-server")).unwrap();
+    let pki = Pki::load_or_create(
+        &server.data_dir().join("server/tls"),
+        &PkiOptions::new("test-server"),
+    )
+    .unwrap();
     let path = server.data_dir().join("viewer.kubeconfig");
-    rk3s::pki::Kubeconfig::new(server.url()).ca_data(pki.ca_bundle_pem()).token(token.trim()).write(&path, 0o600).unwrap();
+    rk3s::pki::Kubeconfig::new(server.url())
+        .ca_data(pki.ca_bundle_pem())
+        .token(token.trim())
+        .write(&path, 0o600)
+        .unwrap();
     let viewer = common::kubectl::Kubectl::new(&path);
     let text = wait_for("logs as a viewer", || {
         let o = viewer.run(&["logs", "web"]);
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
     });
     assert_eq!(text, "visible to viewers\n");
     for (args, sub) in [
@@ -357,9 +402,15 @@ fn rbac_guards_the_streaming_subresources() {
     ] {
         let o = viewer.run(&args);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("forbidden") && err.contains(sub), "{args:?}: {err}");
+        assert!(
+            !o.status.success() && err.contains("forbidden") && err.contains(sub),
+            "{args:?}: {err}"
+        );
     }
     // `auth can-i` answers "no" with exit status 1.
     let o = viewer.run(&["auth", "can-i", "create", "pods/exec"]);
-    assert_eq!((o.status.code(), String::from_utf8_lossy(&o.stdout).trim()), (Some(1), "no"));
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim()),
+        (Some(1), "no")
+    );
 }

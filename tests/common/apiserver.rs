@@ -144,3 +144,33 @@ impl Drop for TestServer {
         }
     }
 }
+
+impl TestServer {
+    /// The server's PKI, loaded from the files it uses.
+    pub fn pki(&self) -> rk3s::pki::Pki {
+        rk3s::pki::Pki::load_or_create(
+            &self.data_dir().join("server/tls"),
+            &rk3s::pki::PkiOptions::new("test-server"),
+        )
+        .expect("failed to load the test server's PKI")
+    }
+}
+
+/// A TLS client configuration trusting `pki`'s CA and presenting a fresh
+/// certificate `cert` signed by it (a node's, for the tunnel).
+pub fn signed_client_tls(
+    pki: &rk3s::pki::Pki,
+    cert: rk3s::pki::AgentCert,
+) -> Arc<rustls::ClientConfig> {
+    let key = rk3s::pki::generate_key_and_csr("test-client").expect("key and CSR");
+    let chain = pki
+        .sign_agent_csr(&cert, key.csr_pem.as_bytes())
+        .expect("sign the CSR");
+    Arc::new(
+        rk3s::pki::client_tls_config(
+            pki.ca_bundle_pem(),
+            Some((chain.as_bytes(), key.key_pem.as_bytes())),
+        )
+        .expect("client TLS configuration"),
+    )
+}
