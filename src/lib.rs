@@ -11,6 +11,7 @@ pub mod config;
 pub mod controllers;
 pub mod pki;
 pub mod process;
+pub mod quantity;
 pub mod scheduler;
 pub mod server;
 pub mod store;

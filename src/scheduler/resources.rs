@@ -16,39 +16,9 @@ pub type Resources = BTreeMap<String, i128>;
 pub const DEFAULT_MILLI_CPU: i128 = 100;
 pub const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024;
 
-/// Parses a Kubernetes quantity (`100m`, `1.5`, `128Mi`, `1G`, `1e3`) into
-/// milli-units; `None` when it is not one.
+/// Parses a Kubernetes quantity into milli-units; `None` when it is not one.
 pub fn parse_milli(q: &str) -> Option<i128> {
-    let q = q.trim();
-    if q.is_empty() {
-        return None;
-    }
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let multiplier: f64 = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some((value * multiplier * 1000.0).ceil() as i128)
+    crate::quantity::milli(q)
 }
 
 fn add_quantities(into: &mut Resources, from: Option<&BTreeMap<String, Quantity>>) {
@@ -115,19 +85,6 @@ pub fn node_allocatable(node: &Node) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities_parse_like_kube() {
-        assert_eq!(parse_milli("100m"), Some(100));
-        assert_eq!(parse_milli("2"), Some(2000));
-        assert_eq!(parse_milli("1.5"), Some(1500));
-        assert_eq!(parse_milli("1Ki"), Some(1_024_000));
-        assert_eq!(parse_milli("128Mi"), Some(128 * 1024 * 1024 * 1000));
-        assert_eq!(parse_milli("1G"), Some(1_000_000_000_000));
-        assert_eq!(parse_milli("1e3"), Some(1_000_000));
-        assert_eq!(parse_milli("x"), None);
-        assert_eq!(parse_milli("5Q"), None);
-    }
 
     #[test]
     fn pod_requests_sum_containers_and_take_the_init_maximum() {

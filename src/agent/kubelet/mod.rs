@@ -16,7 +16,7 @@
 //!
 //! Map: `node` (Node object, status), `lease`, `worker` (per-pod sync),
 //! `status` (pod status), `env`, `volumes`, `podfiles` (hosts,
-//! resolv.conf), `probe`, `backoff`, `images`, `quantity`, `api` (the pod
+//! resolv.conf), `probe`, `backoff`, `images`, `api` (the pod
 //! API seam).
 //!
 //! Partial: see `images` (no registry pulls), `worker` (no preStop or
@@ -31,7 +31,7 @@ pub mod lease;
 pub mod node;
 pub mod podfiles;
 pub mod probe;
-pub mod quantity;
+use crate::quantity;
 pub mod status;
 pub mod volumes;
 pub mod worker;
