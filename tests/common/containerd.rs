@@ -315,36 +315,13 @@ pub fn unique_id(prefix: &str) -> String {
     )
 }
 
+/// The config the agent itself runs containerd with, on this run's paths.
 fn config_toml(root: &Path, state: &Path, socket: &Path) -> String {
-    // containerd 1.6 (Debian 12) reads version 2. The v1 linux runtime stays
-    // enabled: 1.6's tasks service refuses to load without it.
-    format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{socket}"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{root}/opt"
-
-[plugins."io.containerd.runtime.v1.linux"]
-  runtime_root = "{state}/runtime-v1"
-"#,
-        root = root.display(),
-        state = state.display(),
-        socket = socket.display(),
-    )
+    rk3s::agent::containerd::config_toml(&rk3s::agent::containerd::ContainerdPaths {
+        dir: root.to_path_buf(),
+        state: state.to_path_buf(),
+        socket: socket.to_path_buf(),
+    })
 }
 
 fn kill(pid: u32, signal: i32) {
