@@ -13,7 +13,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
@@ -39,38 +38,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn node_kubeconfig(server: &TestServer, dir: &Path) -> PathBuf {
-    let pki = rk3s::pki::Pki::load_or_create(
-        &server.data_dir().join("server/tls"),
-        &rk3s::pki::PkiOptions::new("test-server"),
-    )
-    .expect("load the PKI");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("system:node:{NODE}"));
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
-    let chain = pki
-        .sign_agent_csr(
-            &rk3s::pki::AgentCert::KubeletClient {
-                node_name: NODE.into(),
-            },
-            csr.as_bytes(),
-        )
-        .expect("sign");
-    let path = dir.join("kubelet.kubeconfig");
-    rk3s::pki::Kubeconfig::new(server.url().to_string())
-        .ca_data(pki.ca_bundle_pem())
-        .client_cert_data(chain.as_bytes(), key.serialize_pem().as_bytes())
-        .write(&path, 0o600)
-        .expect("write the kubeconfig");
-    path
-}
 
 fn pod_yaml(name: &str) -> String {
     format!(
@@ -145,7 +112,7 @@ async fn bench(runs: usize) {
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),
-        kubeconfig: node_kubeconfig(&server, dir.path()),
+        kubeconfig: server.node_kubeconfig(NODE),
         serving_cert: dir.path().join("unused.crt"),
         serving_key: dir.path().join("unused.key"),
     };

@@ -8,48 +8,20 @@ use std::path::PathBuf;
 
 use common::apiserver::TestServer;
 use common::kubectl::Kubectl;
-use rk3s::pki::{AgentCert, Kubeconfig, Pki, PkiOptions};
+use rk3s::pki::Kubeconfig;
 use serde_json::Value;
-
-fn pki(s: &TestServer) -> Pki {
-    Pki::load_or_create(
-        &s.data_dir().join("server/tls"),
-        &PkiOptions::new("test-server"),
-    )
-    .unwrap()
-}
 
 /// A kubectl whose kubeconfig holds only the CA and `token`.
 fn token_kubectl(s: &TestServer, name: &str, token: &str) -> (Kubectl, PathBuf) {
     let path = s.data_dir().join(format!("{name}.kubeconfig"));
     Kubeconfig::new(s.url())
-        .ca_data(pki(s).ca_bundle_pem())
+        .ca_data(s.pki().ca_bundle_pem())
         .token(token)
         .write(&path, 0o600)
         .unwrap();
     (Kubectl::new(&path), path)
 }
 
-/// A kubectl with a freshly signed kubelet client certificate for `node`.
-fn node_kubectl(s: &TestServer, node: &str) -> (Kubectl, PathBuf) {
-    let p = pki(s);
-    let kc = rk3s::pki::generate_key_and_csr(node).unwrap();
-    let cert = p
-        .sign_agent_csr(
-            &AgentCert::KubeletClient {
-                node_name: node.into(),
-            },
-            kc.csr_pem.as_bytes(),
-        )
-        .unwrap();
-    let path = s.data_dir().join(format!("node-{node}.kubeconfig"));
-    Kubeconfig::new(s.url())
-        .ca_data(p.ca_bundle_pem())
-        .client_cert_data(cert.as_bytes(), kc.key_pem.as_bytes())
-        .write(&path, 0o600)
-        .unwrap();
-    (Kubectl::new(&path), path)
-}
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -58,7 +30,7 @@ fn stderr(o: &std::process::Output) -> String {
 fn anonymous_client(s: &TestServer) -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(rk3s::pki::client_tls_config(pki(s).ca_bundle_pem(), None).unwrap())
+        .use_preconfigured_tls(rk3s::pki::client_tls_config(s.pki().ca_bundle_pem(), None).unwrap())
         .build()
         .unwrap()
 }
@@ -236,7 +208,7 @@ fn nodes_change_only_their_own_node() {
         let out = admin.run_with_stdin(&["create", "-f", "-"], &node);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let (a, _) = node_kubectl(&s, "node-a");
+    let a = Kubectl::new(&s.node_kubeconfig("node-a"));
     a.run_ok(&["label", "node", "node-a", "rk3s.test/own=yes"]);
     let other = a.run(&["label", "node", "node-b", "rk3s.test/own=no"]);
     assert!(!other.status.success());
@@ -293,7 +265,7 @@ fn nodes_change_only_their_own_node() {
     let out = admin.run_with_stdin(&["create", "-f", "-"], pod);
     assert!(out.status.success(), "{}", stderr(&out));
     a.run_ok(&["get", "secret", "app"]);
-    let (b, _) = node_kubectl(&s, "node-b");
+    let b = Kubectl::new(&s.node_kubeconfig("node-b"));
     assert!(!b.run(&["get", "secret", "app"]).status.success());
     assert!(!b
         .run(&["delete", "pod", "p", "--wait=false"])

@@ -61,39 +61,6 @@ fn write_shim(dir: &Path) -> PathBuf {
     shim
 }
 
-/// A kubeconfig for `system:node:<NODE>` signed by the test server's PKI.
-fn node_kubeconfig(server: &TestServer, dir: &Path) -> PathBuf {
-    let pki = rk3s::pki::Pki::load_or_create(
-        &server.data_dir().join("server/tls"),
-        &rk3s::pki::PkiOptions::new("test-server"),
-    )
-    .expect("load the PKI");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("system:node:{NODE}"));
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
-    let chain = pki
-        .sign_agent_csr(
-            &rk3s::pki::AgentCert::KubeletClient {
-                node_name: NODE.into(),
-            },
-            csr.as_bytes(),
-        )
-        .expect("sign the kubelet certificate");
-    let path = dir.join("kubelet.kubeconfig");
-    rk3s::pki::Kubeconfig::new(server.url().to_string())
-        .ca_data(pki.ca_bundle_pem())
-        .client_cert_data(chain.as_bytes(), key.serialize_pem().as_bytes())
-        .write(&path, 0o600)
-        .expect("write the kubeconfig");
-    path
-}
 
 struct Harness {
     server: TestServer,
@@ -236,7 +203,7 @@ async fn kubelet_runs_pods_on_containerd() {
         .expect("build image");
     containerd.import(&tar).expect("import image");
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = node_kubeconfig(&server, dir.path());
+    let kubeconfig = server.node_kubeconfig(NODE);
     let node = rk3s::config::NodeConfig {
         node_name: NODE.into(),
         node_ip: Some("127.0.0.1".parse().unwrap()),

@@ -154,6 +154,28 @@ impl TestServer {
         )
         .expect("failed to load the test server's PKI")
     }
+
+    /// A kubeconfig (under the data dir) for `system:node:<node>`, with a
+    /// fresh kubelet client certificate signed by the server's CA.
+    pub fn node_kubeconfig(&self, node: &str) -> std::path::PathBuf {
+        let pki = self.pki();
+        let key = rk3s::pki::generate_key_and_csr(node).expect("key and CSR");
+        let chain = pki
+            .sign_agent_csr(
+                &rk3s::pki::AgentCert::KubeletClient {
+                    node_name: node.into(),
+                },
+                key.csr_pem.as_bytes(),
+            )
+            .expect("sign the kubelet client certificate");
+        let path = self.data_dir().join(format!("node-{node}.kubeconfig"));
+        rk3s::pki::Kubeconfig::new(self.url().to_string())
+            .ca_data(pki.ca_bundle_pem())
+            .client_cert_data(chain.as_bytes(), key.key_pem.as_bytes())
+            .write(&path, 0o600)
+            .expect("write the node kubeconfig");
+        path
+    }
 }
 
 /// A TLS client configuration trusting `pki`'s CA and presenting a fresh
