@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::kubectl::Kubectl;
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::{self, KubeletApi};
@@ -92,29 +93,53 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     };
     assert_eq!(hello, "hello\n");
 
-    let o = kubectl.run_with_stdin(&["exec", "-i", "web", "--", "cat"], "input-line\nsecond\n");
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "input-line\nsecond\n",
-        "{o:?}"
-    );
-
-    let o = kubectl.run(&["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 3"]);
-    assert_eq!(o.status.code(), Some(3), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("oops"), "{o:?}");
-
-    // -it under a pty (`script` gives kubectl a terminal).
+    // kubectl 1.32 speaks websockets (v5), 1.29 SPDY/3.1 (v4).
     let kubeconfig = server.kubeconfig().display().to_string();
-    let out = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("kubectl --kubeconfig {kubeconfig} exec -it web -- tty"),
-            "/dev/null",
-        ])
-        .output()
-        .expect("run script");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/dev/pts/"), "{text}");
+    for minor in [32, 29] {
+        let kubectl = Kubectl::new(server.kubeconfig()).release(minor);
+        let o = kubectl.run(&["exec", "web", "-v=7", "--", "echo", "hello"]);
+        let trace = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "hello\n",
+            "1.{minor}: {o:?}"
+        );
+        // client-go's SPDY executor POSTs with X-Stream-Protocol-Version
+        // headers; its websocket one GETs.
+        let spdy = trace.contains("POST https") && trace.contains("X-Stream-Protocol-Version");
+        assert_eq!(
+            spdy,
+            minor < 30,
+            "1.{minor} used the expected transport: {trace}"
+        );
+
+        let o = kubectl.run_with_stdin(&["exec", "-i", "web", "--", "cat"], "input-line\nsecond\n");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "input-line\nsecond\n",
+            "1.{minor}: {o:?}"
+        );
+
+        let o = kubectl.run(&["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 3"]);
+        assert_eq!(o.status.code(), Some(3), "1.{minor}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("oops"),
+            "1.{minor}: {o:?}"
+        );
+
+        // -it under a pty (`script` gives kubectl a terminal).
+        let binary = format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}");
+        let out = std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{binary} --kubeconfig {kubeconfig} exec -it web -- tty"),
+                "/dev/null",
+            ])
+            .output()
+            .expect("run script");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("/dev/pts/"), "1.{minor}: {text}");
+    }
 
     // The Kubernetes Python client's websocket exec (`kubernetes.stream`),
     // a second real client (it speaks v4.channel.k8s.io).

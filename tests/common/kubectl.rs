@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Kubectl {
+    binary: PathBuf,
     kubeconfig: PathBuf,
     home: tempfile::TempDir,
     pub timeout: Duration,
@@ -16,14 +17,22 @@ pub struct Kubectl {
 impl Kubectl {
     pub fn new(kubeconfig: &Path) -> Self {
         Kubectl {
+            binary: PathBuf::from("/usr/bin/kubectl"),
             kubeconfig: kubeconfig.to_path_buf(),
             home: tempfile::tempdir().expect("failed to make a kubectl home"),
             timeout: Duration::from_secs(60),
         }
     }
 
+    /// The same kubectl, but release 1.`minor` (1.27 to 1.33 are bundled
+    /// beside the dispatcher), e.g. 29 for the SPDY exec older clients use.
+    pub fn release(mut self, minor: u32) -> Self {
+        self.binary = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{minor}"));
+        self
+    }
+
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("/usr/bin/kubectl");
+        let mut c = Command::new(&self.binary);
         c.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.home.path())

@@ -1,32 +1,26 @@
-//! `/exec/{ns}/{pod}/{container}`: `kubectl exec` over a websocket with
-//! the `v5.channel.k8s.io` (or `v4.channel.k8s.io`) protocol, which
-//! kubectl 1.30+ speaks first. Each binary message is `[channel][data]`:
+//! `/exec/{ns}/{pod}/{container}`: `kubectl exec`, over a websocket
+//! (`v5.channel.k8s.io`/`v4`, kubectl 1.30+) or SPDY/3.1 (`v4`, older
+//! kubectl); [`super::channels`] makes both one set of numbered channels:
 //! 0 stdin, 1 stdout, 2 stderr, 3 the error channel (one `Status` at the
 //! end, carrying a non-zero exit code), 4 terminal resize (`{"Width",
-//! "Height"}`), and with v5, 255 `[channel]` closes that channel (stdin).
-//!
-//! Partial: the SPDY/3.1 fallback older clients use for exec is not
-//! served (they get 400 and say the upgrade failed).
+//! "Height"}`), and closing stdin (a v5 close message, or a SPDY FIN).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
+use super::channels::{self, ChannelSender, Channels, Expect, Inbound};
 use super::KubeletApi;
 use crate::agent::runtime::exec::ExecOptions;
 
-pub const V5: &str = "v5.channel.k8s.io";
-pub const V4: &str = "v4.channel.k8s.io";
+pub use super::channels::{V4, V5};
 
 /// A started exec's streams.
 pub struct ExecStreams {
@@ -74,17 +68,6 @@ pub fn exec_options(query: &str) -> ExecOptions {
     o
 }
 
-/// The first protocol the client offers that we speak.
-fn negotiate(headers: &HeaderMap) -> Option<&'static str> {
-    let offered = headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL);
-    offered
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .find_map(|p| [V5, V4].into_iter().find(|ours| *ours == p))
-}
-
 /// The error-channel `Status` for an exit code, worded as the kubelet words it.
 pub fn exit_status(command: &[String], code: i32) -> serde_json::Value {
     if code == 0 {
@@ -99,15 +82,6 @@ pub fn exit_status(command: &[String], code: i32) -> serde_json::Value {
     })
 }
 
-/// A Close with 1000: client-go turns anything else (even "no status")
-/// into an error on every stream, including the exit status just sent.
-fn normal_close() -> Message {
-    Message::Close(Some(axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "".into(),
-    }))
-}
-
 fn failure(message: &str) -> serde_json::Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
@@ -115,17 +89,8 @@ fn failure(message: &str) -> serde_json::Value {
 pub(super) async fn handler(
     State(api): State<Arc<KubeletApi>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    let (Ok(ws), Some(protocol)) = (ws, negotiate(&headers)) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "exec needs a websocket upgrade with v5.channel.k8s.io or v4.channel.k8s.io (SPDY is not supported by rk3s)\n",
-        )
-            .into_response();
-    };
     let Some(backend) = api.exec.clone() else {
         return (
             StatusCode::NOT_IMPLEMENTED,
@@ -133,25 +98,26 @@ pub(super) async fn handler(
         )
             .into_response();
     };
-    let opts = exec_options(query.as_deref().unwrap_or(""));
-    ws.protocols([protocol])
-        .on_upgrade(move |socket| async move {
-            run(socket, backend, ns, pod, container, opts, protocol == V5).await
-        })
+    let query = req.uri().query().unwrap_or("").to_string();
+    let opts = exec_options(&query);
+    channels::accept(req, "exec", Expect::from_query(&query), move |ch| {
+        run(ch, backend, ns, pod, container, opts)
+    })
+    .await
 }
 
-async fn pump(mut from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, tx: mpsc::Sender<Message>) {
+/// Copies `from` to `channel` until it ends.
+pub(super) async fn pump(
+    mut from: Box<dyn AsyncRead + Send + Unpin>,
+    channel: u8,
+    tx: ChannelSender,
+) {
     let mut buf = vec![0u8; 32 * 1024];
-    buf[0] = channel;
     loop {
-        match from.read(&mut buf[1..]).await {
+        match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if tx
-                    .send(Message::Binary(Bytes::copy_from_slice(&buf[..=n])))
-                    .await
-                    .is_err()
-                {
+                if !tx.send(channel, Bytes::copy_from_slice(&buf[..n])).await {
                     return;
                 }
             }
@@ -159,84 +125,75 @@ async fn pump(mut from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, tx: mpsc
     }
 }
 
+/// Feeds the client's stdin and resizes to a process until the client
+/// closes stdin or goes.
+pub(super) async fn feed_input(
+    mut inbound: tokio::sync::mpsc::Receiver<Inbound>,
+    mut stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    control: Arc<dyn ExecControl>,
+) {
+    while let Some(event) = inbound.recv().await {
+        match event {
+            Inbound::Data(channels::STDIN, data) => {
+                if let Some(w) = stdin.as_mut() {
+                    if w.write_all(&data).await.is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            Inbound::Data(channels::RESIZE, data) => {
+                for (w, h) in channels::terminal_sizes(&data) {
+                    control.resize(w, h).await;
+                }
+            }
+            Inbound::Closed(channels::STDIN) => {
+                if let Some(mut w) = stdin.take() {
+                    let _ = w.shutdown().await;
+                }
+                control.close_stdin().await;
+            }
+            _ => {}
+        }
+    }
+    // The client went: stdin ends too.
+    if let Some(mut w) = stdin.take() {
+        let _ = w.shutdown().await;
+        control.close_stdin().await;
+    }
+}
+
 async fn run(
-    socket: WebSocket,
+    ch: Channels,
     backend: Arc<dyn ExecBackend>,
     ns: String,
     pod: String,
     container: String,
     opts: ExecOptions,
-    v5: bool,
 ) {
-    let (mut sink, mut source) = socket.split();
     let command = opts.command.clone();
     let (streams, control) = match backend.exec(&ns, &pod, &container, opts).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%pod, %container, "exec failed: {e}");
-            let mut msg = vec![3u8];
-            msg.extend_from_slice(failure(&e).to_string().as_bytes());
-            let _ = sink.send(Message::Binary(msg.into())).await;
-            let _ = sink.send(normal_close()).await;
+            ch.sender.finish(&failure(&e)).await;
+            ch.closed().await;
             return;
         }
     };
-    let (tx, mut rx) = mpsc::channel::<Message>(16);
     let mut outputs = Vec::new();
     if let Some(out) = streams.stdout {
-        outputs.push(tokio::spawn(pump(out, 1, tx.clone())));
+        outputs.push(tokio::spawn(pump(out, channels::STDOUT, ch.sender.clone())));
     }
     if let Some(err) = streams.stderr {
-        outputs.push(tokio::spawn(pump(err, 2, tx.clone())));
+        outputs.push(tokio::spawn(pump(err, channels::STDERR, ch.sender.clone())));
     }
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-        sink
-    });
     let control: Arc<dyn ExecControl> = Arc::from(control);
-    let ctl = control.clone();
-    let mut stdin = streams.stdin;
-    let input = tokio::spawn(async move {
-        while let Some(Ok(msg)) = source.next().await {
-            let data = match msg {
-                Message::Binary(b) => b,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match (data.first(), &data[1.min(data.len())..]) {
-                (Some(0), rest) => {
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(rest).await.is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                (Some(4), rest) => {
-                    if let Ok(size) = serde_json::from_slice::<serde_json::Value>(rest) {
-                        let w = size["Width"].as_u64().unwrap_or(80) as u16;
-                        let h = size["Height"].as_u64().unwrap_or(24) as u16;
-                        ctl.resize(w, h).await;
-                    }
-                }
-                (Some(255), [0, ..]) if v5 => {
-                    if let Some(mut w) = stdin.take() {
-                        let _ = w.shutdown().await;
-                    }
-                    ctl.close_stdin().await;
-                }
-                _ => {}
-            }
-        }
-        // The client went: stdin ends too.
-        if let Some(mut w) = stdin.take() {
-            let _ = w.shutdown().await;
-            ctl.close_stdin().await;
-        }
-    });
+    let Channels {
+        sender,
+        inbound,
+        done,
+    } = ch;
+    let input = tokio::spawn(feed_input(inbound, streams.stdin, control.clone()));
     let code = control.wait().await;
     tracing::debug!(%pod, %container, ?code, "exec finished");
     // Drain what the process wrote before it exited (bounded, in case a
@@ -248,12 +205,9 @@ async fn run(
         Ok(c) => exit_status(&command, c),
         Err(e) => failure(&e),
     };
-    let mut msg = vec![3u8];
-    msg.extend_from_slice(status.to_string().as_bytes());
-    let _ = tx.send(Message::Binary(msg.into())).await;
-    let _ = tx.send(normal_close()).await;
-    drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    sender.finish(&status).await;
+    drop(sender);
+    done.wait().await;
     input.abort();
     control.cleanup().await;
 }
@@ -371,16 +325,5 @@ mod tests {
             exit_status(&o.command, 0),
             json!({"metadata": {}, "status": "Success"})
         );
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap(),
-        );
-        assert_eq!(negotiate(&h), Some(V4));
-        h.insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            "base64.channel.k8s.io".parse().unwrap(),
-        );
-        assert_eq!(negotiate(&h), None);
     }
 }

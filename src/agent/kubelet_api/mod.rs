@@ -12,6 +12,7 @@
 //! partial).
 
 pub mod attach;
+pub mod channels;
 pub mod exec;
 pub mod logs;
 pub mod portforward;
