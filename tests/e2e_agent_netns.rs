@@ -16,7 +16,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
@@ -120,7 +119,7 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
         );
         o.map(|o| o.status.success()).unwrap_or(false)
     };
-    let mut listener = c
+    let listener = c
         .agent_node
         .spawn(&[BUSYBOX, "nc", "-ll", "-p", "7777", "-e", "true"])
         .unwrap();
@@ -134,7 +133,7 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
         !probe(&c, "10250"),
         "the agent's namespace accepts kubelet connections"
     );
-    kill_child(&mut listener);
+    kill(listener);
 
     c.start_agent();
     c.wait_for("node agent Ready", 90, || {
@@ -168,8 +167,8 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     assert!(newer.is_some(), "logs -f got no new line after line {seen}");
 
     // exec: output, stdin, exit code, a terminal.
-    // `hostname`, not `cat /etc/hostname`: the kubelet does not write that
-    // file yet (see the report of this test's commit).
+    // `hostname`, not `cat /etc/hostname`: containers get no such file yet
+    // (the kubelet writes and mounts only /etc/hosts and /etc/resolv.conf).
     let hostname = c.kubectl_ok(&["exec", "web", "--", "hostname"]);
     assert_eq!(hostname.trim(), "web");
     let o = c.kubectl_stdin(&["exec", "-i", "web", "--", "cat"], b"first\nsecond\n");
@@ -280,21 +279,16 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     port_forward(&c);
 }
 
-fn kill_child(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// `kubectl port-forward` beside the server: one request, then two parallel
 /// large transfers, checked byte for byte against the pod's own checksum.
 fn port_forward(c: &Cluster) {
     let want = c.kubectl_ok(&["exec", "web", "--", "sha256sum", "/srv/big"]);
     let want = want.split_whitespace().next().unwrap().to_string();
     let port = 20000 + (std::process::id() % 20000) as u16;
-    let (mut pf, rx) = c.kubectl_lines(&["port-forward", "pod/web", &format!("{port}:80")]);
+    let (pf, rx) = c.kubectl_lines(&["port-forward", "pod/web", &format!("{port}:80")]);
     let ready = wait_line(&rx, 30, |l| l.contains("Forwarding from"));
     if ready.is_none() {
-        kill_child(&mut pf);
+        kill(pf);
         panic!("kubectl port-forward never started forwarding");
     }
     let ns = c.server_node.netns().to_string();
@@ -308,16 +302,17 @@ fn port_forward(c: &Cluster) {
             .collect();
         for t in parallel {
             let body = t.join().unwrap().map_err(|e| e.to_string())?;
-            if body.len() != BIG_BYTES || sha256_hex(&body) != want {
+            let got = sha256_hex(&body);
+            if body.len() != BIG_BYTES || got != want {
                 return Err(format!(
-                    "a parallel transfer got {} bytes, checksum differs",
+                    "a parallel transfer got {} of {BIG_BYTES} bytes, sha256 {got} (the pod's: {want})",
                     body.len()
                 ));
             }
         }
         Ok(())
     });
-    kill_child(&mut pf);
+    kill(pf);
     result.unwrap_or_else(|e| panic!("port-forward: {e}"));
 }
 
