@@ -18,3 +18,5 @@ pub mod netns;
 pub mod privilege;
 /// Simulated nodes and a server with the cluster controllers and scheduler.
 pub mod simnodes;
+/// A real server and agent, each in its own network namespace.
+pub mod twonode;

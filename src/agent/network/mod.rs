@@ -338,7 +338,9 @@ impl PodNetwork {
     /// Rebuilds the picture after an agent restart from the allocator and
     /// the namespace files: pods whose namespace lives keep their address;
     /// addresses whose namespace is gone are freed (with any leftover
-    /// veth); pod namespaces with no address are removed. A pod whose
+    /// veth); pod namespaces with no address but with their host veth on
+    /// this node are removed (one without is another agent's, or a leftover
+    /// nothing here can prove is ours, and stays). A pod whose
     /// address lies outside the current pod CIDR (the node's CIDR changed)
     /// loses its network too: its address cannot work on this bridge. Run
     /// it before any setup or teardown.
@@ -367,6 +369,14 @@ impl PodNetwork {
                 continue;
             };
             if owners.contains(uid) || !looks_like_pod_uid(uid) {
+                continue;
+            }
+            // The namespace directory is host-wide: another agent on this
+            // machine (the server's built-in one beside a test agent, say)
+            // keeps its pods there too. Only a namespace whose host veth
+            // sits in our namespace is provably ours to remove.
+            if !self.ops.link_exists(&host_veth_name(uid)).await? {
+                tracing::debug!(netns = %name, "left a pod namespace that belongs to no pod of this node");
                 continue;
             }
             self.remove_pod_pieces(uid).await?;

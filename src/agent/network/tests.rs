@@ -185,9 +185,16 @@ async fn recover_keeps_live_pods_and_frees_the_rest() {
     let orphan_uid = "11111111-2222-4333-8444-555555555555";
     let orphan = e.net.netns_path(orphan_uid);
     e.ops.create_netns(&orphan).await.unwrap();
+    e.ops
+        .create_veth(&host_veth_name(orphan_uid), "rkpOrphan", 1500)
+        .await
+        .unwrap();
     // Someone else's namespace with our prefix is left alone.
     let foreign = e.config.netns_dir.join("rk3s-t-host-1");
     e.ops.create_netns(&foreign).await.unwrap();
+    // So is another agent's pod on this machine: its veth is not ours.
+    let neighbour = e.net.netns_path("99999999-2222-4333-8444-555555555555");
+    e.ops.create_netns(&neighbour).await.unwrap();
 
     let net = e.restarted();
     let rec = net.recover().await.unwrap();
@@ -203,7 +210,11 @@ async fn recover_keeps_live_pods_and_frees_the_rest() {
     );
     assert_eq!(rec.removed_namespaces, [orphan]);
     assert!(!e.ops.host_links().contains(&b.veth_host_name));
-    assert_eq!(e.ops.namespaces().len(), 2, "A's and the foreign one stay");
+    assert_eq!(
+        e.ops.namespaces().len(),
+        3,
+        "A's, the foreign one and the neighbour's stay"
+    );
 
     // The live pod keeps its address; a new pod never gets it.
     let c = net.setup_pod(UID_B, "default/b2").await.unwrap();

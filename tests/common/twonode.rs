@@ -1,0 +1,464 @@
+//! A small two-node cluster as users run it: the real `rk3s server` in one
+//! network namespace and the real `rk3s agent` in another, each on its own
+//! private containerd ([`super::containerd`]), on a [`super::netns`]
+//! bridge. kubectl runs beside the server (in its namespace), as a user's
+//! would.
+//!
+//! The server keeps its built-in agent (node `server`): k3s's default, and
+//! it puts two rk3s agents on one machine, so tests also catch agents that
+//! trample each other's host-wide state (`/var/log/pods`, `/var/run/netns`,
+//! `/run/rk3s/exec`).
+//!
+//! Processes start with `nsenter --net`, never `ip netns exec`: the latter
+//! gives them a private mount namespace, where the pod namespaces the agent
+//! binds under /var/run/netns would be invisible to containerd and runc.
+//!
+//! Invariants: `Drop` stops both processes (SIGTERM, then SIGKILL), then
+//! the containerds kill the pods, then the namespaces go; the pods' netns
+//! files and log directories (host-wide, and left behind on purpose by the
+//! fail-static agent) are removed for every pod registered with
+//! [`Cluster::track_pod`]. On a panic both logs' tails, the nodes and pods,
+//! and the agent's containerd tasks are printed first.
+//!
+//! Partial: one agent; IPv4 only.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::containerd::Containerd;
+use super::image::{BusyboxImage, DEFAULT_REFERENCE};
+use super::netns::{Network, Node};
+use super::privilege;
+
+const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
+
+/// An `rk3s` process (server or agent) started with `nsenter --net`, its
+/// output in a log file; SIGTERM then SIGKILL on stop or drop.
+pub struct Daemon {
+    name: &'static str,
+    argv: Vec<String>,
+    envs: Vec<(String, String)>,
+    netns: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start(
+        name: &'static str,
+        netns: &str,
+        argv: Vec<String>,
+        envs: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
+        let mut d = Daemon {
+            name,
+            argv,
+            envs,
+            netns: netns.to_string(),
+            log,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the daemon log");
+        // nsenter, not `ip netns exec`: the latter gives the process a
+        // private mount namespace, where the pod namespaces it binds under
+        // /var/run/netns would be invisible to containerd and runc.
+        let mut cmd = Command::new(privilege::tool("nsenter"));
+        cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(RK3S)
+            .args(&self.argv)
+            .env("RK3S_CONFIG_FILE", "/dev/null")
+            .env("RUST_LOG", "info,rk3s=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", self.name)),
+        );
+    }
+
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // nsenter execs rk3s, so the child's pid is rk3s's.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{} ignored SIGTERM for 20 s: killing it", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<_> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The two-namespace cluster. Field order is drop order: processes, then
+/// the containerds (which kill the pods), then the namespaces.
+pub struct Cluster {
+    agent: Daemon,
+    server: Daemon,
+    pub agent_ctrd: Containerd,
+    _server_ctrd: Containerd,
+    pub agent_node: Node,
+    pub server_node: Node,
+    _net: Network,
+    /// Pod uids created by the test: their netns files and log dirs are
+    /// host-wide and removed on drop.
+    pod_uids: std::cell::RefCell<Vec<String>>,
+    pub kubeconfig: PathBuf,
+    home: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let net = Network::new("an").expect("network");
+        let server_node = net.add_node("server").expect("server node");
+        let agent_node = net.add_node("agent").expect("agent node");
+        let server_ctrd = Containerd::start_in_netns(server_node.netns()).expect("containerd");
+        let agent_ctrd = Containerd::start_in_netns(agent_node.netns()).expect("containerd");
+        let tar = BusyboxImage::new(DEFAULT_REFERENCE)
+            .write(agent_ctrd.scratch())
+            .unwrap();
+        agent_ctrd.import(&tar).expect("import busybox");
+
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("rk3s.yaml");
+        let server_data = dir.path().join("server-data");
+        let sock = |c: &Containerd| format!("unix://{}", c.socket().display());
+        let server = Daemon::start(
+            "server",
+            server_node.netns(),
+            [
+                "server",
+                "--node-name",
+                "server",
+                "--node-ip",
+                &server_node.ip().to_string(),
+                "--container-runtime-endpoint",
+                &sock(&server_ctrd),
+                "--data-dir",
+                server_data.to_str().unwrap(),
+                "--write-kubeconfig",
+                kubeconfig.to_str().unwrap(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            Vec::new(),
+            dir.path().join("server.log"),
+        );
+        let placeholder_agent = Daemon {
+            name: "agent",
+            argv: Vec::new(),
+            envs: Vec::new(),
+            netns: agent_node.netns().to_string(),
+            log: dir.path().join("agent.log"),
+            child: None,
+        };
+        let cluster = Cluster {
+            agent: placeholder_agent,
+            server,
+            agent_ctrd,
+            _server_ctrd: server_ctrd,
+            agent_node,
+            server_node,
+            _net: net,
+            pod_uids: Default::default(),
+            kubeconfig,
+            home: tempfile::tempdir().unwrap(),
+            dir,
+        };
+        cluster.wait_for("the API", 60, || {
+            cluster
+                .kubectl(&["get", "ns"])
+                .status
+                .success()
+                .then_some(())
+        });
+        cluster
+    }
+
+    /// Starts `rk3s agent` in the agent namespace, joining with the
+    /// server's token as a user would (`--token $(cat …/server/token)`).
+    pub fn start_agent(&mut self) {
+        let token = std::fs::read_to_string(self.dir.path().join("server-data/server/token"))
+            .expect("read the server token");
+        let argv = [
+            "agent",
+            "--server",
+            &format!("https://{}:6443", self.server_node.ip()),
+            "--token",
+            token.trim(),
+            "--node-name",
+            "agent",
+            "--node-ip",
+            &self.agent_node.ip().to_string(),
+            "--container-runtime-endpoint",
+            &format!("unix://{}", self.agent_ctrd.socket().display()),
+            "--data-dir",
+            self.dir.path().join("agent-data").to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        // Never the host's /etc/rk3s/node/password.
+        let envs = vec![(
+            "RK3S_NODE_PASSWORD_FILE".to_string(),
+            self.dir
+                .path()
+                .join("agent-node-password")
+                .display()
+                .to_string(),
+        )];
+        self.agent = Daemon::start(
+            "agent",
+            self.agent_node.netns(),
+            argv,
+            envs,
+            self.dir.path().join("agent.log"),
+        );
+    }
+
+    pub fn restart_server(&mut self) {
+        self.server.stop();
+        self.server.spawn();
+    }
+
+    /// Drops every new inbound connection in the agent's namespace
+    /// (loopback aside: the agent's own processes may talk to themselves).
+    pub fn firewall_agent(&self) {
+        for rule in [
+            "add table inet rk3stest",
+            "add chain inet rk3stest input { type filter hook input priority -10 ; policy accept ; }",
+            "add rule inet rk3stest input iifname lo accept",
+            "add rule inet rk3stest input ct state new drop",
+        ] {
+            let mut argv = vec!["nft"];
+            argv.extend(rule.split(' '));
+            let o = self.agent_node.exec(&argv);
+            assert!(o.status.success(), "nft {rule}: {}", text(&o.stderr));
+        }
+    }
+
+    /// A command run in the server's namespace, with kubectl's environment
+    /// (kubeconfig, private HOME and cache).
+    pub fn in_server(&self, program: &str) -> Command {
+        let mut c = Command::new(privilege::tool("nsenter"));
+        c.arg(format!("--net=/var/run/netns/{}", self.server_node.netns()))
+            .arg(program)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .env("KUBECACHEDIR", self.home.path().join("cache"));
+        c
+    }
+
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.in_server("/usr/bin/kubectl");
+        c.args(args);
+        c
+    }
+
+    /// kubectl beside the server, killed after 60 s.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        privilege::output_within(&mut self.kubectl_cmd(args), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed ({}): {}",
+            o.status,
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubectl");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A long-running kubectl whose stdout lines arrive on the receiver.
+    pub fn kubectl_lines(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kubectl");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let o = self.kubectl_stdin(&["apply", "-f", "-"], yaml.as_bytes());
+        assert!(o.status.success(), "apply: {}", text(&o.stderr));
+    }
+
+    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
+        text(
+            &self
+                .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
+                .stdout,
+        )
+    }
+
+    pub fn track_pod(&self, pod: &str) {
+        let uid = self.pod_field(pod, "{.metadata.uid}");
+        assert!(!uid.is_empty(), "pod {pod} has no uid");
+        self.pod_uids.borrow_mut().push(uid);
+    }
+
+    /// Polls `f` every 500 ms for up to `secs`, dumping diagnostics on timeout.
+    pub fn wait_for<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    pub fn diagnostics(&self) {
+        eprintln!(
+            "===== server log (tail) =====\n{}",
+            self.server.log_tail(80)
+        );
+        eprintln!("===== agent log (tail) =====\n{}", self.agent.log_tail(80));
+        if self.server.child.is_some() {
+            let o = self.kubectl(&["get", "nodes,pods", "-o", "wide"]);
+            eprintln!(
+                "===== kubectl get nodes,pods =====\n{}{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+        }
+        eprintln!(
+            "===== agent containerd =====\n{}",
+            text(&self.agent_ctrd.ctr(&["tasks", "ls"]).stdout)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.diagnostics();
+        }
+        self.agent.stop();
+        self.server.stop();
+        // The agent is fail-static: it leaves its pods' namespaces and logs
+        // behind on purpose. They are host-wide, so remove ours.
+        for uid in self.pod_uids.borrow().iter() {
+            let netns = format!("rk3s-{uid}");
+            if Path::new("/var/run/netns").join(&netns).exists() {
+                let _ = super::netns::ip(&["netns", "del", &netns]);
+            }
+            if let Ok(dirs) = std::fs::read_dir("/var/log/pods") {
+                for d in dirs.flatten() {
+                    if d.file_name().to_string_lossy().ends_with(uid.as_str()) {
+                        let _ = std::fs::remove_dir_all(d.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `f` on a thread inside network namespace `netns`.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("open the netns");
+        // SAFETY: setns on this thread only, with a valid fd.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+pub fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    secs: u64,
+    mut ok: impl FnMut(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if ok(&l) => return Some(l),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+pub fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
