@@ -197,6 +197,20 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     kill(attach);
     assert!(line.is_some(), "kubectl attach showed no output");
 
+    // The same over SPDY/3.1, which kubectl before 1.30 speaks.
+    let kubectl_1_29 = |args: &[&str]| {
+        privilege::output_within(
+            c.in_server("/usr/lib/google-cloud-sdk/bin/kubectl.1.29")
+                .args(args),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    };
+    let o = kubectl_1_29(&["exec", "web", "--", "hostname"]);
+    assert_eq!(text(&o.stdout).trim(), "web", "{}", text(&o.stderr));
+    let o = kubectl_1_29(&["exec", "web", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+
     // logs --previous after a restart.
     c.wait_for("once restarted", 90, || {
         let restarts: u32 = c
