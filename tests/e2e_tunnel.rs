@@ -45,7 +45,9 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
         rt.block_on(ContainerdRuntime::connect(containerd.socket()))
-            .expect("connect"),
+            .expect("connect")
+            // The logger containerd spawns for a task's output.
+            .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
     );
     let mut spec = ContainerSpec::new("uid-1", "web", "default", "app", DEFAULT_REFERENCE);
     spec.command = vec!["sleep".into(), "3600".into()];
@@ -140,6 +142,86 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("/dev/pts/"), "1.{minor}: {text}");
     }
+
+    // attach -i: a container started with `stdin: true` reads what the
+    // client sends, and its stdin stays open after the session; with
+    // `stdinOnce` the first session's end closes it.
+    kubectl.run_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  nodeName: node1\n  containers:\n  - name: talk\n    image: busybox\n    stdin: true\n  - name: once\n    image: busybox\n    stdin: true\n    stdinOnce: true\n",
+    );
+    kubectl.run_ok(&[
+        "patch",
+        "pod",
+        "talker",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let log_root = containerd.scratch().join("pods");
+    for (name, once, script) in [
+        (
+            "talk",
+            false,
+            "while read l; do echo got:$l; done; echo talk-stdin-closed",
+        ),
+        ("once", true, "cat; echo once-stdin-closed; sleep 3600"),
+    ] {
+        let mut spec = ContainerSpec::new("uid-2", "talker", "default", name, DEFAULT_REFERENCE);
+        spec.command = vec!["sh".into(), "-c".into(), script.into()];
+        spec.stdin = true;
+        spec.stdin_once = once;
+        spec.log_path = log_root.join(format!("default_talker_uid-2/{name}/0.log"));
+        std::fs::create_dir_all(spec.log_path.parent().unwrap()).unwrap();
+        let id = rt
+            .block_on(runtime.create_container(&spec))
+            .expect("create");
+        rt.block_on(runtime.start(&id)).expect("start");
+    }
+    let attach_and_read = |container: &str, input: &str, want: &str| {
+        let mut child =
+            kubectl.spawn_with_stdin(&["attach", "-i", "talker", "-c", container], input);
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+            seen.push(line.clone());
+            if line == want {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        if seen.last().map(String::as_str) != Some(want) {
+            let log = log_root.join(format!("default_talker_uid-2/{container}/0.log"));
+            eprintln!(
+                "attach -c {container}: {}\nlog: {:?}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&log)
+            );
+        }
+        seen
+    };
+    let seen = attach_and_read("talk", "hello\n", "got:hello");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("got:hello"),
+        "{seen:?}"
+    );
+    // A second session: stdin is still open (no "talk-stdin-closed").
+    let seen = attach_and_read("talk", "again\n", "got:again");
+    assert_eq!(seen, vec!["got:again"], "{seen:?}");
+    let seen = attach_and_read("once", "only\n", "once-stdin-closed");
+    assert_eq!(seen, vec!["only", "once-stdin-closed"], "{seen:?}");
 
     // The Kubernetes Python client's websocket exec (`kubernetes.stream`),
     // a second real client (it speaks v4.channel.k8s.io).

@@ -185,7 +185,7 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = attach.wait();
     let out = kubectl.run(&["attach", "-i", "web"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("not supported by rk3s"),
+        String::from_utf8_lossy(&out.stderr).contains("not available on this node"),
         "{out:?}"
     );
 

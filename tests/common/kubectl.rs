@@ -99,6 +99,23 @@ impl Kubectl {
         self.wait(child, args)
     }
 
+    /// Starts a long-running kubectl fed `stdin` (then closed); the caller
+    /// reads its stdout and kills it.
+    pub fn spawn_with_stdin(&self, args: &[&str], stdin: &str) -> Child {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("failed to start kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("failed to write stdin");
+        child
+    }
+
     /// Starts a long-running kubectl (e.g. `get --watch`); the caller kills it.
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args).spawn().expect("failed to start kubectl")

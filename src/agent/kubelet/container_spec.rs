@@ -62,6 +62,9 @@ pub fn build(
         .collect();
     s.env = env;
     s.working_dir = c.working_dir.clone().filter(|w| !w.is_empty());
+    s.stdin = c.stdin.unwrap_or(false);
+    s.stdin_once = c.stdin_once.unwrap_or(false);
+    s.tty = c.tty.unwrap_or(false);
     s.hostname = spec.hostname.clone().unwrap_or_else(|| p.name.to_string());
     s.netns_path = p.netns.map(Path::to_path_buf);
     s.log_path = p

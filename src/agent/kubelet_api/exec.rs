@@ -49,6 +49,37 @@ pub trait ExecBackend: Send + Sync {
         container: &str,
         opts: ExecOptions,
     ) -> Result<(ExecStreams, Box<dyn ExecControl>), String>;
+
+    /// Opens the stdin of the pod's running container (one started with
+    /// `stdin: true`).
+    async fn attach_stdin(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Attached, String> {
+        let _ = (namespace, pod);
+        Err(format!(
+            "attaching to the stdin of container {container} is not available on this node"
+        ))
+    }
+}
+
+/// A running container's stdin, for `kubectl attach -i`.
+pub struct Attached {
+    pub stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    /// `stdinOnce`: stdin closes when this session's stdin ends.
+    pub once: bool,
+    pub control: Box<dyn AttachControl>,
+}
+
+/// Acts on an attached container's main process.
+#[async_trait]
+pub trait AttachControl: Send + Sync {
+    /// Resizes its terminal (nothing without one).
+    async fn resize(&self, width: u16, height: u16);
+    /// Closes its stdin for good.
+    async fn close_stdin(&self);
 }
 
 /// Parses kubelet's exec query (`command` repeats).
@@ -239,15 +270,20 @@ impl ExecControl for ContainerdControl {
     }
 }
 
-#[async_trait]
-impl ExecBackend for ContainerdExec {
-    async fn exec(
+impl ContainerdExec {
+    /// The pod's running container (its newest start) and its labels.
+    async fn running(
         &self,
         namespace: &str,
         pod: &str,
         container: &str,
-        opts: ExecOptions,
-    ) -> Result<(ExecStreams, Box<dyn ExecControl>), String> {
+    ) -> Result<
+        (
+            crate::agent::runtime::ContainerId,
+            std::collections::BTreeMap<String, String>,
+        ),
+        String,
+    > {
         use crate::agent::runtime::{labels, ContainerRuntime, ContainerState};
         let selector = [
             (labels::POD_NAMESPACE, namespace),
@@ -269,19 +305,48 @@ impl ExecBackend for ContainerdExec {
                     .unwrap_or(0),
             )
         });
-        let mut running = None;
         for c in candidates {
             if matches!(
                 self.runtime.status(&c.id).await.map(|s| s.state),
                 Ok(ContainerState::Running)
             ) {
-                running = Some(c.id);
-                break;
+                return Ok((c.id, c.labels));
             }
         }
-        let id = running.ok_or_else(|| {
-            format!("container {container} is not running in pod {namespace}/{pod}")
-        })?;
+        Err(format!(
+            "container {container} is not running in pod {namespace}/{pod}"
+        ))
+    }
+}
+
+struct ContainerdAttach {
+    runtime: Arc<crate::agent::runtime::ContainerdRuntime>,
+    id: crate::agent::runtime::ContainerId,
+    tty: bool,
+}
+
+#[async_trait]
+impl AttachControl for ContainerdAttach {
+    async fn resize(&self, width: u16, height: u16) {
+        if self.tty {
+            self.runtime.resize_terminal(&self.id, width, height).await;
+        }
+    }
+    async fn close_stdin(&self) {
+        self.runtime.close_stdin(&self.id).await;
+    }
+}
+
+#[async_trait]
+impl ExecBackend for ContainerdExec {
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        opts: ExecOptions,
+    ) -> Result<(ExecStreams, Box<dyn ExecControl>), String> {
+        let (id, _) = self.running(namespace, pod, container).await?;
         let (process, io) = self
             .runtime
             .exec(&id, &opts, &self.fifo_root)
@@ -304,6 +369,38 @@ impl ExecBackend for ContainerdExec {
                 process: Arc::new(process),
             }),
         ))
+    }
+
+    async fn attach_stdin(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Attached, String> {
+        use crate::agent::runtime::{containerd::stdin_fifo, labels};
+        let (id, container_labels) = self.running(namespace, pod, container).await?;
+        if !container_labels.contains_key(labels::STDIN) {
+            return Err(format!(
+                "container {container} in pod {namespace}/{pod} was not started with stdin: true, so it has no stdin to attach to"
+            ));
+        }
+        let fifo = stdin_fifo(&id);
+        let stdin = tokio::net::unix::pipe::OpenOptions::new()
+            .open_sender(&fifo)
+            .map_err(|e| format!("failed to open the stdin of container {container}: {e}"))?;
+        Ok(Attached {
+            stdin: Box::new(stdin),
+            once: container_labels
+                .get(labels::STDIN)
+                .is_some_and(|m| m == "once"),
+            control: Box::new(ContainerdAttach {
+                runtime: self.runtime.clone(),
+                tty: container_labels
+                    .get(labels::TTY)
+                    .is_some_and(|t| t == "true"),
+                id,
+            }),
+        })
     }
 }
 

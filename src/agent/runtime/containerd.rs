@@ -350,16 +350,28 @@ impl ContainerRuntime for ContainerdRuntime {
             .map_err(|e| self.rpc_error(format!("get the mounts of snapshot {id}"), e))?
             .into_inner()
             .mounts;
-        let stdio = if log_path.is_empty() {
-            String::new()
+        let tty = container
+            .labels
+            .get(labels::TTY)
+            .is_some_and(|t| t == "true");
+        let stdin_mode = container.labels.get(labels::STDIN).cloned();
+        let (stdin, stdout, stderr) = if stdin_mode.is_some() || tty {
+            // containerd 1.6's binary logging gives no stdin: FIFOs, with
+            // a logger of our own (see `cri_log`).
+            self.start_fifo_logger(id, &log_path, stdin_mode.as_deref(), tty)?
+        } else if log_path.is_empty() {
+            (String::new(), String::new(), String::new())
         } else {
-            cri_log::shim_uri(&self.log_binary, Path::new(&log_path))
+            let uri = cri_log::shim_uri(&self.log_binary, Path::new(&log_path));
+            (String::new(), uri.clone(), uri)
         };
         let create = CreateTaskRequest {
             container_id: id.0.clone(),
             rootfs: mounts,
-            stdout: stdio.clone(),
-            stderr: stdio,
+            stdin,
+            stdout,
+            stderr,
+            terminal: tty,
             ..Default::default()
         };
         self.client
@@ -590,6 +602,7 @@ impl ContainerRuntime for ContainerdRuntime {
         if let Some(path) = cgroup {
             remove_pod_cgroup_if_empty(&path);
         }
+        let _ = std::fs::remove_dir_all(stdio_dir(id));
         let req = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: id.0.clone(),
@@ -660,5 +673,107 @@ mod tests {
             nanos: 5
         }))
         .is_some());
+    }
+}
+
+/// Where containers' stdio FIFOs live (on tmpfs, so they outlive an
+/// agent restart but not a reboot, like the tasks themselves).
+pub const STDIO_DIR: &str = "/run/rk3s/stdio";
+
+fn stdio_dir(id: &ContainerId) -> PathBuf {
+    Path::new(STDIO_DIR).join(&id.0)
+}
+
+/// The stdin FIFO of container `id` (for containers with `stdin: true`).
+pub fn stdin_fifo(id: &ContainerId) -> PathBuf {
+    stdio_dir(id).join("stdin")
+}
+
+fn make_fifo(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match super::exec::mkfifo(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+impl ContainerdRuntime {
+    /// Makes the FIFOs of a task with stdin or a terminal and starts its
+    /// logger (in its own session, outliving the agent); returns the
+    /// stdin, stdout and stderr paths for containerd.
+    fn start_fifo_logger(
+        &self,
+        id: &ContainerId,
+        log_path: &str,
+        stdin_mode: Option<&str>,
+        tty: bool,
+    ) -> Result<(String, String, String)> {
+        let failed = |message: String| RuntimeError::Invalid {
+            op: format!("start {id}"),
+            message,
+        };
+        let dir = stdio_dir(id);
+        let out = dir.join("stdout");
+        let err = (!tty).then(|| dir.join("stderr"));
+        let stdin = stdin_mode.map(|_| dir.join("stdin"));
+        for fifo in [Some(&out), err.as_ref(), stdin.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            make_fifo(fifo)
+                .map_err(|e| failed(format!("failed to make the FIFO {}: {e}", fifo.display())))?;
+        }
+        let log = if log_path.is_empty() {
+            "/dev/null"
+        } else {
+            log_path
+        };
+        let args = cri_log::fifo_logger_args(Path::new(log), &out, err.as_deref());
+        let mut child = std::process::Command::new(&self.log_binary)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                failed(format!(
+                    "failed to start the logger {}: {e}",
+                    self.log_binary.display()
+                ))
+            })?;
+        // Reaped here while the agent lives; init reaps it after.
+        std::thread::spawn(move || child.wait());
+        let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
+        Ok((path(stdin.as_ref()), path(Some(&out)), path(err.as_ref())))
+    }
+}
+
+impl ContainerdRuntime {
+    /// Resizes the terminal of container `id`'s main process.
+    pub async fn resize_terminal(&self, id: &ContainerId, width: u16, height: u16) {
+        let req = containerd_client::services::v1::ResizePtyRequest {
+            container_id: id.0.clone(),
+            exec_id: String::new(),
+            width: width.into(),
+            height: height.into(),
+        };
+        if let Err(e) = self.client.tasks().resize_pty(self.request(req)).await {
+            tracing::debug!(%id, "failed to resize the terminal: {e}");
+        }
+    }
+
+    /// Closes container `id`'s stdin (the shim holds the FIFO's writer
+    /// until told, which keeps stdin open across attach sessions).
+    pub async fn close_stdin(&self, id: &ContainerId) {
+        let req = containerd_client::services::v1::CloseIoRequest {
+            container_id: id.0.clone(),
+            exec_id: String::new(),
+            stdin: true,
+        };
+        if let Err(e) = self.client.tasks().close_io(self.request(req)).await {
+            tracing::debug!(%id, "failed to close stdin: {e}");
+        }
     }
 }

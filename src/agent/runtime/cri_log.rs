@@ -9,6 +9,15 @@
 //! _RK3S_LOG_SHIM <log path>` with the container's stdout on fd 3, stderr on
 //! fd 4 and a readiness pipe on fd 5. The logger is a child of the shim, not
 //! of the agent, so logs keep flowing while the agent is down (fail static).
+//!
+//! containerd 1.6's binary logging gives the process no stdin, so a
+//! container with `stdin: true` or `tty: true` uses FIFOs instead: the
+//! agent makes them, starts the logger itself in its own session (so it
+//! outlives the agent, as conmon does for CRI-O) with
+//! [`fifo_logger_args`], and hands containerd the FIFO paths. The shim
+//! itself holds a writer on the stdin FIFO until told to close it
+//! (`Tasks.CloseIO`), so stdin stays open across attach sessions and agent
+//! restarts; for `stdinOnce` the agent closes it after the first session.
 //! The binary's `main` must hand such an invocation to [`run_log_shim`]
 //! before parsing its normal command line (see [`is_log_shim_invocation`]).
 
@@ -20,8 +29,14 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// The first argument containerd passes to the logger binary.
+/// The argument naming the log file (containerd passes the URI's query
+/// pairs as arguments, in no fixed order).
 pub const LOG_SHIM_ARG: &str = "_RK3S_LOG_SHIM";
+/// FIFO mode: the arguments naming the output FIFOs (no stderr with a TTY).
+pub const STDOUT_ARG: &str = "_RK3S_STDOUT";
+pub const STDERR_ARG: &str = "_RK3S_STDERR";
+/// How long a FIFO-mode logger waits for the task to open its outputs.
+const FIFO_OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// Longest line written as one entry (kubelet's limit); longer ones split.
 pub const MAX_LINE: usize = 16 * 1024;
 /// Rotate the live file once it reaches this size (kubelet's default).
@@ -73,9 +88,23 @@ pub fn shim_uri(binary: &Path, log_path: &Path) -> String {
     )
 }
 
+/// The arguments of a FIFO-mode logger the agent starts itself.
+pub fn fifo_logger_args(log_path: &Path, stdout: &Path, stderr: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        LOG_SHIM_ARG.to_string(),
+        log_path.display().to_string(),
+        STDOUT_ARG.to_string(),
+        stdout.display().to_string(),
+    ];
+    if let Some(e) = stderr {
+        args.extend([STDERR_ARG.to_string(), e.display().to_string()]);
+    }
+    args
+}
+
 /// Whether `args` (the whole argv) is containerd starting the logger.
 pub fn is_log_shim_invocation(args: &[String]) -> bool {
-    args.get(1).is_some_and(|a| a == LOG_SHIM_ARG)
+    args.iter().skip(1).step_by(2).any(|a| a == LOG_SHIM_ARG)
 }
 
 /// A size-rotated CRI log file.
@@ -197,11 +226,21 @@ pub fn pump(mut input: impl Read, stream: Stream, log: &Mutex<RotatingLog>) -> i
 /// (`_RK3S_LOG_SHIM <log path>`); stdout on fd 3, stderr on fd 4, and fd 5
 /// closed once the log file is open. Returns when both streams end.
 pub fn run_log_shim(args: &[String]) -> io::Result<()> {
+    // FIFO mode is started by the agent: leave its session, so that the
+    // agent's end (or its signals) never reaches the logger.
+    if args.iter().any(|a| a == STDOUT_ARG) {
+        // SAFETY: setsid has no memory-safety preconditions.
+        unsafe { libc::setsid() };
+    }
     let mut log_path = None;
+    let mut fifos: [Option<PathBuf>; 2] = [None, None];
     for pair in args.chunks(2) {
         if let [key, value] = pair {
-            if key == LOG_SHIM_ARG {
-                log_path = Some(PathBuf::from(value));
+            match key.as_str() {
+                LOG_SHIM_ARG => log_path = Some(PathBuf::from(value)),
+                STDOUT_ARG => fifos[0] = Some(PathBuf::from(value)),
+                STDERR_ARG => fifos[1] = Some(PathBuf::from(value)),
+                _ => {}
             }
         }
     }
@@ -222,19 +261,29 @@ pub fn run_log_shim(args: &[String]) -> io::Result<()> {
         ),
     };
     let log = Arc::new(Mutex::new(log));
-    // SAFETY: containerd's shim passes exactly these three descriptors as
-    // ExtraFiles; each is owned here and nowhere else in this process.
-    let (stdout, stderr, ready) = unsafe {
-        (
-            File::from_raw_fd(3),
-            File::from_raw_fd(4),
-            File::from_raw_fd(5),
-        )
+    let (stdout, stderr): (File, Option<File>) = match fifos {
+        [Some(out), err] => open_output_fifos(&out, err.as_deref())?,
+        _ => {
+            // SAFETY: containerd's shim passes exactly these three
+            // descriptors as ExtraFiles; each is owned here and nowhere
+            // else in this process.
+            let (stdout, stderr, ready) = unsafe {
+                (
+                    File::from_raw_fd(3),
+                    File::from_raw_fd(4),
+                    File::from_raw_fd(5),
+                )
+            };
+            // Closing the readiness pipe tells the shim it may start the task.
+            drop(ready);
+            (stdout, Some(stderr))
+        }
     };
-    // Closing the readiness pipe tells the shim it may start the task.
-    drop(ready);
     let err_log = Arc::clone(&log);
-    let err_thread = std::thread::spawn(move || pump(stderr, Stream::Stderr, &err_log));
+    let err_thread = std::thread::spawn(move || match stderr {
+        Some(stderr) => pump(stderr, Stream::Stderr, &err_log),
+        None => Ok(()),
+    });
     let out = pump(stdout, Stream::Stdout, &log);
     let err = err_thread
         .join()
@@ -246,6 +295,36 @@ pub fn run_log_shim(args: &[String]) -> io::Result<()> {
         )),
         None => out.and(err),
     }
+}
+
+/// Opens the output FIFOs for reading; each open waits for containerd's
+/// shim to open the other end, bounded so a task that never starts does
+/// not leave the logger behind forever.
+fn open_output_fifos(stdout: &Path, stderr: Option<&Path>) -> io::Result<(File, Option<File>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, path) in std::iter::once(Some(stdout)).chain([stderr]).enumerate() {
+        let Some(path) = path.map(Path::to_path_buf) else {
+            continue;
+        };
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((i, File::open(&path)));
+        });
+    }
+    drop(tx);
+    let mut files: [Option<File>; 2] = [None, None];
+    let wanted = 1 + usize::from(stderr.is_some());
+    for _ in 0..wanted {
+        let (i, file) = rx.recv_timeout(FIFO_OPEN_TIMEOUT).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "failed to open the task's output FIFOs: the task never opened them",
+            )
+        })?;
+        files[i] = Some(file?);
+    }
+    let [out, err] = files;
+    Ok((out.expect("stdout opened"), err))
 }
 
 #[cfg(test)]
@@ -280,6 +359,15 @@ mod tests {
             "binary:///usr/bin/rk3s?_RK3S_LOG_SHIM=/var/log/pods/ns_p_u/c/0.log"
         );
         assert!(shim_uri(Path::new("/b"), Path::new("/a b&c")).ends_with("=/a%20b%26c"));
+        // The agent's FIFO-mode logger is recognised too, whatever the order.
+        let mut argv = vec!["rk3s".to_string()];
+        argv.extend(fifo_logger_args(
+            Path::new("/l"),
+            Path::new("/o"),
+            Some(Path::new("/e")),
+        ));
+        assert!(is_log_shim_invocation(&argv));
+        assert_eq!(argv[3..], ["_RK3S_STDOUT", "/o", "_RK3S_STDERR", "/e"]);
         assert!(is_log_shim_invocation(&[
             "rk3s".into(),
             LOG_SHIM_ARG.into(),

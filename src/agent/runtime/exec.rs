@@ -62,7 +62,7 @@ fn namespaced<T>(msg: T) -> Request<T> {
     req
 }
 
-fn mkfifo(path: &Path) -> std::io::Result<()> {
+pub(super) fn mkfifo(path: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;

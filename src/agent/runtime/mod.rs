@@ -75,6 +75,10 @@ pub mod labels {
     pub const LOG_PATH: &str = "io.rk3s.log-path";
     pub const CGROUP_PATH: &str = "io.rk3s.cgroup-path";
     pub const STARTED_AT: &str = "io.rk3s.started-at";
+    /// `open` (`stdin: true`) or `once` (with `stdinOnce`); absent without stdin.
+    pub const STDIN: &str = "io.rk3s.stdin";
+    /// `true` when the container runs with a terminal.
+    pub const TTY: &str = "io.rk3s.tty";
     /// Marks containers managed by rk3s, so `list` ignores anything else.
     pub const MANAGED: &str = "io.rk3s.managed";
 }
@@ -166,6 +170,12 @@ pub struct ContainerSpec {
     /// The CRI log file (kubelet layout
     /// `/var/log/pods/<ns>_<pod>_<uid>/<container>/<restart>.log`).
     pub log_path: PathBuf,
+    /// `stdin: true`: the process gets an open stdin `kubectl attach -i`
+    /// writes to; with `stdin_once`, it closes after the first attach.
+    pub stdin: bool,
+    pub stdin_once: bool,
+    /// `tty: true`: the process runs on a terminal.
+    pub tty: bool,
 }
 
 impl ContainerSpec {
@@ -198,6 +208,13 @@ impl ContainerSpec {
         l.insert(labels::RESTART_COUNT.into(), self.restart_count.to_string());
         l.insert(labels::LOG_PATH.into(), self.log_path.display().to_string());
         l.insert(labels::MANAGED.into(), "true".into());
+        if self.stdin {
+            let mode = if self.stdin_once { "once" } else { "open" };
+            l.insert(labels::STDIN.into(), mode.into());
+        }
+        if self.tty {
+            l.insert(labels::TTY.into(), "true".into());
+        }
         l
     }
 }

@@ -364,7 +364,7 @@ pub fn runtime_spec(
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": env,
