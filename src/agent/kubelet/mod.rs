@@ -211,10 +211,12 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     }
     tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
 
-    let images = Arc::new(images::ImageManager::new(
-        runtime.clone(),
-        opts.agent_dir.join("images"),
-    ));
+    let mut images = images::ImageManager::new(runtime.clone(), opts.agent_dir.join("images"));
+    match crate::agent::registry::HttpRegistry::new() {
+        Ok(registry) => images = images.with_registry(Arc::new(registry)),
+        Err(e) => tracing::warn!(error = %e, "image pulls from registries are disabled"),
+    }
+    let images = Arc::new(images);
     images.scan().await;
     tokio::spawn(images.clone().watch(shutdown.clone()));
 

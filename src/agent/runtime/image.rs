@@ -115,6 +115,9 @@ impl ContainerdRuntime {
             op: format!("read image {reference}"),
             message,
         };
+        // Kubernetes reports the digest the name points at (the index for
+        // multi-platform images), not this platform's manifest.
+        let target_digest = target.digest.clone();
         let mut digest = target.digest;
         let mut manifest: ManifestOrIndex;
         // At most one level of index in practice; bound it anyway.
@@ -130,7 +133,7 @@ impl ContainerdRuntime {
                 return Ok(Some(ImageInfo {
                     reference: reference.to_string(),
                     id: config.digest,
-                    digest,
+                    digest: target_digest,
                     chain_id,
                     config: ImageConfig {
                         entrypoint: oci.config.entrypoint.unwrap_or_default(),

@@ -115,6 +115,28 @@ pub struct ImageInfo {
     pub config: ImageConfig,
 }
 
+/// A blob written to a local file, with its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+/// An image downloaded from a registry, waiting to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    /// The index the tag pointed at, when it was multi-platform.
+    pub index: Option<BlobFile>,
+    /// This platform's manifest.
+    pub manifest: BlobFile,
+    pub config: BlobFile,
+    pub layers: Vec<BlobFile>,
+    /// What the reference resolved to (the repo digest Kubernetes shows).
+    pub digest: String,
+}
+
 /// A bind mount into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -307,6 +329,9 @@ pub trait ContainerRuntime: Send + Sync {
     /// Imports an image tar (docker-archive) and unpacks it; returns the
     /// references it stored.
     async fn import_image(&self, tar_path: &Path) -> Result<Vec<String>>;
+    /// Writes a pulled image into the content store, unpacks it and
+    /// records it under `name`.
+    async fn store_pulled(&self, name: &str, image: &PulledImage) -> Result<()>;
     /// The image stored under `reference`, if any.
     async fn image_exists(&self, reference: &str) -> Result<Option<ImageInfo>>;
     /// Creates the container (not started); its image must exist.
