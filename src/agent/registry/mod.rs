@@ -15,9 +15,12 @@
 //! the way (**the agent never holds a whole layer in memory**); a blob
 //! whose digest or size differs from its descriptor is refused.
 //!
-//! Partial: `/etc/rk3s/registries.yaml` (mirrors, per-registry TLS and
-//! auth) and `imagePullSecrets` are not read yet; TLS trusts the system
-//! roots only.
+//! Mirrors and per-host credentials come from `registries.yaml`
+//! ([`config`]): mirrors are tried in order, then the registry itself.
+//!
+//! Partial: `imagePullSecrets` are not read yet; the `tls` settings of
+//! `registries.yaml` are not applied (TLS trusts the system roots only);
+//! the file is read from its default path (no `--private-registry` flag).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +30,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::agent::runtime::{BlobFile, PulledImage};
+
+pub mod config;
+
+pub use config::RegistriesConfig;
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -96,24 +103,12 @@ impl Reference {
         })
     }
 
-    fn is_loopback(&self) -> bool {
+    pub fn is_loopback(&self) -> bool {
         let name = self
             .host
             .rsplit_once(':')
             .map_or(self.host.as_str(), |(h, _)| h);
         matches!(name, "localhost" | "127.0.0.1" | "[::1]")
-    }
-
-    /// Base URLs to try, in order.
-    fn endpoints(&self) -> Vec<String> {
-        if self.host == "docker.io" {
-            return vec!["https://registry-1.docker.io".into()];
-        }
-        let mut v = vec![format!("https://{}", self.host)];
-        if self.is_loopback() {
-            v.push(format!("http://{}", self.host));
-        }
-        v
     }
 }
 
@@ -154,6 +149,7 @@ pub trait Registry: Send + Sync {
 /// The real client.
 pub struct HttpRegistry {
     http: reqwest::Client,
+    config: RegistriesConfig,
 }
 
 #[derive(Deserialize)]
@@ -198,8 +194,11 @@ struct TokenResponse {
 /// `Authorization` header it accepted.
 struct Session<'a> {
     http: &'a reqwest::Client,
+    /// As asked for (error messages name it).
     reference: &'a Reference,
-    creds: Option<&'a Credentials>,
+    /// Repository on this endpoint (mirrors may rewrite it).
+    repository: String,
+    creds: Option<Credentials>,
     base: String,
     authorization: Option<String>,
 }
@@ -257,49 +256,53 @@ impl HttpRegistry {
                 op: "build the registry client".into(),
                 message: e.to_string(),
             })?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            config: RegistriesConfig::default(),
+        })
     }
 
-    /// Finds the endpoint that answers: loopback HTTPS failing at the
-    /// transport level falls back to plain HTTP.
-    async fn session<'a>(
+    /// Mirrors and credentials from `registries.yaml`.
+    pub fn with_config(mut self, config: RegistriesConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// A session per endpoint, in the order to try them (mirrors, then
+    /// the registry itself).
+    fn sessions<'a>(
         &'a self,
         reference: &'a Reference,
-        creds: Option<&'a Credentials>,
-    ) -> Result<Session<'a>> {
-        let endpoints = reference.endpoints();
-        let mut last = None;
-        for base in endpoints {
-            let url = format!("{base}/v2/");
-            match self.http.get(&url).send().await {
-                Ok(_) => {
-                    return Ok(Session {
-                        http: &self.http,
-                        reference,
-                        creds,
-                        base,
-                        authorization: None,
-                    })
-                }
-                Err(source) => {
-                    last = Some(RegistryError::Http {
-                        method: "GET",
-                        url,
-                        source,
-                    })
-                }
-            }
-        }
-        Err(last.expect("at least one endpoint"))
+        creds: Option<&Credentials>,
+    ) -> Vec<Session<'a>> {
+        self.config
+            .endpoints(
+                &reference.host,
+                &reference.repository,
+                reference.is_loopback(),
+            )
+            .into_iter()
+            .map(|e| Session {
+                http: &self.http,
+                reference,
+                creds: creds.cloned().or_else(|| self.config.credentials(&e.host)),
+                repository: e.repository,
+                base: e.base,
+                authorization: None,
+            })
+            .collect()
     }
+}
+
+/// Keeps the last error of endpoints tried in turn.
+fn note_failure(session: &Session<'_>, err: RegistryError, last: &mut Option<RegistryError>) {
+    tracing::debug!(endpoint = %session.base, error = %err, "registry endpoint failed");
+    *last = Some(err);
 }
 
 impl Session<'_> {
     fn url(&self, kind: &str, object: &str) -> String {
-        format!(
-            "{}/v2/{}/{kind}/{object}",
-            self.base, self.reference.repository
-        )
+        format!("{}/v2/{}/{kind}/{object}", self.base, self.repository)
     }
 
     /// Sends the request, answering one auth challenge if the registry
@@ -341,7 +344,7 @@ impl Session<'_> {
             };
             let authorization = match scheme.as_str() {
                 "bearer" => self.token(&params).await?,
-                "basic" => match self.creds {
+                "basic" => match &self.creds {
                     Some(Credentials::Basic { username, password }) => {
                         basic_header(username, password)
                     }
@@ -365,10 +368,9 @@ impl Session<'_> {
             op: "authorize".into(),
             message: "the Bearer challenge has no realm".into(),
         })?;
-        let scope = get("scope")
-            .unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
+        let scope = get("scope").unwrap_or_else(|| format!("repository:{}:pull", self.repository));
         let service = get("service").unwrap_or_default();
-        let resp = match self.creds {
+        let resp = match &self.creds {
             Some(Credentials::IdentityToken(refresh)) => {
                 let form = [
                     ("grant_type", "refresh_token"),
@@ -566,7 +568,14 @@ fn platform_matches(p: &Platform) -> bool {
 #[async_trait::async_trait]
 impl Registry for HttpRegistry {
     async fn resolve(&self, reference: &Reference, creds: Option<&Credentials>) -> Result<String> {
-        self.session(reference, creds).await?.resolve().await
+        let mut last = None;
+        for mut s in self.sessions(reference, creds) {
+            match s.resolve().await {
+                Ok(v) => return Ok(v),
+                Err(e) => note_failure(&s, e, &mut last),
+            }
+        }
+        Err(last.expect("at least one endpoint"))
     }
 
     async fn fetch(
@@ -575,7 +584,21 @@ impl Registry for HttpRegistry {
         creds: Option<&Credentials>,
         dir: &Path,
     ) -> Result<PulledImage> {
-        let mut s = self.session(reference, creds).await?;
+        let mut last = None;
+        for mut s in self.sessions(reference, creds) {
+            match s.fetch(dir).await {
+                Ok(v) => return Ok(v),
+                Err(e) => note_failure(&s, e, &mut last),
+            }
+        }
+        Err(last.expect("at least one endpoint"))
+    }
+}
+
+impl Session<'_> {
+    async fn fetch(&mut self, dir: &Path) -> Result<PulledImage> {
+        let s = self;
+        let reference = s.reference;
         let invalid = |message: String| RegistryError::Invalid {
             op: format!("read manifest of {}", reference.object),
             message,
@@ -670,18 +693,13 @@ mod tests {
         assert_eq!(r.host, "docker.io");
         assert_eq!(r.repository, "library/busybox");
         assert_eq!(r.object, "1.36");
-        assert_eq!(r.endpoints(), vec!["https://registry-1.docker.io"]);
         let r = Reference::parse("127.0.0.1:5000/rk3s/busybox@sha256:ab").unwrap();
         assert_eq!(
             (r.repository.as_str(), r.object.as_str()),
             ("rk3s/busybox", "sha256:ab")
         );
-        assert_eq!(
-            r.endpoints(),
-            vec!["https://127.0.0.1:5000", "http://127.0.0.1:5000"]
-        );
-        let r = Reference::parse("quay.io/a/b:1").unwrap();
-        assert_eq!(r.endpoints(), vec!["https://quay.io"]);
+        assert!(r.is_loopback());
+        assert!(!Reference::parse("quay.io/a/b:1").unwrap().is_loopback());
     }
 
     #[test]
