@@ -7,7 +7,7 @@
 //! Root-only: skips without root unless `RK3S_E2E=1`.
 //!
 //! Partial: pods are not run through the kubelet here, and token auth,
-//! mirrors and TLS are not covered yet.
+//! `imagePullSecrets` and TLS are not covered yet.
 
 mod common;
 #[path = "common/registry.rs"]
@@ -21,7 +21,7 @@ use common::image::BusyboxImage;
 use common::privilege::{require_e2e, require_tools};
 use registry::DockerRegistry;
 use rk3s::agent::kubelet::images::ImageManager;
-use rk3s::agent::registry::HttpRegistry;
+use rk3s::agent::registry::{HttpRegistry, RegistriesConfig};
 use rk3s::agent::runtime::containerd::ContainerdRuntime;
 use rk3s::agent::runtime::ContainerRuntime;
 
@@ -83,6 +83,23 @@ async fn pulls_from_a_loopback_registry() {
     );
     assert_eq!(a.expect("first").digest, pushed);
     assert_eq!(b.expect("second").digest, pushed);
+
+    // A mirror for docker.io from registries.yaml (plain HTTP endpoint).
+    registry.push(&tar, "library/busybox", "mirrored").await;
+    let yaml = format!(
+        "mirrors:\n  docker.io:\n    endpoint:\n      - \"{}\"\n",
+        registry.base()
+    );
+    let config = RegistriesConfig::parse(&yaml).expect("registries.yaml");
+    let mirrored = ImageManager::new(runtime.clone(), scratch.path().join("images")).with_registry(
+        Arc::new(HttpRegistry::new().expect("client").with_config(config)),
+    );
+    let info = mirrored
+        .ensure("busybox:mirrored", "IfNotPresent")
+        .await
+        .expect("pull through the mirror");
+    assert_eq!(info.reference, "docker.io/library/busybox:mirrored");
+    assert_eq!(info.digest, pushed);
 
     let missing = format!("{}/rk3s/busybox:nope", registry.host());
     let err = images
