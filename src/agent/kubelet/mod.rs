@@ -19,7 +19,7 @@
 //! resolv.conf), `probe`, `backoff`, `images`, `quantity`, `api` (the pod
 //! API seam).
 //!
-//! Partial: see `images` (no registry pulls), `worker` (no preStop or
+//! Partial: see `images` (no `imagePullSecrets` or image GC), `worker` (no preStop or
 //! exec probes), `volumes`.
 
 pub mod api;

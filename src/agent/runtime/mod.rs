@@ -34,8 +34,9 @@
 //! - `exec` runs a command without stdio (probes, hooks); attach and
 //!   port-forward are not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
-//!   (no OCI-layout tars); pulling from registries is not here yet (the
-//!   unpack in `import` is the part a pull reuses).
+//!   (no OCI-layout tars). Registry pulls download in `agent::registry`
+//!   and are stored by [`ContainerRuntime::store_pulled`], which shares
+//!   the content write, unpack and image record with the import.
 //! - Rotated files are `<path>.1` … `<path>.4`; kubelet names them with a
 //!   timestamp and gzips old ones, which `kubectl logs` never reads anyway.
 //! - Privileged containers get all capabilities and an open device cgroup
