@@ -86,10 +86,10 @@ impl RegistriesConfig {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => {
-                return Err(RegistryError::Io {
-                    op: format!("read {}", path.display()),
+                return Err(RegistryError::Io(
+                    format!("read {}", path.display()),
                     source,
-                })
+                ));
             }
         };
         Self::parse(&text).map_err(|message| RegistryError::Invalid {

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use crate::agent::runtime::image::{arch, Descriptor as Desc, Platform};
 use crate::agent::runtime::{BlobFile, PulledImage};
 
 pub mod config;
@@ -65,12 +66,8 @@ pub enum RegistryError {
     },
     #[error("failed to {op}: {message}")]
     Invalid { op: String, message: String },
-    #[error("failed to {op}: {source}")]
-    Io {
-        op: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("failed to {0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
@@ -153,25 +150,6 @@ pub struct HttpRegistry {
 }
 
 #[derive(Deserialize)]
-struct Desc {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    #[serde(default)]
-    size: i64,
-    #[serde(default)]
-    platform: Option<Platform>,
-}
-
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct ManifestOrIndex {
     #[serde(rename = "mediaType", default)]
     media_type: String,
@@ -201,15 +179,6 @@ struct Session<'a> {
     creds: Option<Credentials>,
     base: String,
     authorization: Option<String>,
-}
-
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        other => other,
-    }
 }
 
 /// `Bearer realm="…",service="…",scope="…"` → its parameters.
@@ -504,10 +473,7 @@ impl Session<'_> {
         let mut resp = self.send(reqwest::Method::GET, &url, "").await?;
         self.check(&resp, "GET", &url)?;
         let op = format!("download {}", desc.digest);
-        let io = |source| RegistryError::Io {
-            op: op.clone(),
-            source,
-        };
+        let io = |source| RegistryError::Io(op.clone(), source);
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
         let mut hasher = Sha256::new();
         let mut size = 0i64;
@@ -545,10 +511,8 @@ fn write_small(
     media_type: &str,
 ) -> Result<BlobFile> {
     let path = dir.join(name);
-    std::fs::write(&path, body).map_err(|source| RegistryError::Io {
-        op: format!("write {}", path.display()),
-        source,
-    })?;
+    std::fs::write(&path, body)
+        .map_err(|source| RegistryError::Io(format!("write {}", path.display()), source))?;
     Ok(BlobFile {
         path,
         digest: digest.to_string(),
@@ -558,7 +522,7 @@ fn write_small(
 }
 
 fn platform_matches(p: &Platform) -> bool {
-    let arch = oci_arch();
+    let arch = arch();
     p.os == "linux"
         && p.architecture == arch
         // 32-bit ARM images come in variants; the Pi's 64-bit kernel runs v7.
@@ -620,7 +584,7 @@ impl Session<'_> {
                     .ok_or_else(|| {
                         invalid(format!(
                             "no match for platform linux/{} in manifest {digest}",
-                            oci_arch()
+                            arch()
                         ))
                     })?;
                 let index = write_small(dir, "index.json", &body, &digest, &top_type)?;

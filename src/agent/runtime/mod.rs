@@ -50,7 +50,7 @@ pub mod cri_log;
 pub mod exec;
 pub mod fake;
 mod host;
-mod image;
+pub(crate) mod image;
 mod import;
 pub mod spec;
 
