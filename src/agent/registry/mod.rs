@@ -521,6 +521,15 @@ fn write_small(
     })
 }
 
+/// The media type a document declares, else the one its response carried.
+fn declared_or(declared: &str, from_header: String) -> String {
+    if declared.is_empty() {
+        from_header
+    } else {
+        declared.to_string()
+    }
+}
+
 fn platform_matches(p: &Platform) -> bool {
     let arch = arch();
     p.os == "linux"
@@ -570,11 +579,7 @@ impl Session<'_> {
         let (body, digest, header_type) = s.manifest(&reference.object).await?;
         let parsed: ManifestOrIndex =
             serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
-        let top_type = if parsed.media_type.is_empty() {
-            header_type
-        } else {
-            parsed.media_type.clone()
-        };
+        let top_type = declared_or(&parsed.media_type, header_type);
         let (index, manifest_bytes, manifest_digest, manifest_type, manifest) =
             if parsed.config.is_none() {
                 let chosen = parsed
@@ -591,11 +596,7 @@ impl Session<'_> {
                 let (mbody, mdigest, mtype) = s.manifest(&chosen.digest).await?;
                 let m: ManifestOrIndex =
                     serde_json::from_slice(&mbody).map_err(|e| invalid(e.to_string()))?;
-                let mtype = if chosen.media_type.is_empty() {
-                    mtype
-                } else {
-                    chosen.media_type.clone()
-                };
+                let mtype = declared_or(&chosen.media_type, mtype);
                 (Some(index), mbody, mdigest, mtype, m)
             } else {
                 (None, body, digest.clone(), top_type, parsed)
