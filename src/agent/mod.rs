@@ -16,6 +16,7 @@ pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod network;
+pub mod registry;
 pub mod node;
 pub mod runtime;
 

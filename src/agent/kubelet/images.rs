@@ -1,11 +1,17 @@
 //! Images for pods: `imagePullPolicy` semantics over what containerd holds,
-//! and the airgap folder `<data-dir>/agent/images/` whose `*.tar` files are
-//! imported at start and whenever new ones appear.
+//! pulls from registries (through the [`Registry`] seam), and the airgap
+//! folder `<data-dir>/agent/images/` whose `*.tar` files are imported at
+//! start and whenever new ones appear.
 //!
-//! Partial: pulling from registries (and `/etc/rk3s/registries.yaml`,
-//! `imagePullSecrets`) is not implemented: an image that is neither in
-//! containerd nor in the images folder fails with `ErrImagePull`, then
-//! `ImagePullBackOff`. No image garbage collection yet.
+//! Invariants: concurrent pulls of one reference are one pull (the others
+//! wait for it, then find the image); `Always` only re-resolves the tag
+//! and downloads nothing when containerd already holds that digest.
+//!
+//! Partial: `/etc/rk3s/registries.yaml` and `imagePullSecrets` are not
+//! read yet (pulls are anonymous or fail with 401); no image garbage
+//! collection. Under `Always`, an image present locally is used when the
+//! registry cannot be reached (airgap nodes keep working), where kubelet
+//! would fail the pull.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::registry::{Reference, Registry, Scratch};
 use crate::agent::runtime::{ContainerRuntime, ImageInfo};
 
 pub const SCAN_PERIOD: Duration = Duration::from_secs(5);
@@ -58,6 +65,9 @@ pub struct ImageManager {
     dir: PathBuf,
     seen: Mutex<HashMap<PathBuf, SystemTime>>,
     scan_lock: tokio::sync::Mutex<()>,
+    registry: Option<Arc<dyn Registry>>,
+    /// One lock per reference being pulled: the dedup of concurrent pulls.
+    pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ImageManager {
@@ -67,7 +77,15 @@ impl ImageManager {
             dir: images_dir,
             seen: Mutex::new(HashMap::new()),
             scan_lock: tokio::sync::Mutex::new(()),
+            registry: None,
+            pulling: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pulls what is missing from `registry`.
+    pub fn with_registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Imports every tar in the folder that is new or changed since the
@@ -137,8 +155,22 @@ impl ImageManager {
                     "Container image \"{image}\" is not present with pull policy of Never"
                 ),
             }),
-            // `Always` would re-resolve the tag at the registry; without a
-            // registry client, what containerd holds is the freshest copy.
+            ("Always", Some(info)) => {
+                let Some(registry) = self.registry.clone() else {
+                    return Ok(info);
+                };
+                let Some(r) = Reference::parse(&reference) else {
+                    return Ok(info);
+                };
+                match registry.resolve(&r, None).await {
+                    Ok(digest) if digest == info.digest => Ok(info),
+                    Ok(_) => self.pull(&reference).await,
+                    Err(e) => {
+                        tracing::warn!(image = %reference, error = %e, "failed to re-resolve the image; using the local copy");
+                        Ok(info)
+                    }
+                }
+            }
             (_, Some(info)) => Ok(info),
             (_, None) => {
                 if self.scan().await > 0 {
@@ -146,15 +178,68 @@ impl ImageManager {
                         return Ok(info);
                     }
                 }
-                Err(PullError {
-                    reason: "ErrImagePull",
-                    message: format!(
-                        "failed to pull and unpack image \"{reference}\": not found in containerd or {} (pulling from registries is not implemented yet)",
-                        self.dir.display()
-                    ),
-                })
+                self.pull(&reference).await
             }
         }
+    }
+
+    /// Pulls `reference` (normalized) unless a concurrent pull of it just
+    /// stored it.
+    async fn pull(&self, reference: &str) -> Result<ImageInfo, PullError> {
+        let failed = |message: String| PullError {
+            reason: "ErrImagePull",
+            message: format!("failed to pull and unpack image \"{reference}\": {message}"),
+        };
+        let Some(registry) = self.registry.clone() else {
+            return Err(failed(format!(
+                "not found in containerd or {} and no registry client is configured",
+                self.dir.display()
+            )));
+        };
+        let parsed = Reference::parse(reference)
+            .ok_or_else(|| failed(format!("invalid reference format: {reference}")))?;
+        let lock = self
+            .pulling
+            .lock()
+            .unwrap()
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        let held = lock.lock().await;
+        let result = async {
+            let before = self.runtime.image_exists(reference).await.ok().flatten();
+            let resolved = registry.resolve(&parsed, None).await.map_err(|e| {
+                failed(format!("failed to resolve reference \"{reference}\": {e}"))
+            })?;
+            if let Some(info) = before.filter(|i| i.digest == resolved) {
+                return Ok(info);
+            }
+            let started = std::time::Instant::now();
+            let scratch = Scratch::create().map_err(|e| failed(e.to_string()))?;
+            let image = registry
+                .fetch(&parsed, None, scratch.path())
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            self.runtime
+                .store_pulled(reference, &image)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            tracing::info!(image = %reference, digest = %image.digest, elapsed = ?started.elapsed(), "pulled an image");
+            self.runtime
+                .image_exists(reference)
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| failed("stored but not found afterwards".into()))
+        }
+        .await;
+        drop(held);
+        // The last one out removes the entry.
+        let mut pulling = self.pulling.lock().unwrap();
+        if Arc::strong_count(&lock) <= 2 {
+            pulling.remove(reference);
+        }
+        result
     }
 
     pub fn dir(&self) -> &Path {
@@ -176,6 +261,128 @@ mod tests {
         assert_eq!(normalize("localhost:5000/x"), "localhost:5000/x:latest");
         assert_eq!(normalize("quay.io/a/b:1"), "quay.io/a/b:1");
         assert_eq!(normalize("a@sha256:00"), "docker.io/library/a@sha256:00");
+    }
+
+    use crate::agent::registry::{Credentials, RegistryError};
+    use crate::agent::runtime::{BlobFile, FakeCall, FakeRuntime, PulledImage};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A registry holding one image per reference, counting fetches.
+    #[derive(Default)]
+    struct FakeRegistry {
+        digests: Mutex<HashMap<String, String>>,
+        fetches: AtomicUsize,
+    }
+
+    fn blob(digest: &str) -> BlobFile {
+        BlobFile {
+            path: PathBuf::from("/nonexistent"),
+            digest: digest.into(),
+            size: 1,
+            media_type: String::new(),
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for FakeRegistry {
+        async fn resolve(
+            &self,
+            r: &Reference,
+            _: Option<&Credentials>,
+        ) -> crate::agent::registry::Result<String> {
+            let key = format!("{}/{}:{}", r.host, r.repository, r.object);
+            self.digests
+                .lock()
+                .unwrap()
+                .get(&key)
+                .cloned()
+                .ok_or(RegistryError::NotFound(key))
+        }
+
+        async fn fetch(
+            &self,
+            r: &Reference,
+            creds: Option<&Credentials>,
+            _: &Path,
+        ) -> crate::agent::registry::Result<PulledImage> {
+            let digest = self.resolve(r, creds).await?;
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(PulledImage {
+                index: None,
+                manifest: blob(&digest),
+                config: blob("sha256:config"),
+                layers: vec![blob("sha256:layer")],
+                digest,
+            })
+        }
+    }
+
+    fn with_registry() -> (Arc<FakeRuntime>, Arc<FakeRegistry>, ImageManager) {
+        let rt = Arc::new(FakeRuntime::new());
+        let reg = Arc::new(FakeRegistry::default());
+        reg.digests.lock().unwrap().insert(
+            "127.0.0.1:5000/rk3s/busybox:pulled".into(),
+            "sha256:m1".into(),
+        );
+        let m =
+            ImageManager::new(rt.clone(), PathBuf::from("/nonexistent")).with_registry(reg.clone());
+        (rt, reg, m)
+    }
+
+    #[tokio::test]
+    async fn pulls_missing_images_once_for_concurrent_pods() {
+        let (rt, reg, m) = with_registry();
+        let image = "127.0.0.1:5000/rk3s/busybox:pulled";
+        let (a, b) = tokio::join!(m.ensure(image, "IfNotPresent"), m.ensure(image, ""));
+        assert_eq!(a.unwrap().digest, "sha256:m1");
+        assert_eq!(b.unwrap().id, "sha256:config");
+        assert_eq!(reg.fetches.load(Ordering::SeqCst), 1);
+        let stored: Vec<_> = rt
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, FakeCall::StorePulled(..)))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![FakeCall::StorePulled(image.into(), "sha256:m1".into())]
+        );
+        assert!(m.pulling.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn always_re_resolves_and_pulls_only_a_new_digest() {
+        let (_rt, reg, m) = with_registry();
+        let image = "127.0.0.1:5000/rk3s/busybox:pulled";
+        m.ensure(image, "Always").await.unwrap();
+        m.ensure(image, "Always").await.unwrap();
+        assert_eq!(reg.fetches.load(Ordering::SeqCst), 1);
+        reg.digests
+            .lock()
+            .unwrap()
+            .insert(image.into(), "sha256:m2".into());
+        assert_eq!(m.ensure(image, "Always").await.unwrap().digest, "sha256:m2");
+        assert_eq!(reg.fetches.load(Ordering::SeqCst), 2);
+        // IfNotPresent never asks the registry again.
+        reg.digests.lock().unwrap().clear();
+        assert_eq!(
+            m.ensure(image, "IfNotPresent").await.unwrap().digest,
+            "sha256:m2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_tag_is_err_image_pull_not_found() {
+        let (_rt, _reg, m) = with_registry();
+        let err = m
+            .ensure("127.0.0.1:5000/rk3s/busybox:nope", "IfNotPresent")
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason, "ErrImagePull");
+        assert_eq!(
+            err.message,
+            "failed to pull and unpack image \"127.0.0.1:5000/rk3s/busybox:nope\": failed to resolve reference \"127.0.0.1:5000/rk3s/busybox:nope\": 127.0.0.1:5000/rk3s/busybox:nope: not found"
+        );
     }
 
     #[tokio::test]

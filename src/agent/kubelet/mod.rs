@@ -19,7 +19,7 @@
 //! resolv.conf), `probe`, `backoff`, `images`, `api` (the pod
 //! API seam).
 //!
-//! Partial: see `images` (no registry pulls), `worker` (no preStop or
+//! Partial: see `images` (no `imagePullSecrets` or image GC), `worker` (no preStop or
 //! exec probes), `volumes`.
 
 pub mod api;
@@ -116,6 +116,8 @@ pub enum KubeletError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Node(#[from] node::NodeError),
+    #[error(transparent)]
+    Registry(#[from] crate::agent::registry::RegistryError),
     #[error("failed to build an API client from {path}: {message}")]
     Client { path: PathBuf, message: String },
     #[error("failed to use node {node}'s spec.podCIDR {cidr:?}: {message}")]
@@ -152,6 +154,11 @@ async fn client(path: &Path) -> Result<Client, KubeletError> {
 /// Runs the kubelet until `shutdown`.
 pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<(), KubeletError> {
     let node_name = opts.node.node_name.clone();
+    // A malformed registries.yaml stops the agent: pulls would silently
+    // bypass the mirrors and credentials the operator set.
+    let registries = crate::agent::registry::RegistriesConfig::load(std::path::Path::new(
+        crate::agent::registry::config::DEFAULT_PATH,
+    ))?;
     let socket = match external_socket(&opts.node.container_runtime_endpoint) {
         Some(s) => s,
         None => {
@@ -211,10 +218,12 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     }
     tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
 
-    let images = Arc::new(images::ImageManager::new(
-        runtime.clone(),
-        opts.agent_dir.join("images"),
-    ));
+    let mut images = images::ImageManager::new(runtime.clone(), opts.agent_dir.join("images"));
+    match crate::agent::registry::HttpRegistry::new() {
+        Ok(registry) => images = images.with_registry(Arc::new(registry.with_config(registries))),
+        Err(e) => tracing::warn!(error = %e, "image pulls from registries are disabled"),
+    }
+    let images = Arc::new(images);
     images.scan().await;
     tokio::spawn(images.clone().watch(shutdown.clone()));
 

@@ -292,6 +292,10 @@ impl ContainerRuntime for ContainerdRuntime {
         self.import_docker_archive(tar_path).await
     }
 
+    async fn store_pulled(&self, name: &str, image: &super::PulledImage) -> Result<()> {
+        self.store_pulled_image(name, image).await
+    }
+
     async fn image_exists(&self, reference: &str) -> Result<Option<ImageInfo>> {
         let Some(info) = self.lookup_image(reference).await? else {
             return Ok(None);

@@ -21,6 +21,8 @@ pub enum FakeCall {
     Version,
     ImportImage(PathBuf),
     ImageExists(String),
+    /// `store_pulled` of this name with this resolved digest.
+    StorePulled(String, String),
     Create {
         pod_uid: String,
         container_name: String,
@@ -154,6 +156,23 @@ impl ContainerRuntime for FakeRuntime {
             FakeCall::ImportImage(tar_path.to_path_buf()),
         )?);
         Ok(Vec::new())
+    }
+
+    /// Records the image as present, its id the config digest.
+    async fn store_pulled(&self, name: &str, image: &super::PulledImage) -> Result<()> {
+        let mut state = self.enter(
+            "store_pulled",
+            FakeCall::StorePulled(name.to_string(), image.digest.clone()),
+        )?;
+        let info = ImageInfo {
+            reference: name.to_string(),
+            id: image.config.digest.clone(),
+            digest: image.digest.clone(),
+            chain_id: image.config.digest.clone(),
+            config: Default::default(),
+        };
+        state.images.insert(name.to_string(), info);
+        Ok(())
     }
 
     async fn image_exists(&self, reference: &str) -> Result<Option<ImageInfo>> {

@@ -10,19 +10,24 @@ use sha2::{Digest, Sha256};
 use super::containerd::ContainerdRuntime;
 use super::{ImageConfig, ImageInfo, Result, RuntimeError};
 
+/// A descriptor in a manifest or index (registry pulls read them too).
 #[derive(Deserialize)]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
+    pub media_type: String,
+    pub digest: String,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub size: i64,
+    #[serde(default)]
+    pub platform: Option<Platform>,
 }
 
 #[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
+pub(crate) struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default)]
+    pub variant: Option<String>,
 }
 
 /// A manifest or an index: whichever fields are present.
@@ -57,7 +62,7 @@ struct RootFs {
 }
 
 /// The OCI architecture name of this machine.
-fn arch() -> &'static str {
+pub(crate) fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -115,6 +120,9 @@ impl ContainerdRuntime {
             op: format!("read image {reference}"),
             message,
         };
+        // Kubernetes reports the digest the name points at (the index for
+        // multi-platform images), not this platform's manifest.
+        let target_digest = target.digest.clone();
         let mut digest = target.digest;
         let mut manifest: ManifestOrIndex;
         // At most one level of index in practice; bound it anyway.
@@ -130,7 +138,7 @@ impl ContainerdRuntime {
                 return Ok(Some(ImageInfo {
                     reference: reference.to_string(),
                     id: config.digest,
-                    digest,
+                    digest: target_digest,
                     chain_id,
                     config: ImageConfig {
                         entrypoint: oci.config.entrypoint.unwrap_or_default(),

@@ -60,12 +60,7 @@ struct DiffIds {
 }
 
 /// A blob extracted to disk.
-struct Blob {
-    path: PathBuf,
-    digest: String,
-    size: i64,
-    media_type: String,
-}
+use super::BlobFile as Blob;
 
 /// A private scratch directory, removed on drop.
 struct Scratch(PathBuf);
@@ -196,10 +191,6 @@ impl ContainerdRuntime {
         lease: &str,
     ) -> Result<Vec<String>> {
         let op = format!("import image {}", m.repo_tags.join(", "));
-        let invalid = |message: String| RuntimeError::Invalid {
-            op: op.clone(),
-            message,
-        };
         let hashed = |rel: &str, media: &'static str| {
             let path = dir.join(rel);
             let dir = dir.to_path_buf();
@@ -223,6 +214,41 @@ impl ContainerdRuntime {
         for l in &m.layers {
             layers.push(hashed(l, LAYER_TYPE).await?);
         }
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": config.digest, "size": config.size},
+            "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
+        }))
+        .expect("manifest serializes");
+        let manifest_path = dir.join(format!(
+            "rk3s-manifest-{}.json",
+            config.digest.trim_start_matches("sha256:")
+        ));
+        std::fs::write(&manifest_path, &manifest).map_err(io_err(&op))?;
+        let manifest_blob = blob(manifest_path, MANIFEST_TYPE)?;
+        self.store_image(&m.repo_tags, None, &manifest_blob, &config, &layers, lease)
+            .await?;
+        Ok(m.repo_tags.clone())
+    }
+
+    /// Writes an image's blobs (layers, config, manifest, then the index
+    /// if any) with the labels containerd's GC follows, unpacks the layers
+    /// and records the image under each of `names`.
+    pub(super) async fn store_image(
+        &self,
+        names: &[String],
+        index: Option<&Blob>,
+        manifest_blob: &Blob,
+        config: &Blob,
+        layers: &[Blob],
+        lease: &str,
+    ) -> Result<()> {
+        let op = format!("store image {}", names.join(", "));
+        let invalid = |message: String| RuntimeError::Invalid {
+            op: op.clone(),
+            message,
+        };
         let raw_config = std::fs::read(&config.path).map_err(io_err(&op))?;
         let diff_ids = serde_json::from_slice::<ConfigRootFs>(&raw_config)
             .map_err(|e| invalid(format!("bad image config: {e}")))?
@@ -237,28 +263,14 @@ impl ContainerdRuntime {
         }
         let top_chain = chain_id(&diff_ids).ok_or_else(|| invalid("image has no layers".into()))?;
 
-        for layer in &layers {
+        for layer in layers {
             self.write_blob(layer, HashMap::new(), lease).await?;
         }
         let config_labels = HashMap::from([(
             format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
             top_chain.clone(),
         )]);
-        self.write_blob(&config, config_labels, lease).await?;
-
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": {"mediaType": CONFIG_TYPE, "digest": config.digest, "size": config.size},
-            "layers": layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
-        }))
-        .expect("manifest serializes");
-        let manifest_path = dir.join(format!(
-            "rk3s-manifest-{}.json",
-            config.digest.trim_start_matches("sha256:")
-        ));
-        std::fs::write(&manifest_path, &manifest).map_err(io_err(&op))?;
-        let manifest_blob = blob(manifest_path, MANIFEST_TYPE)?;
+        self.write_blob(config, config_labels, lease).await?;
         let mut manifest_labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             config.digest.clone(),
@@ -269,16 +281,44 @@ impl ContainerdRuntime {
                 l.digest.clone(),
             );
         }
-        self.write_blob(&manifest_blob, manifest_labels, lease)
+        self.write_blob(manifest_blob, manifest_labels, lease)
             .await?;
-
-        self.unpack(&layers, &diff_ids, lease).await?;
-
-        for name in &m.repo_tags {
-            self.put_image(name, descriptor(&manifest_blob), lease)
-                .await?;
+        if let Some(index) = index {
+            let labels = HashMap::from([(
+                "containerd.io/gc.ref.content.m.0".to_string(),
+                manifest_blob.digest.clone(),
+            )]);
+            self.write_blob(index, labels, lease).await?;
         }
-        Ok(m.repo_tags.clone())
+
+        self.unpack(layers, &diff_ids, lease).await?;
+
+        let target = descriptor(index.unwrap_or(manifest_blob));
+        for name in names {
+            self.put_image(name, target.clone(), lease).await?;
+        }
+        Ok(())
+    }
+
+    /// See [`super::ContainerRuntime::store_pulled`].
+    pub(super) async fn store_pulled_image(
+        &self,
+        name: &str,
+        image: &super::PulledImage,
+    ) -> Result<()> {
+        let lease = self.begin_lease("pull").await?;
+        let result = self
+            .store_image(
+                &[name.to_string()],
+                image.index.as_ref(),
+                &image.manifest,
+                &image.config,
+                &image.layers,
+                &lease,
+            )
+            .await;
+        self.end_lease(&lease).await;
+        result
     }
 
     async fn write_blob(

@@ -34,8 +34,9 @@
 //! - `exec` runs a command without stdio (probes, hooks); attach and
 //!   port-forward are not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
-//!   (no OCI-layout tars); pulling from registries is not here yet (the
-//!   unpack in `import` is the part a pull reuses).
+//!   (no OCI-layout tars). Registry pulls download in `agent::registry`
+//!   and are stored by [`ContainerRuntime::store_pulled`], which shares
+//!   the content write, unpack and image record with the import.
 //! - Rotated files are `<path>.1` … `<path>.4`; kubelet names them with a
 //!   timestamp and gzips old ones, which `kubectl logs` never reads anyway.
 //! - Privileged containers get all capabilities and an open device cgroup
@@ -49,7 +50,7 @@ pub mod cri_log;
 pub mod exec;
 pub mod fake;
 mod host;
-mod image;
+pub(crate) mod image;
 mod import;
 pub mod spec;
 
@@ -117,6 +118,28 @@ pub struct ImageInfo {
     /// The chain id of the top layer: the parent of container snapshots.
     pub chain_id: String,
     pub config: ImageConfig,
+}
+
+/// A blob written to a local file, with its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    pub path: PathBuf,
+    pub digest: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+/// An image downloaded from a registry, waiting to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    /// The index the tag pointed at, when it was multi-platform.
+    pub index: Option<BlobFile>,
+    /// This platform's manifest.
+    pub manifest: BlobFile,
+    pub config: BlobFile,
+    pub layers: Vec<BlobFile>,
+    /// What the reference resolved to (the repo digest Kubernetes shows).
+    pub digest: String,
 }
 
 /// A bind mount into the container.
@@ -324,6 +347,9 @@ pub trait ContainerRuntime: Send + Sync {
     /// Imports an image tar (docker-archive) and unpacks it; returns the
     /// references it stored.
     async fn import_image(&self, tar_path: &Path) -> Result<Vec<String>>;
+    /// Writes a pulled image into the content store, unpacks it and
+    /// records it under `name`.
+    async fn store_pulled(&self, name: &str, image: &PulledImage) -> Result<()>;
     /// The image stored under `reference`, if any.
     async fn image_exists(&self, reference: &str) -> Result<Option<ImageInfo>>;
     /// Creates the container (not started); its image must exist.

@@ -1,0 +1,117 @@
+//! Image pulls from a real registry into a real containerd: Debian's
+//! `docker-registry` on loopback (plain HTTP, reached through the loopback
+//! HTTPS → HTTP fallback), a busybox image pushed over the registry API,
+//! and the agent's `ImageManager` with the real `HttpRegistry` storing and
+//! unpacking it through `ContainerdRuntime`.
+//!
+//! Root-only: skips without root unless `RK3S_E2E=1`.
+//!
+//! Partial: pods are not run through the kubelet here, and token auth,
+//! `imagePullSecrets` and TLS are not covered yet.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::containerd::Containerd;
+use common::image::BusyboxImage;
+use common::privilege::{require_e2e, require_tools};
+use registry::DockerRegistry;
+use rk3s::agent::kubelet::images::ImageManager;
+use rk3s::agent::registry::{HttpRegistry, RegistriesConfig};
+use rk3s::agent::runtime::containerd::ContainerdRuntime;
+use rk3s::agent::runtime::ContainerRuntime;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_from_a_loopback_registry() {
+    if !require_e2e("e2e_registry") {
+        return;
+    }
+    require_tools("e2e_registry", &[("docker-registry", "docker-registry")]);
+    // For the test's own reqwest client (the agent brings its own config).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let containerd = Containerd::start().expect("containerd");
+    let registry = DockerRegistry::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let tar = BusyboxImage::build(scratch.path(), "docker.io/rk3s/pushed:1").expect("image");
+    let pushed = registry.push(&tar, "rk3s/busybox", "pulled").await;
+
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(
+        ContainerdRuntime::connect(containerd.socket())
+            .await
+            .expect("connect"),
+    );
+    let images = ImageManager::new(runtime.clone(), scratch.path().join("images"))
+        .with_registry(Arc::new(HttpRegistry::new().expect("client")));
+    let reference = format!("{}/rk3s/busybox:pulled", registry.host());
+
+    let started = Instant::now();
+    let info = images
+        .ensure(&reference, "IfNotPresent")
+        .await
+        .expect("pull");
+    println!(
+        "pull of {reference} (busybox, one layer): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(info.reference, reference);
+    assert_eq!(info.digest, pushed);
+    assert_eq!(info.id, tar.image_id);
+    let listed = containerd
+        .ctr_ok(&["images", "ls", "-q"])
+        .expect("ctr images ls");
+    assert!(listed.lines().any(|l| l == reference), "{listed}");
+
+    // `Always` re-resolves the tag only: the digest is already here.
+    let started = Instant::now();
+    let again = images.ensure(&reference, "Always").await.expect("always");
+    println!(
+        "re-resolve of {reference} under Always: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(again, info);
+
+    // Two pods at once: one pull, both get the image.
+    let other = format!("{}/rk3s/busybox:other", registry.host());
+    registry.push(&tar, "rk3s/busybox", "other").await;
+    let (a, b) = tokio::join!(
+        images.ensure(&other, "IfNotPresent"),
+        images.ensure(&other, "IfNotPresent")
+    );
+    assert_eq!(a.expect("first").digest, pushed);
+    assert_eq!(b.expect("second").digest, pushed);
+
+    // A mirror for docker.io from registries.yaml (plain HTTP endpoint).
+    registry.push(&tar, "library/busybox", "mirrored").await;
+    let yaml = format!(
+        "mirrors:\n  docker.io:\n    endpoint:\n      - \"{}\"\n",
+        registry.base()
+    );
+    let config = RegistriesConfig::parse(&yaml).expect("registries.yaml");
+    let mirrored = ImageManager::new(runtime.clone(), scratch.path().join("images")).with_registry(
+        Arc::new(HttpRegistry::new().expect("client").with_config(config)),
+    );
+    let info = mirrored
+        .ensure("busybox:mirrored", "IfNotPresent")
+        .await
+        .expect("pull through the mirror");
+    assert_eq!(info.reference, "docker.io/library/busybox:mirrored");
+    assert_eq!(info.digest, pushed);
+
+    let missing = format!("{}/rk3s/busybox:nope", registry.host());
+    let err = images
+        .ensure(&missing, "IfNotPresent")
+        .await
+        .expect_err("a wrong tag fails");
+    assert_eq!(err.reason, "ErrImagePull");
+    assert!(
+        err.message.starts_with(&format!(
+            "failed to pull and unpack image \"{missing}\": failed to resolve reference \"{missing}\":"
+        )) && err.message.ends_with("not found"),
+        "{}",
+        err.message
+    );
+}
