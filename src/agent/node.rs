@@ -13,7 +13,7 @@ use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
 
 use super::kubelet::{self, KubeletOptions};
-use super::kubelet_api::exec::{ContainerdExec, ExecBackend, ExecControl, ExecStreams};
+use super::kubelet_api::exec::{Attached, ContainerdExec, ExecBackend, ExecControl, ExecStreams};
 use super::kubelet_api::portforward::NetnsPortForward;
 use super::kubelet_api::{self, KubeletApi};
 use super::runtime::exec::ExecOptions;
@@ -87,17 +87,9 @@ impl LazyContainerdExec {
     }
 }
 
-#[async_trait]
-impl ExecBackend for LazyContainerdExec {
-    async fn exec(
-        &self,
-        namespace: &str,
-        pod: &str,
-        container: &str,
-        opts: ExecOptions,
-    ) -> Result<(ExecStreams, Box<dyn ExecControl>), String> {
-        let backend = self
-            .inner
+impl LazyContainerdExec {
+    async fn backend(&self) -> Result<&ContainerdExec, String> {
+        self.inner
             .get_or_try_init(|| async {
                 let runtime = ContainerdRuntime::connect(&self.socket)
                     .await
@@ -107,8 +99,31 @@ impl ExecBackend for LazyContainerdExec {
                     fifo_root: PathBuf::from(EXEC_FIFO_ROOT),
                 })
             })
-            .await?;
+            .await
+    }
+}
+
+#[async_trait]
+impl ExecBackend for LazyContainerdExec {
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        opts: ExecOptions,
+    ) -> Result<(ExecStreams, Box<dyn ExecControl>), String> {
+        let backend = self.backend().await?;
         backend.exec(namespace, pod, container, opts).await
+    }
+
+    async fn attach_stdin(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Result<Attached, String> {
+        let backend = self.backend().await?;
+        backend.attach_stdin(namespace, pod, container).await
     }
 }
 

@@ -85,17 +85,7 @@ impl Kubectl {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("failed to start kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("failed to write stdin");
+        let child = self.spawn_with_stdin(args, stdin);
         self.wait(child, args)
     }
 

@@ -27,10 +27,10 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::spdy::{self, Frame, HeaderReader, HeaderWriter, Headers};
+use super::spdy::{self, Frame, HeaderReader, HeaderWriter};
 
 pub const V5: &str = "v5.channel.k8s.io";
 pub const V4: &str = "v4.channel.k8s.io";
@@ -290,16 +290,8 @@ pub async fn spdy_session(
     io: impl AsyncRead + AsyncWrite + Send + 'static,
     expect: Expect,
 ) -> Result<Channels, String> {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = frames_rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (mut rd, wr) = tokio::io::split(io);
+    let (frames_tx, writer) = spdy::frame_writer(wr);
     let mut state = SpdyState::default();
     let wanted = expect.channels();
     // Made before the streams are all open: stdin may come early.
@@ -411,22 +403,23 @@ impl SpdyState {
                 payload,
                 ..
             } => {
-                let Ok(id) = spdy::u32_at(&payload, 0).map(|v| v & 0x7fff_ffff) else {
-                    return Step::End;
+                let (id, headers, reply) = match spdy::answer_syn_stream(
+                    &payload,
+                    &mut self.headers_in,
+                    &mut self.headers_out,
+                ) {
+                    Ok(answer) => answer,
+                    Err(None) => return Step::End,
+                    Err(Some(reset)) => {
+                        let _ = out.send(reset).await;
+                        return Step::Go;
+                    }
                 };
-                let channel = payload
-                    .get(10..)
-                    .and_then(|b| self.headers_in.read(b).ok())
-                    .and_then(|h| h.get("streamtype").and_then(|t| channel_of(t)));
-                let Some(channel) = channel else {
-                    let mut p = id.to_be_bytes().to_vec();
-                    p.extend_from_slice(&spdy::RST_PROTOCOL_ERROR.to_be_bytes());
-                    let _ = out.send(spdy::control(spdy::RST_STREAM, 0, &p)).await;
+                let Some(channel) = headers.get("streamtype").and_then(|t| channel_of(t)) else {
+                    let _ = out.send(spdy::reset(id, spdy::RST_PROTOCOL_ERROR)).await;
                     return Step::Go;
                 };
-                let mut reply = id.to_be_bytes().to_vec();
-                reply.extend_from_slice(&self.headers_out.write(&Headers::new()));
-                let _ = out.send(spdy::control(spdy::SYN_REPLY, 0, &reply)).await;
+                let _ = out.send(reply).await;
                 self.streams.insert(channel, id);
                 self.channels.insert(id, channel);
             }
@@ -436,11 +429,7 @@ impl SpdyState {
                 data,
             } => {
                 if !data.is_empty() {
-                    let mut credit = stream.to_be_bytes().to_vec();
-                    credit.extend_from_slice(&(data.len() as u32).to_be_bytes());
-                    let _ = out
-                        .send(spdy::control(spdy::WINDOW_UPDATE, 0, &credit))
-                        .await;
+                    let _ = out.send(spdy::window_update(stream, data.len())).await;
                 }
                 let Some(&channel) = self.channels.get(&stream) else {
                     return Step::Go;
@@ -487,7 +476,8 @@ pub fn terminal_sizes(data: &[u8]) -> Vec<(u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use crate::agent::kubelet_api::spdy::Headers;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn syn_stream(w: &mut HeaderWriter, id: u32, kind: &str) -> Vec<u8> {
         let mut p = id.to_be_bytes().to_vec();

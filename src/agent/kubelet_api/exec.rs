@@ -57,12 +57,7 @@ pub trait ExecBackend: Send + Sync {
         namespace: &str,
         pod: &str,
         container: &str,
-    ) -> Result<Attached, String> {
-        let _ = (namespace, pod);
-        Err(format!(
-            "attaching to the stdin of container {container} is not available on this node"
-        ))
-    }
+    ) -> Result<Attached, String>;
 }
 
 /// A running container's stdin, for `kubectl attach -i`.

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::spdy::{self, Frame, HeaderReader, HeaderWriter, Headers};
+use super::spdy::{self, Frame, HeaderReader, HeaderWriter};
 use super::KubeletApi;
 
 pub const WS_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -224,16 +224,8 @@ async fn serve(
     backend: Arc<dyn PortForwardBackend>,
     target: Target,
 ) {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = out_rx.recv().await {
-            if wr.write_all(&frame).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    let (mut rd, wr) = tokio::io::split(io);
+    let (out, writer) = spdy::frame_writer(wr);
     let mut headers_in = HeaderReader::default();
     let mut headers_out = HeaderWriter::default();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
@@ -254,21 +246,16 @@ async fn serve(
                 payload,
                 ..
             } => {
-                let Ok(id) = spdy::u32_at(&payload, 0).map(|v| v & 0x7fff_ffff) else {
-                    break;
-                };
-                let headers = match payload.get(10..).map(|b| headers_in.read(b)) {
-                    Some(Ok(h)) => h,
-                    _ => {
-                        let mut p = id.to_be_bytes().to_vec();
-                        p.extend_from_slice(&spdy::RST_PROTOCOL_ERROR.to_be_bytes());
-                        let _ = out.send(spdy::control(spdy::RST_STREAM, 0, &p)).await;
-                        continue;
-                    }
-                };
-                let mut reply = id.to_be_bytes().to_vec();
-                reply.extend_from_slice(&headers_out.write(&Headers::new()));
-                let _ = out.send(spdy::control(spdy::SYN_REPLY, 0, &reply)).await;
+                let (id, headers, reply) =
+                    match spdy::answer_syn_stream(&payload, &mut headers_in, &mut headers_out) {
+                        Ok(answer) => answer,
+                        Err(None) => break,
+                        Err(Some(reset)) => {
+                            let _ = out.send(reset).await;
+                            continue;
+                        }
+                    };
+                let _ = out.send(reply).await;
                 let kind = headers.get("streamtype").cloned().unwrap_or_default();
                 let port: u16 = headers
                     .get("port")
@@ -313,11 +300,7 @@ async fn serve(
                 data,
             } => {
                 if !data.is_empty() {
-                    let mut credit = stream.to_be_bytes().to_vec();
-                    credit.extend_from_slice(&(data.len() as u32).to_be_bytes());
-                    let _ = out
-                        .send(spdy::control(spdy::WINDOW_UPDATE, 0, &credit))
-                        .await;
+                    let _ = out.send(spdy::window_update(stream, data.len())).await;
                 }
                 if let Some(tx) = inbound.get(&stream) {
                     if !data.is_empty() && tx.send(Some(data)).await.is_err() {

@@ -200,6 +200,59 @@ pub fn data(stream: u32, flags: u8, bytes: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Writes frames in the order they are sent, until every sender is gone;
+/// then shuts the write side down.
+pub fn frame_writer(
+    mut wr: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
+) -> (
+    tokio::sync::mpsc::Sender<Vec<u8>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let task = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    (tx, task)
+}
+
+/// Answers a SYN_STREAM: its stream id and headers with the SYN_REPLY to
+/// send, or, when its headers do not parse, the RST_STREAM to send.
+pub fn answer_syn_stream(
+    payload: &[u8],
+    headers_in: &mut HeaderReader,
+    headers_out: &mut HeaderWriter,
+) -> Result<(u32, Headers, Vec<u8>), Option<Vec<u8>>> {
+    let id = u32_at(payload, 0).map_err(|_| None)? & 0x7fff_ffff;
+    match payload.get(10..).map(|b| headers_in.read(b)) {
+        Some(Ok(headers)) => {
+            let mut reply = id.to_be_bytes().to_vec();
+            reply.extend_from_slice(&headers_out.write(&Headers::new()));
+            Ok((id, headers, control(SYN_REPLY, 0, &reply)))
+        }
+        _ => Err(Some(reset(id, RST_PROTOCOL_ERROR))),
+    }
+}
+
+/// RST_STREAM for `stream` with `status`.
+pub fn reset(stream: u32, status: u32) -> Vec<u8> {
+    let mut p = stream.to_be_bytes().to_vec();
+    p.extend_from_slice(&status.to_be_bytes());
+    control(RST_STREAM, 0, &p)
+}
+
+/// WINDOW_UPDATE returning `consumed` bytes of credit on `stream`.
+pub fn window_update(stream: u32, consumed: usize) -> Vec<u8> {
+    let mut credit = stream.to_be_bytes().to_vec();
+    credit.extend_from_slice(&(consumed as u32).to_be_bytes());
+    control(WINDOW_UPDATE, 0, &credit)
+}
+
 pub fn u32_at(p: &[u8], at: usize) -> Result<u32, SpdyError> {
     p.get(at..at + 4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
