@@ -167,10 +167,8 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     assert!(newer.is_some(), "logs -f got no new line after line {seen}");
 
     // exec: output, stdin, exit code, a terminal.
-    // `hostname`, not `cat /etc/hostname`: containers get no such file yet
-    // (the kubelet writes and mounts only /etc/hosts and /etc/resolv.conf).
-    let hostname = c.kubectl_ok(&["exec", "web", "--", "hostname"]);
-    assert_eq!(hostname.trim(), "web");
+    let hostname = c.kubectl_ok(&["exec", "web", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname, "web\n");
     let o = c.kubectl_stdin(&["exec", "-i", "web", "--", "cat"], b"first\nsecond\n");
     assert_eq!(text(&o.stdout), "first\nsecond\n", "{}", text(&o.stderr));
     let o = c.kubectl(&["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 3"]);

@@ -1,6 +1,6 @@
 //! A container's [`ContainerSpec`] from its pod spec: command and args with
 //! `$(VAR)` expansion, env, working dir, mounts (`/etc/hosts`,
-//! `/etc/resolv.conf`, volumes with subPath), hostname, network namespace,
+//! `/etc/hostname`, `/etc/resolv.conf`, volumes with subPath), hostname, network namespace,
 //! security context (runAsUser/Group, runAsNonRoot checked against the
 //! image user, privileged, capabilities, read-only root, no new privileges)
 //! and resources as cgroup limits (memory limit; cpu shares from the
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use super::{env, quantity};
+use super::{env, podfiles, quantity};
 use crate::agent::runtime::{ContainerSpec, ImageConfig, Mount};
 
 /// The pod-level facts every container spec needs.
@@ -73,16 +73,17 @@ pub fn build(
         .join(&c.name)
         .join(format!("{restart_count}.log"));
     let pod_dir = p.pod_dir.to_path_buf();
-    s.mounts.push(Mount {
-        source: pod_dir.join("etc-hosts"),
-        destination: "/etc/hosts".into(),
-        read_only: false,
-    });
-    s.mounts.push(Mount {
-        source: pod_dir.join("resolv.conf"),
-        destination: "/etc/resolv.conf".into(),
-        read_only: false,
-    });
+    for (file, destination) in [
+        (podfiles::HOSTS, "/etc/hosts"),
+        (podfiles::HOSTNAME, "/etc/hostname"),
+        (podfiles::RESOLV_CONF, "/etc/resolv.conf"),
+    ] {
+        s.mounts.push(Mount {
+            source: pod_dir.join(file),
+            destination: destination.into(),
+            read_only: false,
+        });
+    }
     for vm in c.volume_mounts.iter().flatten() {
         let Some(src) = p.mounts.get(&vm.name) else {
             return Err(format!(

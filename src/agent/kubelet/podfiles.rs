@@ -1,9 +1,9 @@
 //! The per-pod files the kubelet bind-mounts into every container:
-//! `/etc/hosts` and `/etc/resolv.conf` (cluster DNS, kube's search path,
-//! `ndots:5`), under `<agent>/pods/<uid>/`.
+//! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (cluster DNS,
+//! kube's search path, `ndots:5`), under `<agent>/pods/<uid>/`.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn hosts(pod_ip: &str, hostname: &str, extra: &[(String, Vec<String>)]) -> String {
     let mut s = String::from(
@@ -25,14 +25,18 @@ pub fn resolv_conf(dns: IpAddr, namespace: &str, domain: &str) -> String {
     )
 }
 
-/// Writes both files into `dir`; returns their paths (hosts, resolv.conf).
-pub fn write(dir: &Path, hosts: &str, resolv: &str) -> std::io::Result<(PathBuf, PathBuf)> {
+/// The files' names under the pod's directory.
+pub const HOSTS: &str = "etc-hosts";
+pub const HOSTNAME: &str = "etc-hostname";
+pub const RESOLV_CONF: &str = "resolv.conf";
+
+/// Writes the three files into `dir`.
+pub fn write(dir: &Path, hosts: &str, hostname: &str, resolv: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let h = dir.join("etc-hosts");
-    let r = dir.join("resolv.conf");
-    std::fs::write(&h, hosts)?;
-    std::fs::write(&r, resolv)?;
-    Ok((h, r))
+    std::fs::write(dir.join(HOSTS), hosts)?;
+    std::fs::write(dir.join(HOSTNAME), format!("{hostname}\n"))?;
+    std::fs::write(dir.join(RESOLV_CONF), resolv)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -100,10 +100,9 @@ async fn starts_the_pod_and_reports_running() {
         .netns_path
         .unwrap()
         .ends_with("rk3s-0b3c5a4e-0000-4000-8000-000000000001"));
-    assert!(spec
-        .mounts
-        .iter()
-        .any(|m| m.destination == "/etc/resolv.conf"));
+    for file in ["/etc/resolv.conf", "/etc/hostname", "/etc/hosts"] {
+        assert!(spec.mounts.iter().any(|m| m.destination == file), "{file}");
+    }
     assert!(spec
         .log_path
         .ends_with("default_web_0b3c5a4e-0000-4000-8000-000000000001/app/0.log"));
@@ -254,6 +253,12 @@ async fn deletion_stops_tears_down_and_deletes() {
     let mut w = PodWorker::new(e.ctx.clone(), &p);
     w.sync(Some(&p)).await;
     let id = created(&e.rt)[0].clone();
+    // The container's log directory, as the log shim would have made it.
+    let logs = e.ctx.log_root.join(format!(
+        "default_web_{}",
+        p.metadata.uid.clone().unwrap_or_default()
+    ));
+    std::fs::create_dir_all(logs.join("app")).unwrap();
     p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
     ));
@@ -267,6 +272,7 @@ async fn deletion_stops_tears_down_and_deletes() {
         e.api.deleted.lock().unwrap().clone(),
         vec!["default/web".to_string()]
     );
+    assert!(!logs.exists(), "the deleted pod's logs are removed");
 }
 
 #[tokio::test]

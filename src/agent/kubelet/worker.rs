@@ -355,9 +355,9 @@ impl PodWorker {
                     &self.ctx.cluster_domain,
                 )
             };
-            if let Err(e) = podfiles::write(&self.pod_dir(), &hosts, &resolv) {
+            if let Err(e) = podfiles::write(&self.pod_dir(), &hosts, &hostname, &resolv) {
                 self.problem = Some(format!(
-                    "failed to write the pod's hosts and resolv.conf: {e}"
+                    "failed to write the pod's hosts, hostname and resolv.conf: {e}"
                 ));
                 return false;
             }
@@ -742,7 +742,7 @@ impl PodWorker {
     }
 
     /// Stops every container (SIGTERM, SIGKILL after `grace`), removes
-    /// them, tears down the network and the pod's directory.
+    /// them, tears down the network, the pod's directory and its logs.
     pub async fn terminate(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.run_pre_stop_hooks(grace).await;
@@ -768,6 +768,16 @@ impl PodWorker {
             tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to tear down the pod network");
         }
         volumes::remove_pod_dir(&self.pod_dir());
+        // Its logs go with it, as kubelet's container GC removes them.
+        let logs = self
+            .ctx
+            .log_root
+            .join(format!("{}_{}_{}", self.namespace, self.name, self.uid));
+        if let Err(e) = std::fs::remove_dir_all(&logs) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to remove the pod's logs");
+            }
+        }
     }
 }
 
