@@ -109,6 +109,7 @@ async fn bench(runs: usize) {
         node_labels: Default::default(),
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
+        private_registry: dir.path().join("registries.yaml"),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -12,6 +12,8 @@
 //! `e2e_runtime.rs`).
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -60,7 +62,6 @@ fn write_shim(dir: &Path) -> PathBuf {
     std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
     shim
 }
-
 
 struct Harness {
     server: TestServer,
@@ -204,12 +205,31 @@ async fn kubelet_runs_pods_on_containerd() {
     containerd.import(&tar).expect("import image");
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = server.node_kubeconfig(NODE);
+    // A registry on loopback, and registries.yaml sending docker.io to it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = registry::DockerRegistry::start().await;
+    let pushed = registry
+        .push(
+            &BusyboxImage::build(dir.path(), "docker.io/rk3s/pushed:1").expect("image"),
+            "rk3s/pulled",
+            "1",
+        )
+        .await;
+    std::fs::write(
+        dir.path().join("registries.yaml"),
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - http://{}\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
     let node = rk3s::config::NodeConfig {
         node_name: NODE.into(),
         node_ip: Some("127.0.0.1".parse().unwrap()),
         node_labels: [("example.com/role".to_string(), "e2e".to_string())].into(),
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
+        private_registry: dir.path().join("registries.yaml"),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),
@@ -483,6 +503,23 @@ async fn kubelet_runs_pods_on_containerd() {
         "",
     ));
     h.wait_pod("dropped", "Running", Duration::from_secs(60), running);
+
+    // Pulled from the registry: by its own name, and through the mirror.
+    for (name, image) in [
+        ("pulled", format!("{}/rk3s/pulled:1", registry.host())),
+        ("mirrored", "docker.io/rk3s/pulled:1".to_string()),
+    ] {
+        h.apply(&simple_pod(name, &image, "exec sleep 3600", ""));
+        let p = h.wait_pod(name, "Running", Duration::from_secs(60), running);
+        let image_id = first_state(&p)["imageID"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            image_id.ends_with(&format!("@{pushed}")),
+            "{name}: imageID {image_id} names the pushed manifest {pushed}"
+        );
+    }
 
     // Fail static: a stopped kubelet leaves pods running; a new one adopts
     // them with the same containers and IPs.

@@ -16,8 +16,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{
     DEFAULT_BIND_ADDRESS, DEFAULT_CLUSTER_CIDR, DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_CONFIG_FILE, DEFAULT_CONTAINER_RUNTIME_ENDPOINT, DEFAULT_DATA_DIR,
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_HTTPS_LISTEN_PORT, DEFAULT_SERVICE_CIDR,
-    DEFAULT_SERVICE_NODE_PORT_RANGE, DEFAULT_WRITE_KUBECONFIG, DEFAULT_WRITE_KUBECONFIG_MODE,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_HTTPS_LISTEN_PORT, DEFAULT_PRIVATE_REGISTRY,
+    DEFAULT_SERVICE_CIDR, DEFAULT_SERVICE_NODE_PORT_RANGE, DEFAULT_WRITE_KUBECONFIG,
+    DEFAULT_WRITE_KUBECONFIG_MODE,
 };
 
 /// rk3s: lightweight Kubernetes in a single binary, for Raspberry Pis and small Linux machines.
@@ -186,6 +187,10 @@ pub struct NodeArgs {
     /// CRI socket of the container runtime.
     #[arg(long, env = "RK3S_CONTAINER_RUNTIME_ENDPOINT", value_name = "SOCKET", default_value = DEFAULT_CONTAINER_RUNTIME_ENDPOINT)]
     pub container_runtime_endpoint: String,
+    /// Private registry configuration file: mirrors, credentials and TLS for image pulls
+    /// (k3s's registries.yaml format; a missing file means none).
+    #[arg(long, env = "RK3S_PRIVATE_REGISTRY", value_name = "FILE", default_value = DEFAULT_PRIVATE_REGISTRY)]
+    pub private_registry: String,
     /// Log at debug level (RUST_LOG, when set, wins).
     #[arg(long, env = "RK3S_DEBUG", value_parser = BoolishValueParser::new())]
     pub debug: bool,

@@ -45,6 +45,8 @@ pub const DEFAULT_WRITE_KUBECONFIG: &str = "/etc/rk3s/rk3s.yaml";
 pub const DEFAULT_WRITE_KUBECONFIG_MODE: &str = "0600";
 pub const DEFAULT_FLANNEL_BACKEND: &str = "vxlan";
 pub const DEFAULT_CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+/// k3s's `/etc/rancher/k3s/registries.yaml`, under our name.
+pub const DEFAULT_PRIVATE_REGISTRY: &str = "/etc/rk3s/registries.yaml";
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,9 @@ pub struct NodeConfig {
     pub node_taints: Vec<Taint>,
     /// The CRI socket of the container runtime (host containerd by default).
     pub container_runtime_endpoint: String,
+    /// Mirrors, credentials and TLS for image pulls (k3s's registries.yaml
+    /// format); a missing file means none.
+    pub private_registry: PathBuf,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -240,6 +245,11 @@ impl Resolver<'_> {
                 "container-runtime-endpoint",
                 DEFAULT_CONTAINER_RUNTIME_ENDPOINT,
                 parse_endpoint,
+            )?,
+            private_registry: self.required(
+                "private-registry",
+                DEFAULT_PRIVATE_REGISTRY,
+                parse_path,
             )?,
         })
     }

@@ -93,4 +93,5 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
         "container-runtime-endpoint",
         &node.container_runtime_endpoint,
     );
+    put(m, "private-registry", node.private_registry.display());
 }

@@ -52,6 +52,22 @@ pub fn normalize(image: &str) -> String {
     full
 }
 
+/// The `imageID` a container status shows, as kubelet on containerd does:
+/// the repo digest (`docker.io/library/busybox@sha256:…`, the manifest the
+/// name points at) when known, else the image id (its config digest).
+pub fn image_ref(info: &ImageInfo) -> String {
+    if info.digest.is_empty() {
+        return info.id.clone();
+    }
+    let name = info.reference.split('@').next().unwrap_or_default();
+    let last = name.rsplit('/').next().unwrap_or_default();
+    let repo = match last.rfind(':') {
+        Some(i) => &name[..name.len() - (last.len() - i)],
+        None => name,
+    };
+    format!("{repo}@{}", info.digest)
+}
+
 /// Why an image is not available; the reason goes to the container status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullError {
@@ -250,6 +266,29 @@ impl ImageManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_ref_is_the_repo_digest() {
+        let info = |reference: &str, digest: &str| ImageInfo {
+            reference: reference.into(),
+            id: "sha256:cfg".into(),
+            digest: digest.into(),
+            chain_id: String::new(),
+            config: Default::default(),
+        };
+        assert_eq!(
+            image_ref(&info("127.0.0.1:5000/rk3s/x:1", "sha256:m")),
+            "127.0.0.1:5000/rk3s/x@sha256:m"
+        );
+        assert_eq!(
+            image_ref(&info("docker.io/library/busybox@sha256:m", "sha256:m")),
+            "docker.io/library/busybox@sha256:m"
+        );
+        assert_eq!(
+            image_ref(&info("docker.io/library/busybox:1", "")),
+            "sha256:cfg"
+        );
+    }
 
     #[test]
     fn normalizes_like_containerd() {

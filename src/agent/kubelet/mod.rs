@@ -156,9 +156,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let node_name = opts.node.node_name.clone();
     // A malformed registries.yaml stops the agent: pulls would silently
     // bypass the mirrors and credentials the operator set.
-    let registries = crate::agent::registry::RegistriesConfig::load(std::path::Path::new(
-        crate::agent::registry::config::DEFAULT_PATH,
-    ))?;
+    let registries = crate::agent::registry::RegistriesConfig::load(&opts.node.private_registry)?;
     let socket = match external_socket(&opts.node.container_runtime_endpoint) {
         Some(s) => s,
         None => {

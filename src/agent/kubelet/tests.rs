@@ -110,7 +110,10 @@ async fn starts_the_pod_and_reports_running() {
     assert_eq!(s["phase"], "Running");
     assert!(s["podIP"].as_str().unwrap().starts_with("10.42.0."));
     assert_eq!(s["containerStatuses"][0]["ready"], true);
-    assert_eq!(s["containerStatuses"][0]["imageID"], "sha256:img");
+    assert_eq!(
+        s["containerStatuses"][0]["imageID"],
+        "docker.io/library/busybox@sha256:m"
+    );
     // Level-triggered: a second pass changes nothing.
     w.sync(Some(&p)).await;
     assert_eq!(created(&e.rt).len(), 1);

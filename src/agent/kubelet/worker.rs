@@ -581,7 +581,7 @@ impl PodWorker {
         };
         slot.created_any = true;
         slot.restart_count = restart_count;
-        slot.image_id = info.id.clone();
+        slot.image_id = super::images::image_ref(&info);
         for old in std::mem::take(&mut slot.dead) {
             if let Err(e) = self.ctx.runtime.remove(&old).await {
                 tracing::warn!(container = %old, error = %e, "failed to remove an exited container");
