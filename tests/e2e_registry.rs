@@ -168,6 +168,7 @@ async fn pulls_with_credentials_over_tls() {
         .ensure(&reference, "IfNotPresent")
         .await
         .expect_err("no credentials");
+    println!("without credentials: {}", err.message);
     assert_eq!(err.reason, "ErrImagePull");
     assert!(
         err.message.contains("401") || err.message.to_lowercase().contains("unauthorized"),

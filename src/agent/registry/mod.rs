@@ -814,4 +814,47 @@ mod tests {
         );
         assert_eq!(params[2].1, "repository:library/busybox:pull");
     }
+
+    #[test]
+    fn tls_settings_are_checked_when_the_client_is_built() {
+        use config::TlsConfig;
+        let half = TlsConfig {
+            cert_file: Some("/etc/cert.pem".into()),
+            ..TlsConfig::default()
+        };
+        assert_eq!(
+            build_client(Some(&half)).unwrap_err(),
+            "cert_file and key_file go together"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let no_cert = TlsConfig {
+            ca_file: Some(empty),
+            ..TlsConfig::default()
+        };
+        assert!(build_client(Some(&no_cert))
+            .unwrap_err()
+            .contains("no PEM certificate"));
+        let skip = TlsConfig {
+            insecure_skip_verify: true,
+            ..TlsConfig::default()
+        };
+        assert!(build_client(Some(&skip)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_host_with_unreadable_tls_files_fails_with_the_reason() {
+        let config = RegistriesConfig::parse(
+            "configs:\n  \"127.0.0.1:1\":\n    tls:\n      ca_file: /nonexistent/ca.pem\n",
+        )
+        .unwrap();
+        let registry = HttpRegistry::new().unwrap().with_config(config);
+        let r = Reference::parse("127.0.0.1:1/a/b:1").unwrap();
+        let err = registry.resolve(&r, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("configure TLS for 127.0.0.1:1") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+    }
 }
