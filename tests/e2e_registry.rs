@@ -11,7 +11,7 @@
 //! the pull is ErrImagePull with the 401; credentials from a
 //! `kubernetes.io/dockerconfigjson` Secret (through
 //! `pull_secrets::credentials_for_image`, as the pod worker does) or from
-//! `configs.auth` pull it.
+//! `configs.auth` pull it; so does `insecure_skip_verify` without the CA.
 //!
 //! Partial: pods are not run through the kubelet here (the worker's
 //! reading of `imagePullSecrets` is not covered end to end), and the token
@@ -219,4 +219,17 @@ async fn pulls_with_credentials_over_tls() {
         .expect("pull with registries.yaml credentials");
     assert_eq!(info.digest, pushed);
     assert_eq!(info.reference, other);
+
+    // `insecure_skip_verify` instead of the CA.
+    let skip = format!("configs:\n  \"{host}\":\n    tls:\n      insecure_skip_verify: true\n");
+    registry.push(&tar, "rk3s/private", "skip").await;
+    let info = manager(skip)
+        .ensure_with(
+            &format!("{host}/rk3s/private:skip"),
+            "IfNotPresent",
+            &creds[1..],
+        )
+        .await
+        .expect("pull without verifying the certificate");
+    assert_eq!(info.digest, pushed);
 }
