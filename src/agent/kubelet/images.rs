@@ -24,7 +24,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::registry::{Credentials, Reference, Registry, RegistryError, Scratch};
+use k8s_openapi::api::core::v1::Pod;
+
+use super::api::PodApi;
+use crate::agent::registry::{
+    pull_secrets, Credentials, Reference, Registry, RegistryError, Scratch,
+};
 use crate::agent::runtime::{ContainerRuntime, ImageInfo};
 
 pub const SCAN_PERIOD: Duration = Duration::from_secs(5);
@@ -264,6 +269,31 @@ impl ImageManager {
     }
 }
 
+/// The credentials the pod's `imagePullSecrets` give `image`'s registry,
+/// in the pod's order. A missing or unreadable Secret is skipped with a
+/// warning: kubelet pulls without it.
+pub async fn pod_pull_credentials(api: &dyn PodApi, pod: &Pod, image: &str) -> Vec<Credentials> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let refs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref());
+    let mut secrets = Vec::new();
+    for r in refs.into_iter().flatten() {
+        match api.secret(namespace, &r.name).await {
+            Ok(Some(s)) => secrets.push(s),
+            Ok(None) => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), secret = %r.name, "unable to retrieve pull secret, the image pull may not succeed")
+            }
+            Err(e) => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), secret = %r.name, error = %e, "unable to retrieve pull secret, the image pull may not succeed")
+            }
+        }
+    }
+    pull_secrets::credentials_for_image(image, &secrets)
+}
+
 /// Resolves with each of `creds` in turn, then without: the digest and
 /// the credentials that worked.
 async fn resolve(
@@ -463,6 +493,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*reg.seen.lock().unwrap(), vec![Some(cred("bad"))]);
+    }
+
+    #[tokio::test]
+    async fn pull_credentials_come_from_the_pods_secrets_in_order() {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = crate::agent::kubelet::api::FakePodApi::default();
+        let secret = |user: &str| Secret {
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(std::collections::BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                k8s_openapi::ByteString(
+                    format!(r#"{{"auths":{{"quay.io":{{"username":"{user}","password":"pw"}}}}}}"#)
+                        .into_bytes(),
+                ),
+            )])),
+            ..Secret::default()
+        };
+        for (name, user) in [("a", "alice"), ("b", "bob")] {
+            api.secrets
+                .lock()
+                .unwrap()
+                .insert(("ns".into(), name.into()), secret(user));
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [], "imagePullSecrets": [{"name": "b"}, {"name": "missing"}, {"name": "a"}]},
+        }))
+        .unwrap();
+        let users: Vec<_> = pod_pull_credentials(&api, &pod, "quay.io/x/y:1")
+            .await
+            .into_iter()
+            .map(|c| match c {
+                Credentials::Basic { username, .. } => username,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(users, vec!["bob", "alice"]);
+        assert!(pod_pull_credentials(&api, &pod, "busybox").await.is_empty());
     }
 
     #[tokio::test]

@@ -32,7 +32,6 @@ use super::probe::{self, ProbeState};
 use super::status::{self, CState, CView, PodView};
 use super::{container_spec, podfiles, volumes};
 use crate::agent::network::PodNetwork;
-use crate::agent::registry::{pull_secrets, Credentials};
 use crate::agent::runtime::{
     labels, ContainerId, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary,
 };
@@ -521,32 +520,9 @@ impl PodWorker {
         self.slots.insert(c.name.clone(), slot);
     }
 
-    /// The credentials the pod's `imagePullSecrets` give `image`'s
-    /// registry; a missing or unreadable Secret is skipped with a warning,
-    /// as kubelet pulls without it.
-    async fn pull_credentials(&self, pod: &Pod, image: &str) -> Vec<Credentials> {
-        let refs = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.image_pull_secrets.as_ref());
-        let mut secrets = Vec::new();
-        for r in refs.into_iter().flatten() {
-            match self.ctx.api.secret(&self.namespace, &r.name).await {
-                Ok(Some(s)) => secrets.push(s),
-                Ok(None) => {
-                    tracing::warn!(pod = %self.pod_ref(), secret = %r.name, "unable to retrieve pull secret; pulling without it")
-                }
-                Err(e) => {
-                    tracing::warn!(pod = %self.pod_ref(), secret = %r.name, error = %e, "unable to retrieve pull secret; pulling without it")
-                }
-            }
-        }
-        pull_secrets::credentials_for_image(image, &secrets)
-    }
-
     async fn create_and_start(&mut self, pod: &Pod, c: &Container, slot: &mut Slot, now: Instant) {
         let image = c.image.clone().unwrap_or_default();
-        let creds = self.pull_credentials(pod, &image).await;
+        let creds = super::images::pod_pull_credentials(self.ctx.api.as_ref(), pod, &image).await;
         let info = match self
             .ctx
             .images
