@@ -7,9 +7,13 @@
 //! wait for it, then find the image); `Always` only re-resolves the tag
 //! and downloads nothing when containerd already holds that digest.
 //!
-//! Partial: `/etc/rk3s/registries.yaml` and `imagePullSecrets` are not
-//! read yet (pulls are anonymous or fail with 401); no image garbage
-//! collection. Under `Always`, an image present locally is used when the
+//! Credentials: the pod's `imagePullSecrets` credentials (see
+//! [`crate::agent::registry::pull_secrets`]) are tried one by one in
+//! order, then the request without them, where the registry client falls
+//! back to `registries.yaml`'s `configs` auth for the endpoint, else
+//! anonymous. The error of the last attempt is the one reported.
+//!
+//! Partial: no image garbage collection here. Under `Always`, an image present locally is used when the
 //! registry cannot be reached (airgap nodes keep working), where kubelet
 //! would fail the pull.
 
@@ -20,7 +24,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::registry::{Reference, Registry, Scratch};
+use k8s_openapi::api::core::v1::Pod;
+
+use super::api::PodApi;
+use crate::agent::registry::{
+    pull_secrets, Credentials, Reference, Registry, RegistryError, Scratch,
+};
 use crate::agent::runtime::{ContainerRuntime, ImageInfo};
 
 pub const SCAN_PERIOD: Duration = Duration::from_secs(5);
@@ -152,6 +161,17 @@ impl ImageManager {
     /// The image for a container under `policy` (`Always`, `IfNotPresent`,
     /// `Never`; empty means kube's default for the tag).
     pub async fn ensure(&self, image: &str, policy: &str) -> Result<ImageInfo, PullError> {
+        self.ensure_with(image, policy, &[]).await
+    }
+
+    /// [`Self::ensure`] with the pod's pull credentials for the image's
+    /// registry, tried in order before the registry client's own.
+    pub async fn ensure_with(
+        &self,
+        image: &str,
+        policy: &str,
+        creds: &[Credentials],
+    ) -> Result<ImageInfo, PullError> {
         let reference = normalize(image);
         let lookup = |r: String| async move { self.runtime.image_exists(&r).await };
         let present = lookup(reference.clone()).await.map_err(|e| PullError {
@@ -178,9 +198,9 @@ impl ImageManager {
                 let Some(r) = Reference::parse(&reference) else {
                     return Ok(info);
                 };
-                match registry.resolve(&r, None).await {
-                    Ok(digest) if digest == info.digest => Ok(info),
-                    Ok(_) => self.pull(&reference).await,
+                match resolve(registry.as_ref(), &r, creds).await {
+                    Ok((digest, _)) if digest == info.digest => Ok(info),
+                    Ok(_) => self.pull(&reference, creds).await,
                     Err(e) => {
                         tracing::warn!(image = %reference, error = %e, "failed to re-resolve the image; using the local copy");
                         Ok(info)
@@ -194,14 +214,14 @@ impl ImageManager {
                         return Ok(info);
                     }
                 }
-                self.pull(&reference).await
+                self.pull(&reference, creds).await
             }
         }
     }
 
     /// Pulls `reference` (normalized) unless a concurrent pull of it just
     /// stored it.
-    async fn pull(&self, reference: &str) -> Result<ImageInfo, PullError> {
+    async fn pull(&self, reference: &str, creds: &[Credentials]) -> Result<ImageInfo, PullError> {
         let failed = |message: String| PullError {
             reason: "ErrImagePull",
             message: format!("failed to pull and unpack image \"{reference}\": {message}"),
@@ -224,16 +244,18 @@ impl ImageManager {
         let held = lock.lock().await;
         let result = async {
             let before = self.runtime.image_exists(reference).await.ok().flatten();
-            let resolved = registry.resolve(&parsed, None).await.map_err(|e| {
-                failed(format!("failed to resolve reference \"{reference}\": {e}"))
-            })?;
+            let (resolved, accepted) = resolve(registry.as_ref(), &parsed, creds)
+                .await
+                .map_err(|e| {
+                    failed(format!("failed to resolve reference \"{reference}\": {e}"))
+                })?;
             if let Some(info) = before.filter(|i| i.digest == resolved) {
                 return Ok(info);
             }
             let started = std::time::Instant::now();
             let scratch = Scratch::create().map_err(|e| failed(e.to_string()))?;
             let image = registry
-                .fetch(&parsed, None, scratch.path())
+                .fetch(&parsed, accepted.as_ref(), scratch.path())
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             self.runtime
@@ -261,6 +283,51 @@ impl ImageManager {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The credentials the pod's `imagePullSecrets` give `image`'s registry,
+/// in the pod's order. A missing or unreadable Secret is skipped with a
+/// warning: kubelet pulls without it.
+pub async fn pod_pull_credentials(api: &dyn PodApi, pod: &Pod, image: &str) -> Vec<Credentials> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let refs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.as_ref());
+    let mut secrets = Vec::new();
+    for r in refs.into_iter().flatten() {
+        match api.secret(namespace, &r.name).await {
+            Ok(Some(s)) => secrets.push(s),
+            Ok(None) => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), secret = %r.name, "unable to retrieve pull secret, the image pull may not succeed")
+            }
+            Err(e) => {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), secret = %r.name, error = %e, "unable to retrieve pull secret, the image pull may not succeed")
+            }
+        }
+    }
+    pull_secrets::credentials_for_image(image, &secrets)
+}
+
+/// Resolves with each of `creds` in turn, then without: the digest and
+/// the credentials that worked.
+async fn resolve(
+    registry: &dyn Registry,
+    reference: &Reference,
+    creds: &[Credentials],
+) -> Result<(String, Option<Credentials>), RegistryError> {
+    let mut last = None;
+    for c in creds.iter().map(Some).chain([None]) {
+        match registry.resolve(reference, c).await {
+            Ok(digest) => return Ok((digest, c.cloned())),
+            Err(e) => {
+                tracing::debug!(image = ?reference, error = %e, "resolve failed with these credentials");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.expect("at least the attempt without credentials"))
 }
 
 #[cfg(test)]
@@ -311,6 +378,10 @@ mod tests {
     struct FakeRegistry {
         digests: Mutex<HashMap<String, String>>,
         fetches: AtomicUsize,
+        /// When set, only these credentials are let in.
+        required: Mutex<Option<Credentials>>,
+        /// The credentials of every resolve and fetch, in order.
+        seen: Mutex<Vec<Option<Credentials>>>,
     }
 
     fn blob(digest: &str) -> BlobFile {
@@ -327,8 +398,16 @@ mod tests {
         async fn resolve(
             &self,
             r: &Reference,
-            _: Option<&Credentials>,
+            creds: Option<&Credentials>,
         ) -> crate::agent::registry::Result<String> {
+            self.seen.lock().unwrap().push(creds.cloned());
+            let required = self.required.lock().unwrap().clone();
+            if required.is_some() && required.as_ref() != creds {
+                return Err(RegistryError::Invalid {
+                    op: "authorize".into(),
+                    message: "401 Unauthorized".into(),
+                });
+            }
             let key = format!("{}/{}:{}", r.host, r.repository, r.object);
             self.digests
                 .lock()
@@ -422,6 +501,75 @@ mod tests {
             err.message,
             "failed to pull and unpack image \"127.0.0.1:5000/rk3s/busybox:nope\": failed to resolve reference \"127.0.0.1:5000/rk3s/busybox:nope\": 127.0.0.1:5000/rk3s/busybox:nope: not found"
         );
+    }
+
+    #[tokio::test]
+    async fn pod_credentials_are_tried_in_order_then_none() {
+        let (_rt, reg, m) = with_registry();
+        let image = "127.0.0.1:5000/rk3s/busybox:pulled";
+        let cred = |u: &str| Credentials::Basic {
+            username: u.into(),
+            password: "pw".into(),
+        };
+        *reg.required.lock().unwrap() = Some(cred("good"));
+        let err = m.ensure(image, "IfNotPresent").await.unwrap_err();
+        assert_eq!(err.reason, "ErrImagePull");
+        assert!(err.message.contains("401 Unauthorized"), "{}", err.message);
+        reg.seen.lock().unwrap().clear();
+        let info = m
+            .ensure_with(image, "IfNotPresent", &[cred("bad"), cred("good")])
+            .await
+            .unwrap();
+        assert_eq!(info.digest, "sha256:m1");
+        assert_eq!(
+            *reg.seen.lock().unwrap(),
+            vec![Some(cred("bad")), Some(cred("good")), Some(cred("good"))]
+        );
+        // The first credentials that work are used.
+        *reg.required.lock().unwrap() = None;
+        reg.seen.lock().unwrap().clear();
+        m.ensure_with(image, "Always", &[cred("bad")])
+            .await
+            .unwrap();
+        assert_eq!(*reg.seen.lock().unwrap(), vec![Some(cred("bad"))]);
+    }
+
+    #[tokio::test]
+    async fn pull_credentials_come_from_the_pods_secrets_in_order() {
+        use k8s_openapi::api::core::v1::Secret;
+        let api = crate::agent::kubelet::api::FakePodApi::default();
+        let secret = |user: &str| Secret {
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(std::collections::BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                k8s_openapi::ByteString(
+                    format!(r#"{{"auths":{{"quay.io":{{"username":"{user}","password":"pw"}}}}}}"#)
+                        .into_bytes(),
+                ),
+            )])),
+            ..Secret::default()
+        };
+        for (name, user) in [("a", "alice"), ("b", "bob")] {
+            api.secrets
+                .lock()
+                .unwrap()
+                .insert(("ns".into(), name.into()), secret(user));
+        }
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [], "imagePullSecrets": [{"name": "b"}, {"name": "missing"}, {"name": "a"}]},
+        }))
+        .unwrap();
+        let users: Vec<_> = pod_pull_credentials(&api, &pod, "quay.io/x/y:1")
+            .await
+            .into_iter()
+            .map(|c| match c {
+                Credentials::Basic { username, .. } => username,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(users, vec!["bob", "alice"]);
+        assert!(pod_pull_credentials(&api, &pod, "busybox").await.is_empty());
     }
 
     #[tokio::test]

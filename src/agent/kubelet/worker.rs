@@ -522,10 +522,11 @@ impl PodWorker {
 
     async fn create_and_start(&mut self, pod: &Pod, c: &Container, slot: &mut Slot, now: Instant) {
         let image = c.image.clone().unwrap_or_default();
+        let creds = super::images::pod_pull_credentials(self.ctx.api.as_ref(), pod, &image).await;
         let info = match self
             .ctx
             .images
-            .ensure(&image, c.image_pull_policy.as_deref().unwrap_or(""))
+            .ensure_with(&image, c.image_pull_policy.as_deref().unwrap_or(""), &creds)
             .await
         {
             Ok(info) => {

@@ -2,9 +2,7 @@
 //! `"*"`, a list of `endpoint`s tried in order before the default one, and
 //! `rewrite` rules applied to the repository on those endpoints) and
 //! `configs` (per endpoint host: `auth` and `tls`).
-//!
-//! Partial: the `tls` settings are parsed but not applied yet (endpoints
-//! use the system roots).
+//! The `tls` settings are applied by [`super::HttpRegistry::with_config`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

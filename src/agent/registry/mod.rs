@@ -18,10 +18,17 @@
 //! Mirrors and per-host credentials come from `registries.yaml`
 //! ([`config`]): mirrors are tried in order, then the registry itself.
 //!
-//! Partial: `imagePullSecrets` are not read yet; the `tls` settings of
-//! `registries.yaml` are not applied (TLS trusts the system roots only);
-//! the file is read from its default path (no `--private-registry` flag).
+//! TLS: the system roots; a host with `tls` settings in `registries.yaml`
+//! gets its own client (`ca_file` added to the roots, `cert_file` and
+//! `key_file` as the client certificate, `insecure_skip_verify`), always
+//! on rustls with ring. The pod's `imagePullSecrets` credentials
+//! ([`pull_secrets`]) are passed in per call and take precedence over
+//! `configs` auth.
+//!
+//! Partial: the file is read from its default path (no
+//! `--private-registry` flag here).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +40,7 @@ use crate::agent::runtime::image::{arch, Descriptor as Desc, Platform};
 use crate::agent::runtime::{BlobFile, PulledImage};
 
 pub mod config;
+pub mod pull_secrets;
 
 pub use config::RegistriesConfig;
 
@@ -146,6 +154,8 @@ pub trait Registry: Send + Sync {
 /// The real client.
 pub struct HttpRegistry {
     http: reqwest::Client,
+    /// Clients for the hosts with `tls` settings in `registries.yaml`.
+    per_host: HashMap<String, std::result::Result<reqwest::Client, String>>,
     config: RegistriesConfig,
 }
 
@@ -171,7 +181,8 @@ struct TokenResponse {
 /// One pull's connection state: the endpoint that answered and the
 /// `Authorization` header it accepted.
 struct Session<'a> {
-    http: &'a reqwest::Client,
+    /// The endpoint's client, or why its TLS settings could not be loaded.
+    http: std::result::Result<&'a reqwest::Client, &'a str>,
     /// As asked for (error messages name it).
     reference: &'a Reference,
     /// Repository on this endpoint (mirrors may rewrite it).
@@ -201,38 +212,150 @@ fn basic_header(username: &str, password: &str) -> String {
     )
 }
 
+/// A TLS verifier for `insecure_skip_verify`: any certificate is
+/// accepted, handshake signatures are still checked (ring).
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> std::result::Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("failed to read {what} {}: {e}", path.display()))
+}
+
+/// A client for one host's `tls` settings: the system roots plus
+/// `ca_file`, a client certificate, or no verification at all.
+fn build_client(tls: Option<&config::TlsConfig>) -> std::result::Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = tls.cloned().unwrap_or_default();
+    if let Some(ca) = &tls.ca_file {
+        let pem = read_pem(ca, "ca_file")?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "ca_file {}: no PEM certificate in it",
+                ca.display()
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let pem = read_pem(cert, "cert_file")?;
+            let chain = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
+            let pem = read_pem(key, "key_file")?;
+            let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| format!("key_file {}: {e}", key.display()))?
+                .ok_or_else(|| format!("key_file {}: no PEM private key in it", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("cert_file and key_file go together".into()),
+    };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .connect_timeout(std::time::Duration::from_secs(15))
+        .user_agent(concat!("rk3s/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 impl HttpRegistry {
     pub fn new() -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| RegistryError::Invalid {
-                op: "configure TLS".into(),
-                message: e.to_string(),
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(std::time::Duration::from_secs(15))
-            .user_agent(concat!("rk3s/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RegistryError::Invalid {
-                op: "build the registry client".into(),
-                message: e.to_string(),
-            })?;
+        let http = build_client(None).map_err(|message| RegistryError::Invalid {
+            op: "build the registry client".into(),
+            message,
+        })?;
         Ok(Self {
             http,
+            per_host: HashMap::new(),
             config: RegistriesConfig::default(),
         })
     }
 
-    /// Mirrors and credentials from `registries.yaml`.
+    /// Mirrors, credentials and TLS settings from `registries.yaml`. A
+    /// host whose `tls` files cannot be loaded keeps the error: every
+    /// request to it fails with it (the agent still starts).
     pub fn with_config(mut self, config: RegistriesConfig) -> Self {
+        self.per_host = config
+            .configs
+            .iter()
+            .filter_map(|(host, c)| {
+                let tls = c.tls.as_ref()?;
+                let client = build_client(Some(tls)).map_err(|e| {
+                    tracing::warn!(host = %host, error = %e, "failed to load the TLS settings of registries.yaml");
+                    format!("configure TLS for {host} from registries.yaml: {e}")
+                });
+                Some((host.clone(), client))
+            })
+            .collect();
         self.config = config;
         self
     }
@@ -252,7 +375,11 @@ impl HttpRegistry {
             )
             .into_iter()
             .map(|e| Session {
-                http: &self.http,
+                http: match self.per_host.get(&e.host) {
+                    Some(Ok(client)) => Ok(client),
+                    Some(Err(message)) => Err(message.as_str()),
+                    None => Ok(&self.http),
+                },
                 reference,
                 creds: creds.cloned().or_else(|| self.config.credentials(&e.host)),
                 repository: e.repository,
@@ -270,6 +397,13 @@ fn note_failure(session: &Session<'_>, err: RegistryError, last: &mut Option<Reg
 }
 
 impl Session<'_> {
+    fn client(&self) -> Result<&reqwest::Client> {
+        self.http.map_err(|message| RegistryError::Invalid {
+            op: format!("pull from {}", self.base),
+            message: message.to_string(),
+        })
+    }
+
     fn url(&self, kind: &str, object: &str) -> String {
         format!("{}/v2/{}/{kind}/{object}", self.base, self.repository)
     }
@@ -288,7 +422,7 @@ impl Session<'_> {
             "GET"
         };
         for attempt in 0..2 {
-            let mut req = self.http.request(method.clone(), url);
+            let mut req = self.client()?.request(method.clone(), url);
             if !accept.is_empty() {
                 req = req.header(reqwest::header::ACCEPT, accept);
             }
@@ -348,11 +482,11 @@ impl Session<'_> {
                     ("scope", scope.as_str()),
                     ("client_id", "rk3s"),
                 ];
-                self.http.post(&realm).form(&form).send().await
+                self.client()?.post(&realm).form(&form).send().await
             }
             other => {
                 let mut req = self
-                    .http
+                    .client()?
                     .get(&realm)
                     .query(&[("service", service.as_str()), ("scope", scope.as_str())]);
                 if let Some(Credentials::Basic { username, password }) = other {
@@ -679,5 +813,48 @@ mod tests {
             ("realm".into(), "https://auth.docker.io/token".into())
         );
         assert_eq!(params[2].1, "repository:library/busybox:pull");
+    }
+
+    #[test]
+    fn tls_settings_are_checked_when_the_client_is_built() {
+        use config::TlsConfig;
+        let half = TlsConfig {
+            cert_file: Some("/etc/cert.pem".into()),
+            ..TlsConfig::default()
+        };
+        assert_eq!(
+            build_client(Some(&half)).unwrap_err(),
+            "cert_file and key_file go together"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let no_cert = TlsConfig {
+            ca_file: Some(empty),
+            ..TlsConfig::default()
+        };
+        assert!(build_client(Some(&no_cert))
+            .unwrap_err()
+            .contains("no PEM certificate"));
+        let skip = TlsConfig {
+            insecure_skip_verify: true,
+            ..TlsConfig::default()
+        };
+        assert!(build_client(Some(&skip)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_host_with_unreadable_tls_files_fails_with_the_reason() {
+        let config = RegistriesConfig::parse(
+            "configs:\n  \"127.0.0.1:1\":\n    tls:\n      ca_file: /nonexistent/ca.pem\n",
+        )
+        .unwrap();
+        let registry = HttpRegistry::new().unwrap().with_config(config);
+        let r = Reference::parse("127.0.0.1:1/a/b:1").unwrap();
+        let err = registry.resolve(&r, None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("configure TLS for 127.0.0.1:1") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 }
