@@ -13,6 +13,7 @@
 
 mod common;
 #[path = "common/registry.rs"]
+#[allow(dead_code)] // the secured registry is e2e_registry's
 mod registry;
 
 use std::io::{Read, Write};
