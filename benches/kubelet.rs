@@ -38,7 +38,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-
 fn pod_yaml(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {DEFAULT_REFERENCE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sleep\", \"3600\"]\n"
@@ -109,6 +108,7 @@ async fn bench(runs: usize) {
         node_labels: Default::default(),
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
+        kubelet_args: Default::default(),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -61,7 +61,6 @@ fn write_shim(dir: &Path) -> PathBuf {
     shim
 }
 
-
 struct Harness {
     server: TestServer,
     containerd: Containerd,
@@ -210,6 +209,7 @@ async fn kubelet_runs_pods_on_containerd() {
         node_labels: [("example.com/role".to_string(), "e2e".to_string())].into(),
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
+        kubelet_args: Default::default(),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

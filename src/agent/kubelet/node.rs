@@ -380,6 +380,7 @@ mod tests {
             node_labels: Default::default(),
             node_taints: vec!["dedicated=gpu:NoSchedule".parse().unwrap()],
             container_runtime_endpoint: String::new(),
+            kubelet_args: Default::default(),
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());
