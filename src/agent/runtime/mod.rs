@@ -26,6 +26,11 @@
 //!   and v2); `remove` drops the pod level once it is empty.
 //! - Creation holds a containerd lease, so the garbage collector cannot
 //!   take the snapshot between Prepare and Containers.Create.
+//! - [`ContainerRuntime::remove_image`] deletes only the image record (with
+//!   `sync`); containerd's own garbage collector frees the content and
+//!   snapshots nothing else references, so a running container's image
+//!   layers are never taken from under it. The kubelet's image GC decides
+//!   what to delete (`kubelet::image_gc`).
 //!
 //! The caller provides `/etc/hosts`, `/etc/resolv.conf` and volumes as
 //! [`Mount`]s, and the network namespace as a path.
