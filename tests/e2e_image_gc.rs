@@ -1,7 +1,8 @@
 //! Image garbage collection against a real (private) containerd: one pass
 //! with thresholds that always trigger (high 1%, low 0%, no minimum age) on
 //! the real `statvfs` of containerd's root removes the image no container
-//! uses and keeps the one a running container uses.
+//! uses and keeps the one a running container uses, and one imported
+//! through rk3s (pinned, as airgap images are).
 //!
 //! Root-only: skips without root unless `RK3S_E2E=1`. The CRI logger
 //! containerd spawns is this test binary itself (as in `e2e_runtime`).
@@ -23,6 +24,8 @@ use rk3s::agent::runtime::{
 const SHIM_ENV: &str = "RK3S_TEST_LOG_SHIM_PATH";
 const USED: &str = "docker.io/rk3s/busybox:gc-used";
 const UNUSED: &str = "docker.io/rk3s/busybox:gc-unused";
+/// Imported through rk3s (the airgap path): pinned, so kept.
+const AIRGAP: &str = "docker.io/rk3s/busybox:gc-airgap";
 
 /// Not a test: the entry point containerd's shim runs as the CRI logger.
 #[test]
@@ -73,6 +76,19 @@ async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
         .expect("connect")
         .with_log_binary(&shim);
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
+    let airgap = BusyboxImage::new(AIRGAP)
+        .env("WHICH", "airgap")
+        .write(containerd.scratch())
+        .expect("build image");
+    runtime
+        .import_image(&airgap.path)
+        .await
+        .expect("import airgap image");
+    // Importing again updates the record (target and pin) in place.
+    runtime
+        .import_image(&airgap.path)
+        .await
+        .expect("import airgap image again");
 
     let listed = runtime.list_images().await.expect("list images");
     for name in [USED, UNUSED] {
@@ -82,7 +98,12 @@ async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
             .unwrap_or_else(|| panic!("{name} listed in {listed:?}"));
         assert!(image.size > 0, "{name} has a size: {image:?}");
         assert!(image.created_at.is_some(), "{name} has a creation time");
+        assert!(!image.pinned, "{name} imported by ctr is not pinned");
     }
+    assert!(
+        listed.iter().any(|i| i.name == AIRGAP && i.pinned),
+        "an rk3s import is pinned: {listed:?}"
+    );
 
     let mut spec = ContainerSpec::new("gc-uid", "gc-pod", "default", "c", USED);
     spec.command = vec!["sleep".into(), "3600".into()];
@@ -114,6 +135,7 @@ async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
         .map(|i| i.name)
         .collect();
     assert!(left.contains(&USED.to_string()), "{left:?}");
+    assert!(left.contains(&AIRGAP.to_string()), "{left:?}");
     assert!(!left.contains(&UNUSED.to_string()), "{left:?}");
     assert!(
         runtime.image_exists(USED).await.expect("lookup").is_some(),

@@ -18,8 +18,8 @@
 //!   removed: one name or its digest in use keeps every name of it.
 //! - Nothing is removed while usage is under the high threshold, and a
 //!   pass stops as soon as the bytes freed bring usage to the low one.
-//! - Images pinned by containerd's CRI label (`io.cri-containerd.pinned`)
-//!   are never removed.
+//! - Images pinned by containerd's CRI label (`io.cri-containerd.pinned`,
+//!   set on every airgap import) are never removed.
 //!
 //! Partial:
 //! - Only containers rk3s manages count as users (the runtime lists those);
@@ -44,8 +44,6 @@ use crate::agent::runtime::{ContainerRuntime, RuntimeError, StoredImage};
 
 /// How often a pass runs (kubelet's `ImageGCPeriod`).
 pub const GC_PERIOD: Duration = Duration::from_secs(5 * 60);
-/// The label containerd's CRI plugin (and k3s) set on images never to collect.
-pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
 
 /// The thresholds, from `--kubelet-arg` (kubelet's defaults otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

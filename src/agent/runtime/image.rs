@@ -116,7 +116,7 @@ impl ContainerdRuntime {
                 .unwrap_or(0);
             let pinned = image
                 .labels
-                .get("io.cri-containerd.pinned")
+                .get(super::PINNED_LABEL)
                 .is_some_and(|v| v == "pinned");
             out.push(StoredImage {
                 pinned,

@@ -68,6 +68,10 @@ use chrono::{DateTime, Utc};
 pub use self::containerd::ContainerdRuntime;
 pub use self::fake::{FakeCall, FakeRuntime};
 
+/// The image label containerd's CRI plugin and kubelet's image GC honour:
+/// `pinned` images are never garbage collected.
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
+
 /// The containerd namespace every call uses (the one CRI clients use).
 pub const NAMESPACE: &str = "k8s.io";
 
