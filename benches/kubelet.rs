@@ -38,7 +38,6 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-
 fn pod_yaml(name: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  nodeName: {NODE}\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: c\n    image: {DEFAULT_REFERENCE}\n    imagePullPolicy: IfNotPresent\n    command: [\"sleep\", \"3600\"]\n"
@@ -110,6 +109,7 @@ async fn bench(runs: usize) {
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
         private_registry: dir.path().join("registries.yaml"),
+        kubelet_args: Default::default(),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -231,6 +231,7 @@ async fn kubelet_runs_pods_on_containerd() {
         node_taints: Vec::new(),
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
         private_registry: dir.path().join("registries.yaml"),
+        kubelet_args: Default::default(),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

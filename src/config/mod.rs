@@ -12,6 +12,7 @@
 //! Partial: no `config.yaml.d/` drop-in directory yet; only single-stack
 //! (one CIDR each for pods and services).
 
+mod kubelet_args;
 mod settings;
 mod values;
 mod yaml;
@@ -22,6 +23,9 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use kubelet_args::{
+    parse_go_duration, parse_kubelet_arg, KubeletArg, KubeletArgs, SUPPORTED_KUBELET_ARGS,
+};
 pub use settings::{Kind, Setting, Settings, Source};
 pub use values::{
     check_san, is_dns_subdomain, parse_cidr, parse_ip, parse_label, parse_mode, parse_port,
@@ -102,6 +106,8 @@ pub struct NodeConfig {
     /// Mirrors, credentials and TLS for image pulls (k3s's registries.yaml
     /// format); a missing file means none.
     pub private_registry: PathBuf,
+    /// `--kubelet-arg KEY=VALUE` items, validated.
+    pub kubelet_args: KubeletArgs,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -251,6 +257,24 @@ impl Resolver<'_> {
                 DEFAULT_PRIVATE_REGISTRY,
                 parse_path,
             )?,
+            kubelet_args: self.kubelet_args()?,
+        })
+    }
+
+    fn kubelet_args(&self) -> Result<KubeletArgs, ConfigError> {
+        let items = self.many("kubelet-arg", |s| {
+            parse_kubelet_arg(s).map(|a| (s.to_string(), a))
+        })?;
+        let raw: Vec<String> = items.iter().map(|(r, _)| r.clone()).collect();
+        KubeletArgs::from_items(items).map_err(|reason| ConfigError::Invalid {
+            flag: "kubelet-arg".into(),
+            value: raw.join(" "),
+            origin: self
+                .settings
+                .get("kubelet-arg")
+                .map(|s| s.source.clone())
+                .unwrap_or(Source::Flag),
+            reason,
         })
     }
 
@@ -436,6 +460,46 @@ mod tests {
         assert_eq!(c.node.node_taints[0].effect, TaintEffect::NoSchedule);
         assert_eq!(c.write_kubeconfig_mode, 0o644);
         assert!(c.debug);
+    }
+
+    #[test]
+    fn kubelet_args_are_validated() {
+        let c = ServerConfig::resolve(&settings(&[])).unwrap();
+        assert_eq!(c.node.kubelet_args, KubeletArgs::default());
+        let mut s = settings(&[]);
+        s.set(
+            "kubelet-arg",
+            vec![
+                "image-gc-high-threshold=90".into(),
+                "minimum-image-ttl-duration=30s".into(),
+            ],
+            Source::Flag,
+        );
+        let c = AgentConfig::resolve(&{
+            let mut a = s.clone();
+            a.set("server", vec!["https://10.0.0.1:6443".into()], Source::Flag);
+            a.set("token", vec!["secret".into()], Source::Flag);
+            a
+        })
+        .unwrap();
+        assert_eq!(c.node.kubelet_args.image_gc_high_threshold, 90);
+        assert_eq!(c.node.kubelet_args.minimum_image_ttl.as_secs(), 30);
+        let c = ServerConfig::resolve(&s).unwrap();
+        assert_eq!(c.node.kubelet_args.image_gc_low_threshold, 80);
+        assert!(c.to_yaml().contains("image-gc-high-threshold=90"));
+
+        let err = server_err(&[("kubelet-arg", "max-pods=10")]);
+        assert!(
+            err.contains("--kubelet-arg")
+                && err.contains("max-pods")
+                && err.contains("minimum-image-ttl-duration"),
+            "{err}"
+        );
+        let err = server_err(&[("kubelet-arg", "image-gc-low-threshold=90")]);
+        assert!(
+            err.contains("--kubelet-arg") && err.contains("lower than"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
         node.node_labels.iter().map(|(k, v)| format!("{k}={v}")),
     );
     list(m, "node-taint", node.node_taints.iter());
+    list(m, "kubelet-arg", node.kubelet_args.raw.iter());
     put(
         m,
         "container-runtime-endpoint",

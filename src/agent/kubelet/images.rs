@@ -13,8 +13,9 @@
 //! back to `registries.yaml`'s `configs` auth for the endpoint, else
 //! anonymous. The error of the last attempt is the one reported.
 //!
-//! Partial: no image garbage collection here. Under `Always`, an image present locally is used when the
-//! registry cannot be reached (airgap nodes keep working), where kubelet
+//! Image garbage collection is [`super::image_gc`]'s. Partial: under
+//! `Always`, an image present locally is used when the registry cannot be
+//! reached (airgap nodes keep working), where kubelet
 //! would fail the pull.
 
 use std::collections::HashMap;

@@ -16,16 +16,17 @@
 //!
 //! Map: `node` (Node object, status), `lease`, `worker` (per-pod sync),
 //! `status` (pod status), `env`, `volumes`, `podfiles` (hosts,
-//! resolv.conf), `probe`, `backoff`, `images`, `api` (the pod
-//! API seam).
+//! resolv.conf), `probe`, `backoff`, `images`, `image_gc` (deletes
+//! unused images when the image disk fills), `api` (the pod API seam).
 //!
-//! Partial: see `images` (no `imagePullSecrets` or image GC), `worker` (no preStop or
-//! exec probes), `volumes`.
+//! Partial: see `images`, `image_gc`, `worker` (no preStop or exec
+//! probes), `volumes`.
 
 pub mod api;
 pub mod backoff;
 pub mod container_spec;
 pub mod env;
+pub mod image_gc;
 pub mod images;
 pub mod lease;
 pub mod node;
@@ -79,6 +80,12 @@ pub struct KubeletOptions {
     /// The program containerd runs as each container's log shim (default:
     /// this executable, see `runtime::cri_log`).
     pub log_shim: Option<PathBuf>,
+    /// Image garbage collection thresholds (from `node.kubelet_args`).
+    pub image_gc: image_gc::ImageGcPolicy,
+    /// The directory whose filesystem image GC watches: containerd's root.
+    /// `None`: rk3s's own containerd dir, or `/var/lib/containerd` with
+    /// an external endpoint.
+    pub image_fs: Option<PathBuf>,
 }
 
 impl KubeletOptions {
@@ -92,7 +99,14 @@ impl KubeletOptions {
     }
 
     pub fn new(node: NodeConfig, credentials: NodeCredentials, agent_dir: PathBuf) -> Self {
+        let image_gc = image_gc::ImageGcPolicy {
+            high_threshold_percent: node.kubelet_args.image_gc_high_threshold,
+            low_threshold_percent: node.kubelet_args.image_gc_low_threshold,
+            minimum_age: node.kubelet_args.minimum_image_ttl,
+        };
         KubeletOptions {
+            image_gc,
+            image_fs: None,
             node,
             credentials,
             agent_dir,
@@ -157,13 +171,14 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     // A malformed registries.yaml stops the agent: pulls would silently
     // bypass the mirrors and credentials the operator set.
     let registries = crate::agent::registry::RegistriesConfig::load(&opts.node.private_registry)?;
-    let socket = match external_socket(&opts.node.container_runtime_endpoint) {
-        Some(s) => s,
+    let (socket, containerd_root) = match external_socket(&opts.node.container_runtime_endpoint) {
+        Some(s) => (s, PathBuf::from("/var/lib/containerd")),
         None => {
             let paths = ContainerdPaths::for_agent(&opts.agent_dir);
             let socket = paths.socket.clone();
+            let root = paths.dir.clone();
             supervisor::start(paths, shutdown.clone()).await?;
-            socket
+            (socket, root)
         }
     };
     let mut runtime = ContainerdRuntime::connect(&socket).await?;
@@ -224,6 +239,15 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let images = Arc::new(images);
     images.scan().await;
     tokio::spawn(images.clone().watch(shutdown.clone()));
+    let image_fs = opts.image_fs.clone().unwrap_or(containerd_root);
+    tokio::spawn(
+        image_gc::ImageGc::new(
+            runtime.clone(),
+            Arc::new(image_gc::Statvfs::new(image_fs)),
+            opts.image_gc,
+        )
+        .run(shutdown.clone()),
+    );
 
     let ctx = Arc::new(worker::Context {
         runtime: runtime.clone(),

@@ -381,6 +381,7 @@ mod tests {
             node_taints: vec!["dedicated=gpu:NoSchedule".parse().unwrap()],
             container_runtime_endpoint: String::new(),
             private_registry: Default::default(),
+            kubelet_args: Default::default(),
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());

@@ -262,7 +262,7 @@ impl ContainerdRuntime {
     }
 }
 
-fn to_chrono(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+pub(super) fn to_chrono(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let ts = ts?;
     // containerd reports the zero time for "never".
     if ts.seconds <= 0 {
@@ -650,6 +650,14 @@ impl ContainerRuntime for ContainerdRuntime {
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+
+    async fn list_images(&self) -> Result<Vec<super::StoredImage>> {
+        self.list_stored_images().await
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<()> {
+        self.delete_image(name).await
     }
 }
 

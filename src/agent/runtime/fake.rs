@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use super::{
     ContainerId, ContainerRuntime, ContainerSpec, ContainerState, ContainerStatus,
-    ContainerSummary, ExitReason, ImageInfo, Result, RuntimeError,
+    ContainerSummary, ExitReason, ImageInfo, Result, RuntimeError, StoredImage,
 };
 
 /// One call the fake received.
@@ -35,6 +35,8 @@ pub enum FakeCall {
     Remove(ContainerId),
     List(BTreeMap<String, String>),
     Exec(ContainerId, Vec<String>),
+    ListImages,
+    RemoveImage(String),
 }
 
 struct FakeContainer {
@@ -46,6 +48,8 @@ struct FakeContainer {
 struct State {
     calls: Vec<FakeCall>,
     images: HashMap<String, ImageInfo>,
+    /// What `list_images` reports, by name.
+    stored: BTreeMap<String, StoredImage>,
     containers: BTreeMap<ContainerId, FakeContainer>,
     scripted: HashMap<ContainerId, VecDeque<ContainerStatus>>,
     fail_next: HashMap<&'static str, String>,
@@ -71,6 +75,16 @@ impl FakeRuntime {
     /// Makes `image_exists` find `info` and `create_container` accept it.
     pub fn add_image(&self, info: ImageInfo) {
         self.lock().images.insert(info.reference.clone(), info);
+    }
+
+    /// Makes `list_images` report `image` until `remove_image` deletes it.
+    pub fn add_stored_image(&self, image: StoredImage) {
+        self.lock().stored.insert(image.name.clone(), image);
+    }
+
+    /// The names `list_images` would report now.
+    pub fn stored_image_names(&self) -> Vec<String> {
+        self.lock().stored.keys().cloned().collect()
     }
 
     /// Every call so far, in order.
@@ -299,6 +313,18 @@ impl ContainerRuntime for FakeRuntime {
             })
             .filter(|s| selector.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
             .collect())
+    }
+
+    async fn list_images(&self) -> Result<Vec<StoredImage>> {
+        let state = self.enter("list_images", FakeCall::ListImages)?;
+        Ok(state.stored.values().cloned().collect())
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<()> {
+        let mut state = self.enter("remove_image", FakeCall::RemoveImage(name.to_string()))?;
+        state.stored.remove(name);
+        state.images.remove(name);
+        Ok(())
     }
 }
 

@@ -1,14 +1,16 @@
 //! Reading images out of containerd: the manifest (through an index for
 //! this platform when needed), the config, and the chain id of the layers.
 
-use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
+use containerd_client::services::v1::{
+    DeleteImageRequest, GetImageRequest, ListImagesRequest, ReadContentRequest,
+};
 use containerd_client::tonic::Code;
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::containerd::ContainerdRuntime;
-use super::{ImageConfig, ImageInfo, Result, RuntimeError};
+use super::containerd::{to_chrono, ContainerdRuntime};
+use super::{ImageConfig, ImageInfo, Result, RuntimeError, StoredImage};
 
 /// A descriptor in a manifest or index (registry pulls read them too).
 #[derive(Deserialize)]
@@ -36,6 +38,8 @@ struct ManifestOrIndex {
     #[serde(default)]
     manifests: Vec<Descriptor>,
     config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,7 +86,88 @@ pub fn chain_id(diff_ids: &[String]) -> Option<String> {
     Some(chain)
 }
 
+/// The manifest of this platform in an index's entries.
+fn platform_manifest(manifests: Vec<Descriptor>) -> Option<Descriptor> {
+    manifests.into_iter().find(|m| {
+        !m.media_type.contains("index")
+            && m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == arch())
+    })
+}
+
 impl ContainerdRuntime {
+    /// Every image record with its content size (see [`StoredImage::size`]).
+    pub(super) async fn list_stored_images(&self) -> Result<Vec<StoredImage>> {
+        let resp = self
+            .client()
+            .images()
+            .list(self.request(ListImagesRequest::default()))
+            .await
+            .map_err(|e| self.rpc_error("list images".into(), e))?;
+        let mut out = Vec::new();
+        for image in resp.into_inner().images {
+            let Some(target) = image.target else { continue };
+            // Content that is gone or unreadable counts as zero bytes: the
+            // record is still listed so it can be collected.
+            let size = self
+                .content_size(&target.digest, target.size)
+                .await
+                .unwrap_or(0);
+            let pinned = image
+                .labels
+                .get(super::PINNED_LABEL)
+                .is_some_and(|v| v == "pinned");
+            out.push(StoredImage {
+                pinned,
+                name: image.name,
+                digest: target.digest,
+                size,
+                created_at: to_chrono(image.created_at),
+                updated_at: to_chrono(image.updated_at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Bytes of the manifest (through an index), config and layers.
+    async fn content_size(&self, digest: &str, own_size: i64) -> Result<u64> {
+        let mut total = own_size.max(0) as u64;
+        let mut digest = digest.to_string();
+        for _ in 0..3 {
+            let parsed: ManifestOrIndex = serde_json::from_slice(&self.read_blob(&digest).await?)
+                .map_err(|e| RuntimeError::Invalid {
+                op: format!("size image {digest}"),
+                message: e.to_string(),
+            })?;
+            if let Some(config) = parsed.config {
+                let layers: i64 = parsed.layers.iter().map(|l| l.size.max(0)).sum();
+                return Ok(total + config.size.max(0) as u64 + layers as u64);
+            }
+            let Some(chosen) = platform_manifest(parsed.manifests) else {
+                return Ok(total);
+            };
+            total += chosen.size.max(0) as u64;
+            digest = chosen.digest;
+        }
+        Ok(total)
+    }
+
+    /// Images.Delete with `sync`: returns once containerd's garbage
+    /// collector has run, so the freed space shows in `statvfs`.
+    pub(super) async fn delete_image(&self, name: &str) -> Result<()> {
+        let req = DeleteImageRequest {
+            name: name.to_string(),
+            sync: true,
+            target: None,
+        };
+        match self.client().images().delete(self.request(req)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Code::NotFound => Ok(()),
+            Err(e) => Err(self.rpc_error(format!("delete image {name}"), e)),
+        }
+    }
+
     pub(super) async fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let op = || format!("read content {digest}");
         let req = ReadContentRequest {
@@ -149,18 +234,9 @@ impl ContainerdRuntime {
                     },
                 }));
             }
-            let chosen = manifest
-                .manifests
-                .into_iter()
-                .find(|m| {
-                    !m.media_type.contains("index")
-                        && m.platform
-                            .as_ref()
-                            .is_some_and(|p| p.os == "linux" && p.architecture == arch())
-                })
-                .ok_or_else(|| {
-                    invalid(format!("no linux/{} manifest in index {digest}", arch()))
-                })?;
+            let chosen = platform_manifest(manifest.manifests).ok_or_else(|| {
+                invalid(format!("no linux/{} manifest in index {digest}", arch()))
+            })?;
             digest = chosen.digest;
         }
         Err(invalid("image index nesting too deep".into()))

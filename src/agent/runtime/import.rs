@@ -9,6 +9,10 @@
 //! twice is cheap. Blobs are streamed from disk in 1 MiB chunks, never
 //! held whole in memory.
 //!
+//! Imported images carry `io.cri-containerd.pinned=pinned` (k3s pins its
+//! airgap imports the same way), so image garbage collection keeps them;
+//! registry pulls are not pinned.
+//!
 //! Partial: OCI-layout tars (`index.json`) and multi-platform archives are
 //! not read yet.
 
@@ -32,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::containerd::{ContainerdRuntime, SNAPSHOTTER};
 use super::image::chain_id;
-use super::{Result, RuntimeError};
+use super::{Result, RuntimeError, PINNED_LABEL};
 
 const CHUNK: usize = 1 << 20;
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -227,8 +231,17 @@ impl ContainerdRuntime {
         ));
         std::fs::write(&manifest_path, &manifest).map_err(io_err(&op))?;
         let manifest_blob = blob(manifest_path, MANIFEST_TYPE)?;
-        self.store_image(&m.repo_tags, None, &manifest_blob, &config, &layers, lease)
-            .await?;
+        // Pinned, as k3s pins airgap imports: image GC never removes them.
+        self.store_image(
+            &m.repo_tags,
+            None,
+            &manifest_blob,
+            &config,
+            &layers,
+            lease,
+            true,
+        )
+        .await?;
         Ok(m.repo_tags.clone())
     }
 
@@ -243,6 +256,7 @@ impl ContainerdRuntime {
         config: &Blob,
         layers: &[Blob],
         lease: &str,
+        pinned: bool,
     ) -> Result<()> {
         let op = format!("store image {}", names.join(", "));
         let invalid = |message: String| RuntimeError::Invalid {
@@ -295,7 +309,7 @@ impl ContainerdRuntime {
 
         let target = descriptor(index.unwrap_or(manifest_blob));
         for name in names {
-            self.put_image(name, target.clone(), lease).await?;
+            self.put_image(name, target.clone(), lease, pinned).await?;
         }
         Ok(())
     }
@@ -315,6 +329,7 @@ impl ContainerdRuntime {
                 &image.config,
                 &image.layers,
                 &lease,
+                false,
             )
             .await;
         self.end_lease(&lease).await;
@@ -489,10 +504,22 @@ impl ContainerdRuntime {
         Ok(())
     }
 
-    async fn put_image(&self, name: &str, target: Descriptor, lease: &str) -> Result<()> {
+    async fn put_image(
+        &self,
+        name: &str,
+        target: Descriptor,
+        lease: &str,
+        pinned: bool,
+    ) -> Result<()> {
+        let mut labels = HashMap::new();
+        let mut update_paths = vec!["target".to_string()];
+        if pinned {
+            labels.insert(PINNED_LABEL.to_string(), "pinned".to_string());
+            update_paths.push(format!("labels.{PINNED_LABEL}"));
+        }
         let image = Image {
             name: name.to_string(),
-            labels: HashMap::new(),
+            labels,
             target: Some(target),
             created_at: None,
             updated_at: None,
@@ -512,7 +539,7 @@ impl ContainerdRuntime {
                 let update = UpdateImageRequest {
                     image: Some(image),
                     update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["target".into()],
+                        paths: update_paths,
                     }),
                     source_date_epoch: None,
                 };

@@ -26,6 +26,11 @@
 //!   and v2); `remove` drops the pod level once it is empty.
 //! - Creation holds a containerd lease, so the garbage collector cannot
 //!   take the snapshot between Prepare and Containers.Create.
+//! - [`ContainerRuntime::remove_image`] deletes only the image record (with
+//!   `sync`); containerd's own garbage collector frees the content and
+//!   snapshots nothing else references, so a running container's image
+//!   layers are never taken from under it. The kubelet's image GC decides
+//!   what to delete (`kubelet::image_gc`).
 //!
 //! The caller provides `/etc/hosts`, `/etc/resolv.conf` and volumes as
 //! [`Mount`]s, and the network namespace as a path.
@@ -62,6 +67,10 @@ use chrono::{DateTime, Utc};
 
 pub use self::containerd::ContainerdRuntime;
 pub use self::fake::{FakeCall, FakeRuntime};
+
+/// The image label containerd's CRI plugin and kubelet's image GC honour:
+/// `pinned` images are never garbage collected.
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned";
 
 /// The containerd namespace every call uses (the one CRI clients use).
 pub const NAMESPACE: &str = "k8s.io";
@@ -118,6 +127,24 @@ pub struct ImageInfo {
     /// The chain id of the top layer: the parent of container snapshots.
     pub chain_id: String,
     pub config: ImageConfig,
+}
+
+/// An image record as containerd stores it, for image garbage collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    /// The name it is stored under, e.g. `docker.io/library/busybox:1.36`.
+    pub name: String,
+    /// `sha256:…` of the manifest or index the name points at.
+    pub digest: String,
+    /// Bytes of the content it references on this platform (manifest,
+    /// config and compressed layers); layers shared with other images are
+    /// counted in each.
+    pub size: u64,
+    pub created_at: Option<DateTime<Utc>>,
+    /// containerd's last update of the record (a re-pull or re-import).
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Labelled `io.cri-containerd.pinned=pinned`: never garbage collected.
+    pub pinned: bool,
 }
 
 /// A blob written to a local file, with its descriptor.
@@ -377,4 +404,20 @@ pub trait ContainerRuntime: Send + Sync {
     }
     /// Containers created by rk3s whose labels include all of `selector`.
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>>;
+    /// Every image record in the namespace, with its content size.
+    async fn list_images(&self) -> Result<Vec<StoredImage>> {
+        Err(RuntimeError::Invalid {
+            op: "list images".into(),
+            message: "this runtime cannot list images".into(),
+        })
+    }
+    /// Deletes the image record `name` (synchronously, so containerd's
+    /// garbage collector has released its content and snapshots when this
+    /// returns). Removing an image that does not exist is not an error.
+    async fn remove_image(&self, name: &str) -> Result<()> {
+        Err(RuntimeError::Invalid {
+            op: format!("remove image {name}"),
+            message: "this runtime cannot remove images".into(),
+        })
+    }
 }
