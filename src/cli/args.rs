@@ -186,7 +186,12 @@ pub struct NodeArgs {
     pub node_taint: Vec<String>,
     /// Kubelet setting, KEY=VALUE (repeatable): image-gc-high-threshold,
     /// image-gc-low-threshold, minimum-image-ttl-duration.
-    #[arg(long, value_name = "KEY=VALUE")]
+    #[arg(
+        long,
+        env = "RK3S_KUBELET_ARG",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
     pub kubelet_arg: Vec<String>,
     /// CRI socket of the container runtime.
     #[arg(long, env = "RK3S_CONTAINER_RUNTIME_ENDPOINT", value_name = "SOCKET", default_value = DEFAULT_CONTAINER_RUNTIME_ENDPOINT)]
