@@ -5,7 +5,7 @@
 //! through rk3s (pinned, as airgap images are).
 //!
 //! Root-only: skips without root unless `RK3S_E2E=1`. The CRI logger
-//! containerd spawns is this test binary itself (as in `e2e_runtime`).
+//! containerd spawns is the rk3s binary itself, as in production.
 
 mod common;
 
@@ -17,44 +17,12 @@ use common::containerd::Containerd;
 use common::image::BusyboxImage;
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet::image_gc::{ImageGc, ImageGcPolicy, Statvfs};
-use rk3s::agent::runtime::{
-    cri_log, ContainerRuntime, ContainerSpec, ContainerState, ContainerdRuntime,
-};
+use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerState, ContainerdRuntime};
 
-const SHIM_ENV: &str = "RK3S_TEST_LOG_SHIM_PATH";
 const USED: &str = "docker.io/rk3s/busybox:gc-used";
 const UNUSED: &str = "docker.io/rk3s/busybox:gc-unused";
 /// Imported through rk3s (the airgap path): pinned, so kept.
 const AIRGAP: &str = "docker.io/rk3s/busybox:gc-airgap";
-
-/// Not a test: the entry point containerd's shim runs as the CRI logger.
-#[test]
-fn log_shim_entry() {
-    if let Ok(path) = std::env::var(SHIM_ENV) {
-        let args = [cri_log::LOG_SHIM_ARG.to_string(), path];
-        if let Err(e) = cri_log::run_log_shim(&args) {
-            eprintln!("log shim: {e}");
-            std::process::exit(1);
-        }
-        std::process::exit(0);
-    }
-}
-
-fn write_shim(dir: &Path) -> std::path::PathBuf {
-    let shim = dir.join("log-shim.sh");
-    let exe = std::env::current_exe().expect("test binary path");
-    std::fs::write(
-        &shim,
-        format!(
-            "#!/bin/sh\n{SHIM_ENV}=\"$2\" exec {} --exact log_shim_entry --test-threads=1 --nocapture >/dev/null 2>&1\n",
-            exe.display()
-        ),
-    )
-    .expect("write shim script");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
-    shim
-}
 
 #[tokio::test]
 async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
@@ -70,11 +38,11 @@ async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
             .expect("build image");
         containerd.import(&tar).expect("import image");
     }
-    let shim = write_shim(containerd.scratch());
+    let logger = Path::new(env!("CARGO_BIN_EXE_rk3s"));
     let runtime = ContainerdRuntime::connect(containerd.socket())
         .await
         .expect("connect")
-        .with_log_binary(&shim);
+        .with_log_binary(logger);
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(runtime);
     let airgap = BusyboxImage::new(AIRGAP)
         .env("WHICH", "airgap")

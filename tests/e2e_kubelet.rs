@@ -8,8 +8,8 @@
 //! `rk3sk0` (10.42.213.1/24), pod namespaces `rk3s-<uid>` and the nft
 //! table `ip rk3s` on the host; the bridge is removed at the end.
 //!
-//! The CRI logger containerd spawns is this test binary (see
-//! `e2e_runtime.rs`).
+//! The CRI logger containerd spawns is the rk3s binary itself, as in
+//! production.
 
 mod common;
 #[path = "common/registry.rs"]
@@ -25,44 +25,13 @@ use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE, INDEX_HTML};
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet::{self, KubeletOptions};
-use rk3s::agent::runtime::cri_log;
 use rk3s::agent::NodeCredentials;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-const SHIM_ENV: &str = "RK3S_TEST_LOG_SHIM_PATH";
 const NODE: &str = "e2e-node";
 const POD_CIDR: &str = "10.42.213.0/24";
 const BRIDGE: &str = "rk3sk0";
-
-/// Not a test: the CRI logger entry point (see the module docs).
-#[test]
-fn log_shim_entry() {
-    if let Ok(path) = std::env::var(SHIM_ENV) {
-        let args = [cri_log::LOG_SHIM_ARG.to_string(), path];
-        if let Err(e) = cri_log::run_log_shim(&args) {
-            eprintln!("log shim: {e}");
-            std::process::exit(1);
-        }
-        std::process::exit(0);
-    }
-}
-
-fn write_shim(dir: &Path) -> PathBuf {
-    let shim = dir.join("log-shim.sh");
-    let exe = std::env::current_exe().expect("test binary path");
-    std::fs::write(
-        &shim,
-        format!(
-            "#!/bin/sh\n{SHIM_ENV}=\"$2\" exec {} --exact log_shim_entry --test-threads=1 --nocapture >/dev/null 2>&1\n",
-            exe.display()
-        ),
-    )
-    .expect("write shim script");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod shim");
-    shim
-}
 
 struct Harness {
     server: TestServer,
@@ -242,7 +211,7 @@ async fn kubelet_runs_pods_on_containerd() {
     let mut opts = KubeletOptions::new(node, creds, dir.path().join("agent"));
     opts.log_root = dir.path().join("pods-logs");
     opts.bridge = BRIDGE.into();
-    opts.log_shim = Some(write_shim(dir.path()));
+    opts.log_shim = Some(PathBuf::from(env!("CARGO_BIN_EXE_rk3s")));
     let h = Harness {
         server,
         containerd,
