@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn server_values_are_typed() {
         let c = ServerConfig::resolve(&settings(&[
-            ("disable", "servicelb,dns"),
+            ("disable", "servicelb,coredns,traefik"),
             ("node-label", "a=b,example.com/c=d"),
             ("node-taint", "k=v:NoSchedule"),
             ("write-kubeconfig-mode", "0644"),
@@ -451,7 +451,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.disable,
-            [Component::ServiceLb, Component::Dns].into_iter().collect()
+            [Component::ServiceLb, Component::Dns, Component::Ingress]
+                .into_iter()
+                .collect()
         );
         assert_eq!(
             c.node.node_labels.get("example.com/c").map(String::as_str),
@@ -522,7 +524,7 @@ mod tests {
             err.contains("--https-listen-port") && err.contains("RK3S_HTTPS_LISTEN_PORT"),
             "{err}"
         );
-        assert!(server_err(&[("disable", "traefik")]).contains("valid values are ingress"));
+        assert!(server_err(&[("disable", "ingress")]).contains("valid values are traefik"));
         assert!(server_err(&[("node-taint", "k=v:Never")]).contains("--node-taint"));
         assert!(server_err(&[("bind-address", "nowhere")]).contains("--bind-address"));
         assert!(server_err(&[("flannel-backend", "wireguard")]).contains("vxlan, host-gw, none"));

@@ -76,7 +76,9 @@ impl fmt::Display for PortRange {
     }
 }
 
-/// Bundled components that `--disable` can turn off.
+/// Bundled components that `--disable` can turn off, under k3s's names
+/// (`traefik` is rk3s's built-in ingress, `coredns` its built-in DNS), so
+/// a k3s user's `--disable traefik` means the same here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Component {
     Ingress,
@@ -99,9 +101,9 @@ impl Component {
 
     pub fn name(self) -> &'static str {
         match self {
-            Component::Ingress => "ingress",
+            Component::Ingress => "traefik",
             Component::ServiceLb => "servicelb",
-            Component::Dns => "dns",
+            Component::Dns => "coredns",
             Component::LocalStorage => "local-storage",
             Component::MetricsServer => "metrics-server",
             Component::NetworkPolicy => "network-policy",
@@ -469,9 +471,11 @@ mod tests {
     #[test]
     fn components_list_valid_values_on_error() {
         assert_eq!("servicelb".parse::<Component>(), Ok(Component::ServiceLb));
-        let err = "traefik".parse::<Component>().unwrap_err();
+        assert_eq!("traefik".parse::<Component>(), Ok(Component::Ingress));
+        assert_eq!("coredns".parse::<Component>(), Ok(Component::Dns));
+        let err = "ingress".parse::<Component>().unwrap_err();
         assert!(
-            err.contains("traefik") && err.contains("ingress, servicelb, dns"),
+            err.contains("\"ingress\"") && err.contains("traefik, servicelb, coredns"),
             "{err}"
         );
     }

@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 
-use super::nft::Firewall;
 use super::ops::{NetOps, PodInterface};
 use super::NetworkError;
 
@@ -312,33 +311,4 @@ impl NetOps for FakeNetOps {
     }
 }
 
-/// A [`Firewall`] that records every script it is given.
-#[derive(Default)]
-pub struct FakeFirewall {
-    applied: Mutex<Vec<String>>,
-}
-
-impl FakeFirewall {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Every script applied, in order.
-    pub fn applied(&self) -> Vec<String> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-#[async_trait]
-impl Firewall for FakeFirewall {
-    async fn apply(&self, script: &str) -> Result<(), NetworkError> {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(script.to_string());
-        Ok(())
-    }
-}
+pub use crate::hostnet::nft::FakeFirewall;

@@ -1,5 +1,5 @@
 //! [`NetOps`] against the Linux kernel: rtnetlink for links, addresses and
-//! routes; namespace files from [`super::netns`]; `/proc/sys` for sysctls.
+//! routes; namespace files from [`crate::hostnet::netns`]; `/proc/sys` for sysctls.
 //!
 //! The host-side netlink socket is opened once, inside the host namespace
 //! given at construction (the process's own when `None`): a netlink socket
@@ -8,7 +8,7 @@
 //! opens a short-lived socket in that namespace the same way.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::unix::io::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -16,10 +16,10 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, TokioSocket};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::netns;
+use crate::hostnet::netlink::{self, errno};
+use crate::hostnet::netns;
 use super::ops::{NetOps, PodInterface};
 use super::NetworkError;
 
@@ -39,31 +39,16 @@ impl LinuxNetOps {
     }
 }
 
-/// Opens a netlink socket inside `netns` (on a thread that entered it) and
-/// spawns its connection on the current runtime. The connection task ends
-/// when the last handle is dropped.
+/// Opens a netlink connection inside `netns`; see [`crate::hostnet::netlink`].
 async fn open_handle(netns: Option<PathBuf>, what: &str) -> Result<Handle, NetworkError> {
-    let fd = netns::run_in(netns, || Ok(Socket::new(NETLINK_ROUTE)?.into_raw_fd()))
+    netlink::open_handle(netns)
         .await
-        .map_err(|e| NetworkError::io(format!("open a netlink socket in {what}"), e))?;
-    // SAFETY: `fd` is a netlink socket we own, handed over exactly once.
-    let socket = unsafe { TokioSocket::from_raw_fd(fd) };
-    let (connection, handle, _) = rtnetlink::from_socket(socket);
-    tokio::spawn(connection);
-    Ok(handle)
+        .map_err(|e| NetworkError::io(format!("open a netlink socket in {what}"), e))
 }
 
 fn nl(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
     let action = action.into();
     move |source| NetworkError::Netlink { action, source }
-}
-
-/// The errno of a netlink error reply, if it is one (positive, like libc's).
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
 }
 
 async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {

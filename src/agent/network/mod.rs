@@ -38,7 +38,6 @@
 pub mod fake;
 pub mod ipam;
 pub mod linux;
-pub mod netns;
 pub mod nft;
 pub mod ops;
 
@@ -99,8 +98,8 @@ pub enum NetworkError {
         found: Ipv4Net,
         expected: Ipv4Net,
     },
-    #[error("failed to apply the nftables ruleset: nft exited with {status}: {stderr}")]
-    Nft { status: String, stderr: String },
+    #[error(transparent)]
+    Firewall(#[from] crate::hostnet::nft::NftError),
     #[error("failed to allocate a pod IP: all {size} addresses of {subnet} are in use")]
     Exhausted { subnet: Ipv4Net, size: u32 },
 }
@@ -280,7 +279,8 @@ impl PodNetwork {
                 self.config.pod_cidr,
                 self.config.cluster_cidr,
             ))
-            .await
+            .await?;
+        Ok(())
     }
 
     /// Creates the pod's namespace and interface and gives it an address.

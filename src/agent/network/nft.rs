@@ -17,28 +17,12 @@
 //! another table on the same hook (e.g. Docker's `FORWARD` policy): in
 //! nftables every base chain must accept a packet. IPv4 only.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use async_trait::async_trait;
 use ipnet::Ipv4Net;
 
-use super::{netns, NetworkError};
+pub use crate::hostnet::nft::{Firewall, NftFirewall, MASQUERADE_MARK};
 
 /// The nftables table rk3s owns.
 pub const TABLE: &str = "rk3s";
-
-/// The mark kube-proxy (and our service proxy) sets on packets it will
-/// masquerade itself.
-pub const MASQUERADE_MARK: u32 = 0x4000;
-
-/// The firewall boundary: install a complete ruleset.
-#[async_trait]
-pub trait Firewall: Send + Sync {
-    /// Applies `script` (nft syntax) as one transaction.
-    async fn apply(&self, script: &str) -> Result<(), NetworkError>;
-}
 
 /// The node's ruleset for table [`TABLE`], as an `nft -f` script that
 /// replaces any previous version.
@@ -64,59 +48,6 @@ pub fn ruleset(pod_cidr: Ipv4Net, cluster_cidr: Ipv4Net) -> String {
          \t}}\n\
          }}\n"
     )
-}
-
-/// [`Firewall`] through the `nft` binary, run inside a given network
-/// namespace (the process's own when `None`).
-#[derive(Debug, Clone)]
-pub struct NftFirewall {
-    host_netns: Option<PathBuf>,
-    binary: PathBuf,
-}
-
-impl NftFirewall {
-    pub fn new(host_netns: Option<PathBuf>) -> Self {
-        Self {
-            host_netns,
-            binary: PathBuf::from("nft"),
-        }
-    }
-
-    /// Uses `binary` instead of `nft` from PATH.
-    pub fn with_binary(mut self, binary: PathBuf) -> Self {
-        self.binary = binary;
-        self
-    }
-}
-
-#[async_trait]
-impl Firewall for NftFirewall {
-    async fn apply(&self, script: &str) -> Result<(), NetworkError> {
-        let binary = self.binary.clone();
-        let script = script.to_string();
-        // The child inherits the namespace of the thread that spawns it.
-        let output = netns::run_in(self.host_netns.clone(), move || {
-            let mut child = Command::new(&binary)
-                .args(["-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(script.as_bytes())?;
-            }
-            child.wait_with_output()
-        })
-        .await
-        .map_err(|e| NetworkError::io(format!("run {} -f -", self.binary.display()), e))?;
-        if !output.status.success() {
-            return Err(NetworkError::Nft {
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -158,17 +89,5 @@ mod tests {
         );
         assert!(script.contains("ip daddr 10.42.3.0/24 return"));
         assert!(script.contains("ip saddr 10.42.0.0/16 accept"));
-    }
-
-    #[tokio::test]
-    async fn a_failing_nft_reports_its_stderr() {
-        let fw = NftFirewall::new(None).with_binary(PathBuf::from("/bin/sh"));
-        // `sh -f -` reads the script from stdin: make it fail loudly.
-        let err = fw
-            .apply("echo 'syntax error, unexpected junk' >&2; exit 1")
-            .await
-            .unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("syntax error, unexpected junk"), "{msg}");
     }
 }
