@@ -76,6 +76,20 @@ spec:
       while true; do echo line $i; i=$((i+1)); sleep 1; done
 "#;
 
+/// Says two things and exits for good: `logs -f` of it must end.
+const DONE_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: done
+spec:
+  nodeName: agent
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: docker.io/rk3s/busybox:test
+    command: [sh, -c, "echo done; echo really"]
+"#;
+
 /// Fails once, then runs: `logs --previous` has the first run's output.
 const ONCE_POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -148,8 +162,10 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     });
     c.apply(WEB_POD);
     c.apply(ONCE_POD);
+    c.apply(DONE_POD);
     c.track_pod("web");
     c.track_pod("once");
+    c.track_pod("done");
     c.wait_for("web Running", 90, || {
         (c.pod_field("web", "{.status.phase}") == "Running").then_some(())
     });
@@ -224,6 +240,13 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     c.wait_for("once's second run log", 20, || {
         (text(&c.kubectl(&["logs", "once"]).stdout) == "second run\n").then_some(())
     });
+
+    // logs -f of a container that has exited ends, as kube's does
+    // (`c.kubectl` gives up after 60 s, which would fail here).
+    c.wait_for("done Succeeded", 90, || {
+        (c.pod_field("done", "{.status.phase}") == "Succeeded").then_some(())
+    });
+    assert_eq!(c.kubectl_ok(&["logs", "-f", "done"]), "done\nreally\n");
 
     port_forward(&c);
 
