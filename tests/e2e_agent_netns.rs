@@ -385,6 +385,20 @@ while True:
         break
     chans[m[0]] = chans.get(m[0], '') + base64.b64decode(m[1:]).decode()
 results['base64'] = {{'protocol': ws.getsubprotocol(), 'channels': chans}}
+# Port-forward over the kubelet's websocket channel framing.
+from kubernetes.stream import portforward
+pf = portforward(api.connect_get_namespaced_pod_portforward, 'web', 'default', ports='80')
+sock = pf.socket(80)
+sock.setblocking(True)
+sock.sendall(b'GET /index.html HTTP/1.0\r\n\r\n')
+reply = b''
+while True:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sock.close()
+results['port-forward'] = {{'body': reply.split(b'\r\n\r\n', 1)[-1].decode(), 'error': pf.error(80)}}
 print(json.dumps(results, sort_keys=True))
 "#,
         c.kubeconfig.display()
@@ -403,6 +417,7 @@ print(json.dumps(results, sort_keys=True))
             "out=True err=False": "a\nweb\n",
             "out=False err=True": "b\n",
             "stdin echo": "ping\n",
+            "port-forward": {"body": "hello from the agent\n", "error": null},
             "base64": {
                 "protocol": "base64.channel.k8s.io",
                 "channels": {

@@ -368,7 +368,7 @@ pub fn websocket(socket: WebSocket, protocol: Protocol, expect: Expect) -> Chann
 }
 
 /// One websocket message from the client as a channel event.
-fn decode_inbound(data: &[u8], protocol: Protocol) -> Option<Inbound> {
+pub(super) fn decode_inbound(data: &[u8], protocol: Protocol) -> Option<Inbound> {
     let (&first, rest) = data.split_first()?;
     if protocol.version >= 5 && first == 255 {
         // A close signal: `[255][channel]` (base64: the channel as a digit).
@@ -384,7 +384,7 @@ fn decode_inbound(data: &[u8], protocol: Protocol) -> Option<Inbound> {
 }
 
 /// One message to the client on `channel`.
-fn encode(protocol: Protocol, channel: u8, data: &[u8]) -> Message {
+pub(super) fn encode(protocol: Protocol, channel: u8, data: &[u8]) -> Message {
     if protocol.base64 {
         use base64::Engine as _;
         let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);

@@ -16,6 +16,7 @@ pub mod channels;
 pub mod exec;
 pub mod logs;
 pub mod portforward;
+pub mod portforward_channels;
 pub mod spdy;
 
 use std::path::PathBuf;

@@ -9,6 +9,10 @@
 //! network namespace, as kubelet does) and copies bytes both ways; a
 //! connection failure is written to the error stream in kubelet's words.
 //!
+//! A websocket without that subprotocol gets the kubelet's channel framing
+//! instead ([`super::portforward_channels`]), as the Python and JavaScript
+//! clients speak it.
+//!
 //! Partial: one slow pod connection applies back-pressure to the whole
 //! session's reader (client-go's spdystream has no per-stream flow control
 //! to lean on).
@@ -125,6 +129,10 @@ pub(super) async fn handler(
         WS_PROTOCOL,
     );
     let spdy_upgrade = offered(req.headers(), http::header::UPGRADE, "SPDY/3.1");
+    let plain_websocket = offered(req.headers(), http::header::UPGRADE, "websocket");
+    if plain_websocket && !websocket {
+        return channel_websocket(req, backend, (ns, pod, uid)).await;
+    }
     let target = Target { ns, pod, uid };
     if websocket {
         let (mut parts, _) = req.into_parts();
@@ -157,6 +165,51 @@ pub(super) async fn handler(
         "port-forward needs a websocket (SPDY/3.1+portforward.k8s.io) or SPDY/3.1 upgrade\n",
     )
         .into_response()
+}
+
+/// The kubelet's websocket channel framing
+/// ([`super::portforward_channels`]), for clients other than kubectl.
+async fn channel_websocket(
+    req: Request,
+    backend: Arc<dyn PortForwardBackend>,
+    target: (String, String, String),
+) -> Response {
+    use super::portforward_channels as pfc;
+    let names: Vec<String> = req
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let chosen = if names.is_empty() {
+        pfc::protocol("").map(|p| (String::new(), p))
+    } else {
+        names
+            .iter()
+            .find_map(|n| pfc::protocol(n).map(|p| (n.clone(), p)))
+    };
+    let Some((name, protocol)) = chosen else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("port-forward: none of the offered websocket protocols {names:?} is served; rk3s serves {WS_PROTOCOL}, v4.channel.k8s.io and v4.base64.channel.k8s.io\n"),
+        )
+            .into_response();
+    };
+    let ports = match pfc::ports(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let (mut parts, _) = req.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => {
+            let ws = if name.is_empty() { ws } else { ws.protocols([name]) };
+            ws.on_upgrade(move |socket| pfc::serve(socket, protocol, ports, backend, target))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Clone)]
