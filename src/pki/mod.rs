@@ -6,7 +6,8 @@
 //!   *client CA* signs client certificates (admin, control-plane components, kubelets);
 //! - leaf certificates for the API server and the in-process control-plane clients, renewed at
 //!   start when fewer than 90 days remain ([`Pki::load_or_create`]);
-//! - the service-account signing key (ECDSA P-256, for ES256 JWTs: see [`server`]);
+//! - the service-account signing key (ECDSA P-256, for ES256 JWTs: see [`server`]) and the
+//!   tokens it signs ([`jwt`]);
 //! - signing of agent CSRs for kubelet client/serving certificates ([`AgentCert`]);
 //! - rustls configurations for the server and for clients ([`tls`]);
 //! - k3s-format join tokens and kubeadm-format bootstrap tokens ([`token`], [`bootstrap`]);
@@ -23,6 +24,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod certs;
 pub mod files;
+pub mod jwt;
 pub mod kubeconfig;
 pub mod nodepass;
 pub mod options;

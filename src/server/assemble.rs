@@ -86,7 +86,7 @@ pub struct Parts {
 /// Who is asking: x509 client certificates, bootstrap tokens and
 /// ServiceAccount tokens (`crate::auth::authn`).
 pub fn authenticator(parts: &Parts) -> Result<Arc<dyn Authenticator>, crate::auth::AuthError> {
-    let keys = crate::auth::jwt::TokenKeys::new(
+    let keys = crate::pki::jwt::TokenKeys::new(
         parts.pki.service_account_key_pem(),
         parts.pki.service_account_public_key_pem(),
         &parts.settings.cluster_domain,

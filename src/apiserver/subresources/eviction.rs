@@ -27,7 +27,7 @@ use super::scale::label_selector_string;
 use crate::apiserver::codec;
 use crate::apiserver::keys;
 use crate::apiserver::objects::{self, meta_str};
-use crate::apiserver::rest::{store_err, Ctx};
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::selectors::LabelSelector;
 use crate::apiserver::status::ApiStatus;
 use crate::store::ListOptions;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::codec::{self, BodyType};
 use crate::apiserver::objects::{self, meta_str};
-use crate::apiserver::rest::{store_err, Ctx};
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::status::ApiStatus;
 use crate::apiserver::strategic;
 use crate::store::StoreError;
