@@ -12,6 +12,7 @@
 //! Partial: no `config.yaml.d/` drop-in directory yet; only single-stack
 //! (one CIDR each for pods and services).
 
+mod cluster;
 mod kubelet_args;
 mod settings;
 mod values;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use cluster::ClusterSettings;
 pub use kubelet_args::{
     parse_go_duration, parse_kubelet_arg, KubeletArg, KubeletArgs, SUPPORTED_KUBELET_ARGS,
 };

@@ -87,7 +87,9 @@ fn apply_patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     use crate::apiserver::fieldmanager::{self as fm, apply};
     let applied = codec::parse_document(body, true)?;
     if !applied.is_object() {
-        return Err(ApiStatus::bad_request("the request body must be a JSON object"));
+        return Err(ApiStatus::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let manager = ctx.q("fieldManager").ok_or_else(|| {
         ApiStatus::invalid(
@@ -115,18 +117,23 @@ fn apply_patch(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
     let api_version = ctx.def.api_version();
     let run = |live: Option<&Value>| -> Result<Value, ApiStatus> {
         apply::apply(&apply::ApplyRequest {
-        live,
-        applied: &applied,
-        manager,
-        force: ctx.q("force") == Some("true"),
-        api_version: &api_version,
-        schema: schema.as_ref(),
-        status_split: objects::has_status_subresource(&ctx.def),
-        subresource: ctx.sub.as_deref(),
+            live,
+            applied: &applied,
+            manager,
+            force: ctx.q("force") == Some("true"),
+            api_version: &api_version,
+            schema: schema.as_ref(),
+            status_split: objects::has_status_subresource(&ctx.def),
+            subresource: ctx.sub.as_deref(),
         })
         .map_err(|c| apply::conflict_status(&c))
     };
-    let exists = ctx.state.store.get(&ctx.key()).map_err(store_err)?.is_some();
+    let exists = ctx
+        .state
+        .store
+        .get(&ctx.key())
+        .map_err(store_err)?
+        .is_some();
     if !exists {
         if ctx.sub.is_some() {
             return Err(ApiStatus::not_found(ctx.target(&name)));
