@@ -11,7 +11,9 @@
 //! - signing of agent CSRs for kubelet client/serving certificates ([`AgentCert`]);
 //! - rustls configurations for the server and for clients ([`tls`]);
 //! - k3s-format join tokens and kubeadm-format bootstrap tokens ([`token`], [`bootstrap`]);
-//! - node-password hashing ([`nodepass`]) and kubeconfig files ([`kubeconfig`]).
+//! - node-password hashing ([`nodepass`]) and kubeconfig files ([`kubeconfig`]);
+//! - the join protocol's shared types ([`join`]) and a node's credential files ([`node_files`]),
+//!   used by both `server::join` and `agent::join`.
 //!
 //! Invariants: private keys are written 0600 and certificates 0644, always atomically
 //! ([`files::write_atomic`]); an existing CA is never replaced silently (a half-present CA is an
@@ -24,8 +26,10 @@ pub mod bootstrap;
 pub mod ca;
 pub mod certs;
 pub mod files;
+pub mod join;
 pub mod jwt;
 pub mod kubeconfig;
+pub mod node_files;
 pub mod nodepass;
 pub mod options;
 pub mod server;
