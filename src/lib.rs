@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod hostnet;
+pub mod hostos;
 pub mod k8s;
 pub mod pki;
 pub mod process;

@@ -47,6 +47,7 @@ pub mod strategic;
 pub mod streaming;
 pub mod subresources;
 pub mod table;
+#[cfg(test)]
 pub mod testing;
 pub mod validation;
 pub mod version;
