@@ -67,40 +67,19 @@ impl PortForwardBackend for NetnsPortForward {
         port: u16,
     ) -> Result<TcpStream, String> {
         let path = self.netns_dir.join(format!("rk3s-{uid}"));
-        let std = tokio::task::spawn_blocking(move || connect_in_netns(&path, port))
-            .await
-            .map_err(|e| e.to_string())??;
+        // The socket is made on a thread inside the pod's namespace and
+        // stays there (`hostnet::netns::run_in`).
+        let std = crate::hostnet::netns::run_in(Some(path), move || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(5),
+            )
+        })
+        .await
+        .map_err(|e| format!("failed to connect to port {port} in the pod network namespace: {e}"))?;
         std.set_nonblocking(true).map_err(|e| e.to_string())?;
         TcpStream::from_std(std).map_err(|e| e.to_string())
     }
-}
-
-/// Enters the namespace on this (blocking-pool) thread just long enough to
-/// create and connect the socket, which stays in that namespace.
-fn connect_in_netns(path: &std::path::Path, port: u16) -> Result<std::net::TcpStream, String> {
-    use std::os::fd::AsRawFd;
-    let target =
-        std::fs::File::open(path).map_err(|e| format!("failed to open {}: {e}", path.display()))?;
-    let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
-    // SAFETY: setns on valid namespace fds; the thread is restored below
-    // before it returns to the pool.
-    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "failed to enter the pod network namespace: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let result = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        std::time::Duration::from_secs(5),
-    );
-    // SAFETY: as above.
-    let restored = unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-    assert!(
-        restored,
-        "failed to return to the agent's network namespace"
-    );
-    result.map_err(|e| e.to_string())
 }
 
 pub(super) async fn handler(
