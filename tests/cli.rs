@@ -127,11 +127,11 @@ fn bad_flags_give_clear_messages() {
         &["--cluster-cidr", "prefix length must be at most 32"],
     );
     refused(
-        &rk3s(&["server", "--disable", "traefik"], &[]),
+        &rk3s(&["server", "--disable", "ingress"], &[]),
         &[
             "--disable",
-            "traefik",
-            "ingress, servicelb, dns, local-storage, metrics-server, network-policy",
+            "ingress",
+            "traefik, servicelb, coredns, local-storage, metrics-server, network-policy",
         ],
     );
     refused(

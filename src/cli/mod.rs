@@ -217,7 +217,7 @@ mod tests {
                 "--cluster-cidr",
                 "10.9.0.0/16",
                 "--disable",
-                "dns,servicelb",
+                "coredns,servicelb",
                 "--debug",
             ],
             Some("cluster-cidr: 10.1.0.0/16\nservice-cidr: 10.2.0.0/16\ncluster-dns: 10.2.0.10\n"),
