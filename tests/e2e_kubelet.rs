@@ -591,7 +591,7 @@ async fn containerd_is_supervised_and_outlives_the_agent() {
     if !require_e2e("containerd_is_supervised_and_outlives_the_agent") {
         return;
     }
-    use rk3s::agent::containerd::{self as supervisor, ContainerdPaths};
+    use rk3s::agent::containerd_supervisor::{self as supervisor, ContainerdPaths};
     let dir = tempfile::tempdir().expect("temp dir");
     let paths = ContainerdPaths {
         dir: dir.path().join("agent/containerd"),

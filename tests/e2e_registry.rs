@@ -29,7 +29,7 @@ use common::image::BusyboxImage;
 use common::privilege::{require_e2e, require_tools};
 use registry::{DockerRegistry, Secured};
 use rk3s::agent::kubelet::images::ImageManager;
-use rk3s::agent::registry::{pull_secrets, Credentials, HttpRegistry, RegistriesConfig};
+use rk3s::agent::image_registry::{pull_secrets, Credentials, HttpRegistry, RegistriesConfig};
 use rk3s::agent::runtime::containerd::ContainerdRuntime;
 use rk3s::agent::runtime::ContainerRuntime;
 

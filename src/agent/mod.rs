@@ -8,16 +8,20 @@
 //! [`kubelet::run`] itself.
 //!
 //! Map: `join` (CA pinning, node password, kubelet certificates),
-//! `kubelet` (registration, lease, pod sync), `runtime` (containerd),
-//! `network` (pod network on one node).
+//! `node_runner` (what one node runs: the tunnel, the kubelet API served on
+//! it, the kubelet), `kubelet` (registration, lease, pod sync),
+//! `kubelet_api` (logs, exec, attach, port-forward for the API server),
+//! `runtime` (the containerd client), `containerd_supervisor` (starting and
+//! watching the agent's own containerd), `image_registry` (pulls from OCI
+//! registries), `network` (pod network on one node).
 
-pub mod containerd;
+pub mod containerd_supervisor;
 pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod network;
-pub mod registry;
-pub mod node;
+pub mod image_registry;
+pub mod node_runner;
 pub mod runtime;
 
 use tokio_util::sync::CancellationToken;
@@ -47,5 +51,5 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         Err(e) => return Err(e.into()),
     };
     let opts = kubelet::KubeletOptions::for_agent(&config, creds);
-    node::run(opts, shutdown).await
+    node_runner::run(opts, shutdown).await
 }

@@ -181,7 +181,7 @@ fn start_builtin_agent(
     opts.cluster_domain = settings.cluster_domain.clone();
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
-        if let Err(e) = crate::agent::node::run(opts, shutdown).await {
+        if let Err(e) = crate::agent::node_runner::run(opts, shutdown).await {
             tracing::error!("the built-in agent stopped: {e}");
         }
     }))

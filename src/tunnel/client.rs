@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::CONNECT_PATH;
+use super::sessions::CONNECT_PATH;
 use super::session::{AcceptHandler, Role, Session, SessionOptions};
 use super::TunnelError;
 

@@ -7,7 +7,7 @@
 //! - `frame`: the wire format (one frame per websocket message).
 //! - `session`: streams, per-stream flow control, keep-alive, dead-peer
 //!   detection.
-//! - `registry`: the server side: the `/v1-rk3s/connect` route (nodes
+//! - `sessions`: the server side: the `/v1-rk3s/connect` route (nodes
 //!   only, each tied to its own name) and the current session per node.
 //! - `client`: the agent side: connect, serve opened streams, reconnect
 //!   with jittered back-off (an explicit state machine).
@@ -17,11 +17,11 @@
 
 pub mod client;
 pub mod frame;
-pub mod registry;
+pub mod sessions;
 pub mod session;
 
 pub use client::{run as run_client, ClientOptions};
-pub use registry::TunnelRegistry;
+pub use sessions::TunnelRegistry;
 pub use session::{AcceptHandler, Role, Session, SessionOptions};
 
 /// The target name of the agent's kubelet API.

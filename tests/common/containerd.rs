@@ -317,7 +317,7 @@ pub fn unique_id(prefix: &str) -> String {
 
 /// The config the agent itself runs containerd with, on this run's paths.
 fn config_toml(root: &Path, state: &Path, socket: &Path) -> String {
-    rk3s::agent::containerd::config_toml(&rk3s::agent::containerd::ContainerdPaths {
+    rk3s::agent::containerd_supervisor::config_toml(&rk3s::agent::containerd_supervisor::ContainerdPaths {
         dir: root.to_path_buf(),
         state: state.to_path_buf(),
         socket: socket.to_path_buf(),

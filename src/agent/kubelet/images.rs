@@ -8,7 +8,7 @@
 //! and downloads nothing when containerd already holds that digest.
 //!
 //! Credentials: the pod's `imagePullSecrets` credentials (see
-//! [`crate::agent::registry::pull_secrets`]) are tried one by one in
+//! [`crate::agent::image_registry::pull_secrets`]) are tried one by one in
 //! order, then the request without them, where the registry client falls
 //! back to `registries.yaml`'s `configs` auth for the endpoint, else
 //! anonymous. The error of the last attempt is the one reported.
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::api::PodApi;
-use crate::agent::registry::{
+use crate::agent::image_registry::{
     pull_secrets, Credentials, Reference, Registry, RegistryError, Scratch,
 };
 use crate::agent::runtime::{ContainerRuntime, ImageInfo};
@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(normalize("a@sha256:00"), "docker.io/library/a@sha256:00");
     }
 
-    use crate::agent::registry::{Credentials, RegistryError};
+    use crate::agent::image_registry::{Credentials, RegistryError};
     use crate::agent::runtime::{BlobFile, FakeCall, FakeRuntime, PulledImage};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -400,7 +400,7 @@ mod tests {
             &self,
             r: &Reference,
             creds: Option<&Credentials>,
-        ) -> crate::agent::registry::Result<String> {
+        ) -> crate::agent::image_registry::Result<String> {
             self.seen.lock().unwrap().push(creds.cloned());
             let required = self.required.lock().unwrap().clone();
             if required.is_some() && required.as_ref() != creds {
@@ -423,7 +423,7 @@ mod tests {
             r: &Reference,
             creds: Option<&Credentials>,
             _: &Path,
-        ) -> crate::agent::registry::Result<PulledImage> {
+        ) -> crate::agent::image_registry::Result<PulledImage> {
             let digest = self.resolve(r, creds).await?;
             self.fetches.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -52,7 +52,7 @@ use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::containerd::{self as supervisor, ContainerdPaths};
+use super::containerd_supervisor::{self as supervisor, ContainerdPaths};
 use super::network::{NetworkConfig, NetworkError, PodNetwork};
 use super::runtime::{labels, ContainerRuntime, ContainerSummary, ContainerdRuntime, RuntimeError};
 use super::NodeCredentials;
@@ -131,7 +131,7 @@ pub enum KubeletError {
     #[error(transparent)]
     Node(#[from] node::NodeError),
     #[error(transparent)]
-    Registry(#[from] crate::agent::registry::RegistryError),
+    Registry(#[from] crate::agent::image_registry::RegistryError),
     #[error("failed to build an API client from {path}: {message}")]
     Client { path: PathBuf, message: String },
     #[error("failed to use node {node}'s spec.podCIDR {cidr:?}: {message}")]
@@ -170,7 +170,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let node_name = opts.node.node_name.clone();
     // A malformed registries.yaml stops the agent: pulls would silently
     // bypass the mirrors and credentials the operator set.
-    let registries = crate::agent::registry::RegistriesConfig::load(&opts.node.private_registry)?;
+    let registries = crate::agent::image_registry::RegistriesConfig::load(&opts.node.private_registry)?;
     let (socket, containerd_root) = match external_socket(&opts.node.container_runtime_endpoint) {
         Some(s) => (s, PathBuf::from("/var/lib/containerd")),
         None => {
@@ -232,7 +232,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
 
     let mut images = images::ImageManager::new(runtime.clone(), opts.agent_dir.join("images"));
-    match crate::agent::registry::HttpRegistry::new() {
+    match crate::agent::image_registry::HttpRegistry::new() {
         Ok(registry) => images = images.with_registry(Arc::new(registry.with_config(registries))),
         Err(e) => tracing::warn!(error = %e, "image pulls from registries are disabled"),
     }

@@ -39,7 +39,7 @@
 //! - `exec` runs a command without stdio (probes, hooks); attach and
 //!   port-forward are not part of the trait yet.
 //! - [`ContainerRuntime::import_image`] reads docker-archive tars only
-//!   (no OCI-layout tars). Registry pulls download in `agent::registry`
+//!   (no OCI-layout tars). Registry pulls download in `agent::image_registry`
 //!   and are stored by [`ContainerRuntime::store_pulled`], which shares
 //!   the content write, unpack and image record with the import.
 //! - Rotated files are `<path>.1` … `<path>.4`; kubelet names them with a

@@ -81,7 +81,7 @@ impl LazyContainerdExec {
     pub fn new(endpoint: &str) -> Self {
         LazyContainerdExec {
             socket: kubelet::external_socket(endpoint)
-                .unwrap_or_else(|| PathBuf::from(super::containerd::DEFAULT_SOCKET)),
+                .unwrap_or_else(|| PathBuf::from(super::containerd_supervisor::DEFAULT_SOCKET)),
             inner: tokio::sync::OnceCell::new(),
         }
     }
