@@ -18,5 +18,7 @@ pub mod netns;
 pub mod privilege;
 /// Simulated nodes and a server with the cluster controllers and scheduler.
 pub mod simnodes;
+/// Deployments deleted with a propagation policy, timed (GC tests and bench).
+pub mod gcfixture;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
