@@ -22,3 +22,5 @@ pub mod simnodes;
 pub mod gcfixture;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
+/// One real server with its built-in agent in a network namespace.
+pub mod onenode;
