@@ -115,7 +115,15 @@ fn idle(extra: &[&str], minutes: u64) {
     let data = one.dir.path().join("data");
     let pid = one.pid();
     let (a, rev_a, db_a) = (ProcStats::read(pid), revision(&one), db_bytes(&data));
-    std::thread::sleep(Duration::from_secs(minutes * 60));
+    let log_from = std::fs::read_to_string(one.dir.path().join("server.log")).map_or(0, |t| t.len());
+    let mut per_minute = Vec::new();
+    let mut last = a.write_bytes;
+    for _ in 0..minutes {
+        std::thread::sleep(Duration::from_secs(60));
+        let now = ProcStats::read(pid).write_bytes;
+        per_minute.push((now - last).to_string());
+        last = now;
+    }
     let (b, rev_b, db_b) = (ProcStats::read(pid), revision(&one), db_bytes(&data));
     println!("idle {minutes} min, {label}:");
     println!("  written by rk3s:  {} bytes ({:.0} B/min)", b.write_bytes - a.write_bytes,
@@ -126,13 +134,13 @@ fn idle(extra: &[&str], minutes: u64) {
     println!("  fds / threads:    {} / {}", b.fds, b.threads);
     println!("  store revisions:  {} (Lease renewals are in memory, counted here)", rev_b.saturating_sub(rev_a));
     println!("  DB + WAL bytes:   {db_a} -> {db_b}");
-    let infos = std::fs::read_to_string(one.dir.path().join("server.log")).unwrap_or_default();
-    println!("  log lines while idle: {}", infos.lines().filter(|l| {
-        l.get(..19).is_some_and(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").is_ok_and(|t| {
-            let since = chrono::Utc::now().naive_utc() - t;
-            since.num_seconds() < (minutes * 60) as i64
-        }))
-    }).count());
+    println!("  bytes per minute: {}", per_minute.join(" "));
+    let log = std::fs::read_to_string(one.dir.path().join("server.log")).unwrap_or_default();
+    let idle_lines: Vec<&str> = log.get(log_from..).unwrap_or("").lines().collect();
+    println!("  log lines while idle: {}", idle_lines.len());
+    for l in idle_lines.iter().take(10) {
+        println!("    {l}");
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
