@@ -53,7 +53,10 @@ fn main() {
 fn db_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for e in walk(dir) {
-        let name = e.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = e
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.contains(".db") || name.ends_with("-wal") || name.ends_with("-shm") {
             total += std::fs::metadata(&e).map_or(0, |m| m.len());
         }
@@ -83,16 +86,28 @@ fn revision(one: &OneNode) -> u64 {
 }
 
 fn idle(extra: &[&str], minutes: u64) {
-    let label = if extra.is_empty() { "with the built-in agent, 10 pods" } else { "--disable-agent" };
+    let label = if extra.is_empty() {
+        "with the built-in agent, 10 pods"
+    } else {
+        "--disable-agent"
+    };
     let one = OneNode::start(extra, "info");
     if extra.is_empty() {
         one.wait_for("node Ready", 120, || {
-            let o = one.kubectl(&["get", "node", "server", "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            let o = one.kubectl(&[
+                "get",
+                "node",
+                "server",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
             (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
         });
         one.wait_for("the default ServiceAccount", 60, || {
-            one.kubectl(&["get", "sa", "default"]).status.success().then_some(())
+            one.kubectl(&["get", "sa", "default"])
+                .status
+                .success()
+                .then_some(())
         });
         let yaml = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: idle\nspec:\n  replicas: 10\n  selector:\n    matchLabels: {{app: idle}}\n  template:\n    metadata:\n      labels: {{app: idle}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {}\n        imagePullPolicy: Never\n        command: [sleep, \"100000000\"]\n",
@@ -105,7 +120,14 @@ fn idle(extra: &[&str], minutes: u64) {
         };
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         one.wait_for("10 running pods", 300, || {
-            let o = one.kubectl(&["get", "pods", "-l", "app=idle", "-o", "jsonpath={.items[*].status.phase}"]);
+            let o = one.kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "app=idle",
+                "-o",
+                "jsonpath={.items[*].status.phase}",
+            ]);
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
             (text.split_whitespace().filter(|p| *p == "Running").count() == 10).then_some(())
         });
@@ -115,7 +137,8 @@ fn idle(extra: &[&str], minutes: u64) {
     let data = one.dir.path().join("data");
     let pid = one.pid();
     let (a, rev_a, db_a) = (ProcStats::read(pid), revision(&one), db_bytes(&data));
-    let log_from = std::fs::read_to_string(one.dir.path().join("server.log")).map_or(0, |t| t.len());
+    let log_from =
+        std::fs::read_to_string(one.dir.path().join("server.log")).map_or(0, |t| t.len());
     let mut per_minute = Vec::new();
     let mut last = a.write_bytes;
     for _ in 0..minutes {
@@ -126,13 +149,25 @@ fn idle(extra: &[&str], minutes: u64) {
     }
     let (b, rev_b, db_b) = (ProcStats::read(pid), revision(&one), db_bytes(&data));
     println!("idle {minutes} min, {label}:");
-    println!("  written by rk3s:  {} bytes ({:.0} B/min)", b.write_bytes - a.write_bytes,
-        (b.write_bytes - a.write_bytes) as f64 / minutes as f64);
-    println!("  CPU:              {:.2} s ({:.2}% of a core)", b.cpu_seconds - a.cpu_seconds,
-        100.0 * (b.cpu_seconds - a.cpu_seconds) / (minutes * 60) as f64);
-    println!("  RSS:              {} KiB (start {} KiB)", b.rss_kib, a.rss_kib);
+    println!(
+        "  written by rk3s:  {} bytes ({:.0} B/min)",
+        b.write_bytes - a.write_bytes,
+        (b.write_bytes - a.write_bytes) as f64 / minutes as f64
+    );
+    println!(
+        "  CPU:              {:.2} s ({:.2}% of a core)",
+        b.cpu_seconds - a.cpu_seconds,
+        100.0 * (b.cpu_seconds - a.cpu_seconds) / (minutes * 60) as f64
+    );
+    println!(
+        "  RSS:              {} KiB (start {} KiB)",
+        b.rss_kib, a.rss_kib
+    );
     println!("  fds / threads:    {} / {}", b.fds, b.threads);
-    println!("  store revisions:  {} (Lease renewals are in memory, counted here)", rev_b.saturating_sub(rev_a));
+    println!(
+        "  store revisions:  {} (Lease renewals are in memory, counted here)",
+        rev_b.saturating_sub(rev_a)
+    );
     println!("  DB + WAL bytes:   {db_a} -> {db_b}");
     println!("  bytes per minute: {}", per_minute.join(" "));
     let log = std::fs::read_to_string(one.dir.path().join("server.log")).unwrap_or_default();
@@ -161,12 +196,24 @@ fn deletion() {
                 let before = create_deployment(&client, "default", &name, 3).await;
                 // Let the controllers settle so only the deletion is timed.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                match delete_and_time(&client, "default", &name, policy, &before, Duration::from_secs(60)).await {
+                match delete_and_time(
+                    &client,
+                    "default",
+                    &name,
+                    policy,
+                    &before,
+                    Duration::from_secs(60),
+                )
+                .await
+                {
                     Some(t) => times.push(t),
                     None => println!("  {policy} round {i}: dependents left after 60 s"),
                 }
             }
-            let all: Vec<String> = times.iter().map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0)).collect();
+            let all: Vec<String> = times
+                .iter()
+                .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+                .collect();
             println!(
                 "deployment deletion, {policy}: median {:.0} ms over {} rounds (ms: {})",
                 median(times.clone()).as_secs_f64() * 1000.0,
@@ -203,16 +250,28 @@ fn churn(configmaps: usize, pods: usize) {
         let cms = cms.clone();
         async move {
             let name = format!("churn-{}", i % 512);
-            let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}, "data": {"v": "0"}})).unwrap();
+            let cm: ConfigMap =
+                serde_json::from_value(json!({"metadata": {"name": name}, "data": {"v": "0"}}))
+                    .unwrap();
             let _ = cms.create(&PostParams::default(), &cm).await;
-            let _ = cms.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"data": {"v": i.to_string()}}))).await;
+            let _ = cms
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"v": i.to_string()}})),
+                )
+                .await;
             let _ = cms.delete(&name, &DeleteParams::default()).await;
         }
     };
     h.rt.block_on(async {
         use futures::StreamExt;
         for half in [0..configmaps / 2, configmaps / 2..configmaps] {
-            futures::stream::iter(half).map(cm_cycle).buffer_unordered(PARALLEL).collect::<Vec<_>>().await;
+            futures::stream::iter(half)
+                .map(cm_cycle)
+                .buffer_unordered(PARALLEL)
+                .collect::<Vec<_>>()
+                .await;
             self_stats(&h, "cm");
         }
     });
@@ -224,7 +283,13 @@ fn churn(configmaps: usize, pods: usize) {
             let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"churn": "x"}},
                 "spec": {"nodeName": format!("node-{}", i % 2), "containers": [{"name": "c", "image": "x"}]}})).unwrap();
             let _ = api.create(&PostParams::default(), &pod).await;
-            let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"v": i.to_string()}}}))).await;
+            let _ = api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {"v": i.to_string()}}})),
+                )
+                .await;
             let _ = api.delete(&name, &DeleteParams::default()).await;
             // The simulated node finishes the graceful deletion.
             for _ in 0..200 {
@@ -238,7 +303,11 @@ fn churn(configmaps: usize, pods: usize) {
     h.rt.block_on(async {
         use futures::StreamExt;
         for half in [0..pods / 2, pods / 2..pods] {
-            futures::stream::iter(half).map(pod_cycle).buffer_unordered(PARALLEL).collect::<Vec<_>>().await;
+            futures::stream::iter(half)
+                .map(pod_cycle)
+                .buffer_unordered(PARALLEL)
+                .collect::<Vec<_>>()
+                .await;
             self_stats(&h, "pods");
         }
     });

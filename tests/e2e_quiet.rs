@@ -38,7 +38,10 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
     });
     // The default ServiceAccount exists before pods are admitted.
     one.wait_for("the default ServiceAccount", 60, || {
-        one.kubectl(&["get", "sa", "default"]).status.success().then_some(())
+        one.kubectl(&["get", "sa", "default"])
+            .status
+            .success()
+            .then_some(())
     });
     let kubeconfig = one.kubeconfig.clone();
     let (gone_after, uid) = in_netns(one.node.netns(), move || {
@@ -88,7 +91,9 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
             let budget = Duration::from_millis(100).saturating_sub(created_at.elapsed());
             let _ = tokio::time::timeout(budget, bound).await;
             let deleted_at = Instant::now();
-            pods.delete("brief", &DeleteParams::default()).await.unwrap();
+            pods.delete("brief", &DeleteParams::default())
+                .await
+                .unwrap();
             eprintln!(
                 "deleted {:?} after creation",
                 deleted_at.duration_since(created_at)
@@ -102,7 +107,10 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
                 panic!("the watch ended before DELETED");
             })
             .await;
-            assert!(gone.is_ok(), "no DELETED within 25 s: the grace period was waited out");
+            assert!(
+                gone.is_ok(),
+                "no DELETED within 25 s: the grace period was waited out"
+            );
             (deleted_at.elapsed(), uid)
         })
     });
@@ -117,7 +125,10 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
     assert!(started.is_empty(), "a container was started: {started:?}");
     if let Some(c) = &one.ctrd {
         let list = c.ctr_ok(&["containers", "ls"]).unwrap();
-        assert!(!list.contains(&uid), "a container of the pod is left: {list}");
+        assert!(
+            !list.contains(&uid),
+            "a container of the pod is left: {list}"
+        );
     }
     assert!(
         !log.contains('\u{1b}'),

@@ -131,7 +131,13 @@ impl OneNode {
 
     /// Every pod uid in the cluster (for cleanup of host-wide leftovers).
     pub fn pod_uids(&self) -> Vec<String> {
-        let out = self.kubectl(&["get", "pods", "-A", "-o", "jsonpath={.items[*].metadata.uid}"]);
+        let out = self.kubectl(&[
+            "get",
+            "pods",
+            "-A",
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ]);
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .map(String::from)
@@ -159,7 +165,11 @@ impl Drop for OneNode {
         if std::thread::panicking() {
             eprintln!("server log tail:\n{}", self.server.log_tail(80));
         }
-        let uids = if self.ctrd.is_some() { self.pod_uids() } else { Vec::new() };
+        let uids = if self.ctrd.is_some() {
+            self.pod_uids()
+        } else {
+            Vec::new()
+        };
         self.server.stop();
         // The agent is fail-static: pods' namespaces and logs stay behind.
         for uid in uids {

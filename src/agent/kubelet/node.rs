@@ -377,8 +377,8 @@ pub async fn post_status(
         .await
         .map_err(node_err(format!("get node {name}")))?;
     if let Some(cur) = &current {
-        let old = serde_json::to_value(cur.status.clone().unwrap_or_default())
-            .unwrap_or(Value::Null);
+        let old =
+            serde_json::to_value(cur.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
         // Normalise ours through the same types the old one went through.
         let new = serde_json::from_value::<k8s_openapi::api::core::v1::NodeStatus>(status.clone())
             .ok()

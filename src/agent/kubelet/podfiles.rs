@@ -73,7 +73,10 @@ mod tests {
         write(dir.path(), "h\n", "p", "r\n").unwrap();
         assert_eq!(inode(HOSTS), before, "rewritten though unchanged");
         write(dir.path(), "h2\n", "p", "r\n").unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join(HOSTS)).unwrap(), "h2\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(HOSTS)).unwrap(),
+            "h2\n"
+        );
         assert_eq!(inode(HOSTS).0, before.0, "same inode: bind mounts see it");
     }
 }

@@ -103,7 +103,6 @@ pub async fn discover(client: &kube::Client, skip_events: bool) -> Result<Kinds>
     Ok(kinds)
 }
 
-
 /// The key of a watched kind: `apiVersion/plural`.
 fn kind_key(ar: &ApiResource) -> String {
     format!("{}/{}", ar.api_version, ar.plural)
@@ -246,12 +245,19 @@ fn delete_params(m: &Meta, foreground: bool) -> DeleteParams {
 }
 
 /// Makes one write of the plan.
-async fn execute(client: &kube::Client, kinds: &Kinds, by_key: &HashMap<String, Kind>, step: Step) -> Result<()> {
+async fn execute(
+    client: &kube::Client,
+    kinds: &Kinds,
+    by_key: &HashMap<String, Kind>,
+    step: Step,
+) -> Result<()> {
     let pp = PatchParams::default();
     let kind_of = |m: &Meta| by_key.get(&m.kind).cloned();
     match step {
         Step::DropOwner { dep, owner } => {
-            let Some(k) = kind_of(&dep) else { return Ok(()) };
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
             let gone: HashSet<String> = [owner].into();
             ignore_gone(
                 api_for(client, &k, &dep)
@@ -260,16 +266,24 @@ async fn execute(client: &kube::Client, kinds: &Kinds, by_key: &HashMap<String, 
             )
         }
         Step::RemoveFinalizer { obj, finalizer } => {
-            let Some(k) = kind_of(&obj) else { return Ok(()) };
+            let Some(k) = kind_of(&obj) else {
+                return Ok(());
+            };
             tracing::debug!(name = %obj.name, finalizer, "gc: dependents handled; removing the finalizer");
             ignore_gone(
                 api_for(client, &k, &obj)
-                    .patch(&obj.name, &pp, &Patch::Merge(without_finalizer(&obj, finalizer)))
+                    .patch(
+                        &obj.name,
+                        &pp,
+                        &Patch::Merge(without_finalizer(&obj, finalizer)),
+                    )
                     .await,
             )
         }
         Step::DeleteForeground { dep } => {
-            let Some(k) = kind_of(&dep) else { return Ok(()) };
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
             ignore_gone(
                 api_for(client, &k, &dep)
                     .delete(&dep.name, &delete_params(&dep, true))
@@ -277,7 +291,9 @@ async fn execute(client: &kube::Client, kinds: &Kinds, by_key: &HashMap<String, 
             )
         }
         Step::CheckOwners { dep, missing } => {
-            let Some(k) = kind_of(&dep) else { return Ok(()) };
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
             let mut gone = HashSet::new();
             for r in &missing {
                 if owner_absent(client, kinds, &dep, r).await == Some(true) {
@@ -331,7 +347,11 @@ impl Collector {
         }
         for (key, k) in &by_key {
             if !self.watches.contains_key(key) {
-                let task = tokio::spawn(watch_kind(self.ctx.client.clone(), k.clone(), self.tx.clone()));
+                let task = tokio::spawn(watch_kind(
+                    self.ctx.client.clone(),
+                    k.clone(),
+                    self.tx.clone(),
+                ));
                 self.watches.insert(key.clone(), WatchTask(task));
                 self.unsynced.insert(key.clone());
             }

@@ -306,7 +306,11 @@ mod tests {
         g.upsert(meta("p1", vec![owner("rs", true)]));
         g.upsert(meta("p2", vec![owner("rs", false)]));
         let plan = g.plan("rs");
-        assert_eq!(plan.len(), 2, "two deletions, no finalizer removal: {plan:?}");
+        assert_eq!(
+            plan.len(),
+            2,
+            "two deletions, no finalizer removal: {plan:?}"
+        );
         assert!(plan
             .iter()
             .all(|s| matches!(s, Step::DeleteForeground { .. })));
@@ -316,7 +320,10 @@ mod tests {
         assert!(g.plan("rs").is_empty());
         g.take_dirty();
         g.remove("p1");
-        assert!(g.take_dirty().contains(&"rs".to_string()), "the owner is woken");
+        assert!(
+            g.take_dirty().contains(&"rs".to_string()),
+            "the owner is woken"
+        );
         assert_eq!(
             g.plan("rs"),
             vec![Step::RemoveFinalizer {
@@ -332,8 +339,12 @@ mod tests {
         g.upsert(deleting(meta("rs", vec![]), ORPHAN));
         g.upsert(meta("p1", vec![owner("rs", true)]));
         let plan = g.plan("rs");
-        assert!(matches!(&plan[0], Step::DropOwner { dep, owner } if dep.uid == "p1" && owner == "rs"));
-        assert!(matches!(&plan[1], Step::RemoveFinalizer { finalizer, .. } if *finalizer == ORPHAN));
+        assert!(
+            matches!(&plan[0], Step::DropOwner { dep, owner } if dep.uid == "p1" && owner == "rs")
+        );
+        assert!(
+            matches!(&plan[1], Step::RemoveFinalizer { finalizer, .. } if *finalizer == ORPHAN)
+        );
     }
 
     #[test]
