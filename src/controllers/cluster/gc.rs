@@ -6,8 +6,8 @@
 //!   owner) is deleted; owners that are gone are dropped from a dependent
 //!   that still has others;
 //! - foreground: an owner carrying the `foregroundDeletion` finalizer has
-//!   its dependents deleted (in the foreground too, so the wait is
-//!   transitive) and the finalizer removed as soon as no dependent with
+//!   its dependents deleted (those with dependents of their own in the
+//!   foreground too, so the wait is transitive; leaves in the background) and the finalizer removed as soon as no dependent with
 //!   `blockOwnerDeletion` is left, letting the API remove the owner;
 //! - orphan: an owner carrying the `orphan` finalizer has its reference
 //!   removed from every dependent, then the finalizer removed.
@@ -280,13 +280,13 @@ async fn execute(
                     .await,
             )
         }
-        Step::DeleteForeground { dep } => {
+        Step::DeleteDependent { dep, foreground } => {
             let Some(k) = kind_of(&dep) else {
                 return Ok(());
             };
             ignore_gone(
                 api_for(client, &k, &dep)
-                    .delete(&dep.name, &delete_params(&dep, true))
+                    .delete(&dep.name, &delete_params(&dep, foreground))
                     .await,
             )
         }

@@ -56,9 +56,10 @@ pub enum Step {
     DropOwner { dep: Meta, owner: String },
     /// The collector's part of a deletion is done.
     RemoveFinalizer { obj: Meta, finalizer: &'static str },
-    /// Foreground: the dependent goes (in the foreground too, so the wait
-    /// is transitive).
-    DeleteForeground { dep: Meta },
+    /// Foreground: the dependent goes, itself in the foreground when it
+    /// has dependents of its own (so the wait is transitive); a leaf goes in
+    /// the background, which spares it a finalizer round trip.
+    DeleteDependent { dep: Meta, foreground: bool },
     /// These owners of `dep` are not in the graph: the executor confirms
     /// each with a live GET (the graph may lag a just-created owner), then
     /// deletes `dep` if all its owners are gone or drops the gone ones.
@@ -216,7 +217,10 @@ impl Graph {
                     blocking += 1;
                 }
                 if !dep.deleting {
-                    steps.push(Step::DeleteForeground { dep: dep.clone() });
+                    steps.push(Step::DeleteDependent {
+                        dep: dep.clone(),
+                        foreground: self.dependents.contains_key(&dep.uid),
+                    });
                 }
             }
             if blocking == 0 {
@@ -313,7 +317,7 @@ mod tests {
         );
         assert!(plan
             .iter()
-            .all(|s| matches!(s, Step::DeleteForeground { .. })));
+            .all(|s| matches!(s, Step::DeleteDependent { foreground, .. } if !foreground)));
         // p1 is going (no new delete), p2 is gone: p1 still blocks.
         g.upsert(deleting(meta("p1", vec![owner("rs", true)]), FOREGROUND));
         g.remove("p2");
@@ -331,6 +335,16 @@ mod tests {
                 finalizer: FOREGROUND
             }]
         );
+    }
+
+    #[test]
+    fn a_dependent_with_dependents_of_its_own_goes_in_the_foreground() {
+        let mut g = Graph::default();
+        g.upsert(deleting(meta("deploy", vec![]), FOREGROUND));
+        g.upsert(meta("rs", vec![owner("deploy", true)]));
+        g.upsert(meta("p1", vec![owner("rs", true)]));
+        assert!(matches!(&g.plan("deploy")[..],
+            [Step::DeleteDependent { dep, foreground: true }] if dep.uid == "rs"));
     }
 
     #[test]
