@@ -19,7 +19,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const FORCED_EXIT_CODE: i32 = 130;
 
 /// Installs the global `tracing` subscriber (stderr). `RUST_LOG` overrides
-/// the level; otherwise `info`, or `debug` with `--debug`. Safe to call twice.
+/// the level; otherwise `info`, or `debug` with `--debug`. One line per
+/// event, ANSI colours only when stderr is a terminal. Safe to call twice.
 pub fn init_logging(debug: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if debug { "debug" } else { "info" };
@@ -27,8 +28,12 @@ pub fn init_logging(debug: bool) {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(default),
     };
+    // Colour only for a person at a terminal: the journal and `| cat` get
+    // plain lines (escape codes show there as garbage).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }

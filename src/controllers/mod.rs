@@ -40,7 +40,8 @@ pub struct ControllerOptions {
     /// The cluster CA bundle (PEM) published as `kube-root-ca.crt` in every
     /// namespace (`Pki::ca_bundle_pem`); empty publishes nothing.
     pub root_ca_pem: String,
-    /// How often the garbage collector walks ownerReferences (5 s).
+    /// How often the garbage collector re-checks every object of its
+    /// watch-fed graph (10 min; deletions are handled as they happen).
     pub gc_period: Duration,
 }
 
@@ -54,7 +55,7 @@ impl ControllerOptions {
             default_toleration_seconds: 300,
             cronjob_period: Duration::from_secs(10),
             root_ca_pem: String::new(),
-            gc_period: Duration::from_secs(5),
+            gc_period: Duration::from_secs(600),
         }
     }
 }

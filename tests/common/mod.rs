@@ -18,5 +18,9 @@ pub mod netns;
 pub mod privilege;
 /// Simulated nodes and a server with the cluster controllers and scheduler.
 pub mod simnodes;
+/// Deployments deleted with a propagation policy, timed (GC tests and bench).
+pub mod gcfixture;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
+/// One real server with its built-in agent in a network namespace.
+pub mod onenode;

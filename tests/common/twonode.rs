@@ -112,6 +112,11 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// The running process's pid (nsenter execs rk3s, so it is rk3s's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<_> = text.lines().collect();

@@ -456,6 +456,7 @@ async fn worker_loop(
     shutdown: CancellationToken,
     done: mpsc::UnboundedSender<String>,
 ) {
+    w.follow(rx.clone());
     loop {
         let pod = rx.borrow_and_update().clone();
         if w.sync(pod.as_ref()).await == worker::Flow::Finished {

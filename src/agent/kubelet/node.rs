@@ -1,7 +1,9 @@
 //! The Node object: host facts, registration (labels and taints applied
-//! once, at creation) and the status the kubelet posts every
+//! once, at creation) and the status the kubelet computes every
 //! [`STATUS_PERIOD`] (capacity, addresses, nodeInfo, conditions with
-//! kube's reasons and messages).
+//! kube's reasons and messages) and posts only when it changed or every
+//! [`REPORT_FREQUENCY`], as kubelet does: the Lease (kept in memory by the
+//! store) is the heartbeat, so an idle node writes nothing to disk.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -15,7 +17,12 @@ use serde_json::{json, Value};
 
 use crate::config::NodeConfig;
 
+/// How often the kubelet looks at its node (a read; a write only on change).
 pub const STATUS_PERIOD: Duration = Duration::from_secs(10);
+/// kubelet's nodeStatusReportFrequency: an unchanged status is re-posted
+/// this often, so `lastHeartbeatTime` says the kubelet is alive to readers
+/// that do not look at the Lease.
+pub const REPORT_FREQUENCY: Duration = Duration::from_secs(300);
 pub const KUBELET_VERSION: &str = "v1.32.0+rk3s1";
 pub const MAX_PODS: u32 = 110;
 /// Below this much available memory the node reports MemoryPressure
@@ -310,6 +317,43 @@ pub async fn register(
     post_status(client, name, facts, network_ready).await
 }
 
+/// Whether `new` (a [`build_status`]) says something `old` does not, the
+/// conditions' timestamps aside: the only test for a write besides the
+/// report frequency.
+pub fn status_changed(old: &Value, new: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut v = v.clone();
+        for c in v["conditions"].as_array_mut().into_iter().flatten() {
+            if let Some(m) = c.as_object_mut() {
+                m.remove("lastHeartbeatTime");
+                m.remove("lastTransitionTime");
+            }
+        }
+        v
+    }
+    let (old, new) = (strip(old), strip(new));
+    let Some(fields) = new.as_object() else {
+        return true;
+    };
+    // Only the fields the kubelet owns: others (images, volumes) are not ours.
+    fields.iter().any(|(k, v)| old.get(k) != Some(v))
+}
+
+/// The newest `lastHeartbeatTime` among `status`'s conditions.
+fn last_heartbeat(status: &Value) -> Option<chrono::DateTime<Utc>> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c["lastHeartbeatTime"].as_str())
+        .filter_map(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max()
+}
+
+/// Posts the node's status when it changed or the last report is older
+/// than [`REPORT_FREQUENCY`] (kubelet's nodeStatusReportFrequency); on an
+/// idle node this writes nothing (the Lease is the heartbeat). Returns the
+/// Node as it now is.
 pub async fn post_status(
     client: &Client,
     name: &str,
@@ -318,9 +362,26 @@ pub async fn post_status(
 ) -> Result<Node, NodeError> {
     let api: Api<Node> = Api::all(client.clone());
     let mut status = build_status(facts, network_ready);
-    // Keep lastTransitionTime where the condition did not change.
-    if let Ok(Some(cur)) = api.get_opt(name).await {
-        if let Some(old) = cur.status.and_then(|s| s.conditions) {
+    let current = api
+        .get_opt(name)
+        .await
+        .map_err(node_err(format!("get node {name}")))?;
+    if let Some(cur) = &current {
+        let old =
+            serde_json::to_value(cur.status.clone().unwrap_or_default()).unwrap_or(Value::Null);
+        // Normalise ours through the same types the old one went through.
+        let new = serde_json::from_value::<k8s_openapi::api::core::v1::NodeStatus>(status.clone())
+            .ok()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null);
+        let fresh = last_heartbeat(&old).is_some_and(|t| {
+            (Utc::now() - t).to_std().unwrap_or(Duration::ZERO) < REPORT_FREQUENCY
+        });
+        if fresh && !status_changed(&old, &new) {
+            return Ok(cur.clone());
+        }
+        // Keep lastTransitionTime where the condition did not change.
+        if let Some(old) = cur.status.as_ref().and_then(|s| s.conditions.as_ref()) {
             for c in status["conditions"].as_array_mut().into_iter().flatten() {
                 if let Some(o) = old
                     .iter()
@@ -410,5 +471,38 @@ mod tests {
             build_status(&low, true)["conditions"][0]["reason"],
             "KubeletHasInsufficientMemory"
         );
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_a_change_though_its_times_moved() {
+        let a = build_status(&facts(), true);
+        let mut b = a.clone();
+        for c in b["conditions"].as_array_mut().unwrap() {
+            c["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
+            c["lastTransitionTime"] = json!("2030-01-01T00:00:00Z");
+        }
+        assert!(!status_changed(&a, &b));
+        // Fields the kubelet does not own (images) do not count either.
+        let mut with_images = a.clone();
+        with_images["images"] = json!([{"names": ["busybox"]}]);
+        assert!(!status_changed(&with_images, &b));
+        assert!(status_changed(&a, &build_status(&facts(), false)));
+        let mut low = facts();
+        low.memory_available_bytes = 10 << 20;
+        assert!(status_changed(&a, &build_status(&low, true)));
+        let mut moved = facts();
+        moved.internal_ip = "192.168.1.11".parse().unwrap();
+        assert!(status_changed(&a, &build_status(&moved, true)));
+    }
+
+    #[test]
+    fn the_heartbeat_is_the_newest_condition_time() {
+        let mut s = build_status(&facts(), true);
+        s["conditions"][1]["lastHeartbeatTime"] = json!("2030-01-01T00:00:00Z");
+        assert_eq!(
+            last_heartbeat(&s).unwrap().to_rfc3339(),
+            "2030-01-01T00:00:00+00:00"
+        );
+        assert!(last_heartbeat(&json!({})).is_none());
     }
 }

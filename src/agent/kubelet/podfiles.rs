@@ -30,13 +30,22 @@ pub const HOSTS: &str = "etc-hosts";
 pub const HOSTNAME: &str = "etc-hostname";
 pub const RESOLV_CONF: &str = "resolv.conf";
 
-/// Writes the three files into `dir`.
+/// Writes the three files into `dir`, each only when its content differs:
+/// the worker calls this every resync, and an idle node must not write.
+/// (In place, not by rename: the files are bind-mounted by inode.)
 pub fn write(dir: &Path, hosts: &str, hostname: &str, resolv: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join(HOSTS), hosts)?;
-    std::fs::write(dir.join(HOSTNAME), format!("{hostname}\n"))?;
-    std::fs::write(dir.join(RESOLV_CONF), resolv)?;
+    write_if_changed(&dir.join(HOSTS), hosts)?;
+    write_if_changed(&dir.join(HOSTNAME), &format!("{hostname}\n"))?;
+    write_if_changed(&dir.join(RESOLV_CONF), resolv)?;
     Ok(())
+}
+
+fn write_if_changed(path: &Path, content: &str) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|cur| cur == content.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, content)
 }
 
 #[cfg(test)]
@@ -48,5 +57,26 @@ mod tests {
         let r = resolv_conf("10.43.0.10".parse().unwrap(), "web", "cluster.local");
         assert_eq!(r, "search web.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.43.0.10\noptions ndots:5\n");
         assert!(hosts("10.42.0.5", "p", &[]).ends_with("10.42.0.5\tp\n"));
+    }
+
+    #[test]
+    fn unchanged_files_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "h\n", "p", "r\n").unwrap();
+        let inode = |n: &str| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(dir.path().join(n)).unwrap();
+            (m.ino(), m.mtime_nsec(), m.mtime())
+        };
+        let before = inode(HOSTS);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(dir.path(), "h\n", "p", "r\n").unwrap();
+        assert_eq!(inode(HOSTS), before, "rewritten though unchanged");
+        write(dir.path(), "h2\n", "p", "r\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(HOSTS)).unwrap(),
+            "h2\n"
+        );
+        assert_eq!(inode(HOSTS).0, before.0, "same inode: bind mounts see it");
     }
 }

@@ -125,6 +125,10 @@ pub struct PodWorker {
     problem: Option<String>,
     /// The latest pod object, for preStop hooks at termination.
     last_pod: Option<Pod>,
+    /// The pod as the watch sees it now, read mid-sync so a deletion that
+    /// arrives while an image is pulled stops the worker from starting
+    /// anything (kubelet's pod worker goes straight to terminating).
+    latest: Option<tokio::sync::watch::Receiver<Option<Pod>>>,
 }
 
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(4);
@@ -211,7 +215,23 @@ impl PodWorker {
             mounts: BTreeMap::new(),
             problem: None,
             last_pod: None,
+            latest: None,
         }
+    }
+
+    /// Lets the worker see deletions that arrive during a sync.
+    pub fn follow(&mut self, latest: tokio::sync::watch::Receiver<Option<Pod>>) {
+        self.latest = Some(latest);
+    }
+
+    /// Whether the pod was deleted (gone, or a deletionTimestamp set) since
+    /// this sync began: nothing new is started then.
+    fn deletion_requested(&self) -> bool {
+        self.latest.as_ref().is_some_and(|rx| {
+            rx.borrow()
+                .as_ref()
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+        })
     }
 
     pub fn uid(&self) -> &str {
@@ -294,6 +314,10 @@ impl PodWorker {
         }
         self.problem = None;
         self.last_pod = Some(pod.clone());
+        if self.deletion_requested() {
+            // Already deleted again: the next sync terminates; start nothing.
+            return Flow::Continue;
+        }
         let ready_to_start = self.ensure_sandbox(pod).await;
         let mut init_done = true;
         let mut init_failed = false;
@@ -427,6 +451,7 @@ impl PodWorker {
                             self.run_probes(c, &mut slot, now).await;
                         }
                     }
+                    ContainerState::Created if self.deletion_requested() => {}
                     ContainerState::Created => {
                         if let Err(e) = self.ctx.runtime.start(&id).await {
                             slot.state = CState::waiting("RunContainerError", Some(e.to_string()));
@@ -571,6 +596,12 @@ impl PodWorker {
                 return;
             }
         };
+        if self.deletion_requested() {
+            // Deleted while the image was pulled: start nothing; the next
+            // sync (already signalled) terminates the pod at once.
+            tracing::debug!(pod = %self.pod_ref(), container = %c.name, "pod deleted before its container started; not starting it");
+            return;
+        }
         // The previous run's container goes once its replacement exists.
         let id = match self.ctx.runtime.create_container(&spec).await {
             Ok(id) => id,
@@ -589,6 +620,9 @@ impl PodWorker {
             }
         }
         slot.id = Some(id.clone());
+        if self.deletion_requested() {
+            return;
+        }
         match self.ctx.runtime.start(&id).await {
             Ok(()) => {
                 let started = Utc::now();

@@ -1,35 +1,60 @@
 //! The garbage collector: ownerReferences as kube's garbage collector
-//! applies them.
+//! applies them, from a graph kept by watches.
 //!
 //! - background: a dependent all of whose owners are gone (verified with a
-//!   live GET by name and uid, not just a stale list) is deleted; owners that
-//!   are gone are dropped from a dependent that still has others;
+//!   live GET by name and uid, since the graph may lag a just-created
+//!   owner) is deleted; owners that are gone are dropped from a dependent
+//!   that still has others;
 //! - foreground: an owner carrying the `foregroundDeletion` finalizer has
-//!   its dependents deleted (in the foreground too, so the wait is
-//!   transitive) and the finalizer removed once no dependent with
+//!   its dependents deleted (those with dependents of their own in the
+//!   foreground too, so the wait is transitive; leaves in the background) and the finalizer removed as soon as no dependent with
 //!   `blockOwnerDeletion` is left, letting the API remove the owner;
 //! - orphan: an owner carrying the `orphan` finalizer has its reference
 //!   removed from every dependent, then the finalizer removed.
 //!
-//! Shape: a level-triggered pass every `gc_period` over every listable,
-//! deletable kind the API serves (discovered, refreshed each minute), so a
-//! restart simply resumes. PARTIAL: polling, not kube's watch-built graph
-//! (deletions lag by up to one period and each pass lists every object);
-//! Events are not collected (they carry no ownerReferences in practice).
+//! Shape: one watch per listable, deletable kind the API serves (discovered
+//! at start, every [`REDISCOVER`] and soon after a CRD changes) feeds the
+//! owner graph ([`graph`]); each event marks the objects whose decision may
+//! change, and only those are looked at, so a deleted owner's dependents
+//! go within a moment of its deletion and an idle cluster costs nothing.
+//! Nothing is decided before every kind's first list is in (a foreground
+//! owner must not lose its finalizer because its dependents' kind was not
+//! listed yet). Every `gc_period` (10 min by default) all objects are
+//! looked at again from the graph (no lists): the consistency check. A
+//! restart rebuilds the graph from fresh lists and simply resumes.
+//!
+//! PARTIAL: the watches carry whole objects (our API server does not render
+//! `PartialObjectMetadata` yet); only metadata is kept. Events are not
+//! watched (volatile, and they carry no ownerReferences in practice).
+
+mod graph;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::super::Context;
 use super::{Error, Result};
+use graph::{Graph, Meta, Step};
 
-const REDISCOVER: Duration = Duration::from_secs(60);
+/// How often the served kinds are discovered again (a CRD change also
+/// triggers it).
+const REDISCOVER: Duration = Duration::from_secs(300);
+/// Events gathered into one round before deciding (deletions of many
+/// dependents come in bursts).
+const BATCH: usize = 512;
+/// A failed write is retried after this long (the object stays dirty).
+const RETRY: Duration = Duration::from_secs(2);
 
 /// A listable, deletable kind.
 #[derive(Clone, Debug)]
@@ -78,48 +103,84 @@ pub async fn discover(client: &kube::Client, skip_events: bool) -> Result<Kinds>
     Ok(kinds)
 }
 
-/// One object as the collector sees it.
-#[derive(Clone, Debug)]
-struct Item {
-    kind: Kind,
-    obj: DynamicObject,
+/// The key of a watched kind: `apiVersion/plural`.
+fn kind_key(ar: &ApiResource) -> String {
+    format!("{}/{}", ar.api_version, ar.plural)
 }
 
-impl Item {
-    fn uid(&self) -> String {
-        self.obj.uid().unwrap_or_default()
-    }
-    fn deleting(&self) -> bool {
-        self.obj.metadata.deletion_timestamp.is_some()
-    }
-    fn api(&self, client: &kube::Client) -> Api<DynamicObject> {
-        match (self.kind.namespaced, self.obj.namespace()) {
-            (true, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &self.kind.ar),
-            _ => Api::all_with(client.clone(), &self.kind.ar),
+/// What a kind's watch reports.
+enum Change {
+    Applied(Meta),
+    Deleted { kind: String, uid: String },
+    Listed { kind: String, items: Vec<Meta> },
+}
+
+/// Watches one kind until aborted, sending metadata changes.
+async fn watch_kind(client: kube::Client, kind: Kind, tx: mpsc::Sender<Change>) {
+    let key = kind_key(&kind.ar);
+    let api: Api<DynamicObject> = Api::all_with(client, &kind.ar);
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listing = Vec::new();
+    while let Some(ev) = events.next().await {
+        let change = match ev {
+            Ok(Event::Init) => {
+                listing.clear();
+                continue;
+            }
+            Ok(Event::InitApply(o)) => {
+                listing.extend(Meta::of(&key, &o));
+                continue;
+            }
+            Ok(Event::InitDone) => Change::Listed {
+                kind: key.clone(),
+                items: std::mem::take(&mut listing),
+            },
+            Ok(Event::Apply(o)) => match Meta::of(&key, &o) {
+                Some(m) => Change::Applied(m),
+                None => continue,
+            },
+            Ok(Event::Delete(o)) => match o.uid() {
+                Some(uid) => Change::Deleted {
+                    kind: key.clone(),
+                    uid,
+                },
+                None => continue,
+            },
+            Err(e) => {
+                tracing::debug!(kind = %key, "gc: watch failed; retrying: {e}");
+                continue;
+            }
+        };
+        if tx.send(change).await.is_err() {
+            return;
         }
     }
 }
 
-async fn list_all(client: &kube::Client, kinds: &Kinds) -> Vec<Item> {
-    let mut out = Vec::new();
-    for k in &kinds.list {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &k.ar);
-        match api.list(&ListParams::default()).await {
-            Ok(list) => out.extend(list.items.into_iter().map(|obj| Item {
-                kind: k.clone(),
-                obj,
-            })),
-            Err(e) => tracing::debug!(kind = %k.ar.kind, "gc: failed to list: {e}"),
-        }
+/// A watch task that stops when dropped.
+struct WatchTask(tokio::task::JoinHandle<()>);
+
+impl Drop for WatchTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
-    out
 }
 
-/// Whether the owner `r` of `dep` is really gone (a live GET by name, uid compared).
+fn api_for(client: &kube::Client, kind: &Kind, m: &Meta) -> Api<DynamicObject> {
+    match (kind.namespaced, &m.namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.ar),
+        _ => Api::all_with(client.clone(), &kind.ar),
+    }
+}
+
+/// Whether the owner `r` of `dep` is really gone (a live GET by name, uid
+/// compared); `None` when that cannot be told.
 async fn owner_absent(
     client: &kube::Client,
     kinds: &Kinds,
-    dep: &Item,
+    dep: &Meta,
     r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
 ) -> Option<bool> {
     let kind = kinds
@@ -137,8 +198,8 @@ async fn owner_absent(
                 .values()
                 .find(|k| k.ar.group == gvk.group && k.ar.kind == gvk.kind)
         })?;
-    let api: Api<DynamicObject> = match (kind.namespaced, dep.obj.namespace()) {
-        (true, Some(ns)) => Api::namespaced_with(client.clone(), &ns, &kind.ar),
+    let api: Api<DynamicObject> = match (kind.namespaced, &dep.namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.ar),
         (true, None) => return None,
         (false, _) => Api::all_with(client.clone(), &kind.ar),
     };
@@ -149,171 +210,258 @@ async fn owner_absent(
     }
 }
 
-fn without_finalizer(item: &Item, f: &str) -> serde_json::Value {
-    let rest: Vec<String> = item
-        .obj
-        .finalizers()
-        .iter()
-        .filter(|x| x.as_str() != f)
-        .cloned()
-        .collect();
+fn without_finalizer(m: &Meta, f: &str) -> serde_json::Value {
+    let rest: Vec<&String> = m.finalizers.iter().filter(|x| x.as_str() != f).collect();
     json!({"metadata": {"finalizers": if rest.is_empty() { serde_json::Value::Null } else { json!(rest) },
-                        "resourceVersion": item.obj.resource_version()}})
+                        "resourceVersion": m.resource_version}})
 }
 
-fn without_owners(item: &Item, gone: &HashSet<String>) -> serde_json::Value {
-    let rest: Vec<_> = item
-        .obj
-        .owner_references()
-        .iter()
-        .filter(|o| !gone.contains(&o.uid))
-        .cloned()
-        .collect();
+fn without_owners(m: &Meta, gone: &HashSet<String>) -> serde_json::Value {
+    let rest: Vec<_> = m.owners.iter().filter(|o| !gone.contains(&o.uid)).collect();
     json!({"metadata": {"ownerReferences": if rest.is_empty() { serde_json::Value::Null } else { json!(rest) },
-                        "resourceVersion": item.obj.resource_version()}})
+                        "resourceVersion": m.resource_version}})
 }
 
 fn ignore_gone(r: std::result::Result<impl Sized, kube::Error>) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
+        // 409: someone changed it first; its watch event brings it back.
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-/// One collection pass over `items`.
-async fn pass(client: &kube::Client, kinds: &Kinds) -> Result<()> {
-    let items = list_all(client, kinds).await;
-    let uids: HashSet<String> = items.iter().map(Item::uid).collect();
-    let mut dependents: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, it) in items.iter().enumerate() {
-        for o in it.obj.owner_references() {
-            dependents.entry(o.uid.clone()).or_default().push(i);
-        }
-    }
+fn delete_params(m: &Meta, foreground: bool) -> DeleteParams {
+    let mut dp = if foreground {
+        DeleteParams::foreground()
+    } else {
+        DeleteParams::background()
+    };
+    dp.preconditions = Some(Preconditions {
+        uid: Some(m.uid.clone()),
+        resource_version: None,
+    });
+    dp
+}
+
+/// Makes one write of the plan.
+async fn execute(
+    client: &kube::Client,
+    kinds: &Kinds,
+    by_key: &HashMap<String, Kind>,
+    step: Step,
+) -> Result<()> {
     let pp = PatchParams::default();
-    for owner in items.iter().filter(|i| i.deleting()) {
-        let deps = dependents.get(&owner.uid()).cloned().unwrap_or_default();
-        let fins = owner.obj.finalizers();
-        if fins.iter().any(|f| f == "orphan") {
-            let gone: HashSet<String> = [owner.uid()].into();
-            for d in &deps {
-                let dep = &items[*d];
-                ignore_gone(
-                    dep.api(client)
-                        .patch(
-                            &dep.obj.name_any(),
-                            &pp,
-                            &Patch::Merge(without_owners(dep, &gone)),
-                        )
-                        .await,
-                )?;
-            }
+    let kind_of = |m: &Meta| by_key.get(&m.kind).cloned();
+    match step {
+        Step::DropOwner { dep, owner } => {
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
+            let gone: HashSet<String> = [owner].into();
             ignore_gone(
-                owner
-                    .api(client)
+                api_for(client, &k, &dep)
+                    .patch(&dep.name, &pp, &Patch::Merge(without_owners(&dep, &gone)))
+                    .await,
+            )
+        }
+        Step::RemoveFinalizer { obj, finalizer } => {
+            let Some(k) = kind_of(&obj) else {
+                return Ok(());
+            };
+            tracing::debug!(name = %obj.name, finalizer, "gc: dependents handled; removing the finalizer");
+            ignore_gone(
+                api_for(client, &k, &obj)
                     .patch(
-                        &owner.obj.name_any(),
+                        &obj.name,
                         &pp,
-                        &Patch::Merge(without_finalizer(owner, "orphan")),
+                        &Patch::Merge(without_finalizer(&obj, finalizer)),
                     )
                     .await,
-            )?;
-        } else if fins.iter().any(|f| f == "foregroundDeletion") {
-            let mut blocking = 0;
-            for d in &deps {
-                let dep = &items[*d];
-                let blocks = dep
-                    .obj
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.uid == owner.uid() && o.block_owner_deletion == Some(true));
-                if blocks {
-                    blocking += 1;
-                }
-                if !dep.deleting() {
-                    ignore_gone(
-                        dep.api(client)
-                            .delete(&dep.obj.name_any(), &DeleteParams::foreground())
-                            .await,
-                    )?;
+            )
+        }
+        Step::DeleteDependent { dep, foreground } => {
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
+            ignore_gone(
+                api_for(client, &k, &dep)
+                    .delete(&dep.name, &delete_params(&dep, foreground))
+                    .await,
+            )
+        }
+        Step::CheckOwners { dep, missing } => {
+            let Some(k) = kind_of(&dep) else {
+                return Ok(());
+            };
+            let mut gone = HashSet::new();
+            for r in &missing {
+                if owner_absent(client, kinds, &dep, r).await == Some(true) {
+                    gone.insert(r.uid.clone());
                 }
             }
-            if blocking == 0 {
+            if gone.is_empty() {
+                return Ok(());
+            }
+            let api = api_for(client, &k, &dep);
+            if gone.len() == dep.owners.len() {
+                tracing::debug!(name = %dep.name, "gc: deleting a dependent whose owners are gone");
+                ignore_gone(api.delete(&dep.name, &delete_params(&dep, false)).await)
+            } else {
                 ignore_gone(
-                    owner
-                        .api(client)
-                        .patch(
-                            &owner.obj.name_any(),
-                            &pp,
-                            &Patch::Merge(without_finalizer(owner, "foregroundDeletion")),
-                        )
+                    api.patch(&dep.name, &pp, &Patch::Merge(without_owners(&dep, &gone)))
                         .await,
-                )?;
+                )
             }
         }
     }
-    for dep in items
-        .iter()
-        .filter(|i| !i.obj.owner_references().is_empty() && !i.deleting())
-    {
-        let refs = dep.obj.owner_references();
-        let mut gone = HashSet::new();
-        for r in refs.iter().filter(|r| !uids.contains(&r.uid)) {
-            if owner_absent(client, kinds, dep, r).await == Some(true) {
-                gone.insert(r.uid.clone());
+}
+
+/// The collector's state between events.
+struct Collector {
+    ctx: Context,
+    kinds: Kinds,
+    by_key: HashMap<String, Kind>,
+    watches: HashMap<String, WatchTask>,
+    /// Kinds whose first list has not come in yet.
+    unsynced: HashSet<String>,
+    graph: Graph,
+    tx: mpsc::Sender<Change>,
+    retry: HashSet<String>,
+}
+
+impl Collector {
+    /// Starts watches for new kinds and drops those of kinds gone.
+    fn set_kinds(&mut self, kinds: Kinds) {
+        let by_key: HashMap<String, Kind> = kinds
+            .list
+            .iter()
+            .map(|k| (kind_key(&k.ar), k.clone()))
+            .collect();
+        for key in self.by_key.keys() {
+            if !by_key.contains_key(key) {
+                self.watches.remove(key);
+                self.unsynced.remove(key);
+                self.graph.drop_kind(key);
             }
         }
-        if gone.is_empty() {
-            continue;
+        for (key, k) in &by_key {
+            if !self.watches.contains_key(key) {
+                let task = tokio::spawn(watch_kind(
+                    self.ctx.client.clone(),
+                    k.clone(),
+                    self.tx.clone(),
+                ));
+                self.watches.insert(key.clone(), WatchTask(task));
+                self.unsynced.insert(key.clone());
+            }
         }
-        if gone.len() == refs.len() {
-            tracing::debug!(name = %dep.obj.name_any(), "gc: deleting a dependent whose owners are gone");
-            ignore_gone(
-                dep.api(client)
-                    .delete(&dep.obj.name_any(), &DeleteParams::background())
-                    .await,
-            )?;
-        } else {
-            ignore_gone(
-                dep.api(client)
-                    .patch(
-                        &dep.obj.name_any(),
-                        &pp,
-                        &Patch::Merge(without_owners(dep, &gone)),
-                    )
-                    .await,
-            )?;
+        self.by_key = by_key;
+        self.kinds = kinds;
+    }
+
+    /// Applies one change; true when it concerns CRDs (new kinds may exist).
+    fn apply(&mut self, change: Change) -> bool {
+        let kind = match change {
+            Change::Applied(m) => {
+                let k = m.kind.clone();
+                self.graph.upsert(m);
+                k
+            }
+            Change::Deleted { kind, uid } => {
+                self.graph.remove(&uid);
+                kind
+            }
+            Change::Listed { kind, items } => {
+                self.unsynced.remove(&kind);
+                self.graph.replace_kind(&kind, items);
+                kind
+            }
+        };
+        kind.ends_with("/customresourcedefinitions")
+    }
+
+    /// Decides and writes for every dirty object.
+    async fn work(&mut self) {
+        if !self.unsynced.is_empty() {
+            return;
+        }
+        for uid in self.graph.take_dirty() {
+            for step in self.graph.plan(&uid) {
+                if let Err(e) = execute(&self.ctx.client, &self.kinds, &self.by_key, step).await {
+                    tracing::debug!(uid = %uid, "gc: {e}");
+                    self.retry.insert(uid.clone());
+                    break;
+                }
+            }
         }
     }
-    Ok(())
 }
 
 /// Runs the garbage collector until shutdown.
 pub async fn run(ctx: Context) {
-    let mut kinds: Option<(Instant, Kinds)> = None;
-    let mut delay = ctx.options.gc_period;
+    let (tx, mut rx) = mpsc::channel::<Change>(BATCH * 2);
+    let mut c = Collector {
+        ctx: ctx.clone(),
+        kinds: Kinds::default(),
+        by_key: HashMap::new(),
+        watches: HashMap::new(),
+        unsynced: HashSet::new(),
+        graph: Graph::default(),
+        tx,
+        retry: HashSet::new(),
+    };
+    let mut discover_at = Instant::now();
+    let mut discover_delay = Duration::from_secs(1);
+    let mut consistency_at = Instant::now() + ctx.options.gc_period;
+    let mut retry_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        if kinds.as_ref().is_none_or(|(t, _)| t.elapsed() > REDISCOVER) {
-            match discover(&ctx.client, true).await {
-                Ok(k) => kinds = Some((Instant::now(), k)),
-                Err(e) => tracing::debug!("gc: {e}"),
+            _ = tokio::time::sleep_until(discover_at) => {
+                match discover(&ctx.client, true).await {
+                    Ok(k) => {
+                        c.set_kinds(k);
+                        discover_delay = Duration::from_secs(1);
+                        discover_at = Instant::now() + REDISCOVER;
+                    }
+                    Err(e) => {
+                        tracing::debug!("gc: {e}");
+                        discover_at = Instant::now() + discover_delay;
+                        discover_delay = (discover_delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(consistency_at) => {
+                tracing::debug!(objects = c.graph.len(), "gc: consistency pass");
+                c.graph.mark_all();
+                consistency_at = Instant::now() + ctx.options.gc_period;
+            }
+            _ = async { tokio::time::sleep_until(retry_at.expect("guarded")).await }, if retry_at.is_some() => {
+                retry_at = None;
+                for uid in std::mem::take(&mut c.retry) {
+                    c.graph.mark(&uid);
+                }
+            }
+            Some(change) = rx.recv() => {
+                let mut crd = c.apply(change);
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(change) => crd |= c.apply(change),
+                        Err(_) => break,
+                    }
+                }
+                if crd && c.unsynced.is_empty() {
+                    // A CRD changed: its kind is served a moment later.
+                    discover_at = discover_at.min(Instant::now() + Duration::from_secs(1));
+                }
             }
         }
-        let Some((_, k)) = kinds.as_ref() else {
-            delay = (delay * 2).min(Duration::from_secs(30));
-            continue;
-        };
-        match pass(&ctx.client, k).await {
-            Ok(()) => delay = ctx.options.gc_period,
-            Err(e) => {
-                tracing::debug!("gc: {e}");
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
+        if c.graph.has_dirty() {
+            c.work().await;
+        }
+        if !c.retry.is_empty() && retry_at.is_none() {
+            retry_at = Some(Instant::now() + RETRY);
         }
     }
 }

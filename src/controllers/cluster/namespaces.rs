@@ -12,13 +12,16 @@
 //! `NamespaceFinalizersRemaining`). When nothing is left the namespace is
 //! deleted again, which resumes the API's own finaliser (see
 //! `apiserver::namespaces::finish_namespace`) even after a server restart.
+//! A Terminating namespace is re-checked when one of its pods goes (a
+//! watch) and otherwise every second until empty. PARTIAL: other kinds do
+//! not wake it (the GC's owner graph could, sharing its watches).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -279,7 +282,9 @@ async fn empty_namespace(c: &NsCtx, ns: &Namespace) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Action::requeue(Duration::from_secs(2)))
+    // Pod deletions wake this at once (see `run`); other kinds are
+    // re-listed this often until the namespace is empty.
+    Ok(Action::requeue(Duration::from_secs(1)))
 }
 
 async fn reconcile(ns: Arc<Namespace>, c: Arc<NsCtx>) -> Result<Action> {
@@ -315,9 +320,23 @@ pub async fn run(ctx: Context) {
         move |sa: ServiceAccount| to_ns(sa.namespace()),
     )
     .watches(
-        Api::<ConfigMap>::all(client),
+        Api::<ConfigMap>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={ROOT_CA}")),
         move |cm: ConfigMap| to_ns(cm.namespace()),
+    )
+    // Pods are what a Terminating namespace waits for longest (their grace
+    // periods): a pod going (or gone) re-checks its namespace at once
+    // rather than at the next poll.
+    .watches(
+        Api::<Pod>::all(client),
+        watcher::Config::default(),
+        move |pod: Pod| {
+            if pod.metadata.deletion_timestamp.is_some() {
+                to_ns(pod.namespace())
+            } else {
+                None
+            }
+        },
     )
     .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
     .run(reconcile, error_policy, c)
