@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Builds the rk3s release binaries and lays out one release directory, the way
+# install.sh downloads it: <out>/rk3s-<arch>, <out>/sha256sum-<arch>.txt and
+# <out>/install.sh (arch is amd64 or arm64, as k3s names them). Serve the parent
+# of <out> over HTTP and point INSTALL_RK3S_DOWNLOAD_URL at it, with
+# INSTALL_RK3S_VERSION=<basename of out>.
+#
+#   packaging/build-release.sh                       # arm64 and amd64 into dist/v<version>
+#   packaging/build-release.sh --arch arm64          # only the Raspberry Pi build
+#   packaging/build-release.sh --out /srv/rk3s/v0.1.0 --arch amd64
+#   packaging/build-release.sh --binary target/debug/rk3s --arch amd64 --out DIR   # lay out only (tests)
+#
+# Cross-building arm64 on Debian x86 (12 or newer) needs, once:
+#   dpkg --add-architecture arm64 && apt-get update
+#   apt-get install -y rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu \
+#       qemu-user-static protobuf-compiler
+# The arm64 build uses Debian's toolchain (/usr/bin/cargo, /usr/bin/rustc), which has the
+# arm64 standard library; rustup cannot add targets on machines without network access.
+#
+# arm64 links glibc dynamically (aarch64-unknown-linux-gnu), not musl: every OS that runs
+# on a Raspberry Pi 3/4/5 in 64-bit mode (Raspberry Pi OS, Debian, Ubuntu, Fedora, Arch,
+# DietPi) is glibc-based; Debian ships no musl Rust standard library to cross-build with;
+# and musl's allocator is markedly slower under tokio's many threads. The binary needs
+# only libc, libm and libgcc_s from glibc 2.31+ (checked and printed below).
+#
+# Environment:
+#   RK3S_RELEASE_TARGET_DIR   cargo target directory base (default /var/cache/rk3s-release);
+#                             each arch builds in <base>-<arch>
+#   RK3S_RELEASE_NICE         nice level of the build (default 19: the build is long and CPU-bound)
+#   RK3S_RELEASE_MAP=1        also write a linker map and print what costs most in the binary
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
+out=""
+arches=""
+binary=""
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) out=$2; shift 2 ;;
+        --arch) arches="$arches $2"; shift 2 ;;
+        --binary) binary=$2; shift 2 ;;
+        -h | --help) usage 0 ;;
+        *) echo "error: unknown argument '$1'" >&2; usage 2 ;;
+    esac
+done
+arches=${arches:-arm64 amd64}
+out=${out:-$repo/dist/v$version}
+
+if [ -n "$binary" ]; then
+    set -- $arches
+    [ $# -eq 1 ] || { echo "error: --binary needs exactly one --arch" >&2; exit 2; }
+    [ -f "$binary" ] || { echo "error: --binary $binary is not a file" >&2; exit 2; }
+fi
+
+base=${RK3S_RELEASE_TARGET_DIR:-/var/cache/rk3s-release}
+nice_level=${RK3S_RELEASE_NICE:-19}
+
+triple_of() {
+    case "$1" in
+        arm64) echo aarch64-unknown-linux-gnu ;;
+        amd64) echo x86_64-unknown-linux-gnu ;;
+        *) echo "error: unsupported arch '$1' (arm64 or amd64)" >&2; exit 2 ;;
+    esac
+}
+
+# Builds the release binary of one arch and prints its path.
+build() { # ARCH
+    local arch=$1 triple target_dir map
+    triple=$(triple_of "$arch")
+    target_dir=$base-$arch
+    map=$target_dir/rk3s-$arch.map
+    local -a envs=(CARGO_TARGET_DIR="$target_dir")
+    local cargo=cargo
+    if [ "$arch" = arm64 ]; then
+        [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] ||
+            { echo "error: Debian's rustc-web/cargo-web are missing: see the top of $0" >&2; exit 1; }
+        [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ] ||
+            { echo "error: the arm64 Rust std is missing: apt-get install libstd-rust-web-dev:arm64" >&2; exit 1; }
+        command -v aarch64-linux-gnu-gcc >/dev/null ||
+            { echo "error: apt-get install gcc-aarch64-linux-gnu" >&2; exit 1; }
+        cargo=/usr/bin/cargo
+        envs+=(RUSTC=/usr/bin/rustc
+            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+            CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+            AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar)
+    fi
+    if [ "${RK3S_RELEASE_MAP:-}" = 1 ]; then
+        local var
+        var=CARGO_TARGET_$(echo "$triple" | tr 'a-z-' 'A-Z_')_RUSTFLAGS
+        envs+=("$var=-C link-arg=-Wl,-Map=$map")
+    fi
+    echo "building rk3s $version for $arch ($triple) in $target_dir" >&2
+    (cd "$repo" && env "${envs[@]}" nice -n "$nice_level" \
+        "$cargo" build --release --locked --target "$triple" --bin rk3s >&2)
+    echo "$target_dir/$triple/release/rk3s"
+}
+
+# Prints the 15 crates that take most of the binary's code and data, from a linker map.
+report_map() { # MAP
+    local map=$1
+    [ -f "$map" ] || return 0
+    echo "largest crates in the binary (from the linker map $map):"
+    # Input sections of a function-sections build are named .text.<symbol>; a line holds
+    # the section name and address/size, or the name alone with address/size on the next.
+    awk '
+        /^ \.(text|rodata|data\.rel\.ro)\./ {
+            name = $1
+            if (NF >= 3) { size = strtonum($3); print size, name; next }
+            pending = name; next
+        }
+        pending != "" && NF >= 2 && $1 ~ /^0x/ { print strtonum($2), pending; pending = ""; next }
+        { pending = "" }
+    ' "$map" | sed -E 's/ \.(text|rodata|data\.rel\.ro)\./ /' |
+        while read -r size sym; do
+            printf '%s %s\n' "$size" "$(echo "$sym" | rustfilt_or_cat)"
+        done | awk '
+        {
+            s = $2
+            sub(/^_ZN[0-9]*/, "", s); sub(/^<+/, "", s)
+            crate = s
+            if (match(s, /^[A-Za-z0-9_]+/)) crate = substr(s, RSTART, RLENGTH); else crate = "(other)"
+            sum[crate] += $1; total += $1
+        }
+        END {
+            for (c in sum) printf "%10.1f KiB  %s\n", sum[c] / 1024, c
+            printf "%10.1f KiB  (all sections above)\n", total / 1024
+        }' | sort -rn | head -n 16
+}
+
+rustfilt_or_cat() {
+    if command -v rustfilt >/dev/null 2>&1; then rustfilt; else cat; fi
+}
+
+lay_out() { # ARCH BINARY
+    local arch=$1 bin=$2 triple strip_tool=strip
+    triple=$(triple_of "$arch")
+    mkdir -p "$out"
+    cp "$bin" "$out/rk3s-$arch.tmp"
+    [ "$arch" = arm64 ] && strip_tool=aarch64-linux-gnu-strip
+    if [ -z "$binary" ] && command -v "$strip_tool" >/dev/null 2>&1; then
+        "$strip_tool" "$out/rk3s-$arch.tmp"
+    fi
+    chmod 0755 "$out/rk3s-$arch.tmp"
+    mv -f "$out/rk3s-$arch.tmp" "$out/rk3s-$arch"
+    (cd "$out" && sha256sum "rk3s-$arch" >"sha256sum-$arch.txt")
+    cp "$repo/install.sh" "$out/install.sh"
+    chmod 0755 "$out/install.sh"
+    local size
+    size=$(stat -c %s "$out/rk3s-$arch")
+    awk -v a="$arch" -v s="$size" -v t="$triple" \
+        'BEGIN { printf "rk3s-%s: %d bytes (%.1f MiB, %.1f MB) stripped, for %s\n", a, s, s / 1048576, s / 1e6, t }' 
+    if [ -z "$binary" ]; then
+        # The newest glibc symbol version the binary needs: the oldest OS it runs on.
+        local objdump=objdump
+        [ "$arch" = arm64 ] && objdump=aarch64-linux-gnu-objdump
+        if command -v "$objdump" >/dev/null 2>&1; then
+            echo "rk3s-$arch needs $("$objdump" -T "$out/rk3s-$arch" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n1)" \
+                "and $("$objdump" -p "$out/rk3s-$arch" | awk '/NEEDED/ {printf "%s ", $2}')"
+        fi
+        [ "${RK3S_RELEASE_MAP:-}" != 1 ] || report_map "$base-$arch/rk3s-$arch.map"
+    fi
+}
+
+for arch in $arches; do
+    triple_of "$arch" >/dev/null
+    if [ -n "$binary" ]; then
+        lay_out "$arch" "$binary"
+    else
+        lay_out "$arch" "$(build "$arch")"
+    fi
+done
+echo "release layout in $out:"
+ls -l "$out"
