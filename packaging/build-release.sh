@@ -9,6 +9,7 @@
 #   packaging/build-release.sh --arch arm64          # only the Raspberry Pi build
 #   packaging/build-release.sh --out /srv/rk3s/v0.1.0 --arch amd64
 #   packaging/build-release.sh --binary target/debug/rk3s --arch amd64 --out DIR   # lay out only (tests)
+#   packaging/build-release.sh --report-map MAP      # what costs most, from a linker map
 #
 # Cross-building arm64 on Debian x86 (12 or newer) needs, once:
 #   dpkg --add-architecture arm64 && apt-get update
@@ -35,9 +36,10 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
 out=""
 arches=""
 binary=""
+report_only=""
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -46,11 +48,13 @@ while [ $# -gt 0 ]; do
         --out) out=$2; shift 2 ;;
         --arch) arches="$arches $2"; shift 2 ;;
         --binary) binary=$2; shift 2 ;;
+        --report-map) report_only=$2; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "error: unknown argument '$1'" >&2; usage 2 ;;
     esac
 done
 arches=${arches:-arm64 amd64}
+
 out=${out:-$repo/dist/v$version}
 
 if [ -n "$binary" ]; then
@@ -102,40 +106,49 @@ build() { # ARCH
     echo "$target_dir/$triple/release/rk3s"
 }
 
-# Prints the 15 crates that take most of the binary's code and data, from a linker map.
+# Prints the crates that take most of the binary's code and data, from a linker map: input
+# sections of a function-sections build are named .text.<symbol> (or .rodata./.data.rel.ro.),
+# with address and size on the same line or, for a long name, on the next.
 report_map() { # MAP
     local map=$1
-    [ -f "$map" ] || return 0
-    echo "largest crates in the binary (from the linker map $map):"
-    # Input sections of a function-sections build are named .text.<symbol>; a line holds
-    # the section name and address/size, or the name alone with address/size on the next.
+    [ -f "$map" ] || { echo "no linker map at $map" >&2; return 0; }
+    echo "largest crates in the binary (input sections in the linker map $map):"
     awk '
+        function hex(s,   i, v) {
+            v = 0; s = tolower(s); sub(/^0x/, "", s)
+            for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+            return v
+        }
+        # The crate a (legacy-mangled) symbol belongs to; C symbols by their prefix.
+        function crate(sym,   n, rest) {
+            if (match(sym, /^_ZN[0-9]+/)) {
+                n = substr(sym, 4, RLENGTH - 3) + 0
+                rest = substr(sym, RLENGTH + 1, n)
+                if (substr(rest, 1, 5) == "_$LT$") rest = substr(rest, 6)
+                if (substr(rest, 1, 4) == "$LT$") rest = substr(rest, 5)
+                sub(/(\.\.|\$).*/, "", rest)
+                return rest == "" ? "(generic impls)" : rest
+            }
+            if (sym ~ /^_R/) return "(v0-mangled)"
+            if (sym ~ /^sqlite3/) return "sqlite3 (C, rusqlite bundled)"
+            if (sym ~ /^(ring_core|GFp|aes_|gcm_|ecp_|x25519|chacha)/) return "ring (C/asm)"
+            if (sym ~ /^\.L|^anon\.|^cst|^str\./ || sym == "") return "(unnamed constants)"
+            return "(other C: libc glue, compiler-rt)"
+        }
+        function add(sec, size,   sym) {
+            sym = sec; sub(/^\.(text|rodata|data\.rel\.ro)\./, "", sym)
+            c = crate(sym); sum[c] += size; total += size
+        }
         /^ \.(text|rodata|data\.rel\.ro)\./ {
-            name = $1
-            if (NF >= 3) { size = strtonum($3); print size, name; next }
-            pending = name; next
+            if (NF >= 3 && $2 ~ /^0x/) { add($1, hex($3)); pending = ""; next }
+            pending = $1; next
         }
-        pending != "" && NF >= 2 && $1 ~ /^0x/ { print strtonum($2), pending; pending = ""; next }
+        pending != "" && $1 ~ /^0x/ && NF >= 2 { add(pending, hex($2)); pending = ""; next }
         { pending = "" }
-    ' "$map" | sed -E 's/ \.(text|rodata|data\.rel\.ro)\./ /' |
-        while read -r size sym; do
-            printf '%s %s\n' "$size" "$(echo "$sym" | rustfilt_or_cat)"
-        done | awk '
-        {
-            s = $2
-            sub(/^_ZN[0-9]*/, "", s); sub(/^<+/, "", s)
-            crate = s
-            if (match(s, /^[A-Za-z0-9_]+/)) crate = substr(s, RSTART, RLENGTH); else crate = "(other)"
-            sum[crate] += $1; total += $1
-        }
         END {
             for (c in sum) printf "%10.1f KiB  %s\n", sum[c] / 1024, c
-            printf "%10.1f KiB  (all sections above)\n", total / 1024
-        }' | sort -rn | head -n 16
-}
-
-rustfilt_or_cat() {
-    if command -v rustfilt >/dev/null 2>&1; then rustfilt; else cat; fi
+            printf "%10.1f KiB  (all named input sections)\n", total / 1024
+        }' "$map" | sort -rn | head -n 20
 }
 
 lay_out() { # ARCH BINARY
@@ -168,6 +181,10 @@ lay_out() { # ARCH BINARY
     fi
 }
 
+if [ -n "$report_only" ]; then
+    report_map "$report_only"
+    exit 0
+fi
 for arch in $arches; do
     triple_of "$arch" >/dev/null
     if [ -n "$binary" ]; then
