@@ -464,7 +464,7 @@ descendants() {
 stop() {
     pids=$($2)
     [ -n "$pids" ] || return 0
-    echo "+ stopping $2: $pids"
+    echo "+ stopping $2:" $pids
     kill -TERM $pids 2>/dev/null
     i=0
     while [ $i -lt "$1" ] && [ -n "$($2)" ]; do
@@ -506,7 +506,7 @@ stop 10 rk3s_pids
 shims=$(shim_pids)
 if [ -n "$shims" ]; then
     containers=$(descendants $shims)
-    echo "+ killing the shims $shims and the containers $containers"
+    echo "+ killing the shims" $shims "and the containers" $containers
     kill -KILL $shims $containers 2>/dev/null
 fi
 stop 5 own_containerd_pids

@@ -60,7 +60,10 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -106,7 +109,10 @@ fn installs_into_the_real_root_without_starting() {
     }
     let before = existing(&REAL_PATHS);
     for p in ["/usr/local/bin/rk3s", "/etc/systemd/system/rk3s.service"] {
-        assert!(!before.contains(p), "{p} exists: this host has rk3s installed; refusing to touch it");
+        assert!(
+            !before.contains(p),
+            "{p} exists: this host has rk3s installed; refusing to touch it"
+        );
     }
     let _cleanup = RealRootCleanup(before.clone());
     let release = Release::new();
@@ -118,7 +124,10 @@ fn installs_into_the_real_root_without_starting() {
     ]);
     let said = ok("install.sh into /", &out);
     eprintln!("{said}");
-    assert_eq!(std::fs::read("/usr/local/bin/rk3s").unwrap(), std::fs::read(RK3S).unwrap());
+    assert_eq!(
+        std::fs::read("/usr/local/bin/rk3s").unwrap(),
+        std::fs::read(RK3S).unwrap()
+    );
     for p in [
         "/usr/local/bin/rk3s-killall.sh",
         "/usr/local/bin/rk3s-uninstall.sh",
@@ -128,15 +137,23 @@ fn installs_into_the_real_root_without_starting() {
         assert!(Path::new(p).is_file(), "{p} missing");
     }
     use std::os::unix::fs::PermissionsExt;
-    let env_mode = std::fs::metadata("/etc/systemd/system/rk3s.service.env").unwrap().permissions().mode();
+    let env_mode = std::fs::metadata("/etc/systemd/system/rk3s.service.env")
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(env_mode & 0o777, 0o600);
     // The real root's killall removes every rk3s-* pod namespace.
-    assert!(std::fs::read_to_string("/usr/local/bin/rk3s-killall.sh").unwrap().contains("ALL_NETNS=true"));
+    assert!(std::fs::read_to_string("/usr/local/bin/rk3s-killall.sh")
+        .unwrap()
+        .contains("ALL_NETNS=true"));
     if before.contains("/usr/local/bin/kubectl") || common::privilege::which("kubectl").is_some() {
         assert!(said.contains("Skipping the kubectl symlink"), "{said}");
     }
     // The installed binary runs.
-    let v = Command::new("/usr/local/bin/rk3s").arg("--version").output().unwrap();
+    let v = Command::new("/usr/local/bin/rk3s")
+        .arg("--version")
+        .output()
+        .unwrap();
     ok("rk3s --version", &v);
     // Not started: no systemd runs here, and SKIP_START says so anyway.
     assert!(said.contains("Not enabling or starting") || Path::new("/run/systemd/system").exists());
@@ -146,9 +163,16 @@ fn installs_into_the_real_root_without_starting() {
         ("INSTALL_RK3S_VERSION", "v9.9.9"),
     ]);
     let said = ok("second install.sh into /", &again);
-    assert!(said.contains("already installed") && !said.contains("Wrote"), "{said}");
+    assert!(
+        said.contains("already installed") && !said.contains("Wrote"),
+        "{said}"
+    );
     drop(_cleanup);
-    assert_eq!(existing(&REAL_PATHS), before, "the real root is not as it was");
+    assert_eq!(
+        existing(&REAL_PATHS),
+        before,
+        "the real root is not as it was"
+    );
 }
 
 /// A rk3s server (the scratch root's installed binary) in a namespace.
@@ -245,7 +269,9 @@ fn files(root: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
@@ -263,7 +289,9 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
         return;
     }
     let containerd = Containerd::start().expect("containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).unwrap();
+    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
+        .write(containerd.scratch())
+        .unwrap();
     containerd.import(&tar).expect("import busybox");
     let net = Network::new("ki").expect("network");
     let node = net.add_node("one").expect("node");
@@ -294,17 +322,27 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
     );
     let bin = r.join("usr/local/bin/rk3s");
     let killall = std::fs::read_to_string(r.join("usr/local/bin/rk3s-killall.sh")).unwrap();
-    assert!(killall.contains(&containerd.socket().display().to_string()), "{killall}");
+    assert!(
+        killall.contains(&containerd.socket().display().to_string()),
+        "{killall}"
+    );
 
     // Undoes what a failure before killall would leave (dropped after the server, before root).
-    let leftovers = Leftovers { root: r.to_path_buf(), uids: Default::default() };
+    let leftovers = Leftovers {
+        root: r.to_path_buf(),
+        uids: Default::default(),
+    };
     // The installed binary, as the unit would run it, in the node's namespace.
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let mut args: Vec<String> = exec.split(' ').map(String::from).collect();
     args.retain(|a| !a.is_empty());
-    let _server = Server(
+    let start_server = || {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
         Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", node.netns()))
             .arg(&bin)
@@ -316,50 +354,175 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start the installed rk3s"),
-    );
+            .expect("start the installed rk3s")
+    };
+    let mut server = Server(start_server());
     let _log_guard = LogOnPanic(log_path.clone());
-    wait_for("the API", 60, || kubectl(&node, &kubeconfig, &["get", "ns"]).status.success().then_some(()));
+    wait_for("the API", 60, || {
+        kubectl(&node, &kubeconfig, &["get", "ns"])
+            .status
+            .success()
+            .then_some(())
+    });
     ok(
         "kubectl create deployment",
         &kubectl(
             &node,
             &kubeconfig,
-            &["create", "deployment", "sleepy", &format!("--image={DEFAULT_REFERENCE}"), "--replicas=2", "--", "sleep", "86399"],
+            &[
+                "create",
+                "deployment",
+                "sleepy",
+                &format!("--image={DEFAULT_REFERENCE}"),
+                "--replicas=2",
+                "--",
+                "sleep",
+                "86399",
+            ],
         ),
     );
     let uids = wait_for("two Running pods", 180, || {
-        let o = kubectl(&node, &kubeconfig, &["get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.uid} {.status.phase}{\"\\n\"}{end}"]);
+        let o = kubectl(
+            &node,
+            &kubeconfig,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.uid} {.status.phase}{\"\\n\"}{end}",
+            ],
+        );
         let lines: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
-        (lines.len() == 2 && lines.iter().all(|l| l.ends_with(" Running")))
-            .then(|| lines.iter().map(|l| l.split(' ').next().unwrap().to_string()).collect::<Vec<_>>())
+        (lines.len() == 2 && lines.iter().all(|l| l.ends_with(" Running"))).then(|| {
+            lines
+                .iter()
+                .map(|l| l.split(' ').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
     });
     leftovers.uids.borrow_mut().extend(uids.iter().cloned());
 
+    // Upgrade: a newer release over the running one, then the restart systemd would do
+    // (KillMode=process: SIGTERM to rk3s alone). The pods' processes must live through it and
+    // the new binary must open the old data dir.
+    let sleepers = || -> Vec<u32> {
+        pids_with(&["sleep 86399"])
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c == b"sleep\x0086399\x00")
+            })
+            .collect()
+    };
+    let before_upgrade = sleepers();
+    assert_eq!(before_upgrade.len(), 2, "two pod processes");
+    let newer_dir = tempfile::tempdir().unwrap();
+    let newer = newer_dir.path().join("rk3s");
+    let mut bytes = std::fs::read(RK3S).unwrap();
+    bytes.extend_from_slice(b"\0rk3s upgrade");
+    std::fs::write(&newer, &bytes).unwrap();
+    std::fs::set_permissions(&newer, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    release.add("v9.9.10", &newer);
+    let upgraded = ok(
+        "install.sh with a newer release",
+        &install(&[
+            ("INSTALL_RK3S_ROOT", r.to_str().unwrap()),
+            ("INSTALL_RK3S_DOWNLOAD_URL", &http.url),
+            ("INSTALL_RK3S_VERSION", "v9.9.10"),
+            ("INSTALL_RK3S_EXEC", &exec),
+        ]),
+    );
+    assert!(
+        upgraded.contains("Installed /usr/local/bin/rk3s"),
+        "{upgraded}"
+    );
+    assert_eq!(std::fs::read(&bin).unwrap(), bytes);
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    let _ = server.0.wait();
+    server.0 = start_server();
+    wait_for("the API after the upgrade", 60, || {
+        kubectl(&node, &kubeconfig, &["get", "ns"])
+            .status
+            .success()
+            .then_some(())
+    });
+    wait_for("the old pods, Running, from the new binary", 60, || {
+        let o = kubectl(
+            &node,
+            &kubeconfig,
+            &[
+                "get",
+                "pods",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.uid} {.status.phase}{\"\\n\"}{end}",
+            ],
+        );
+        let now: Vec<String> = text(&o.stdout).lines().map(String::from).collect();
+        let expected: Vec<String> = uids.iter().map(|u| format!("{u} Running")).collect();
+        let (mut a, mut b) = (now.clone(), expected);
+        a.sort();
+        b.sort();
+        (a == b).then_some(())
+    });
+    assert_eq!(exe_pids(&bin).len() >= 1, true, "the upgraded rk3s runs");
+    let mut after_upgrade = sleepers();
+    after_upgrade.sort();
+    let mut expected = before_upgrade.clone();
+    expected.sort();
+    assert_eq!(
+        after_upgrade, expected,
+        "the pods' processes did not survive the upgrade"
+    );
+
     // What the running cluster made, listed before killall.
-    let shims = pids_with(&["containerd-shim", &format!("-address {} ", containerd.socket().display())]);
+    let shims = pids_with(&[
+        "containerd-shim",
+        &format!("-address {} ", containerd.socket().display()),
+    ]);
     assert!(!shims.is_empty(), "no shim serves the pods");
     let containers: Vec<u32> = shims.iter().flat_map(|s| descendants(*s)).collect();
     assert!(
-        containers.iter().any(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x0086399"))),
+        containers
+            .iter()
+            .any(|p| std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"sleep\x0086399"))),
         "the pods' processes are not under the shims"
     );
     assert!(!exe_pids(&bin).is_empty());
-    let netns: Vec<PathBuf> = uids.iter().map(|u| PathBuf::from(format!("/var/run/netns/rk3s-{u}"))).collect();
+    let netns: Vec<PathBuf> = uids
+        .iter()
+        .map(|u| PathBuf::from(format!("/var/run/netns/rk3s-{u}")))
+        .collect();
     for n in &netns {
         assert!(n.exists(), "{} missing while the pod runs", n.display());
     }
     let links_before = links(&node);
-    eprintln!("links before killall: {links_before:?}\ntables before killall: {}", tables(&node));
+    eprintln!(
+        "links before killall: {links_before:?}\ntables before killall: {}",
+        tables(&node)
+    );
     assert!(links_before.iter().any(|l| l == "cni0"), "{links_before:?}");
-    assert!(links_before.iter().any(|l| l.starts_with("veth")), "{links_before:?}");
-    let owned_mounts = [data.clone(), r.join("run/rk3s"), PathBuf::from("/run/netns")];
+    assert!(
+        links_before.iter().any(|l| l.starts_with("veth")),
+        "{links_before:?}"
+    );
+    let owned_mounts = [
+        data.clone(),
+        r.join("run/rk3s"),
+        PathBuf::from("/run/netns"),
+    ];
     let netns_mounts = |ms: Vec<String>| -> Vec<String> {
         ms.into_iter()
-            .filter(|m| !m.starts_with("/run/netns") || uids.iter().any(|u| m.ends_with(&format!("rk3s-{u}"))))
+            .filter(|m| {
+                !m.starts_with("/run/netns")
+                    || uids.iter().any(|u| m.ends_with(&format!("rk3s-{u}")))
+            })
             .collect()
     };
-    eprintln!("mounts before killall: {:?}", netns_mounts(mounts_under(&owned_mounts)));
+    eprintln!(
+        "mounts before killall: {:?}",
+        netns_mounts(mounts_under(&owned_mounts))
+    );
     assert!(!netns_mounts(mounts_under(&owned_mounts)).is_empty());
 
     let out = in_node(&node, &r.join("usr/local/bin/rk3s-killall.sh"));
@@ -367,7 +530,12 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
     eprintln!("killall said:\n{}", text(&out.stdout));
 
     assert_eq!(exe_pids(&bin), Vec::<u32>::new(), "rk3s still runs");
-    let left: Vec<u32> = shims.iter().chain(&containers).copied().filter(|p| alive(*p)).collect();
+    let left: Vec<u32> = shims
+        .iter()
+        .chain(&containers)
+        .copied()
+        .filter(|p| alive(*p))
+        .collect();
     assert_eq!(left, Vec::<u32>::new(), "shims or containers survived");
     let links_after = links(&node);
     for l in &links_after {
@@ -376,15 +544,32 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
             "link {l} left: {links_after:?}"
         );
     }
-    assert!(links_after.iter().any(|l| l == "lo"), "killall removed more than rk3s's links");
-    assert!(links_after.len() >= 2, "the node's own interface went: {links_after:?}");
+    assert!(
+        links_after.iter().any(|l| l == "lo"),
+        "killall removed more than rk3s's links"
+    );
+    assert!(
+        links_after.len() >= 2,
+        "the node's own interface went: {links_after:?}"
+    );
     let t = tables(&node);
-    assert!(!t.lines().any(|l| l == "table ip rk3s" || l == "table ip rk3s-proxy"), "{t}");
-    assert_eq!(netns_mounts(mounts_under(&owned_mounts)), Vec::<String>::new(), "mounts left");
+    assert!(
+        !t.lines()
+            .any(|l| l == "table ip rk3s" || l == "table ip rk3s-proxy"),
+        "{t}"
+    );
+    assert_eq!(
+        netns_mounts(mounts_under(&owned_mounts)),
+        Vec::<String>::new(),
+        "mounts left"
+    );
     for n in &netns {
         assert!(!n.exists(), "{} left", n.display());
     }
-    assert!(Path::new("/var/run/netns").join(node.netns()).exists(), "killall removed the test's own namespace");
+    assert!(
+        Path::new("/var/run/netns").join(node.netns()).exists(),
+        "killall removed the test's own namespace"
+    );
 
     let out = in_node(&node, &r.join("usr/local/bin/rk3s-uninstall.sh"));
     ok("rk3s-uninstall.sh", &out);
@@ -428,7 +613,10 @@ impl Drop for LogOnPanic {
         if std::thread::panicking() {
             let l = std::fs::read_to_string(&self.0).unwrap_or_default();
             let lines: Vec<&str> = l.lines().collect();
-            eprintln!("===== server log (tail) =====\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
+            eprintln!(
+                "===== server log (tail) =====\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
         }
     }
 }

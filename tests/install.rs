@@ -230,7 +230,6 @@ fn bad_agent_settings_are_refused() {
     );
 }
 
-
 fn download_vars<'a>(server: &'a HttpServer, version: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("INSTALL_RK3S_DOWNLOAD_URL", server.url.as_str()),
@@ -269,11 +268,25 @@ fn install_over_http_verifies_installs_everything_and_a_second_run_changes_nothi
     let first = install(r, &download_vars(&server, "v9.9.9"), &[]);
     ok(&first);
     assert!(String::from_utf8_lossy(&first.stdout).contains("Installed /usr/local/bin/rk3s"));
-    assert_eq!(std::fs::read(r.join("usr/local/bin/rk3s")).unwrap(), std::fs::read(RK3S).unwrap());
-    for script in ["usr/local/bin/rk3s-killall.sh", "usr/local/bin/rk3s-uninstall.sh"] {
+    assert_eq!(
+        std::fs::read(r.join("usr/local/bin/rk3s")).unwrap(),
+        std::fs::read(RK3S).unwrap()
+    );
+    for script in [
+        "usr/local/bin/rk3s-killall.sh",
+        "usr/local/bin/rk3s-uninstall.sh",
+    ] {
         assert_eq!(mode(r.join(script)), 0o755, "{script}");
-        let out = Command::new("sh").arg("-n").arg(r.join(script)).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg(r.join(script))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(mode(r.join("etc/systemd/system/rk3s.service.env")), 0o600);
     let killall = read(r.join("usr/local/bin/rk3s-killall.sh"));
@@ -288,7 +301,10 @@ fn install_over_http_verifies_installs_everything_and_a_second_run_changes_nothi
     ok(&second);
     let said = String::from_utf8_lossy(&second.stdout);
     assert!(said.contains("already installed"), "{said}");
-    assert!(!said.contains("Wrote"), "a second run rewrote a file:\n{said}");
+    assert!(
+        !said.contains("Wrote"),
+        "a second run rewrote a file:\n{said}"
+    );
     assert_eq!(files(r), before, "a second run changed the installed files");
 }
 
@@ -325,10 +341,18 @@ fn a_tampered_checksum_is_refused_and_nothing_is_installed() {
     let out = install(root.path(), &download_vars(&server, "v9.9.9"), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
-    assert!(files(root.path()).is_empty(), "files written after a refusal");
+    assert!(
+        files(root.path()).is_empty(),
+        "files written after a refusal"
+    );
 
     // A release without this architecture's checksum is refused as clearly.
-    std::fs::remove_file(release.version_dir("v9.9.9").join(format!("sha256sum-{}.txt", host_arch()))).unwrap();
+    std::fs::remove_file(
+        release
+            .version_dir("v9.9.9")
+            .join(format!("sha256sum-{}.txt", host_arch())),
+    )
+    .unwrap();
     let out = install(root.path(), &download_vars(&server, "v9.9.9"), &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to download"));
@@ -361,7 +385,10 @@ fn a_32_bit_arm_board_is_refused_with_the_fix() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unsupported architecture armv7l") && err.contains("64-bit Raspberry Pi OS"), "{err}");
+    assert!(
+        err.contains("unsupported architecture armv7l") && err.contains("64-bit Raspberry Pi OS"),
+        "{err}"
+    );
     assert!(files(root.path()).is_empty());
 }
 
@@ -374,7 +401,9 @@ fn a_host_without_systemd_or_openrc_is_refused() {
     // PATH: every tool but systemctl and openrc-run.
     let bin = tempfile::tempdir().unwrap();
     for dir in std::env::var("PATH").unwrap().split(':') {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name();
             if name == "systemctl" || name == "openrc-run" || bin.path().join(&name).exists() {
@@ -397,14 +426,20 @@ fn a_host_without_systemd_or_openrc_is_refused() {
     let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("neither systemd (systemctl) nor openrc"), "{err}");
+    assert!(
+        err.contains("neither systemd (systemctl) nor openrc"),
+        "{err}"
+    );
     assert!(!bin_dir.exists() && !unit_dir.exists());
 }
 
 #[test]
 fn a_kernel_without_the_memory_cgroup_is_refused_with_the_raspberry_pi_fix() {
     for (file, text) in [
-        ("proc/cgroups", "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t0\t1\t0\n"),
+        (
+            "proc/cgroups",
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpu\t2\t1\t1\nmemory\t0\t1\t0\n",
+        ),
         ("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io pids\n"),
     ] {
         let root = tempfile::tempdir().unwrap();
@@ -422,9 +457,18 @@ fn a_kernel_without_the_memory_cgroup_is_refused_with_the_raspberry_pi_fix() {
         );
         assert!(!r.join("usr/local/bin/rk3s").exists());
         // A server without pods needs no memory cgroup.
-        ok(&install(r, &[("INSTALL_RK3S_BINARY", RK3S)], &["--disable-agent"]));
+        ok(&install(
+            r,
+            &[("INSTALL_RK3S_BINARY", RK3S)],
+            &["--disable-agent"],
+        ));
         // With it, the install goes through.
-        std::fs::write(r.join(file), text.replace("memory\t0\t1\t0", "memory\t5\t1\t1").replace("cpuset cpu", "cpuset cpu memory")).unwrap();
+        std::fs::write(
+            r.join(file),
+            text.replace("memory\t0\t1\t0", "memory\t5\t1\t1")
+                .replace("cpuset cpu", "cpuset cpu memory"),
+        )
+        .unwrap();
         ok(&install(r, &[("INSTALL_RK3S_BINARY", RK3S)], &[]));
     }
 }
@@ -455,17 +499,36 @@ fn openrc_install_writes_a_supervised_service_and_its_env_file() {
     assert_eq!(mode(r.join("etc/rk3s/rk3s.env")), 0o600);
     assert_eq!(read(r.join("etc/rk3s/rk3s.env")), "RK3S_TOKEN=\"t0k\"\n");
     let out = Command::new("sh").arg("-n").arg(&service).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The packaged script is what a plain server install writes.
     let plain = tempfile::tempdir().unwrap();
-    ok(&install(plain.path(), &[("INSTALL_RK3S_BINARY", RK3S), ("INSTALL_RK3S_INIT", "openrc")], &[]));
+    ok(&install(
+        plain.path(),
+        &[
+            ("INSTALL_RK3S_BINARY", RK3S),
+            ("INSTALL_RK3S_INIT", "openrc"),
+        ],
+        &[],
+    ));
     assert_eq!(
         read(plain.path().join("etc/init.d/rk3s")),
         read(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/rk3s.openrc"))
     );
     let out = run_script(&r.join("usr/local/bin/rk3s-uninstall.sh"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(files(r).is_empty(), "left behind: {:?}", files(r).keys().collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        files(r).is_empty(),
+        "left behind: {:?}",
+        files(r).keys().collect::<Vec<_>>()
+    );
 }
 
 /// `systemd-analyze verify` on `unit` inside a root that has systemd's own
@@ -517,9 +580,18 @@ fn units_pass_systemd_analyze_verify() {
     ok(&install(
         root.path(),
         &[("INSTALL_RK3S_BINARY", RK3S)],
-        &["server", "--tls-san", "pi's box 100%", "--node-label", "cost=$5"],
+        &[
+            "server",
+            "--tls-san",
+            "pi's box 100%",
+            "--node-label",
+            "cost=$5",
+        ],
     ));
-    verify_unit(&read(root.path().join("etc/systemd/system/rk3s.service")), "rk3s.service");
+    verify_unit(
+        &read(root.path().join("etc/systemd/system/rk3s.service")),
+        "rk3s.service",
+    );
     ok(&install(
         root.path(),
         &[

@@ -58,7 +58,9 @@ impl Release {
     /// Publishes the checksum of other bytes than the binary's.
     pub fn tamper_checksum(&self, version: &str) {
         let arch = host_arch();
-        let sums = self.version_dir(version).join(format!("sha256sum-{arch}.txt"));
+        let sums = self
+            .version_dir(version)
+            .join(format!("sha256sum-{arch}.txt"));
         let text = std::fs::read_to_string(&sums).unwrap();
         let first = text.chars().next().unwrap();
         let flipped = if first == '0' { '1' } else { '0' };
@@ -75,7 +77,15 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn serve(dir: &Path) -> Self {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
