@@ -274,7 +274,8 @@ place() { # FILE DEST MODE
         return 1
     fi
     $SUDO mkdir -p "$(dirname "$2")"
-    $SUDO cp "$1" "$2.new"
+    # Created private, then given its mode: the env file holds the join token.
+    (umask 077 && $SUDO cp "$1" "$2.new")
     $SUDO chmod "$3" "$2.new"
     $SUDO mv -f "$2.new" "$2" # atomic: a running rk3s keeps its old inode
     CHANGED=true
@@ -306,9 +307,6 @@ write_env_file() {
     # systemd and openrc's sh both read double-quoted values with \ escapes for \ " ` $.
     env | grep -E '^(RK3S_|CONTAINERD_)[A-Z0-9_]*=|^(HTTP_PROXY|HTTPS_PROXY|NO_PROXY)=' | LC_ALL=C sort |
         sed -e 's/[\\"`$]/\\&/g' -e 's/^\([^=]*\)=\(.*\)$/\1="\2"/' >"$TMP_DIR/env" || true
-    $SUDO mkdir -p "$(dirname "$ENV_FILE")"
-    (umask 077 && $SUDO touch "$ENV_FILE")
-    $SUDO chmod 0600 "$ENV_FILE"
     if place "$TMP_DIR/env" "$ENV_FILE" 0600; then info "Wrote ${ENV_FILE#"$ROOT"}"; fi
 }
 

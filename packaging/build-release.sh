@@ -10,6 +10,7 @@
 #   packaging/build-release.sh --out /srv/rk3s/v0.1.0 --arch amd64
 #   packaging/build-release.sh --binary target/debug/rk3s --arch amd64 --out DIR   # lay out only (tests)
 #   packaging/build-release.sh --report-map MAP      # what costs most, from a linker map
+#   packaging/build-release.sh --smoke dist/v0.1.0/rk3s-arm64   # --version and a server under qemu (root)
 #
 # Cross-building arm64 on Debian x86 (12 or newer) needs, once:
 #   dpkg --add-architecture arm64 && apt-get update
@@ -37,9 +38,10 @@ out=""
 arches=""
 binary=""
 report_only=""
+smoke_only=""
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
         --arch) arches="$arches $2"; shift 2 ;;
         --binary) binary=$2; shift 2 ;;
         --report-map) report_only=$2; shift 2 ;;
+        --smoke) smoke_only=$2; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "error: unknown argument '$1'" >&2; usage 2 ;;
     esac
@@ -151,6 +154,48 @@ report_map() { # MAP
         }' "$map" | sort -rn | head -n 20
 }
 
+# Runs an arm64 (or native) binary: `--version`, then `rk3s server --disable-agent` in a network
+# namespace of its own (loopback only), until `kubectl get namespaces` answers. Needs root,
+# kubectl, and qemu-user-static for a foreign binary.
+smoke() { # BINARY
+    local bin run ns dir start i
+    smoke_pid=""
+    bin=$(readlink -f "$1")
+    run=""
+    if file -b "$bin" | grep -q aarch64 && [ "$(uname -m)" != aarch64 ]; then
+        # No -L: with the cross sysroot the binary hangs at its first thread (see the docs).
+        run=$(command -v qemu-aarch64-static || command -v qemu-aarch64) ||
+            { echo "error: apt-get install qemu-user-static" >&2; exit 1; }
+    fi
+    echo "smoke: $run $bin --version"
+    $run "$bin" --version
+    ns=rk3s-smoke-$$
+    dir=$(mktemp -d -t rk3s-smoke.XXXXXXXX)
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    # shellcheck disable=SC2064 # expand now: the names are fixed.
+    trap "[ -z \"\$smoke_pid\" ] || kill -KILL \$smoke_pid 2>/dev/null; wait 2>/dev/null; ip netns del $ns; rm -rf $dir" EXIT
+    start=$(date +%s)
+    RK3S_CONFIG_FILE=/dev/null nsenter --net="/var/run/netns/$ns" $run "$bin" server --disable-agent \
+        --data-dir "$dir/data" --write-kubeconfig "$dir/rk3s.yaml" >"$dir/server.log" 2>&1 &
+    smoke_pid=$!
+    for i in $(seq 1 600); do
+        if [ -f "$dir/rk3s.yaml" ] &&
+            nsenter --net="/var/run/netns/$ns" kubectl --kubeconfig "$dir/rk3s.yaml" get namespaces \
+                >"$dir/ns.txt" 2>/dev/null; then
+            echo "smoke: kubectl get namespaces answered after $(($(date +%s) - start)) s:"
+            cat "$dir/ns.txt"
+            ps -o rss=,vsz= -p "$smoke_pid" | awk -v e="${run:+ (under qemu)}" '{printf "smoke: server RSS%s %d MiB\n", e, $1 / 1024}'
+            return 0
+        fi
+        kill -0 "$smoke_pid" 2>/dev/null || break
+        sleep 1
+    done
+    echo "error: the server did not serve kubectl get namespaces; its log:" >&2
+    tail -n 40 "$dir/server.log" >&2
+    exit 1
+}
+
 lay_out() { # ARCH BINARY
     local arch=$1 bin=$2 triple strip_tool=strip
     triple=$(triple_of "$arch")
@@ -181,6 +226,10 @@ lay_out() { # ARCH BINARY
     fi
 }
 
+if [ -n "$smoke_only" ]; then
+    smoke "$smoke_only"
+    exit 0
+fi
 if [ -n "$report_only" ]; then
     report_map "$report_only"
     exit 0
