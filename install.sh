@@ -407,10 +407,11 @@ STOP_SERVICES=$CALL_INIT
 SYSTEMD_DIR="$SYSTEMD_DIR"
 # The sockets of the containerds whose shims (and so containers) belong to rk3s.
 CONTAINERD_SOCKETS="$ROOT$RUN_DIR/containerd/containerd.sock ${EXTERNAL_RUNTIME#unix://}"
-# Pod network namespaces are bound at NETNS_DIR/rk3s-<pod uid>; ALL_NETNS=false removes only those
-# of the pods in DATA_DIR (an install below INSTALL_RK3S_ROOT shares /var/run/netns with the host).
+# Pod network namespaces are bound at NETNS_DIR/rk3s-<pod uid>, and pod cgroups live under
+# <hierarchy>/rk3s/pods/<pod uid>. WHOLE_HOST=false removes only those of the pods in DATA_DIR
+# (an install below INSTALL_RK3S_ROOT shares /var/run/netns and the cgroups with the host).
 NETNS_DIR=/var/run/netns
-ALL_NETNS=$all_netns
+WHOLE_HOST=$all_netns
 EOF
     cat >>"$TMP_DIR/killall" <<'EOF'
 # The links rk3s makes: the pod bridge (and the veths attached to it), the VXLAN device, and the
@@ -477,13 +478,41 @@ shim_pids() {
 }
 own_containerd_pids() { pids_with containerd "--config $DATA_DIR/agent/containerd/config.toml"; }
 pod_netns() {
-    if [ "$ALL_NETNS" = true ]; then
+    if [ "$WHOLE_HOST" = true ]; then
         ls -d "$NETNS_DIR"/rk3s-* 2>/dev/null
     else
         for pod in "$DATA_DIR"/agent/pods/*; do
             [ -e "$NETNS_DIR/rk3s-${pod##*/}" ] && echo "$NETNS_DIR/rk3s-${pod##*/}"
         done
     fi
+}
+
+# The cgroup trees to remove (rmdir removes only cgroups without processes).
+pod_cgroups() {
+    for hier in /sys/fs/cgroup /sys/fs/cgroup/*; do
+        [ -d "$hier/rk3s" ] || continue
+        if [ "$WHOLE_HOST" = true ]; then
+            echo "$hier/rk3s"
+        else
+            for pod in "$DATA_DIR"/agent/pods/*; do
+                [ -d "$hier/rk3s/pods/${pod##*/}" ] && echo "$hier/rk3s/pods/${pod##*/}"
+            done
+        fi
+    done
+}
+# Waits up to 5 s for the PIDs given to be gone (a zombie counts as gone).
+wait_gone() {
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        left=""
+        for pid in "$@"; do
+            read -r stat 2>/dev/null <"/proc/$pid/stat" || continue
+            set -- ${stat##*) }
+            [ "$1" = Z ] || left="$left $pid"
+        done
+        [ -n "$left" ] || return 0
+        set -- $left
+        sleep 0.5
+    done
 }
 
 # Services first, so nothing restarts what is stopped below.
@@ -506,6 +535,7 @@ if [ -n "$shims" ]; then
     containers=$(descendants $shims)
     echo "+ killing the shims" $shims "and the containers" $containers
     kill -KILL $shims $containers 2>/dev/null
+    wait_gone $shims $containers
 fi
 stop 5 own_containerd_pids
 
@@ -519,6 +549,10 @@ for m in $mounts $netns; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 done
 for f in $netns; do rm -f "$f"; done
+for cg in $(pod_cgroups); do
+    echo "+ rmdir $cg (and the cgroups below it)"
+    find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+done
 
 # Interfaces and tables, in this network namespace.
 if command -v ip >/dev/null 2>&1; then

@@ -145,7 +145,7 @@ fn installs_into_the_real_root_without_starting() {
     // The real root's killall removes every rk3s-* pod namespace.
     assert!(std::fs::read_to_string("/usr/local/bin/rk3s-killall.sh")
         .unwrap()
-        .contains("ALL_NETNS=true"));
+        .contains("WHOLE_HOST=true"));
     if before.contains("/usr/local/bin/kubectl") || common::privilege::which("kubectl").is_some() {
         assert!(said.contains("Skipping the kubectl symlink"), "{said}");
     }
@@ -525,6 +525,13 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
     );
     assert!(!netns_mounts(mounts_under(&owned_mounts)).is_empty());
 
+    let cgroups_before: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path())
+        .flat_map(|h| uids.iter().map(move |u| h.join("rk3s/pods").join(u)))
+        .filter(|p| p.exists())
+        .collect();
     let out = in_node(&node, &r.join("usr/local/bin/rk3s-killall.sh"));
     ok("rk3s-killall.sh", &out);
     eprintln!("killall said:\n{}", text(&out.stdout));
@@ -570,6 +577,20 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
         Path::new("/var/run/netns").join(node.netns()).exists(),
         "killall removed the test's own namespace"
     );
+    // Pod cgroups are host-wide (`/rk3s/pods/<uid>` in each hierarchy): this data dir's go.
+    let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .flat_map(|h| uids.iter().map(move |u| h.join("rk3s/pods").join(u)))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        !cgroups_before.is_empty(),
+        "the pods had no cgroup under /rk3s/pods"
+    );
+    assert_eq!(cgroups, Vec::<PathBuf>::new(), "pod cgroups left");
 
     let out = in_node(&node, &r.join("usr/local/bin/rk3s-uninstall.sh"));
     ok("rk3s-uninstall.sh", &out);

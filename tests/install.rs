@@ -292,7 +292,7 @@ fn install_over_http_verifies_installs_everything_and_a_second_run_changes_nothi
     let killall = read(r.join("usr/local/bin/rk3s-killall.sh"));
     assert!(
         killall.contains(&format!("DATA_DIR=\"{}/var/lib/rk3s\"", r.display()))
-            && killall.contains("ALL_NETNS=false"),
+            && killall.contains("WHOLE_HOST=false"),
         "a scratch root's killall is scoped to that root:\n{killall}"
     );
 
