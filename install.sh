@@ -26,9 +26,10 @@
 #   INSTALL_RK3S_FORCE_RESTART  true: restart the service even when nothing changed
 #   INSTALL_RK3S_SYMLINK        skip: never create the kubectl symlink; force: always create it
 #   INSTALL_RK3S_SKIP_RUNTIME   true: do not install containerd and runc when they are missing
-#   INSTALL_RK3S_ROOT           install below this directory and never call systemctl or a package
-#                               manager (tests, image builds); kernel checks read ROOT/proc and ROOT/sys
-#                               when those exist, and are skipped otherwise
+#   INSTALL_RK3S_ROOT           install below this scratch directory (tests, inspection): never call
+#                               systemctl or a package manager; the killall and uninstall scripts act on
+#                               that root's paths; kernel checks read ROOT/proc and ROOT/sys when those
+#                               exist, and are skipped otherwise
 #   RK3S_URL, RK3S_TOKEN, ...   every RK3S_* and CONTAINERD_* variable (and HTTP(S)_PROXY/NO_PROXY) is
 #                               written to the service's env file (mode 0600), where `rk3s` reads it
 set -e
@@ -391,7 +392,7 @@ write_service() {
 # rk3s-killall.sh: stops rk3s and everything it started, and removes what it made on the host.
 # The header holds this install's paths; the body is the same for every install.
 write_killall() {
-    if [ -z "$ROOT" ]; then all_netns=true; else all_netns=false; fi
+    if [ -z "$ROOT" ]; then all_netns=true stop_services=true; else all_netns=false stop_services=false; fi
     cat >"$TMP_DIR/killall" <<EOF
 #!/bin/sh
 # Stops rk3s, its containerd and every pod container, unmounts what rk3s mounted and deletes the
@@ -403,7 +404,7 @@ BIN="$ROOT$BIN_DIR/rk3s"
 DATA_DIR="$ROOT$DATA_DIR"
 RUN_DIR="$ROOT$RUN_DIR"
 # Stop the rk3s services first (not for an install below INSTALL_RK3S_ROOT).
-STOP_SERVICES=$CALL_INIT
+STOP_SERVICES=$stop_services
 SYSTEMD_DIR="$SYSTEMD_DIR"
 # The sockets of the containerds whose shims (and so containers) belong to rk3s.
 CONTAINERD_SOCKETS="$ROOT$RUN_DIR/containerd/containerd.sock ${EXTERNAL_RUNTIME#unix://}"
@@ -589,13 +590,16 @@ write_uninstall() {
 $SUDO_LINE
 set -x
 "$KILLALL"
-if [ "$CALL_INIT" = true ] && [ "$INIT" = systemd ]; then
+# The init system is asked only on the real root, and only when it runs.
+if [ -z "$ROOT" ] && [ "$INIT" = systemd ] && [ -d /run/systemd/system ]; then
     systemctl disable $SERVICE.service
-elif [ "$CALL_INIT" = true ]; then
+elif [ -z "$ROOT" ] && [ "$INIT" = openrc ] && command -v rc-update >/dev/null; then
     rc-update delete $SERVICE default
 fi
 rm -f "$SERVICE_FILE" "$ENV_FILE"
-[ "$CALL_INIT" = true ] && [ "$INIT" = systemd ] && systemctl daemon-reload
+if [ -z "$ROOT" ] && [ "$INIT" = systemd ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+fi
 { set +x; } 2>/dev/null
 set +o noglob
 for other in "$ROOT$SYSTEMD_DIR"/rk3s*.service "$ROOT"/etc/init.d/rk3s*; do
