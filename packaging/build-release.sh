@@ -109,9 +109,10 @@ build() { # ARCH
     echo "$target_dir/$triple/release/rk3s"
 }
 
-# Prints the crates that take most of the binary's code and data, from a linker map: input
-# sections of a function-sections build are named .text.<symbol> (or .rodata./.data.rel.ro.),
-# with address and size on the same line or, for a long name, on the next.
+# Prints the crates that take most of the binary's code and data, from a linker map (GNU ld's or
+# lld's): input sections of a function-sections build are named .text.<symbol> (or .rodata.,
+# .data.rel.ro.); a symbol counts for the crate its mangled path starts with, so generic code
+# counts for the crate that defines the generic item, as cargo-bloat counts it.
 report_map() { # MAP
     local map=$1
     [ -f "$map" ] || { echo "no linker map at $map" >&2; return 0; }
@@ -132,7 +133,14 @@ report_map() { # MAP
                 sub(/(\.\.|\$).*/, "", rest)
                 return rest == "" ? "(generic impls)" : rest
             }
-            if (sym ~ /^_R/) return "(v0-mangled)"
+            if (sym ~ /^_R/) {
+                # v0 mangling: the first crate root, C s<disambiguator>_ <len><name>.
+                if (match(sym, /Cs[0-9A-Za-z]*_[0-9]+/)) {
+                    rest = substr(sym, RSTART, RLENGTH); sub(/^Cs[0-9A-Za-z]*_/, "", rest)
+                    return substr(sym, RSTART + RLENGTH, rest + 0)
+                }
+                return "(v0-mangled)"
+            }
             if (sym ~ /^sqlite3/) return "sqlite3 (C, rusqlite bundled)"
             if (sym ~ /^(ring_core|GFp|aes_|gcm_|ecp_|x25519|chacha)/) return "ring (C/asm)"
             if (sym ~ /^\.L|^anon\.|^cst|^str\./ || sym == "") return "(unnamed constants)"
@@ -142,6 +150,11 @@ report_map() { # MAP
             sym = sec; sub(/^\.(text|rodata|data\.rel\.ro)\./, "", sym)
             c = crate(sym); sum[c] += size; total += size
         }
+        # lld: VMA LMA Size Align file:(.text.symbol)
+        NF == 5 && match($5, /:\(\.(text|rodata|data\.rel\.ro)\.[^)]*\)$/) {
+            add(substr($5, RSTART + 2, RLENGTH - 3), hex($3)); next
+        }
+        # GNU ld: .text.symbol 0xADDR 0xSIZE file (the name alone on its line when long)
         /^ \.(text|rodata|data\.rel\.ro)\./ {
             if (NF >= 3 && $2 ~ /^0x/) { add($1, hex($3)); pending = ""; next }
             pending = $1; next
