@@ -588,16 +588,19 @@ write_uninstall() {
 # Removes the $SERVICE service; the binary, killall, the kubectl symlink and the cluster state
 # ($CONFIG_DIR, $DATA_DIR) go with the last rk3s service. Written by install.sh.
 $SUDO_LINE
+# Empty for the real root; below a scratch root the init system is never asked.
+SCRATCH_ROOT="$ROOT"
+INIT=$INIT
 set -x
 "$KILLALL"
 # The init system is asked only on the real root, and only when it runs.
-if [ -z "$ROOT" ] && [ "$INIT" = systemd ] && [ -d /run/systemd/system ]; then
+if [ -z "\$SCRATCH_ROOT" ] && [ "\$INIT" = systemd ] && [ -d /run/systemd/system ]; then
     systemctl disable $SERVICE.service
-elif [ -z "$ROOT" ] && [ "$INIT" = openrc ] && command -v rc-update >/dev/null; then
+elif [ -z "\$SCRATCH_ROOT" ] && [ "\$INIT" = openrc ] && command -v rc-update >/dev/null; then
     rc-update delete $SERVICE default
 fi
 rm -f "$SERVICE_FILE" "$ENV_FILE"
-if [ -z "$ROOT" ] && [ "$INIT" = systemd ] && [ -d /run/systemd/system ]; then
+if [ -z "\$SCRATCH_ROOT" ] && [ "\$INIT" = systemd ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
 fi
 { set +x; } 2>/dev/null
