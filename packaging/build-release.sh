@@ -148,6 +148,7 @@ report_map() { # MAP
         }
         function add(sec, size,   sym) {
             sym = sec; sub(/^\.(text|rodata|data\.rel\.ro)\./, "", sym)
+            sub(/^(unlikely|hot|startup|exit)\./, "", sym)
             c = crate(sym); sum[c] += size; total += size
         }
         # lld: VMA LMA Size Align file:(.text.symbol)
