@@ -23,7 +23,8 @@
 # on a Raspberry Pi 3/4/5 in 64-bit mode (Raspberry Pi OS, Debian, Ubuntu, Fedora, Arch,
 # DietPi) is glibc-based; Debian ships no musl Rust standard library to cross-build with;
 # and musl's allocator is markedly slower under tokio's many threads. The binary needs
-# only libc, libm and libgcc_s from glibc 2.31+ (checked and printed below).
+# only libc, libm and libgcc_s, from glibc 2.34+ as built on Debian 12 (printed below): Raspberry
+# Pi OS 12 (bookworm), Ubuntu 22.04+; Pi OS 11 (glibc 2.31) needs a build on Debian 11.
 #
 # Environment:
 #   RK3S_RELEASE_TARGET_DIR   cargo target directory base (default /var/cache/rk3s-release);
