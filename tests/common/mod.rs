@@ -16,6 +16,8 @@ pub mod kubectl;
 pub mod netns;
 /// Whether root-only (e2e) tests must run, may be skipped, or are refused.
 pub mod privilege;
+/// A release directory from the binary under test, served over loopback HTTP.
+pub mod release;
 /// Simulated nodes and a server with the cluster controllers and scheduler.
 pub mod simnodes;
 /// Deployments deleted with a propagation policy, timed (GC tests and bench).
