@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod controllers;
 pub mod hostnet;
+pub mod overlay;
 pub mod pki;
 pub mod process;
 pub mod quantity;

@@ -61,6 +61,9 @@ pub struct ClusterConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub service_node_port_range: String,
+    /// `--flannel-backend` (vxlan, host-gw, none); absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_backend: Option<String>,
 }
 
 impl ClusterConfig {
@@ -499,6 +502,7 @@ mod tests {
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
             service_node_port_range: "30000-32767".into(),
+            flannel_backend: Some("host-gw".into()),
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["clusterCIDR"], "10.42.0.0/16");

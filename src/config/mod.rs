@@ -32,7 +32,7 @@ pub use values::{
     Component, FlannelBackend, Labels, PortRange, Taint, TaintEffect, Token,
 };
 use values::{
-    hostname, parse_bool, parse_domain, parse_endpoint, parse_node_name, parse_path,
+    hostname, parse_bool, parse_domain, parse_endpoint, parse_iface, parse_node_name, parse_path,
     parse_server_url,
 };
 
@@ -108,6 +108,10 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     /// `--kubelet-arg KEY=VALUE` items, validated.
     pub kubelet_args: KubeletArgs,
+    /// `--node-external-ip`: published as flannel's `public-ip-overwrite`.
+    pub node_external_ip: Option<IpAddr>,
+    /// `--flannel-iface`: the interface the overlay runs over.
+    pub flannel_iface: Option<String>,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -258,6 +262,8 @@ impl Resolver<'_> {
                 parse_path,
             )?,
             kubelet_args: self.kubelet_args()?,
+            node_external_ip: self.one("node-external-ip", None, parse_ip)?,
+            flannel_iface: self.one("flannel-iface", None, parse_iface)?,
         })
     }
 
