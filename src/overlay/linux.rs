@@ -15,7 +15,9 @@ use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol,
+};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
@@ -356,7 +358,7 @@ impl OverlayOps for LinuxOverlayOps {
     async fn add_route(&self, r: Route) -> Result<(), OverlayError> {
         self.handle
             .route()
-            .add(route_message(r))
+            .add(route_message(r, RouteProtocol::Boot))
             .replace()
             .execute()
             .await
@@ -366,7 +368,7 @@ impl OverlayOps for LinuxOverlayOps {
     async fn del_route(&self, r: Route) -> Result<(), OverlayError> {
         self.handle
             .route()
-            .del(route_message(r))
+            .del(route_message(r, RouteProtocol::Unspec))
             .execute()
             .await
             .map_err(nl(format!("delete route {} via {}", r.dst, r.gateway)))
@@ -392,6 +394,10 @@ fn neighbour_parts(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Mac>) {
     for a in &m.attributes {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(*v),
+            // FDB (AF_BRIDGE) dumps carry the VTEP address undecoded.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                ip = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
             NeighbourAttribute::LinkLayerAddress(b) => mac = mac_of(b),
             _ => {}
         }
@@ -399,8 +405,12 @@ fn neighbour_parts(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Mac>) {
     (ip, mac)
 }
 
-fn route_message(r: Route) -> RouteMessage {
+/// A route as flannel adds it: protocol `boot` (what `ip route add`
+/// gives, printed as nothing), so `ip route` shows the same line as on a
+/// flannel node. Deletions say `Unspec`, which matches any protocol.
+fn route_message(r: Route, protocol: RouteProtocol) -> RouteMessage {
     let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .protocol(protocol)
         .destination_prefix(r.dst.addr(), r.dst.prefix_len())
         .gateway(r.gateway)
         .output_interface(r.link);
