@@ -18,5 +18,7 @@ pub mod netns;
 pub mod privilege;
 /// Simulated nodes and a server with the cluster controllers and scheduler.
 pub mod simnodes;
+/// A server and N agents, each in its own network namespace.
+pub mod multinode;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
