@@ -92,9 +92,22 @@ impl Cluster {
             dir,
         };
         c.wait_for("the API", 90, || c.kubectl(&["get", "ns"]).status.success().then_some(()));
+        for _ in 0..agents {
+            c.add_agent();
+        }
+        for name in c.node_names() {
+            c.wait_for(&format!("node {name} Ready"), 120, || c.node_ready(&name).then_some(()));
+        }
+        c
+    }
+
+    /// Starts the next agent (`agent<N+1>`) without waiting for it; returns its name.
+    pub fn add_agent(&mut self) -> &'static str {
+        let c = self;
+        let name = AGENT_NAMES[c.agents.len()];
         let token = std::fs::read_to_string(c.dir.path().join("server-data/server/token"))
             .expect("read the server token");
-        for name in &AGENT_NAMES[..agents] {
+        {
             let node = c.net.add_node(name).expect("agent node");
             let ctrd = Containerd::start_in_netns(node.netns()).expect("containerd");
             let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(ctrd.scratch()).unwrap();
@@ -123,10 +136,7 @@ impl Cluster {
             let daemon = Daemon::start(name, node.netns(), argv, envs, c.dir.path().join(format!("{name}.log")));
             c.agents.push(Agent { daemon, ctrd, node, name });
         }
-        for name in c.node_names() {
-            c.wait_for(&format!("node {name} Ready"), 120, || c.node_ready(&name).then_some(()));
-        }
-        c
+        name
     }
 
     /// `server`, then the agents' names.
