@@ -508,7 +508,12 @@ mod tests {
         assert_eq!(v["clusterCIDR"], "10.42.0.0/16");
         assert_eq!(v["clusterDNS"], "10.43.0.10");
         assert_eq!(v["clusterDomain"], "cluster.local");
-        assert_eq!(serde_json::from_value::<ClusterConfig>(v).unwrap(), c);
+        assert_eq!(v["flannelBackend"], "host-gw");
+        assert_eq!(serde_json::from_value::<ClusterConfig>(v.clone()).unwrap(), c);
+        // An older server's answer has no backend: the agent then uses vxlan.
+        let mut old = v;
+        old.as_object_mut().unwrap().remove("flannelBackend");
+        assert_eq!(serde_json::from_value::<ClusterConfig>(old).unwrap().flannel_backend, None);
     }
 
     #[tokio::test]

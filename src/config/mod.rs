@@ -534,6 +534,25 @@ mod tests {
         assert!(server_err(&[("node-taint", "k=v:Never")]).contains("--node-taint"));
         assert!(server_err(&[("bind-address", "nowhere")]).contains("--bind-address"));
         assert!(server_err(&[("flannel-backend", "wireguard")]).contains("vxlan, host-gw, none"));
+        let wg = server_err(&[("flannel-backend", "wireguard-native")]);
+        assert!(wg.contains("not supported by rk3s yet") && wg.contains("vxlan, host-gw, none"), "{wg}");
+        assert!(server_err(&[("flannel-iface", "eth0/1")]).contains("--flannel-iface"));
+        assert!(server_err(&[("node-external-ip", "nope")]).contains("--node-external-ip"));
+    }
+
+    #[test]
+    fn overlay_node_flags_resolve() {
+        let c = ServerConfig::resolve(&settings(&[
+            ("flannel-iface", "wlan0"),
+            ("node-external-ip", "203.0.113.9"),
+            ("flannel-backend", "host-gw"),
+        ]))
+        .unwrap();
+        assert_eq!(c.node.flannel_iface.as_deref(), Some("wlan0"));
+        assert_eq!(c.node.node_external_ip.unwrap().to_string(), "203.0.113.9");
+        assert_eq!(c.flannel_backend, FlannelBackend::HostGw);
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("flannel-iface: wlan0") && yaml.contains("node-external-ip: 203.0.113.9"), "{yaml}");
     }
 
     #[test]
