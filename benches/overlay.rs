@@ -40,7 +40,10 @@ fn pod(c: &Cluster, node: &str) -> (String, String) {
         (c.pod_field(&name, "{.status.phase}") == "Running").then_some(())
     });
     let uid = c.pod_field(&name, "{.metadata.uid}");
-    (c.pod_field(&name, "{.status.podIP}"), format!("/var/run/netns/rk3s-{uid}"))
+    (
+        c.pod_field(&name, "{.status.podIP}"),
+        format!("/var/run/netns/rk3s-{uid}"),
+    )
 }
 
 fn in_ns(netns: &str, argv: &[&str]) -> Command {
@@ -68,13 +71,19 @@ fn iperf(server_ns: &str, client_ns: &str, ip: &str) -> f64 {
     );
     std::thread::sleep(Duration::from_millis(500));
     let o = privilege::output_within(
-        &mut in_ns(client_ns, &["iperf3", "-c", ip, "-p", "5299", "-t", "5", "-J"]),
+        &mut in_ns(
+            client_ns,
+            &["iperf3", "-c", ip, "-p", "5299", "-t", "5", "-J"],
+        ),
         Duration::from_secs(30),
     )
     .expect("iperf3 -c");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("iperf3 output: {e}: {}", text(&o.stdout)));
-    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1e9
 }
 
 fn throughput(backend: &str) {
@@ -96,13 +105,18 @@ fn time_to_reachable() {
     let (_, server_pod) = pod(&c, "server");
     let started = Instant::now();
     let name = c.add_agent();
-    c.wait_for(&format!("{name} Ready"), 120, || c.node_ready(name).then_some(()));
+    c.wait_for(&format!("{name} Ready"), 120, || {
+        c.node_ready(name).then_some(())
+    });
     let ready = Instant::now();
     let cidr = c.kubectl_ok(&["get", "node", name, "-o", "jsonpath={.spec.podCIDR}"]);
     let gateway = cidr.replace(".0/24", ".1");
     c.wait_for(&format!("{name}'s pod subnet reachable"), 120, || {
         let o = privilege::output_within(
-            &mut in_ns(&server_pod, &["busybox", "ping", "-c", "1", "-W", "1", &gateway]),
+            &mut in_ns(
+                &server_pod,
+                &["busybox", "ping", "-c", "1", "-W", "1", &gateway],
+            ),
             Duration::from_secs(5),
         );
         o.is_ok_and(|o| o.status.success()).then_some(())
@@ -119,7 +133,10 @@ fn main() {
     if !require_e2e("overlay bench") {
         return;
     }
-    require_tools("overlay bench", &[("iperf3", "iperf3"), ("kubectl", "kubectl")]);
+    require_tools(
+        "overlay bench",
+        &[("iperf3", "iperf3"), ("kubectl", "kubectl")],
+    );
     throughput("vxlan");
     throughput("host-gw");
     time_to_reachable();

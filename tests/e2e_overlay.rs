@@ -96,7 +96,10 @@ fn check_connectivity(c: &Cluster) -> BTreeMap<String, String> {
                 "-c",
                 &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 8080"),
             ]);
-            assert!(body.contains(&format!("hello from {to}")), "HTTP {from} → {to}: {body}");
+            assert!(
+                body.contains(&format!("hello from {to}")),
+                "HTTP {from} → {to}: {body}"
+            );
             // The receiver's own view of the connection: the sender's pod IP.
             let seen = c.kubectl_ok(&[
                 "exec",
@@ -108,21 +111,33 @@ fn check_connectivity(c: &Cluster) -> BTreeMap<String, String> {
             ]);
             let from_ip = &ips[from];
             assert!(
-                seen.lines().any(|l| l.contains(&format!("{ip}:9000")) && l.contains(&format!("{from_ip}:"))),
+                seen.lines().any(
+                    |l| l.contains(&format!("{ip}:9000")) && l.contains(&format!("{from_ip}:"))
+                ),
                 "{to} did not see {from}'s pod IP {from_ip}: {seen}"
             );
         }
         // Outside the cluster: the server's node IP and the bridge's address.
         for target in [c.server_node.ip().to_string(), c.net.gateway().to_string()] {
             let o = c.kubectl(&["exec", &pod, "--", "ping", "-c", "1", "-W", "3", &target]);
-            assert!(o.status.success(), "ping {from} → {target}: {}", text(&o.stderr));
+            assert!(
+                o.status.success(),
+                "ping {from} → {target}: {}",
+                text(&o.stderr)
+            );
         }
     }
     ips
 }
 
 fn annotations(c: &Cluster, node: &str) -> serde_json::Value {
-    let raw = c.kubectl_ok(&["get", "node", node, "-o", "jsonpath={.metadata.annotations}"]);
+    let raw = c.kubectl_ok(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]);
     serde_json::from_str(&raw).unwrap()
 }
 
@@ -135,7 +150,10 @@ fn vxlan_connects_three_nodes_like_flannel() {
     if !require_e2e("vxlan_connects_three_nodes_like_flannel") {
         return;
     }
-    require_tools("e2e_overlay", &[("kubectl", "kubectl"), ("bridge", "iproute2")]);
+    require_tools(
+        "e2e_overlay",
+        &[("kubectl", "kubectl"), ("bridge", "iproute2")],
+    );
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = Cluster::start(2, &[]);
     let ips = check_connectivity(&c);
@@ -147,23 +165,45 @@ fn vxlan_connects_three_nodes_like_flannel() {
         let mac = mac.trim();
         assert_eq!(a["flannel.alpha.coreos.com/backend-type"], "vxlan");
         assert_eq!(a["flannel.alpha.coreos.com/kube-subnet-manager"], "true");
-        assert_eq!(a["flannel.alpha.coreos.com/public-ip"], c.node(&node).ip().to_string());
+        assert_eq!(
+            a["flannel.alpha.coreos.com/public-ip"],
+            c.node(&node).ip().to_string()
+        );
         let data: serde_json::Value =
-            serde_json::from_str(a["flannel.alpha.coreos.com/backend-data"].as_str().unwrap()).unwrap();
+            serde_json::from_str(a["flannel.alpha.coreos.com/backend-data"].as_str().unwrap())
+                .unwrap();
         assert_eq!(data, serde_json::json!({"VNI": 1, "VtepMAC": mac}));
         let cidr = pod_cidr(&c, &node);
         let vtep = cidr.replace("/24", "");
         for other in c.node_names().iter().filter(|o| **o != node) {
             let neigh = ip_lines(&c, other, &["ip", "neigh", "show", "dev", "flannel.1"]);
-            assert!(neigh.contains(&format!("{vtep} lladdr {mac} PERMANENT")), "{other}: {neigh}");
+            assert!(
+                neigh.contains(&format!("{vtep} lladdr {mac} PERMANENT")),
+                "{other}: {neigh}"
+            );
             let fdb = ip_lines(&c, other, &["bridge", "fdb", "show", "dev", "flannel.1"]);
-            assert!(fdb.contains(&format!("{mac} dst {} self permanent", c.node(&node).ip())), "{other}: {fdb}");
+            assert!(
+                fdb.contains(&format!("{mac} dst {} self permanent", c.node(&node).ip())),
+                "{other}: {fdb}"
+            );
             let route = ip_lines(&c, other, &["ip", "route", "show", &cidr]);
-            assert_eq!(route.trim(), format!("{cidr} via {vtep} dev flannel.1 onlink"), "{other}");
+            assert_eq!(
+                route.trim(),
+                format!("{cidr} via {vtep} dev flannel.1 onlink"),
+                "{other}"
+            );
         }
         let link = ip_lines(&c, &node, &["ip", "-d", "link", "show", "flannel.1"]);
-        assert!(link.contains("vxlan id 1") && link.contains("dstport 8472") && link.contains("nolearning"), "{link}");
-        assert!(link.contains(&format!("local {}", c.node(&node).ip())), "{link}");
+        assert!(
+            link.contains("vxlan id 1")
+                && link.contains("dstport 8472")
+                && link.contains("nolearning"),
+            "{link}"
+        );
+        assert!(
+            link.contains(&format!("local {}", c.node(&node).ip())),
+            "{link}"
+        );
     }
 
     // A long-running transfer from agent1's pod to agent2's (whose one-shot
@@ -185,11 +225,17 @@ spec:
     ));
     c.track_pod("sender");
     let received = |c: &Cluster| -> u64 {
-        let out = text(&c.kubectl(&["exec", "web-agent2", "--", "sh", "-c", "wc -c < /tmp/rx"]).stdout);
+        let out = text(
+            &c.kubectl(&["exec", "web-agent2", "--", "sh", "-c", "wc -c < /tmp/rx"])
+                .stdout,
+        );
         out.trim().parse().unwrap_or(0)
     };
-    c.wait_for("the transfer to start", 90, || (received(&c) > 100).then_some(()));
-    let ifindex = |c: &Cluster, n: &str| ip_lines(c, n, &["cat", "/sys/class/net/flannel.1/ifindex"]);
+    c.wait_for("the transfer to start", 90, || {
+        (received(&c) > 100).then_some(())
+    });
+    let ifindex =
+        |c: &Cluster, n: &str| ip_lines(c, n, &["cat", "/sys/class/net/flannel.1/ifindex"]);
     let index_before = ifindex(&c, "agent1");
     for agent in ["agent1", "agent2"] {
         let a = c.agent_mut(agent);
@@ -200,26 +246,51 @@ spec:
             let a = c.agents.iter().find(|a| a.name == agent).unwrap();
             (a.daemon.log_tail(100_000).matches("overlay ready").count() >= 2).then_some(())
         });
-        c.wait_for(&format!("{agent} Ready again"), 120, || c.node_ready(agent).then_some(()));
+        c.wait_for(&format!("{agent} Ready again"), 120, || {
+            c.node_ready(agent).then_some(())
+        });
     }
     // Fail static: the restarted agent adopted the device instead of re-creating it.
-    assert_eq!(ifindex(&c, "agent1"), index_before, "flannel.1 was re-created by a restart");
+    assert_eq!(
+        ifindex(&c, "agent1"),
+        index_before,
+        "flannel.1 was re-created by a restart"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let before = received(&c);
-    c.wait_for("the same transfer to go on after the restarts", 30, || (received(&c) > before + 50).then_some(()));
+    c.wait_for("the same transfer to go on after the restarts", 30, || {
+        (received(&c) > before + 50).then_some(())
+    });
 
     // A deleted flannel.1 comes back, and traffic with it.
     let agent1 = c.node("agent1");
-    assert!(agent1.exec(&["ip", "link", "del", "flannel.1"]).status.success());
+    assert!(agent1
+        .exec(&["ip", "link", "del", "flannel.1"])
+        .status
+        .success());
     c.wait_for("flannel.1 re-created", 60, || {
-        c.node("agent1").exec(&["ip", "link", "show", "flannel.1"]).status.success().then_some(())
-    });
-    let server_pod_ip = &ips["server"];
-    c.wait_for("agent1 → server pod after the repair", 60, || {
-        c.kubectl(&["exec", "web-agent1", "--", "ping", "-c", "1", "-W", "2", server_pod_ip])
+        c.node("agent1")
+            .exec(&["ip", "link", "show", "flannel.1"])
             .status
             .success()
             .then_some(())
+    });
+    let server_pod_ip = &ips["server"];
+    c.wait_for("agent1 → server pod after the repair", 60, || {
+        c.kubectl(&[
+            "exec",
+            "web-agent1",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            server_pod_ip,
+        ])
+        .status
+        .success()
+        .then_some(())
     });
 
     // Deleting a Node object removes its entries on the others.
@@ -228,12 +299,20 @@ spec:
     c.kubectl_ok(&["delete", "node", "agent2"]);
     for other in ["server", "agent1"] {
         c.wait_for(&format!("{other} to drop agent2's route"), 60, || {
-            ip_lines(&c, other, &["ip", "route", "show", &gone_cidr]).trim().is_empty().then_some(())
+            ip_lines(&c, other, &["ip", "route", "show", &gone_cidr])
+                .trim()
+                .is_empty()
+                .then_some(())
         });
         let neigh = ip_lines(&c, other, &["ip", "neigh", "show", "dev", "flannel.1"]);
-        assert!(!neigh.contains(&gone_cidr.replace("/24", " ")), "{other}: {neigh}");
+        assert!(
+            !neigh.contains(&gone_cidr.replace("/24", " ")),
+            "{other}: {neigh}"
+        );
         assert_eq!(
-            ip_lines(&c, other, &["bridge", "fdb", "show", "dev", "flannel.1"]).lines().count(),
+            ip_lines(&c, other, &["bridge", "fdb", "show", "dev", "flannel.1"])
+                .lines()
+                .count(),
             1,
             "{other} keeps only the remaining peer's FDB entry"
         );
@@ -250,12 +329,23 @@ fn host_gw_connects_three_nodes() {
     let c = Cluster::start(2, &["--flannel-backend", "host-gw"]);
     check_connectivity(&c);
     for node in c.node_names() {
-        assert_eq!(annotations(&c, &node)["flannel.alpha.coreos.com/backend-type"], "host-gw");
+        assert_eq!(
+            annotations(&c, &node)["flannel.alpha.coreos.com/backend-type"],
+            "host-gw"
+        );
         for other in c.node_names().iter().filter(|o| **o != node) {
             let cidr = pod_cidr(&c, other);
             let route = ip_lines(&c, &node, &["ip", "route", "show", &cidr]);
-            assert_eq!(route.trim(), format!("{cidr} via {} dev eth0", c.node(other).ip()), "{node}");
+            assert_eq!(
+                route.trim(),
+                format!("{cidr} via {} dev eth0", c.node(other).ip()),
+                "{node}"
+            );
         }
-        assert!(!c.node(&node).exec(&["ip", "link", "show", "flannel.1"]).status.success());
+        assert!(!c
+            .node(&node)
+            .exec(&["ip", "link", "show", "flannel.1"])
+            .status
+            .success());
     }
 }

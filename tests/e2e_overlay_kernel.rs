@@ -61,7 +61,9 @@ impl Member {
 
     async fn overlay(&self, name: &str, backend: FlannelBackend) -> (Overlay, Node) {
         let cfg = self.config(name, backend);
-        let ops = LinuxOverlayOps::connect(cfg.host_netns.clone()).await.unwrap();
+        let ops = LinuxOverlayOps::connect(cfg.host_netns.clone())
+            .await
+            .unwrap();
         let o = Overlay::new(cfg, Arc::new(ops)).unwrap();
         let ann = o.prepare(None).await.unwrap();
         let mut node = Node::default();
@@ -82,14 +84,20 @@ impl Member {
 
 fn sh(ns: &NsNode, argv: &[&str]) {
     let o = ns.exec(argv);
-    assert!(o.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn ping(m: &Member, from: &str, to: &str) -> bool {
-    m.ns
-        .exec_within(&["busybox", "ping", "-c", "1", "-W", "2", "-I", from, to], Duration::from_secs(10))
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    m.ns.exec_within(
+        &["busybox", "ping", "-c", "1", "-W", "2", "-I", from, to],
+        Duration::from_secs(10),
+    )
+    .map(|o| o.status.success())
+    .unwrap_or(false)
 }
 
 fn mac_of(n: &Node) -> String {
@@ -104,7 +112,10 @@ async fn vxlan_entries_match_flannel_and_carry_traffic() {
     if !require_e2e("vxlan_entries_match_flannel_and_carry_traffic") {
         return;
     }
-    require_tools("e2e_overlay_kernel", &[("bridge", "iproute2"), ("ethtool", "ethtool")]);
+    require_tools(
+        "e2e_overlay_kernel",
+        &[("bridge", "iproute2"), ("ethtool", "ethtool")],
+    );
     let net = Network::new("ovk").expect("network");
     let a = Member::new(&net, "a", "10.42.1.0/24", "10.42.1.1/24");
     let b = Member::new(&net, "b", "10.42.2.0/24", "10.42.2.1/24");
@@ -118,7 +129,13 @@ async fn vxlan_entries_match_flannel_and_carry_traffic() {
 
     // The device, as flannel makes it.
     let link = a.out(&["ip", "-d", "link", "show", "flannel.1"]);
-    for want in ["mtu 1450", "vxlan id 1", &format!("local {}", a.ns.ip()), "dstport 8472", "nolearning"] {
+    for want in [
+        "mtu 1450",
+        "vxlan id 1",
+        &format!("local {}", a.ns.ip()),
+        "dstport 8472",
+        "nolearning",
+    ] {
         assert!(link.contains(want), "missing {want:?} in {link}");
     }
     assert!(link.contains(&mac_of(&node_a)), "{link}");
@@ -129,11 +146,21 @@ async fn vxlan_entries_match_flannel_and_carry_traffic() {
     // The per-peer entries.
     let mac_b = mac_of(&node_b);
     let neigh = a.out(&["ip", "neigh", "show", "dev", "flannel.1"]);
-    assert!(neigh.contains(&format!("10.42.2.0 lladdr {mac_b} PERMANENT")), "{neigh}");
+    assert!(
+        neigh.contains(&format!("10.42.2.0 lladdr {mac_b} PERMANENT")),
+        "{neigh}"
+    );
     let fdb = a.out(&["bridge", "fdb", "show", "dev", "flannel.1"]);
-    assert!(fdb.contains(&format!("{mac_b} dst {} self permanent", b.ns.ip())), "{fdb}");
+    assert!(
+        fdb.contains(&format!("{mac_b} dst {} self permanent", b.ns.ip())),
+        "{fdb}"
+    );
     let route = a.out(&["ip", "route", "show", "10.42.2.0/24"]);
-    assert_eq!(route.trim(), "10.42.2.0/24 via 10.42.2.0 dev flannel.1 onlink", "{route}");
+    assert_eq!(
+        route.trim(),
+        "10.42.2.0/24 via 10.42.2.0 dev flannel.1 onlink",
+        "{route}"
+    );
     // Packets cross, pod address to pod address.
     assert!(ping(&a, "10.42.1.1", "10.42.2.1"), "a → b over VXLAN");
     assert!(ping(&b, "10.42.2.1", "10.42.1.1"), "b → a over VXLAN");
@@ -144,28 +171,42 @@ async fn vxlan_entries_match_flannel_and_carry_traffic() {
     assert_eq!(mac_of(&node_a2), mac_of(&node_a));
     let out = oa2.sync(&nodes).await.unwrap();
     assert!(out.added.is_empty() && out.removed.is_empty(), "{out:?}");
-    assert_eq!(a.out(&["cat", "/sys/class/net/flannel.1/ifindex"]), index_before);
+    assert_eq!(
+        a.out(&["cat", "/sys/class/net/flannel.1/ifindex"]),
+        index_before
+    );
 
     // A deleted device comes back, with its MAC, and traffic with it.
     sh(&a.ns, &["ip", "link", "del", "flannel.1"]);
     oa2.sync(&nodes).await.unwrap();
-    assert!(a.out(&["ip", "link", "show", "flannel.1"]).contains(&mac_of(&node_a)));
+    assert!(a
+        .out(&["ip", "link", "show", "flannel.1"])
+        .contains(&mac_of(&node_a)));
     assert!(ping(&a, "10.42.1.1", "10.42.2.1"), "a → b after repair");
 
     // A node that goes loses its entries.
     oa2.sync(&[node_a.clone()]).await.unwrap();
     assert_eq!(a.out(&["ip", "route", "show", "10.42.2.0/24"]).trim(), "");
-    assert!(!a.out(&["ip", "neigh", "show", "dev", "flannel.1"]).contains("10.42.2.0"));
-    assert!(!a.out(&["bridge", "fdb", "show", "dev", "flannel.1"]).contains(&mac_b));
+    assert!(!a
+        .out(&["ip", "neigh", "show", "dev", "flannel.1"])
+        .contains("10.42.2.0"));
+    assert!(!a
+        .out(&["bridge", "fdb", "show", "dev", "flannel.1"])
+        .contains(&mac_b));
 
     // Uninstall leaves the stand-in bridge and the underlay alone.
-    let removed = rk3s::overlay::uninstall(a.config("a", FlannelBackend::Vxlan).host_netns, "10.42.0.0/16".parse().unwrap())
-        .await
-        .unwrap();
+    let removed = rk3s::overlay::uninstall(
+        a.config("a", FlannelBackend::Vxlan).host_netns,
+        "10.42.0.0/16".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(removed.device);
     assert!(!a.out(&["ip", "link", "show"]).contains("flannel.1"));
     assert!(a.out(&["ip", "-4", "addr"]).contains("10.42.1.1/24"));
-    assert!(a.out(&["ip", "-4", "addr"]).contains(&a.ns.ip().to_string()));
+    assert!(a
+        .out(&["ip", "-4", "addr"])
+        .contains(&a.ns.ip().to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,12 +219,19 @@ async fn host_gw_routes_via_the_node_ip() {
     let b = Member::new(&net, "b", "10.42.2.0/24", "10.42.2.1/24");
     let (oa, node_a) = a.overlay("a", FlannelBackend::HostGw).await;
     let (ob, node_b) = b.overlay("b", FlannelBackend::HostGw).await;
-    assert_eq!(node_a.metadata.annotations.as_ref().unwrap()["flannel.alpha.coreos.com/backend-type"], "host-gw");
+    assert_eq!(
+        node_a.metadata.annotations.as_ref().unwrap()["flannel.alpha.coreos.com/backend-type"],
+        "host-gw"
+    );
     let nodes = [node_a, node_b];
     oa.sync(&nodes).await.unwrap();
     ob.sync(&nodes).await.unwrap();
     let route = a.out(&["ip", "route", "show", "10.42.2.0/24"]);
-    assert_eq!(route.trim(), format!("10.42.2.0/24 via {} dev eth0", b.ns.ip()), "{route}");
+    assert_eq!(
+        route.trim(),
+        format!("10.42.2.0/24 via {} dev eth0", b.ns.ip()),
+        "{route}"
+    );
     assert!(!a.out(&["ip", "link", "show"]).contains("flannel.1"));
     assert!(ping(&a, "10.42.1.1", "10.42.2.1"), "a → b via host-gw");
     assert!(ping(&b, "10.42.2.1", "10.42.1.1"), "b → a via host-gw");

@@ -117,11 +117,7 @@ pub fn peer(node: &Node, backend: FlannelBackend) -> Result<Peer, String> {
 }
 
 #[cfg(test)]
-pub(crate) fn test_node(
-    name: &str,
-    cidr: Option<&str>,
-    annotations: &[(&str, &str)],
-) -> Node {
+pub(crate) fn test_node(name: &str, cidr: Option<&str>, annotations: &[(&str, &str)]) -> Node {
     let mut n = Node::default();
     n.metadata.name = Some(name.to_string());
     n.metadata.annotations = Some(
@@ -152,7 +148,10 @@ mod tests {
         );
         assert_eq!(m[KUBE_SUBNET_MANAGER], "true");
         assert_eq!(m[BACKEND_TYPE], "vxlan");
-        assert_eq!(m[BACKEND_DATA], r#"{"VNI":1,"VtepMAC":"0a:58:0a:2a:01:00"}"#);
+        assert_eq!(
+            m[BACKEND_DATA],
+            r#"{"VNI":1,"VtepMAC":"0a:58:0a:2a:01:00"}"#
+        );
         assert_eq!(m[PUBLIC_IP], "192.168.1.10");
         assert_eq!(m[PUBLIC_IP_OVERWRITE], "203.0.113.7");
         assert!(m.keys().all(|k| k.starts_with(PREFIX)));
@@ -160,7 +159,12 @@ mod tests {
 
     #[test]
     fn host_gw_publishes_null_backend_data_and_no_overwrite_by_default() {
-        let m = own(FlannelBackend::HostGw, None, "10.0.0.2".parse().unwrap(), None);
+        let m = own(
+            FlannelBackend::HostGw,
+            None,
+            "10.0.0.2".parse().unwrap(),
+            None,
+        );
         assert_eq!(m[BACKEND_TYPE], "host-gw");
         assert_eq!(m[BACKEND_DATA], "null");
         assert!(!m.contains_key(PUBLIC_IP_OVERWRITE));
@@ -182,23 +186,38 @@ mod tests {
         assert_eq!(p.subnet.to_string(), "10.42.1.0/24");
         assert_eq!(p.public_ip.to_string(), "192.168.1.11");
         assert_eq!(p.vtep_mac.unwrap().to_string(), "aa:bb:cc:dd:ee:01");
-        assert_eq!(published_vtep_mac(&n).unwrap().to_string(), "aa:bb:cc:dd:ee:01");
+        assert_eq!(
+            published_vtep_mac(&n).unwrap().to_string(),
+            "aa:bb:cc:dd:ee:01"
+        );
         // The same node is no host-gw peer: flannel ignores other backends' leases.
-        assert!(peer(&n, FlannelBackend::HostGw).unwrap_err().contains("vxlan"));
+        assert!(peer(&n, FlannelBackend::HostGw)
+            .unwrap_err()
+            .contains("vxlan"));
     }
 
     #[test]
     fn incomplete_nodes_are_not_peers_and_say_why() {
         let no_cidr = test_node("a", None, &[]);
-        assert!(peer(&no_cidr, FlannelBackend::Vxlan).unwrap_err().contains("podCIDR"));
+        assert!(peer(&no_cidr, FlannelBackend::Vxlan)
+            .unwrap_err()
+            .contains("podCIDR"));
         let no_ann = test_node("b", Some("10.42.2.0/24"), &[]);
-        assert!(peer(&no_ann, FlannelBackend::Vxlan).unwrap_err().contains("backend-type"));
+        assert!(peer(&no_ann, FlannelBackend::Vxlan)
+            .unwrap_err()
+            .contains("backend-type"));
         let bad_data = test_node(
             "c",
             Some("10.42.2.0/24"),
-            &[(BACKEND_TYPE, "vxlan"), (PUBLIC_IP, "10.0.0.3"), (BACKEND_DATA, "null")],
+            &[
+                (BACKEND_TYPE, "vxlan"),
+                (PUBLIC_IP, "10.0.0.3"),
+                (BACKEND_DATA, "null"),
+            ],
         );
-        assert!(peer(&bad_data, FlannelBackend::Vxlan).unwrap_err().contains("malformed"));
+        assert!(peer(&bad_data, FlannelBackend::Vxlan)
+            .unwrap_err()
+            .contains("malformed"));
     }
 
     #[test]

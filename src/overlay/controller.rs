@@ -26,7 +26,9 @@ use super::linux::LinuxOverlayOps;
 use super::ops::{Mac, OverlayOps, VxlanSpec};
 use super::peers::{self, Scope, SyncOutcome, Target};
 use super::{annotations, device};
-use super::{FlannelBackend, OverlayConfig, OverlayError, VNI, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT};
+use super::{
+    FlannelBackend, OverlayConfig, OverlayError, VNI, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN_PORT,
+};
 
 /// How often a pass runs without any Node change (device repair, entries
 /// someone removed by hand).
@@ -57,7 +59,10 @@ impl Overlay {
     /// Sets up the local side and returns the annotations to publish.
     /// `own` is this node's Node as the API has it (for a MAC published by
     /// an earlier run whose state file is gone).
-    pub async fn prepare(&self, own: Option<&Node>) -> Result<BTreeMap<String, String>, OverlayError> {
+    pub async fn prepare(
+        &self,
+        own: Option<&Node>,
+    ) -> Result<BTreeMap<String, String>, OverlayError> {
         let mac = match self.config.backend {
             FlannelBackend::Vxlan => {
                 let candidate = device::load_mac(&self.config.state_dir)
@@ -71,7 +76,9 @@ impl Overlay {
                 Some(link.0)
             }
             _ => {
-                self.ops.uplink(self.config.iface.as_deref(), self.config.node_ip).await?;
+                self.ops
+                    .uplink(self.config.iface.as_deref(), self.config.node_ip)
+                    .await?;
                 None
             }
         };
@@ -121,7 +128,12 @@ impl Overlay {
                     .await?;
                 // A leftover VXLAN device's routes are stale under host-gw.
                 let vxlan = self.ops.link(VXLAN_DEVICE).await?.map(|l| l.index);
-                (Target::HostGw { uplink: uplink.index }, [Some(uplink.index), vxlan])
+                (
+                    Target::HostGw {
+                        uplink: uplink.index,
+                    },
+                    [Some(uplink.index), vxlan],
+                )
             }
             FlannelBackend::None => return Ok(SyncOutcome::default()),
         };
@@ -160,10 +172,13 @@ pub async fn start(
     let overlay = Overlay::new(config, Arc::new(ops))?;
     let api: Api<Node> = Api::all(client);
     let name = overlay.config.node_name.clone();
-    let own = api.get_opt(&name).await.map_err(|source| OverlayError::Api {
-        action: format!("read node {name}"),
-        source,
-    })?;
+    let own = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| OverlayError::Api {
+            action: format!("read node {name}"),
+            source,
+        })?;
     let wanted = overlay.prepare(own.as_ref()).await?;
     tracing::info!(node = %name, backend = overlay.config.backend.name(), pod_cidr = %overlay.config.pod_cidr,
         public_ip = %overlay.config.public_ip(), "overlay ready");
@@ -229,9 +244,14 @@ async fn run(
 
 async fn publish(api: &Api<Node>, name: &str, wanted: &BTreeMap<String, String>) {
     let patch = serde_json::json!({"metadata": {"annotations": wanted}});
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => tracing::info!(node = %name, "published the flannel annotations"),
-        Err(e) => tracing::warn!(node = %name, error = %e, "failed to publish the flannel annotations; retrying"),
+        Err(e) => {
+            tracing::warn!(node = %name, error = %e, "failed to publish the flannel annotations; retrying")
+        }
     }
 }
 

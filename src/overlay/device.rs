@@ -43,11 +43,13 @@ pub async fn ensure(
             }
             ops.create_vxlan(spec).await?;
             tracing::info!(device = %spec.name, mac = %spec.mac, local = %spec.local, mtu = spec.mtu, "created the VXLAN device");
-            ops.link(&spec.name).await?.ok_or_else(|| OverlayError::Netlink {
-                action: format!("find {} after creating it", spec.name),
-                message: "it vanished".into(),
-                errno: None,
-            })?
+            ops.link(&spec.name)
+                .await?
+                .ok_or_else(|| OverlayError::Netlink {
+                    action: format!("find {} after creating it", spec.name),
+                    message: "it vanished".into(),
+                    errno: None,
+                })?
         }
     };
     if link.mtu != spec.mtu || !link.up {
@@ -88,7 +90,12 @@ pub fn save_mac(state_dir: &Path, mac: Mac) -> Result<(), OverlayError> {
     if load_mac(state_dir) == Some(mac) {
         return Ok(());
     }
-    let io = |e| OverlayError::io(format!("save the VTEP MAC under {}", state_dir.display()), e);
+    let io = |e| {
+        OverlayError::io(
+            format!("save the VTEP MAC under {}", state_dir.display()),
+            e,
+        )
+    };
     std::fs::create_dir_all(state_dir).map_err(io)?;
     let tmp = state_dir.join(".vtep-mac.tmp");
     std::fs::write(&tmp, format!("{mac}\n")).map_err(io)?;

@@ -134,7 +134,11 @@ impl FakeOverlayOps {
     }
 
     /// Records `call`, failing it if it was told to.
-    fn record(&self, op: &'static str, call: Call) -> Result<std::sync::MutexGuard<'_, State>, OverlayError> {
+    fn record(
+        &self,
+        op: &'static str,
+        call: Call,
+    ) -> Result<std::sync::MutexGuard<'_, State>, OverlayError> {
         let mut s = self.lock();
         s.calls.push(call);
         if s.fail_once.remove(op) {
@@ -206,7 +210,11 @@ impl OverlayOps for FakeOverlayOps {
 
     async fn delete_link(&self, index: u32) -> Result<bool, OverlayError> {
         let mut s = self.record("delete_link", Call::DeleteLink(index))?;
-        let name = s.links.iter().find(|(_, l)| l.index == index).map(|(n, _)| n.clone());
+        let name = s
+            .links
+            .iter()
+            .find(|(_, l)| l.index == index)
+            .map(|(n, _)| n.clone());
         let Some(name) = name else { return Ok(false) };
         s.links.remove(&name);
         drop_link_entries(&mut s, index);
@@ -250,7 +258,11 @@ impl OverlayOps for FakeOverlayOps {
 
     async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>, OverlayError> {
         let s = self.lock();
-        Ok(s.neighbours.iter().filter(|(i, _)| *i == index).map(|(_, n)| *n).collect())
+        Ok(s.neighbours
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, n)| *n)
+            .collect())
     }
 
     async fn add_neighbour(&self, index: u32, n: Neighbour) -> Result<(), OverlayError> {
@@ -269,7 +281,11 @@ impl OverlayOps for FakeOverlayOps {
 
     async fn fdb(&self, index: u32) -> Result<Vec<Fdb>, OverlayError> {
         let s = self.lock();
-        Ok(s.fdb.iter().filter(|(i, _)| *i == index).map(|(_, f)| *f).collect())
+        Ok(s.fdb
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, f)| *f)
+            .collect())
     }
 
     async fn add_fdb(&self, index: u32, f: Fdb) -> Result<(), OverlayError> {
@@ -288,7 +304,11 @@ impl OverlayOps for FakeOverlayOps {
 
     async fn routes(&self, within: Ipv4Net) -> Result<Vec<Route>, OverlayError> {
         let s = self.lock();
-        Ok(s.routes.iter().filter(|r| within.contains(&r.dst)).copied().collect())
+        Ok(s.routes
+            .iter()
+            .filter(|r| within.contains(&r.dst))
+            .copied()
+            .collect())
     }
 
     async fn add_route(&self, r: Route) -> Result<(), OverlayError> {

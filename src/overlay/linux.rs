@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -55,7 +57,12 @@ fn mac_of(bytes: &[u8]) -> Option<Mac> {
 }
 
 async fn all_links(h: &Handle) -> Result<Vec<LinkMessage>, OverlayError> {
-    h.link().get().execute().try_collect().await.map_err(nl("list links"))
+    h.link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list links"))
 }
 
 fn link_name(m: &LinkMessage) -> Option<&str> {
@@ -75,16 +82,28 @@ fn link_mtu(m: &LinkMessage) -> u32 {
         .unwrap_or(1500)
 }
 
-async fn ipv4_addresses(h: &Handle, index: Option<u32>) -> Result<Vec<(u32, Ipv4Net)>, OverlayError> {
+async fn ipv4_addresses(
+    h: &Handle,
+    index: Option<u32>,
+) -> Result<Vec<(u32, Ipv4Net)>, OverlayError> {
     let mut req = h.address().get();
     if let Some(i) = index {
         req = req.set_link_index_filter(i);
     }
-    let msgs: Vec<AddressMessage> = req.execute().try_collect().await.map_err(nl("list addresses"))?;
+    let msgs: Vec<AddressMessage> = req
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses"))?;
     let mut out = Vec::new();
-    for m in msgs.iter().filter(|m| m.header.family == AddressFamily::Inet) {
+    for m in msgs
+        .iter()
+        .filter(|m| m.header.family == AddressFamily::Inet)
+    {
         for a in &m.attributes {
-            if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = a {
+            if let AddressAttribute::Local(IpAddr::V4(ip))
+            | AddressAttribute::Address(IpAddr::V4(ip)) = a
+            {
                 if let Ok(net) = Ipv4Net::new(*ip, m.header.prefix_len) {
                     if !out.contains(&(m.header.index, net)) {
                         out.push((m.header.index, net));
@@ -101,9 +120,12 @@ impl OverlayOps for LinuxOverlayOps {
     async fn uplink(&self, iface: Option<&str>, ip: Ipv4Addr) -> Result<Uplink, OverlayError> {
         let links = all_links(&self.handle).await?;
         let found = match iface {
-            Some(name) => links.iter().find(|l| link_name(l) == Some(name)).ok_or_else(|| {
-                OverlayError::Uplink(format!("--flannel-iface {name}: no such interface"))
-            })?,
+            Some(name) => links
+                .iter()
+                .find(|l| link_name(l) == Some(name))
+                .ok_or_else(|| {
+                    OverlayError::Uplink(format!("--flannel-iface {name}: no such interface"))
+                })?,
             None => {
                 let addrs = ipv4_addresses(&self.handle, None).await?;
                 let index = addrs.iter().find(|(_, n)| n.addr() == ip).map(|(i, _)| *i).ok_or_else(|| {
@@ -111,9 +133,12 @@ impl OverlayOps for LinuxOverlayOps {
                         "no interface has the node IP {ip}; set --node-ip to one of this machine's addresses or name the interface with --flannel-iface"
                     ))
                 })?;
-                links.iter().find(|l| l.header.index == index).ok_or_else(|| {
-                    OverlayError::Uplink(format!("the interface holding {ip} vanished"))
-                })?
+                links
+                    .iter()
+                    .find(|l| l.header.index == index)
+                    .ok_or_else(|| {
+                        OverlayError::Uplink(format!("the interface holding {ip} vanished"))
+                    })?
             }
         };
         Ok(Uplink {
@@ -124,7 +149,12 @@ impl OverlayOps for LinuxOverlayOps {
     }
 
     async fn link(&self, name: &str) -> Result<Option<LinkState>, OverlayError> {
-        let mut stream = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let m = match stream.try_next().await {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(None),
@@ -193,10 +223,12 @@ impl OverlayOps for LinuxOverlayOps {
             .build();
         match self.handle.link().add(msg).execute().await {
             Ok(()) => Ok(()),
-            Err(e) if netlink::errno(&e) == Some(libc::EOPNOTSUPP) => Err(OverlayError::VxlanUnsupported {
-                device: spec.name.clone(),
-                detail: e.to_string(),
-            }),
+            Err(e) if netlink::errno(&e) == Some(libc::EOPNOTSUPP) => {
+                Err(OverlayError::VxlanUnsupported {
+                    device: spec.name.clone(),
+                    detail: e.to_string(),
+                })
+            }
             Err(e) => Err(nl(format!("create the VXLAN device {}", spec.name))(e)),
         }
     }
@@ -260,9 +292,11 @@ impl OverlayOps for LinuxOverlayOps {
 
     async fn disable_tx_checksum(&self, name: &str) -> Result<(), OverlayError> {
         let n = name.to_string();
-        netns::run_in(self.netns.clone(), move || ethtool(&n, ETHTOOL_STXCSUM, 0).map(|_| ()))
-            .await
-            .map_err(|e| OverlayError::io(format!("turn transmit checksum offload off on {name}"), e))
+        netns::run_in(self.netns.clone(), move || {
+            ethtool(&n, ETHTOOL_STXCSUM, 0).map(|_| ())
+        })
+        .await
+        .map_err(|e| OverlayError::io(format!("turn transmit checksum offload off on {name}"), e))
     }
 
     async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>, OverlayError> {
@@ -293,7 +327,10 @@ impl OverlayOps for LinuxOverlayOps {
         let mut m = NeighbourMessage::default();
         m.header.family = AddressFamily::Inet;
         m.header.ifindex = index;
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                n.ip,
+            )));
         self.handle
             .neighbours()
             .del(m)
@@ -309,7 +346,10 @@ impl OverlayOps for LinuxOverlayOps {
             .filter(|m| m.header.ifindex == index && m.header.state == NeighbourState::Permanent)
             .filter_map(|m| {
                 let (dst, mac) = neighbour_parts(m);
-                Some(Fdb { mac: mac?, dst: dst? })
+                Some(Fdb {
+                    mac: mac?,
+                    dst: dst?,
+                })
             })
             .collect())
     }
@@ -332,8 +372,12 @@ impl OverlayOps for LinuxOverlayOps {
         m.header.family = AddressFamily::Bridge;
         m.header.ifindex = index;
         m.header.flags = NeighbourFlags::Own;
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                f.dst,
+            )));
         self.handle
             .neighbours()
             .del(m)
@@ -376,7 +420,10 @@ impl OverlayOps for LinuxOverlayOps {
 }
 
 impl LinuxOverlayOps {
-    async fn neighbour_dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>, OverlayError> {
+    async fn neighbour_dump(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<NeighbourMessage>, OverlayError> {
         self.handle
             .neighbours()
             .get()
@@ -433,7 +480,9 @@ fn parse_route(m: &RouteMessage, within: Ipv4Net) -> Option<Route> {
             _ => {}
         }
     }
-    if m.header.address_family != AddressFamily::Inet || table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+    if m.header.address_family != AddressFamily::Inet
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+    {
         return None;
     }
     let dst = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
@@ -471,7 +520,10 @@ struct IfReqData {
 /// thread's namespace; returns the value's data.
 fn ethtool(name: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
     if name.len() >= libc::IFNAMSIZ {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "interface name too long"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
     }
     let mut value = EthtoolValue { cmd, data };
     let mut req = IfReqData {
@@ -499,6 +551,8 @@ fn ethtool(name: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
 
 impl std::fmt::Debug for LinuxOverlayOps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxOverlayOps").field("netns", &self.netns).finish_non_exhaustive()
+        f.debug_struct("LinuxOverlayOps")
+            .field("netns", &self.netns)
+            .finish_non_exhaustive()
     }
 }

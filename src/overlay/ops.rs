@@ -46,7 +46,9 @@ impl FromStr for Mac {
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<_> = s.trim().split(':').collect();
         if parts.len() != 6 {
-            return Err(format!("{s:?} is not a MAC address (six hex bytes with ':')"));
+            return Err(format!(
+                "{s:?} is not a MAC address (six hex bytes with ':')"
+            ));
         }
         let mut b = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {

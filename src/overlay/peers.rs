@@ -107,7 +107,12 @@ pub async fn present(
 ) -> Result<BTreeSet<Entry>, OverlayError> {
     let mut out = BTreeSet::new();
     if let Target::Vxlan { device } = target {
-        out.extend(ops.neighbours(device).await?.into_iter().map(Entry::Neighbour));
+        out.extend(
+            ops.neighbours(device)
+                .await?
+                .into_iter()
+                .map(Entry::Neighbour),
+        );
         out.extend(ops.fdb(device).await?.into_iter().map(Entry::Fdb));
     }
     for r in ops.routes(scope.cluster_cidr).await? {
@@ -205,7 +210,14 @@ async fn add(ops: &dyn OverlayOps, target: Target, e: Entry) -> Result<(), Overl
 async fn remove(ops: &dyn OverlayOps, target: Target, e: Entry) -> Result<(), OverlayError> {
     let gone = |r: Result<(), OverlayError>| match r {
         // Already gone is what we wanted.
-        Err(e) if matches!(e.errno(), Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)) => Ok(()),
+        Err(e)
+            if matches!(
+                e.errno(),
+                Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
+            ) =>
+        {
+            Ok(())
+        }
         other => other,
     };
     match e {

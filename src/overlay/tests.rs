@@ -8,10 +8,10 @@ use k8s_openapi::api::core::v1::Node;
 
 use super::*;
 use crate::hostnet::nft::FakeFirewall;
-use crate::overlay::uninstall;
 use crate::overlay::annotations::{test_node, BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP};
 use crate::overlay::fake::{Call, FakeOverlayOps, UPLINK_INDEX};
 use crate::overlay::ops::{Fdb, LinkState, Neighbour, Route};
+use crate::overlay::uninstall;
 
 fn config(dir: &std::path::Path, backend: FlannelBackend) -> OverlayConfig {
     OverlayConfig {
@@ -32,7 +32,11 @@ fn vxlan_node(name: &str, cidr: &str, ip: &str, mac: &str) -> Node {
     test_node(
         name,
         Some(cidr),
-        &[(BACKEND_TYPE, "vxlan"), (BACKEND_DATA, &data), (PUBLIC_IP, ip)],
+        &[
+            (BACKEND_TYPE, "vxlan"),
+            (BACKEND_DATA, &data),
+            (PUBLIC_IP, ip),
+        ],
     )
 }
 
@@ -40,28 +44,49 @@ fn hostgw_node(name: &str, cidr: &str, ip: &str) -> Node {
     test_node(
         name,
         Some(cidr),
-        &[(BACKEND_TYPE, "host-gw"), (BACKEND_DATA, "null"), (PUBLIC_IP, ip)],
+        &[
+            (BACKEND_TYPE, "host-gw"),
+            (BACKEND_DATA, "null"),
+            (PUBLIC_IP, ip),
+        ],
     )
 }
 
-async fn prepared(fake: &Arc<FakeOverlayOps>, dir: &std::path::Path, backend: FlannelBackend) -> Overlay {
+async fn prepared(
+    fake: &Arc<FakeOverlayOps>,
+    dir: &std::path::Path,
+    backend: FlannelBackend,
+) -> Overlay {
     let o = Overlay::new(config(dir, backend), fake.clone()).unwrap();
     o.prepare(None).await.unwrap();
     o
 }
 
 fn device_index(fake: &FakeOverlayOps) -> u32 {
-    fake.link_state(VXLAN_DEVICE).expect("flannel.1 exists").index
+    fake.link_state(VXLAN_DEVICE)
+        .expect("flannel.1 exists")
+        .index
 }
 
 fn n(ip: &str, mac: &str) -> Neighbour {
-    Neighbour { ip: ip.parse().unwrap(), mac: mac.parse().unwrap() }
+    Neighbour {
+        ip: ip.parse().unwrap(),
+        mac: mac.parse().unwrap(),
+    }
 }
 fn f(mac: &str, dst: &str) -> Fdb {
-    Fdb { mac: mac.parse().unwrap(), dst: dst.parse().unwrap() }
+    Fdb {
+        mac: mac.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+    }
 }
 fn onlink(dst: &str, gw: &str, dev: u32) -> Route {
-    Route { dst: dst.parse().unwrap(), gateway: gw.parse().unwrap(), link: dev, onlink: true }
+    Route {
+        dst: dst.parse().unwrap(),
+        gateway: gw.parse().unwrap(),
+        link: dev,
+        onlink: true,
+    }
 }
 
 const MAC2: &str = "aa:bb:cc:00:00:02";
@@ -74,15 +99,24 @@ async fn prepare_creates_flannels_device_and_annotations() {
     let o = Overlay::new(config(dir.path(), FlannelBackend::Vxlan), fake.clone()).unwrap();
     let ann = o.prepare(None).await.unwrap();
     let calls = fake.calls();
-    let Call::CreateVxlan(spec) = &calls[0] else { panic!("{calls:?}") };
-    assert_eq!((spec.name.as_str(), spec.vni, spec.port), ("flannel.1", 1, 8472));
+    let Call::CreateVxlan(spec) = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        (spec.name.as_str(), spec.vni, spec.port),
+        ("flannel.1", 1, 8472)
+    );
     assert_eq!(spec.local.to_string(), "192.168.1.10");
     assert_eq!(spec.uplink, UPLINK_INDEX);
     assert_eq!(spec.mtu, 1450);
     let link = fake.link_state(VXLAN_DEVICE).unwrap();
     assert_eq!(link.addresses, vec!["10.42.0.0/32".parse().unwrap()]);
     assert!(link.up);
-    assert_eq!(fake.tx_csum_now(VXLAN_DEVICE), Some(false), "checksum offload must be off");
+    assert_eq!(
+        fake.tx_csum_now(VXLAN_DEVICE),
+        Some(false),
+        "checksum offload must be off"
+    );
     let data = &ann[BACKEND_DATA];
     assert_eq!(data, &format!(r#"{{"VNI":1,"VtepMAC":"{}"}}"#, link.mac));
     assert_eq!(ann[PUBLIC_IP], "192.168.1.10");
@@ -110,7 +144,10 @@ async fn the_vtep_mac_survives_a_restart_and_a_deleted_device() {
     let fresh = Arc::new(FakeOverlayOps::new());
     let o = Overlay::new(config(other.path(), FlannelBackend::Vxlan), fresh.clone()).unwrap();
     o.prepare(Some(&own)).await.unwrap();
-    assert_eq!(fresh.link_state(VXLAN_DEVICE).unwrap().mac.to_string(), MAC2);
+    assert_eq!(
+        fresh.link_state(VXLAN_DEVICE).unwrap().mac.to_string(),
+        MAC2
+    );
 }
 
 #[tokio::test]
@@ -130,7 +167,11 @@ async fn a_wrong_device_is_replaced_and_a_right_one_kept() {
     };
     fake.put_link(VXLAN_DEVICE, wrong.clone(), false);
     prepared(&fake, dir.path(), FlannelBackend::Vxlan).await;
-    assert!(fake.calls().contains(&Call::DeleteLink(5)), "{:?}", fake.calls());
+    assert!(
+        fake.calls().contains(&Call::DeleteLink(5)),
+        "{:?}",
+        fake.calls()
+    );
     // A right one (an earlier run's) is kept as is, MAC included.
     let fake = Arc::new(FakeOverlayOps::new());
     wrong.vni = Some(1);
@@ -188,7 +229,10 @@ async fn a_removed_node_loses_its_entries_in_reverse_order() {
             Call::DelNeighbour(dev, n("10.42.2.0", MAC3)),
         ]
     );
-    assert_eq!(fake.routes_now(), vec![onlink("10.42.1.0/24", "10.42.1.0", dev)]);
+    assert_eq!(
+        fake.routes_now(),
+        vec![onlink("10.42.1.0/24", "10.42.1.0", dev)]
+    );
 }
 
 #[tokio::test]
@@ -197,10 +241,14 @@ async fn a_changed_mac_or_ip_replaces_only_what_changed() {
     let fake = Arc::new(FakeOverlayOps::new());
     let o = prepared(&fake, dir.path(), FlannelBackend::Vxlan).await;
     let dev = device_index(&fake);
-    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)]).await.unwrap();
+    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)])
+        .await
+        .unwrap();
     fake.clear_calls();
     // New IP: the FDB entry moves; neighbour and route stay.
-    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.21", MAC2)]).await.unwrap();
+    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.21", MAC2)])
+        .await
+        .unwrap();
     assert_eq!(
         fake.calls(),
         vec![
@@ -210,7 +258,9 @@ async fn a_changed_mac_or_ip_replaces_only_what_changed() {
     );
     fake.clear_calls();
     // New MAC (the node's device was re-created): neighbour and FDB move.
-    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.21", MAC3)]).await.unwrap();
+    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.21", MAC3)])
+        .await
+        .unwrap();
     assert_eq!(
         fake.calls(),
         vec![
@@ -268,12 +318,21 @@ async fn a_restarted_agent_adopts_everything_without_churn() {
         first.sync(&nodes).await.unwrap();
     }
     // Someone else's route inside the cluster CIDR on another link stays too.
-    let foreign = Route { dst: "10.42.99.0/24".parse().unwrap(), gateway: "192.168.7.1".parse().unwrap(), link: 77, onlink: false };
+    let foreign = Route {
+        dst: "10.42.99.0/24".parse().unwrap(),
+        gateway: "192.168.7.1".parse().unwrap(),
+        link: 77,
+        onlink: false,
+    };
     fake.put_route(foreign);
     fake.clear_calls();
     let second = prepared(&fake, dir.path(), FlannelBackend::Vxlan).await;
     let out = second.sync(&nodes).await.unwrap();
-    assert_eq!(fake.calls(), vec![], "a restart must not touch working entries");
+    assert_eq!(
+        fake.calls(),
+        vec![],
+        "a restart must not touch working entries"
+    );
     assert!(out.added.is_empty() && out.removed.is_empty());
     assert!(fake.routes_now().contains(&foreign));
 }
@@ -284,10 +343,14 @@ async fn host_gw_routes_via_the_peers_node_ip_and_cleans_vxlan_leftovers() {
     let fake = Arc::new(FakeOverlayOps::new());
     let vx = prepared(&fake, dir.path(), FlannelBackend::Vxlan).await;
     let dev = device_index(&fake);
-    vx.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)]).await.unwrap();
+    vx.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)])
+        .await
+        .unwrap();
     fake.clear_calls();
     let gw = prepared(&fake, dir.path(), FlannelBackend::HostGw).await;
-    gw.sync(&[hostgw_node("pi2", "10.42.1.0/24", "192.168.1.11")]).await.unwrap();
+    gw.sync(&[hostgw_node("pi2", "10.42.1.0/24", "192.168.1.11")])
+        .await
+        .unwrap();
     assert_eq!(
         fake.calls(),
         vec![
@@ -336,7 +399,9 @@ async fn bad_settings_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path(), FlannelBackend::Vxlan);
     c.node_ip = "127.0.0.1".parse().unwrap();
-    let err = Overlay::new(c, Arc::new(FakeOverlayOps::new())).err().unwrap();
+    let err = Overlay::new(c, Arc::new(FakeOverlayOps::new()))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("--node-ip"), "{err}");
     let mut c = config(dir.path(), FlannelBackend::Vxlan);
     c.pod_cidr = "10.99.0.0/24".parse().unwrap();
@@ -354,7 +419,14 @@ async fn external_ip_becomes_the_public_ip_and_the_overwrite() {
     assert_eq!(ann[PUBLIC_IP], "203.0.113.5");
     assert_eq!(ann[annotations::PUBLIC_IP_OVERWRITE], "203.0.113.5");
     // VXLAN still leaves from the node IP.
-    assert_eq!(fake.link_state(VXLAN_DEVICE).unwrap().local.unwrap().to_string(), "192.168.1.10");
+    assert_eq!(
+        fake.link_state(VXLAN_DEVICE)
+            .unwrap()
+            .local
+            .unwrap()
+            .to_string(),
+        "192.168.1.10"
+    );
 }
 
 #[tokio::test]
@@ -362,8 +434,15 @@ async fn uninstall_removes_exactly_the_overlays_entries_and_table() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeOverlayOps::new());
     let o = prepared(&fake, dir.path(), FlannelBackend::Vxlan).await;
-    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)]).await.unwrap();
-    let outside = Route { dst: "192.168.50.0/24".parse().unwrap(), gateway: "192.168.1.1".parse().unwrap(), link: UPLINK_INDEX, onlink: false };
+    o.sync(&[vxlan_node("pi2", "10.42.1.0/24", "192.168.1.11", MAC2)])
+        .await
+        .unwrap();
+    let outside = Route {
+        dst: "192.168.50.0/24".parse().unwrap(),
+        gateway: "192.168.1.1".parse().unwrap(),
+        link: UPLINK_INDEX,
+        onlink: false,
+    };
     fake.put_route(outside);
     let fw = FakeFirewall::new();
     let removed = uninstall::uninstall_with(fake.as_ref(), &fw, "10.42.0.0/16".parse().unwrap())
@@ -374,10 +453,29 @@ async fn uninstall_removes_exactly_the_overlays_entries_and_table() {
     assert!(fake.link_state(VXLAN_DEVICE).is_none());
     assert!(fake.neighbours_now().is_empty() && fake.fdb_now().is_empty());
     assert_eq!(fake.routes_now(), vec![outside]);
-    assert_eq!(fw.applied(), vec!["table ip rk3s\ndelete table ip rk3s\n".to_string()]);
+    assert_eq!(
+        fw.applied(),
+        vec!["table ip rk3s\ndelete table ip rk3s\n".to_string()]
+    );
     // Someone else's non-VXLAN link called flannel.1 is not ours to delete.
-    fake.put_link(VXLAN_DEVICE, LinkState { index: 40, mac: MAC2.parse().unwrap(), mtu: 1500, up: true, vni: None, port: None, local: None, learning: None, addresses: vec![] }, false);
-    let removed = uninstall::uninstall_with(fake.as_ref(), &fw, "10.42.0.0/16".parse().unwrap()).await.unwrap();
+    fake.put_link(
+        VXLAN_DEVICE,
+        LinkState {
+            index: 40,
+            mac: MAC2.parse().unwrap(),
+            mtu: 1500,
+            up: true,
+            vni: None,
+            port: None,
+            local: None,
+            learning: None,
+            addresses: vec![],
+        },
+        false,
+    );
+    let removed = uninstall::uninstall_with(fake.as_ref(), &fw, "10.42.0.0/16".parse().unwrap())
+        .await
+        .unwrap();
     assert!(!removed.device);
     assert!(fake.link_state(VXLAN_DEVICE).is_some());
 }

@@ -32,7 +32,10 @@ pub struct Removed {
 
 /// Removes the overlay's routes, device and the `ip rk3s` table from
 /// `netns` (the process's namespace when `None`).
-pub async fn uninstall(netns: Option<PathBuf>, cluster_cidr: Ipv4Net) -> Result<Removed, OverlayError> {
+pub async fn uninstall(
+    netns: Option<PathBuf>,
+    cluster_cidr: Ipv4Net,
+) -> Result<Removed, OverlayError> {
     let ops = LinuxOverlayOps::connect(netns.clone()).await?;
     let fw = NftFirewall::new(netns);
     uninstall_with(&ops, &fw, cluster_cidr).await
@@ -66,11 +69,16 @@ pub fn main(cluster_cidr: &str) -> std::process::ExitCode {
     let cidr: Ipv4Net = match cluster_cidr.parse() {
         Ok(c) => c,
         Err(_) => {
-            eprintln!("error: --cluster-cidr {cluster_cidr:?} is not an IPv4 CIDR (e.g. 10.42.0.0/16)");
+            eprintln!(
+                "error: --cluster-cidr {cluster_cidr:?} is not an IPv4 CIDR (e.g. 10.42.0.0/16)"
+            );
             return std::process::ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start a runtime: {e}");

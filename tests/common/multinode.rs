@@ -14,10 +14,10 @@
 //! [`Cluster::track_pod`]. On a panic, every log's tail and the nodes and
 //! pods are printed first.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use std::io::Write;
 
 use super::containerd::Containerd;
 use super::image::{BusyboxImage, DEFAULT_REFERENCE};
@@ -79,7 +79,13 @@ impl Cluster {
         .map(String::from)
         .to_vec();
         argv.extend(server_flags.iter().map(|s| s.to_string()));
-        let server = Daemon::start("server", server_node.netns(), argv, Vec::new(), dir.path().join("server.log"));
+        let server = Daemon::start(
+            "server",
+            server_node.netns(),
+            argv,
+            Vec::new(),
+            dir.path().join("server.log"),
+        );
         let mut c = Cluster {
             agents: Vec::new(),
             server,
@@ -91,12 +97,16 @@ impl Cluster {
             home: tempfile::tempdir().unwrap(),
             dir,
         };
-        c.wait_for("the API", 90, || c.kubectl(&["get", "ns"]).status.success().then_some(()));
+        c.wait_for("the API", 90, || {
+            c.kubectl(&["get", "ns"]).status.success().then_some(())
+        });
         for _ in 0..agents {
             c.add_agent();
         }
         for name in c.node_names() {
-            c.wait_for(&format!("node {name} Ready"), 120, || c.node_ready(&name).then_some(()));
+            c.wait_for(&format!("node {name} Ready"), 120, || {
+                c.node_ready(&name).then_some(())
+            });
         }
         c
     }
@@ -110,7 +120,9 @@ impl Cluster {
         {
             let node = c.net.add_node(name).expect("agent node");
             let ctrd = Containerd::start_in_netns(node.netns()).expect("containerd");
-            let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(ctrd.scratch()).unwrap();
+            let tar = BusyboxImage::new(DEFAULT_REFERENCE)
+                .write(ctrd.scratch())
+                .unwrap();
             ctrd.import(&tar).expect("import busybox");
             let argv = [
                 "agent",
@@ -131,10 +143,25 @@ impl Cluster {
             .to_vec();
             let envs = vec![(
                 "RK3S_NODE_PASSWORD_FILE".to_string(),
-                c.dir.path().join(format!("{name}-password")).display().to_string(),
+                c.dir
+                    .path()
+                    .join(format!("{name}-password"))
+                    .display()
+                    .to_string(),
             )];
-            let daemon = Daemon::start(name, node.netns(), argv, envs, c.dir.path().join(format!("{name}.log")));
-            c.agents.push(Agent { daemon, ctrd, node, name });
+            let daemon = Daemon::start(
+                name,
+                node.netns(),
+                argv,
+                envs,
+                c.dir.path().join(format!("{name}.log")),
+            );
+            c.agents.push(Agent {
+                daemon,
+                ctrd,
+                node,
+                name,
+            });
         }
         name
     }
@@ -151,11 +178,19 @@ impl Cluster {
         if name == "server" {
             return &self.server_node;
         }
-        &self.agents.iter().find(|a| a.name == name).expect("known node").node
+        &self
+            .agents
+            .iter()
+            .find(|a| a.name == name)
+            .expect("known node")
+            .node
     }
 
     pub fn agent_mut(&mut self, name: &str) -> &mut Agent {
-        self.agents.iter_mut().find(|a| a.name == name).expect("known agent")
+        self.agents
+            .iter_mut()
+            .find(|a| a.name == name)
+            .expect("known agent")
     }
 
     pub fn node_ready(&self, name: &str) -> bool {
@@ -188,7 +223,12 @@ impl Cluster {
 
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let o = self.kubectl(args);
-        assert!(o.status.success(), "kubectl {args:?} failed ({}): {}", o.status, text(&o.stderr));
+        assert!(
+            o.status.success(),
+            "kubectl {args:?} failed ({}): {}",
+            o.status,
+            text(&o.stderr)
+        );
         text(&o.stdout)
     }
 
@@ -200,13 +240,22 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start kubectl");
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "apply: {}", text(&o.stderr));
     }
 
     pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
-        text(&self.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")]).stdout)
+        text(
+            &self
+                .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
+                .stdout,
+        )
     }
 
     pub fn track_pod(&self, pod: &str) {
@@ -222,18 +271,32 @@ impl Cluster {
             if let Some(v) = f() {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
 
     pub fn diagnostics(&self) {
-        eprintln!("===== server log (tail) =====\n{}", self.server.log_tail(60));
+        eprintln!(
+            "===== server log (tail) =====\n{}",
+            self.server.log_tail(60)
+        );
         for a in &self.agents {
-            eprintln!("===== {} log (tail) =====\n{}", a.name, a.daemon.log_tail(60));
+            eprintln!(
+                "===== {} log (tail) =====\n{}",
+                a.name,
+                a.daemon.log_tail(60)
+            );
         }
         let o = self.kubectl(&["get", "nodes,pods", "-o", "wide"]);
-        eprintln!("===== kubectl get nodes,pods =====\n{}{}", text(&o.stdout), text(&o.stderr));
+        eprintln!(
+            "===== kubectl get nodes,pods =====\n{}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
     }
 }
 
