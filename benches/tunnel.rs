@@ -131,6 +131,7 @@ fn main() {
         netns_dir: "/var/run/netns".into(),
     });
     let api = KubeletApi {
+        liveness: None,
         log_root: std::env::temp_dir(),
         exec: Some(Arc::new(ContainerdExec {
             runtime: runtime.clone(),

@@ -76,6 +76,20 @@ spec:
       while true; do echo line $i; i=$((i+1)); sleep 1; done
 "#;
 
+/// Says two things and exits for good: `logs -f` of it must end.
+const DONE_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: done
+spec:
+  nodeName: agent
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: docker.io/rk3s/busybox:test
+    command: [sh, -c, "echo done; echo really"]
+"#;
+
 /// Fails once, then runs: `logs --previous` has the first run's output.
 const ONCE_POD: &str = r#"apiVersion: v1
 kind: Pod
@@ -148,8 +162,10 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     });
     c.apply(WEB_POD);
     c.apply(ONCE_POD);
+    c.apply(DONE_POD);
     c.track_pod("web");
     c.track_pod("once");
+    c.track_pod("done");
     c.wait_for("web Running", 90, || {
         (c.pod_field("web", "{.status.phase}") == "Running").then_some(())
     });
@@ -225,23 +241,16 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
         (text(&c.kubectl(&["logs", "once"]).stdout) == "second run\n").then_some(())
     });
 
+    // logs -f of a container that has exited ends, as kube's does
+    // (`c.kubectl` gives up after 60 s, which would fail here).
+    c.wait_for("done Succeeded", 90, || {
+        (c.pod_field("done", "{.status.phase}") == "Succeeded").then_some(())
+    });
+    assert_eq!(c.kubectl_ok(&["logs", "-f", "done"]), "done\nreally\n");
+
     port_forward(&c);
 
-    // The Kubernetes Python client's websocket exec.
-    let script = format!(
-        "from kubernetes import config, client\nfrom kubernetes.stream import stream\n\
-         config.load_kube_config(config_file='{}')\n\
-         out = stream(client.CoreV1Api().connect_get_namespaced_pod_exec, 'web', 'default',\n\
-         command=['sh', '-c', 'echo from-python; hostname'], stderr=True, stdin=False, stdout=True, tty=False)\n\
-         print(out, end='')\n",
-        c.kubeconfig.display()
-    );
-    let o = privilege::output_within(
-        c.in_server("/usr/bin/python3").args(["-c", &script]),
-        Duration::from_secs(60),
-    )
-    .unwrap();
-    assert_eq!(text(&o.stdout), "from-python\nweb\n", "{}", text(&o.stderr));
+    python_client_streams(&c);
 
     forbidden_exec(&c);
 
@@ -326,6 +335,99 @@ fn port_forward(c: &Cluster) {
     });
     kill(pf);
     result.unwrap_or_else(|e| panic!("port-forward: {e}"));
+}
+
+/// The Kubernetes Python client (Debian's python3-kubernetes) over its own
+/// websocket protocol: exec with every stdout/stderr combination (stdin
+/// off, then `cat` echoing stdin), as a script would use it.
+fn python_client_streams(c: &Cluster) {
+    let script = format!(
+        r#"import json
+from kubernetes import config, client
+from kubernetes.stream import stream
+config.load_kube_config(config_file='{}')
+api = client.CoreV1Api()
+results = {{}}
+for out in (True, False):
+    for err in (True, False):
+        if not (out or err):
+            continue
+        got = stream(api.connect_get_namespaced_pod_exec, 'web', 'default',
+                     command=['sh', '-c', 'echo a; sleep 0.3; echo b >&2; sleep 0.3; hostname'],
+                     stderr=err, stdin=False, stdout=out, tty=False)
+        results['out=%s err=%s' % (out, err)] = got
+ws = stream(api.connect_get_namespaced_pod_exec, 'web', 'default', command=['cat'],
+            stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
+ws.write_stdin('ping\n')
+echo = ''
+for _ in range(50):
+    ws.update(timeout=0.2)
+    echo += ws.read_stdout() or ''
+    if echo:
+        break
+ws.close()
+results['stdin echo'] = echo
+# A browser-style client: base64.channel.k8s.io, text frames, the
+# pre-v4 error channel (plain text).
+import base64, websocket
+cfg = client.Configuration.get_default_copy()
+url = (cfg.host.replace('https://', 'wss://') + '/api/v1/namespaces/default/pods/web/exec'
+       + '?command=sh&command=-c&command=echo%20b64%3B%20exit%203&stdout=true&stderr=true')
+ws = websocket.create_connection(url, subprotocols=['base64.channel.k8s.io'],
+    sslopt={{'certfile': cfg.cert_file, 'keyfile': cfg.key_file, 'ca_certs': cfg.ssl_ca_cert}})
+chans = {{}}
+while True:
+    try:
+        m = ws.recv()
+    except websocket.WebSocketConnectionClosedException:
+        break
+    if not m:
+        break
+    chans[m[0]] = chans.get(m[0], '') + base64.b64decode(m[1:]).decode()
+results['base64'] = {{'protocol': ws.getsubprotocol(), 'channels': chans}}
+# Port-forward over the kubelet's websocket channel framing.
+from kubernetes.stream import portforward
+pf = portforward(api.connect_get_namespaced_pod_portforward, 'web', 'default', ports='80')
+sock = pf.socket(80)
+sock.setblocking(True)
+sock.sendall(b'GET /index.html HTTP/1.0\r\n\r\n')
+reply = b''
+while True:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sock.close()
+results['port-forward'] = {{'body': reply.split(b'\r\n\r\n', 1)[-1].decode(), 'error': pf.error(80)}}
+print(json.dumps(results, sort_keys=True))
+"#,
+        c.kubeconfig.display()
+    );
+    let o = privilege::output_within(
+        c.in_server("/usr/bin/python3").args(["-c", &script]),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("python client: {e}: {} {}", text(&o.stdout), text(&o.stderr)));
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "out=True err=True": "a\nb\nweb\n",
+            "out=True err=False": "a\nweb\n",
+            "out=False err=True": "b\n",
+            "stdin echo": "ping\n",
+            "port-forward": {"body": "hello from the agent\n", "error": null},
+            "base64": {
+                "protocol": "base64.channel.k8s.io",
+                "channels": {
+                    "1": "b64\n",
+                    "3": "command terminated with non-zero exit code: error executing command [sh -c echo b64; exit 3], exit code 3",
+                },
+            },
+        }),
+        "the Python client's exec results"
+    );
 }
 
 /// A ServiceAccount bound to `view` reads logs but gets 403 on `pods/exec`.

@@ -57,6 +57,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     rt.block_on(runtime.start(&id)).expect("start");
 
     let api = KubeletApi {
+        liveness: None,
         log_root: containerd.scratch().join("pods"),
         exec: Some(Arc::new(ContainerdExec {
             runtime: runtime.clone(),
@@ -360,6 +361,7 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = KubeletApi {
+        liveness: None,
         log_root: std::env::temp_dir(),
         exec: None,
         port_forward: Some(Arc::new(

@@ -123,19 +123,11 @@ disabled_plugins = [
 /// `containerd` and `runc` packages).
 pub fn check_binaries() -> Result<(), ContainerdError> {
     for (binary, package) in [("containerd", "containerd"), ("runc", "runc")] {
-        if find_on_path(binary).is_none() {
+        if crate::hostos::find_on_path(binary, None).is_none() {
             return Err(ContainerdError::MissingBinary { binary, package });
         }
     }
     Ok(())
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d: PathBuf| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Whether something answers on `socket`.

@@ -20,23 +20,10 @@ pub mod registry;
 pub mod node;
 pub mod runtime;
 
-use std::path::PathBuf;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-
-/// What a node needs to talk to the API server as `system:node:<name>`.
-#[derive(Clone, Debug)]
-pub struct NodeCredentials {
-    pub node_name: String,
-    /// A kubeconfig with the server URL, the server CA and the kubelet
-    /// client certificate (CN `system:node:<name>`, O `system:nodes`).
-    pub kubeconfig: PathBuf,
-    /// The kubelet serving certificate and key (PEM files).
-    pub serving_cert: PathBuf,
-    pub serving_key: PathBuf,
-}
+pub use crate::pki::join::NodeCredentials;
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -127,13 +127,46 @@ impl ExecBackend for LazyContainerdExec {
     }
 }
 
+#[async_trait]
+impl kubelet_api::logs::ContainerLiveness for LazyContainerdExec {
+    async fn running(&self, namespace: &str, pod: &str, container: &str) -> Option<bool> {
+        use super::runtime::{labels, ContainerRuntime, ContainerState};
+        let backend = self.backend().await.ok()?;
+        let selector = [
+            (labels::POD_NAMESPACE, namespace),
+            (labels::POD_NAME, pod),
+            (labels::CONTAINER_NAME, container),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let found = backend.runtime.list(&selector).await.ok()?;
+        // The newest instance is the one a follow reads.
+        let newest = found.iter().max_by_key(|c| {
+            c.label(labels::RESTART_COUNT)
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        let Some(newest) = newest else {
+            return Some(false);
+        };
+        let status = backend.runtime.status(&newest.id).await.ok()?;
+        Some(matches!(
+            status.state,
+            ContainerState::Running | ContainerState::Created
+        ))
+    }
+}
+
 /// The kubelet API as this node serves it on the tunnel.
 pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
+    let containerd = Arc::new(LazyContainerdExec::new(
+        &opts.node.container_runtime_endpoint,
+    ));
     KubeletApi {
         log_root: opts.log_root.clone(),
-        exec: Some(Arc::new(LazyContainerdExec::new(
-            &opts.node.container_runtime_endpoint,
-        ))),
+        exec: Some(containerd.clone()),
+        liveness: Some(containerd),
         port_forward: Some(Arc::new(NetnsPortForward {
             netns_dir: opts.netns_dir.clone(),
         })),

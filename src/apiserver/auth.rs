@@ -64,7 +64,7 @@ pub trait Authenticator: Send + Sync {
     fn authenticate(&self, req: &AuthnRequest<'_>) -> Authn;
     /// The ServiceAccount token keys (for TokenRequest), if this
     /// authenticator accepts ServiceAccount tokens.
-    fn token_keys(&self) -> Option<&crate::auth::jwt::TokenKeys> {
+    fn token_keys(&self) -> Option<&crate::pki::jwt::TokenKeys> {
         None
     }
     /// Authenticates a bearer token for TokenReview: the user and the
@@ -78,6 +78,17 @@ pub trait Authenticator: Send + Sync {
     }
 }
 
+/// One `rules[]` entry of a Role or ClusterRole (what SelfSubjectRulesReview
+/// lists; RBAC in `crate::auth::rbac::rules` matches them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+    pub non_resource_urls: Vec<String>,
+}
+
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, user: &UserInfo, attrs: &Attributes<'_>) -> bool;
     /// The rules `user` holds in `namespace` (cluster-wide included), for
@@ -88,13 +99,15 @@ pub trait Authorizer: Send + Sync {
         &self,
         _user: &UserInfo,
         _namespace: &str,
-    ) -> Option<(Vec<crate::auth::rbac::rules::PolicyRule>, bool)> {
+    ) -> Option<(Vec<PolicyRule>, bool)> {
         None
     }
 }
 
 pub const ANONYMOUS: &str = "system:anonymous";
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
+pub const AUTHENTICATED: &str = "system:authenticated";
+pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
 /// The user an anonymous request is authorized as.
 pub fn anonymous_user() -> UserInfo {
@@ -120,14 +133,27 @@ pub fn identify(
     }) {
         Authn::User(u) => u,
         Authn::Anonymous => {
-            if crate::auth::impersonation::requested(headers) {
+            if super::impersonation::requested(headers) {
                 return Err(super::status::ApiStatus::unauthorized());
             }
             return Ok(None);
         }
         Authn::Invalid(_) => return Err(super::status::ApiStatus::unauthorized()),
     };
-    crate::auth::impersonation::apply(authorizer, user, headers).map(Some)
+    super::impersonation::apply(authorizer, user, headers).map(Some)
+}
+
+/// The object name a list or watch is limited to by a `metadata.name=X`
+/// (or `==`) field selector, which kube authorizes as a request on `X`.
+pub fn single_object_name<'a>(verb: &str, field_selector: Option<&'a String>) -> Option<&'a str> {
+    if !matches!(verb, "list" | "watch") {
+        return None;
+    }
+    let sel = field_selector?.trim();
+    let name = sel
+        .strip_prefix("metadata.name==")
+        .or_else(|| sel.strip_prefix("metadata.name="))?;
+    Some(name).filter(|n| !n.is_empty() && !n.contains(','))
 }
 
 /// Everyone is `system:admin` (until authentication lands).
@@ -195,5 +221,31 @@ mod tests {
             forbidden_message(&u, &a),
             "pods \"x\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"d\""
         );
+    }
+
+    #[test]
+    fn single_object_name() {
+        let sel = |s: &str| Some(s.to_string());
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name=x").as_ref()),
+            Some("x")
+        );
+        assert_eq!(
+            super::single_object_name("watch", sel("metadata.name==x").as_ref()),
+            Some("x")
+        );
+        assert_eq!(
+            super::single_object_name("get", sel("metadata.name=x").as_ref()),
+            None
+        );
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name=x,a=b").as_ref()),
+            None
+        );
+        assert_eq!(
+            super::single_object_name("list", sel("metadata.name!=x").as_ref()),
+            None
+        );
+        assert_eq!(super::single_object_name("list", None), None);
     }
 }

@@ -143,6 +143,15 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
+/// A JSON response body as kube-apiserver writes it: Go's `json.Encoder`
+/// ends every document with a newline, and clients that compare or
+/// concatenate bodies see it.
+pub fn json_body(value: &Value) -> Vec<u8> {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
 /// Renders a value with a status code, in JSON or YAML, gzip if large.
 pub fn respond(req_headers: &HeaderMap, code: StatusCode, value: &Value, yaml: bool) -> Response {
     let (body, ctype) = if yaml {
@@ -153,10 +162,7 @@ pub fn respond(req_headers: &HeaderMap, code: StatusCode, value: &Value, yaml: b
             "application/yaml",
         )
     } else {
-        (
-            serde_json::to_vec(value).unwrap_or_default(),
-            "application/json",
-        )
+        (json_body(value), "application/json")
     };
     let mut gzipped = false;
     let body = if body.len() > GZIP_THRESHOLD && accepts_gzip(req_headers) {

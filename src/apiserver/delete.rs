@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::codec;
 use super::keys;
 use super::objects::{self, meta_mut, meta_str};
-use super::rest::{store_err, Ctx};
+use super::context::{check_dry_run, store_err, Ctx};
 use super::status::ApiStatus;
 use crate::store::{ListOptions, StoreError};
 
@@ -119,7 +119,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
         {
             Ok(r) => {
                 if is_ns {
-                    tokio::spawn(super::watch::finish_namespace(
+                    tokio::spawn(super::namespaces::finish_namespace(
                         ctx.state.clone(),
                         name.clone(),
                     ));
@@ -146,7 +146,7 @@ fn delete_dry_run(ctx: &Ctx, opts: &Value) -> Result<bool, ApiStatus> {
         Some(Value::String(s)) => vec![s.clone()],
         Some(other) => vec![other.to_string()],
     };
-    super::rest::check_dry_run("DeleteOptions", &body)?;
+    check_dry_run("DeleteOptions", &body)?;
     Ok(ctx.dry_run() || body.iter().any(|v| v == "All"))
 }
 

@@ -2,8 +2,12 @@
 //! REST for every kind in the [`registry::Registry`], backed by a
 //! [`crate::store::Store`].
 //!
-//! Map: `server` (bind/serve/shutdown, TLS, health), `rest` (routing and the
-//! verbs), `watch` (watch streams, namespace emptying), `status` (Status
+//! Map: `server` (bind/serve/shutdown, TLS, health), `context` (the shared
+//! request context: `AppState`, `Ctx`), `rest` (routing, and the verbs in
+//! `rest::{read, write, patch}`), `delete`, `watch` (watch streams),
+//! `namespaces` (the bootstrap namespaces and namespace emptying),
+//! `subresources` (the non-stored subresources and kinds, reviews included),
+//! `streaming` (logs, exec, attach, port-forward, proxy through the node dialer), `status` (Status
 //! errors), `codec` (content negotiation, gzip), `selectors`, `keys`
 //! (storage layout), `objects` (system metadata), `admission` (the plug-in chain),
 //! `defaults` and `validation` (its defaulting, validating and `fieldValidation` plug-ins), `openapi`, `strategic` (patches), `auth` (the
@@ -21,13 +25,16 @@ pub mod admission;
 pub mod auth;
 pub mod builtin;
 pub mod codec;
+pub mod context;
 pub mod crd;
 pub mod defaults;
 pub mod delete;
 pub mod discovery;
 pub mod fieldmanager;
+pub mod impersonation;
 pub mod ipalloc;
 pub mod keys;
+pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod protobuf;
@@ -40,6 +47,7 @@ pub mod strategic;
 pub mod streaming;
 pub mod subresources;
 pub mod table;
+#[cfg(test)]
 pub mod testing;
 pub mod validation;
 pub mod version;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry::Registry;
-use super::rest::AppState;
+use super::context::AppState;
 use crate::store::Store;
 
 /// How to serve: the address, TLS, and the pluggable parts that
@@ -216,7 +216,7 @@ impl ApiServer {
         registry: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> Result<Self, ApiError> {
-        super::rest::bootstrap_namespaces(store.as_ref());
+        super::namespaces::bootstrap_namespaces(store.as_ref());
         super::crd::start(store.clone(), registry.clone(), shutdown.clone());
         let listener = TcpListener::bind(opts.bind)
             .await
@@ -234,7 +234,7 @@ impl ApiServer {
             shutdown: shutdown.clone(),
             authenticator: opts.authenticator,
             authorizer: opts.authorizer,
-            inflight: Arc::new(tokio::sync::Semaphore::new(super::rest::MAX_IN_FLIGHT)),
+            inflight: Arc::new(tokio::sync::Semaphore::new(super::context::MAX_IN_FLIGHT)),
             admission: opts.admission,
             node_dialer: opts.node_dialer,
         });

@@ -325,7 +325,7 @@ impl ApiStatus {
 
 impl IntoResponse for ApiStatus {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.to_value()).unwrap_or_default();
+        let body = super::codec::json_body(&self.to_value());
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (code, body).into_response();
         resp.headers_mut().insert(
@@ -365,6 +365,27 @@ mod tests {
             json!({"name": "web", "group": "apps", "kind": "deployments"})
         );
         assert_eq!(v["status"], "Failure");
+    }
+
+    /// Byte for byte what kube-apiserver sends for `GET
+    /// /apis/apps/v1/namespaces/default/deployments/web` when it is missing:
+    /// Go's json.Encoder field order (as `metav1.Status` declares its
+    /// fields) and its final newline.
+    #[tokio::test]
+    async fn the_wire_body_is_kube_apiserver_s_to_the_byte() {
+        let t = Target {
+            group: "apps",
+            resource: "deployments",
+            name: "web",
+        };
+        let resp = ApiStatus::not_found(t).into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+             \"message\":\"deployments.apps \\\"web\\\" not found\",\"reason\":\"NotFound\",\
+             \"details\":{\"name\":\"web\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"
+        );
     }
 
     #[test]

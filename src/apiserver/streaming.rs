@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::keys;
 use super::registry::ResourceDef;
-use super::rest::{store_err, AppState};
+use super::context::{store_err, AppState};
 use super::status::{ApiStatus, Target};
 
 /// Opens a byte stream to a node's kubelet API.

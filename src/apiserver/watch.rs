@@ -6,8 +6,6 @@
 //! With `allowWatchBookmarks`, a BOOKMARK every minute (at the last delivered
 //! revision) and, with `sendInitialEvents`, the `k8s.io/initial-events-end`
 //! one. Table watches send one-row Tables, column definitions only first.
-//! Also here: a minimal namespace finalizer (empties a terminating namespace,
-//! then removes it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +18,7 @@ use serde_json::{json, Value};
 use super::keys;
 use super::objects;
 use super::registry::ResourceDef;
-use super::rest::AppState;
+use super::context::AppState;
 use super::selectors::Selectors;
 use super::status::ApiStatus;
 use crate::store::{EventKind, ListOptions};
@@ -244,56 +242,6 @@ pub fn watch(
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .map_err(|e| ApiStatus::internal(e.to_string()))
-}
-
-/// Deletes (or marks, when held by finalizers) everything in a namespace.
-fn empty_namespace(state: &AppState, ns: &str) {
-    let mut seen = std::collections::HashSet::new();
-    for def in state.registry.all().into_iter().filter(|d| d.namespaced) {
-        let prefix = keys::collection_prefix(&def, Some(ns));
-        if !seen.insert(prefix.clone()) {
-            continue;
-        }
-        let Ok(page) = state.store.list(&ListOptions {
-            prefix,
-            ..Default::default()
-        }) else {
-            continue;
-        };
-        for rec in page.records {
-            let mut v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
-            if objects::finalizers(&v).is_empty() {
-                let _ = state.store.delete(&rec.key, Some(rec.mod_revision));
-            } else if v.pointer("/metadata/deletionTimestamp").is_none() {
-                let m = objects::meta_mut(&mut v);
-                m.insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                let _ = state
-                    .store
-                    .update(&rec.key, &objects::to_stored(&v), rec.mod_revision);
-            }
-        }
-    }
-}
-
-/// The namespace finalizer, minimal: empties the namespace, then removes it
-/// once it has no `metadata.finalizers`; gives up after a minute (PARTIAL:
-/// not resumed after a restart; a controller replaces this later).
-pub async fn finish_namespace(state: Arc<AppState>, name: String) {
-    let key = keys::namespace_key(&name);
-    for _ in 0..60 {
-        empty_namespace(&state, &name);
-        let Ok(Some(rec)) = state.store.get(&key) else {
-            return;
-        };
-        let v: Value = serde_json::from_slice(&rec.value).unwrap_or(Value::Null);
-        if objects::finalizers(&v).is_empty()
-            && state.store.delete(&key, Some(rec.mod_revision)).is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 #[cfg(test)]

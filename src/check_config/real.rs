@@ -21,7 +21,7 @@ impl Host for RealHost {
     }
 
     fn which(&self, program: &str) -> Option<PathBuf> {
-        crate::cli::find_on_path(program)
+        crate::hostos::find_on_path(program, None)
     }
 
     fn probe_port(&self, proto: Proto, port: u16) -> PortState {

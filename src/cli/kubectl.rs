@@ -4,9 +4,7 @@
 //! symlink to rk3s itself, that entry is skipped so the lookup cannot loop.
 
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::DEFAULT_KUBECONFIG;
@@ -15,7 +13,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     let me = std::env::current_exe()
         .ok()
         .and_then(|p| p.canonicalize().ok());
-    let Some(kubectl) = find_on_path("kubectl", me.as_deref()) else {
+    let Some(kubectl) = crate::hostos::find_on_path("kubectl", me.as_deref()) else {
         eprintln!(
             "error: kubectl was not found on PATH; rk3s uses the standard kubectl. Install it \
              (Debian: apt-get install kubectl from the Kubernetes apt repository, or see \
@@ -39,20 +37,4 @@ pub fn run(args: &[OsString]) -> ExitCode {
             ExitCode::from(126)
         }
     }
-}
-
-/// The first executable `program` on `PATH`, skipping any that resolves to `skip`.
-pub fn find_on_path(program: &str, skip: Option<&Path>) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .filter(|candidate| {
-            candidate
-                .metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .find(|candidate| match (skip, candidate.canonicalize()) {
-            (Some(skip), Ok(real)) => real != skip,
-            _ => true,
-        })
 }

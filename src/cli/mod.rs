@@ -11,7 +11,7 @@ pub mod token;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
@@ -193,10 +193,6 @@ fn run_agent(config: AgentConfig) -> ExitCode {
 /// The default kubeconfig `rk3s kubectl` uses when `KUBECONFIG` is unset.
 pub const DEFAULT_KUBECONFIG: &str = crate::config::DEFAULT_WRITE_KUBECONFIG;
 
-/// Where `PATH` lookups happen; shared with `check_config`.
-pub fn find_on_path(program: &str) -> Option<PathBuf> {
-    kubectl::find_on_path(program, None)
-}
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,9 @@
 //! Partial: no `config.yaml.d/` drop-in directory yet; only single-stack
 //! (one CIDR each for pods and services).
 
+mod cluster;
 mod kubelet_args;
+mod node_password;
 mod settings;
 mod values;
 mod yaml;
@@ -23,6 +25,8 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+pub use cluster::ClusterSettings;
+pub use node_password::{node_password_file, DEFAULT_NODE_PASSWORD_FILE, NODE_PASSWORD_FILE_ENV};
 pub use kubelet_args::{
     parse_go_duration, parse_kubelet_arg, KubeletArg, KubeletArgs, SUPPORTED_KUBELET_ARGS,
 };
@@ -155,6 +159,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub node: NodeConfig,
     pub debug: bool,
+    /// The node password file (`RK3S_NODE_PASSWORD_FILE`, see `node_password`).
+    pub node_password_file: PathBuf,
 }
 
 /// Looks values up in [`Settings`] and turns parse failures into [`ConfigError::Invalid`].
@@ -402,6 +408,7 @@ impl AgentConfig {
             data_dir: r.required("data-dir", DEFAULT_DATA_DIR, parse_path)?,
             node: r.node()?,
             debug: r.flag("debug")?,
+            node_password_file: node_password_file(),
         })
     }
 }

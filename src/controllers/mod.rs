@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::server::assemble::ClusterSettings;
+use crate::config::ClusterSettings;
 
 /// Timings and ranges the controllers use; tests shorten the timings.
 #[derive(Clone, Debug)]

@@ -6,11 +6,14 @@
 //!   *client CA* signs client certificates (admin, control-plane components, kubelets);
 //! - leaf certificates for the API server and the in-process control-plane clients, renewed at
 //!   start when fewer than 90 days remain ([`Pki::load_or_create`]);
-//! - the service-account signing key (ECDSA P-256, for ES256 JWTs: see [`server`]);
+//! - the service-account signing key (ECDSA P-256, for ES256 JWTs: see [`server`]) and the
+//!   tokens it signs ([`jwt`]);
 //! - signing of agent CSRs for kubelet client/serving certificates ([`AgentCert`]);
 //! - rustls configurations for the server and for clients ([`tls`]);
 //! - k3s-format join tokens and kubeadm-format bootstrap tokens ([`token`], [`bootstrap`]);
-//! - node-password hashing ([`nodepass`]) and kubeconfig files ([`kubeconfig`]).
+//! - node-password hashing ([`nodepass`]) and kubeconfig files ([`kubeconfig`]);
+//! - the join protocol's shared types ([`join`]) and a node's credential files ([`node_files`]),
+//!   used by both `server::join` and `agent::join`.
 //!
 //! Invariants: private keys are written 0600 and certificates 0644, always atomically
 //! ([`files::write_atomic`]); an existing CA is never replaced silently (a half-present CA is an
@@ -23,7 +26,10 @@ pub mod bootstrap;
 pub mod ca;
 pub mod certs;
 pub mod files;
+pub mod join;
+pub mod jwt;
 pub mod kubeconfig;
+pub mod node_files;
 pub mod nodepass;
 pub mod options;
 pub mod server;

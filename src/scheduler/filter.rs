@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration,
+    Node, NodeSelectorTerm, Pod, PodAffinityTerm, Taint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::resources::{self, Resources};
+use crate::k8s::scheduling::{requirement_matches, tolerates, untolerated_taint};
+use crate::k8s::selector;
 
 /// One pod as the scheduler keeps it, with what it derives once.
 #[derive(Clone, Debug)]
@@ -145,58 +146,6 @@ impl NodeInfo {
     }
 }
 
-/// Whether `t` tolerates `taint`.
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if let Some(e) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-        if e != taint.effect {
-            return false;
-        }
-    }
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => key.is_empty() || key == taint.key,
-        _ => {
-            key == taint.key
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-    }
-}
-
-/// The first NoSchedule/NoExecute taint no toleration matches.
-pub fn untolerated_taint<'a>(taints: &'a [Taint], tolerations: &[Toleration]) -> Option<&'a Taint> {
-    taints
-        .iter()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
-/// One node-selector requirement against a label (or field) value, as
-/// kube's `NodeSelectorRequirementsAsSelector` evaluates it; also used by
-/// the DaemonSet controller.
-pub fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or(&[]);
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
 fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
     let fields = term.match_fields.as_deref().unwrap_or(&[]);
@@ -235,39 +184,15 @@ pub fn matches_node_affinity(pod: &Pod, node: &NodeInfo) -> bool {
     }
 }
 
-/// Whether a label selector selects `labels` (a `None` selector selects nothing).
-pub fn selector_matches(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(sel) = sel else {
-        return false;
-    };
-    let ml = sel.match_labels.iter().flatten();
-    let ok_labels = ml.into_iter().all(|(k, v)| labels.get(k) == Some(v));
-    let ok_exprs = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or(&[]);
-        let have = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => !have.is_some_and(|v| values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    ok_labels && ok_exprs
-}
-
 /// Whether `term` (of a pod in `term_ns`) selects `other`.
 fn affinity_term_selects(term: &PodAffinityTerm, term_ns: &str, other: &PodInfo) -> bool {
-    let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| {
-        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-    });
+    let all_namespaces = term.namespace_selector.as_ref().is_some_and(selector::is_empty);
     let in_ns = all_namespaces
         || match term.namespaces.as_deref() {
             Some(list) if !list.is_empty() => list.iter().any(|n| *n == other.namespace),
             _ => other.namespace == term_ns,
         };
-    in_ns && selector_matches(term.label_selector.as_ref(), &other.labels())
+    in_ns && selector::selects(term.label_selector.as_ref(), &other.labels())
 }
 
 /// Nodes in the same topology domain as `node` for `key`.

@@ -38,8 +38,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
-use crate::controllers::cluster::events::{object_ref, EventRecorder, EventType};
-use crate::controllers::Context;
+use crate::k8s::events::{object_ref, EventRecorder, EventType};
+use tokio_util::sync::CancellationToken;
 use filter::{NodeInfo, PodInfo};
 
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -49,10 +49,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(60);
 const MAX_BINDS_IN_FLIGHT: usize = 32;
 
-/// Runs the scheduler until `ctx.shutdown`.
-pub async fn run(ctx: Context) {
-    let mut s = Scheduler::new(&ctx);
-    s.run(ctx).await;
+/// Runs the scheduler, as an API client through `client`, until `shutdown`.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let mut s = Scheduler::new(client);
+    s.run(shutdown).await;
 }
 
 struct Backoff {
@@ -131,10 +131,10 @@ fn node_print(n: &Node) -> String {
 }
 
 impl Scheduler {
-    fn new(ctx: &Context) -> Self {
+    fn new(client: kube::Client) -> Self {
         Scheduler {
-            client: ctx.client.clone(),
-            recorder: Arc::new(EventRecorder::new(ctx.client.clone(), SCHEDULER_NAME)),
+            recorder: Arc::new(EventRecorder::new(client.clone(), SCHEDULER_NAME)),
+            client,
             nodes: BTreeMap::new(),
             node_prints: HashMap::new(),
             pods: HashMap::new(),
@@ -151,7 +151,7 @@ impl Scheduler {
         }
     }
 
-    async fn run(&mut self, ctx: Context) {
+    async fn run(&mut self, shutdown: CancellationToken) {
         let nodes = watcher::watcher(Api::<Node>::all(self.client.clone()), Default::default())
             .default_backoff()
             .boxed();
@@ -172,7 +172,7 @@ impl Scheduler {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(5))
                 .max(Instant::now() + Duration::from_millis(50));
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 ev = nodes.next() => self.on_node(ev),
                 ev = pods.next() => self.on_pod(ev),
                 Some((key, outcome)) = rx.recv() => self.on_bound(key, outcome),

@@ -156,8 +156,7 @@ async fn start_control_plane(
     }
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
-            let ctx = Context { client, options, shutdown: shutdown.clone() };
-            tasks.push(tokio::spawn(crate::scheduler::run(ctx)));
+            tasks.push(tokio::spawn(crate::scheduler::run(client, shutdown.clone())));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }

@@ -34,6 +34,11 @@ pub const WINDOW: u32 = 256 * 1024;
 const MAX_DATA: usize = 32 * 1024;
 /// The local end's buffer (between the user's end and the pumps).
 const LOCAL_BUFFER: usize = 64 * 1024;
+/// How long a write already under way may finish after a reset.
+const RESET_GRACE: Duration = Duration::from_secs(5);
+/// How long a stream whose local end stopped reading waits for the peer's
+/// Fin (dropping what arrives) before it is reset.
+const DISCARD_LIMIT: Duration = Duration::from_secs(10);
 
 /// Which side of the tunnel this is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,6 +362,16 @@ async fn pump_out(
 }
 
 /// Peer → local end: writes what arrived, then returns the credit.
+///
+/// Two rules keep a stream's last bytes from being lost, as a session
+/// that answers and closes at once (an exec refused with a Status, say)
+/// needs:
+/// - data already received is written before a reset is obeyed: the
+///   queue is read first, and a write in progress gets [`RESET_GRACE`];
+/// - when the local end stops reading, the stream is not reset while the
+///   other direction may still carry the local end's last words: what
+///   arrives is dropped (and credited, so the peer is not stalled) until
+///   the peer's Fin, for at most [`DISCARD_LIMIT`]; only then is it reset.
 async fn pump_in(
     inner: Arc<Inner>,
     id: u32,
@@ -367,39 +382,58 @@ async fn pump_in(
     halves: Arc<AtomicU8>,
 ) {
     let mut unacked: u64 = 0;
+    let mut discarding: Option<tokio::time::Instant> = None;
     loop {
+        let limit = discarding.map(|since| since + DISCARD_LIMIT);
         let msg = tokio::select! {
+            biased;
             m = rx.recv() => m,
             _ = reset.cancelled() => None,
+            _ = sleep_until_opt(limit) => {
+                inner.reset(id, "the receiving end closed");
+                break;
+            }
         };
-        match msg {
-            Some(Inbound::Data(data)) => {
-                let written = tokio::select! {
-                    r = wr.write_all(&data) => r.is_ok(),
-                    _ = reset.cancelled() => false,
-                };
-                if !written {
-                    if !reset.is_cancelled() {
-                        inner.reset(id, "the receiving end closed");
-                    }
+        let Some(Inbound::Data(data)) = msg else {
+            break;
+        };
+        let len = data.len() as u64;
+        if discarding.is_none() {
+            let written = tokio::select! {
+                r = wr.write_all(&data) => r.is_ok(),
+                _ = async {
+                    reset.cancelled().await;
+                    tokio::time::sleep(RESET_GRACE).await;
+                } => false,
+            };
+            if !written {
+                if reset.is_cancelled() {
                     break;
                 }
-                pending.fetch_sub(data.len() as u64, Ordering::AcqRel);
-                unacked += data.len() as u64;
-                // Batch credit: a quarter window, or whenever we caught up.
-                if unacked >= (WINDOW / 4) as u64 || rx.is_empty() {
-                    inner.send(Frame::Credit {
-                        id,
-                        bytes: unacked as u32,
-                    });
-                    unacked = 0;
-                }
+                discarding = Some(tokio::time::Instant::now());
             }
-            Some(Inbound::Fin) | None => break,
+        }
+        pending.fetch_sub(len, Ordering::AcqRel);
+        unacked += len;
+        // Batch credit: a quarter window, or whenever we caught up.
+        if unacked >= (WINDOW / 4) as u64 || rx.is_empty() {
+            inner.send(Frame::Credit {
+                id,
+                bytes: unacked as u32,
+            });
+            unacked = 0;
         }
     }
     let _ = wr.shutdown().await;
     half_done(&inner, id, &halves);
+}
+
+/// Sleeps until `at`, or forever when `None`.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn read_loop(
@@ -505,6 +539,11 @@ mod tests {
         let (b_in_tx, b_in_rx) = mpsc::channel(64);
         let handler: AcceptHandler = Arc::new(|target, mut stream: DuplexStream| {
             tokio::spawn(async move {
+                if target == "answer-and-close" {
+                    // Like an exec refused at once: a last word, then gone.
+                    let _ = stream.write_all(&LAST_WORDS).await;
+                    return;
+                }
                 if target != "echo" {
                     return;
                 }
@@ -533,6 +572,39 @@ mod tests {
             }
         });
         (dialer, acceptor)
+    }
+
+    /// More than one Data frame, so the race has room.
+    const LAST_WORDS: [u8; 40_000] = [b'x'; 40_000];
+
+    /// Regression (tunnel_logs' `close 1006`): the peer keeps writing to a
+    /// stream whose acceptor answered and dropped it. The acceptor must not
+    /// reset the stream in a way that loses its answer, which is already on
+    /// its way; the dialer reads every byte, then EOF.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_followed_by_a_close_always_arrives_whole() {
+        let (dialer, _acceptor) = pair(SessionOptions::default(), CancellationToken::new());
+        for round in 0..200 {
+            let mut s = dialer.open("answer-and-close").unwrap();
+            let (mut r, mut w) = tokio::io::split(&mut s);
+            let (_, got) = tokio::join!(
+                async move {
+                    // Written while the acceptor is already gone.
+                    for _ in 0..8 {
+                        if w.write_all(&[1u8; 4096]).await.is_err() {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                },
+                async move {
+                    let mut got = Vec::new();
+                    let _ = r.read_to_end(&mut got).await;
+                    got
+                }
+            );
+            assert_eq!(got.len(), LAST_WORDS.len(), "round {round}: the answer was cut");
+        }
     }
 
     #[tokio::test]

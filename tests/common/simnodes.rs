@@ -100,7 +100,10 @@ impl ClusterHarness {
         };
         self.rt
             .spawn(rk3s::controllers::cluster::run(ctx(&self.clients.0)));
-        self.rt.spawn(rk3s::scheduler::run(ctx(&self.clients.1)));
+        self.rt.spawn(rk3s::scheduler::run(
+            self.clients.1.clone(),
+            self.shutdown.clone(),
+        ));
     }
 
     /// Stops them, as a server restart would; the API keeps serving.

@@ -1,7 +1,9 @@
 //! The kubelet's calls to the API server about pods, behind a seam so the
 //! pod worker runs in unit tests against [`FakePodApi`].
 
+#[cfg(test)]
 use std::collections::BTreeMap;
+#[cfg(test)]
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
@@ -159,6 +161,7 @@ impl PodApi for KubePodApi {
 }
 
 /// A recording [`PodApi`] for unit tests.
+#[cfg(test)]
 #[derive(Default)]
 pub struct FakePodApi {
     pub config_maps: Mutex<BTreeMap<(String, String), ConfigMap>>,
@@ -168,6 +171,7 @@ pub struct FakePodApi {
     pub deleted: Mutex<Vec<String>>,
 }
 
+#[cfg(test)]
 impl FakePodApi {
     pub fn add_config_map(&self, ns: &str, name: &str, data: &[(&str, &str)]) {
         let cm = ConfigMap {
@@ -210,6 +214,7 @@ impl FakePodApi {
 }
 
 #[async_trait::async_trait]
+#[cfg(test)]
 impl PodApi for FakePodApi {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ApiError> {
         Ok(self

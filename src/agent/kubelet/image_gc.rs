@@ -130,18 +130,9 @@ impl DiskStats for Statvfs {
 }
 
 fn statvfs(path: &Path) -> std::io::Result<DiskUsage> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = s.f_frsize as u64;
-    Ok(DiskUsage {
-        capacity: s.f_blocks as u64 * frsize,
-        available: s.f_bavail as u64 * frsize,
+    crate::hostos::fs_usage(path).map(|u| DiskUsage {
+        capacity: u.capacity,
+        available: u.available,
     })
 }
 

@@ -66,17 +66,7 @@ fn meminfo(field: &str) -> Option<u64> {
 }
 
 fn statvfs(path: &Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return (0, 0);
-    };
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `s` a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return (0, 0);
-    }
-    let frsize = s.f_frsize as u64;
-    (s.f_blocks as u64 * frsize, s.f_bavail as u64 * frsize)
+    crate::hostos::fs_usage(path).map_or((0, 0), |u| (u.capacity, u.available))
 }
 
 fn read_hostname() -> Option<String> {

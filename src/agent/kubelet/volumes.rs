@@ -378,44 +378,21 @@ pub async fn sync(
 }
 
 fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
-    use std::os::unix::ffi::OsStrExt;
-    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| VolumeError("bad path".into()))?;
-    let opts = std::ffi::CString::new(match size {
+    let opts = match size {
         Some(s) => format!("mode=0777,size={s}"),
         None => "mode=0777".into(),
-    })
-    .expect("no NUL");
-    let fstype = c"tmpfs";
-    // SAFETY: all pointers are valid NUL-terminated strings for the call.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            opts.as_ptr().cast(),
-        )
     };
-    if rc != 0 {
-        return Err(VolumeError(format!(
-            "failed to mount tmpfs on {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    crate::hostos::mount_tmpfs(dir, &opts).map_err(|e| {
+        VolumeError(format!("failed to mount tmpfs on {}: {e}", dir.display()))
+    })
 }
 
 /// Unmounts tmpfs volumes and removes the pod's directory.
 pub fn remove_pod_dir(pod_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) {
         for e in entries.flatten() {
-            use std::os::unix::ffi::OsStrExt;
-            if let Ok(c) = std::ffi::CString::new(e.path().as_os_str().as_bytes()) {
-                // SAFETY: valid path; failure (not a mount point) is expected.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
+            // Failure (not a mount point) is expected.
+            let _ = crate::hostos::unmount_detach(&e.path());
         }
     }
     let _ = std::fs::remove_dir_all(pod_dir);

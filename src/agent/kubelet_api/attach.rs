@@ -73,7 +73,7 @@ async fn run(
             return;
         }
     };
-    let mut output = logs::stream(path, restart, opts);
+    let mut output = logs::stream(path, restart, opts, None);
     let Channels {
         sender,
         mut inbound,

@@ -1,20 +1,28 @@
 //! The stream protocol of `kubectl exec` and `kubectl attach`
-//! (`*.channel.k8s.io`), over either transport kubectl speaks:
+//! (`*.channel.k8s.io`), over either transport the kubelet serves:
 //!
-//! - a websocket (`v5.channel.k8s.io` or `v4.channel.k8s.io`, kubectl
-//!   1.30+), where each binary message is `[channel][data]` and, with v5,
-//!   `[255][channel]` closes a channel;
+//! - a websocket, where each message is `[channel][data]`: binary with
+//!   `v5.channel.k8s.io`, `v4.channel.k8s.io`, `channel.k8s.io` (or no
+//!   subprotocol at all), and text `'0'+channel` then base64 with the
+//!   `base64.` variants that browser clients use; with v5, `[255][channel]`
+//!   closes a channel. Stdin may arrive in text or binary frames, as
+//!   kube's wsstream reads both. The lowest writable channel gets an empty
+//!   message first, as the kubelet sends, to say the session is open;
 //! - SPDY/3.1 after a plain `Upgrade: SPDY/3.1` with
-//!   `X-Stream-Protocol-Version: v5.channel.k8s.io` or `v4` (kubectl before
-//!   1.30, and client-go's fallback; over SPDY the two are the same), where the client opens one SPDY stream per
-//!   channel, named by its `streamType` header, and a FIN closes it.
+//!   `X-Stream-Protocol-Version` v5, v4, v3, v2 or `channel.k8s.io`
+//!   (kubectl before 1.30, and client-go's fallback), where the client
+//!   opens one SPDY stream per channel, named by its `streamType` header,
+//!   and a FIN closes it.
 //!
 //! Both become one [`Channels`] value: numbered channels (0 stdin, 1
 //! stdout, 2 stderr, 3 error, 4 resize) in and out, so exec and attach are
-//! written once over both transports.
+//! written once over every transport. The protocol version decides only
+//! what the error channel carries at the end ([`Protocol::status_bytes`]):
+//! a `metav1.Status` from v4 on, the failure's message as plain text (and
+//! nothing on success) before.
 //!
-//! Partial: only v5 and v4 are served over SPDY (kubectl 1.27–1.29 offer
-//! them first); v3/v2/v1 (an error channel of plain text) get 400.
+//! Client preference decides: the first offered protocol rk3s serves wins,
+//! as kube's handshake picks it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +42,64 @@ use super::spdy::{self, Frame, HeaderReader, HeaderWriter};
 
 pub const V5: &str = "v5.channel.k8s.io";
 pub const V4: &str = "v4.channel.k8s.io";
+const V3: &str = "v3.channel.k8s.io";
+const V2: &str = "v2.channel.k8s.io";
+/// The original protocol (v1).
+const V1: &str = "channel.k8s.io";
+
+/// A negotiated `*.channel.k8s.io` protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocol {
+    /// 1 (`channel.k8s.io`) to 5.
+    pub version: u8,
+    /// Text frames with a base64 body (websocket only).
+    pub base64: bool,
+}
+
+impl Protocol {
+    /// A websocket subprotocol the kubelet serves (`""`: none offered).
+    pub fn websocket(name: &str) -> Option<Protocol> {
+        let (base64, version) = match name {
+            "" | V1 => (false, 1),
+            "base64.channel.k8s.io" => (true, 1),
+            V4 => (false, 4),
+            "v4.base64.channel.k8s.io" => (true, 4),
+            V5 => (false, 5),
+            "v5.base64.channel.k8s.io" => (true, 5),
+            _ => return None,
+        };
+        Some(Protocol { version, base64 })
+    }
+
+    /// An `X-Stream-Protocol-Version` the kubelet serves over SPDY.
+    pub fn spdy(name: &str) -> Option<Protocol> {
+        let version = match name {
+            V5 => 5,
+            V4 => 4,
+            V3 => 3,
+            V2 => 2,
+            V1 => 1,
+            _ => return None,
+        };
+        Some(Protocol {
+            version,
+            base64: false,
+        })
+    }
+
+    /// What the error channel carries for the session's final `status`:
+    /// from v4 the Status itself; before, a failure's message as text and
+    /// nothing on success (kubelet's v1 status writer).
+    pub fn status_bytes(&self, status: &serde_json::Value) -> Option<Vec<u8>> {
+        if self.version >= 4 {
+            return Some(status.to_string().into_bytes());
+        }
+        if status["status"] == "Success" {
+            return None;
+        }
+        Some(status["message"].as_str().unwrap_or("").as_bytes().to_vec())
+    }
+}
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -56,7 +122,7 @@ pub enum Inbound {
 enum Outbound {
     Data(u8, Bytes),
     /// The error channel's final Status, then the end of the session.
-    Finish(Bytes),
+    Finish(serde_json::Value),
 }
 
 /// Sends on a session's channels; cheap to clone.
@@ -74,7 +140,7 @@ impl ChannelSender {
     pub async fn finish(&self, status: &serde_json::Value) {
         let _ = self
             .0
-            .send(Outbound::Finish(Bytes::from(status.to_string())))
+            .send(Outbound::Finish(status.clone()))
             .await;
     }
 }
@@ -166,27 +232,41 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let headers = req.headers().clone();
-    let ws_protocol = offered(&headers, "sec-websocket-protocol")
-        .find_map(|p| [V5, V4].into_iter().find(|ours| *ours == p));
-    if let Some(protocol) = ws_protocol {
+    let is_websocket = offered(&headers, "upgrade").any(|u| u.eq_ignore_ascii_case("websocket"));
+    if is_websocket {
+        let mut names = offered(&headers, "sec-websocket-protocol").peekable();
+        let chosen = if names.peek().is_none() {
+            Some(("", Protocol::websocket("").expect("the default is served")))
+        } else {
+            names.find_map(|p| Protocol::websocket(p).map(|proto| (p, proto)))
+        };
+        let Some((name, protocol)) = chosen else {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{what}: none of the offered websocket protocols is served; rk3s serves {V5}, {V4}, {V1} and their base64 variants\n"),
+            )
+                .into_response();
+        };
+        let name = name.to_string();
         let (mut parts, _) = req.into_parts();
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(ws) => ws
-                .protocols([protocol])
-                .on_upgrade(move |socket| session(websocket(socket, protocol == V5)))
-                .into_response(),
+            Ok(ws) => {
+                let ws = if name.is_empty() { ws } else { ws.protocols([name]) };
+                ws.on_upgrade(move |socket| session(websocket(socket, protocol, expect)))
+                    .into_response()
+            }
             Err(e) => e.into_response(),
         };
     }
     let spdy = offered(&headers, "upgrade").any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
     if spdy {
         // v5 over SPDY is v4 (closing stdin is a FIN either way).
-        let Some(version) = offered(&headers, "x-stream-protocol-version")
-            .find_map(|p| [V5, V4].into_iter().find(|ours| *ours == p))
+        let Some((version, protocol)) = offered(&headers, "x-stream-protocol-version")
+            .find_map(|p| Protocol::spdy(p).map(|proto| (p.to_string(), proto)))
         else {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("{what} over SPDY needs X-Stream-Protocol-Version {V5} or {V4} (older protocols are not served by rk3s)\n"),
+                format!("{what} over SPDY needs X-Stream-Protocol-Version {V5}, {V4}, {V3}, {V2} or {V1}\n"),
             )
                 .into_response();
         };
@@ -194,7 +274,7 @@ where
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let Ok(io) = upgrade.await else { return };
-            match spdy_session(TokioIo::new(io), expect).await {
+            match spdy_session(TokioIo::new(io), expect, protocol).await {
                 Ok(channels) => session(channels).await,
                 Err(e) => tracing::debug!("SPDY stream session not started: {e}"),
             }
@@ -209,13 +289,13 @@ where
     }
     (
         StatusCode::BAD_REQUEST,
-        format!("{what} needs a websocket upgrade or an SPDY/3.1 upgrade, with {V5} or {V4}\n"),
+        format!("{what} needs a websocket upgrade or an SPDY/3.1 upgrade\n"),
     )
         .into_response()
 }
 
 /// The websocket transport.
-pub fn websocket(socket: WebSocket, v5: bool) -> Channels {
+pub fn websocket(socket: WebSocket, protocol: Protocol, expect: Expect) -> Channels {
     let (mut sink, mut source) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(16);
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(16);
@@ -223,13 +303,15 @@ pub fn websocket(socket: WebSocket, v5: bool) -> Channels {
         while let Some(Ok(msg)) = source.next().await {
             let data = match msg {
                 Message::Binary(b) => b,
+                // kube's wsstream reads text and binary frames alike; some
+                // clients (the Python client's `write_stdin` of a str) send
+                // stdin as text frames.
+                Message::Text(t) => Bytes::copy_from_slice(t.as_str().as_bytes()),
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let event = match (data.first(), data.get(1)) {
-                (Some(255), Some(&ch)) if v5 => Inbound::Closed(ch),
-                (Some(&ch), _) => Inbound::Data(ch, data.slice(1..)),
-                _ => continue,
+            let Some(event) = decode_inbound(&data, protocol) else {
+                continue;
             };
             if in_tx.send(event).await.is_err() {
                 break;
@@ -237,13 +319,32 @@ pub fn websocket(socket: WebSocket, v5: bool) -> Channels {
         }
     });
     let done = tokio::spawn(async move {
+        // The kubelet's "session is open" signal.
+        let first = if expect.stdout {
+            STDOUT
+        } else if expect.stderr {
+            STDERR
+        } else {
+            ERROR
+        };
+        if sink.send(encode(protocol, first, &[])).await.is_err() {
+            reader.abort();
+            return;
+        }
         while let Some(out) = out_rx.recv().await {
             let (frame, last) = match out {
-                Outbound::Data(ch, data) => (framed(ch, &data), false),
-                Outbound::Finish(status) => (framed(ERROR, &status), true),
+                Outbound::Data(ch, data) => (Some(encode(protocol, ch, &data)), false),
+                Outbound::Finish(status) => (
+                    protocol
+                        .status_bytes(&status)
+                        .map(|b| encode(protocol, ERROR, &b)),
+                    true,
+                ),
             };
-            if sink.send(Message::Binary(frame.into())).await.is_err() {
-                break;
+            if let Some(frame) = frame {
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
             }
             if last {
                 // 1000: client-go turns any other close (even none) into
@@ -263,6 +364,35 @@ pub fn websocket(socket: WebSocket, v5: bool) -> Channels {
         sender: ChannelSender(out_tx),
         inbound: in_rx,
         done: Done(done),
+    }
+}
+
+/// One websocket message from the client as a channel event.
+pub(super) fn decode_inbound(data: &[u8], protocol: Protocol) -> Option<Inbound> {
+    let (&first, rest) = data.split_first()?;
+    if protocol.version >= 5 && first == 255 {
+        // A close signal: `[255][channel]` (base64: the channel as a digit).
+        let ch = *rest.first()?;
+        return Some(Inbound::Closed(if protocol.base64 { ch.wrapping_sub(b'0') } else { ch }));
+    }
+    if !protocol.base64 {
+        return Some(Inbound::Data(first, Bytes::copy_from_slice(rest)));
+    }
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+    Some(Inbound::Data(first.wrapping_sub(b'0'), Bytes::from(body)))
+}
+
+/// One message to the client on `channel`.
+pub(super) fn encode(protocol: Protocol, channel: u8, data: &[u8]) -> Message {
+    if protocol.base64 {
+        use base64::Engine as _;
+        let mut text = String::with_capacity(1 + data.len() * 4 / 3 + 4);
+        text.push((b'0' + channel) as char);
+        base64::engine::general_purpose::STANDARD.encode_string(data, &mut text);
+        Message::Text(text.into())
+    } else {
+        Message::Binary(framed(channel, data).into())
     }
 }
 
@@ -289,6 +419,7 @@ fn channel_of(stream_type: &str) -> Option<u8> {
 pub async fn spdy_session(
     io: impl AsyncRead + AsyncWrite + Send + 'static,
     expect: Expect,
+    protocol: Protocol,
 ) -> Result<Channels, String> {
     let (mut rd, wr) = tokio::io::split(io);
     let (frames_tx, writer) = spdy::frame_writer(wr);
@@ -344,8 +475,10 @@ pub async fn spdy_session(
                     }
                 }
                 Outbound::Finish(status) => {
-                    if let Some(&id) = streams.get(&ERROR) {
-                        let _ = frames_tx.send(spdy::data(id, 0, &status)).await;
+                    if let (Some(&id), Some(bytes)) =
+                        (streams.get(&ERROR), protocol.status_bytes(&status))
+                    {
+                        let _ = frames_tx.send(spdy::data(id, 0, &bytes)).await;
                     }
                     // FIN on every stream we write: client-go waits for
                     // stdout and stderr to end before it reads the Status.
@@ -496,6 +629,61 @@ mod tests {
     }
 
     #[test]
+    fn protocols_are_kubelets_and_pre_v4_errors_are_plain_text() {
+        let v4 = Protocol::websocket(V4).unwrap();
+        assert_eq!((v4.version, v4.base64), (4, false));
+        let b64 = Protocol::websocket("base64.channel.k8s.io").unwrap();
+        assert_eq!((b64.version, b64.base64), (1, true));
+        assert_eq!(Protocol::websocket("").unwrap().version, 1);
+        assert!(Protocol::websocket(V3).is_none(), "v3 is SPDY-only");
+        assert_eq!(Protocol::spdy(V2).unwrap().version, 2);
+        assert!(Protocol::spdy("v9.channel.k8s.io").is_none());
+        let failed = serde_json::json!({"status": "Failure", "message": "command terminated with non-zero exit code: exit code 3"});
+        let ok = serde_json::json!({"metadata": {}, "status": "Success"});
+        assert_eq!(
+            v4.status_bytes(&ok).unwrap(),
+            br#"{"metadata":{},"status":"Success"}"#.to_vec()
+        );
+        assert_eq!(b64.status_bytes(&ok), None);
+        assert_eq!(
+            b64.status_bytes(&failed).unwrap(),
+            b"command terminated with non-zero exit code: exit code 3".to_vec()
+        );
+    }
+
+    #[test]
+    fn base64_frames_carry_the_channel_as_a_digit() {
+        let b64 = Protocol::websocket("v5.base64.channel.k8s.io").unwrap();
+        // wsstream's own example: "foo\n" on stdin.
+        assert_eq!(
+            decode_inbound(b"0Zm9vCg==", b64),
+            Some(Inbound::Data(STDIN, Bytes::from_static(b"foo\n")))
+        );
+        assert_eq!(decode_inbound(&[255, b'0'], b64), Some(Inbound::Closed(STDIN)));
+        assert_eq!(decode_inbound(b"0%%%", b64), None, "bad base64 is dropped");
+        match encode(b64, STDOUT, b"\n") {
+            Message::Text(t) => assert_eq!(t.as_str(), "1Cg=="),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+        let bin = Protocol::websocket(V5).unwrap();
+        assert_eq!(decode_inbound(&[255, 0], bin), Some(Inbound::Closed(STDIN)));
+        assert_eq!(
+            decode_inbound(&[0, b'h', b'i'], bin),
+            Some(Inbound::Data(STDIN, Bytes::from_static(b"hi")))
+        );
+        let v4 = Protocol::websocket(V4).unwrap();
+        assert_eq!(
+            decode_inbound(&[255, 0], v4),
+            Some(Inbound::Data(255, Bytes::from_static(&[0]))),
+            "before v5, 255 is no close signal"
+        );
+        match encode(bin, STDERR, b"x") {
+            Message::Binary(b) => assert_eq!(&b[..], &[2, b'x']),
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn resize_streams_split_into_sizes() {
         assert_eq!(
             terminal_sizes(br#"{"Width":100,"Height":30}{"Width":120,"Height":40}"#),
@@ -516,7 +704,9 @@ mod tests {
         opening.extend(spdy::data(3, spdy::FLAG_FIN, &[]));
         cwr.write_all(&opening).await.unwrap();
         let expect = Expect::from_query("stdin=true&stdout=true");
-        let mut ch = spdy_session(server, expect).await.unwrap();
+        let mut ch = spdy_session(server, expect, Protocol::spdy(V4).unwrap())
+            .await
+            .unwrap();
         assert_eq!(
             ch.inbound.recv().await,
             Some(Inbound::Data(STDIN, Bytes::from_static(b"hello")))

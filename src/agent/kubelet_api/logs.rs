@@ -3,17 +3,60 @@
 //! `kubectl logs` prints it, with kubelet's options: `follow`, `previous`,
 //! `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `limitBytes`.
 //!
-//! Partial: `follow` polls the file (every 200 ms) and stops when the
-//! container restarts (a newer restart file appears), when its pod's log
-//! directory goes, or when the client disconnects; it does not yet stop
-//! on its own when a container has exited without restarting.
+//! `follow` polls the file (every 200 ms) and stops, as kubelet's does,
+//! when the container is no longer running (asked of the runtime through
+//! [`ContainerLiveness`] whenever the file has been quiet for
+//! [`LIVENESS_PERIOD`], after which what the container wrote last is still
+//! sent), when it restarts (a newer restart file appears), when its pod's
+//! log directory goes, or when the client disconnects.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// How long a followed file may stay quiet before the runtime is asked
+/// whether its container still runs (kubelet asks every few seconds).
+pub const LIVENESS_PERIOD: Duration = Duration::from_secs(1);
+
+/// Whether a container still runs: the runtime's answer, for follows.
+#[async_trait]
+pub trait ContainerLiveness: Send + Sync {
+    /// `Some(false)` once the pod's container `container` has no running
+    /// instance; `None` when that can't be told (the follow goes on).
+    async fn running(&self, namespace: &str, pod: &str, container: &str) -> Option<bool>;
+}
+
+/// One followed container's liveness question.
+pub struct Liveness {
+    source: Arc<dyn ContainerLiveness>,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+impl Liveness {
+    pub fn new(source: Arc<dyn ContainerLiveness>, ns: &str, pod: &str, container: &str) -> Self {
+        Liveness {
+            source,
+            namespace: ns.to_string(),
+            pod: pod.to_string(),
+            container: container.to_string(),
+        }
+    }
+
+    async fn stopped(&self) -> bool {
+        self.source
+            .running(&self.namespace, &self.pod, &self.container)
+            .await
+            == Some(false)
+    }
+}
 
 /// `kubectl logs` options, from the query string.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -175,7 +218,12 @@ pub fn select_file(
 /// The log as a stream of chunks: everything selected, then (with
 /// `follow`) what is appended until the container restarts or the
 /// receiver goes.
-pub fn stream(path: PathBuf, restart: u32, opts: LogOptions) -> tokio::sync::mpsc::Receiver<Bytes> {
+pub fn stream(
+    path: PathBuf,
+    restart: u32,
+    opts: LogOptions,
+    liveness: Option<Liveness>,
+) -> tokio::sync::mpsc::Receiver<Bytes> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         let Ok(mut file) = tokio::fs::File::open(&path).await else {
@@ -210,10 +258,16 @@ pub fn stream(path: PathBuf, restart: u32, opts: LogOptions) -> tokio::sync::mps
         }
         let mut offset = complete as u64;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut quiet_since = tokio::time::Instant::now();
+        // Set once the container is known to have stopped: one more read
+        // takes what it wrote last, then the stream ends.
+        let mut last_read = false;
         loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            if !last_read {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
             }
             let mut more = Vec::new();
             if file.seek(std::io::SeekFrom::Start(offset)).await.is_err()
@@ -223,6 +277,7 @@ pub fn stream(path: PathBuf, restart: u32, opts: LogOptions) -> tokio::sync::mps
             }
             let complete = more.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             if complete > 0 {
+                quiet_since = tokio::time::Instant::now();
                 offset += complete as u64;
                 let mut lines = Vec::new();
                 render(&more[..complete], &opts, &mut carry, &mut lines);
@@ -235,6 +290,15 @@ pub fn stream(path: PathBuf, restart: u32, opts: LogOptions) -> tokio::sync::mps
                 }
             } else if !dir.exists() || restarts(&dir).last().is_some_and(|n| *n > restart) {
                 return;
+            }
+            if last_read {
+                return;
+            }
+            if quiet_since.elapsed() >= LIVENESS_PERIOD {
+                quiet_since = tokio::time::Instant::now();
+                if let Some(l) = &liveness {
+                    last_read = l.stopped().await;
+                }
             }
         }
     });
@@ -301,7 +365,7 @@ mod tests {
         let read = |opts: LogOptions| {
             let (path, n) = select_file(root.path(), "default", "web", "app", &opts).unwrap();
             async move {
-                let mut rx = stream(path, n, opts);
+                let mut rx = stream(path, n, opts, None);
                 let mut got = Vec::new();
                 while let Some(b) = rx.recv().await {
                     got.extend_from_slice(&b);
@@ -347,5 +411,50 @@ mod tests {
                 "container \"app\" in pod \"other\" is waiting to start: no logs yet".into()
             )
         );
+    }
+
+    /// A runtime that reports the container stopped once `stopped` is set.
+    struct Switch(std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl ContainerLiveness for Switch {
+        async fn running(&self, ns: &str, pod: &str, container: &str) -> Option<bool> {
+            assert_eq!((ns, pod, container), ("default", "web", "app"));
+            Some(!self.0.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follow_ends_when_the_container_stops_with_its_last_lines() {
+        use std::io::Write;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("default_web_123/app");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("0.log");
+        std::fs::write(&path, "2026-01-01T00:00:00Z stdout F first\n").unwrap();
+        let switch = Arc::new(Switch(std::sync::atomic::AtomicBool::new(false)));
+        let opts = LogOptions {
+            follow: true,
+            ..Default::default()
+        };
+        let live = Liveness::new(switch.clone(), "default", "web", "app");
+        let mut rx = stream(path.clone(), 0, opts, Some(live));
+        assert_eq!(&rx.recv().await.unwrap()[..], b"first\n");
+        // Still running: the follow waits past a liveness check.
+        tokio::time::sleep(LIVENESS_PERIOD * 2).await;
+        assert!(rx.try_recv().is_err(), "nothing new, and not ended");
+        // The container's last words, then it stops.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"2026-01-01T00:00:01Z stdout F last\n").unwrap();
+        switch.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(b) = rx.recv().await {
+                rest.extend_from_slice(&b);
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the follow did not end after the container stopped");
+        assert_eq!(String::from_utf8(rest).unwrap(), "last\n");
     }
 }

@@ -16,6 +16,7 @@ pub mod channels;
 pub mod exec;
 pub mod logs;
 pub mod portforward;
+pub mod portforward_channels;
 pub mod spdy;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub struct KubeletApi {
     pub exec: Option<Arc<dyn exec::ExecBackend>>,
     /// Connects `kubectl port-forward` to pods; `None` answers 501.
     pub port_forward: Option<Arc<dyn portforward::PortForwardBackend>>,
+    /// Tells a followed log when its container has stopped; `None`: a
+    /// follow ends only on a restart, the pod's removal or the client.
+    pub liveness: Option<Arc<dyn logs::ContainerLiveness>>,
 }
 
 /// The kubelet API without exec (logs only).
@@ -62,6 +66,7 @@ pub fn router(opts: KubeletApiOptions) -> Router {
         log_root: opts.log_root,
         exec: None,
         port_forward: None,
+        liveness: None,
     })
 }
 
@@ -87,7 +92,11 @@ async fn container_logs(
     };
     match logs::select_file(&opts.log_root, &ns, &pod, &container, &options) {
         Ok((path, restart)) => {
-            let rx = logs::stream(path, restart, options);
+            let watch = opts
+                .liveness
+                .clone()
+                .map(|l| logs::Liveness::new(l, &ns, &pod, &container));
+            let rx = logs::stream(path, restart, options, watch);
             let body = tokio_stream::wrappers::ReceiverStream::new(rx)
                 .map(Ok::<_, std::convert::Infallible>);
             Response::builder()

@@ -9,6 +9,10 @@
 //! network namespace, as kubelet does) and copies bytes both ways; a
 //! connection failure is written to the error stream in kubelet's words.
 //!
+//! A websocket without that subprotocol gets the kubelet's channel framing
+//! instead ([`super::portforward_channels`]), as the Python and JavaScript
+//! clients speak it.
+//!
 //! Partial: one slow pod connection applies back-pressure to the whole
 //! session's reader (client-go's spdystream has no per-stream flow control
 //! to lean on).
@@ -63,40 +67,19 @@ impl PortForwardBackend for NetnsPortForward {
         port: u16,
     ) -> Result<TcpStream, String> {
         let path = self.netns_dir.join(format!("rk3s-{uid}"));
-        let std = tokio::task::spawn_blocking(move || connect_in_netns(&path, port))
-            .await
-            .map_err(|e| e.to_string())??;
+        // The socket is made on a thread inside the pod's namespace and
+        // stays there (`hostnet::netns::run_in`).
+        let std = crate::hostnet::netns::run_in(Some(path), move || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(5),
+            )
+        })
+        .await
+        .map_err(|e| format!("failed to connect to port {port} in the pod network namespace: {e}"))?;
         std.set_nonblocking(true).map_err(|e| e.to_string())?;
         TcpStream::from_std(std).map_err(|e| e.to_string())
     }
-}
-
-/// Enters the namespace on this (blocking-pool) thread just long enough to
-/// create and connect the socket, which stays in that namespace.
-fn connect_in_netns(path: &std::path::Path, port: u16) -> Result<std::net::TcpStream, String> {
-    use std::os::fd::AsRawFd;
-    let target =
-        std::fs::File::open(path).map_err(|e| format!("failed to open {}: {e}", path.display()))?;
-    let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string())?;
-    // SAFETY: setns on valid namespace fds; the thread is restored below
-    // before it returns to the pool.
-    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "failed to enter the pod network namespace: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let result = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        std::time::Duration::from_secs(5),
-    );
-    // SAFETY: as above.
-    let restored = unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-    assert!(
-        restored,
-        "failed to return to the agent's network namespace"
-    );
-    result.map_err(|e| e.to_string())
 }
 
 pub(super) async fn handler(
@@ -125,6 +108,10 @@ pub(super) async fn handler(
         WS_PROTOCOL,
     );
     let spdy_upgrade = offered(req.headers(), http::header::UPGRADE, "SPDY/3.1");
+    let plain_websocket = offered(req.headers(), http::header::UPGRADE, "websocket");
+    if plain_websocket && !websocket {
+        return channel_websocket(req, backend, (ns, pod, uid)).await;
+    }
     let target = Target { ns, pod, uid };
     if websocket {
         let (mut parts, _) = req.into_parts();
@@ -157,6 +144,51 @@ pub(super) async fn handler(
         "port-forward needs a websocket (SPDY/3.1+portforward.k8s.io) or SPDY/3.1 upgrade\n",
     )
         .into_response()
+}
+
+/// The kubelet's websocket channel framing
+/// ([`super::portforward_channels`]), for clients other than kubectl.
+async fn channel_websocket(
+    req: Request,
+    backend: Arc<dyn PortForwardBackend>,
+    target: (String, String, String),
+) -> Response {
+    use super::portforward_channels as pfc;
+    let names: Vec<String> = req
+        .headers()
+        .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .collect();
+    let chosen = if names.is_empty() {
+        pfc::protocol("").map(|p| (String::new(), p))
+    } else {
+        names
+            .iter()
+            .find_map(|n| pfc::protocol(n).map(|p| (n.clone(), p)))
+    };
+    let Some((name, protocol)) = chosen else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("port-forward: none of the offered websocket protocols {names:?} is served; rk3s serves {WS_PROTOCOL}, v4.channel.k8s.io and v4.base64.channel.k8s.io\n"),
+        )
+            .into_response();
+    };
+    let ports = match pfc::ports(req.uri().query().unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let (mut parts, _) = req.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => {
+            let ws = if name.is_empty() { ws } else { ws.protocols([name]) };
+            ws.on_upgrade(move |socket| pfc::serve(socket, protocol, ports, backend, target))
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Clone)]

@@ -35,6 +35,7 @@
 //! the forward accepts cannot override another table's drop policy (see
 //! [`nft`]).
 
+#[cfg(test)]
 pub mod fake;
 pub mod ipam;
 pub mod linux;

@@ -30,7 +30,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -41,6 +40,9 @@ use crate::agent::runtime::{BlobFile, PulledImage};
 
 pub mod config;
 pub mod pull_secrets;
+mod tls;
+
+use tls::build_client;
 
 pub use config::RegistriesConfig;
 
@@ -210,121 +212,6 @@ fn basic_header(username: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(raw)
     )
-}
-
-/// A TLS verifier for `insecure_skip_verify`: any certificate is
-/// accepted, handshake signatures are still checked (ring).
-#[derive(Debug)]
-struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-fn read_pem(path: &Path, what: &str) -> std::result::Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("failed to read {what} {}: {e}", path.display()))
-}
-
-/// A client for one host's `tls` settings: the system roots plus
-/// `ca_file`, a client certificate, or no verification at all.
-fn build_client(tls: Option<&config::TlsConfig>) -> std::result::Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let tls = tls.cloned().unwrap_or_default();
-    if let Some(ca) = &tls.ca_file {
-        let pem = read_pem(ca, "ca_file")?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "ca_file {}: no PEM certificate in it",
-                ca.display()
-            ));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = if tls.insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
-    } else {
-        builder.with_root_certificates(roots)
-    };
-    let config = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let pem = read_pem(cert, "cert_file")?;
-            let chain = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
-            let pem = read_pem(key, "key_file")?;
-            let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| format!("key_file {}: {e}", key.display()))?
-                .ok_or_else(|| format!("key_file {}: no PEM private key in it", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| format!("cert_file {}: {e}", cert.display()))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err("cert_file and key_file go together".into()),
-    };
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .connect_timeout(std::time::Duration::from_secs(15))
-        .user_agent(concat!("rk3s/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 impl HttpRegistry {

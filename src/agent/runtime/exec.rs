@@ -63,14 +63,7 @@ fn namespaced<T>(msg: T) -> Request<T> {
 }
 
 pub(super) fn mkfifo(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::hostos::mkfifo(path)
 }
 
 impl ContainerdRuntime {
@@ -120,9 +113,13 @@ impl ContainerdRuntime {
             stderr: None,
         };
         let mut paths = [String::new(), String::new(), String::new()];
-        let wanted = [opts.stdin, opts.stdout, opts.stderr && !opts.tty];
+        // containerd 1.6's shim opens stdout and (without a terminal)
+        // stderr whatever the caller wants ("opening file \"\" failed"
+        // otherwise), as containerd's own cio always makes all three: an
+        // output nobody asked for gets a FIFO that is read and dropped.
+        let made = [opts.stdin, true, !opts.tty];
         for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
-            if !wanted[i] {
+            if !made[i] {
                 continue;
             }
             let path = fifo_dir.join(name);
@@ -152,6 +149,16 @@ impl ContainerdRuntime {
                 }
             }
             paths[i] = path.display().to_string();
+        }
+        for (wanted, output) in [
+            (opts.stdout, &mut io.stdout),
+            (opts.stderr && !opts.tty, &mut io.stderr),
+        ] {
+            if !wanted {
+                if let Some(unwanted) = output.take() {
+                    tokio::spawn(discard(unwanted));
+                }
+            }
         }
         let mut tasks = self.client().tasks();
         let [stdin, stdout, stderr] = paths;
@@ -205,6 +212,13 @@ impl ContainerdRuntime {
                 what: format!("container {id}"),
             })
     }
+}
+
+/// Reads an output nobody asked for until the process closes it, so the
+/// process never blocks on a full pipe.
+async fn discard(mut from: pipe::Receiver) {
+    let mut sink = tokio::io::sink();
+    let _ = tokio::io::copy(&mut from, &mut sink).await;
 }
 
 impl ExecProcess {

@@ -53,6 +53,7 @@
 pub mod containerd;
 pub mod cri_log;
 pub mod exec;
+#[cfg(test)]
 pub mod fake;
 mod host;
 pub(crate) mod image;
@@ -66,6 +67,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 pub use self::containerd::ContainerdRuntime;
+#[cfg(test)]
 pub use self::fake::{FakeCall, FakeRuntime};
 
 /// The image label containerd's CRI plugin and kubelet's image GC honour:

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::codec::{self, BodyType};
 use crate::apiserver::objects;
-use crate::apiserver::rest::{store_err, Ctx};
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::status::{ApiStatus, Cause};
 use crate::store::StoreError;
 

@@ -1,13 +1,12 @@
 //! API-server side allocation and defaulting for the cluster's addresses:
 //! Service ClusterIPs and node ports (`services`), kube's
 //! DefaultTolerationSeconds pod plug-in (`tolerations`), the CIDR arithmetic
-//! both these and the pod-CIDR controller use (`cidr`), and the bootstrap of
+//! both these and the pod-CIDR controller use (`crate::cidr`), and the bootstrap of
 //! the `default/kubernetes` Service with its Endpoints and EndpointSlice.
 //!
 //! Invariant: the `kubernetes` Service owns the first address of the service
 //! CIDR (10.43.0.1); dynamic allocation never hands it out.
 
-pub mod cidr;
 pub mod services;
 pub mod tolerations;
 
@@ -39,9 +38,9 @@ pub enum BootstrapError {
 pub fn bootstrap_kubernetes_service(
     store: &dyn Store,
     _registry: &Registry,
-    settings: &crate::server::assemble::ClusterSettings,
+    settings: &crate::config::ClusterSettings,
 ) -> Result<(), BootstrapError> {
-    let ip = cidr::nth(&settings.service_cidr, 1)
+    let ip = crate::cidr::nth(&settings.service_cidr, 1)
         .ok_or(BootstrapError::NoFirstAddress(settings.service_cidr))?;
     let family = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
     let labels = json!({"component": "apiserver", "provider": "kubernetes"});
@@ -144,7 +143,7 @@ mod tests {
     fn kubernetes_service_is_bootstrapped_and_its_endpoint_follows_the_address() {
         let store = crate::apiserver::testing::MemoryStore::new();
         let reg = crate::apiserver::builtin::builtin_registry();
-        let mut settings = crate::server::assemble::ClusterSettings::defaults();
+        let mut settings = crate::config::ClusterSettings::defaults();
         bootstrap_kubernetes_service(&store, &reg, &settings).unwrap();
         bootstrap_kubernetes_service(&store, &reg, &settings).unwrap();
         let svc: Value = serde_json::from_slice(

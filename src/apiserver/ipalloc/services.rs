@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use super::cidr;
+use crate::cidr;
 use crate::apiserver::admission::{Admission, AdmissionRequest, Operation};
 use crate::apiserver::status::{ApiStatus, Cause};
 use crate::config::PortRange;

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::apiserver::codec;
 use crate::apiserver::objects::{self, meta_str};
-use crate::apiserver::rest::{store_err, Ctx};
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::status::{self, ApiStatus, Cause};
 use crate::store::StoreError;
 

@@ -23,12 +23,10 @@ use axum::response::Response;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::scale::label_selector_string;
 use crate::apiserver::codec;
 use crate::apiserver::keys;
 use crate::apiserver::objects::{self, meta_str};
-use crate::apiserver::rest::{store_err, Ctx};
-use crate::apiserver::selectors::LabelSelector;
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::status::ApiStatus;
 use crate::store::ListOptions;
 
@@ -111,7 +109,8 @@ fn selector_matches(pdb: &Value, pod: &Value) -> bool {
     let Some(sel) = pdb.pointer("/spec/selector").filter(|s| s.is_object()) else {
         return false;
     };
-    LabelSelector::parse(&label_selector_string(sel)).is_ok_and(|s| s.matches(pod))
+    let labels = pod.pointer("/metadata/labels").and_then(Value::as_object);
+    crate::k8s::selector::json_matches(sel, labels)
 }
 
 fn list(ctx: &Ctx, group: &str, plural: &str) -> Result<Vec<Value>, ApiStatus> {

@@ -3,15 +3,21 @@
 //! name. Streaming ones (`pods/log`, `exec`, `attach`, `portforward`,
 //! `proxy`) never reach this module: `rest::dispatch` hands them, with the
 //! raw request, to `super::streaming` before reading the body.
+//!
+//! Also here, routed the same way: the kinds that are answered and never
+//! stored (`reviews`: the access, rules, token and self-subject reviews),
+//! written against the `super::auth` seam only, so that no handler names a
+//! concrete authentication or authorization plug-in.
 
 use axum::response::Response;
 use http::Method;
 
-use super::rest::Ctx;
+use super::context::Ctx;
 use super::status::ApiStatus;
 
 pub mod binding;
 pub mod eviction;
+pub mod reviews;
 pub mod scale;
 pub mod token_request;
 
@@ -21,6 +27,17 @@ pub fn is_served(group_resource: &str, sub: &str) -> bool {
         (group_resource, sub),
         ("pods", "binding") | ("pods", "eviction") | ("serviceaccounts", "token") | (_, "scale")
     )
+}
+
+/// Whether `def` is a kind answered and never stored (a POST to its
+/// collection is handled by [`create_unstored`]).
+pub fn is_unstored_kind(def: &super::registry::ResourceDef) -> bool {
+    reviews::is_review(def)
+}
+
+/// Answers a POST to an unstored kind's collection.
+pub(crate) fn create_unstored(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiStatus> {
+    reviews::handle(ctx, body)
 }
 
 /// Handles one subresource request; `body` is the raw request body.

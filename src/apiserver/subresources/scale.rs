@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::codec::{self, BodyType};
 use crate::apiserver::objects::{self, meta_str};
-use crate::apiserver::rest::{store_err, Ctx};
+use crate::apiserver::context::{store_err, Ctx};
 use crate::apiserver::status::ApiStatus;
 use crate::apiserver::strategic;
 use crate::store::StoreError;
@@ -61,44 +61,12 @@ pub fn paths_for(group_resource: &str) -> Option<ScalePaths> {
     })
 }
 
-/// A `LabelSelector` as its string form (`a=b,c in (x,y)`), keys sorted.
+/// A `LabelSelector` as its string form (`a=b,c in (x,y)`), keys sorted
+/// (`crate::k8s::selector::to_query`); a malformed one is empty.
 pub fn label_selector_string(sel: &Value) -> String {
-    let mut parts: Vec<(String, String)> = Vec::new();
-    if let Some(m) = sel.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            parts.push((k.clone(), format!("{k}={}", v.as_str().unwrap_or_default())));
-        }
-    }
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let mut values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        values.sort();
-        let s = match e.get("operator").and_then(Value::as_str) {
-            Some("In") => format!("{key} in ({})", values.join(",")),
-            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
-            Some("Exists") => key.to_string(),
-            Some("DoesNotExist") => format!("!{key}"),
-            _ => continue,
-        };
-        parts.push((key.to_string(), s));
-    }
-    parts.sort();
-    parts
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect::<Vec<_>>()
-        .join(",")
+    crate::k8s::selector::from_json(sel)
+        .map(|s| crate::k8s::selector::to_query(&s))
+        .unwrap_or_default()
 }
 
 fn map_selector_string(sel: &Value) -> String {

@@ -15,9 +15,9 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::apiserver::objects;
-use crate::apiserver::rest::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiStatus, Cause};
-use crate::auth::jwt::{Claims, KubeClaims, ObjectRef};
+use crate::pki::jwt::{Claims, KubeClaims, ObjectRef};
 
 const DEFAULT_EXPIRATION: i64 = 3600;
 const MIN_EXPIRATION: i64 = 600;
@@ -41,7 +41,7 @@ fn live(ctx: &Ctx, resource: &str, ns: &str, name: &str) -> Result<Option<Value>
         .state
         .store
         .get(&format!("/registry/{resource}/{ns}/{name}"))
-        .map_err(crate::apiserver::rest::store_err)?;
+        .map_err(crate::apiserver::context::store_err)?;
     Ok(rec
         .and_then(|r| serde_json::from_slice::<Value>(&r.value).ok())
         .filter(|v| v.pointer("/metadata/deletionTimestamp").is_none()))

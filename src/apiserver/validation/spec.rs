@@ -185,34 +185,10 @@ fn container(
     }
 }
 
-/// Whether a label selector (`matchLabels`/`matchExpressions`) selects `labels`.
+/// Whether a label selector (`matchLabels`/`matchExpressions`) selects
+/// `labels` (an empty selector selects everything; see `crate::k8s::selector`).
 pub fn selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    if let Some(ml) = sel["matchLabels"].as_object() {
-        if ml.iter().any(|(k, v)| get(k) != v.as_str()) {
-            return false;
-        }
-    }
-    sel["matchExpressions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .all(|e| {
-            let have = get(e["key"].as_str().unwrap_or(""));
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            match e["operator"].as_str().unwrap_or("") {
-                "In" => have.is_some_and(|h| values.contains(&h)),
-                "NotIn" => have.is_none_or(|h| !values.contains(&h)),
-                "Exists" => have.is_some(),
-                "DoesNotExist" => have.is_none(),
-                _ => false,
-            }
-        })
+    crate::k8s::selector::json_matches(sel, labels.and_then(Value::as_object))
 }
 
 fn selector_is_empty(sel: &Value) -> bool {

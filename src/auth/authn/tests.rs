@@ -1,6 +1,6 @@
 use super::*;
 use crate::apiserver::testing::MemoryStore;
-use crate::auth::jwt::{KubeClaims, ObjectRef};
+use crate::pki::jwt::{KubeClaims, ObjectRef};
 use serde_json::json;
 
 fn setup() -> (Arc<MemoryStore>, ClusterAuthenticator) {

@@ -60,34 +60,11 @@ pub struct RbacIndex {
     roles: HashMap<(String, String), Arc<Vec<PolicyRule>>>,
 }
 
-/// The label selector of an `aggregationRule.clusterRoleSelectors` entry.
+/// The label selector of an `aggregationRule.clusterRoleSelectors` entry
+/// (an empty one selects every ClusterRole, as kube's aggregation controller
+/// converts it with `LabelSelectorAsSelector`).
 fn selector_matches(sel: &Value, labels: Option<&serde_json::Map<String, Value>>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    let labels_ok = sel
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
-    let exprs_ok = sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .is_none_or(|a| {
-            a.iter().all(|e| {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-                let values: Vec<&str> = e
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                match e.get("operator").and_then(Value::as_str) {
-                    Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-                    Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-                    Some("Exists") => get(key).is_some(),
-                    Some("DoesNotExist") => get(key).is_none(),
-                    _ => false,
-                }
-            })
-        });
-    labels_ok && exprs_ok
+    crate::k8s::selector::json_matches(sel, labels)
 }
 
 /// The effective rules of every ClusterRole, aggregation applied.

@@ -7,15 +7,7 @@ use serde_json::Value;
 
 use crate::apiserver::auth::Attributes;
 
-/// One `rules[]` entry of a Role or ClusterRole.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PolicyRule {
-    pub verbs: Vec<String>,
-    pub api_groups: Vec<String>,
-    pub resources: Vec<String>,
-    pub resource_names: Vec<String>,
-    pub non_resource_urls: Vec<String>,
-}
+pub use crate::apiserver::auth::PolicyRule;
 
 fn strings(v: &Value, field: &str) -> Vec<String> {
     v.get(field)

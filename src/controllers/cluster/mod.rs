@@ -8,14 +8,12 @@
 //!   and the `default` ServiceAccount and `kube-root-ca.crt` in every namespace;
 //! - `nodes`: node lifecycle (Lease monitoring, `unreachable` taints,
 //!   NoExecute evictions) and pod CIDRs;
-//! - `events`: the core/v1 Event recorder they and the scheduler share.
 //!
 //! All are level-triggered: each pass reads the current state through the
 //! API and writes the difference, so a restart neither loses nor repeats
 //! work; errors requeue with a delay instead of spinning.
 
 pub mod endpoints;
-pub mod events;
 pub mod gc;
 pub mod namespaces;
 pub mod nodes;

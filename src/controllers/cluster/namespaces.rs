@@ -11,7 +11,7 @@
 //! `NamespaceDeletionContentFailure`, `NamespaceContentRemaining`,
 //! `NamespaceFinalizersRemaining`). When nothing is left the namespace is
 //! deleted again, which resumes the API's own finaliser (see
-//! `apiserver::watch::finish_namespace`) even after a server restart.
+//! `apiserver::namespaces::finish_namespace`) even after a server restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -35,10 +35,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::super::Context;
-use super::events::{object_ref, EventRecorder, EventType};
+use crate::k8s::events::{object_ref, EventRecorder, EventType};
 use super::{Error, Result};
-use crate::apiserver::ipalloc::cidr;
-use crate::scheduler::filter::tolerates;
+use crate::cidr;
+use crate::k8s::scheduling::tolerates;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";

@@ -16,7 +16,8 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::{json, Value};
 
-use super::events::EventWriter;
+use crate::k8s::events::{EventRecorder, EventType};
+use crate::k8s::selector;
 use crate::controllers::Context;
 
 /// Errors of one reconcile; every one is retried with back-off.
@@ -74,7 +75,7 @@ impl Clock for SystemClock {
 /// What each controller's reconcile gets.
 pub struct Shared {
     pub ctx: Context,
-    pub events: EventWriter,
+    pub events: EventRecorder,
     pub clock: Arc<dyn Clock>,
     /// Consecutive failed passes per object, for the retry back-off only.
     failures: std::sync::Mutex<HashMap<String, u32>>,
@@ -83,7 +84,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(ctx: Context, controller: &str, clock: Arc<dyn Clock>) -> Arc<Self> {
         Arc::new(Shared {
-            events: EventWriter::new(ctx.client.clone(), controller),
+            events: EventRecorder::new(ctx.client.clone(), controller),
             failures: Default::default(),
             ctx,
             clock,
@@ -114,10 +115,10 @@ impl Shared {
         reason: &str,
         note: String,
     ) {
-        let regarding = obj.object_ref(&());
-        if let Err(e) = self.events.record(regarding, warning, reason, note).await {
-            tracing::debug!(error = %e, reason, "failed to record an event");
-        }
+        let kind = if warning { EventType::Warning } else { EventType::Normal };
+        self.events
+            .record(&obj.object_ref(&()), kind, reason, &note)
+            .await;
     }
 }
 
@@ -171,43 +172,11 @@ pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
-/// Whether `labels` satisfy `sel` (an empty selector matches nothing, as kube's controllers treat it).
+/// Whether `labels` satisfy a workload's `sel`: an empty selector selects
+/// nothing here, as kube's workload controllers refuse to select every pod
+/// (see `crate::k8s::selector` for the general rule).
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let empty = sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty());
-    if empty {
-        return false;
-    }
-    if let Some(ml) = &sel.match_labels {
-        if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return false;
-        }
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        let have = labels.get(&e.key);
-        let values = e.values.as_deref().unwrap_or(&[]);
-        let ok = match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// `key=value,...` for a `labelSelector=` query built from matchLabels only.
-pub fn match_labels_query(sel: &LabelSelector) -> String {
-    sel.match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    !selector::is_empty(sel) && selector::matches(sel, labels)
 }
 
 /// Splits the namespace's objects into those `owner` controls (adopting

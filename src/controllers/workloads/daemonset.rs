@@ -15,7 +15,7 @@
 //! Partial: `maxSurge` is treated as 0 (kube's default); failed daemon pods
 //! are replaced at once, without kube's per-node back-off.
 
-use crate::scheduler::filter::{requirement_matches, tolerates};
+use crate::k8s::scheduling::{requirement_matches, tolerates};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,7 +23,6 @@ pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
-pub mod events;
 pub mod history;
 pub mod job;
 pub mod replicaset;

@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::{
-    Pod, PodTemplateSpec, ReplicationController, ReplicationControllerCondition,
-    ReplicationControllerStatus,
-};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
@@ -230,19 +227,73 @@ fn next_action(counts: &Counts) -> Action {
 pub async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Action> {
     let spec = rs.spec.clone().unwrap_or_default();
     let template = spec.template.clone().unwrap_or_default();
-    let replicas = or_default(spec.replicas, 1);
-    let min_ready = or_default(spec.min_ready_seconds, 0);
-    let counts = sync_replicas(
+    let old = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
+    sync_and_report(
         &shared,
         rs.as_ref(),
         &spec.selector,
         &template,
-        replicas,
-        min_ready,
+        spec.replicas,
+        spec.min_ready_seconds,
+        old,
+    )
+    .await
+}
+
+/// Reconciles one ReplicationController (a ReplicaSet with an equality-only selector).
+pub async fn reconcile_rc(rc: Arc<ReplicationController>, shared: Arc<Shared>) -> Result<Action> {
+    let spec = rc.spec.clone().unwrap_or_default();
+    let template = spec.template.clone().unwrap_or_default();
+    // An RC without a selector selects its template's labels (kube's defaulting).
+    let match_labels = spec
+        .selector
+        .clone()
+        .or_else(|| template.metadata.as_ref().and_then(|m| m.labels.clone()));
+    let selector = LabelSelector {
+        match_labels,
+        match_expressions: None,
+    };
+    let old = serde_json::to_value(rc.status.clone().unwrap_or_default()).unwrap_or_default();
+    sync_and_report(
+        &shared,
+        rc.as_ref(),
+        &selector,
+        &template,
+        spec.replicas,
+        spec.min_ready_seconds,
+        old,
+    )
+    .await
+}
+
+/// The pass both kinds share: sync the replicas, then write the status.
+/// A ReplicationController's status has a ReplicaSet's shape (without
+/// `terminatingReplicas`), so one typed status serves both.
+async fn sync_and_report<K>(
+    shared: &Shared,
+    owner: &K,
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
+    replicas: Option<i32>,
+    min_ready_seconds: Option<i32>,
+    old_status: serde_json::Value,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let counts = sync_replicas(
+        shared,
+        owner,
+        selector,
+        template,
+        or_default(replicas, 1),
+        or_default(min_ready_seconds, 0),
     )
     .await?;
-
-    let old = rs.status.clone().unwrap_or_default();
+    let old: ReplicaSetStatus = serde_json::from_value(old_status.clone()).unwrap_or_default();
     let now = time(shared.now());
     let mut conditions: Vec<ReplicaSetCondition> = old
         .conditions
@@ -273,79 +324,15 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, shared: Arc<Shared>) -> Result<Actio
         fully_labeled_replicas: opt(counts.fully_labeled),
         ready_replicas: opt(counts.ready),
         available_replicas: opt(counts.available),
-        observed_generation: rs.metadata.generation,
+        observed_generation: owner.meta().generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: None,
     };
-    let api: Api<ReplicaSet> =
-        Api::namespaced(shared.client(), &rs.namespace().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(shared.client(), &owner.namespace().unwrap_or_default());
     patch_status(
         &api,
-        &rs.name_any(),
-        &serde_json::to_value(&old).unwrap_or_default(),
-        &serde_json::to_value(&status).unwrap_or_default(),
-    )
-    .await?;
-    Ok(next_action(&counts))
-}
-
-/// Reconciles one ReplicationController (a ReplicaSet with an equality-only selector).
-pub async fn reconcile_rc(rc: Arc<ReplicationController>, shared: Arc<Shared>) -> Result<Action> {
-    let spec = rc.spec.clone().unwrap_or_default();
-    let template = spec.template.clone().unwrap_or_default();
-    // An RC without a selector selects its template's labels (kube's defaulting).
-    let match_labels = spec
-        .selector
-        .clone()
-        .or_else(|| template.metadata.as_ref().and_then(|m| m.labels.clone()));
-    let selector = LabelSelector {
-        match_labels,
-        match_expressions: None,
-    };
-    let replicas = or_default(spec.replicas, 1);
-    let min_ready = or_default(spec.min_ready_seconds, 0);
-    let counts = sync_replicas(
-        &shared,
-        rc.as_ref(),
-        &selector,
-        &template,
-        replicas,
-        min_ready,
-    )
-    .await?;
-
-    let old = rc.status.clone().unwrap_or_default();
-    let now = time(shared.now());
-    let mut conditions: Vec<ReplicationControllerCondition> = old
-        .conditions
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.type_ != "ReplicaFailure")
-        .collect();
-    if let Some((reason, message)) = &counts.failure {
-        conditions.push(ReplicationControllerCondition {
-            type_: "ReplicaFailure".into(),
-            status: "True".into(),
-            reason: Some(reason.clone()),
-            message: Some(message.clone()),
-            last_transition_time: Some(now),
-        });
-    }
-    let status = ReplicationControllerStatus {
-        replicas: counts.replicas,
-        fully_labeled_replicas: opt(counts.fully_labeled),
-        ready_replicas: opt(counts.ready),
-        available_replicas: opt(counts.available),
-        observed_generation: rc.metadata.generation,
-        conditions: (!conditions.is_empty()).then_some(conditions),
-    };
-    let api: Api<ReplicationController> =
-        Api::namespaced(shared.client(), &rc.namespace().unwrap_or_default());
-    patch_status(
-        &api,
-        &rc.name_any(),
-        &serde_json::to_value(&old).unwrap_or_default(),
+        &owner.name_any(),
+        &old_status,
         &serde_json::to_value(&status).unwrap_or_default(),
     )
     .await?;

@@ -19,7 +19,14 @@ use rustls::pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::AuthError;
+/// Why a key could not be loaded or a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("failed to load the service-account key: {0}")]
+    Key(String),
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+}
 
 /// Clock skew tolerated on `exp` and `nbf`, as kube's `jwt.DefaultLeeway`.
 pub const LEEWAY_SECS: i64 = 60;
@@ -101,8 +108,8 @@ impl std::fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     /// From the PKCS#8 PEM signing key and its SubjectPublicKeyInfo PEM.
-    pub fn new(key_pem: &str, public_pem: &str, cluster_domain: &str) -> Result<Self, AuthError> {
-        let bad = |e: String| AuthError::Key(e);
+    pub fn new(key_pem: &str, public_pem: &str, cluster_domain: &str) -> Result<Self, JwtError> {
+        let bad = |e: String| JwtError::Key(e);
         let der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| bad(e.to_string()))?;
         let rng = SystemRandom::new();
@@ -129,21 +136,21 @@ impl TokenKeys {
     }
 
     /// The signed compact JWT for `claims`.
-    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+    pub fn sign(&self, claims: &Claims) -> Result<String, JwtError> {
         let header = serde_json::json!({"alg": "ES256", "kid": self.kid});
-        let payload = serde_json::to_vec(claims).map_err(|e| AuthError::Key(e.to_string()))?;
+        let payload = serde_json::to_vec(claims).map_err(|e| JwtError::Key(e.to_string()))?;
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(payload));
         let sig = self
             .key
             .sign(&self.rng, signing_input.as_bytes())
-            .map_err(|_| AuthError::Key("failed to sign the token".into()))?;
+            .map_err(|_| JwtError::Key("failed to sign the token".into()))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 
     /// Checks signature, algorithm, issuer, time window (at `now`, Unix
     /// seconds) and that one audience is in `audiences`; returns the claims.
-    pub fn verify(&self, token: &str, audiences: &[String], now: i64) -> Result<Claims, AuthError> {
-        let invalid = |why: &str| AuthError::InvalidToken(why.to_string());
+    pub fn verify(&self, token: &str, audiences: &[String], now: i64) -> Result<Claims, JwtError> {
+        let invalid = |why: &str| JwtError::InvalidToken(why.to_string());
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

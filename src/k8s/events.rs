@@ -1,14 +1,21 @@
-//! A small core/v1 Event recorder for the scheduler and these controllers.
+//! The core/v1 Event recorder of the scheduler and every controller, as
+//! kube-controller-manager's event broadcaster writes them
+//! (`involvedObject`, `source.component`, `count`,
+//! `firstTimestamp`/`lastTimestamp`), so `kubectl describe` and
+//! `kubectl get events` find them by `involvedObject` field selectors.
 //!
 //! Why not `kube::runtime::events::Recorder`: it writes `events.k8s.io/v1`
 //! Events, which our API stores as sent, without converting them to the
 //! core shape `kubectl describe` reads (`involvedObject`, `message`, `count`;
 //! see `apiserver::keys`). This writes the core shape directly and, like
 //! client-go's EventCorrelator, turns a repeat of the same reason and
-//! message for the same object into a `count` bump on the first Event.
+//! message for the same object within ten minutes into a `count` bump on the
+//! first Event. That memory is only an optimisation: after a restart the
+//! first repeat creates a new Event, as kube's does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -16,12 +23,16 @@ use serde_json::json;
 
 /// Repeats tracked before the memory is cleared.
 const MAX_TRACKED: usize = 4096;
+/// A repeat older than this is a new Event (kube's correlator window).
+const DEDUP_WINDOW: Duration = Duration::from_secs(600);
+
+type Seen = (String, String, i32, Instant);
 
 pub struct EventRecorder {
     client: kube::Client,
     component: String,
-    /// `(uid or ns/name, reason, message)` → `(namespace, event name, count)`.
-    seen: Mutex<HashMap<(String, String, String), (String, String, i32)>>,
+    /// `(uid or ns/name, reason, message)` → `(namespace, event name, count, last seen)`.
+    seen: Mutex<HashMap<(String, String, String), Seen>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +88,9 @@ impl EventRecorder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
+            .filter(|seen| seen.3.elapsed() < DEDUP_WINDOW)
             .cloned();
-        if let Some((ens, name, count)) = repeat {
+        if let Some((ens, name, count, _)) = repeat {
             let patch = json!({"count": count + 1, "lastTimestamp": now});
             let api: Api<Event> = Api::namespaced(self.client.clone(), &ens);
             match api
@@ -86,7 +98,7 @@ impl EventRecorder {
                 .await
             {
                 Ok(_) => {
-                    self.remember(key, (ens, name, count + 1));
+                    self.remember(key, (ens, name, count + 1, Instant::now()));
                     return Ok(());
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -113,12 +125,15 @@ impl EventRecorder {
         }))
         .expect("the event is well-formed");
         api.create(&PostParams::default(), &event).await?;
-        self.remember(key, (ns, name, 1));
+        self.remember(key, (ns, name, 1, Instant::now()));
         Ok(())
     }
 
-    fn remember(&self, key: (String, String, String), v: (String, String, i32)) {
+    fn remember(&self, key: (String, String, String), v: Seen) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_TRACKED {
+            seen.retain(|_, s| s.3.elapsed() < DEDUP_WINDOW);
+        }
         if seen.len() >= MAX_TRACKED {
             seen.clear();
         }

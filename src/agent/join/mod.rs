@@ -17,12 +17,12 @@
 //! wrong CA, stops at once.
 //!
 //! The node password lives in `/etc/rk3s/node/password` (0600, created on the first join), or
-//! wherever `RK3S_NODE_PASSWORD_FILE` points (tests, several agents on one machine).
+//! wherever `RK3S_NODE_PASSWORD_FILE` points (read by `config`: tests, several agents on one
+//! machine).
 //!
 //! Partial: the node IP defaults to the local address of the connection to the server (k3s
 //! uses the default route's); no kube-proxy or agent-controller certificates yet.
 
-pub mod files;
 pub mod http;
 
 use std::net::IpAddr;
@@ -32,46 +32,17 @@ use std::time::Duration;
 use ::http::{Method, StatusCode};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use self::files::AgentFiles;
 use self::http::{Endpoint, HttpError, Response};
-use super::NodeCredentials;
 use crate::config::{AgentConfig, TokenSource};
 use crate::pki::{self, AgentCert, JoinToken, PkiError};
-use crate::server::join::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
+use crate::pki::join::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
+pub use crate::pki::join::{ClusterConfig, NodeCredentials};
+use crate::pki::node_files::AgentFiles;
 
-/// Where the node password is kept unless `RK3S_NODE_PASSWORD_FILE` says otherwise.
-pub const DEFAULT_NODE_PASSWORD_FILE: &str = "/etc/rk3s/node/password";
-/// The environment variable overriding [`DEFAULT_NODE_PASSWORD_FILE`].
-pub const NODE_PASSWORD_FILE_ENV: &str = "RK3S_NODE_PASSWORD_FILE";
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// What agents learn of the server's configuration (`GET /v1-rk3s/config`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterConfig {
-    #[serde(rename = "clusterCIDR")]
-    pub cluster_cidr: String,
-    #[serde(rename = "serviceCIDR")]
-    pub service_cidr: String,
-    #[serde(rename = "clusterDNS")]
-    pub cluster_dns: IpAddr,
-    pub cluster_domain: String,
-    pub service_node_port_range: String,
-    /// `--flannel-backend` (vxlan, host-gw, none); absent from older servers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flannel_backend: Option<String>,
-}
-
-impl ClusterConfig {
-    /// The configuration the last join stored in `agent_dir`, if any.
-    pub fn load(agent_dir: &Path) -> Option<ClusterConfig> {
-        AgentFiles::new(agent_dir).read_cluster_config()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -135,17 +106,13 @@ impl JoinOptions {
                 .trim()
                 .to_string(),
         };
-        let password_file = std::env::var_os(NODE_PASSWORD_FILE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_PASSWORD_FILE));
         Ok(JoinOptions {
             server: config.server.to_string(),
             token,
             node_name: config.node.node_name.clone(),
             node_ip: config.node.node_ip,
             agent_dir: config.data_dir.join("agent"),
-            password_file,
+            password_file: config.node_password_file.clone(),
         })
     }
 }

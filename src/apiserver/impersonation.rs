@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 
 use http::HeaderMap;
 
-use crate::apiserver::auth::{
-    forbidden_message, Attributes, Authorizer, UserInfo, ANONYMOUS, UNAUTHENTICATED,
+use super::auth::{
+    forbidden_message, Attributes, Authorizer, UserInfo, ANONYMOUS, AUTHENTICATED,
+    SERVICE_ACCOUNTS, UNAUTHENTICATED,
 };
-use crate::apiserver::status::ApiStatus;
-
-use super::authn::{AUTHENTICATED, SERVICE_ACCOUNTS};
+use super::status::ApiStatus;
 
 const USER: &str = "impersonate-user";
 const GROUP: &str = "impersonate-group";

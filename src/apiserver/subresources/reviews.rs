@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::apiserver::auth::{Attributes, UserInfo};
 use crate::apiserver::codec;
 use crate::apiserver::registry::ResourceDef;
-use crate::apiserver::rest::Ctx;
+use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiStatus, Cause};
 
 /// Whether `def` is one of the review kinds handled here.

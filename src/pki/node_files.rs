@@ -1,4 +1,6 @@
-//! A node's kubelet credentials on disk, in `<data-dir>/agent/`:
+//! A node's kubelet credentials on disk, in `<data-dir>/agent/`, written by a
+//! joining agent (`agent::join`) and by the server for its built-in agent
+//! (`server::join::builtin_node_credentials`):
 //!
 //! | file | mode | what |
 //! |---|---|---|
@@ -19,8 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::ClusterConfig;
-use crate::agent::NodeCredentials;
+use super::join::{ClusterConfig, NodeCredentials};
 use crate::pki::certs::{sans_of, subject_of, RENEW_BEFORE};
 use crate::pki::files::{read_optional_string, write_atomic, PUBLIC_MODE, SECRET_MODE};
 use crate::pki::{AgentCert, Kubeconfig, PkiError};

@@ -36,18 +36,13 @@ use http::{HeaderMap, StatusCode};
 
 use self::credentials::{authenticate, check_node_password, Caller, Refusal};
 use super::assemble::{ClusterSettings, Parts};
-use crate::agent::join::{files::AgentFiles, ClusterConfig};
-use crate::agent::NodeCredentials;
+use crate::pki::join::{ClusterConfig, NodeCredentials};
+use crate::pki::node_files::AgentFiles;
 use crate::apiserver::auth::PeerCertificates;
 use crate::pki::{AgentCert, Pki, PkiError};
 use crate::store::Store;
 
-/// Header naming the node a certificate is for.
-pub const NODE_NAME_HEADER: &str = "rk3s-Node-Name";
-/// Header carrying the node password.
-pub const NODE_PASSWORD_HEADER: &str = "rk3s-Node-Password";
-/// Header listing the node's IPs (comma-separated), for the serving certificate.
-pub const NODE_IP_HEADER: &str = "rk3s-Node-IP";
+pub use crate::pki::join::{NODE_IP_HEADER, NODE_NAME_HEADER, NODE_PASSWORD_HEADER};
 /// A CSR is well under a kilobyte; anything past this is not one.
 const MAX_CSR_BYTES: usize = 16 * 1024;
 

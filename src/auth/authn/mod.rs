@@ -28,11 +28,10 @@ use crate::pki::bootstrap::is_bootstrap_token_format;
 use crate::pki::BootstrapToken;
 use crate::store::Store;
 
-use super::jwt::{Claims, TokenKeys};
+use crate::pki::jwt::{Claims, TokenKeys};
 
-pub const AUTHENTICATED: &str = "system:authenticated";
+pub use crate::apiserver::auth::{AUTHENTICATED, SERVICE_ACCOUNTS};
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
-pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
 /// How many entries each verification cache holds before it is emptied.
 const CACHE_CAP: usize = 4096;
@@ -162,7 +161,7 @@ impl ClusterAuthenticator {
             .unwrap_or_else(|e| e.into_inner())
             .get(token)
         {
-            Some(c) if now <= c.exp + super::jwt::LEEWAY_SECS => Some(c.clone()),
+            Some(c) if now <= c.exp + crate::pki::jwt::LEEWAY_SECS => Some(c.clone()),
             _ => None,
         };
         let claims = match hit {
@@ -183,7 +182,7 @@ impl ClusterAuthenticator {
     fn check_bound_objects(&self, c: &Claims) -> Result<(), String> {
         let k = &c.kubernetes;
         let ns = &k.namespace;
-        let expect = |resource: &str, r: &super::jwt::ObjectRef| -> Result<(), String> {
+        let expect = |resource: &str, r: &crate::pki::jwt::ObjectRef| -> Result<(), String> {
             match self.live_uid(&format!("/registry/{resource}/{ns}/{}", r.name)) {
                 Some(uid) if uid == r.uid => Ok(()),
                 Some(_) => Err(format!("the {resource} {ns}/{} was recreated", r.name)),

@@ -1,5 +1,7 @@
-//! CIDR arithmetic shared by Service IP allocation and node pod CIDRs:
-//! addresses as offsets into a range, and the n-th subnet of a prefix.
+//! CIDR arithmetic shared by Service IP allocation (`apiserver::ipalloc`)
+//! and node pod CIDRs (the node controller): addresses as offsets into a
+//! range, and the n-th subnet of a prefix. Pure functions; imports nothing
+//! of the crate.
 
 use std::net::IpAddr;
 
