@@ -224,7 +224,9 @@ fn check_module(host: &dyn Host, name: &str, why: &str) -> Check {
         ),
         ModuleState::Missing => {
             let hint = if name == "vxlan" {
-                "; on Ubuntu for Raspberry Pi: `apt-get install linux-modules-extra-raspi`"
+                "; on Ubuntu for Raspberry Pi: `apt-get install linux-modules-extra-raspi` and reboot; \
+                 Raspberry Pi OS kernels have it built in or as a module (`apt full-upgrade` to a \
+                 current kernel); or run the server with --flannel-backend host-gw"
             } else {
                 ""
             };
@@ -485,6 +487,8 @@ mod tests {
         let vxlan = find(&checks, "module vxlan");
         assert_eq!(vxlan.status, Status::Fail);
         assert!(vxlan.detail.contains("linux-modules-extra-raspi"));
+        assert!(vxlan.detail.contains("Raspberry Pi OS"));
+        assert!(vxlan.detail.contains("host-gw"));
         let containerd = find(&checks, "containerd");
         assert_eq!(containerd.status, Status::Fail);
         assert!(containerd

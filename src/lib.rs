@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod hostnet;
 pub mod hostos;
 pub mod k8s;
+pub mod overlay;
 pub mod pki;
 pub mod process;
 pub mod quantity;

@@ -39,6 +39,13 @@ pub enum Command {
     Token(TokenArgs),
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
     CheckConfig,
+    /// Remove the pod overlay from this machine: flannel.1, the routes into the cluster CIDR
+    /// with a gateway, and the nftables table ip rk3s (for uninstall scripts; run with rk3s stopped).
+    UninstallNetwork {
+        /// The cluster's pod range (the server's --cluster-cidr).
+        #[arg(long, default_value = DEFAULT_CLUSTER_CIDR)]
+        cluster_cidr: String,
+    },
     /// Run kubectl against this cluster (KUBECONFIG defaults to /etc/rk3s/rk3s.yaml).
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Kubectl {
@@ -121,7 +128,7 @@ pub struct ServerArgs {
     /// Run only the control plane; do not run workloads on this machine.
     #[arg(long, env = "RK3S_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
     pub disable_agent: bool,
-    /// Pod network backend: vxlan, host-gw or none.
+    /// Pod network backend between nodes: vxlan, host-gw or none (agents learn it from the server).
     #[arg(long, env = "RK3S_FLANNEL_BACKEND", value_name = "BACKEND", default_value = DEFAULT_FLANNEL_BACKEND)]
     pub flannel_backend: String,
     #[command(flatten)]
@@ -193,6 +200,12 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub kubelet_arg: Vec<String>,
+    /// External IP address of the node, published to the overlay as flannel's public-ip-overwrite.
+    #[arg(long, env = "RK3S_NODE_EXTERNAL_IP", value_name = "IP")]
+    pub node_external_ip: Option<String>,
+    /// Interface the pod overlay runs over [default: the one holding the node IP].
+    #[arg(long, env = "RK3S_FLANNEL_IFACE", value_name = "IFACE")]
+    pub flannel_iface: Option<String>,
     /// CRI socket of the container runtime.
     #[arg(long, env = "RK3S_CONTAINER_RUNTIME_ENDPOINT", value_name = "SOCKET", default_value = DEFAULT_CONTAINER_RUNTIME_ENDPOINT)]
     pub container_runtime_endpoint: String,

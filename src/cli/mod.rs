@@ -69,6 +69,7 @@ pub fn main() -> ExitCode {
         }
         Command::Token(t) => token::run(t.command),
         Command::CheckConfig => crate::check_config::main(),
+        Command::UninstallNetwork { cluster_cidr } => crate::overlay::uninstall::main(&cluster_cidr),
         Command::Kubectl { args } => kubectl::run(&args),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rk3s", &mut std::io::stdout());

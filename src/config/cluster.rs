@@ -21,6 +21,8 @@ pub struct ClusterSettings {
     /// (the `kubernetes` Service's endpoint).
     pub advertise_address: IpAddr,
     pub https_port: u16,
+    /// `--flannel-backend`, told to agents at join (`/v1-rk3s/config`).
+    pub flannel_backend: super::FlannelBackend,
 }
 
 impl ClusterSettings {
@@ -37,6 +39,7 @@ impl ClusterSettings {
             cluster_domain: config.cluster_domain.clone(),
             advertise_address: advertise,
             https_port: config.https_listen_port,
+            flannel_backend: config.flannel_backend,
         }
     }
 
@@ -53,6 +56,7 @@ impl ClusterSettings {
             cluster_domain: "cluster.local".into(),
             advertise_address: IpAddr::from([127, 0, 0, 1]),
             https_port: 6443,
+            flannel_backend: super::FlannelBackend::Vxlan,
         }
     }
 }

@@ -36,7 +36,7 @@ pub use values::{
     Component, FlannelBackend, Labels, PortRange, Taint, TaintEffect, Token,
 };
 use values::{
-    hostname, parse_bool, parse_domain, parse_endpoint, parse_node_name, parse_path,
+    hostname, parse_bool, parse_domain, parse_endpoint, parse_iface, parse_node_name, parse_path,
     parse_server_url,
 };
 
@@ -112,6 +112,10 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     /// `--kubelet-arg KEY=VALUE` items, validated.
     pub kubelet_args: KubeletArgs,
+    /// `--node-external-ip`: published as flannel's `public-ip-overwrite`.
+    pub node_external_ip: Option<IpAddr>,
+    /// `--flannel-iface`: the interface the overlay runs over.
+    pub flannel_iface: Option<String>,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -264,6 +268,8 @@ impl Resolver<'_> {
                 parse_path,
             )?,
             kubelet_args: self.kubelet_args()?,
+            node_external_ip: self.one("node-external-ip", None, parse_ip)?,
+            flannel_iface: self.one("flannel-iface", None, parse_iface)?,
         })
     }
 
@@ -535,6 +541,25 @@ mod tests {
         assert!(server_err(&[("node-taint", "k=v:Never")]).contains("--node-taint"));
         assert!(server_err(&[("bind-address", "nowhere")]).contains("--bind-address"));
         assert!(server_err(&[("flannel-backend", "wireguard")]).contains("vxlan, host-gw, none"));
+        let wg = server_err(&[("flannel-backend", "wireguard-native")]);
+        assert!(wg.contains("not supported by rk3s yet") && wg.contains("vxlan, host-gw, none"), "{wg}");
+        assert!(server_err(&[("flannel-iface", "eth0/1")]).contains("--flannel-iface"));
+        assert!(server_err(&[("node-external-ip", "nope")]).contains("--node-external-ip"));
+    }
+
+    #[test]
+    fn overlay_node_flags_resolve() {
+        let c = ServerConfig::resolve(&settings(&[
+            ("flannel-iface", "wlan0"),
+            ("node-external-ip", "203.0.113.9"),
+            ("flannel-backend", "host-gw"),
+        ]))
+        .unwrap();
+        assert_eq!(c.node.flannel_iface.as_deref(), Some("wlan0"));
+        assert_eq!(c.node.node_external_ip.unwrap().to_string(), "203.0.113.9");
+        assert_eq!(c.flannel_backend, FlannelBackend::HostGw);
+        let yaml = c.to_yaml();
+        assert!(yaml.contains("flannel-iface: wlan0") && yaml.contains("node-external-ip: 203.0.113.9"), "{yaml}");
     }
 
     #[test]

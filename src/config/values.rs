@@ -127,6 +127,18 @@ impl FromStr for Component {
     }
 }
 
+/// A network interface name, as the kernel accepts it.
+pub(crate) fn parse_iface(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 15
+        && text.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err("an interface name is 1-15 printable characters without '/' or ':' (e.g. eth0, wlan0)".into())
+    }
+}
+
 /// How flannel carries pod traffic between nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlannelBackend {
@@ -153,6 +165,11 @@ impl FromStr for FlannelBackend {
             "vxlan" => Ok(FlannelBackend::Vxlan),
             "host-gw" => Ok(FlannelBackend::HostGw),
             "none" => Ok(FlannelBackend::None),
+            "wireguard-native" => Err(
+                "backend \"wireguard-native\" is not supported by rk3s yet (the overlay is tested only \
+                 where the kernel has no wireguard module); valid values are vxlan, host-gw, none"
+                    .into(),
+            ),
             _ => Err(format!(
                 "unknown backend {text:?}; valid values are vxlan, host-gw, none"
             )),

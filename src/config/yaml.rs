@@ -95,4 +95,10 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
         &node.container_runtime_endpoint,
     );
     put(m, "private-registry", node.private_registry.display());
+    if let Some(ip) = node.node_external_ip {
+        put(m, "node-external-ip", ip);
+    }
+    if let Some(iface) = &node.flannel_iface {
+        put(m, "flannel-iface", iface);
+    }
 }

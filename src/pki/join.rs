@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
     pub service_node_port_range: String,
+    /// `--flannel-backend` (vxlan, host-gw, none); absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flannel_backend: Option<String>,
 }
 
 impl ClusterConfig {

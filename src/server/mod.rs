@@ -179,6 +179,10 @@ fn start_builtin_agent(
     let mut opts = crate::agent::kubelet::KubeletOptions::new(config.node.clone(), creds, agent_dir);
     opts.cluster_dns = settings.cluster_dns;
     opts.cluster_domain = settings.cluster_domain.clone();
+    opts.flannel_backend = config.flannel_backend;
+    if let ipnet::IpNet::V4(cidr) = settings.cluster_cidr {
+        opts.cluster_cidr = cidr;
+    }
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
         if let Err(e) = crate::agent::node_runner::run(opts, shutdown).await {

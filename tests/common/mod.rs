@@ -22,6 +22,8 @@ pub mod release;
 pub mod simnodes;
 /// Deployments deleted with a propagation policy, timed (GC tests and bench).
 pub mod gcfixture;
+/// A server and N agents, each in its own network namespace.
+pub mod multinode;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
 /// One real server with its built-in agent in a network namespace.

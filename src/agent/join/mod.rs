@@ -469,12 +469,18 @@ mod tests {
             cluster_dns: "10.43.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
             service_node_port_range: "30000-32767".into(),
+            flannel_backend: Some("host-gw".into()),
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["clusterCIDR"], "10.42.0.0/16");
         assert_eq!(v["clusterDNS"], "10.43.0.10");
         assert_eq!(v["clusterDomain"], "cluster.local");
-        assert_eq!(serde_json::from_value::<ClusterConfig>(v).unwrap(), c);
+        assert_eq!(v["flannelBackend"], "host-gw");
+        assert_eq!(serde_json::from_value::<ClusterConfig>(v.clone()).unwrap(), c);
+        // An older server's answer has no backend: the agent then uses vxlan.
+        let mut old = v;
+        old.as_object_mut().unwrap().remove("flannelBackend");
+        assert_eq!(serde_json::from_value::<ClusterConfig>(old).unwrap().flannel_backend, None);
     }
 
     #[tokio::test]

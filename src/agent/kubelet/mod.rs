@@ -86,16 +86,34 @@ pub struct KubeletOptions {
     /// `None`: rk3s's own containerd dir, or `/var/lib/containerd` with
     /// an external endpoint.
     pub image_fs: Option<PathBuf>,
+    /// The overlay between nodes (`--flannel-backend`, the server's; an
+    /// agent learns it at join). [`KubeletOptions::new`] says `None`, so
+    /// in-process test kubelets never touch the host's links.
+    pub flannel_backend: crate::overlay::FlannelBackend,
+    /// All pods (`--cluster-cidr`, the server's).
+    pub cluster_cidr: ipnet::Ipv4Net,
 }
 
 impl KubeletOptions {
     /// For a standalone agent (k3s's defaults for DNS).
     pub fn for_agent(config: &AgentConfig, credentials: NodeCredentials) -> Self {
-        Self::new(
+        let mut opts = Self::new(
             config.node.clone(),
             credentials,
             config.data_dir.join("agent"),
-        )
+        );
+        // The backend is the server's choice; an older server that does not
+        // say gets k3s's default.
+        let cluster = crate::agent::join::ClusterConfig::load(&opts.agent_dir);
+        opts.flannel_backend = cluster
+            .as_ref()
+            .and_then(|c| c.flannel_backend.as_deref())
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(crate::overlay::FlannelBackend::Vxlan);
+        if let Some(cidr) = cluster.and_then(|c| c.cluster_cidr.parse().ok()) {
+            opts.cluster_cidr = cidr;
+        }
+        opts
     }
 
     pub fn new(node: NodeConfig, credentials: NodeCredentials, agent_dir: PathBuf) -> Self {
@@ -116,6 +134,8 @@ impl KubeletOptions {
             netns_dir: PathBuf::from(super::network::DEFAULT_NETNS_DIR),
             bridge: super::network::DEFAULT_BRIDGE.to_string(),
             log_shim: None,
+            flannel_backend: crate::overlay::FlannelBackend::None,
+            cluster_cidr: "10.42.0.0/16".parse().expect("valid literal"),
         }
     }
 }
@@ -128,6 +148,8 @@ pub enum KubeletError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::OverlayError),
     #[error(transparent)]
     Node(#[from] node::NodeError),
     #[error(transparent)]
@@ -224,6 +246,10 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let network = Arc::new(PodNetwork::new(net_config).await?);
     network.ensure_host().await?;
     let recovery = network.recover().await?;
+    if opts.flannel_backend != crate::overlay::FlannelBackend::None {
+        let overlay = overlay_config(&opts, pod_cidr, &facts)?;
+        crate::overlay::start(overlay, client.clone(), shutdown.clone()).await?;
+    }
     network_ready.store(true, Ordering::SeqCst);
     // Ready now, not at the next status tick.
     if let Err(e) = node::post_status(&client, &node_name, &facts, true).await {
@@ -282,6 +308,25 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     };
     sync.run(client, &node_name).await;
     Ok(())
+}
+
+fn overlay_config(
+    opts: &KubeletOptions,
+    pod_cidr: ipnet::Ipv4Net,
+    facts: &node::NodeFacts,
+) -> Result<crate::overlay::OverlayConfig, crate::overlay::OverlayError> {
+    use crate::overlay::controller::ipv4;
+    Ok(crate::overlay::OverlayConfig {
+        node_name: opts.node.node_name.clone(),
+        backend: opts.flannel_backend,
+        pod_cidr,
+        cluster_cidr: opts.cluster_cidr,
+        node_ip: ipv4(facts.internal_ip, "the node IP")?,
+        external_ip: opts.node.node_external_ip.map(|ip| ipv4(ip, "--node-external-ip")).transpose()?,
+        iface: opts.node.flannel_iface.clone(),
+        state_dir: opts.agent_dir.join("overlay"),
+        host_netns: None,
+    })
 }
 
 async fn status_loop(

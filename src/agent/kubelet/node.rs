@@ -433,6 +433,8 @@ mod tests {
             container_runtime_endpoint: String::new(),
             private_registry: Default::default(),
             kubelet_args: Default::default(),
+            node_external_ip: None,
+            flannel_iface: None,
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());

@@ -30,8 +30,8 @@
 //!   process's ([`NetworkConfig::host_netns`]), which is how the e2e tests
 //!   run a whole "host" inside a private namespace.
 //!
-//! Partial: IPv4 only; no VXLAN device or per-node routes yet (the overlay
-//! is a later step); no bandwidth shaping or hostPort mapping (`portmap`);
+//! Partial: IPv4 only (other nodes' pod CIDRs are routed by
+//! [`crate::overlay`]); no bandwidth shaping or hostPort mapping (`portmap`);
 //! the forward accepts cannot override another table's drop policy (see
 //! [`nft`]).
 

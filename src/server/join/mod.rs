@@ -136,6 +136,7 @@ pub fn cluster_config(settings: &ClusterSettings) -> ClusterConfig {
         cluster_dns: settings.cluster_dns,
         cluster_domain: settings.cluster_domain.clone(),
         service_node_port_range: settings.service_node_port_range.to_string(),
+        flannel_backend: Some(settings.flannel_backend.name().to_string()),
     }
 }
 
