@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod hostnet;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod quantity;
 pub mod scheduler;
 pub mod server;
