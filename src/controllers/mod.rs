@@ -42,6 +42,11 @@ pub struct ControllerOptions {
     pub root_ca_pem: String,
     /// How often the garbage collector walks ownerReferences (5 s).
     pub gc_period: Duration,
+    /// ServiceLB runs (`--disable servicelb` turns it off).
+    pub servicelb: bool,
+    /// The built-in ingress holds TCP 80/443 on every node, so ServiceLB
+    /// treats a LoadBalancer on those ports as a conflict.
+    pub ingress_holds_web_ports: bool,
 }
 
 impl ControllerOptions {
@@ -55,6 +60,8 @@ impl ControllerOptions {
             cronjob_period: Duration::from_secs(10),
             root_ca_pem: String::new(),
             gc_period: Duration::from_secs(5),
+            servicelb: true,
+            ingress_holds_web_ports: true,
         }
     }
 }

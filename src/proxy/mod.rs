@@ -72,6 +72,23 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// For a node with address `node_ip` in k3s's default pod network,
+    /// programming the agent's own namespace.
+    pub fn for_node(node_name: &str, node_ip: std::net::IpAddr) -> Self {
+        let node_ips = match node_ip {
+            std::net::IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
+            _ => Vec::new(),
+        };
+        ProxyConfig {
+            node_name: node_name.to_string(),
+            node_ips,
+            cluster_cidr: crate::config::DEFAULT_CLUSTER_CIDR
+                .parse()
+                .expect("the default cluster CIDR is valid"),
+            host_netns: None,
+        }
+    }
+
     pub fn node_view(&self) -> NodeView {
         NodeView {
             node_name: self.node_name.clone(),

@@ -8,6 +8,7 @@
 //!   and the `default` ServiceAccount and `kube-root-ca.crt` in every namespace;
 //! - `nodes`: node lifecycle (Lease monitoring, `unreachable` taints,
 //!   NoExecute evictions) and pod CIDRs;
+//! - `servicelb`: k3s's ServiceLB: LoadBalancer status from eligible nodes;
 //! - `events`: the core/v1 Event recorder they and the scheduler share.
 //!
 //! All are level-triggered: each pass reads the current state through the
@@ -19,6 +20,7 @@ pub mod events;
 pub mod gc;
 pub mod namespaces;
 pub mod nodes;
+pub mod servicelb;
 
 use super::Context;
 
@@ -44,5 +46,6 @@ pub async fn run(ctx: Context) {
         namespaces::run(ctx.clone()),
         nodes::run_lifecycle(ctx.clone()),
         nodes::run_pod_cidrs(ctx.clone()),
+        servicelb::run(ctx.clone()),
     );
 }
