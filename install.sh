@@ -233,6 +233,8 @@ done
 if [ -L "$ROOT$BIN_DIR/kubectl" ] && [ "\$(readlink "$ROOT$BIN_DIR/kubectl")" = rk3s ]; then
     rm -f "$ROOT$BIN_DIR/kubectl"
 fi
+# The service proxy's rules (the proxy leaves them in place when it stops).
+[ -n "$ROOT" ] || ! command -v nft >/dev/null || nft delete table ip rk3s-proxy 2>/dev/null || true
 rm -rf "$ROOT/etc/rk3s" "$ROOT$DATA_DIR" "$ROOT/run/rk3s"
 rm -f "$ROOT$BIN_DIR/rk3s" "\$0"
 EOF
