@@ -220,9 +220,19 @@ pub async fn run(ctx: Context) {
     let mut events = futures::stream::select(svc_events, node_events).boxed();
     let recorder = EventRecorder::new(ctx.client.clone(), "service-lb-controller");
     let mut reported = HashSet::new();
-    tokio::select! {
-        _ = ctx.shutdown.cancelled() => return,
-        _ = async { tokio::join!(svc_reader.wait_until_ready(), node_reader.wait_until_ready()) } => {}
+    // The stores fill only while the streams are polled: drive them until
+    // both kinds are listed.
+    loop {
+        use futures::FutureExt as _;
+        let ready = svc_reader.wait_until_ready().now_or_never().is_some()
+            && node_reader.wait_until_ready().now_or_never().is_some();
+        if ready {
+            break;
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            e = events.next() => if e.is_none() { return },
+        }
     }
     loop {
         reconcile(&ctx, &svc_reader, &node_reader, ctx.options.ingress_holds_web_ports, &recorder, &mut reported).await;
