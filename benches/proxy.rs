@@ -27,7 +27,10 @@ use rk3s::svccache::Index;
 use serde_json::json;
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn is_root() -> bool {
@@ -37,7 +40,11 @@ fn is_root() -> bool {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Two namespaces joined by a veth pair: a node (10.42.0.1) and a pod
@@ -50,12 +57,24 @@ struct Pair {
 impl Pair {
     fn new() -> Self {
         let id = std::process::id();
-        let pair = Pair { node: format!("rk3s-pxb-{id}-node"), pod: format!("rk3s-pxb-{id}-pod") };
+        let pair = Pair {
+            node: format!("rk3s-pxb-{id}-node"),
+            pod: format!("rk3s-pxb-{id}-pod"),
+        };
         ip(&["netns", "add", &pair.node]);
         ip(&["netns", "add", &pair.pod]);
-        let (a, b) = (format!("pxb{}a", id % 100_000), format!("pxb{}b", id % 100_000));
-        ip(&["link", "add", &a, "netns", &pair.node, "type", "veth", "peer", "name", &b, "netns", &pair.pod]);
-        for (ns, dev, addr) in [(&pair.node, &a, "10.42.0.1/24"), (&pair.pod, &b, "10.42.0.5/24")] {
+        let (a, b) = (
+            format!("pxb{}a", id % 100_000),
+            format!("pxb{}b", id % 100_000),
+        );
+        ip(&[
+            "link", "add", &a, "netns", &pair.node, "type", "veth", "peer", "name", &b, "netns",
+            &pair.pod,
+        ]);
+        for (ns, dev, addr) in [
+            (&pair.node, &a, "10.42.0.1/24"),
+            (&pair.pod, &b, "10.42.0.5/24"),
+        ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -107,12 +126,20 @@ fn slice(i: usize, version: usize, endpoints: usize) -> EndpointSlice {
 }
 
 fn node_view() -> NodeView {
-    NodeView { node_name: "node".into(), node_ips: vec![Ipv4Addr::new(10, 42, 0, 1)], cluster_cidr: "10.42.0.0/16".parse().unwrap() }
+    NodeView {
+        node_name: "node".into(),
+        node_ips: vec![Ipv4Addr::new(10, 42, 0, 1)],
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+    }
 }
 
 /// Full sync of `services` Services, then `changes` single-endpoint
 /// changes to one Service; returns the full time and the change times.
-async fn change_cost(firewall: Arc<dyn Firewall>, services: usize, changes: usize) -> (Duration, Vec<Duration>) {
+async fn change_cost(
+    firewall: Arc<dyn Firewall>,
+    services: usize,
+    changes: usize,
+) -> (Duration, Vec<Duration>) {
     let mut index = Index::default();
     index.apply_service(Event::Init);
     index.apply_slice(Event::Init);
@@ -130,7 +157,11 @@ async fn change_cost(firewall: Arc<dyn Firewall>, services: usize, changes: usiz
     for c in 0..changes {
         // Alternate one Service between 5 and 4 endpoints.
         let target = services / 2;
-        index.apply_slice(Event::Apply(slice(target, c + 2, if c % 2 == 0 { 4 } else { 5 })));
+        index.apply_slice(Event::Apply(slice(
+            target,
+            c + 2,
+            if c % 2 == 0 { 4 } else { 5 },
+        )));
         // The snapshot is the service cache's work (once per change for
         // every reader); the proxy's cost starts here.
         let snap = index.snapshot();
@@ -169,9 +200,11 @@ fn connect_loop(addr: SocketAddr, n: usize) -> (f64, Duration) {
 async fn datapath(conns: usize) {
     let pair = Pair::new();
     let node = Pair::path(&pair.node);
-    let listener = netns::run_in(Some(Pair::path(&pair.pod)), || TcpListener::bind("0.0.0.0:8080"))
-        .await
-        .expect("listen in the pod");
+    let listener = netns::run_in(Some(Pair::path(&pair.pod)), || {
+        TcpListener::bind("0.0.0.0:8080")
+    })
+    .await
+    .expect("listen in the pod");
     std::thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
             let _ = s.write_all(b"x");
@@ -201,9 +234,21 @@ async fn datapath(conns: usize) {
     .await
     .expect("client in the node");
     println!("connections, {conns} each (connect + first byte + close, one at a time):");
-    println!("  straight to the pod IP : {:>8.0} conn/s   p99 {:>6.3} ms", d.0, ms(d.1));
-    println!("  through the ClusterIP  : {:>8.0} conn/s   p99 {:>6.3} ms", c.0, ms(c.1));
-    println!("  ratio ClusterIP/direct : {:>8.2} (rate)   {:.2} (p99)", c.0 / d.0, ms(c.1) / ms(d.1));
+    println!(
+        "  straight to the pod IP : {:>8.0} conn/s   p99 {:>6.3} ms",
+        d.0,
+        ms(d.1)
+    );
+    println!(
+        "  through the ClusterIP  : {:>8.0} conn/s   p99 {:>6.3} ms",
+        c.0,
+        ms(c.1)
+    );
+    println!(
+        "  ratio ClusterIP/direct : {:>8.2} (rate)   {:.2} (p99)",
+        c.0 / d.0,
+        ms(c.1) / ms(d.1)
+    );
 
     println!("one endpoint change, real nft in a namespace (median / p99 of the changes):");
     let changes = env_num("RK3S_BENCH_CHANGES", 30);

@@ -93,7 +93,12 @@ fn from_client(c: &Cluster, ip: &str, n: usize) -> Vec<String> {
         "for i in $(seq {n}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 80 | tail -n 1; done"
     );
     let out = c.kubectl(&["exec", "client", "--", "sh", "-c", &script]);
-    text(&out.stdout).lines().map(str::trim).filter(|l| l.starts_with("web-")).map(String::from).collect()
+    text(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("web-"))
+        .map(String::from)
+        .collect()
 }
 
 /// curl from the host: Ok(body) or Err(exit code).
@@ -109,18 +114,40 @@ fn curl(url: &str) -> Result<String, i32> {
 }
 
 fn ready_web_pods(c: &Cluster) -> usize {
-    let o = c.kubectl(&["get", "pods", "-l", "app=web", "-o",
-        "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\" \"}{end}"]);
-    text(&o.stdout).split_whitespace().filter(|s| *s == "True").count()
+    let o = c.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\" \"}{end}",
+    ]);
+    text(&o.stdout)
+        .split_whitespace()
+        .filter(|s| *s == "True")
+        .count()
 }
 
 fn lb_ips(c: &Cluster, svc: &str) -> BTreeSet<String> {
-    let o = c.kubectl(&["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
-    text(&o.stdout).split_whitespace().map(String::from).collect()
+    let o = c.kubectl(&[
+        "get",
+        "svc",
+        svc,
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ]);
+    text(&o.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 fn server_table(c: &Cluster) -> String {
-    text(&c.server_node.exec(&["nft", "list", "table", "ip", "rk3s-proxy"]).stdout)
+    text(
+        &c.server_node
+            .exec(&["nft", "list", "table", "ip", "rk3s-proxy"])
+            .stdout,
+    )
 }
 
 /// The block of the server's chain `PREFIX…ID`.
@@ -134,7 +161,10 @@ fn chain_of(c: &Cluster, prefix: &str, id: &str) -> String {
     }) else {
         return String::new();
     };
-    let end = table[start..].find("\n\t}").map(|e| start + e + 3).unwrap_or(table.len());
+    let end = table[start..]
+        .find("\n\t}")
+        .map(|e| start + e + 3)
+        .unwrap_or(table.len());
     table[start..end].to_string()
 }
 
@@ -155,18 +185,40 @@ fn services_route_through_the_proxy_and_servicelb() {
     if !require_e2e("services_route_through_the_proxy_and_servicelb") {
         return;
     }
-    privilege::require_tools("e2e_proxy", &[("kubectl", "kubectl"), ("curl", "curl"), ("nft", "nftables")]);
+    privilege::require_tools(
+        "e2e_proxy",
+        &[
+            ("kubectl", "kubectl"),
+            ("curl", "curl"),
+            ("nft", "nftables"),
+        ],
+    );
     let mut c = Cluster::start();
     c.start_agent();
     c.wait_for("node agent Ready", 90, || {
-        let o = c.kubectl(&["get", "node", "agent", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        let o = c.kubectl(&[
+            "get",
+            "node",
+            "agent",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
         (text(&o.stdout) == "True").then_some(())
     });
     c.apply(WEB);
     c.track_pod("client");
-    c.wait_for("client Running", 120, || (c.pod_field("client", "{.status.phase}") == "Running").then_some(()));
-    c.wait_for("two web pods Ready", 120, || (ready_web_pods(&c) == 2).then_some(()));
-    for pod in text(&c.kubectl(&["get", "pods", "-l", "app=web", "-o", "name"]).stdout).lines() {
+    c.wait_for("client Running", 120, || {
+        (c.pod_field("client", "{.status.phase}") == "Running").then_some(())
+    });
+    c.wait_for("two web pods Ready", 120, || {
+        (ready_web_pods(&c) == 2).then_some(())
+    });
+    for pod in text(
+        &c.kubectl(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .stdout,
+    )
+    .lines()
+    {
         c.track_pod(pod.trim_start_matches("pod/"));
     }
     let cip = c.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
@@ -179,7 +231,10 @@ fn services_route_through_the_proxy_and_servicelb() {
         (a.len() == 50).then_some(a)
     });
     let distinct: BTreeSet<_> = answers.iter().collect();
-    assert!(distinct.len() > 1, "one backend answered all 50: {distinct:?}");
+    assert!(
+        distinct.len() > 1,
+        "one backend answered all 50: {distinct:?}"
+    );
 
     // The agent's table is ours, beside the pod network's.
     let tables = text(&c.agent_node.exec(&["nft", "list", "tables"]).stdout);
@@ -193,68 +248,130 @@ fn services_route_through_the_proxy_and_servicelb() {
 
     // NodePort from outside the nodes, on the agent's IP.
     let np = format!("http://{agent_ip}:30880/");
-    c.wait_for("the NodePort served", 30, || curl(&np).ok().filter(|b| b.starts_with("web-")));
+    c.wait_for("the NodePort served", 30, || {
+        curl(&np).ok().filter(|b| b.starts_with("web-"))
+    });
 
     // externalTrafficPolicy Local: the agent (local endpoints) answers and
     // its backend sees the host's own address; the server (none) does not.
-    c.kubectl_ok(&["patch", "svc", "web-np", "-p", r#"{"spec":{"externalTrafficPolicy":"Local"}}"#]);
+    c.kubectl_ok(&[
+        "patch",
+        "svc",
+        "web-np",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
     let host_ip = c.agent_node.gateway().to_string();
     let seen = c.wait_for("the client's address at the backend", 30, || {
-        curl(&format!("http://{agent_ip}:30880/cgi-bin/ip")).ok().filter(|b| b.contains(&host_ip))
+        curl(&format!("http://{agent_ip}:30880/cgi-bin/ip"))
+            .ok()
+            .filter(|b| b.contains(&host_ip))
     });
     assert!(seen.contains(&host_ip));
     // (Pods are not reachable from the server node before the overlay, so
     // look at its rules: outside traffic is dropped there.)
-    c.wait_for("the server node to drop the NodePort from outside", 30, || {
-        let chain = chain_of(&c, "ext-", "default/web-np/tcp/http");
-        (chain.contains("fib saddr type local goto all-") && chain.contains("\t\tdrop\n")).then_some(())
-    });
+    c.wait_for(
+        "the server node to drop the NodePort from outside",
+        30,
+        || {
+            let chain = chain_of(&c, "ext-", "default/web-np/tcp/http");
+            (chain.contains("fib saddr type local goto all-") && chain.contains("\t\tdrop\n"))
+                .then_some(())
+        },
+    );
 
     // LoadBalancer: both Ready nodes in the status; served on the agent's.
     c.apply(LB);
     let both: BTreeSet<String> = [agent_ip.clone(), server_ip.clone()].into();
-    c.wait_for("web-lb's status to list both nodes", 60, || (lb_ips(&c, "web-lb") == both).then_some(()));
+    c.wait_for("web-lb's status to list both nodes", 60, || {
+        (lb_ips(&c, "web-lb") == both).then_some(())
+    });
     c.wait_for("the LoadBalancer port served", 30, || {
-        curl(&format!("http://{agent_ip}:8081/")).ok().filter(|b| b.starts_with("web-"))
+        curl(&format!("http://{agent_ip}:8081/"))
+            .ok()
+            .filter(|b| b.starts_with("web-"))
     });
     // A second LoadBalancer on the same port: an Event, and no node.
     c.apply(LB_CLASH);
     c.wait_for("a PortInUse event", 60, || {
-        let o = c.kubectl(&["get", "events", "--field-selector", "reason=PortInUse", "-o", "jsonpath={.items[*].message}"]);
-        text(&o.stdout).contains("already used by LoadBalancer default/web-lb").then_some(())
+        let o = c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=PortInUse",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        text(&o.stdout)
+            .contains("already used by LoadBalancer default/web-lb")
+            .then_some(())
     });
     assert!(lb_ips(&c, "web-lb2").is_empty());
     c.kubectl_ok(&["delete", "svc", "web-lb2"]);
     // The enablelb label makes an allow-list.
-    c.kubectl_ok(&["label", "node", "agent", "svccontroller.k3s.cattle.io/enablelb=true"]);
+    c.kubectl_ok(&[
+        "label",
+        "node",
+        "agent",
+        "svccontroller.k3s.cattle.io/enablelb=true",
+    ]);
     let agent_only: BTreeSet<String> = [agent_ip.clone()].into();
-    c.wait_for("web-lb's status to list the agent only", 60, || (lb_ips(&c, "web-lb") == agent_only).then_some(()));
-    c.wait_for("the server node to stop serving its IP's LB port", 30, || {
-        let table = server_table(&c);
-        (!table.contains(&format!("{server_ip} . tcp . 8081")) && table.contains(&format!("{agent_ip} . tcp . 8081")))
-            .then_some(())
+    c.wait_for("web-lb's status to list the agent only", 60, || {
+        (lb_ips(&c, "web-lb") == agent_only).then_some(())
     });
+    c.wait_for(
+        "the server node to stop serving its IP's LB port",
+        30,
+        || {
+            let table = server_table(&c);
+            (!table.contains(&format!("{server_ip} . tcp . 8081"))
+                && table.contains(&format!("{agent_ip} . tcp . 8081")))
+            .then_some(())
+        },
+    );
 
     // Scaled to zero: refused at once, not hung.
     c.kubectl_ok(&["scale", "deployment", "web", "--replicas=0"]);
     c.wait_for("no web endpoints", 60, || {
-        let o = c.kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}"]);
+        let o = c.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[*]}",
+        ]);
         text(&o.stdout).trim().is_empty().then_some(())
     });
     let refused = c.wait_for("connection refused", 10, || {
-        let o = c.kubectl(&["exec", "client", "--", "sh", "-c",
-            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {cip} 80 2>&1; echo rc=$?")]);
+        let o = c.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {cip} 80 2>&1; echo rc=$?"),
+        ]);
         let out = text(&o.stdout);
         out.contains("refused").then_some(out)
     });
     assert!(refused.contains("rc=1"), "{refused}");
     // Scaled back: served again.
     c.kubectl_ok(&["scale", "deployment", "web", "--replicas=2"]);
-    c.wait_for("two web pods Ready again", 120, || (ready_web_pods(&c) == 2).then_some(()));
-    for pod in text(&c.kubectl(&["get", "pods", "-l", "app=web", "-o", "name"]).stdout).lines() {
+    c.wait_for("two web pods Ready again", 120, || {
+        (ready_web_pods(&c) == 2).then_some(())
+    });
+    for pod in text(
+        &c.kubectl(&["get", "pods", "-l", "app=web", "-o", "name"])
+            .stdout,
+    )
+    .lines()
+    {
         c.track_pod(pod.trim_start_matches("pod/"));
     }
-    c.wait_for("the ClusterIP served after scaling up", 30, || (from_client(&c, &cip, 5).len() == 5).then_some(()));
+    c.wait_for("the ClusterIP served after scaling up", 30, || {
+        (from_client(&c, &cip, 5).len() == 5).then_some(())
+    });
 
     // kill -9 of the agent: an established connection and new ones keep
     // working while it is down, and after it returns.
@@ -275,13 +392,18 @@ fn services_route_through_the_proxy_and_servicelb() {
     std::thread::sleep(Duration::from_millis(500));
     c.kill9_agent();
     tx.send(()).unwrap();
-    let body = established.join().unwrap().expect("the established connection");
+    let body = established
+        .join()
+        .unwrap()
+        .expect("the established connection");
     assert!(body.contains("web-"), "{body}");
     let body = get_from_node(&c, addr).expect("a new connection while the agent is down");
     assert!(body.contains("web-"), "{body}");
     assert!(curl(&np).is_ok_and(|b| b.starts_with("web-")));
     c.respawn_agent();
-    c.wait_for("the client pod reachable again", 90, || (from_client(&c, &cip, 10).len() == 10).then_some(()));
+    c.wait_for("the client pod reachable again", 90, || {
+        (from_client(&c, &cip, 10).len() == 10).then_some(())
+    });
     let body = get_from_node(&c, addr).expect("a new connection after the restart");
     assert!(body.contains("web-"), "{body}");
 }

@@ -24,11 +24,15 @@ use serde_json::{json, Value};
 const CIP: &str = "10.43.0.50";
 
 fn service(name: &str, ip: &str, extra: Value) -> Service {
-    let mut spec = json!({"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
+    let mut spec =
+        json!({"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
     }
-    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec})).unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+    )
+    .unwrap()
 }
 
 fn slice(svc: &str, eps: &[(std::net::Ipv4Addr, &str)]) -> EndpointSlice {
@@ -49,7 +53,10 @@ fn slice(svc: &str, eps: &[(std::net::Ipv4Addr, &str)]) -> EndpointSlice {
 /// `curl` from `node`: Ok(body) or Err(curl's exit code).
 fn curl(node: &Node, url: &str) -> Result<String, i32> {
     let out = node
-        .exec_within(&["curl", "-sS", "--max-time", "3", url], Duration::from_secs(10))
+        .exec_within(
+            &["curl", "-sS", "--max-time", "3", url],
+            Duration::from_secs(10),
+        )
         .expect("curl ran");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -66,8 +73,16 @@ fn serve(node: &Node, name: &str, dir: &std::path::Path) {
     std::fs::write(&cgi, "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$REMOTE_ADDR\" | /bin/busybox sed -e 's/^\\[::ffff://' -e 's/\\]$//'\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
-    node.spawn(&["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", root.to_str().unwrap()])
-        .unwrap();
+    node.spawn(&[
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        root.to_str().unwrap(),
+    ])
+    .unwrap();
 }
 
 struct Fixture {
@@ -84,7 +99,9 @@ struct Fixture {
 impl Fixture {
     fn sync(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
         let snap = Snapshot::from_objects(services, slices);
-        self.rt.block_on(self.syncer.sync(&snap)).expect("nft accepts the transaction");
+        self.rt
+            .block_on(self.syncer.sync(&snap))
+            .expect("nft accepts the transaction");
     }
 }
 
@@ -94,27 +111,51 @@ fn fixture() -> Fixture {
     let b1 = net.add_node("b1").unwrap();
     let b2 = net.add_node("b2").unwrap();
     let client = net.add_node("client").unwrap();
-    assert!(gw.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).status.success());
+    assert!(gw
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status
+        .success());
     // The client reaches Services through gw; backends answer the client
     // through gw too (as pods answer through their node).
     let gw_ip = gw.ip().to_string();
-    assert!(client.exec(&["ip", "route", "add", "10.43.0.0/16", "via", &gw_ip]).status.success());
+    assert!(client
+        .exec(&["ip", "route", "add", "10.43.0.0/16", "via", &gw_ip])
+        .status
+        .success());
     for b in [&b1, &b2] {
         let to_client = format!("{}/32", client.ip());
-        assert!(b.exec(&["ip", "route", "add", &to_client, "via", &gw_ip]).status.success());
+        assert!(b
+            .exec(&["ip", "route", "add", &to_client, "via", &gw_ip])
+            .status
+            .success());
     }
     let dir = tempfile::tempdir().unwrap();
     serve(&b1, "b1", dir.path());
     serve(&b2, "b2", dir.path());
-    let firewall = NftFirewall::new(Some(PathBuf::from(format!("/var/run/netns/{}", gw.netns()))));
+    let firewall = NftFirewall::new(Some(PathBuf::from(format!(
+        "/var/run/netns/{}",
+        gw.netns()
+    ))));
     let node = NodeView {
         node_name: "gw".into(),
         node_ips: vec![gw.ip()],
         cluster_cidr: "10.42.0.0/16".parse().unwrap(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300)); // httpd binds
-    Fixture { client, b1, b2, gw, syncer: Syncer::new(Arc::new(firewall), node), rt, _net: net, _dir: dir }
+    Fixture {
+        client,
+        b1,
+        b2,
+        gw,
+        syncer: Syncer::new(Arc::new(firewall), node),
+        rt,
+        _net: net,
+        _dir: dir,
+    }
 }
 
 #[test]
@@ -134,7 +175,10 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
     for _ in 0..30 {
         seen.insert(curl(&f.client, &format!("http://{CIP}/")).expect("served"));
     }
-    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec!["b1".to_string(), "b2".to_string()]);
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["b1".to_string(), "b2".to_string()]
+    );
     // A port the ClusterIP does not serve is refused (curl 7), not hung (28).
     assert_eq!(curl(&f.client, &format!("http://{CIP}:81/")), Err(7));
 
@@ -147,7 +191,11 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
     assert!(curl(&f.client, &format!("http://{CIP}/")).is_ok());
 
     // Session affinity: one client, one backend.
-    let sticky = service("sticky", "10.43.0.51", json!({"sessionAffinity": "ClientIP"}));
+    let sticky = service(
+        "sticky",
+        "10.43.0.51",
+        json!({"sessionAffinity": "ClientIP"}),
+    );
     let sticky_slice = slice("sticky", &[(b1, "gw"), (b2, "other")]);
     let slices = vec![both(), sticky_slice];
     f.sync(vec![web.clone(), sticky.clone()], slices.clone());
@@ -158,12 +206,19 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
     assert_eq!(seen.len(), 1, "{seen:?}");
 
     // NodePort on the node's IP, masqueraded (the backend sees gw).
-    let np = service("np", "10.43.0.52", json!({"type": "NodePort",
-        "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}));
+    let np = service(
+        "np",
+        "10.43.0.52",
+        json!({"type": "NodePort",
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}),
+    );
     let np_slice = slice("np", &[(b1, "gw"), (b2, "other")]);
     let mut all_slices = slices.clone();
     all_slices.push(np_slice);
-    f.sync(vec![web.clone(), sticky.clone(), np.clone()], all_slices.clone());
+    f.sync(
+        vec![web.clone(), sticky.clone(), np.clone()],
+        all_slices.clone(),
+    );
     let url = format!("http://{}:30080/cgi-bin/ip", f.gw.ip());
     assert_eq!(curl(&f.client, &url), Ok(f.gw.ip().to_string()));
 
@@ -183,9 +238,19 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
     // Only our table exists in gw's namespace, and a fresh proxy (an agent
     // restart) replaces it without breaking service.
     let tables = f.gw.exec(&["nft", "list", "tables"]);
-    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "table ip rk3s-proxy");
-    let firewall = NftFirewall::new(Some(PathBuf::from(format!("/var/run/netns/{}", f.gw.netns()))));
-    let node = NodeView { node_name: "gw".into(), node_ips: vec![f.gw.ip()], cluster_cidr: "10.42.0.0/16".parse().unwrap() };
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "table ip rk3s-proxy"
+    );
+    let firewall = NftFirewall::new(Some(PathBuf::from(format!(
+        "/var/run/netns/{}",
+        f.gw.netns()
+    ))));
+    let node = NodeView {
+        node_name: "gw".into(),
+        node_ips: vec![f.gw.ip()],
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+    };
     f.syncer = Syncer::new(Arc::new(firewall.clone()), node);
     f.sync(vec![web, sticky, np], all_slices);
     assert!(curl(&f.client, &format!("http://{CIP}/")).is_ok());

@@ -150,7 +150,11 @@ struct Candidate {
 
 /// kube-proxy's choice: ready ones, else serving and terminating ones.
 fn usable(candidates: impl Iterator<Item = Candidate> + Clone) -> Vec<Endpoint> {
-    let ready: Vec<Endpoint> = candidates.clone().filter(|c| c.ready).map(|c| c.ep).collect();
+    let ready: Vec<Endpoint> = candidates
+        .clone()
+        .filter(|c| c.ready)
+        .map(|c| c.ep)
+        .collect();
     if !ready.is_empty() {
         return ready;
     }
@@ -162,9 +166,17 @@ fn usable(candidates: impl Iterator<Item = Candidate> + Clone) -> Vec<Endpoint> 
 
 /// The ports of `svc` (already [`is_proxied`]) with their endpoints from
 /// `slices`, as seen from node `node_name`.
-pub fn service_ports(svc: &Service, slices: &[impl AsRef<EndpointSlice>], node_name: &str) -> Vec<ServicePort> {
-    let Some(spec) = &svc.spec else { return Vec::new() };
-    let Some(cluster_ip) = cluster_ip(svc) else { return Vec::new() };
+pub fn service_ports(
+    svc: &Service,
+    slices: &[impl AsRef<EndpointSlice>],
+    node_name: &str,
+) -> Vec<ServicePort> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    let Some(cluster_ip) = cluster_ip(svc) else {
+        return Vec::new();
+    };
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
     let name = svc.metadata.name.as_deref().unwrap_or_default();
     let mut external_ips: Vec<Ipv4Addr> = spec
@@ -198,19 +210,30 @@ pub fn service_ports(svc: &Service, slices: &[impl AsRef<EndpointSlice>], node_n
             .unwrap_or(DEFAULT_AFFINITY_SECONDS)
     });
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local")
-        && matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"));
+        && matches!(
+            spec.type_.as_deref(),
+            Some("NodePort") | Some("LoadBalancer")
+        );
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
 
     let mut out = Vec::new();
     for port in spec.ports.iter().flatten() {
-        let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else { continue };
-        let Ok(number) = u16::try_from(port.port) else { continue };
+        let Some(protocol) = Protocol::parse(port.protocol.as_deref()) else {
+            continue;
+        };
+        let Ok(number) = u16::try_from(port.port) else {
+            continue;
+        };
         let port_name = port.name.clone().unwrap_or_default();
         let candidates = candidates(slices, &port_name, protocol, node_name);
         let all = candidates.values().copied();
         let endpoints = usable(all.clone());
         let local_endpoints = usable(all.filter(|c| c.local));
-        let label = if port_name.is_empty() { number.to_string() } else { port_name };
+        let label = if port_name.is_empty() {
+            number.to_string()
+        } else {
+            port_name
+        };
         out.push(ServicePort {
             id: format!("{ns}/{name}/{}/{label}", protocol.nft()),
             protocol,
@@ -250,7 +273,9 @@ fn candidates(
         }) else {
             continue;
         };
-        let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else { continue };
+        let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
         for ep in &slice.endpoints {
             let cond = ep.conditions.as_ref();
             // kube: a nil `ready` means ready; nil `serving` follows ready.
@@ -259,9 +284,17 @@ fn candidates(
             let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
             let local = ep.node_name.as_deref() == Some(node_name);
             for addr in &ep.addresses {
-                let Ok(ip) = addr.parse::<Ipv4Addr>() else { continue };
+                let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+                    continue;
+                };
                 let key = Endpoint { ip, port: number };
-                let c = Candidate { ep: key, ready, serving, terminating, local };
+                let c = Candidate {
+                    ep: key,
+                    ready,
+                    serving,
+                    terminating,
+                    local,
+                };
                 out.entry(key)
                     .and_modify(|old: &mut Candidate| {
                         old.ready |= ready;

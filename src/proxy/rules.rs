@@ -96,7 +96,10 @@ pub fn endpoint_chain(port: &ServicePort, ep: &Endpoint) -> String {
 /// rules that use it change too and the old set can go.
 pub fn affinity_set(port: &ServicePort, ep: &Endpoint) -> String {
     let timeout = port.affinity_seconds.unwrap_or_default();
-    hashed("aff", &format!("{}__{}/{}__{timeout}s", port.id, ep.ip, ep.port))
+    hashed(
+        "aff",
+        &format!("{}__{}/{}__{timeout}s", port.id, ep.ip, ep.port),
+    )
 }
 
 /// The table with its fixed chains, maps and sets (no Service content),
@@ -105,8 +108,14 @@ pub fn skeleton(node: &NodeView) -> String {
     let mark = format!("{MASQUERADE_MARK:#x}");
     let mut s = String::new();
     for (name, kind) in [
-        (SERVICE_IPS, "ipv4_addr . inet_proto . inet_service : verdict"),
-        (NO_ENDPOINT_SERVICES, "ipv4_addr . inet_proto . inet_service : verdict"),
+        (
+            SERVICE_IPS,
+            "ipv4_addr . inet_proto . inet_service : verdict",
+        ),
+        (
+            NO_ENDPOINT_SERVICES,
+            "ipv4_addr . inet_proto . inet_service : verdict",
+        ),
         (SERVICE_NODEPORTS, "inet_proto . inet_service : verdict"),
         (NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict"),
     ] {
@@ -120,37 +129,76 @@ pub fn skeleton(node: &NodeView) -> String {
     }
     s.push_str(" }\n");
     let chains: [(&str, &[&str]); 13] = [
-        ("nat-prerouting", &["type nat hook prerouting priority dstnat; policy accept;", "jump services"]),
-        ("nat-output", &["type nat hook output priority -100; policy accept;", "jump services"]),
-        ("nat-postrouting", &["type nat hook postrouting priority srcnat; policy accept;", "jump masquerading"]),
+        (
+            "nat-prerouting",
+            &[
+                "type nat hook prerouting priority dstnat; policy accept;",
+                "jump services",
+            ],
+        ),
+        (
+            "nat-output",
+            &[
+                "type nat hook output priority -100; policy accept;",
+                "jump services",
+            ],
+        ),
+        (
+            "nat-postrouting",
+            &[
+                "type nat hook postrouting priority srcnat; policy accept;",
+                "jump masquerading",
+            ],
+        ),
         // Filter chains before NAT see packets to Services without
         // endpoints still addressed to the Service.
-        ("filter-input", &[
-            "type filter hook input priority -110; policy accept;",
-            "ct state new jump nodeport-endpoints-check",
-            "ct state new jump service-endpoints-check",
-        ]),
-        ("filter-forward", &[
-            "type filter hook forward priority -110; policy accept;",
-            "ct state new jump service-endpoints-check",
-            "ct state new jump cluster-ips-check",
-        ]),
-        ("filter-output", &[
-            "type filter hook output priority -110; policy accept;",
-            "ct state new jump service-endpoints-check",
-        ]),
+        (
+            "filter-input",
+            &[
+                "type filter hook input priority -110; policy accept;",
+                "ct state new jump nodeport-endpoints-check",
+                "ct state new jump service-endpoints-check",
+            ],
+        ),
+        (
+            "filter-forward",
+            &[
+                "type filter hook forward priority -110; policy accept;",
+                "ct state new jump service-endpoints-check",
+                "ct state new jump cluster-ips-check",
+            ],
+        ),
+        (
+            "filter-output",
+            &[
+                "type filter hook output priority -110; policy accept;",
+                "ct state new jump service-endpoints-check",
+            ],
+        ),
         // After the output NAT hook (-100): a ClusterIP still unchanged
         // was not served on that port.
-        ("filter-output-post-dnat", &[
-            "type filter hook output priority -90; policy accept;",
-            "ct state new jump cluster-ips-check",
-        ]),
-        ("services", &[
-            "ip daddr . meta l4proto . th dport vmap @service-ips",
-            "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
-        ]),
-        ("service-endpoints-check", &["ip daddr . meta l4proto . th dport vmap @no-endpoint-services"]),
-        ("nodeport-endpoints-check", &["ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"]),
+        (
+            "filter-output-post-dnat",
+            &[
+                "type filter hook output priority -90; policy accept;",
+                "ct state new jump cluster-ips-check",
+            ],
+        ),
+        (
+            "services",
+            &[
+                "ip daddr . meta l4proto . th dport vmap @service-ips",
+                "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+            ],
+        ),
+        (
+            "service-endpoints-check",
+            &["ip daddr . meta l4proto . th dport vmap @no-endpoint-services"],
+        ),
+        (
+            "nodeport-endpoints-check",
+            &["ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"],
+        ),
         ("cluster-ips-check", &["ip daddr @cluster-ips reject"]),
         ("reject-chain", &["reject"]),
         ("mark-for-masquerade", &[]),
@@ -184,7 +232,8 @@ pub fn service_rules(ports: &[ServicePort], node: &NodeView) -> ServiceRules {
 fn add_port(out: &mut ServiceRules, port: &ServicePort, node: &NodeView) {
     let proto = port.protocol.nft();
     let cluster = node.cluster_cidr.trunc();
-    out.elements.insert((CLUSTER_IPS, port.cluster_ip.to_string()), String::new());
+    out.elements
+        .insert((CLUSTER_IPS, port.cluster_ip.to_string()), String::new());
     let internal = port.internal_endpoints();
     let external = port.external_endpoints();
     let any = !port.endpoints.is_empty();
@@ -211,7 +260,10 @@ fn add_port(out: &mut ServiceRules, port: &ServicePort, node: &NodeView) {
             );
             rules.push(format!("update @{set} {{ ip saddr }}"));
         }
-        rules.push(format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port));
+        rules.push(format!(
+            "meta l4proto {proto} dnat to {}:{}",
+            ep.ip, ep.port
+        ));
         out.chains.insert(endpoint_chain(port, ep), rules);
     }
 
@@ -224,12 +276,15 @@ fn add_port(out: &mut ServiceRules, port: &ServicePort, node: &NodeView) {
         )];
         rules.extend(dispatch(port, internal));
         out.chains.insert(svc_chain.clone(), rules);
-        out.elements.insert((SERVICE_IPS, cip_key), format!("goto {svc_chain}"));
+        out.elements
+            .insert((SERVICE_IPS, cip_key), format!("goto {svc_chain}"));
     } else if any {
         // internalTrafficPolicy: Local without a local endpoint.
-        out.elements.insert((NO_ENDPOINT_SERVICES, cip_key), "drop".into());
+        out.elements
+            .insert((NO_ENDPOINT_SERVICES, cip_key), "drop".into());
     } else {
-        out.elements.insert((NO_ENDPOINT_SERVICES, cip_key), "goto reject-chain".into());
+        out.elements
+            .insert((NO_ENDPOINT_SERVICES, cip_key), "goto reject-chain".into());
     }
 
     // External traffic: NodePort, external IPs, LoadBalancer IPs.
@@ -247,7 +302,11 @@ fn add_port(out: &mut ServiceRules, port: &ServicePort, node: &NodeView) {
     }
     if !any {
         for (map, key) in ext_keys {
-            let map = if map == SERVICE_NODEPORTS { NO_ENDPOINT_NODEPORTS } else { NO_ENDPOINT_SERVICES };
+            let map = if map == SERVICE_NODEPORTS {
+                NO_ENDPOINT_NODEPORTS
+            } else {
+                NO_ENDPOINT_SERVICES
+            };
             out.elements.insert((map, key), "goto reject-chain".into());
         }
         return;
@@ -296,6 +355,10 @@ fn dispatch(port: &ServicePort, eps: &[Endpoint]) -> Vec<String> {
         .enumerate()
         .map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(port, ep)))
         .collect();
-    rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        eps.len(),
+        arms.join(", ")
+    ));
     rules
 }

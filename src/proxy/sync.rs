@@ -27,9 +27,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::model::{is_proxied, service_ports};
-use crate::svccache::{ObjKey, Snapshot};
-use super::rules::{skeleton, service_rules, ElementKey, NodeView, ServiceRules, TABLE};
+use super::rules::{service_rules, skeleton, ElementKey, NodeView, ServiceRules, TABLE};
 use crate::hostnet::nft::{Firewall, NftError};
+use crate::svccache::{ObjKey, Snapshot};
 
 /// `(namespace, name)` of a Service.
 pub type ServiceKey = ObjKey;
@@ -45,7 +45,11 @@ impl Inputs {
     fn same(&self, service: &Arc<Service>, slices: &[Arc<EndpointSlice>]) -> bool {
         Arc::ptr_eq(&self.service, service)
             && self.slices.len() == slices.len()
-            && self.slices.iter().zip(slices).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .slices
+                .iter()
+                .zip(slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -104,7 +108,13 @@ impl Syncer {
                 continue;
             }
             let rules = self.rules_for(svc, slices);
-            new_inputs.push((key.clone(), Inputs { service: svc.clone(), slices: slices.to_vec() }));
+            new_inputs.push((
+                key.clone(),
+                Inputs {
+                    service: svc.clone(),
+                    slices: slices.to_vec(),
+                },
+            ));
             if self.applied.get(key) != Some(&rules) {
                 changed.insert(key.clone(), rules);
             }
@@ -119,7 +129,11 @@ impl Syncer {
             changed.insert(key.clone(), ServiceRules::default());
         }
         let script = self.diff_script(&changed);
-        let stats = SyncStats { full: false, services_changed: changed.len(), script_bytes: script.len() };
+        let stats = SyncStats {
+            full: false,
+            services_changed: changed.len(),
+            script_bytes: script.len(),
+        };
         if !script.is_empty() {
             if let Err(e) = self.firewall.apply(&script).await {
                 // Our view of the kernel is no longer trustworthy.
@@ -147,7 +161,10 @@ impl Syncer {
         if !is_proxied(svc) {
             return ServiceRules::default();
         }
-        service_rules(&service_ports(svc, slices, &self.node.node_name), &self.node)
+        service_rules(
+            &service_ports(svc, slices, &self.node.node_name),
+            &self.node,
+        )
     }
 
     /// One transaction that declares, deletes and redefines the table:
@@ -160,9 +177,18 @@ impl Syncer {
             let slices = snap.slices(key);
             let rules = self.rules_for(svc, slices);
             for (el, value) in &rules.elements {
-                claims.entry(el.clone()).or_default().push((key.clone(), value.clone()));
+                claims
+                    .entry(el.clone())
+                    .or_default()
+                    .push((key.clone(), value.clone()));
             }
-            inputs.insert(key.clone(), Inputs { service: svc.clone(), slices: slices.to_vec() });
+            inputs.insert(
+                key.clone(),
+                Inputs {
+                    service: svc.clone(),
+                    slices: slices.to_vec(),
+                },
+            );
             if rules != ServiceRules::default() {
                 applied.insert(key.clone(), rules);
             }
@@ -195,7 +221,11 @@ impl Syncer {
             adds.entry(el.0).or_default().push(element(&el.1, value));
         }
         write_elements(&mut s, "add", &adds);
-        let stats = SyncStats { full: true, services_changed: applied.len(), script_bytes: s.len() };
+        let stats = SyncStats {
+            full: true,
+            services_changed: applied.len(),
+            script_bytes: s.len(),
+        };
         self.firewall.apply(&s).await?;
         self.inputs = inputs;
         self.applied = applied;
@@ -244,7 +274,8 @@ impl Syncer {
             for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
                 del_sets.insert(name.clone());
             }
-            let touched: BTreeSet<&ElementKey> = old.elements.keys().chain(new.elements.keys()).collect();
+            let touched: BTreeSet<&ElementKey> =
+                old.elements.keys().chain(new.elements.keys()).collect();
             for el in touched {
                 let before = self.active(el);
                 let claimants = self.claims.entry(el.clone()).or_default();
@@ -266,7 +297,10 @@ impl Syncer {
                         del_elements.entry(el.0).or_default().push(el.1.clone());
                     }
                     if let Some(v) = after {
-                        add_elements.entry(el.0).or_default().push(element(&el.1, &v));
+                        add_elements
+                            .entry(el.0)
+                            .or_default()
+                            .push(element(&el.1, &v));
                     }
                 }
             }
@@ -298,7 +332,10 @@ impl Syncer {
     }
 
     fn active(&self, el: &ElementKey) -> Option<String> {
-        self.claims.get(el).and_then(|c| c.first()).map(|(_, v)| v.clone())
+        self.claims
+            .get(el)
+            .and_then(|c| c.first())
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -313,7 +350,11 @@ fn element(key: &str, value: &str) -> String {
 fn write_elements(s: &mut String, verb: &str, by_map: &BTreeMap<&'static str, Vec<String>>) {
     for (map, elements) in by_map {
         if !elements.is_empty() {
-            let _ = writeln!(s, "{verb} element ip {TABLE} {map} {{ {} }}", elements.join(", "));
+            let _ = writeln!(
+                s,
+                "{verb} element ip {TABLE} {map} {{ {} }}",
+                elements.join(", ")
+            );
         }
     }
 }

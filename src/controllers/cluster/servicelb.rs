@@ -95,8 +95,14 @@ fn ports(svc: &Service) -> Vec<(String, u16)> {
 
 /// Decides, for every LoadBalancer Service, which nodes serve it.
 /// `ingress_holds_web_ports`: the built-in ingress owns TCP 80/443.
-pub fn plan(services: &[Arc<Service>], nodes: &[Arc<Node>], ingress_holds_web_ports: bool) -> BTreeMap<(String, String), Placement> {
-    let allow_list = nodes.iter().any(|n| n.labels().contains_key(ENABLE_LB_LABEL));
+pub fn plan(
+    services: &[Arc<Service>],
+    nodes: &[Arc<Node>],
+    ingress_holds_web_ports: bool,
+) -> BTreeMap<(String, String), Placement> {
+    let allow_list = nodes
+        .iter()
+        .any(|n| n.labels().contains_key(ENABLE_LB_LABEL));
     let eligible: Vec<&Arc<Node>> = nodes
         .iter()
         .filter(|n| node_ready(n))
@@ -104,7 +110,13 @@ pub fn plan(services: &[Arc<Service>], nodes: &[Arc<Node>], ingress_holds_web_po
         .collect();
     let mut lbs: Vec<&Arc<Service>> = services.iter().filter(|s| is_ours(s)).collect();
     // The oldest Service keeps a contested port.
-    lbs.sort_by_key(|s| (s.creation_timestamp().map(|t| t.0), s.namespace(), s.name_any()));
+    lbs.sort_by_key(|s| {
+        (
+            s.creation_timestamp().map(|t| t.0),
+            s.namespace(),
+            s.name_any(),
+        )
+    });
     // (node, proto, port) → holder.
     let mut taken: BTreeMap<(String, String, u16), String> = BTreeMap::new();
     let mut out = BTreeMap::new();
@@ -171,12 +183,19 @@ async fn reconcile(
     let placements = plan(&all, &nodes.state(), ingress);
     for svc in &all {
         let key = (svc.namespace().unwrap_or_default(), svc.name_any());
-        let Some(placement) = placements.get(&key) else { continue };
+        let Some(placement) = placements.get(&key) else {
+            continue;
+        };
         for msg in &placement.conflicts {
             let uid = svc.uid().unwrap_or_default();
             if reported.insert((uid, msg.clone())) {
                 recorder
-                    .record(&object_ref(svc.as_ref()), EventType::Warning, "PortInUse", msg)
+                    .record(
+                        &object_ref(svc.as_ref()),
+                        EventType::Warning,
+                        "PortInUse",
+                        msg,
+                    )
                     .await;
             }
         }
@@ -190,8 +209,12 @@ async fn reconcile(
             .patch_status(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => tracing::info!(service = %format!("{}/{}", key.0, key.1), ips = ?placement.ips, "servicelb: status updated"),
-            Err(e) => tracing::warn!(service = %format!("{}/{}", key.0, key.1), "servicelb: failed to update the status: {e}"),
+            Ok(_) => {
+                tracing::info!(service = %format!("{}/{}", key.0, key.1), ips = ?placement.ips, "servicelb: status updated")
+            }
+            Err(e) => {
+                tracing::warn!(service = %format!("{}/{}", key.0, key.1), "servicelb: failed to update the status: {e}")
+            }
         }
     }
 }
@@ -200,20 +223,28 @@ async fn reconcile(
 /// (gathered for a moment) and every 30 s.
 pub async fn run(ctx: Context) {
     if !ctx.options.servicelb {
-        tracing::info!("servicelb disabled: LoadBalancer Services stay pending for another controller");
+        tracing::info!(
+            "servicelb disabled: LoadBalancer Services stay pending for another controller"
+        );
         return;
     }
     let (svc_reader, svc_writer) = reflector::store::<Service>();
     let (node_reader, node_writer) = reflector::store::<Node>();
     let svc_events = reflector::reflector(
         svc_writer,
-        watcher::watcher(Api::<Service>::all(ctx.client.clone()), watcher::Config::default()),
+        watcher::watcher(
+            Api::<Service>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .map(|_| ());
     let node_events = reflector::reflector(
         node_writer,
-        watcher::watcher(Api::<Node>::all(ctx.client.clone()), watcher::Config::default()),
+        watcher::watcher(
+            Api::<Node>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff()
     .map(|_| ());
@@ -235,7 +266,15 @@ pub async fn run(ctx: Context) {
         }
     }
     loop {
-        reconcile(&ctx, &svc_reader, &node_reader, ctx.options.ingress_holds_web_ports, &recorder, &mut reported).await;
+        reconcile(
+            &ctx,
+            &svc_reader,
+            &node_reader,
+            ctx.options.ingress_holds_web_ports,
+            &recorder,
+            &mut reported,
+        )
+        .await;
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             e = events.next() => if e.is_none() { return },
@@ -251,7 +290,13 @@ pub async fn run(ctx: Context) {
 mod tests {
     use super::*;
 
-    fn node(name: &str, labels: serde_json::Value, internal: &str, external: Option<&str>, ready: bool) -> Arc<Node> {
+    fn node(
+        name: &str,
+        labels: serde_json::Value,
+        internal: &str,
+        external: Option<&str>,
+        ready: bool,
+    ) -> Arc<Node> {
         let mut addrs = vec![json!({"type": "InternalIP", "address": internal})];
         if let Some(e) = external {
             addrs.push(json!({"type": "ExternalIP", "address": e}));
@@ -281,7 +326,11 @@ mod tests {
             node("b", json!({}), "10.0.0.2", Some("203.0.113.2"), true),
             node("c", json!({}), "10.0.0.3", None, false),
         ];
-        let p = plan(&[lb("web", "2026-01-01T00:00:00Z", 8080, json!({}))], &nodes, true);
+        let p = plan(
+            &[lb("web", "2026-01-01T00:00:00Z", 8080, json!({}))],
+            &nodes,
+            true,
+        );
         assert_eq!(p[&key("web")].ips, vec!["10.0.0.1", "203.0.113.2"]);
         assert!(p[&key("web")].conflicts.is_empty());
     }
@@ -289,14 +338,37 @@ mod tests {
     #[test]
     fn the_enablelb_label_turns_on_an_allow_list_and_pools_narrow_it() {
         let nodes = [
-            node("a", json!({ENABLE_LB_LABEL: "true", LB_POOL_LABEL: "edge"}), "10.0.0.1", None, true),
-            node("b", json!({ENABLE_LB_LABEL: "false"}), "10.0.0.2", None, true),
+            node(
+                "a",
+                json!({ENABLE_LB_LABEL: "true", LB_POOL_LABEL: "edge"}),
+                "10.0.0.1",
+                None,
+                true,
+            ),
+            node(
+                "b",
+                json!({ENABLE_LB_LABEL: "false"}),
+                "10.0.0.2",
+                None,
+                true,
+            ),
             node("c", json!({}), "10.0.0.3", None, true),
-            node("d", json!({ENABLE_LB_LABEL: "true"}), "10.0.0.4", None, true),
+            node(
+                "d",
+                json!({ENABLE_LB_LABEL: "true"}),
+                "10.0.0.4",
+                None,
+                true,
+            ),
         ];
         let services = [
             lb("any", "2026-01-01T00:00:00Z", 8080, json!({})),
-            lb("edge", "2026-01-01T00:00:01Z", 9090, json!({LB_POOL_LABEL: "edge"})),
+            lb(
+                "edge",
+                "2026-01-01T00:00:01Z",
+                9090,
+                json!({LB_POOL_LABEL: "edge"}),
+            ),
         ];
         let p = plan(&services, &nodes, true);
         assert_eq!(p[&key("any")].ips, vec!["10.0.0.1", "10.0.0.4"]);
@@ -321,7 +393,10 @@ mod tests {
         // 443 is the built-in ingress's unless it is disabled.
         assert!(p[&key("web")].ips.is_empty());
         assert!(p[&key("web")].conflicts[0].contains("built-in ingress"));
-        assert_eq!(plan(&services, &nodes, false)[&key("web")].ips, vec!["10.0.0.1"]);
+        assert_eq!(
+            plan(&services, &nodes, false)[&key("web")].ips,
+            vec!["10.0.0.1"]
+        );
     }
 
     #[test]
