@@ -91,6 +91,8 @@ pub fn run_checks(host: &dyn Host) -> Vec<Check> {
         checks.push(check_module(host, module, why));
     }
     checks.push(check_firewall_tool(host));
+    checks.push(check_proxy_modules(host));
+    checks.push(check_bridge_netfilter(host));
     checks.push(check_ip_forward(host));
     for program in ["containerd", "runc"] {
         checks.push(match host.which(program) {
@@ -256,11 +258,79 @@ fn check_overlay(host: &dyn Host) -> Check {
     }
 }
 
+/// The pod network and the service proxy apply their tables with `nft -f`
+/// (as kube-proxy's nftables mode does): without it no Service routes.
 fn check_firewall_tool(host: &dyn Host) -> Check {
-    const ITEM: &str = "nft/iptables";
-    match host.which("nft").or_else(|| host.which("iptables")) {
+    const ITEM: &str = "nft";
+    match host.which("nft") {
         Some(path) => check(Status::Ok, ITEM, path.display().to_string()),
-        None => check(Status::Warn, ITEM, "neither nft nor iptables on PATH: install one with `apt-get install nftables iptables`"),
+        None => check(
+            Status::Fail,
+            ITEM,
+            "not found on PATH: the pod network and the service proxy need it: `apt-get install nftables`",
+        ),
+    }
+}
+
+/// The nftables expressions the service proxy's table uses (DNAT,
+/// masquerade, numgen, fib, reject, conntrack state, the NAT chain type).
+const PROXY_MODULES: [&str; 7] = [
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+    "nft_numgen",
+    "nft_fib_ipv4",
+    "nft_reject_ipv4",
+    "nft_ct",
+];
+
+fn check_proxy_modules(host: &dyn Host) -> Check {
+    const ITEM: &str = "service proxy modules";
+    let states: Vec<(&str, ModuleState)> =
+        PROXY_MODULES.iter().map(|m| (*m, module_state(host, m))).collect();
+    let missing: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| *s == ModuleState::Missing)
+        .map(|(m, _)| *m)
+        .collect();
+    if !missing.is_empty() {
+        return check(
+            Status::Fail,
+            ITEM,
+            format!("not in this kernel: {}; Services cannot route without them", missing.join(", ")),
+        );
+    }
+    if states.iter().any(|(_, s)| *s == ModuleState::Unknown) {
+        return check(
+            Status::Warn,
+            ITEM,
+            "cannot tell: no /lib/modules for this kernel (container?); the service proxy needs nftables NAT, masquerade, numgen, fib, reject and ct",
+        );
+    }
+    check(Status::Ok, ITEM, PROXY_MODULES.join(", "))
+}
+
+/// Pod → Service → pod on the same bridge: the reply is bridged, and only
+/// `bridge-nf-call-iptables` sends it through conntrack to be un-NATed.
+fn check_bridge_netfilter(host: &dyn Host) -> Check {
+    const ITEM: &str = "bridge-nf-call-iptables";
+    match host
+        .read("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .as_deref()
+        .map(str::trim)
+    {
+        Some("1") => check(Status::Ok, ITEM, "enabled"),
+        Some(_) => check(
+            Status::Warn,
+            ITEM,
+            "off: a pod reaching a Service backed by a pod on the same node gets no reply; \
+             run `sysctl -w net.bridge.bridge-nf-call-iptables=1` and persist it in /etc/sysctl.d/90-rk3s.conf",
+        ),
+        None => check(
+            Status::Warn,
+            ITEM,
+            "br_netfilter is not loaded: `modprobe br_netfilter` (and list it in /etc/modules-load.d/rk3s.conf)",
+        ),
     }
 }
 
@@ -381,9 +451,17 @@ mod tests {
             );
             h.file(
                 "/lib/modules/6.6.31+rpt-rpi-v8/modules.dep",
-                "kernel/net/netfilter/nf_tables.ko.xz: kernel/lib/libcrc32c.ko.xz\n",
+                "kernel/net/netfilter/nf_tables.ko.xz: kernel/lib/libcrc32c.ko.xz\n\
+                 kernel/net/netfilter/nft_chain_nat.ko.xz:\n\
+                 kernel/net/netfilter/nft_nat.ko.xz:\n\
+                 kernel/net/netfilter/nft_masq.ko.xz:\n\
+                 kernel/net/netfilter/nft_numgen.ko.xz:\n\
+                 kernel/net/ipv4/netfilter/nft_fib_ipv4.ko.xz:\n\
+                 kernel/net/ipv4/netfilter/nft_reject_ipv4.ko.xz:\n\
+                 kernel/net/netfilter/nft_ct.ko.xz:\n",
             );
             h.file("/proc/sys/net/ipv4/ip_forward", "1\n");
+            h.file("/proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
             for p in ["containerd", "runc", "nft", "kubectl"] {
                 h.programs.insert(p.into());
             }
@@ -532,5 +610,33 @@ mod tests {
         assert_eq!(find(&checks, "module vxlan").status, Status::Warn);
         h.paths.insert("/sys/module/vxlan".into());
         assert_eq!(find(&run_checks(&h), "module vxlan").status, Status::Ok);
+    }
+
+    #[test]
+    fn the_service_proxy_needs_nft_its_modules_and_bridge_netfilter() {
+        let h = FakeHost::healthy();
+        let checks = run_checks(&h);
+        assert_eq!(find(&checks, "nft").status, Status::Ok);
+        assert_eq!(find(&checks, "service proxy modules").status, Status::Ok);
+        assert_eq!(find(&checks, "bridge-nf-call-iptables").status, Status::Ok);
+
+        let mut h = FakeHost::healthy();
+        h.programs.remove("nft");
+        let nft = run_checks(&h).into_iter().find(|c| c.item == "nft").unwrap();
+        assert_eq!(nft.status, Status::Fail);
+        assert!(nft.detail.contains("apt-get install nftables"), "{}", nft.detail);
+
+        let mut h = FakeHost::healthy();
+        let dep = "/lib/modules/6.6.31+rpt-rpi-v8/modules.dep";
+        let without = h.files[dep].replace("kernel/net/netfilter/nft_numgen.ko.xz:\n", "");
+        h.file(dep, &without);
+        h.file("/proc/sys/net/bridge/bridge-nf-call-iptables", "0\n");
+        let checks = run_checks(&h);
+        let modules = find(&checks, "service proxy modules");
+        assert_eq!(modules.status, Status::Fail);
+        assert!(modules.detail.contains("nft_numgen") && !modules.detail.contains("nft_nat,"), "{}", modules.detail);
+        let bridge = find(&checks, "bridge-nf-call-iptables");
+        assert_eq!(bridge.status, Status::Warn);
+        assert!(bridge.detail.contains("sysctl -w net.bridge.bridge-nf-call-iptables=1"));
     }
 }

@@ -16,6 +16,7 @@ pub mod k8s;
 pub mod overlay;
 pub mod pki;
 pub mod process;
+pub mod proxy;
 pub mod quantity;
 pub mod scheduler;
 pub mod server;

@@ -43,6 +43,11 @@ pub struct ControllerOptions {
     /// How often the garbage collector re-checks every object of its
     /// watch-fed graph (10 min; deletions are handled as they happen).
     pub gc_period: Duration,
+    /// ServiceLB runs (`--disable servicelb` turns it off).
+    pub servicelb: bool,
+    /// The built-in ingress holds TCP 80/443 on every node, so ServiceLB
+    /// treats a LoadBalancer on those ports as a conflict.
+    pub ingress_holds_web_ports: bool,
 }
 
 impl ControllerOptions {
@@ -56,6 +61,8 @@ impl ControllerOptions {
             cronjob_period: Duration::from_secs(10),
             root_ca_pem: String::new(),
             gc_period: Duration::from_secs(600),
+            servicelb: true,
+            ingress_holds_web_ports: true,
         }
     }
 }

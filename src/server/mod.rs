@@ -111,7 +111,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     let url = format!("https://127.0.0.1:{port}");
     let api = tokio::spawn(server.run());
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &shutdown).await;
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &shutdown).await;
     if config.disable_agent {
         tracing::info!("--disable-agent: this server runs no pods");
     } else {
@@ -139,11 +139,15 @@ async fn start_control_plane(
     pki: &crate::pki::Pki,
     url: &str,
     settings: &assemble::ClusterSettings,
+    disabled: &std::collections::BTreeSet<crate::config::Component>,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::config::Component;
     use crate::controllers::{in_process_client, Context, ControllerOptions};
     use crate::pki::ClientRole;
     let mut options = ControllerOptions::new(settings.clone());
+    options.servicelb = !disabled.contains(&Component::ServiceLb);
+    options.ingress_holds_web_ports = !disabled.contains(&Component::Ingress);
     options.root_ca_pem = String::from_utf8_lossy(pki.ca_bundle_pem()).into_owned();
     let options = Arc::new(options);
     let mut tasks = Vec::new();

@@ -256,6 +256,19 @@ impl Cluster {
         );
     }
 
+    /// `kill -9` of the agent: no drain, no cleanup (fail-static tests);
+    /// [`Cluster::respawn_agent`] starts it again with the same flags.
+    pub fn kill9_agent(&mut self) {
+        if let Some(mut child) = self.agent.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn respawn_agent(&mut self) {
+        self.agent.spawn();
+    }
+
     pub fn restart_server(&mut self) {
         self.server.stop();
         self.server.spawn();

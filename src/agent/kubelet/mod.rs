@@ -230,6 +230,15 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
+    // The service proxy (`crate::proxy`) programs its own table from the
+    // node's Service cache; it needs no pod network to start.
+    let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
+    tokio::spawn(crate::proxy::run(
+        crate::proxy::ProxyConfig::for_node(&node_name, facts.internal_ip),
+        services,
+        shutdown.clone(),
+    ));
+
     let Some(cidr) = wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Ok(());
     };

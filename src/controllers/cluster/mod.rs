@@ -8,6 +8,7 @@
 //!   and the `default` ServiceAccount and `kube-root-ca.crt` in every namespace;
 //! - `nodes`: node lifecycle (Lease monitoring, `unreachable` taints,
 //!   NoExecute evictions) and pod CIDRs;
+//! - `servicelb`: k3s's ServiceLB: LoadBalancer status from eligible nodes.
 //!
 //! All are level-triggered: each pass reads the current state through the
 //! API and writes the difference, so a restart neither loses nor repeats
@@ -17,6 +18,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod namespaces;
 pub mod nodes;
+pub mod servicelb;
 
 use super::Context;
 
@@ -42,5 +44,6 @@ pub async fn run(ctx: Context) {
         namespaces::run(ctx.clone()),
         nodes::run_lifecycle(ctx.clone()),
         nodes::run_pod_cidrs(ctx.clone()),
+        servicelb::run(ctx.clone()),
     );
 }

@@ -1,0 +1,148 @@
+//! The service proxy: every agent turns Services and EndpointSlices (from
+//! the shared [`crate::svccache`]) into one nftables table of its own,
+//! `ip rk3s-proxy`, in the design of kube-proxy's nftables mode.
+//!
+//! Map: `model` (Service + slices → ports with chosen endpoints), `rules`
+//! (the table's skeleton and each Service's chains, sets and map
+//! elements), `sync` (full replace at start, then transactions that carry
+//! only what changed).
+//!
+//! Why the `nft` binary rather than netlink from Rust: kube-proxy's
+//! nftables mode drives `nft` too; a text transaction is readable in logs
+//! and reproducible by hand (`nft list table ip rk3s-proxy`); the binary
+//! is one small Debian package (`nftables`, already on Raspberry Pi OS
+//! Bookworm) and `nft -f` applies a whole script atomically, which is the
+//! property the proxy depends on. Writing nftables' netlink expression
+//! encoding ourselves would be a large, version-sensitive body of code for
+//! no gain a Pi user would notice: a sync forks one `nft` per change
+//! burst, not per Service. `rk3s check-config` checks for `nft` and the
+//! kernel modules.
+//!
+//! Invariants:
+//! - the proxy only ever touches table `ip rk3s-proxy`; every script it
+//!   applies names that table and no other;
+//! - every change is one `nft -f` transaction: the kernel sees the old
+//!   rules or the new ones, never a half;
+//! - at start the table is replaced in one transaction (declare, delete,
+//!   redefine), so an agent restart never leaves a moment without rules,
+//!   and while the agent is down the last rules keep working (fail
+//!   static); shutdown leaves the table; only [`uninstall`] removes it;
+//! - after the first sync, a transaction's size is proportional to the
+//!   Services that changed, not to how many exist.
+//!
+//! Partial: IPv4 only; no `loadBalancerSourceRanges`; no drop of traffic
+//! to unallocated ClusterIPs (the agent does not know the service CIDR);
+//! affinity state is lost when the table is replaced at start.
+
+pub mod model;
+pub mod rules;
+pub mod sync;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use tokio_util::sync::CancellationToken;
+
+pub use rules::{NodeView, TABLE};
+pub use sync::{SyncStats, Syncer};
+
+use crate::hostnet::nft::{Firewall, NftError, NftFirewall};
+use crate::svccache::ServiceCache;
+
+/// A change burst is gathered this long before it is applied.
+const COALESCE: Duration = Duration::from_millis(20);
+/// After a failed transaction, the next try (a full replace) waits this long.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the agent gives the proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// The node's addresses NodePorts answer on (InternalIP, ExternalIP).
+    pub node_ips: Vec<Ipv4Addr>,
+    pub cluster_cidr: Ipv4Net,
+    /// The network namespace whose nftables to program (`None`: ours).
+    pub host_netns: Option<PathBuf>,
+}
+
+impl ProxyConfig {
+    /// For a node with address `node_ip` in k3s's default pod network,
+    /// programming the agent's own namespace.
+    pub fn for_node(node_name: &str, node_ip: std::net::IpAddr) -> Self {
+        let node_ips = match node_ip {
+            std::net::IpAddr::V4(ip) if !ip.is_loopback() => vec![ip],
+            _ => Vec::new(),
+        };
+        ProxyConfig {
+            node_name: node_name.to_string(),
+            node_ips,
+            cluster_cidr: crate::config::DEFAULT_CLUSTER_CIDR
+                .parse()
+                .expect("the default cluster CIDR is valid"),
+            host_netns: None,
+        }
+    }
+
+    pub fn node_view(&self) -> NodeView {
+        NodeView {
+            node_name: self.node_name.clone(),
+            node_ips: self.node_ips.clone(),
+            cluster_cidr: self.cluster_cidr,
+        }
+    }
+}
+
+/// Runs the proxy with the `nft` binary until `shutdown`; the table stays.
+pub async fn run(config: ProxyConfig, cache: ServiceCache, shutdown: CancellationToken) {
+    let firewall: Arc<dyn Firewall> = Arc::new(NftFirewall::new(config.host_netns.clone()));
+    run_with(Syncer::new(firewall, config.node_view()), cache, shutdown).await
+}
+
+/// The proxy loop over any [`Firewall`]: wait for the first full list
+/// (so a restart never programs an empty table over working rules), then
+/// apply every change as it comes.
+pub async fn run_with(mut syncer: Syncer, cache: ServiceCache, shutdown: CancellationToken) {
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = cache.ready() => {}
+    }
+    let mut changes = cache.changes();
+    loop {
+        let snap = cache.snapshot();
+        changes.mark_unchanged();
+        let started = std::time::Instant::now();
+        match syncer.sync(&snap).await {
+            Ok(stats) if stats.script_bytes > 0 => tracing::debug!(
+                full = stats.full,
+                services = stats.services_changed,
+                bytes = stats.script_bytes,
+                took_ms = started.elapsed().as_millis() as u64,
+                "service proxy: rules synced"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("service proxy: {e}; replacing the whole table shortly");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => continue,
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        tokio::time::sleep(COALESCE).await;
+    }
+}
+
+/// Removes the proxy's table (the uninstall path); absent is fine.
+pub async fn uninstall(firewall: &dyn Firewall) -> Result<(), NftError> {
+    firewall.apply(&sync::uninstall_script()).await
+}

@@ -1,0 +1,365 @@
+//! Turning a snapshot of Services and EndpointSlices into nftables
+//! transactions: a full replace of the table the first time (and after a
+//! failed transaction), then only the difference.
+//!
+//! [`Syncer`] remembers, per Service, the objects it last programmed from
+//! (held as `Arc`s, so pointer identity means "unchanged") and the
+//! [`ServiceRules`] it applied. A sync recomputes only Services whose
+//! objects changed and writes one transaction with exactly their changed
+//! chains, sets and map elements: its size is proportional to the change,
+//! not to the number of Services.
+//!
+//! Map and set elements are *claimed*: two Services may ask for the same
+//! key (the same external IP and port); the first claimant in key order
+//! holds it, and when it lets go the next one gets it, so a transaction
+//! never adds an element twice.
+//!
+//! Within a transaction the order keeps references valid: elements that
+//! go are deleted first, changed and removed chains are flushed, new
+//! chains and sets are declared, rules are added, then removed chains and
+//! sets are deleted and new elements added.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::model::{is_proxied, service_ports};
+use super::rules::{service_rules, skeleton, ElementKey, NodeView, ServiceRules, TABLE};
+use crate::hostnet::nft::{Firewall, NftError};
+use crate::svccache::{ObjKey, Snapshot};
+
+/// `(namespace, name)` of a Service.
+pub type ServiceKey = ObjKey;
+
+/// The objects a Service's rules were computed from.
+#[derive(Clone)]
+struct Inputs {
+    service: Arc<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+}
+
+impl Inputs {
+    fn same(&self, service: &Arc<Service>, slices: &[Arc<EndpointSlice>]) -> bool {
+        Arc::ptr_eq(&self.service, service)
+            && self.slices.len() == slices.len()
+            && self
+                .slices
+                .iter()
+                .zip(slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+/// What one sync did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub full: bool,
+    pub services_changed: usize,
+    pub script_bytes: usize,
+}
+
+/// Applies snapshots to the table through a [`Firewall`].
+pub struct Syncer {
+    firewall: Arc<dyn Firewall>,
+    node: NodeView,
+    /// `false` until a full replace succeeds, and after a failed
+    /// transaction: the next sync replaces the whole table.
+    installed: bool,
+    inputs: BTreeMap<ServiceKey, Inputs>,
+    applied: BTreeMap<ServiceKey, ServiceRules>,
+    /// Element → its claimants in order, each with its value.
+    claims: HashMap<ElementKey, Vec<(ServiceKey, String)>>,
+}
+
+impl Syncer {
+    pub fn new(firewall: Arc<dyn Firewall>, node: NodeView) -> Self {
+        Syncer {
+            firewall,
+            node,
+            installed: false,
+            inputs: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            claims: HashMap::new(),
+        }
+    }
+
+    /// A new view of the node (its IPs changed): the next sync replaces
+    /// the table.
+    pub fn set_node(&mut self, node: NodeView) {
+        if node != self.node {
+            self.node = node;
+            self.installed = false;
+        }
+    }
+
+    /// Brings the table to `snap`: everything at first, then the change.
+    pub async fn sync(&mut self, snap: &Snapshot) -> Result<SyncStats, NftError> {
+        if !self.installed {
+            return self.replace(snap).await;
+        }
+        let mut changed: BTreeMap<ServiceKey, ServiceRules> = BTreeMap::new();
+        let mut new_inputs = Vec::new();
+        for (key, svc) in &snap.services {
+            let slices = snap.slices(key);
+            if self.inputs.get(key).is_some_and(|i| i.same(svc, slices)) {
+                continue;
+            }
+            let rules = self.rules_for(svc, slices);
+            new_inputs.push((
+                key.clone(),
+                Inputs {
+                    service: svc.clone(),
+                    slices: slices.to_vec(),
+                },
+            ));
+            if self.applied.get(key) != Some(&rules) {
+                changed.insert(key.clone(), rules);
+            }
+        }
+        let gone: Vec<ServiceKey> = self
+            .inputs
+            .keys()
+            .filter(|k| !snap.services.contains_key(*k))
+            .cloned()
+            .collect();
+        for key in &gone {
+            changed.insert(key.clone(), ServiceRules::default());
+        }
+        let script = self.diff_script(&changed);
+        let stats = SyncStats {
+            full: false,
+            services_changed: changed.len(),
+            script_bytes: script.len(),
+        };
+        if !script.is_empty() {
+            if let Err(e) = self.firewall.apply(&script).await {
+                // Our view of the kernel is no longer trustworthy.
+                self.installed = false;
+                return Err(e);
+            }
+        }
+        for key in gone {
+            self.inputs.remove(&key);
+        }
+        for (key, inputs) in new_inputs {
+            self.inputs.insert(key, inputs);
+        }
+        for (key, rules) in changed {
+            if rules == ServiceRules::default() {
+                self.applied.remove(&key);
+            } else {
+                self.applied.insert(key, rules);
+            }
+        }
+        Ok(stats)
+    }
+
+    fn rules_for(&self, svc: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceRules {
+        if !is_proxied(svc) {
+            return ServiceRules::default();
+        }
+        service_rules(
+            &service_ports(svc, slices, &self.node.node_name),
+            &self.node,
+        )
+    }
+
+    /// One transaction that declares, deletes and redefines the table:
+    /// there is no moment without rules, whatever was there before.
+    async fn replace(&mut self, snap: &Snapshot) -> Result<SyncStats, NftError> {
+        let mut inputs = BTreeMap::new();
+        let mut applied = BTreeMap::new();
+        let mut claims: HashMap<ElementKey, Vec<(ServiceKey, String)>> = HashMap::new();
+        for (key, svc) in &snap.services {
+            let slices = snap.slices(key);
+            let rules = self.rules_for(svc, slices);
+            for (el, value) in &rules.elements {
+                claims
+                    .entry(el.clone())
+                    .or_default()
+                    .push((key.clone(), value.clone()));
+            }
+            inputs.insert(
+                key.clone(),
+                Inputs {
+                    service: svc.clone(),
+                    slices: slices.to_vec(),
+                },
+            );
+            if rules != ServiceRules::default() {
+                applied.insert(key.clone(), rules);
+            }
+        }
+        let mut s = format!(
+            "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n{}}}\n",
+            skeleton(&self.node)
+        );
+        let all: Vec<&ServiceRules> = applied.values().collect();
+        for rules in &all {
+            for (name, decl) in &rules.sets {
+                let _ = writeln!(s, "add set ip {TABLE} {name} {{ {decl} }}");
+            }
+            for name in rules.chains.keys() {
+                let _ = writeln!(s, "add chain ip {TABLE} {name}");
+            }
+        }
+        for rules in &all {
+            for (name, chain) in &rules.chains {
+                for rule in chain {
+                    let _ = writeln!(s, "add rule ip {TABLE} {name} {rule}");
+                }
+            }
+        }
+        let mut adds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut keys: Vec<&ElementKey> = claims.keys().collect();
+        keys.sort();
+        for el in keys {
+            let (_, value) = &claims[el][0];
+            adds.entry(el.0).or_default().push(element(&el.1, value));
+        }
+        write_elements(&mut s, "add", &adds);
+        let stats = SyncStats {
+            full: true,
+            services_changed: applied.len(),
+            script_bytes: s.len(),
+        };
+        self.firewall.apply(&s).await?;
+        self.inputs = inputs;
+        self.applied = applied;
+        self.claims = claims;
+        self.installed = true;
+        Ok(stats)
+    }
+
+    /// The transaction taking the `changed` Services from what was applied
+    /// to their new rules (empty rules: the Service is gone). Updates the
+    /// claims; the caller commits or, on failure, forces a full replace.
+    fn diff_script(&mut self, changed: &BTreeMap<ServiceKey, ServiceRules>) -> String {
+        let empty = ServiceRules::default();
+        let mut del_elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut add_elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut flush = BTreeSet::new();
+        let mut new_chains = BTreeSet::new();
+        let mut fill: Vec<(&String, &Vec<String>)> = Vec::new();
+        let mut del_chains = BTreeSet::new();
+        let mut new_sets = Vec::new();
+        let mut del_sets = BTreeSet::new();
+        for (key, new) in changed {
+            let old = self.applied.get(key).unwrap_or(&empty);
+            for (name, rules) in &new.chains {
+                match old.chains.get(name) {
+                    Some(before) if before == rules => {}
+                    Some(_) => {
+                        flush.insert(name.clone());
+                        fill.push((name, rules));
+                    }
+                    None => {
+                        new_chains.insert(name.clone());
+                        fill.push((name, rules));
+                    }
+                }
+            }
+            for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+                flush.insert(name.clone());
+                del_chains.insert(name.clone());
+            }
+            for (name, decl) in &new.sets {
+                if !old.sets.contains_key(name) {
+                    new_sets.push((name.clone(), decl.clone()));
+                }
+            }
+            for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+                del_sets.insert(name.clone());
+            }
+            let touched: BTreeSet<&ElementKey> =
+                old.elements.keys().chain(new.elements.keys()).collect();
+            for el in touched {
+                let before = self.active(el);
+                let claimants = self.claims.entry(el.clone()).or_default();
+                let pos = claimants.iter().position(|(k, _)| k == key);
+                match (pos, new.elements.get(el)) {
+                    (Some(i), Some(v)) => claimants[i].1 = v.clone(),
+                    (Some(i), None) => {
+                        claimants.remove(i);
+                    }
+                    (None, Some(v)) => claimants.push((key.clone(), v.clone())),
+                    (None, None) => {}
+                }
+                if claimants.is_empty() {
+                    self.claims.remove(el);
+                }
+                let after = self.active(el);
+                if before != after {
+                    if before.is_some() {
+                        del_elements.entry(el.0).or_default().push(el.1.clone());
+                    }
+                    if let Some(v) = after {
+                        add_elements
+                            .entry(el.0)
+                            .or_default()
+                            .push(element(&el.1, &v));
+                    }
+                }
+            }
+        }
+        let mut s = String::new();
+        write_elements(&mut s, "delete", &del_elements);
+        for name in &flush {
+            let _ = writeln!(s, "flush chain ip {TABLE} {name}");
+        }
+        for (name, decl) in &new_sets {
+            let _ = writeln!(s, "add set ip {TABLE} {name} {{ {decl} }}");
+        }
+        for name in &new_chains {
+            let _ = writeln!(s, "add chain ip {TABLE} {name}");
+        }
+        for (name, rules) in fill {
+            for rule in rules {
+                let _ = writeln!(s, "add rule ip {TABLE} {name} {rule}");
+            }
+        }
+        for name in &del_chains {
+            let _ = writeln!(s, "delete chain ip {TABLE} {name}");
+        }
+        for name in &del_sets {
+            let _ = writeln!(s, "delete set ip {TABLE} {name}");
+        }
+        write_elements(&mut s, "add", &add_elements);
+        s
+    }
+
+    fn active(&self, el: &ElementKey) -> Option<String> {
+        self.claims
+            .get(el)
+            .and_then(|c| c.first())
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn element(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        key.to_string()
+    } else {
+        format!("{key} : {value}")
+    }
+}
+
+fn write_elements(s: &mut String, verb: &str, by_map: &BTreeMap<&'static str, Vec<String>>) {
+    for (map, elements) in by_map {
+        if !elements.is_empty() {
+            let _ = writeln!(
+                s,
+                "{verb} element ip {TABLE} {map} {{ {} }}",
+                elements.join(", ")
+            );
+        }
+    }
+}
+
+/// The script that removes the table (nothing if it is absent).
+pub fn uninstall_script() -> String {
+    format!("table ip {TABLE}\ndelete table ip {TABLE}\n")
+}

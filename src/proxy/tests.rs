@@ -1,0 +1,549 @@
+//! Rule generation and incremental sync over the recording firewall.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{json, Value};
+
+use super::rules::{NodeView, TABLE};
+use super::sync::Syncer;
+use crate::hostnet::nft::{FakeFirewall, Firewall, NftError};
+use crate::svccache::{Index, Snapshot};
+
+const NODE: &str = "node-a";
+
+fn node() -> NodeView {
+    NodeView {
+        node_name: NODE.into(),
+        node_ips: vec!["192.168.1.10".parse().unwrap()],
+        cluster_cidr: "10.42.0.0/16".parse().unwrap(),
+    }
+}
+
+fn service(name: &str, ip: &str, spec: Value) -> Service {
+    let mut s = json!({
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]},
+    });
+    merge(&mut s["spec"], spec);
+    serde_json::from_value(s).unwrap()
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(a), Value::Object(b)) = (into.as_object_mut(), from) {
+        for (k, v) in b {
+            a.insert(k, v);
+        }
+    }
+}
+
+/// A slice for Service `svc` with `(ip, node, ready, serving, terminating)`.
+fn slice(svc: &str, suffix: &str, eps: &[(&str, &str, bool, bool, bool)]) -> EndpointSlice {
+    let endpoints: Vec<Value> = eps
+        .iter()
+        .map(|(ip, node, ready, serving, terminating)| {
+            json!({"addresses": [ip], "nodeName": node,
+                   "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{svc}-{suffix}"), "namespace": "default", "resourceVersion": "1",
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+fn ready(ip: &'static str, node: &'static str) -> (&'static str, &'static str, bool, bool, bool) {
+    (ip, node, true, true, false)
+}
+
+async fn apply(
+    services: Vec<Service>,
+    slices: Vec<EndpointSlice>,
+) -> (Arc<FakeFirewall>, Syncer, String) {
+    let fw = Arc::new(FakeFirewall::new());
+    let mut syncer = Syncer::new(fw.clone(), node());
+    syncer
+        .sync(&Snapshot::from_objects(services, slices))
+        .await
+        .unwrap();
+    let script = fw.applied().last().cloned().unwrap();
+    (fw, syncer, script)
+}
+
+fn lines_with<'a>(script: &'a str, needle: &str) -> Vec<&'a str> {
+    script.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[tokio::test]
+async fn the_first_sync_replaces_the_whole_table_in_one_script() {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let sl = slice(
+        "web",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.1.5", "node-b")],
+    );
+    let (fw, _, script) = apply(vec![svc], vec![sl]).await;
+    assert_eq!(fw.applied().len(), 1);
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines[0], "table ip rk3s-proxy");
+    assert_eq!(lines[1], "delete table ip rk3s-proxy");
+    assert!(script
+        .contains("map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }"));
+    assert!(script.contains("set nodeport-ips { type ipv4_addr; elements = { 192.168.1.10 }; }"));
+    assert!(script.contains("meta mark & 0x4000 == 0 return"));
+    assert!(script.contains("masquerade fully-random"));
+    // The ClusterIP goes to the service chain, which picks one of two.
+    let element = lines_with(&script, "add element ip rk3s-proxy service-ips");
+    assert_eq!(element.len(), 1, "{script}");
+    assert!(
+        element[0].contains("10.43.0.20 . tcp . 80 : goto svc-"),
+        "{script}"
+    );
+    assert!(element[0].contains("default/web/tcp/http"));
+    let pick = lines_with(&script, "numgen random mod 2 vmap");
+    assert_eq!(pick.len(), 1, "{script}");
+    assert_eq!(
+        lines_with(&script, "meta l4proto tcp dnat to 10.42.0.5:8080").len(),
+        1
+    );
+    assert_eq!(
+        lines_with(&script, "meta l4proto tcp dnat to 10.42.1.5:8080").len(),
+        1
+    );
+    // Hairpin: a pod reaching itself is masqueraded.
+    assert_eq!(
+        lines_with(&script, "ip saddr 10.42.0.5 jump mark-for-masquerade").len(),
+        1
+    );
+    // Traffic from outside the pod network to the ClusterIP is masqueraded.
+    assert!(script.contains(
+        "ip daddr 10.43.0.20 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
+    ));
+    // A wrong port on the ClusterIP is rejected.
+    assert!(script.contains("add element ip rk3s-proxy cluster-ips { 10.43.0.20 }"));
+    assert!(script.contains("ip daddr @cluster-ips reject"));
+}
+
+#[tokio::test]
+async fn every_script_names_only_the_proxy_table() {
+    let svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    );
+    let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![]).await;
+    syncer
+        .sync(&Snapshot::from_objects(
+            vec![svc],
+            vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+        ))
+        .await
+        .unwrap();
+    for script in fw.applied() {
+        for line in script.lines() {
+            if line.starts_with("table") || line.contains(" ip ") && !line.starts_with('\t') {
+                assert!(line.contains(&format!("ip {TABLE}")), "{line}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up() {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let (fw, mut syncer, script) = apply(vec![svc.clone()], vec![]).await;
+    assert!(script.contains("add element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 : goto reject-chain }"), "{script}");
+    assert!(lines_with(&script, "service-ips {")
+        .iter()
+        .all(|l| !l.contains("element")));
+    syncer
+        .sync(&Snapshot::from_objects(
+            vec![svc.clone()],
+            vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+        ))
+        .await
+        .unwrap();
+    let up = fw.applied().last().unwrap().clone();
+    assert!(!up.contains("delete table"), "incremental: {up}");
+    assert!(
+        up.contains("delete element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 }"),
+        "{up}"
+    );
+    assert!(
+        up.contains("add element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 : goto svc-"),
+        "{up}"
+    );
+    // Scale to zero again: the element goes back to the reject map.
+    syncer
+        .sync(&Snapshot::from_objects(
+            vec![svc],
+            vec![slice("web", "1", &[])],
+        ))
+        .await
+        .unwrap();
+    let down = fw.applied().last().unwrap().clone();
+    assert!(
+        down.contains("delete element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 }"),
+        "{down}"
+    );
+    assert!(
+        down.contains("no-endpoint-services { 10.43.0.20 . tcp . 80 : goto reject-chain }"),
+        "{down}"
+    );
+    assert!(down.contains("delete chain ip rk3s-proxy svc-"), "{down}");
+    assert!(down.contains("delete chain ip rk3s-proxy ep-"), "{down}");
+    // Chains are emptied before they are deleted, elements before both.
+    let first_flush = down.find("flush chain").unwrap();
+    let first_delete = down.find("delete chain").unwrap();
+    assert!(down.find("delete element").unwrap() < first_flush && first_flush < first_delete);
+}
+
+#[tokio::test]
+async fn an_endpoint_change_rewrites_only_that_service() {
+    let mut index = Index::default();
+    index.apply_service(kube::runtime::watcher::Event::Init);
+    index.apply_slice(kube::runtime::watcher::Event::Init);
+    for i in 0..50 {
+        let name = format!("svc{i}");
+        index.apply_service(kube::runtime::watcher::Event::InitApply(service(
+            &name,
+            &format!("10.43.1.{i}"),
+            json!({}),
+        )));
+        index.apply_slice(kube::runtime::watcher::Event::InitApply(slice(
+            &name,
+            "1",
+            &[ready("10.42.0.5", NODE)],
+        )));
+    }
+    index.apply_service(kube::runtime::watcher::Event::InitDone);
+    index.apply_slice(kube::runtime::watcher::Event::InitDone);
+    let fw = Arc::new(FakeFirewall::new());
+    let mut syncer = Syncer::new(fw.clone(), node());
+    let full = syncer.sync(&index.snapshot()).await.unwrap();
+    assert!(full.full);
+    let mut changed = slice(
+        "svc7",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.0.6", NODE)],
+    );
+    changed.metadata.resource_version = Some("2".into());
+    index.apply_slice(kube::runtime::watcher::Event::Apply(changed));
+    let stats = syncer.sync(&index.snapshot()).await.unwrap();
+    assert!(!stats.full);
+    assert_eq!(stats.services_changed, 1);
+    let script = fw.applied().last().unwrap().clone();
+    assert!(script.contains("default/svc7/"), "{script}");
+    for line in script.lines() {
+        assert!(
+            line.contains("default/svc7/"),
+            "only svc7 is touched: {line}"
+        );
+    }
+    assert!(script.contains("flush chain ip rk3s-proxy svc-"));
+    assert!(script.contains("add chain ip rk3s-proxy ep-"));
+    assert!(script.contains("dnat to 10.42.0.6:8080"));
+    // Nothing changed: nothing applied.
+    let before = fw.applied().len();
+    let idle = syncer.sync(&index.snapshot()).await.unwrap();
+    assert_eq!((idle.script_bytes, fw.applied().len()), (0, before));
+}
+
+#[tokio::test]
+async fn a_deleted_service_loses_its_chains_and_elements() {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let (fw, mut syncer, _) = apply(
+        vec![svc],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    )
+    .await;
+    syncer
+        .sync(&Snapshot::from_objects(vec![], vec![]))
+        .await
+        .unwrap();
+    let script = fw.applied().last().unwrap().clone();
+    assert!(
+        script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 }"),
+        "{script}"
+    );
+    assert!(
+        script.contains("delete element ip rk3s-proxy cluster-ips { 10.43.0.20 }"),
+        "{script}"
+    );
+    assert_eq!(lines_with(&script, "delete chain").len(), 2, "{script}");
+    assert!(!script.contains("add "), "{script}");
+}
+
+#[tokio::test]
+async fn terminating_endpoints_serve_only_when_none_is_ready() {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let eps = [
+        ("10.42.0.5", NODE, false, true, true), // serving, terminating
+        ("10.42.0.6", NODE, false, false, true), // terminating, not serving
+    ];
+    let (_, _, script) = apply(vec![svc.clone()], vec![slice("web", "1", &eps)]).await;
+    assert!(script.contains("dnat to 10.42.0.5:8080"), "{script}");
+    assert!(!script.contains("dnat to 10.42.0.6"), "{script}");
+    let with_ready = [eps[0], ready("10.42.0.7", NODE)];
+    let (_, _, script) = apply(vec![svc], vec![slice("web", "1", &with_ready)]).await;
+    assert!(script.contains("dnat to 10.42.0.7:8080"));
+    assert!(!script.contains("dnat to 10.42.0.5"), "{script}");
+}
+
+#[tokio::test]
+async fn node_ports_and_external_ips_go_through_the_external_chain_with_masquerade() {
+    let svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"type": "LoadBalancer", "externalIPs": ["203.0.113.7"],
+               "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}),
+    );
+    let mut svc_value = serde_json::to_value(&svc).unwrap();
+    svc_value["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.10"}]}});
+    let svc: Service = serde_json::from_value(svc_value).unwrap();
+    let sl = slice(
+        "web",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.1.5", "node-b")],
+    );
+    let (_, _, script) = apply(vec![svc], vec![sl]).await;
+    let nodeport = lines_with(&script, "add element ip rk3s-proxy service-nodeports");
+    assert!(nodeport[0].contains("tcp . 30080 : goto ext-"), "{script}");
+    let ips = lines_with(&script, "add element ip rk3s-proxy service-ips")[0];
+    assert!(ips.contains("203.0.113.7 . tcp . 80 : goto ext-"), "{ips}");
+    assert!(ips.contains("192.168.1.10 . tcp . 80 : goto ext-"), "{ips}");
+    let ext: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy ext-");
+    assert!(ext[0].ends_with("jump mark-for-masquerade"), "{script}");
+    assert!(ext[1].contains("numgen random mod 2"), "{script}");
+}
+
+#[tokio::test]
+async fn external_traffic_policy_local_keeps_the_client_and_stays_on_the_node() {
+    let spec = json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+                      "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]});
+    let svc = service("web", "10.43.0.20", spec);
+    let sl = slice(
+        "web",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.1.5", "node-b")],
+    );
+    let (_, _, script) = apply(vec![svc.clone()], vec![sl]).await;
+    let ext: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy ext-");
+    // Pods and the node itself short-circuit to every endpoint; only they
+    // are masqueraded; outside clients reach the local endpoint only.
+    assert!(
+        ext[0].contains("ip saddr 10.42.0.0/16 goto all-"),
+        "{script}"
+    );
+    assert!(ext[1].contains("fib saddr type local jump mark-for-masquerade"));
+    assert!(ext[2].contains("fib saddr type local goto all-"));
+    assert!(
+        ext[3].contains("numgen random mod 1 vmap { 0 : goto ep-"),
+        "{script}"
+    );
+    assert!(ext[3].contains("10.42.0.5/8080"), "{script}");
+    assert!(!ext
+        .iter()
+        .any(|l| l.ends_with("ext-")
+            || l.ends_with(" jump mark-for-masquerade") && !l.contains("fib")));
+    // No local endpoint: outside traffic is dropped on this node.
+    let sl = slice("web", "1", &[ready("10.42.1.5", "node-b")]);
+    let (_, _, script) = apply(vec![svc], vec![sl]).await;
+    let ext: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy ext-");
+    assert!(ext.last().unwrap().ends_with(" drop"), "{script}");
+    // ClusterIP traffic still reaches the remote endpoint.
+    assert!(script.contains("10.43.0.20 . tcp . 80 : goto svc-"));
+}
+
+#[tokio::test]
+async fn internal_traffic_policy_local_uses_local_endpoints_or_drops() {
+    let svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"internalTrafficPolicy": "Local"}),
+    );
+    let both = slice(
+        "web",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.1.5", "node-b")],
+    );
+    let (_, _, script) = apply(vec![svc.clone()], vec![both]).await;
+    let svc_rules = lines_with(&script, "add rule ip rk3s-proxy svc-");
+    assert!(
+        svc_rules.iter().any(|l| l.contains("numgen random mod 1")),
+        "{script}"
+    );
+    assert!(!script.contains("dnat to 10.42.1.5"), "{script}");
+    let remote = slice("web", "1", &[ready("10.42.1.5", "node-b")]);
+    let (_, _, script) = apply(vec![svc], vec![remote]).await;
+    assert!(
+        script.contains("no-endpoint-services { 10.43.0.20 . tcp . 80 : drop }"),
+        "{script}"
+    );
+}
+
+#[tokio::test]
+async fn client_ip_affinity_records_clients_per_endpoint_with_the_timeout() {
+    let svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}),
+    );
+    let sl = slice(
+        "web",
+        "1",
+        &[ready("10.42.0.5", NODE), ready("10.42.0.6", NODE)],
+    );
+    let (_, _, script) = apply(vec![svc], vec![sl]).await;
+    let sets = lines_with(&script, "add set ip rk3s-proxy aff-");
+    assert_eq!(sets.len(), 2, "{script}");
+    assert!(sets[0].contains("flags dynamic,timeout; timeout 60s;"));
+    assert_eq!(lines_with(&script, "update @aff-").len(), 2);
+    let lookups: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy svc-")
+        .into_iter()
+        .filter(|l| l.contains("ip saddr @aff-"))
+        .collect();
+    assert_eq!(lookups.len(), 2, "{script}");
+    // The look-ups come before the random pick.
+    let svc_rules = lines_with(&script, "add rule ip rk3s-proxy svc-");
+    assert!(svc_rules.last().unwrap().contains("numgen"));
+}
+
+#[tokio::test]
+async fn dns_external_name_and_headless_services_get_no_rules() {
+    let mut dns = service("kube-dns", "10.43.0.10", json!({}));
+    dns.metadata.namespace = Some("kube-system".into());
+    dns.metadata.annotations =
+        Some([("rk3s.io/node-local".to_string(), "true".to_string())].into());
+    let ext = service(
+        "ext",
+        "",
+        json!({"type": "ExternalName", "externalName": "example.com"}),
+    );
+    let headless = service("headless", "None", json!({}));
+    let slices = vec![slice("headless", "1", &[ready("10.42.0.5", NODE)])];
+    let (_, _, script) = apply(vec![dns, ext, headless], slices).await;
+    assert!(!script.contains("add element"), "{script}");
+    assert!(!script.contains("add chain"), "{script}");
+}
+
+#[tokio::test]
+async fn a_selectorless_service_uses_its_hand_written_slice() {
+    let svc = service("manual", "10.43.0.30", json!({"selector": null}));
+    let mut sl = slice("manual", "hand", &[("192.168.1.50", "", true, true, false)]);
+    sl.endpoints[0].node_name = None;
+    let (_, _, script) = apply(vec![svc], vec![sl]).await;
+    assert!(script.contains("dnat to 192.168.1.50:8080"), "{script}");
+}
+
+#[tokio::test]
+async fn two_services_claiming_one_external_ip_and_port_take_turns() {
+    let a = service("a", "10.43.0.21", json!({"externalIPs": ["203.0.113.7"]}));
+    let b = service("b", "10.43.0.22", json!({"externalIPs": ["203.0.113.7"]}));
+    let slices = vec![
+        slice("a", "1", &[ready("10.42.0.5", NODE)]),
+        slice("b", "1", &[ready("10.42.0.6", NODE)]),
+    ];
+    let (fw, mut syncer, script) = apply(vec![a, b.clone()], slices.clone()).await;
+    assert_eq!(
+        script.matches("203.0.113.7 . tcp . 80").count(),
+        1,
+        "{script}"
+    );
+    syncer
+        .sync(&Snapshot::from_objects(vec![b], slices))
+        .await
+        .unwrap();
+    let script = fw.applied().last().unwrap().clone();
+    assert!(script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.21 . tcp . 80, 203.0.113.7 . tcp . 80 }"), "{script}");
+    let add = lines_with(&script, "add element ip rk3s-proxy service-ips")[0];
+    assert!(
+        add.contains("203.0.113.7 . tcp . 80 : goto ext-") && add.contains("default/b/"),
+        "{script}"
+    );
+}
+
+/// Fails every script once, then records.
+#[derive(Default)]
+struct FailOnce {
+    failed: std::sync::atomic::AtomicBool,
+    inner: FakeFirewall,
+}
+
+#[async_trait]
+impl Firewall for FailOnce {
+    async fn apply(&self, script: &str) -> Result<(), NftError> {
+        let incremental = !script.contains("delete table");
+        if incremental && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(NftError::Rejected {
+                status: "1".into(),
+                stderr: "busy".into(),
+            });
+        }
+        self.inner.apply(script).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_transaction_is_followed_by_a_full_replace() {
+    let fw = Arc::new(FailOnce::default());
+    let mut syncer = Syncer::new(fw.clone(), node());
+    let svc = service("web", "10.43.0.20", json!({}));
+    // The first (full) sync passes: FailOnce only fails incremental scripts.
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![]))
+        .await
+        .unwrap();
+    let snap = Snapshot::from_objects(
+        vec![svc],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    );
+    assert!(syncer.sync(&snap).await.is_err());
+    let stats = syncer.sync(&snap).await.unwrap();
+    assert!(stats.full);
+    let last = fw.inner.applied().last().unwrap().clone();
+    assert!(last.contains("delete table ip rk3s-proxy") && last.contains("dnat to 10.42.0.5:8080"));
+}
+
+#[tokio::test]
+async fn uninstall_removes_only_the_proxy_table() {
+    let fw = FakeFirewall::new();
+    super::uninstall(&fw).await.unwrap();
+    assert_eq!(
+        fw.applied(),
+        vec!["table ip rk3s-proxy\ndelete table ip rk3s-proxy\n".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn udp_and_sctp_ports_are_programmed_with_their_protocol() {
+    let svc = service(
+        "dns",
+        "10.43.0.40",
+        json!({"ports": [{"name": "d", "port": 53, "protocol": "UDP"}, {"name": "s", "port": 9, "protocol": "SCTP"}]}),
+    );
+    let sl: EndpointSlice = serde_json::from_value(json!({
+        "metadata": {"name": "dns-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "dns"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "d", "port": 5353, "protocol": "UDP"}, {"name": "s", "port": 99, "protocol": "SCTP"}],
+        "endpoints": [{"addresses": ["10.42.0.5"], "conditions": {"ready": true}}],
+    }))
+    .unwrap();
+    let (_, _, script) = apply(vec![svc], vec![sl]).await;
+    assert!(
+        script.contains("10.43.0.40 . udp . 53 : goto svc-"),
+        "{script}"
+    );
+    assert!(
+        script.contains("10.43.0.40 . sctp . 9 : goto svc-"),
+        "{script}"
+    );
+    assert!(script.contains("meta l4proto udp dnat to 10.42.0.5:5353"));
+    assert!(script.contains("meta l4proto sctp dnat to 10.42.0.5:99"));
+}
