@@ -9,6 +9,7 @@ pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod dns;
 pub mod hostnet;
 pub mod pki;
 pub mod process;

@@ -1,0 +1,2 @@
+//! Cluster DNS, served by every agent for the pods of its node.
+pub mod zone;
