@@ -17,4 +17,5 @@ pub mod quantity;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod svccache;
 pub mod tunnel;
