@@ -201,6 +201,7 @@ async fn kubelet_runs_pods_on_containerd() {
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
         private_registry: dir.path().join("registries.yaml"),
         kubelet_args: Default::default(),
+        resolv_conf: None,
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -108,6 +108,8 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     /// `--kubelet-arg KEY=VALUE` items, validated.
     pub kubelet_args: KubeletArgs,
+    /// `--resolv-conf`: the node's upstream resolvers (None: detected).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -258,6 +260,7 @@ impl Resolver<'_> {
                 parse_path,
             )?,
             kubelet_args: self.kubelet_args()?,
+            resolv_conf: self.one("resolv-conf", None, parse_path)?,
         })
     }
 

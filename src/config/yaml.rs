@@ -95,4 +95,7 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
         &node.container_runtime_endpoint,
     );
     put(m, "private-registry", node.private_registry.display());
+    if let Some(r) = &node.resolv_conf {
+        put(m, "resolv-conf", r.display());
+    }
 }

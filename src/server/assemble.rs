@@ -33,6 +33,8 @@ pub struct ClusterSettings {
     /// (the `kubernetes` Service's endpoint).
     pub advertise_address: IpAddr,
     pub https_port: u16,
+    /// Whether agents serve cluster DNS (`--disable coredns` turns it off).
+    pub node_local_dns: bool,
 }
 
 impl ClusterSettings {
@@ -49,6 +51,7 @@ impl ClusterSettings {
             cluster_domain: config.cluster_domain.clone(),
             advertise_address: advertise,
             https_port: config.https_listen_port,
+            node_local_dns: !config.disable.contains(&crate::config::Component::Dns),
         }
     }
 
@@ -65,6 +68,7 @@ impl ClusterSettings {
             cluster_domain: "cluster.local".into(),
             advertise_address: IpAddr::from([127, 0, 0, 1]),
             https_port: 6443,
+            node_local_dns: true,
         }
     }
 }
@@ -147,6 +151,13 @@ pub fn serve_options(
         parts.store.as_ref(),
         &parts.registry,
         &parts.settings,
+    ) {
+        tracing::warn!("{e}");
+    }
+    if let Err(e) = crate::apiserver::ipalloc::kube_dns::bootstrap_kube_dns_service(
+        parts.store.as_ref(),
+        &parts.settings,
+        parts.settings.node_local_dns,
     ) {
         tracing::warn!("{e}");
     }

@@ -112,6 +112,14 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// SIGKILL, as a crash: no clean-up runs (pods and node state stay).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<_> = text.lines().collect();
@@ -251,6 +259,22 @@ impl Cluster {
         );
     }
 
+    /// One more namespace on the cluster's network (e.g. an upstream DNS
+    /// server); drop it before the cluster.
+    pub fn add_node(&self, name: &str) -> Node {
+        self._net.add_node(name).expect("add a node namespace")
+    }
+
+    /// `kill -9` of the agent; [`Cluster::respawn_agent`] starts it again
+    /// with the same command line.
+    pub fn kill_agent(&mut self) {
+        self.agent.kill9();
+    }
+
+    pub fn respawn_agent(&mut self) {
+        self.agent.spawn();
+    }
+
     pub fn restart_server(&mut self) {
         self.server.stop();
         self.server.spawn();
@@ -351,6 +375,14 @@ impl Cluster {
                 .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
                 .stdout,
         )
+    }
+
+    /// [`Cluster::track_pod`] for a pod in namespace `ns`.
+    pub fn track_pod_in(&self, ns: &str, pod: &str) {
+        let o = self.kubectl(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.metadata.uid}"]);
+        let uid = text(&o.stdout);
+        assert!(!uid.is_empty(), "pod {ns}/{pod} has no uid");
+        self.pod_uids.borrow_mut().push(uid);
     }
 
     pub fn track_pod(&self, pod: &str) {

@@ -382,6 +382,7 @@ mod tests {
             container_runtime_endpoint: String::new(),
             private_registry: Default::default(),
             kubelet_args: Default::default(),
+            resolv_conf: None,
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());
