@@ -3,6 +3,10 @@
 //! address are delivered locally (as NodeLocal DNSCache does with its
 //! `nodelocaldns` link). The link survives an agent restart: pods keep a
 //! local destination, and the new process adopts the link as it finds it.
+//!
+//! Kernels built without the dummy driver (some VM and container kernels)
+//! refuse the link with EOPNOTSUPP; the address then goes on `lo`, which
+//! delivers it locally the same way.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::{Handle, LinkDummy, LinkUnspec};
 
 use crate::hostnet::netlink::{self, errno};
@@ -36,8 +40,8 @@ pub trait LinkOps: Send + Sync + 'static {
     /// Creates `link` (dummy) if missing, puts `ip` (host prefix) on it and
     /// brings it up. Idempotent.
     async fn ensure_address(&self, link: &str, ip: IpAddr) -> Result<(), LinkError>;
-    /// Deletes `link` if present.
-    async fn remove(&self, link: &str) -> Result<(), LinkError>;
+    /// Deletes `link` if present, and `ip` from `lo` (the fallback).
+    async fn remove(&self, link: &str, ip: IpAddr) -> Result<(), LinkError>;
 }
 
 /// [`LinkOps`] over rtnetlink.
@@ -72,35 +76,80 @@ fn nl(action: String) -> impl FnOnce(rtnetlink::Error) -> LinkError {
 #[async_trait]
 impl LinkOps for NetlinkOps {
     async fn ensure_address(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {
-        let index = match self.index(link).await? {
-            Some(i) => i,
+        let (index, link) = match self.index(link).await? {
+            Some(i) => (i, link),
             None => {
                 match self.handle.link().add(LinkDummy::new(link).build()).execute().await {
                     Ok(()) => {}
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                    Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
+                        tracing::info!("this kernel has no dummy links: the cluster DNS address goes on lo");
+                    }
                     Err(e) => return Err(nl(format!("create dummy link {link}"))(e)),
                 }
-                self.index(link).await?.ok_or_else(|| LinkError::Netlink {
-                    action: format!("find link {link} after creating it"),
-                    source: rtnetlink::Error::RequestFailed,
-                })?
+                match self.index(link).await? {
+                    Some(i) => (i, link),
+                    None => (self.require("lo").await?, "lo"),
+                }
             }
         };
-        let addresses: Vec<_> = self
-            .handle
+        self.add_address(index, link, ip).await
+    }
+
+    async fn remove(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {
+        if let Some(index) = self.index(link).await? {
+            match self.handle.link().del(index).execute().await {
+                Ok(()) => {}
+                Err(e) if errno(&e) == Some(libc::ENODEV) => {}
+                Err(e) => return Err(nl(format!("delete link {link}"))(e)),
+            }
+        }
+        let lo = self.require("lo").await?;
+        if self.has_address(lo, "lo", ip).await? {
+            let messages: Vec<_> = self.addresses(lo, "lo").await?;
+            for m in messages.into_iter().filter(|m| holds(m, ip)) {
+                match self.handle.address().del(m).execute().await {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+                    Err(e) => return Err(nl(format!("remove {ip} from lo"))(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn holds(m: &AddressMessage, ip: IpAddr) -> bool {
+    m.attributes
+        .iter()
+        .any(|a| matches!(a, AddressAttribute::Address(a) | AddressAttribute::Local(a) if *a == ip))
+}
+
+impl NetlinkOps {
+    async fn require(&self, link: &str) -> Result<u32, LinkError> {
+        self.index(link).await?.ok_or_else(|| LinkError::Netlink {
+            action: format!("find link {link}"),
+            source: rtnetlink::Error::RequestFailed,
+        })
+    }
+
+    async fn addresses(&self, index: u32, link: &str) -> Result<Vec<AddressMessage>, LinkError> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await
-            .map_err(nl(format!("list the addresses of {link}")))?;
-        let present = addresses.iter().any(|m| {
-            m.attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Address(a) | AddressAttribute::Local(a) if *a == ip))
-        });
-        if !present {
+            .map_err(nl(format!("list the addresses of {link}")))
+    }
+
+    async fn has_address(&self, index: u32, link: &str, ip: IpAddr) -> Result<bool, LinkError> {
+        Ok(self.addresses(index, link).await?.iter().any(|m| holds(m, ip)))
+    }
+
+    async fn add_address(&self, index: u32, link: &str, ip: IpAddr) -> Result<(), LinkError> {
+        if !self.has_address(index, link, ip).await? {
             let prefix = if ip.is_ipv4() { 32 } else { 128 };
             self.handle
                 .address()
@@ -117,15 +166,6 @@ impl LinkOps for NetlinkOps {
             .await
             .map_err(nl(format!("bring {link} up")))
     }
-
-    async fn remove(&self, link: &str) -> Result<(), LinkError> {
-        let Some(index) = self.index(link).await? else { return Ok(()) };
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
-            Err(e) => Err(nl(format!("delete link {link}"))(e)),
-        }
-    }
 }
 
 /// Records every call, for unit tests.
@@ -141,8 +181,8 @@ impl LinkOps for FakeLinkOps {
         Ok(())
     }
 
-    async fn remove(&self, link: &str) -> Result<(), LinkError> {
-        self.calls.lock().unwrap().push(format!("remove {link}"));
+    async fn remove(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {
+        self.calls.lock().unwrap().push(format!("remove {link} {ip}"));
         Ok(())
     }
 }

@@ -170,6 +170,36 @@ fn now_serial() -> u32 {
         .unwrap_or(1)
 }
 
+/// Brings the cluster DNS address to `want` (nothing before the first full
+/// list) unless it is there already; the state now (unchanged on failure,
+/// so the next pass retries).
+pub async fn reconcile_link(
+    links: &dyn LinkOps,
+    ip: IpAddr,
+    current: Option<bool>,
+    want: Option<bool>,
+) -> Option<bool> {
+    let Some(want) = want else { return current };
+    if current == Some(want) {
+        return current;
+    }
+    let result = if want {
+        links.ensure_address(link::LINK, ip).await
+    } else {
+        links.remove(link::LINK, ip).await
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(address = %ip, serving = want, "cluster DNS address updated");
+            Some(want)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster DNS: failed to update the address; retrying");
+            current
+        }
+    }
+}
+
 /// Watches Nodes into name → InternalIPs, publishing each change.
 async fn watch_nodes(client: Client, tx: watch::Sender<BTreeMap<String, Vec<IpAddr>>>, shutdown: CancellationToken) {
     let mut events = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
@@ -300,22 +330,7 @@ pub async fn run_with(
                 synced_tx.send_replace(true);
             }
         }
-        if let Some(want) = wanted(&snapshot) {
-            if link_state != Some(want) {
-                let result = if want {
-                    links.ensure_address(link::LINK, opts.cluster_dns).await
-                } else {
-                    links.remove(link::LINK).await
-                };
-                match result {
-                    Ok(()) => {
-                        tracing::info!(address = %opts.cluster_dns, serving = want, "cluster DNS address updated");
-                        link_state = Some(want);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cluster DNS: failed to update the address; retrying"),
-                }
-            }
-        }
+        link_state = reconcile_link(links.as_ref(), opts.cluster_dns, link_state, wanted(&snapshot)).await;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = changes.changed() => if r.is_err() { shutdown.cancelled().await; return Ok(()) },
@@ -366,6 +381,23 @@ mod tests {
         assert_eq!(wanted(&snapshot(true, Some(kube_dns(true)))), Some(true));
         assert_eq!(wanted(&snapshot(true, Some(kube_dns(false)))), Some(false));
         assert_eq!(wanted(&snapshot(true, None)), Some(false));
+    }
+
+    #[tokio::test]
+    async fn the_address_follows_the_wanted_state_and_is_left_alone_before_the_first_list() {
+        let fake = link::FakeLinkOps::default();
+        let ip: IpAddr = "10.43.0.10".parse().unwrap();
+        let mut state = reconcile_link(&fake, ip, None, None).await;
+        assert_eq!(state, None);
+        assert!(fake.calls.lock().unwrap().is_empty(), "a restarted agent keeps the address until it has listed");
+        for want in [true, true, false, false, true] {
+            state = reconcile_link(&fake, ip, state, Some(want)).await;
+            assert_eq!(state, Some(want));
+        }
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            ["ensure rk3s-dns 10.43.0.10", "remove rk3s-dns 10.43.0.10", "ensure rk3s-dns 10.43.0.10"]
+        );
     }
 
     #[test]
