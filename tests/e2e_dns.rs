@@ -329,6 +329,16 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     let m = ask(&agent_ns, "server.", RecordType::A).unwrap();
     assert_eq!(answers(&m), [c.server_node.ip().to_string()]);
 
+    // k3s's coredns-custom: an extra host entry (read through the nodes'
+    // RBAC, which allows that one ConfigMap).
+    c.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: coredns-custom, namespace: kube-system}\ndata:\n  lan.override: |\n    hosts {\n      192.0.2.50 nas.lan\n      fallthrough\n    }\n",
+    );
+    c.wait_for("nas.lan from coredns-custom", 60, || {
+        let m = ask(&agent_ns, "nas.lan.", RecordType::A).ok()?;
+        (answers(&m) == ["192.0.2.50"]).then_some(())
+    });
+
     // Headless: each ready pod; web-0.nginx; one drops when unready.
     let pod_ip = |p: &str| text(&c.kubectl(&["get", "pod", "-n", "other", p, "-o", "jsonpath={.status.podIP}"]).stdout);
     let ips = c.wait_for("both StatefulSet pods in DNS", 120, || {

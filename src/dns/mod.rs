@@ -155,10 +155,14 @@ pub fn build_tables(opts: &DnsOptions, serial: u32, inputs: Inputs<'_>) -> Table
     for (ip, name) in &inputs.custom.hosts {
         hosts.insert(name, *ip);
     }
+    let mut upstreams = inputs.custom.upstreams.clone().unwrap_or(inputs.upstreams);
+    // A node whose resolver file names the cluster DNS address itself would
+    // forward to itself forever (CoreDNS's `loop` plugin guards the same).
+    upstreams.retain(|u| u.ip() != opts.cluster_dns);
     Tables {
         zone,
         hosts,
-        upstreams: inputs.custom.upstreams.clone().unwrap_or(inputs.upstreams),
+        upstreams,
         stub_zones: inputs.custom.zones.clone(),
     }
 }
@@ -433,5 +437,17 @@ mod tests {
             },
         );
         assert_eq!(t.upstreams, vec!["9.9.9.9:53".parse::<SocketAddr>().unwrap()]);
+        custom.upstreams = Some(vec!["10.43.0.10:53".parse().unwrap()]);
+        let t = build_tables(
+            &opts,
+            1,
+            Inputs {
+                snapshot: &Snapshot::default(),
+                nodes: &nodes,
+                custom: &custom,
+                upstreams: Vec::new(),
+            },
+        );
+        assert!(t.upstreams.is_empty(), "never forward to ourselves");
     }
 }
