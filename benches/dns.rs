@@ -77,7 +77,11 @@ fn upstream_name(i: usize) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// dnsmasq in the foreground on 127.0.0.1:`port`, answering from a hosts
@@ -93,10 +97,18 @@ impl Dnsmasq {
         let hosts = dir.path().join("hosts");
         let mut text = String::new();
         for i in 0..SERVICES {
-            text.push_str(&format!("{} {}\n", cluster_ip(i), cluster_name(i).trim_end_matches('.')));
+            text.push_str(&format!(
+                "{} {}\n",
+                cluster_ip(i),
+                cluster_name(i).trim_end_matches('.')
+            ));
         }
         for i in 0..UPSTREAM_NAMES {
-            text.push_str(&format!("192.0.2.{} {}\n", 1 + i % 250, upstream_name(i).trim_end_matches('.')));
+            text.push_str(&format!(
+                "192.0.2.{} {}\n",
+                1 + i % 250,
+                upstream_name(i).trim_end_matches('.')
+            ));
         }
         std::fs::write(&hosts, text).unwrap();
         let child = Command::new("dnsmasq")
@@ -138,7 +150,10 @@ async fn one(sock: &tokio::net::UdpSocket, name: &Name, id: u16) -> Option<Durat
     sock.send(&bytes).await.ok()?;
     let mut buf = [0u8; 1500];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await.ok()?.ok()?;
+        let n = tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
         let m = Message::from_vec(&buf[..n]).ok()?;
         if m.id() == id {
             return (!m.answers().is_empty()).then(|| start.elapsed());
@@ -176,7 +191,10 @@ async fn load(server: SocketAddr, names: Arc<Vec<Name>>) -> (f64, Duration, usiz
     }
     let secs = started.elapsed().as_secs_f64();
     all.sort();
-    let p99 = all.get(all.len().saturating_sub(1) * 99 / 100).copied().unwrap_or_default();
+    let p99 = all
+        .get(all.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
     (all.len() as f64 / secs, p99, fails)
 }
 
@@ -200,7 +218,10 @@ async fn main() {
         "cluster.local",
         IpAddr::V4(Ipv4Addr::new(10, 43, 0, 10)),
         1,
-        services.iter().map(|s| ServiceEntry { service: s, slices: &[] }),
+        services.iter().map(|s| ServiceEntry {
+            service: s,
+            slices: &[],
+        }),
     );
     let after = rss_kib();
     let tables = Tables {
@@ -210,8 +231,14 @@ async fn main() {
         stub_zones: Vec::new(),
     };
     let (_tx, rx) = tokio::sync::watch::channel(true);
-    let resolver = Arc::new(Resolver::new(tables, rx, Forwarder::new(Arc::new(NetUpstream::default()))));
-    let (udp, tcp) = server::bind(None, IpAddr::V4(Ipv4Addr::LOCALHOST), 0).await.unwrap();
+    let resolver = Arc::new(Resolver::new(
+        tables,
+        rx,
+        Forwarder::new(Arc::new(NetUpstream::default())),
+    ));
+    let (udp, tcp) = server::bind(None, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .unwrap();
     let ours = udp.local_addr().unwrap();
     let stop = CancellationToken::new();
     let serving = tokio::spawn(server::serve(resolver.clone(), udp, tcp, stop.clone()));
@@ -225,20 +252,39 @@ async fn main() {
         }
     }
     println!("cluster DNS benchmark: {CLIENTS} concurrent UDP clients, {SECONDS} s per row, {SERVICES} Services");
-    println!("{:<34} {:>12} {:>10} {:>8}", "scenario", "queries/s", "p99", "failed");
+    println!(
+        "{:<34} {:>12} {:>10} {:>8}",
+        "scenario", "queries/s", "p99", "failed"
+    );
     let mut rows = Vec::new();
     let row = |label: &str, (qps, p99, fails): (f64, Duration, usize)| {
-        println!("{label:<34} {qps:>12.0} {:>8.0}µs {fails:>8}", p99.as_secs_f64() * 1e6);
+        println!(
+            "{label:<34} {qps:>12.0} {:>8.0}µs {fails:>8}",
+            p99.as_secs_f64() * 1e6
+        );
         qps
     };
     let ours_cluster = row("rk3s, cluster names", load(ours, cluster.clone()).await);
     rows.push(ours_cluster);
     let dnsmasq_addr = SocketAddr::from(([127, 0, 0, 1], dnsmasq_port));
     if dnsmasq.is_some() {
-        let ours_up = row("rk3s, cached upstream names", load(ours, upstream.clone()).await);
-        let theirs_cluster = row("dnsmasq, the same cluster names", load(dnsmasq_addr, cluster).await);
-        let theirs_up = row("dnsmasq, the same upstream names", load(dnsmasq_addr, upstream).await);
-        println!("ratio rk3s/dnsmasq queries/s: cluster names {:.2}, cached upstream names {:.2}", ours_cluster / theirs_cluster, ours_up / theirs_up);
+        let ours_up = row(
+            "rk3s, cached upstream names",
+            load(ours, upstream.clone()).await,
+        );
+        let theirs_cluster = row(
+            "dnsmasq, the same cluster names",
+            load(dnsmasq_addr, cluster).await,
+        );
+        let theirs_up = row(
+            "dnsmasq, the same upstream names",
+            load(dnsmasq_addr, upstream).await,
+        );
+        println!(
+            "ratio rk3s/dnsmasq queries/s: cluster names {:.2}, cached upstream names {:.2}",
+            ours_cluster / theirs_cluster,
+            ours_up / theirs_up
+        );
     }
     println!(
         "memory: the zone for {SERVICES} Services grew RSS by {} KiB; bench process RSS {} KiB (forward cache: {} answers)",

@@ -51,17 +51,26 @@ impl Upstream {
             use std::os::fd::AsRawFd;
             let ns = std::fs::File::open(&path).expect("open the netns");
             // SAFETY: setns on this thread only, with a valid fd.
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
             let sock = UdpSocket::bind((ip, 53)).expect("bind the upstream");
-            sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             ready_tx.send(()).unwrap();
             let mut buf = [0u8; 1500];
             while !s.load(Ordering::SeqCst) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-                let Ok(req) = Message::from_vec(&buf[..n]) else { continue };
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
                 q.fetch_add(1, Ordering::SeqCst);
                 let mut resp = Message::new();
-                resp.set_id(req.id()).set_message_type(MessageType::Response);
+                resp.set_id(req.id())
+                    .set_message_type(MessageType::Response);
                 resp.set_recursion_available(true);
                 resp.add_queries(req.queries().to_vec());
                 let question = &req.queries()[0];
@@ -80,7 +89,9 @@ impl Upstream {
                 let _ = sock.send_to(&resp.to_vec().unwrap(), from);
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("upstream ready");
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("upstream ready");
         Upstream {
             stop,
             queries,
@@ -153,7 +164,11 @@ fn resolve_like_pod(netns: &str, resolv: &str, name: &str, qtype: RecordType) ->
 }
 
 fn rand_id() -> u16 {
-    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() & 0xffff) as u16
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        & 0xffff) as u16
 }
 
 fn answers(m: &Message) -> Vec<String> {
@@ -240,24 +255,68 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     std::fs::write(&resolv, format!("nameserver {}\n", upstream_node.ip())).unwrap();
     c.start_agent();
     c.wait_for("node agent Ready", 120, || {
-        let o = c.kubectl(&["get", "node", "agent", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        let o = c.kubectl(&[
+            "get",
+            "node",
+            "agent",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
         (text(&o.stdout) == "True").then_some(())
     });
 
     // The server made kube-system/kube-dns on the cluster DNS address.
-    let ip = c.kubectl_ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP} {.metadata.annotations.rk3s\\.io/node-local}"]);
+    let ip = c.kubectl_ok(&[
+        "get",
+        "svc",
+        "-n",
+        "kube-system",
+        "kube-dns",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.metadata.annotations.rk3s\\.io/node-local}",
+    ]);
     assert_eq!(ip, format!("{CLUSTER_DNS} true"));
 
     c.apply(OBJECTS);
-    c.wait_for("client Running", 120, || (text(&c.kubectl(&["get", "pod", "-n", "other", "client", "-o", "jsonpath={.status.phase}"]).stdout) == "Running").then_some(()));
+    c.wait_for("client Running", 120, || {
+        (text(
+            &c.kubectl(&[
+                "get",
+                "pod",
+                "-n",
+                "other",
+                "client",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .stdout,
+        ) == "Running")
+            .then_some(())
+    });
     c.track_pod_in("other", "client");
-    let web_ip = c.kubectl_ok(&["get", "svc", "-n", "other", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let web_ip = c.kubectl_ok(&[
+        "get",
+        "svc",
+        "-n",
+        "other",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
     assert!(!web_ip.is_empty());
     let agent_ns = c.agent_node.netns().to_string();
     let server_ns = c.server_node.netns().to_string();
 
     // The pod's resolv.conf is kubelet's.
-    let resolv_in_pod = c.kubectl_ok(&["exec", "-n", "other", "client", "--", "cat", "/etc/resolv.conf"]);
+    let resolv_in_pod = c.kubectl_ok(&[
+        "exec",
+        "-n",
+        "other",
+        "client",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
     assert_eq!(
         resolv_in_pod,
         format!("search other.svc.cluster.local svc.cluster.local cluster.local\nnameserver {CLUSTER_DNS}\noptions ndots:5\n")
@@ -274,7 +333,15 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
         });
         assert!(out.contains(&format!("Address: {web_ip}")), "{name}: {out}");
     }
-    let client_uid = c.kubectl_ok(&["get", "pod", "-n", "other", "client", "-o", "jsonpath={.metadata.uid}"]);
+    let client_uid = c.kubectl_ok(&[
+        "get",
+        "pod",
+        "-n",
+        "other",
+        "client",
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
     let client_ns = format!("rk3s-{client_uid}");
     for name in ["web", "web.other", "web.other.svc.cluster.local"] {
         let m = resolve_like_pod(&client_ns, &resolv_in_pod, name, RecordType::A)
@@ -300,20 +367,41 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     assert_eq!(m.name_servers()[0].record_type(), RecordType::SOA);
 
     // SRV for the named port, PTR for the ClusterIP, ExternalName.
-    let m = ask(&agent_ns, "_http._tcp.web.other.svc.cluster.local.", RecordType::SRV).unwrap();
+    let m = ask(
+        &agent_ns,
+        "_http._tcp.web.other.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .unwrap();
     assert_eq!(answers(&m), ["0 100 80 web.other.svc.cluster.local."]);
     let octets: Vec<&str> = web_ip.split('.').rev().collect();
-    let m = ask(&agent_ns, &format!("{}.in-addr.arpa.", octets.join(".")), RecordType::PTR).unwrap();
+    let m = ask(
+        &agent_ns,
+        &format!("{}.in-addr.arpa.", octets.join(".")),
+        RecordType::PTR,
+    )
+    .unwrap();
     assert_eq!(answers(&m), ["web.other.svc.cluster.local."]);
     let m = ask(&agent_ns, "ext.other.svc.cluster.local.", RecordType::CNAME).unwrap();
     assert_eq!(answers(&m), ["www.outside.test."]);
     let m = ask(&agent_ns, "ext.other.svc.cluster.local.", RecordType::A).unwrap();
-    assert_eq!(answers(&m), [OUTSIDE_ANSWER.to_string(), "www.outside.test.".to_string()]);
+    assert_eq!(
+        answers(&m),
+        [OUTSIDE_ANSWER.to_string(), "www.outside.test.".to_string()]
+    );
     let m = ask(&agent_ns, "dns-version.cluster.local.", RecordType::TXT).unwrap();
     assert_eq!(answers(&m), ["1.1.0"]);
 
     // Outside names go upstream, then come from the cache.
-    let out = c.kubectl_ok(&["exec", "-n", "other", "client", "--", "nslookup", "www.outside.test"]);
+    let out = c.kubectl_ok(&[
+        "exec",
+        "-n",
+        "other",
+        "client",
+        "--",
+        "nslookup",
+        "www.outside.test",
+    ]);
     assert!(out.contains(&OUTSIDE_ANSWER.to_string()), "{out}");
     let before = upstream.queries.load(Ordering::SeqCst);
     for _ in 0..3 {
@@ -321,7 +409,11 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
         assert_eq!(answers(&m), [OUTSIDE_ANSWER.to_string()]);
         assert!(!m.authoritative());
     }
-    assert_eq!(upstream.queries.load(Ordering::SeqCst) - before, 1, "answers 2 and 3 came from the cache");
+    assert_eq!(
+        upstream.queries.load(Ordering::SeqCst) - before,
+        1,
+        "answers 2 and 3 came from the cache"
+    );
     let m = ask(&agent_ns, "nothing.example.", RecordType::A).unwrap();
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
 
@@ -340,7 +432,20 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     });
 
     // Headless: each ready pod; web-0.nginx; one drops when unready.
-    let pod_ip = |p: &str| text(&c.kubectl(&["get", "pod", "-n", "other", p, "-o", "jsonpath={.status.podIP}"]).stdout);
+    let pod_ip = |p: &str| {
+        text(
+            &c.kubectl(&[
+                "get",
+                "pod",
+                "-n",
+                "other",
+                p,
+                "-o",
+                "jsonpath={.status.podIP}",
+            ])
+            .stdout,
+        )
+    };
     let ips = c.wait_for("both StatefulSet pods in DNS", 120, || {
         let (a, b) = (pod_ip("web-0"), pod_ip("web-1"));
         if a.is_empty() || b.is_empty() {
@@ -353,13 +458,29 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     });
     c.track_pod_in("other", "web-0");
     c.track_pod_in("other", "web-1");
-    let out = c.kubectl_ok(&["exec", "-n", "other", "client", "--", "nslookup", "web-0.nginx.other.svc.cluster.local"]);
+    let out = c.kubectl_ok(&[
+        "exec",
+        "-n",
+        "other",
+        "client",
+        "--",
+        "nslookup",
+        "web-0.nginx.other.svc.cluster.local",
+    ]);
     assert!(out.contains(&ips.0), "web-0.nginx: {out}");
-    let m = resolve_like_pod(&client_ns, &resolv_in_pod, "web-0.nginx", RecordType::A).expect("web-0.nginx");
+    let m = resolve_like_pod(&client_ns, &resolv_in_pod, "web-0.nginx", RecordType::A)
+        .expect("web-0.nginx");
     assert_eq!(answers(&m), [ips.0.clone()]);
-    let m = ask(&agent_ns, "_http._tcp.nginx.other.svc.cluster.local.", RecordType::SRV).unwrap();
+    let m = ask(
+        &agent_ns,
+        "_http._tcp.nginx.other.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .unwrap();
     assert_eq!(m.answers().len(), 2, "{m:?}");
-    assert!(answers(&m).iter().any(|a| a.ends_with("web-0.nginx.other.svc.cluster.local.")));
+    assert!(answers(&m)
+        .iter()
+        .any(|a| a.ends_with("web-0.nginx.other.svc.cluster.local.")));
     c.kubectl_ok(&["exec", "-n", "other", "web-1", "--", "rm", "/tmp/ready"]);
     c.wait_for("web-1 to leave the headless answer", 60, || {
         let m = ask(&agent_ns, "nginx.other.svc.cluster.local.", RecordType::A).ok()?;
@@ -368,26 +489,45 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
 
     // A new Service resolves quickly.
     let created = Instant::now();
-    c.kubectl_ok(&["create", "service", "clusterip", "fresh", "-n", "other", "--tcp=8080:8080"]);
+    c.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "fresh",
+        "-n",
+        "other",
+        "--tcp=8080:8080",
+    ]);
     let seen = c.wait_for("fresh in DNS", 30, || {
         let m = ask(&agent_ns, "fresh.other.svc.cluster.local.", RecordType::A).ok()?;
         (!m.answers().is_empty()).then(|| created.elapsed())
     });
-    eprintln!("figure: a new Service answered {} ms after `kubectl create` was started", seen.as_millis());
+    eprintln!(
+        "figure: a new Service answered {} ms after `kubectl create` was started",
+        seen.as_millis()
+    );
 
     // kill -9 of the agent: its pods keep running; DNS on that node is
     // silent until the agent is back, then answers again.
     c.kill_agent();
     let down = ask(&agent_ns, "web.other.svc.cluster.local.", RecordType::A);
     eprintln!("figure: a query while the agent is down: {down:?}");
-    assert!(down.is_err() || down.as_ref().is_ok_and(|m| m.response_code() != ResponseCode::NoError));
+    assert!(
+        down.is_err()
+            || down
+                .as_ref()
+                .is_ok_and(|m| m.response_code() != ResponseCode::NoError)
+    );
     let restarted = Instant::now();
     c.respawn_agent();
     let back = c.wait_for("DNS back after the agent restarts", 60, || {
         let m = ask(&agent_ns, "web.other.svc.cluster.local.", RecordType::A).ok()?;
         (answers(&m) == [web_ip.clone()]).then(|| restarted.elapsed())
     });
-    eprintln!("figure: cluster DNS answered {} ms after the agent was restarted", back.as_millis());
+    eprintln!(
+        "figure: cluster DNS answered {} ms after the agent was restarted",
+        back.as_millis()
+    );
     let mut tries = Vec::new();
     c.wait_for("nslookup web from the pod after the restart", 60, || {
         let o = c.kubectl(&["exec", "-n", "other", "client", "--", "nslookup", "web"]);
@@ -396,7 +536,11 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
         tries.push(out);
         ok.then_some(())
     });
-    eprintln!("figure: nslookup attempts after the restart until one answered: {}; first: {:?}", tries.len(), tries.first());
+    eprintln!(
+        "figure: nslookup attempts after the restart until one answered: {}; first: {:?}",
+        tries.len(),
+        tries.first()
+    );
 
     drop(upstream);
     drop(upstream_node);

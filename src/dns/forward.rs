@@ -66,7 +66,12 @@ fn matches(query: &Message, answer: &Message) -> bool {
 }
 
 impl NetUpstream {
-    async fn udp(&self, server: SocketAddr, bytes: &[u8], query: &Message) -> std::io::Result<Message> {
+    async fn udp(
+        &self,
+        server: SocketAddr,
+        bytes: &[u8],
+        query: &Message,
+    ) -> std::io::Result<Message> {
         let bind: SocketAddr = if server.is_ipv4() {
             "0.0.0.0:0".parse().expect("valid")
         } else {
@@ -87,7 +92,12 @@ impl NetUpstream {
         }
     }
 
-    async fn tcp(&self, server: SocketAddr, bytes: &[u8], query: &Message) -> std::io::Result<Message> {
+    async fn tcp(
+        &self,
+        server: SocketAddr,
+        bytes: &[u8],
+        query: &Message,
+    ) -> std::io::Result<Message> {
         let mut stream = tokio::net::TcpStream::connect(server).await?;
         let mut framed = Vec::with_capacity(bytes.len() + 2);
         framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
@@ -98,7 +108,9 @@ impl NetUpstream {
         stream.read_exact(&mut buf).await?;
         let m = Message::from_vec(&buf).map_err(std::io::Error::other)?;
         if !matches(query, &m) {
-            return Err(std::io::Error::other("the answer does not match the question"));
+            return Err(std::io::Error::other(
+                "the answer does not match the question",
+            ));
         }
         Ok(m)
     }

@@ -26,10 +26,16 @@ impl Upstream for FakeUpstream {
             });
         };
         let mut m = Message::new();
-        m.set_id(query.id()).set_message_type(MessageType::Response).set_response_code(rcode);
+        m.set_id(query.id())
+            .set_message_type(MessageType::Response)
+            .set_response_code(rcode);
         let q = &query.queries()[0];
         if rcode == ResponseCode::NoError && ttl > 0 {
-            m.add_answer(Record::from_rdata(q.name().clone(), ttl, RData::A(A::new(192, 0, 2, 1))));
+            m.add_answer(Record::from_rdata(
+                q.name().clone(),
+                ttl,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
         }
         if soa {
             let n = Name::from_str("example.").unwrap();
@@ -47,7 +53,10 @@ fn fake(script: &[(&str, Option<(ResponseCode, u32, bool)>)]) -> Arc<FakeUpstrea
     Arc::new(FakeUpstream {
         asked: Mutex::new(Vec::new()),
         calls: AtomicUsize::new(0),
-        script: script.iter().map(|(s, r)| (s.parse().unwrap(), *r)).collect(),
+        script: script
+            .iter()
+            .map(|(s, r)| (s.parse().unwrap(), *r))
+            .collect(),
     })
 }
 
@@ -61,13 +70,25 @@ async fn positive_answers_are_cached_with_ttl_capped_at_30() {
     let f = Forwarder::new(up.clone());
     let name = Name::from_str("example.org.").unwrap();
     let s = servers(&["192.0.2.53:53"]);
-    let first = f.resolve(&name, RecordType::A, DNSClass::IN, &s).await.unwrap();
+    let first = f
+        .resolve(&name, RecordType::A, DNSClass::IN, &s)
+        .await
+        .unwrap();
     assert_eq!(first.answers[0].ttl(), 300);
-    let second = f.resolve(&name, RecordType::A, DNSClass::IN, &s).await.unwrap();
-    assert_eq!(up.calls.load(Ordering::SeqCst), 1, "the second answer came from the cache");
+    let second = f
+        .resolve(&name, RecordType::A, DNSClass::IN, &s)
+        .await
+        .unwrap();
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        1,
+        "the second answer came from the cache"
+    );
     assert!(second.answers[0].ttl() <= MAX_TTL);
     // Another type is another question.
-    f.resolve(&name, RecordType::AAAA, DNSClass::IN, &s).await.unwrap();
+    f.resolve(&name, RecordType::AAAA, DNSClass::IN, &s)
+        .await
+        .unwrap();
     assert_eq!(up.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -77,15 +98,23 @@ async fn negative_answers_cache_by_soa_and_servfail_is_not_cached() {
     let f = Forwarder::new(up.clone());
     let name = Name::from_str("nope.example.").unwrap();
     let s = servers(&["192.0.2.53:53"]);
-    let r = f.resolve(&name, RecordType::A, DNSClass::IN, &s).await.unwrap();
+    let r = f
+        .resolve(&name, RecordType::A, DNSClass::IN, &s)
+        .await
+        .unwrap();
     assert_eq!(r.rcode, ResponseCode::NXDomain);
-    f.resolve(&name, RecordType::A, DNSClass::IN, &s).await.unwrap();
+    f.resolve(&name, RecordType::A, DNSClass::IN, &s)
+        .await
+        .unwrap();
     assert_eq!(up.calls.load(Ordering::SeqCst), 1);
 
     let up = fake(&[("192.0.2.53:53", Some((ResponseCode::ServFail, 0, false)))]);
     let f = Forwarder::new(up.clone());
     for _ in 0..2 {
-        let r = f.resolve(&name, RecordType::A, DNSClass::IN, &s).await.unwrap();
+        let r = f
+            .resolve(&name, RecordType::A, DNSClass::IN, &s)
+            .await
+            .unwrap();
         assert_eq!(r.rcode, ResponseCode::ServFail);
     }
     assert_eq!(up.calls.load(Ordering::SeqCst), 2);
@@ -102,7 +131,12 @@ async fn unreachable_or_failing_servers_fall_through_to_the_next() {
     let f = Forwarder::new(up.clone());
     let name = Name::from_str("example.org.").unwrap();
     let r = f
-        .resolve(&name, RecordType::A, DNSClass::IN, &servers(&["192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"]))
+        .resolve(
+            &name,
+            RecordType::A,
+            DNSClass::IN,
+            &servers(&["192.0.2.1:53", "192.0.2.2:53", "192.0.2.3:53"]),
+        )
         .await
         .unwrap();
     assert_eq!(r.answers.len(), 1);

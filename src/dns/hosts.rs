@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::zone::{key, reverse_name};
 
@@ -35,7 +35,9 @@ pub struct HostTable {
 
 impl HostTable {
     pub fn insert(&mut self, host: &str, ip: IpAddr) {
-        let Ok(mut n) = Name::from_ascii(host) else { return };
+        let Ok(mut n) = Name::from_ascii(host) else {
+            return;
+        };
         n.set_fqdn(true);
         let ips = self.forward.entry(key(&n)).or_default();
         if !ips.contains(&ip) {
@@ -63,9 +65,7 @@ impl HostTable {
             return Some(
                 ips.iter()
                     .filter_map(|ip| match (ip, qtype) {
-                        (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
-                            Some(RData::A(A(*v4)))
-                        }
+                        (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => Some(RData::A(A(*v4))),
                         (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
                             Some(RData::AAAA(AAAA(*v6)))
                         }
@@ -129,7 +129,8 @@ pub fn parse_custom<'a>(data: impl IntoIterator<Item = (&'a String, &'a String)>
         } else if k.ends_with(".server") {
             parse_server(v, &mut c);
         } else {
-            c.skipped.push(format!("key {k:?} (only *.override and *.server are read)"));
+            c.skipped
+                .push(format!("key {k:?} (only *.override and *.server are read)"));
         }
     }
     c
@@ -158,7 +159,8 @@ fn parse_override(text: &str, c: &mut Custom) {
         match words.as_slice() {
             ["hosts", "{"] => in_hosts = true,
             ["forward", ".", targets @ ..] => {
-                let targets: Vec<&str> = targets.iter().copied().take_while(|t| *t != "{").collect();
+                let targets: Vec<&str> =
+                    targets.iter().copied().take_while(|t| *t != "{").collect();
                 c.upstreams = Some(forward_targets(&targets, &mut c.skipped));
             }
             _ => c.skipped.push(format!("override line {line:?}")),
@@ -238,9 +240,18 @@ mod tests {
         );
         assert_eq!(
             c.upstreams,
-            Some(vec!["9.9.9.9:53".parse().unwrap(), "1.1.1.1:5353".parse().unwrap()])
+            Some(vec![
+                "9.9.9.9:53".parse().unwrap(),
+                "1.1.1.1:5353".parse().unwrap()
+            ])
         );
-        assert_eq!(c.zones, vec![("corp.example.".to_string(), vec!["10.1.0.1:53".parse().unwrap()])]);
+        assert_eq!(
+            c.zones,
+            vec![(
+                "corp.example.".to_string(),
+                vec!["10.1.0.1:53".parse().unwrap()]
+            )]
+        );
         assert_eq!(c.skipped.len(), 2, "{:?}", c.skipped);
     }
 }

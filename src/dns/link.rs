@@ -57,7 +57,12 @@ impl NetlinkOps {
     }
 
     async fn index(&self, link: &str) -> Result<Option<u32>, LinkError> {
-        let mut links = self.handle.link().get().match_name(link.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(link.to_string())
+            .execute();
         match links.try_next().await {
             Ok(l) => Ok(l.map(|l| l.header.index)),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
@@ -79,11 +84,19 @@ impl LinkOps for NetlinkOps {
         let (index, link) = match self.index(link).await? {
             Some(i) => (i, link),
             None => {
-                match self.handle.link().add(LinkDummy::new(link).build()).execute().await {
+                match self
+                    .handle
+                    .link()
+                    .add(LinkDummy::new(link).build())
+                    .execute()
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                     Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
-                        tracing::info!("this kernel has no dummy links: the cluster DNS address goes on lo");
+                        tracing::info!(
+                            "this kernel has no dummy links: the cluster DNS address goes on lo"
+                        );
                     }
                     Err(e) => return Err(nl(format!("create dummy link {link}"))(e)),
                 }
@@ -145,7 +158,11 @@ impl NetlinkOps {
     }
 
     async fn has_address(&self, index: u32, link: &str, ip: IpAddr) -> Result<bool, LinkError> {
-        Ok(self.addresses(index, link).await?.iter().any(|m| holds(m, ip)))
+        Ok(self
+            .addresses(index, link)
+            .await?
+            .iter()
+            .any(|m| holds(m, ip)))
     }
 
     async fn add_address(&self, index: u32, link: &str, ip: IpAddr) -> Result<(), LinkError> {
@@ -177,12 +194,18 @@ pub struct FakeLinkOps {
 #[async_trait]
 impl LinkOps for FakeLinkOps {
     async fn ensure_address(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {
-        self.calls.lock().unwrap().push(format!("ensure {link} {ip}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("ensure {link} {ip}"));
         Ok(())
     }
 
     async fn remove(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {
-        self.calls.lock().unwrap().push(format!("remove {link} {ip}"));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("remove {link} {ip}"));
         Ok(())
     }
 }

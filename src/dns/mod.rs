@@ -205,7 +205,11 @@ pub async fn reconcile_link(
 }
 
 /// Watches Nodes into name → InternalIPs, publishing each change.
-async fn watch_nodes(client: Client, tx: watch::Sender<BTreeMap<String, Vec<IpAddr>>>, shutdown: CancellationToken) {
+async fn watch_nodes(
+    client: Client,
+    tx: watch::Sender<BTreeMap<String, Vec<IpAddr>>>,
+    shutdown: CancellationToken,
+) {
     let mut events = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -270,8 +274,17 @@ pub async fn run(
     opts: DnsOptions,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let links: Arc<dyn LinkOps> = Arc::new(link::NetlinkOps::connect(opts.host_netns.clone()).await?);
-    run_with(client, services, opts, links, Arc::new(forward::NetUpstream::default()), shutdown).await
+    let links: Arc<dyn LinkOps> =
+        Arc::new(link::NetlinkOps::connect(opts.host_netns.clone()).await?);
+    run_with(
+        client,
+        services,
+        opts,
+        links,
+        Arc::new(forward::NetUpstream::default()),
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] with its seams given.
@@ -334,7 +347,13 @@ pub async fn run_with(
                 synced_tx.send_replace(true);
             }
         }
-        link_state = reconcile_link(links.as_ref(), opts.cluster_dns, link_state, wanted(&snapshot)).await;
+        link_state = reconcile_link(
+            links.as_ref(),
+            opts.cluster_dns,
+            link_state,
+            wanted(&snapshot),
+        )
+        .await;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = changes.changed() => if r.is_err() { shutdown.cancelled().await; return Ok(()) },
@@ -381,7 +400,11 @@ mod tests {
 
     #[test]
     fn node_local_dns_follows_the_annotated_kube_dns_service_after_a_full_list() {
-        assert_eq!(wanted(&snapshot(false, None)), None, "nothing changes before the first list");
+        assert_eq!(
+            wanted(&snapshot(false, None)),
+            None,
+            "nothing changes before the first list"
+        );
         assert_eq!(wanted(&snapshot(true, Some(kube_dns(true)))), Some(true));
         assert_eq!(wanted(&snapshot(true, Some(kube_dns(false)))), Some(false));
         assert_eq!(wanted(&snapshot(true, None)), Some(false));
@@ -393,14 +416,21 @@ mod tests {
         let ip: IpAddr = "10.43.0.10".parse().unwrap();
         let mut state = reconcile_link(&fake, ip, None, None).await;
         assert_eq!(state, None);
-        assert!(fake.calls.lock().unwrap().is_empty(), "a restarted agent keeps the address until it has listed");
+        assert!(
+            fake.calls.lock().unwrap().is_empty(),
+            "a restarted agent keeps the address until it has listed"
+        );
         for want in [true, true, false, false, true] {
             state = reconcile_link(&fake, ip, state, Some(want)).await;
             assert_eq!(state, Some(want));
         }
         assert_eq!(
             *fake.calls.lock().unwrap(),
-            ["ensure rk3s-dns 10.43.0.10", "remove rk3s-dns 10.43.0.10", "ensure rk3s-dns 10.43.0.10"]
+            [
+                "ensure rk3s-dns 10.43.0.10",
+                "remove rk3s-dns 10.43.0.10",
+                "ensure rk3s-dns 10.43.0.10"
+            ]
         );
     }
 
@@ -410,7 +440,9 @@ mod tests {
         let nodes: BTreeMap<String, Vec<IpAddr>> =
             [("node-a".to_string(), vec!["192.168.1.5".parse().unwrap()])].into();
         let mut custom = Custom::default();
-        custom.hosts.push(("10.0.0.9".parse().unwrap(), "db.lan".into()));
+        custom
+            .hosts
+            .push(("10.0.0.9".parse().unwrap(), "db.lan".into()));
         let upstreams = vec!["192.168.1.1:53".parse().unwrap()];
         let t = build_tables(
             &opts,
@@ -436,7 +468,10 @@ mod tests {
                 upstreams,
             },
         );
-        assert_eq!(t.upstreams, vec!["9.9.9.9:53".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            t.upstreams,
+            vec!["9.9.9.9:53".parse::<SocketAddr>().unwrap()]
+        );
         custom.upstreams = Some(vec!["10.43.0.10:53".parse().unwrap()]);
         let t = build_tables(
             &opts,

@@ -47,7 +47,10 @@ impl ResolvConf {
 
     /// The upstreams as socket addresses (port 53).
     pub fn upstreams(&self) -> Vec<SocketAddr> {
-        self.nameservers.iter().map(|ip| SocketAddr::new(*ip, 53)).collect()
+        self.nameservers
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect()
     }
 
     fn is_systemd_stub(&self) -> bool {
@@ -93,7 +96,13 @@ mod tests {
         let r = ResolvConf::parse(
             "# comment\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\nnameserver 2001:db8::1 ; x\ndomain a.example\nsearch lan example.com\noptions edns0 ndots:2\n",
         );
-        assert_eq!(r.nameservers, vec!["192.168.1.1".parse::<IpAddr>().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert_eq!(
+            r.nameservers,
+            vec![
+                "192.168.1.1".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse().unwrap()
+            ]
+        );
         assert_eq!(r.search, ["lan", "example.com"]);
         assert_eq!(r.options, ["edns0", "ndots:2"]);
         assert_eq!(r.upstreams()[0], "192.168.1.1:53".parse().unwrap());
@@ -101,8 +110,12 @@ mod tests {
 
     #[test]
     fn systemd_stub_is_recognised() {
-        assert!(ResolvConf::parse("nameserver 127.0.0.53\noptions edns0 trust-ad\n").is_systemd_stub());
-        assert!(!ResolvConf::parse("nameserver 127.0.0.53\nnameserver 1.1.1.1\n").is_systemd_stub());
+        assert!(
+            ResolvConf::parse("nameserver 127.0.0.53\noptions edns0 trust-ad\n").is_systemd_stub()
+        );
+        assert!(
+            !ResolvConf::parse("nameserver 127.0.0.53\nnameserver 1.1.1.1\n").is_systemd_stub()
+        );
         assert!(!ResolvConf::parse("").is_systemd_stub());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("r");

@@ -61,14 +61,23 @@ impl Resolver {
     }
 
     pub fn tables(&self) -> Arc<Tables> {
-        self.tables.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn forwarder(&self) -> &Forwarder {
         &self.forwarder
     }
 
-    async fn forward(&self, qname: &Name, qtype: RecordType, qclass: DNSClass, servers: &[SocketAddr]) -> Reply {
+    async fn forward(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        qclass: DNSClass,
+        servers: &[SocketAddr],
+    ) -> Reply {
         match self.forwarder.resolve(qname, qtype, qclass, servers).await {
             Ok(r) => r,
             Err(e) => {
@@ -110,7 +119,10 @@ impl Resolver {
                 return (reply, true);
             }
         }
-        (self.forward(qname, qtype, qclass, &tables.upstreams).await, false)
+        (
+            self.forward(qname, qtype, qclass, &tables.upstreams).await,
+            false,
+        )
     }
 
     /// An ExternalName's CNAME pointing outside the zone: resolve the
@@ -120,12 +132,16 @@ impl Resolver {
         if !matches!(qtype, RecordType::A | RecordType::AAAA) || reply.answers.len() != 1 {
             return;
         }
-        let RData::CNAME(CNAME(target)) = reply.answers[0].data() else { return };
+        let RData::CNAME(CNAME(target)) = reply.answers[0].data() else {
+            return;
+        };
         if tables.zone.apex().zone_of(target) {
             return;
         }
         let target = target.clone();
-        let more = self.forward(&target, qtype, DNSClass::IN, &tables.upstreams).await;
+        let more = self
+            .forward(&target, qtype, DNSClass::IN, &tables.upstreams)
+            .await;
         if more.rcode == ResponseCode::NoError {
             reply.answers.extend(more.answers);
         }
@@ -137,7 +153,11 @@ pub struct Handler(pub Arc<Resolver>);
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
         let mut header = Header::response_from_request(request.header());
         header.set_recursion_available(true);
         let mut builder = MessageResponseBuilder::from_message_request(request);
@@ -147,24 +167,44 @@ impl RequestHandler for Handler {
             builder.edns(ours);
         }
         let question = match request.request_info() {
-            Ok(info) if request.message_type() == MessageType::Query && request.op_code() == OpCode::Query => {
+            Ok(info)
+                if request.message_type() == MessageType::Query
+                    && request.op_code() == OpCode::Query =>
+            {
                 Some(info.query.original().clone())
             }
             Ok(_) => None,
             Err(_) => None,
         };
         let Some(question) = question else {
-            let code = if request.op_code() == OpCode::Query { ResponseCode::FormErr } else { ResponseCode::NotImp };
+            let code = if request.op_code() == OpCode::Query {
+                ResponseCode::FormErr
+            } else {
+                ResponseCode::NotImp
+            };
             let msg = builder.error_msg(request.header(), code);
-            return response.send_response(msg).await.unwrap_or_else(|_| header.into());
+            return response
+                .send_response(msg)
+                .await
+                .unwrap_or_else(|_| header.into());
         };
         let (reply, authoritative) = self
             .0
-            .answer(question.name(), question.query_type(), question.query_class())
+            .answer(
+                question.name(),
+                question.query_type(),
+                question.query_class(),
+            )
             .await;
         header.set_authoritative(authoritative);
         header.set_response_code(reply.rcode);
-        let msg = builder.build(header, reply.answers.iter(), reply.authority.iter(), std::iter::empty(), reply.additionals.iter());
+        let msg = builder.build(
+            header,
+            reply.answers.iter(),
+            reply.authority.iter(),
+            std::iter::empty(),
+            reply.additionals.iter(),
+        );
         match response.send_response(msg).await {
             Ok(info) => info,
             Err(e) => {
@@ -186,7 +226,11 @@ pub async fn bind(
 ) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
     crate::hostnet::netns::run_in(netns, move || {
         let addr = SocketAddr::new(ip, port);
-        let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if ip.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let freebind = |s: &Socket| {
             if ip.is_ipv4() {
                 s.set_freebind_v4(true)

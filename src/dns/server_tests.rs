@@ -22,11 +22,20 @@ struct EchoUpstream {
 impl Upstream for EchoUpstream {
     async fn exchange(&self, server: SocketAddr, query: &Message) -> Result<Message, ForwardError> {
         let q = &query.queries()[0];
-        self.asked.lock().unwrap().push((server, q.name().to_string()));
-        let IpAddr::V4(v4) = server.ip() else { unreachable!() };
+        self.asked
+            .lock()
+            .unwrap()
+            .push((server, q.name().to_string()));
+        let IpAddr::V4(v4) = server.ip() else {
+            unreachable!()
+        };
         let mut m = Message::new();
         m.set_id(query.id()).set_message_type(MessageType::Response);
-        m.add_answer(Record::from_rdata(q.name().clone(), 60, RData::A(A::new(192, 0, 2, v4.octets()[3]))));
+        m.add_answer(Record::from_rdata(
+            q.name().clone(),
+            60,
+            RData::A(A::new(192, 0, 2, v4.octets()[3])),
+        ));
         Ok(m)
     }
 }
@@ -61,7 +70,10 @@ fn tables() -> Tables {
         "cluster.local",
         "10.43.0.10".parse().unwrap(),
         1,
-        [&web, &ext].map(|s| ServiceEntry { service: s, slices: &[] }),
+        [&web, &ext].map(|s| ServiceEntry {
+            service: s,
+            slices: &[],
+        }),
     );
     let mut hosts = HostTable::default();
     hosts.insert("node-a", "192.168.1.5".parse().unwrap());
@@ -69,18 +81,25 @@ fn tables() -> Tables {
         zone,
         hosts,
         upstreams: vec!["192.0.2.1:53".parse().unwrap()],
-        stub_zones: vec![("corp.example.".into(), vec!["192.0.2.9:53".parse().unwrap()])],
+        stub_zones: vec![(
+            "corp.example.".into(),
+            vec!["192.0.2.9:53".parse().unwrap()],
+        )],
     }
 }
 
 fn resolver() -> (Arc<Resolver>, Arc<EchoUpstream>) {
     let up = Arc::new(EchoUpstream::default());
     let (_tx, rx) = watch::channel(true);
-    (Arc::new(Resolver::new(tables(), rx, Forwarder::new(up.clone()))), up)
+    (
+        Arc::new(Resolver::new(tables(), rx, Forwarder::new(up.clone()))),
+        up,
+    )
 }
 
 async fn ask(r: &Resolver, name: &str, t: RecordType) -> (Reply, bool) {
-    r.answer(&Name::from_str(name).unwrap(), t, DNSClass::IN).await
+    r.answer(&Name::from_str(name).unwrap(), t, DNSClass::IN)
+        .await
 }
 
 #[tokio::test]
@@ -98,8 +117,17 @@ async fn questions_go_to_stub_zones_hosts_the_zone_then_upstream() {
     assert_eq!(a.answers[0].data().to_string(), "192.0.2.1");
     let (a, _) = ask(&r, "nope.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(a.rcode, ResponseCode::NXDomain);
-    let asked: Vec<String> = up.asked.lock().unwrap().iter().map(|(s, n)| format!("{s} {n}")).collect();
-    assert_eq!(asked, ["192.0.2.9:53 db.corp.example.", "192.0.2.1:53 example.com."]);
+    let asked: Vec<String> = up
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    assert_eq!(
+        asked,
+        ["192.0.2.9:53 db.corp.example.", "192.0.2.1:53 example.com."]
+    );
 }
 
 #[tokio::test]
@@ -120,13 +148,19 @@ async fn serves_udp_and_tcp_with_hickory() {
     let task = tokio::spawn(serve(r, udp, tcp, stop.clone()));
     let mut q = Message::new();
     q.set_id(7).set_recursion_desired(true);
-    q.add_query(Query::query(Name::from_str("web.default.svc.cluster.local.").unwrap(), RecordType::A));
+    q.add_query(Query::query(
+        Name::from_str("web.default.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
     let bytes = q.to_vec().unwrap();
 
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(&bytes, udp_addr).await.unwrap();
     let mut buf = [0u8; 1500];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let m = Message::from_vec(&buf[..n]).unwrap();
     assert_eq!(m.id(), 7);
     assert!(m.authoritative());
@@ -134,7 +168,9 @@ async fn serves_udp_and_tcp_with_hickory() {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
-    s.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    s.write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     s.write_all(&bytes).await.unwrap();
     let len = s.read_u16().await.unwrap() as usize;
     let mut buf = vec![0u8; len];

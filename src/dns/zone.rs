@@ -122,7 +122,11 @@ fn undash(label: &str) -> Option<IpAddr> {
     if let Ok(ip) = v4.parse::<Ipv4Addr>() {
         return Some(IpAddr::V4(ip));
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 fn addr_record(owner: &Name, ip: IpAddr) -> Record {
@@ -175,8 +179,12 @@ fn ready_endpoints(entry: &ServiceEntry<'_>) -> Vec<(IpAddr, Option<String>)> {
 fn named_ports(entry: &ServiceEntry<'_>, headless: bool) -> Vec<(String, String, u16)> {
     let mut out: Vec<(String, String, u16)> = Vec::new();
     let mut push = |name: &Option<String>, proto: &Option<String>, port: Option<i32>| {
-        let (Some(name), Some(port)) = (name.as_deref(), port) else { return };
-        let Ok(port) = u16::try_from(port) else { return };
+        let (Some(name), Some(port)) = (name.as_deref(), port) else {
+            return;
+        };
+        let Ok(port) = u16::try_from(port) else {
+            return;
+        };
         if name.is_empty() {
             return;
         }
@@ -248,7 +256,11 @@ impl Zone {
             exists: HashSet::new(),
         };
         b.add(soa.clone());
-        b.add(Record::from_rdata(apex.clone(), TTL, RData::NS(NS(ns_name.clone()))));
+        b.add(Record::from_rdata(
+            apex.clone(),
+            TTL,
+            RData::NS(NS(ns_name.clone())),
+        ));
         b.add(addr_record(&ns_name, dns_ip));
         b.add(Record::from_rdata(
             at("dns-version").expect("valid"),
@@ -261,12 +273,19 @@ impl Zone {
             add_service(&mut b, &apex_key, &entry);
         }
         let mut empty_non_terminals: HashSet<String> = std::mem::take(&mut b.exists);
-        let owners: Vec<String> = b.names.keys().chain(empty_non_terminals.iter()).cloned().collect();
+        let owners: Vec<String> = b
+            .names
+            .keys()
+            .chain(empty_non_terminals.iter())
+            .cloned()
+            .collect();
         for fixed in ["svc", "pod"] {
             empty_non_terminals.insert(format!("{fixed}.{apex_key}"));
         }
         for owner in &owners {
-            let Some(inside) = owner.strip_suffix(&apex_key) else { continue };
+            let Some(inside) = owner.strip_suffix(&apex_key) else {
+                continue;
+            };
             // Every proper ancestor of an owner, down to the apex, exists.
             let mut rest = inside;
             while let Some((_, parent)) = rest.split_once('.') {
@@ -322,7 +341,9 @@ impl Zone {
     }
 
     fn answer_from(&self, records: &[Record], qtype: RecordType) -> Reply {
-        let cname = records.iter().find(|r| r.record_type() == RecordType::CNAME);
+        let cname = records
+            .iter()
+            .find(|r| r.record_type() == RecordType::CNAME);
         if let Some(cname) = cname {
             if qtype != RecordType::CNAME {
                 let mut reply = Reply {
@@ -421,7 +442,9 @@ fn add_service(b: &mut Builder, apex_key: &str, entry: &ServiceEntry<'_>) {
     let (Some(svc), Some(ns)) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
         return;
     };
-    let Some(spec) = &entry.service.spec else { return };
+    let Some(spec) = &entry.service.spec else {
+        return;
+    };
     let Some(base) = name(&format!("{svc}.{ns}.svc.{apex_key}")) else {
         return;
     };
@@ -433,14 +456,22 @@ fn add_service(b: &mut Builder, apex_key: &str, entry: &ServiceEntry<'_>) {
     }
     let cluster_ips: Vec<IpAddr> = match &spec.cluster_ips {
         Some(ips) if !ips.is_empty() => ips.iter().filter_map(|i| i.parse().ok()).collect(),
-        _ => spec.cluster_ip.iter().filter_map(|i| i.parse().ok()).collect(),
+        _ => spec
+            .cluster_ip
+            .iter()
+            .filter_map(|i| i.parse().ok())
+            .collect(),
     };
     let headless = spec.cluster_ip.as_deref() == Some("None") || cluster_ips.is_empty();
     let ports = named_ports(entry, headless);
     if !headless {
         for ip in &cluster_ips {
             b.add(addr_record(&base, *ip));
-            b.add(Record::from_rdata(reverse_name(*ip), TTL, RData::PTR(PTR(base.clone()))));
+            b.add(Record::from_rdata(
+                reverse_name(*ip),
+                TTL,
+                RData::PTR(PTR(base.clone())),
+            ));
         }
         for (port_name, proto, port) in &ports {
             let srv = RData::SRV(SRV::new(0, 100, *port, base.clone()));
@@ -461,10 +492,16 @@ fn add_service(b: &mut Builder, apex_key: &str, entry: &ServiceEntry<'_>) {
     let mut by_port: BTreeMap<(String, String, u16), Vec<Name>> = BTreeMap::new();
     for (ip, hostname) in &endpoints {
         let label = hostname.clone().unwrap_or_else(|| dashed(*ip));
-        let Some(host) = name(&format!("{label}.{}", key(&base))) else { continue };
+        let Some(host) = name(&format!("{label}.{}", key(&base))) else {
+            continue;
+        };
         b.add(addr_record(&base, *ip));
         b.add(addr_record(&host, *ip));
-        b.add(Record::from_rdata(reverse_name(*ip), TTL, RData::PTR(PTR(host.clone()))));
+        b.add(Record::from_rdata(
+            reverse_name(*ip),
+            TTL,
+            RData::PTR(PTR(host.clone())),
+        ));
         for p in &ports {
             by_port.entry(p.clone()).or_default().push(host.clone());
         }

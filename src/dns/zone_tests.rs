@@ -192,7 +192,12 @@ fn existing_name_without_the_type_is_nodata() {
 #[test]
 fn empty_non_terminals_are_nodata_and_unknown_names_nxdomain() {
     let zone = Fixture::standard().zone();
-    for ent in ["svc.cluster.local.", "other.svc.cluster.local.", "pod.cluster.local.", "_tcp.web.other.svc.cluster.local."] {
+    for ent in [
+        "svc.cluster.local.",
+        "other.svc.cluster.local.",
+        "pod.cluster.local.",
+        "_tcp.web.other.svc.cluster.local.",
+    ] {
         assert_nodata(&q(&zone, ent, RecordType::A));
     }
     assert_nxdomain(&q(&zone, "nope.other.svc.cluster.local.", RecordType::A));
@@ -213,11 +218,23 @@ fn empty_non_terminals_are_nodata_and_unknown_names_nxdomain() {
 #[test]
 fn srv_for_named_ports_of_a_cluster_ip_service() {
     let zone = Fixture::standard().zone();
-    let r = q(&zone, "_http._tcp.web.other.svc.cluster.local.", RecordType::SRV);
+    let r = q(
+        &zone,
+        "_http._tcp.web.other.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(data(&r), ["0 100 80 web.other.svc.cluster.local."]);
     assert_eq!(r.additionals.len(), 1, "the target's A rides along");
-    assert_nxdomain(&q(&zone, "_http._udp.web.other.svc.cluster.local.", RecordType::SRV));
-    assert_nodata(&q(&zone, "_http._tcp.web.other.svc.cluster.local.", RecordType::A));
+    assert_nxdomain(&q(
+        &zone,
+        "_http._udp.web.other.svc.cluster.local.",
+        RecordType::SRV,
+    ));
+    assert_nodata(&q(
+        &zone,
+        "_http._tcp.web.other.svc.cluster.local.",
+        RecordType::A,
+    ));
 }
 
 #[test]
@@ -230,7 +247,10 @@ fn ptr_for_cluster_ips_and_endpoints_others_go_upstream() {
     let r = q(&zone, "6.1.42.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(data(&r), ["10-42-1-6.nginx.default.svc.cluster.local."]);
     assert_eq!(
-        zone.lookup(&Name::from_str("1.1.168.192.in-addr.arpa.").unwrap(), RecordType::PTR),
+        zone.lookup(
+            &Name::from_str("1.1.168.192.in-addr.arpa.").unwrap(),
+            RecordType::PTR
+        ),
         Lookup::NotOurs
     );
     assert_eq!(
@@ -245,10 +265,22 @@ fn headless_service_answers_each_ready_endpoint() {
     let r = q(&zone, "nginx.default.svc.cluster.local.", RecordType::A);
     // web-2 is not ready; a nil condition counts as ready.
     assert_eq!(data(&r), ["10.42.0.5", "10.42.1.6"]);
-    let r = q(&zone, "web-0.nginx.default.svc.cluster.local.", RecordType::A);
+    let r = q(
+        &zone,
+        "web-0.nginx.default.svc.cluster.local.",
+        RecordType::A,
+    );
     assert_eq!(data(&r), ["10.42.0.5"]);
-    assert_nxdomain(&q(&zone, "web-2.nginx.default.svc.cluster.local.", RecordType::A));
-    let r = q(&zone, "_http._tcp.nginx.default.svc.cluster.local.", RecordType::SRV);
+    assert_nxdomain(&q(
+        &zone,
+        "web-2.nginx.default.svc.cluster.local.",
+        RecordType::A,
+    ));
+    let r = q(
+        &zone,
+        "_http._tcp.nginx.default.svc.cluster.local.",
+        RecordType::SRV,
+    );
     assert_eq!(
         data(&r),
         [
@@ -268,7 +300,12 @@ fn headless_service_without_ready_endpoints_exists() {
 #[test]
 fn publish_not_ready_addresses_includes_unready_endpoints() {
     let mut f = Fixture::standard();
-    f.services[1].0.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+    f.services[1]
+        .0
+        .spec
+        .as_mut()
+        .unwrap()
+        .publish_not_ready_addresses = Some(true);
     let r = q(&f.zone(), "nginx.default.svc.cluster.local.", RecordType::A);
     assert_eq!(data(&r).len(), 3);
 }
@@ -276,7 +313,12 @@ fn publish_not_ready_addresses_includes_unready_endpoints() {
 #[test]
 fn external_name_answers_a_cname_for_every_type() {
     let zone = Fixture::standard().zone();
-    for t in [RecordType::A, RecordType::AAAA, RecordType::CNAME, RecordType::TXT] {
+    for t in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::TXT,
+    ] {
         let r = q(&zone, "ext.other.svc.cluster.local.", t);
         assert_eq!(data(&r), ["example.org."], "{t}");
         assert_eq!(r.answers[0].record_type(), RecordType::CNAME);
@@ -292,10 +334,22 @@ fn pod_names_answer_their_address() {
     let zone = Fixture::standard().zone();
     let r = q(&zone, "10-42-0-9.default.pod.cluster.local.", RecordType::A);
     assert_eq!(data(&r), ["10.42.0.9"]);
-    assert_nodata(&q(&zone, "10-42-0-9.default.pod.cluster.local.", RecordType::AAAA));
-    let r = q(&zone, "fd00--5.default.pod.cluster.local.", RecordType::AAAA);
+    assert_nodata(&q(
+        &zone,
+        "10-42-0-9.default.pod.cluster.local.",
+        RecordType::AAAA,
+    ));
+    let r = q(
+        &zone,
+        "fd00--5.default.pod.cluster.local.",
+        RecordType::AAAA,
+    );
     assert_eq!(data(&r), ["fd00::5"]);
-    assert_nxdomain(&q(&zone, "not-an-ip.default.pod.cluster.local.", RecordType::A));
+    assert_nxdomain(&q(
+        &zone,
+        "not-an-ip.default.pod.cluster.local.",
+        RecordType::A,
+    ));
     assert_nodata(&q(&zone, "default.pod.cluster.local.", RecordType::A));
 }
 
@@ -333,10 +387,19 @@ fn another_cluster_domain_and_dual_stack() {
             slices: &[],
         }],
     );
-    assert_eq!(data(&q(&zone, "dual.ns.svc.k8s.example.", RecordType::A)), ["10.43.0.30"]);
-    assert_eq!(data(&q(&zone, "dual.ns.svc.k8s.example.", RecordType::AAAA)), ["fd43::30"]);
     assert_eq!(
-        zone.lookup(&Name::from_str("dual.ns.svc.cluster.local.").unwrap(), RecordType::A),
+        data(&q(&zone, "dual.ns.svc.k8s.example.", RecordType::A)),
+        ["10.43.0.30"]
+    );
+    assert_eq!(
+        data(&q(&zone, "dual.ns.svc.k8s.example.", RecordType::AAAA)),
+        ["fd43::30"]
+    );
+    assert_eq!(
+        zone.lookup(
+            &Name::from_str("dual.ns.svc.cluster.local.").unwrap(),
+            RecordType::A
+        ),
         Lookup::NotOurs
     );
 }

@@ -379,7 +379,15 @@ impl Cluster {
 
     /// [`Cluster::track_pod`] for a pod in namespace `ns`.
     pub fn track_pod_in(&self, ns: &str, pod: &str) {
-        let o = self.kubectl(&["get", "pod", "-n", ns, pod, "-o", "jsonpath={.metadata.uid}"]);
+        let o = self.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            pod,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
         let uid = text(&o.stdout);
         assert!(!uid.is_empty(), "pod {ns}/{pod} has no uid");
         self.pod_uids.borrow_mut().push(uid);

@@ -62,13 +62,25 @@ pub fn pod_resolv_conf(i: &DnsInputs<'_>) -> String {
         "None" => None,
         _ => Some(false),
     };
-    let host_search = i.host.search.iter().map(|s| s.trim_end_matches('.').to_string());
+    let host_search = i
+        .host
+        .search
+        .iter()
+        .map(|s| s.trim_end_matches('.').to_string());
     let (mut servers, mut search, mut options) = match cluster {
         Some(true) => {
             let d = i.cluster_domain;
-            let mut search = vec![format!("{}.svc.{d}", i.namespace), format!("svc.{d}"), d.to_string()];
+            let mut search = vec![
+                format!("{}.svc.{d}", i.namespace),
+                format!("svc.{d}"),
+                d.to_string(),
+            ];
             search.extend(host_search);
-            (vec![i.cluster_dns.to_string()], search, vec!["ndots:5".to_string()])
+            (
+                vec![i.cluster_dns.to_string()],
+                search,
+                vec!["ndots:5".to_string()],
+            )
         }
         Some(false) => (
             i.host.nameservers.iter().map(|n| n.to_string()).collect(),
@@ -81,7 +93,9 @@ pub fn pod_resolv_conf(i: &DnsInputs<'_>) -> String {
         servers.extend(cfg.nameservers.iter().flatten().cloned());
         search.extend(cfg.searches.iter().flatten().cloned());
         for o in cfg.options.iter().flatten() {
-            let Some(name) = o.name.as_deref() else { continue };
+            let Some(name) = o.name.as_deref() else {
+                continue;
+            };
             let item = match &o.value {
                 Some(v) => format!("{name}:{v}"),
                 None => name.to_string(),
@@ -131,7 +145,12 @@ pub fn write(dir: &Path, hosts: &str, hostname: &str, resolv: &str) -> std::io::
 mod tests {
     use super::*;
 
-    fn inputs<'a>(policy: Option<&'a str>, host_network: bool, cfg: Option<&'a PodDNSConfig>, host: &'a ResolvConf) -> DnsInputs<'a> {
+    fn inputs<'a>(
+        policy: Option<&'a str>,
+        host_network: bool,
+        cfg: Option<&'a PodDNSConfig>,
+        host: &'a ResolvConf,
+    ) -> DnsInputs<'a> {
         DnsInputs {
             namespace: "web",
             cluster_dns: "10.43.0.10".parse().unwrap(),
@@ -149,11 +168,26 @@ mod tests {
         let cluster = "search web.svc.cluster.local svc.cluster.local cluster.local lan\nnameserver 10.43.0.10\noptions ndots:5\n";
         let node = "search lan\nnameserver 192.168.1.1\noptions edns0\n";
         assert_eq!(pod_resolv_conf(&inputs(None, false, None, &host)), cluster);
-        assert_eq!(pod_resolv_conf(&inputs(Some("ClusterFirst"), false, None, &host)), cluster);
-        assert_eq!(pod_resolv_conf(&inputs(Some("ClusterFirst"), true, None, &host)), node);
-        assert_eq!(pod_resolv_conf(&inputs(Some("ClusterFirstWithHostNet"), true, None, &host)), cluster);
-        assert_eq!(pod_resolv_conf(&inputs(Some("Default"), false, None, &host)), node);
-        assert_eq!(pod_resolv_conf(&inputs(Some("None"), false, None, &host)), "");
+        assert_eq!(
+            pod_resolv_conf(&inputs(Some("ClusterFirst"), false, None, &host)),
+            cluster
+        );
+        assert_eq!(
+            pod_resolv_conf(&inputs(Some("ClusterFirst"), true, None, &host)),
+            node
+        );
+        assert_eq!(
+            pod_resolv_conf(&inputs(Some("ClusterFirstWithHostNet"), true, None, &host)),
+            cluster
+        );
+        assert_eq!(
+            pod_resolv_conf(&inputs(Some("Default"), false, None, &host)),
+            node
+        );
+        assert_eq!(
+            pod_resolv_conf(&inputs(Some("None"), false, None, &host)),
+            ""
+        );
         assert!(hosts("10.42.0.5", "p", &[]).ends_with("10.42.0.5\tp\n"));
     }
 
@@ -165,7 +199,12 @@ mod tests {
             value: v.map(str::to_string),
         };
         let cfg = PodDNSConfig {
-            nameservers: Some(vec!["1.1.1.1".into(), "10.43.0.10".into(), "8.8.8.8".into(), "9.9.9.9".into()]),
+            nameservers: Some(vec![
+                "1.1.1.1".into(),
+                "10.43.0.10".into(),
+                "8.8.8.8".into(),
+                "9.9.9.9".into(),
+            ]),
             searches: Some(vec!["example.com".into()]),
             options: Some(vec![opt("ndots", Some("2")), opt("edns0", None)]),
         };

@@ -75,7 +75,14 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| format!("{}/{}/{}", p["name"].as_str().unwrap(), p["port"], p["protocol"].as_str().unwrap()))
+            .map(|p| {
+                format!(
+                    "{}/{}/{}",
+                    p["name"].as_str().unwrap(),
+                    p["port"],
+                    p["protocol"].as_str().unwrap()
+                )
+            })
             .collect();
         assert_eq!(ports, ["dns/53/UDP", "dns-tcp/53/TCP", "metrics/9153/TCP"]);
     }
