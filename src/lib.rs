@@ -10,6 +10,7 @@ pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod controllers;
+pub mod dns;
 pub mod hostnet;
 pub mod hostos;
 pub mod k8s;

@@ -203,6 +203,7 @@ async fn kubelet_runs_pods_on_containerd() {
         kubelet_args: Default::default(),
         node_external_ip: None,
         flannel_iface: None,
+        resolv_conf: None,
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -17,12 +17,15 @@ use super::AuthError;
 
 const CLUSTER_ROLES: &str = include_str!("../../embedded/rbac/cluster-roles.yaml");
 const CLUSTER_ROLE_BINDINGS: &str = include_str!("../../embedded/rbac/cluster-role-bindings.yaml");
+/// Namespaced defaults (Roles and RoleBindings, e.g. cluster DNS's read of
+/// `kube-system/coredns-custom`).
+const ROLES: &str = include_str!("../../embedded/rbac/roles.yaml");
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 /// Every embedded default object, parsed.
 pub fn default_objects() -> Result<Vec<Value>, AuthError> {
     let mut out = Vec::new();
-    for text in [CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS] {
+    for text in [CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLES] {
         for doc in serde_yaml::Deserializer::from_str(text) {
             let v = Value::deserialize(doc)
                 .map_err(|e| AuthError::Bootstrap(format!("embedded RBAC YAML: {e}")))?;
@@ -58,6 +61,8 @@ pub fn ensure_default_rbac(store: &dyn Store, registry: &Registry) -> Result<(),
         let plural = match kind {
             "ClusterRole" => "clusterroles",
             "ClusterRoleBinding" => "clusterrolebindings",
+            "Role" => "roles",
+            "RoleBinding" => "rolebindings",
             other => return Err(AuthError::Bootstrap(format!("unexpected kind {other}"))),
         };
         let def = registry
@@ -67,7 +72,8 @@ pub fn ensure_default_rbac(store: &dyn Store, registry: &Registry) -> Result<(),
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let key = keys::object_key(&def, None, &name);
+        let namespace = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        let key = keys::object_key(&def, namespace.as_deref(), &name);
         let write_err = |e: StoreError| AuthError::Bootstrap(format!("{kind} {name}: {e}"));
         match store.get(&key).map_err(write_err)? {
             None => {

@@ -213,6 +213,10 @@ pub struct NodeArgs {
     /// (k3s's registries.yaml format; a missing file means none).
     #[arg(long, env = "RK3S_PRIVATE_REGISTRY", value_name = "FILE", default_value = DEFAULT_PRIVATE_REGISTRY)]
     pub private_registry: String,
+    /// Resolver file whose nameservers cluster DNS forwards to and pods with dnsPolicy Default use
+    /// [default: /etc/resolv.conf, or systemd-resolved's upstream list when it names only the 127.0.0.53 stub].
+    #[arg(long, env = "RK3S_RESOLV_CONF", value_name = "FILE")]
+    pub resolv_conf: Option<String>,
     /// Log at debug level (RUST_LOG, when set, wins).
     #[arg(long, env = "RK3S_DEBUG", value_parser = BoolishValueParser::new())]
     pub debug: bool,

@@ -23,6 +23,8 @@ pub struct ClusterSettings {
     pub https_port: u16,
     /// `--flannel-backend`, told to agents at join (`/v1-rk3s/config`).
     pub flannel_backend: super::FlannelBackend,
+    /// Whether agents serve cluster DNS (`--disable coredns` turns it off).
+    pub node_local_dns: bool,
 }
 
 impl ClusterSettings {
@@ -40,6 +42,7 @@ impl ClusterSettings {
             advertise_address: advertise,
             https_port: config.https_listen_port,
             flannel_backend: config.flannel_backend,
+            node_local_dns: !config.disable.contains(&super::Component::Dns),
         }
     }
 
@@ -57,6 +60,7 @@ impl ClusterSettings {
             advertise_address: IpAddr::from([127, 0, 0, 1]),
             https_port: 6443,
             flannel_backend: super::FlannelBackend::Vxlan,
+            node_local_dns: true,
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct NodeConfig {
     pub node_external_ip: Option<IpAddr>,
     /// `--flannel-iface`: the interface the overlay runs over.
     pub flannel_iface: Option<String>,
+    /// `--resolv-conf`: the node's upstream resolvers (None: detected).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -270,6 +272,7 @@ impl Resolver<'_> {
             kubelet_args: self.kubelet_args()?,
             node_external_ip: self.one("node-external-ip", None, parse_ip)?,
             flannel_iface: self.one("flannel-iface", None, parse_iface)?,
+            resolv_conf: self.one("resolv-conf", None, parse_path)?,
         })
     }
 

@@ -100,5 +100,7 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
     }
     if let Some(iface) = &node.flannel_iface {
         put(m, "flannel-iface", iface);
+    if let Some(r) = &node.resolv_conf {
+        put(m, "resolv-conf", r.display());
     }
 }

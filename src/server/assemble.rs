@@ -102,6 +102,13 @@ pub fn serve_options(
     ) {
         tracing::warn!("{e}");
     }
+    if let Err(e) = crate::apiserver::ipalloc::kube_dns::bootstrap_kube_dns_service(
+        parts.store.as_ref(),
+        &parts.settings,
+        parts.settings.node_local_dns,
+    ) {
+        tracing::warn!("{e}");
+    }
     let mut opts = ServeOptions::new(bind);
     opts.grace = grace;
     opts.tls = Some(Arc::new(parts.pki.server_tls_config()?));

@@ -117,6 +117,14 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// SIGKILL, as a crash: no clean-up runs (pods and node state stay).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<_> = text.lines().collect();
@@ -256,13 +264,16 @@ impl Cluster {
         );
     }
 
+    /// One more namespace on the cluster's network (e.g. an upstream DNS
+    /// server); drop it before the cluster.
+    pub fn add_node(&self, name: &str) -> Node {
+        self._net.add_node(name).expect("add a node namespace")
+    }
+
     /// `kill -9` of the agent: no drain, no cleanup (fail-static tests);
     /// [`Cluster::respawn_agent`] starts it again with the same flags.
     pub fn kill9_agent(&mut self) {
-        if let Some(mut child) = self.agent.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.agent.kill9();
     }
 
     pub fn respawn_agent(&mut self) {
@@ -369,6 +380,22 @@ impl Cluster {
                 .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
                 .stdout,
         )
+    }
+
+    /// [`Cluster::track_pod`] for a pod in namespace `ns`.
+    pub fn track_pod_in(&self, ns: &str, pod: &str) {
+        let o = self.kubectl(&[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            pod,
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ]);
+        let uid = text(&o.stdout);
+        assert!(!uid.is_empty(), "pod {ns}/{pod} has no uid");
+        self.pod_uids.borrow_mut().push(uid);
     }
 
     pub fn track_pod(&self, pod: &str) {

@@ -110,8 +110,13 @@ impl KubeletOptions {
             .and_then(|c| c.flannel_backend.as_deref())
             .and_then(|b| b.parse().ok())
             .unwrap_or(crate::overlay::FlannelBackend::Vxlan);
-        if let Some(cidr) = cluster.and_then(|c| c.cluster_cidr.parse().ok()) {
-            opts.cluster_cidr = cidr;
+        if let Some(cluster) = cluster {
+            if let Ok(cidr) = cluster.cluster_cidr.parse() {
+                opts.cluster_cidr = cidr;
+            }
+            // The server's DNS address and domain, as the join stored them.
+            opts.cluster_dns = cluster.cluster_dns;
+            opts.cluster_domain = cluster.cluster_domain;
         }
         opts
     }
@@ -212,6 +217,16 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let runtime_version = format!("{rt_name}://{rt_version}");
     let client = client(&opts.credentials.kubeconfig).await?;
     std::fs::create_dir_all(&opts.agent_dir).ok();
+    // Cluster DNS for this node's pods (crate::dns), up before any pod starts.
+    let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
+    let mut dns = crate::dns::DnsOptions::new(opts.cluster_dns, opts.cluster_domain.clone());
+    dns.resolv_conf = opts.node.resolv_conf.clone();
+    let (dns_client, dns_stop) = (client.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = crate::dns::run(dns_client, services, dns, dns_stop).await {
+            tracing::error!("cluster DNS stopped: {e}");
+        }
+    });
 
     let facts = node::NodeFacts::gather(&opts.node, &opts.agent_dir, &runtime_version);
     let registered = node::register(&client, &opts.node, &facts, false).await?;
@@ -295,6 +310,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         host_ip: facts.internal_ip,
         cluster_dns: opts.cluster_dns,
         cluster_domain: opts.cluster_domain.clone(),
+        resolv_conf: crate::dns::resolvconf::choose(opts.node.resolv_conf.as_deref()),
         pods_dir: opts.agent_dir.join("pods"),
         log_root: opts.log_root.clone(),
         node_cpu_millis: facts.cpus as i64 * 1000,

@@ -435,6 +435,7 @@ mod tests {
             kubelet_args: Default::default(),
             node_external_ip: None,
             flannel_iface: None,
+            resolv_conf: None,
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());

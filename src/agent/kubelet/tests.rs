@@ -50,6 +50,7 @@ async fn env() -> Env {
         host_ip: "192.168.1.2".parse().unwrap(),
         cluster_dns: "10.43.0.10".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
+        resolv_conf: dir.path().join("resolv.conf"),
         pods_dir: dir.path().join("pods"),
         log_root: dir.path().join("logs"),
         node_cpu_millis: 4000,

@@ -46,6 +46,9 @@ pub struct Context {
     pub host_ip: IpAddr,
     pub cluster_dns: IpAddr,
     pub cluster_domain: String,
+    /// The node's resolver file (`--resolv-conf`, systemd-resolved aware),
+    /// for pods whose dnsPolicy uses the node's resolvers.
+    pub resolv_conf: PathBuf,
     /// `<agent>/pods`: per-pod files and volumes.
     pub pods_dir: PathBuf,
     /// `/var/log/pods` in production.
@@ -370,15 +373,15 @@ impl PodWorker {
                 &hostname,
                 &aliases,
             );
-            let resolv = if spec.dns_policy.as_deref() == Some("Default") {
-                std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-            } else {
-                podfiles::resolv_conf(
-                    self.ctx.cluster_dns,
-                    &self.namespace,
-                    &self.ctx.cluster_domain,
-                )
-            };
+            let resolv = podfiles::pod_resolv_conf(&podfiles::DnsInputs {
+                namespace: &self.namespace,
+                cluster_dns: self.ctx.cluster_dns,
+                cluster_domain: &self.ctx.cluster_domain,
+                dns_policy: spec.dns_policy.as_deref(),
+                host_network: spec.host_network.unwrap_or(false),
+                dns_config: spec.dns_config.as_ref(),
+                host: &crate::dns::resolvconf::load(&self.ctx.resolv_conf),
+            });
             if let Err(e) = podfiles::write(&self.pod_dir(), &hosts, &hostname, &resolv) {
                 self.problem = Some(format!(
                     "failed to write the pod's hosts, hostname and resolv.conf: {e}"

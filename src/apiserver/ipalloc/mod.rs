@@ -7,6 +7,7 @@
 //! Invariant: the `kubernetes` Service owns the first address of the service
 //! CIDR (10.43.0.1); dynamic allocation never hands it out.
 
+pub mod kube_dns;
 pub mod services;
 pub mod tolerations;
 
