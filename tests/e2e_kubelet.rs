@@ -201,6 +201,8 @@ async fn kubelet_runs_pods_on_containerd() {
         container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
         private_registry: dir.path().join("registries.yaml"),
         kubelet_args: Default::default(),
+        ingress_http_port: 80,
+        ingress_https_port: 443,
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

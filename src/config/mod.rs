@@ -49,6 +49,8 @@ pub const DEFAULT_WRITE_KUBECONFIG: &str = "/etc/rk3s/rk3s.yaml";
 pub const DEFAULT_WRITE_KUBECONFIG_MODE: &str = "0600";
 pub const DEFAULT_FLANNEL_BACKEND: &str = "vxlan";
 pub const DEFAULT_CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+pub const DEFAULT_INGRESS_HTTP_PORT: &str = "80";
+pub const DEFAULT_INGRESS_HTTPS_PORT: &str = "443";
 /// k3s's `/etc/rancher/k3s/registries.yaml`, under our name.
 pub const DEFAULT_PRIVATE_REGISTRY: &str = "/etc/rk3s/registries.yaml";
 
@@ -108,6 +110,9 @@ pub struct NodeConfig {
     pub private_registry: PathBuf,
     /// `--kubelet-arg KEY=VALUE` items, validated.
     pub kubelet_args: KubeletArgs,
+    /// Where the built-in ingress listens for HTTP and HTTPS.
+    pub ingress_http_port: u16,
+    pub ingress_https_port: u16,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -258,6 +263,8 @@ impl Resolver<'_> {
                 parse_path,
             )?,
             kubelet_args: self.kubelet_args()?,
+            ingress_http_port: self.required("ingress-http-port", DEFAULT_INGRESS_HTTP_PORT, parse_port)?,
+            ingress_https_port: self.required("ingress-https-port", DEFAULT_INGRESS_HTTPS_PORT, parse_port)?,
         })
     }
 

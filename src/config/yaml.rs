@@ -95,4 +95,6 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
         &node.container_runtime_endpoint,
     );
     put(m, "private-registry", node.private_registry.display());
+    put(m, "ingress-http-port", node.ingress_http_port);
+    put(m, "ingress-https-port", node.ingress_https_port);
 }

@@ -208,6 +208,15 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
+    // Node subsystems (modules of their own; the agent only wires them).
+    let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
+    let mut ingress = crate::ingress::IngressOptions::on_ports(opts.node.ingress_http_port, opts.node.ingress_https_port);
+    match crate::dashboard::ApiAccess::from_kubeconfig(&opts.credentials.kubeconfig) {
+        Ok(access) => ingress.reserved = Some(crate::dashboard::router(access)),
+        Err(e) => tracing::warn!("the dashboard is off: {e}"),
+    }
+    crate::ingress::spawn(client.clone(), services, ingress, shutdown.clone());
+
     let Some(cidr) = wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Ok(());
     };

@@ -382,6 +382,8 @@ mod tests {
             container_runtime_endpoint: String::new(),
             private_registry: Default::default(),
             kubelet_args: Default::default(),
+            ingress_http_port: 80,
+            ingress_https_port: 443,
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());
