@@ -204,6 +204,8 @@ async fn kubelet_runs_pods_on_containerd() {
         node_external_ip: None,
         flannel_iface: None,
         resolv_conf: None,
+        ingress_http_port: 80,
+        ingress_https_port: 443,
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{
     DEFAULT_BIND_ADDRESS, DEFAULT_CLUSTER_CIDR, DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_CONFIG_FILE, DEFAULT_CONTAINER_RUNTIME_ENDPOINT, DEFAULT_DATA_DIR,
-    DEFAULT_FLANNEL_BACKEND, DEFAULT_HTTPS_LISTEN_PORT, DEFAULT_PRIVATE_REGISTRY,
+    DEFAULT_FLANNEL_BACKEND, DEFAULT_HTTPS_LISTEN_PORT, DEFAULT_INGRESS_HTTPS_PORT,
+    DEFAULT_INGRESS_HTTP_PORT, DEFAULT_PRIVATE_REGISTRY,
     DEFAULT_SERVICE_CIDR, DEFAULT_SERVICE_NODE_PORT_RANGE, DEFAULT_WRITE_KUBECONFIG,
     DEFAULT_WRITE_KUBECONFIG_MODE,
 };
@@ -217,6 +218,12 @@ pub struct NodeArgs {
     /// [default: /etc/resolv.conf, or systemd-resolved's upstream list when it names only the 127.0.0.53 stub].
     #[arg(long, env = "RK3S_RESOLV_CONF", value_name = "FILE")]
     pub resolv_conf: Option<String>,
+    /// Port of the built-in ingress for HTTP (off with the server's --disable traefik).
+    #[arg(long, env = "RK3S_INGRESS_HTTP_PORT", value_name = "PORT", default_value = DEFAULT_INGRESS_HTTP_PORT)]
+    pub ingress_http_port: String,
+    /// Port of the built-in ingress for HTTPS.
+    #[arg(long, env = "RK3S_INGRESS_HTTPS_PORT", value_name = "PORT", default_value = DEFAULT_INGRESS_HTTPS_PORT)]
+    pub ingress_https_port: String,
     /// Log at debug level (RUST_LOG, when set, wins).
     #[arg(long, env = "RK3S_DEBUG", value_parser = BoolishValueParser::new())]
     pub debug: bool,

@@ -53,6 +53,8 @@ pub const DEFAULT_WRITE_KUBECONFIG: &str = "/etc/rk3s/rk3s.yaml";
 pub const DEFAULT_WRITE_KUBECONFIG_MODE: &str = "0600";
 pub const DEFAULT_FLANNEL_BACKEND: &str = "vxlan";
 pub const DEFAULT_CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+pub const DEFAULT_INGRESS_HTTP_PORT: &str = "80";
+pub const DEFAULT_INGRESS_HTTPS_PORT: &str = "443";
 /// k3s's `/etc/rancher/k3s/registries.yaml`, under our name.
 pub const DEFAULT_PRIVATE_REGISTRY: &str = "/etc/rk3s/registries.yaml";
 
@@ -118,6 +120,9 @@ pub struct NodeConfig {
     pub flannel_iface: Option<String>,
     /// `--resolv-conf`: the node's upstream resolvers (None: detected).
     pub resolv_conf: Option<PathBuf>,
+    /// Where the built-in ingress listens for HTTP and HTTPS.
+    pub ingress_http_port: u16,
+    pub ingress_https_port: u16,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -273,6 +278,8 @@ impl Resolver<'_> {
             node_external_ip: self.one("node-external-ip", None, parse_ip)?,
             flannel_iface: self.one("flannel-iface", None, parse_iface)?,
             resolv_conf: self.one("resolv-conf", None, parse_path)?,
+            ingress_http_port: self.required("ingress-http-port", DEFAULT_INGRESS_HTTP_PORT, parse_port)?,
+            ingress_https_port: self.required("ingress-https-port", DEFAULT_INGRESS_HTTPS_PORT, parse_port)?,
         })
     }
 

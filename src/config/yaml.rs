@@ -100,7 +100,10 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
     }
     if let Some(iface) = &node.flannel_iface {
         put(m, "flannel-iface", iface);
+    }
     if let Some(r) = &node.resolv_conf {
         put(m, "resolv-conf", r.display());
     }
+    put(m, "ingress-http-port", node.ingress_http_port);
+    put(m, "ingress-https-port", node.ingress_https_port);
 }

@@ -112,6 +112,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let url = format!("https://127.0.0.1:{port}");
     let api = tokio::spawn(server.run());
     let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &shutdown).await;
+    control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     if config.disable_agent {
         tracing::info!("--disable-agent: this server runs no pods");
     } else {
@@ -165,6 +166,35 @@ async fn start_control_plane(
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }
     tasks
+}
+
+/// Creates the default IngressClass `rk3s` (or, with `--disable traefik`,
+/// deletes it), retrying until the API answers; its presence is what turns
+/// every node's ingress on.
+fn start_ingress_class(
+    pki: Arc<crate::pki::Pki>,
+    url: &str,
+    enabled: bool,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (url, shutdown) = (url.to_string(), shutdown.clone());
+    tokio::spawn(async move {
+        use crate::pki::ClientRole;
+        for _ in 0..30 {
+            let result = match crate::controllers::in_process_client(&pki, ClientRole::Supervisor, &url).await {
+                Ok(client) => crate::ingress::class::ensure(client, enabled).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!("{e} (retrying)"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            }
+        }
+    })
 }
 
 /// The server's own node: kubelet credentials straight from the PKI (no

@@ -217,13 +217,15 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let runtime_version = format!("{rt_name}://{rt_version}");
     let client = client(&opts.credentials.kubeconfig).await?;
     std::fs::create_dir_all(&opts.agent_dir).ok();
-    // Cluster DNS for this node's pods (crate::dns), up before any pod starts.
+    // Node subsystems (modules of their own; the agent only wires them),
+    // all fed by one Service cache. Cluster DNS for this node's pods
+    // (crate::dns) is up before any pod starts.
     let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
     let mut dns = crate::dns::DnsOptions::new(opts.cluster_dns, opts.cluster_domain.clone());
     dns.resolv_conf = opts.node.resolv_conf.clone();
-    let (dns_client, dns_stop) = (client.clone(), shutdown.clone());
+    let (dns_client, dns_services, dns_stop) = (client.clone(), services.clone(), shutdown.clone());
     tokio::spawn(async move {
-        if let Err(e) = crate::dns::run(dns_client, services, dns, dns_stop).await {
+        if let Err(e) = crate::dns::run(dns_client, dns_services, dns, dns_stop).await {
             tracing::error!("cluster DNS stopped: {e}");
         }
     });
@@ -245,14 +247,22 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    // The service proxy (`crate::proxy`) programs its own table from the
-    // node's Service cache; it needs no pod network to start.
-    let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
+    // The service proxy (`crate::proxy`) programs its own table; it needs
+    // no pod network to start.
     tokio::spawn(crate::proxy::run(
         crate::proxy::ProxyConfig::for_node(&node_name, facts.internal_ip),
-        services,
+        services.clone(),
         shutdown.clone(),
     ));
+    let mut ingress = crate::ingress::IngressOptions::on_ports(
+        opts.node.ingress_http_port,
+        opts.node.ingress_https_port,
+    );
+    match crate::dashboard::ApiAccess::from_kubeconfig(&opts.credentials.kubeconfig) {
+        Ok(access) => ingress.reserved = Some(crate::dashboard::router(access)),
+        Err(e) => tracing::warn!("the dashboard is off: {e}"),
+    }
+    crate::ingress::spawn(client.clone(), services, ingress, shutdown.clone());
 
     let Some(cidr) = wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Ok(());

@@ -436,6 +436,8 @@ mod tests {
             node_external_ip: None,
             flannel_iface: None,
             resolv_conf: None,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());
