@@ -77,7 +77,8 @@ async fn backend() -> SocketAddr {
     addr
 }
 
-struct Nginx(Child, tempfile::TempDir);
+/// nginx and the directory holding its config (kept until the bench ends).
+struct Nginx(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Nginx {
     fn drop(&mut self) {

@@ -112,6 +112,9 @@ async fn bench(runs: usize) {
         kubelet_args: Default::default(),
         node_external_ip: None,
         flannel_iface: None,
+        resolv_conf: None,
+        ingress_http_port: 80,
+        ingress_https_port: 443,
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

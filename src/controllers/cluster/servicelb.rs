@@ -36,7 +36,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::events::{object_ref, EventRecorder, EventType};
+use crate::k8s::events::{object_ref, EventRecorder, EventType};
 use crate::controllers::Context;
 
 pub const ENABLE_LB_LABEL: &str = "svccontroller.k3s.cattle.io/enablelb";
