@@ -26,6 +26,7 @@ pub mod api;
 pub mod backoff;
 pub mod container_spec;
 pub mod env;
+pub mod hooks;
 pub mod image_gc;
 pub mod images;
 pub mod lease;

@@ -13,7 +13,7 @@
 //! Partial: no postStart hooks, no ephemeral containers, no sidecar
 //! (restartable init) containers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,53 +145,15 @@ fn restart_policy(pod: &Pod) -> String {
 }
 
 impl PodWorker {
-    /// Runs the app containers' preStop hooks concurrently, within `grace`.
+    /// Runs the app containers' preStop hooks ([`super::hooks`]).
     async fn run_pre_stop_hooks(&self, grace: Duration) {
         let Some(pod) = &self.last_pod else { return };
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.clone())
-            .unwrap_or_default();
-        let mut hooks = Vec::new();
-        for c in &containers {
-            let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
-                continue;
-            };
-            let Some(id) = self.slots.get(&c.name).and_then(|s| s.id.clone()) else {
-                continue;
-            };
-            let runtime = self.ctx.runtime.clone();
-            let ip = self.pod_ip;
-            let name = c.name.clone();
-            let container = c.clone();
-            hooks.push(async move {
-                if let Some(exec) = &hook.exec {
-                    let argv = exec.command.clone().unwrap_or_default();
-                    match runtime.exec(&id, &argv, grace).await {
-                        Ok(0) => {}
-                        Ok(code) => {
-                            tracing::warn!(container = %name, code, "preStop hook exited non-zero")
-                        }
-                        Err(e) => {
-                            tracing::warn!(container = %name, error = %e, "preStop hook failed")
-                        }
-                    }
-                } else if let (Some(get), Some(ip)) = (&hook.http_get, ip) {
-                    let probe = k8s_openapi::api::core::v1::Probe {
-                        http_get: Some(get.clone()),
-                        timeout_seconds: Some(grace.as_secs().max(1) as i32),
-                        ..Default::default()
-                    };
-                    if probe::run(&probe, &container, ip, runtime.as_ref(), &id).await
-                        != probe::Outcome::Success
-                    {
-                        tracing::warn!(container = %name, "preStop httpGet hook failed");
-                    }
-                }
-            });
-        }
-        let _ = tokio::time::timeout(grace, futures::future::join_all(hooks)).await;
+        let running: HashMap<String, ContainerId> = self
+            .slots
+            .iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.id.clone()?)))
+            .collect();
+        super::hooks::run_pre_stop(&self.ctx.runtime, pod, &running, self.pod_ip, grace).await;
     }
 
     pub fn new(ctx: Arc<Context>, pod: &Pod) -> Self {

@@ -38,7 +38,7 @@ fn service(ip: std::net::IpAddr) -> Value {
 /// not `enabled`.
 pub fn bootstrap_kube_dns_service(
     store: &dyn Store,
-    settings: &crate::server::assemble::ClusterSettings,
+    settings: &crate::config::ClusterSettings,
     enabled: bool,
 ) -> Result<(), BootstrapError> {
     let err = |source| BootstrapError::Write {
