@@ -267,6 +267,12 @@ async fn datapath(conns: usize) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // `cargo test --all-targets` runs bench targets without `--bench`:
+    // figures only mean something from `cargo bench --bench proxy`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("proxy bench: skipped outside `cargo bench --bench proxy`");
+        return;
+    }
     let changes = env_num("RK3S_BENCH_CHANGES", 30);
     println!("one endpoint change, rule computation only (recording firewall; median / p99):");
     for services in [100, 1000] {
