@@ -115,6 +115,15 @@ fn fixture() -> Fixture {
         .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         .status
         .success());
+    // The client, gw and backends share one subnet, so gw would answer
+    // each forwarded packet with an ICMP redirect; redirects spend the same
+    // per-host token bucket as the ICMP errors `reject` sends, and a
+    // rejected connection would then hang instead of being refused. A real
+    // node forwards between its pod bridge and its uplink, and sends none.
+    for key in ["all", "default", "eth0"] {
+        let setting = format!("net.ipv4.conf.{key}.send_redirects=0");
+        assert!(gw.exec(&["sysctl", "-qw", &setting]).status.success());
+    }
     // The client reaches Services through gw; backends answer the client
     // through gw too (as pods answer through their node).
     let gw_ip = gw.ip().to_string();
