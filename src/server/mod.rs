@@ -214,6 +214,7 @@ fn start_builtin_agent(
     opts.cluster_dns = settings.cluster_dns;
     opts.cluster_domain = settings.cluster_domain.clone();
     opts.flannel_backend = config.flannel_backend;
+    opts.node_services = true;
     if let ipnet::IpNet::V4(cidr) = settings.cluster_cidr {
         opts.cluster_cidr = cidr;
     }

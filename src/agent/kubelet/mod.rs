@@ -93,6 +93,12 @@ pub struct KubeletOptions {
     pub flannel_backend: crate::overlay::FlannelBackend,
     /// All pods (`--cluster-cidr`, the server's).
     pub cluster_cidr: ipnet::Ipv4Net,
+    /// Runs the node services that change the host's network: cluster DNS
+    /// (an address on a host link), the service proxy (an nftables table)
+    /// and the ingress (ports 80 and 443). The standalone agent and the
+    /// server's built-in agent turn it on; [`KubeletOptions::new`] leaves
+    /// it off, so in-process test kubelets never touch the host.
+    pub node_services: bool,
 }
 
 impl KubeletOptions {
@@ -105,6 +111,7 @@ impl KubeletOptions {
         );
         // The backend is the server's choice; an older server that does not
         // say gets k3s's default.
+        opts.node_services = true;
         let cluster = crate::agent::join::ClusterConfig::load(&opts.agent_dir);
         opts.flannel_backend = cluster
             .as_ref()
@@ -142,6 +149,7 @@ impl KubeletOptions {
             log_shim: None,
             flannel_backend: crate::overlay::FlannelBackend::None,
             cluster_cidr: "10.42.0.0/16".parse().expect("valid literal"),
+            node_services: false,
         }
     }
 }
@@ -222,14 +230,16 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     // all fed by one Service cache. Cluster DNS for this node's pods
     // (crate::dns) is up before any pod starts.
     let services = crate::svccache::ServiceCache::start(client.clone(), shutdown.clone());
-    let mut dns = crate::dns::DnsOptions::new(opts.cluster_dns, opts.cluster_domain.clone());
-    dns.resolv_conf = opts.node.resolv_conf.clone();
-    let (dns_client, dns_services, dns_stop) = (client.clone(), services.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        if let Err(e) = crate::dns::run(dns_client, dns_services, dns, dns_stop).await {
-            tracing::error!("cluster DNS stopped: {e}");
-        }
-    });
+    if opts.node_services {
+        let mut dns = crate::dns::DnsOptions::new(opts.cluster_dns, opts.cluster_domain.clone());
+        dns.resolv_conf = opts.node.resolv_conf.clone();
+        let (dns_client, dns_services, dns_stop) = (client.clone(), services.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::dns::run(dns_client, dns_services, dns, dns_stop).await {
+                tracing::error!("cluster DNS stopped: {e}");
+            }
+        });
+    }
 
     let facts = node::NodeFacts::gather(&opts.node, &opts.agent_dir, &runtime_version);
     let registered = node::register(&client, &opts.node, &facts, false).await?;
@@ -248,22 +258,24 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         shutdown.clone(),
     ));
 
-    // The service proxy (`crate::proxy`) programs its own table; it needs
-    // no pod network to start.
-    tokio::spawn(crate::proxy::run(
-        crate::proxy::ProxyConfig::for_node(&node_name, facts.internal_ip),
-        services.clone(),
-        shutdown.clone(),
-    ));
-    let mut ingress = crate::ingress::IngressOptions::on_ports(
-        opts.node.ingress_http_port,
-        opts.node.ingress_https_port,
-    );
-    match crate::dashboard::ApiAccess::from_kubeconfig(&opts.credentials.kubeconfig) {
-        Ok(access) => ingress.reserved = Some(crate::dashboard::router(access)),
-        Err(e) => tracing::warn!("the dashboard is off: {e}"),
+    if opts.node_services {
+        // The service proxy (`crate::proxy`) programs its own table; it needs
+        // no pod network to start.
+        tokio::spawn(crate::proxy::run(
+            crate::proxy::ProxyConfig::for_node(&node_name, facts.internal_ip),
+            services.clone(),
+            shutdown.clone(),
+        ));
+        let mut ingress = crate::ingress::IngressOptions::on_ports(
+            opts.node.ingress_http_port,
+            opts.node.ingress_https_port,
+        );
+        match crate::dashboard::ApiAccess::from_kubeconfig(&opts.credentials.kubeconfig) {
+            Ok(access) => ingress.reserved = Some(crate::dashboard::router(access)),
+            Err(e) => tracing::warn!("the dashboard is off: {e}"),
+        }
+        crate::ingress::spawn(client.clone(), services, ingress, shutdown.clone());
     }
-    crate::ingress::spawn(client.clone(), services, ingress, shutdown.clone());
 
     let Some(cidr) = wait_for_pod_cidr(&client, &node_name, &shutdown).await else {
         return Ok(());
