@@ -44,6 +44,7 @@ pub mod selectors;
 pub mod server;
 pub mod status;
 pub mod strategic;
+pub mod proxy;
 pub mod streaming;
 pub mod subresources;
 pub mod table;

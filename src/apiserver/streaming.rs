@@ -11,7 +11,8 @@
 //! byte for byte between kubectl and the kubelet. A node without a live
 //! tunnel is a 503 naming the node, never a hang.
 //!
-//! Partial: `pods/proxy`, `services/proxy` and `nodes/proxy` answer 503.
+//! `pods/proxy`, `services/proxy` and `nodes/proxy` are `super::proxy`'s,
+//! over the same [`relay`].
 
 use std::sync::Arc;
 
@@ -52,11 +53,8 @@ pub struct StreamRequest {
 }
 
 pub async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
-    if req.def.group_resource() != "pods" || req.sub == "proxy" {
-        return Err(ApiStatus::service_unavailable(format!(
-            "the {} subresource of {} is not served by rk3s yet",
-            req.sub, req.def.plural
-        )));
+    if req.sub == "proxy" {
+        return super::proxy::handle(req).await;
     }
     let ns = req.namespace.clone().unwrap_or_default();
     let key = keys::object_key(&req.def, Some(&ns), &req.name);
@@ -98,7 +96,13 @@ pub async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
         ))
     })?;
     let stream = dialer.dial(&node).map_err(ApiStatus::service_unavailable)?;
-    proxy(req.request, stream, &path, &query, &node).await
+    let uri = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    let what = format!("the kubelet of node {node}");
+    relay(req.request, TokioIo::new(stream), &uri, "kubelet", &what).await
 }
 
 /// The container a request names, or the only one; kube's wording otherwise.
@@ -138,19 +142,24 @@ fn pick_container(pod: &Value, name: &str, query: &str) -> Result<String, ApiSta
     }
 }
 
-/// Sends `incoming` to the kubelet over `stream` and relays the answer;
-/// a 101 splices the two upgraded connections together.
-async fn proxy(
+/// Sends `incoming` over `io` (to a kubelet, or a pod for the proxies)
+/// as `uri` with `Host: host`, and relays the answer; a 101 splices the two
+/// upgraded connections together. `what` names the far end in errors
+/// ("the kubelet of node n1", "pod default/web").
+pub(super) async fn relay<IO>(
     mut incoming: Request,
-    stream: tokio::io::DuplexStream,
-    path: &str,
-    query: &str,
-    node: &str,
-) -> Result<Response, ApiStatus> {
+    io: IO,
+    uri: &str,
+    host: &str,
+    what: &str,
+) -> Result<Response, ApiStatus>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
+{
     let unreachable = |e: String| {
-        ApiStatus::service_unavailable(format!("failed to reach the kubelet of node {node}: {e}"))
+        ApiStatus::service_unavailable(format!("failed to reach {what}: {e}"))
     };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(io)
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     tokio::spawn(async move {
@@ -160,11 +169,6 @@ async fn proxy(
     });
     let client_upgrade = hyper::upgrade::on(&mut incoming);
     let (parts, body) = incoming.into_parts();
-    let uri = if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{query}")
-    };
     let mut out = http::Request::builder().method(parts.method).uri(uri);
     for (k, v) in parts.headers.iter() {
         if k == http::header::AUTHORIZATION || k == http::header::HOST {
@@ -173,7 +177,7 @@ async fn proxy(
         out = out.header(k, v);
     }
     let out = out
-        .header(http::header::HOST, "kubelet")
+        .header(http::header::HOST, host)
         .body(body)
         .map_err(|e| ApiStatus::internal(e.to_string()))?;
     let mut response = sender

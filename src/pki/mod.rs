@@ -33,6 +33,7 @@ pub mod node_files;
 pub mod nodepass;
 pub mod options;
 pub mod server;
+pub mod skip_verify;
 pub mod tls;
 pub mod token;
 

@@ -10,13 +10,19 @@
 //!
 //! `/attach/...` streams a container's output (see [`attach`] for what is
 //! partial).
+//!
+//! `/rk3s/podDial/...` connects the API server's `pods/proxy` and
+//! `services/proxy` to a pod ([`dial`]); `nodes/proxy` reaches these routes
+//! themselves.
 
 pub mod attach;
 pub mod channels;
+pub mod dial;
 pub mod exec;
 pub mod logs;
 pub mod portforward;
 pub mod portforward_channels;
+mod pump;
 pub mod spdy;
 
 use std::path::PathBuf;
@@ -78,6 +84,7 @@ pub fn router_with(api: KubeletApi) -> Router {
         .route("/exec/{ns}/{pod}/{container}", any(exec::handler))
         .route("/attach/{ns}/{pod}/{container}", any(attach::handler))
         .route("/portForward/{ns}/{pod}/{uid}", any(portforward::handler))
+        .route("/rk3s/podDial/{ns}/{pod}/{uid}/{addr}", any(dial::handler))
         .with_state(state)
 }
 

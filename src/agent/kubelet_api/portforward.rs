@@ -49,6 +49,19 @@ pub trait PortForwardBackend: Send + Sync {
         uid: &str,
         port: u16,
     ) -> Result<TcpStream, String>;
+
+    /// Connects to `addr` from inside the pod's network namespace (the
+    /// pod's own IP for `pods/proxy` and `services/proxy`). The default
+    /// goes to the port on the pod's loopback.
+    async fn connect_addr(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<TcpStream, String> {
+        self.connect(namespace, pod, uid, addr.port()).await
+    }
 }
 
 /// The real backend: a socket made inside the pod's network namespace
@@ -67,19 +80,36 @@ impl PortForwardBackend for NetnsPortForward {
         port: u16,
     ) -> Result<TcpStream, String> {
         let path = self.netns_dir.join(format!("rk3s-{uid}"));
-        // The socket is made on a thread inside the pod's namespace and
-        // stays there (`hostnet::netns::run_in`).
-        let std = crate::hostnet::netns::run_in(Some(path), move || {
-            std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-                std::time::Duration::from_secs(5),
-            )
-        })
-        .await
-        .map_err(|e| format!("failed to connect to port {port} in the pod network namespace: {e}"))?;
-        std.set_nonblocking(true).map_err(|e| e.to_string())?;
-        TcpStream::from_std(std).map_err(|e| e.to_string())
+        connect_in(path, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .map_err(|e| format!("failed to connect to port {port} in the pod network namespace: {e}"))
     }
+
+    async fn connect_addr(
+        &self,
+        _ns: &str,
+        _pod: &str,
+        uid: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<TcpStream, String> {
+        let path = self.netns_dir.join(format!("rk3s-{uid}"));
+        connect_in(path, addr)
+            .await
+            .map_err(|e| format!("failed to connect to {addr} in the pod network namespace: {e}"))
+    }
+}
+
+/// A TCP connection made inside the network namespace at `netns`: the
+/// socket is created on a thread in that namespace and stays there
+/// (`hostnet::netns::run_in`).
+async fn connect_in(netns: PathBuf, addr: std::net::SocketAddr) -> Result<TcpStream, String> {
+    let std = crate::hostnet::netns::run_in(Some(netns), move || {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    std.set_nonblocking(true).map_err(|e| e.to_string())?;
+    TcpStream::from_std(std).map_err(|e| e.to_string())
 }
 
 pub(super) async fn handler(
@@ -379,7 +409,7 @@ async fn forward(
     port: u16,
     error_stream: u32,
     data_stream: u32,
-    mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
+    from_client: mpsc::Receiver<Option<Vec<u8>>>,
     out: mpsc::Sender<Vec<u8>>,
 ) {
     let tcp = match backend
@@ -399,34 +429,18 @@ async fn forward(
             return;
         }
     };
-    let (mut tr, mut tw) = tcp.into_split();
-    let up = async {
-        while let Some(Some(chunk)) = from_client.recv().await {
-            if tw.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = tw.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match tr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out
-                        .send(spdy::data(data_stream, 0, &buf[..n]))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = out.send(spdy::data(data_stream, spdy::FLAG_FIN, &[])).await;
-    };
-    tokio::join!(up, down);
+    super::pump::pump(
+        tcp,
+        tokio_stream::StreamExt::map_while(
+            tokio_stream::wrappers::ReceiverStream::new(from_client),
+            |chunk| chunk,
+        ),
+        &out,
+        |b| spdy::data(data_stream, 0, b),
+        Some(spdy::data(data_stream, spdy::FLAG_FIN, &[])),
+        super::pump::Ending::BothSides,
+    )
+    .await;
     let _ = out
         .send(spdy::data(error_stream, spdy::FLAG_FIN, &[]))
         .await;

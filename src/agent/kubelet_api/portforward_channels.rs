@@ -19,7 +19,6 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::channels::{self, Inbound, Protocol};
@@ -136,7 +135,7 @@ async fn forward(
     (ns, pod, uid): (String, String, String),
     port: u16,
     data: u8,
-    mut from_client: mpsc::Receiver<Bytes>,
+    from_client: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<(u8, Bytes)>,
 ) {
     let tcp = match backend.connect(&ns, &pod, &uid, port).await {
@@ -147,37 +146,16 @@ async fn forward(
             return;
         }
     };
-    let (mut tr, mut tw) = tcp.into_split();
-    let up = async {
-        while let Some(chunk) = from_client.recv().await {
-            if tw.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = tw.shutdown().await;
-    };
-    let down = async {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match tr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out
-                        .send((data, Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    };
     // The pod closing its end finishes the port, as the kubelet's does.
-    tokio::select! {
-        _ = down => {}
-        _ = async { up.await; std::future::pending::<()>().await } => {}
-    }
+    super::pump::pump(
+        tcp,
+        tokio_stream::wrappers::ReceiverStream::new(from_client),
+        &out,
+        |b| (data, Bytes::copy_from_slice(b)),
+        None,
+        super::pump::Ending::PodSide,
+    )
+    .await;
 }
 
 #[cfg(test)]

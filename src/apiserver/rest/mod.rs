@@ -71,6 +71,8 @@ fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
                 [] => Ok((d, s(ns), None, None, watch)),
                 [name] => Ok((d, s(ns), s(name), None, watch)),
                 [name, sub] => Ok((d, s(ns), s(name), s(sub), watch)),
+                // `…/NAME/proxy/PATH`: the proxied path is the handler's.
+                [name, "proxy", ..] => Ok((d, s(ns), s(name), s("proxy"), watch)),
                 _ => Err(nf()),
             }
         }
@@ -80,6 +82,9 @@ fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
                 [] => Ok((d, None, None, None, watch)),
                 [name] if !d.namespaced => Ok((d, None, s(name), None, watch)),
                 [name, sub] if !d.namespaced => Ok((d, None, s(name), s(sub), watch)),
+                [name, "proxy", ..] if !d.namespaced => {
+                    Ok((d, None, s(name), s("proxy"), watch))
+                }
                 _ => Err(nf()),
             }
         }
@@ -133,8 +138,16 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
     // kube 1.31+ authorizes websocket (GET) exec/attach/portforward as
     // `create`, like their SPDY (POST) form.
     let connect = matches!(sub.as_deref(), Some("exec" | "attach" | "portforward"));
+    // A proxy is authorized by its HTTP method, as kube's RequestInfo does.
+    let proxy = sub.as_deref() == Some("proxy");
+    let other_method = parts.method.as_str().to_ascii_lowercase();
     let verb = match (&parts.method, name.is_some()) {
         _ if connect => "create",
+        (&Method::GET | &Method::HEAD, _) if proxy => "get",
+        (&Method::DELETE, _) if proxy => "delete",
+        (m, _) if proxy && !matches!(*m, Method::POST | Method::PUT | Method::PATCH) => {
+            other_method.as_str()
+        }
         (&Method::GET, false) if watch => "watch",
         (&Method::GET, false) => "list",
         (&Method::GET, true) => "get",
