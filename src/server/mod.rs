@@ -137,7 +137,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
 /// `url`, each with its own control-plane certificate. A client that cannot
 /// be built is logged and that part is not started (the API keeps serving).
 async fn start_control_plane(
-    pki: &crate::pki::Pki,
+    pki: &Arc<crate::pki::Pki>,
     url: &str,
     settings: &assemble::ClusterSettings,
     disabled: &std::collections::BTreeSet<crate::config::Component>,
@@ -155,6 +155,8 @@ async fn start_control_plane(
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
             let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
+            let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
+            tasks.push(tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer)));
             tasks.push(tokio::spawn(crate::controllers::run(ctx)));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),

@@ -67,6 +67,8 @@ pub fn build(
     s.tty = c.tty.unwrap_or(false);
     s.hostname = spec.hostname.clone().unwrap_or_else(|| p.name.to_string());
     s.netns_path = p.netns.map(Path::to_path_buf);
+    s.host_pid = spec.host_pid == Some(true);
+    s.host_ipc = spec.host_ipc == Some(true);
     s.log_path = p
         .log_root
         .join(format!("{}_{}_{}", p.namespace, p.name, p.uid))

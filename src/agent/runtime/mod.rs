@@ -228,6 +228,10 @@ pub struct ContainerSpec {
     pub stdin_once: bool,
     /// `tty: true`: the process runs on a terminal.
     pub tty: bool,
+    /// `hostPID: true` / `hostIPC: true`: the container shares the
+    /// node's PID / IPC namespace (`kubectl debug node/…`).
+    pub host_pid: bool,
+    pub host_ipc: bool,
 }
 
 impl ContainerSpec {

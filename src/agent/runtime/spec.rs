@@ -316,12 +316,16 @@ pub fn runtime_spec(
         }));
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    // A namespace left out of the list is the host's.
+    let mut namespaces = Vec::new();
+    if !spec.host_pid {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if !spec.host_ipc {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    namespaces.push(json!({"type": "uts"}));
+    namespaces.push(json!({"type": "mount"}));
     namespaces.push(match &spec.netns_path {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -539,6 +543,21 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("/proc/kcore")));
+    }
+
+    #[test]
+    fn host_pid_and_ipc_omit_their_namespaces() {
+        let mut spec = ContainerSpec::new("u", "p", "ns", "c", "img");
+        spec.host_pid = true;
+        spec.host_ipc = true;
+        let v = runtime_spec(&spec, &image(&[], &["sh"]), "cid").unwrap();
+        let types: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        assert_eq!(types, ["uts", "mount"]);
     }
 
     #[test]

@@ -122,6 +122,8 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
     let group_resource = def.group_resource();
     if let Some(sub) = &sub {
         let served = (sub == "status" && def.has_subresource("status"))
+            || (sub == "approval"
+                && group_resource == "certificatesigningrequests.certificates.k8s.io")
             || super::streaming::is_streaming(&group_resource, sub)
             || super::subresources::is_served(&group_resource, sub);
         if !served || name.is_none() || !def.has_subresource(sub) {
@@ -223,7 +225,7 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
     ) {
         check_write_options(&ctx, &parts.method)?;
     }
-    if ctx.sub.as_deref().is_some_and(|s| s != "status") {
+    if ctx.sub.as_deref().is_some_and(|s| s != "status" && s != "approval") {
         return super::subresources::handle(&ctx, &parts.method, &body);
     }
     match (parts.method, ctx.name.is_some()) {

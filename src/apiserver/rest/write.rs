@@ -181,6 +181,57 @@ pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
     Err(ApiStatus::generate_name_conflict(ctx.target(&g)))
 }
 
+/// A CSR's `approval` update: only `status.conditions` change, and only
+/// for a user allowed to `approve` the request's signer (kube's
+/// CertificateApproval admission: `signers` in certificates.k8s.io, named
+/// by the signer or `<domain>/*`).
+fn approval_update(ctx: &Ctx, cur: &Value, new: &Value) -> Result<Value, ApiStatus> {
+    let name = ctx.name.clone().unwrap_or_default();
+    let signer = cur
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let wildcard = signer
+        .split_once('/')
+        .map(|(domain, _)| format!("{domain}/*"))
+        .unwrap_or_default();
+    let allowed = [signer, wildcard.as_str()].iter().any(|resource_name| {
+        ctx.state.authorizer.authorize(
+            &ctx.user,
+            &crate::apiserver::auth::Attributes {
+                resource_request: true,
+                path: "",
+                verb: "approve",
+                group: "certificates.k8s.io",
+                resource: "signers",
+                subresource: None,
+                namespace: None,
+                name: Some(resource_name),
+            },
+        )
+    });
+    if !allowed {
+        return Err(ApiStatus::forbidden(
+            ctx.target(&name),
+            &format!("user not permitted to approve requests with signerName \"{signer}\""),
+        ));
+    }
+    let mut merged = cur.clone();
+    let conditions = new
+        .pointer("/status/conditions")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if !merged["status"].is_object() {
+        merged["status"] = serde_json::json!({});
+    }
+    if conditions.is_null() {
+        merged["status"].as_object_mut().map(|o| o.remove("conditions"));
+    } else {
+        merged["status"]["conditions"] = conditions;
+    }
+    Ok(merged)
+}
+
 /// Carries system fields over from `cur` and applies the status split.
 fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiStatus> {
     let name = ctx.name.clone().unwrap_or_default();
@@ -191,6 +242,9 @@ fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiSt
     }
     check_type(&ctx.def, &new)?;
     objects::set_type(&ctx.def, &mut new);
+    if ctx.sub.as_deref() == Some("approval") {
+        return approval_update(ctx, cur, &new);
+    }
     if ctx.sub.as_deref() == Some("status") {
         let mut merged = cur.clone();
         merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);

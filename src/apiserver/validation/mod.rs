@@ -42,6 +42,7 @@
 //! failure is always worded like a create/PUT (`<Kind> in version "v1"
 //! cannot be handled as a <Kind>: …`), also for a PATCH.
 
+mod csr;
 mod fields;
 mod meta;
 mod spec;
@@ -68,7 +69,7 @@ impl Admission for Validation {
         obj: &mut Value,
         _warnings: &mut Vec<String>,
     ) -> Result<(), ApiStatus> {
-        if req.subresource.is_some_and(|s| s != "status") {
+        if req.subresource.is_some_and(|s| s != "status" && s != "approval") {
             return Ok(());
         }
         let errs = validate(req, obj);
@@ -93,6 +94,10 @@ impl Admission for Validation {
 /// rules).
 pub fn validate(req: &AdmissionRequest<'_>, obj: &Value) -> Errs {
     let mut errs = Errs::default();
+    if req.subresource == Some("approval") {
+        csr::approval(req.old, obj, &mut errs);
+        return errs;
+    }
     let status_only = req.subresource == Some("status");
     if !status_only {
         meta::object_meta(req, obj, &mut errs);

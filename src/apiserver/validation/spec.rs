@@ -22,6 +22,7 @@ pub(super) fn kind(req: &AdmissionRequest<'_>, obj: &Value, errs: &mut Errs) {
         "jobs.batch" => job_spec("spec", spec, errs),
         "cronjobs.batch" => cron_job(spec, errs),
         "services" => service(spec, errs),
+        "certificatesigningrequests.certificates.k8s.io" => super::csr::spec(obj, errs),
         _ => {}
     }
 }

@@ -14,6 +14,7 @@
 //! API and writes the difference, so a restart neither loses nor repeats
 //! work; errors requeue with a delay instead of spinning.
 
+pub mod csrsigning;
 pub mod endpoints;
 pub mod gc;
 pub mod namespaces;

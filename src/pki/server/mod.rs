@@ -254,5 +254,7 @@ fn load_or_create_sa_key(dir: &Path) -> Result<(String, String), PkiError> {
     Ok((key_pem, public_pem))
 }
 
+pub mod csr_signing;
+
 #[cfg(test)]
 mod tests;
