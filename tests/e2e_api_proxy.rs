@@ -204,7 +204,7 @@ fn pods_services_and_nodes_are_proxied_through_the_tunnel() {
     ] {
         assert_eq!(
             kubectl.run_ok(&["get", "--raw", path]),
-            "GET /a/b?x=1 len=0 sum=0",
+            "GET /a/b?x=1 len=0 sum=0\n",
             "{path}"
         );
     }

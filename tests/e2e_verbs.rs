@@ -503,3 +503,156 @@ const sorted = Object.fromEntries(Object.entries(results).sort());
 console.log(JSON.stringify(sorted));
 process.exit(0);
 "#;
+
+/// `kubectl certificate approve|deny` with the CSR API and the signers
+/// kube-controller-manager runs, on `rk3s server` (no agent needed).
+#[test]
+fn certificate_requests_are_approved_denied_and_signed() {
+    if !require_e2e("certificate_requests_are_approved_denied_and_signed") {
+        return;
+    }
+    privilege::require_tools("e2e_verbs", &[("openssl", "openssl"), ("kubectl", "kubectl")]);
+    let one = OneNode::start(&["--disable-agent"], "rk3s=info");
+    let env = Env {
+        one: &one,
+        home: tempfile::tempdir().unwrap(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A key and a CSR per subject, as a user makes them with openssl.
+    let request = |name: &str, subject: &str| -> String {
+        let key = dir.path().join(format!("{name}.key"));
+        let csr = dir.path().join(format!("{name}.csr"));
+        let o = Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject, "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl: {}", text(&o.stderr));
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr).unwrap())
+    };
+    let csr_yaml = |name: &str, signer: &str, usages: &str, request: &str| {
+        format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: {signer}\n  expirationSeconds: 3600\n  usages: [{usages}]\n"
+        )
+    };
+    let client = "kubernetes.io/kube-apiserver-client";
+    env.apply(&csr_yaml("alice", client, "digital signature, client auth", &request("alice", "/CN=alice/O=devs")));
+    env.apply(&csr_yaml("bob", client, "digital signature, client auth", &request("bob", "/CN=bob")));
+    env.apply(&csr_yaml(
+        "not-a-node",
+        "kubernetes.io/kubelet-serving",
+        "digital signature, server auth",
+        &request("nan", "/CN=alice"),
+    ));
+    let field = |name: &str, path: &str| {
+        env.kubectl(&["get", "csr", name, "-o", &format!("jsonpath={path}")])
+    };
+    assert!(env.kubectl(&["get", "csr", "alice"]).contains("Pending"));
+
+    // Approval needs `approve` on the signer, as kube's admission asks.
+    env.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: csr-updater\nrules:\n- apiGroups: [certificates.k8s.io]\n  resources: [certificatesigningrequests, certificatesigningrequests/approval]\n  verbs: [get, list, update]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: csr-updater\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: csr-updater\nsubjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: mallory\n",
+    );
+    let o = env.run("/usr/bin/kubectl", &["--as=mallory", "certificate", "approve", "alice"]);
+    assert!(
+        text(&o.stderr).contains("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client\""),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let out = env.kubectl(&["certificate", "approve", "alice", "not-a-node"]);
+    assert!(out.contains("certificatesigningrequest.certificates.k8s.io/alice approved"), "{out}");
+    let out = env.kubectl(&["certificate", "deny", "bob"]);
+    assert!(out.contains("certificatesigningrequest.certificates.k8s.io/bob denied"), "{out}");
+    let cert = one.wait_for("alice's certificate", 60, || {
+        let c = field("alice", "{.status.certificate}");
+        (!c.is_empty()).then_some(c)
+    });
+    // The issued certificate works: alice is alice, in group devs.
+    use base64::Engine;
+    let cert_pem = base64::engine::general_purpose::STANDARD.decode(cert.trim()).unwrap();
+    let cert_path = dir.path().join("alice.crt");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    let kubeconfig = dir.path().join("alice.kubeconfig");
+    std::fs::copy(&one.kubeconfig, &kubeconfig).unwrap();
+    let set = |args: &[&str]| {
+        let o = Command::new("/usr/bin/kubectl")
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+    };
+    set(&[
+        "config",
+        "set-credentials",
+        "alice",
+        &format!("--client-certificate={}", cert_path.display()),
+        &format!("--client-key={}", dir.path().join("alice.key").display()),
+        "--embed-certs=true",
+    ]);
+    set(&["config", "set-context", "--current", "--user=alice"]);
+    let whoami = text(
+        &privilege::output_within(
+            one.node
+                .command("/usr/bin/kubectl")
+                .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+                .env("HOME", env.home.path()),
+            Duration::from_secs(60),
+        )
+        .unwrap()
+        .stdout,
+    );
+    assert!(whoami.starts_with("alice "), "{whoami}");
+    assert!(whoami.contains("devs"), "{whoami}");
+
+    // The kubelet-serving signer refuses a subject that is not a node's.
+    let reason = one.wait_for("the Failed condition", 60, || {
+        let r = field("not-a-node", "{.status.conditions[?(@.type==\"Failed\")].reason}");
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(reason, "SignerValidationFailure");
+    assert_eq!(
+        field("not-a-node", "{.status.conditions[?(@.type==\"Failed\")].message}"),
+        "organization is not [\"system:nodes\"]"
+    );
+    assert_eq!(field("bob", "{.status.conditions[0].type}"), "Denied");
+    assert_eq!(field("bob", "{.status.certificate}"), "");
+    // Approving a denied request is refused as kube refuses it.
+    let o = env.run("/usr/bin/kubectl", &["certificate", "approve", "--force", "bob"]);
+    assert!(
+        text(&o.stderr).contains("Approved and Denied conditions are mutually exclusive"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // kubernetes.io/legacy-unknown is refused through v1.
+    let mut child = env
+        .command("/usr/bin/kubectl")
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(csr_yaml("legacy", "kubernetes.io/legacy-unknown", "client auth", &request("legacy", "/CN=x")).as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        text(&o.stderr).contains(
+            "spec.signerName: Invalid value: \"kubernetes.io/legacy-unknown\": the legacy signerName is not allowed via this API version"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
+}
