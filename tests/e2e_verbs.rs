@@ -482,10 +482,13 @@ await new Promise((r) => server.listen(0, '127.0.0.1', r));
 results['port-forward'] = await new Promise((resolve, reject) => {
   const c = net.connect(server.address().port, '127.0.0.1', () => c.write('GET /index.html HTTP/1.0\r\n\r\n'));
   let got = '';
-  c.on('data', (d) => { got += d.toString(); });
-  c.on('end', () => resolve(got.split('\r\n\r\n').slice(1).join('\r\n\r\n')));
+  // The client leaves its local socket open when the pod closes (it does
+  // not end it on the websocket's close), so the whole answer is awaited.
+  const body = () => got.split('\r\n\r\n').slice(1).join('\r\n\r\n');
+  c.on('data', (d) => { got += d.toString(); if (body().endsWith('\n')) { resolve(body()); c.destroy(); } });
+  c.on('end', () => resolve(body()));
   c.on('error', reject);
-  setTimeout(() => reject(new Error('port-forward timed out')), 30000);
+  setTimeout(() => reject(new Error('port-forward timed out; got ' + JSON.stringify(got))), 30000);
 });
 server.close();
 const objects = k8s.KubernetesObjectApi.makeApiClient(kc);
@@ -624,7 +627,25 @@ fn certificate_requests_are_approved_denied_and_signed() {
     assert_eq!(field("bob", "{.status.conditions[0].type}"), "Denied");
     assert_eq!(field("bob", "{.status.certificate}"), "");
     // Approving a denied request is refused as kube refuses it.
-    let o = env.run("/usr/bin/kubectl", &["certificate", "approve", "--force", "bob"]);
+    // (kubectl itself refuses, so the approval is PUT as a client would.)
+    let mut bob: serde_json::Value =
+        serde_json::from_str(&env.kubectl(&["get", "csr", "bob", "-o", "json"])).unwrap();
+    bob["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "Approved", "status": "True", "reason": "Test", "message": "x"}));
+    let bob_file = dir.path().join("bob.json");
+    std::fs::write(&bob_file, bob.to_string()).unwrap();
+    let o = env.run(
+        "/usr/bin/kubectl",
+        &[
+            "replace",
+            "--raw",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests/bob/approval",
+            "-f",
+            bob_file.to_str().unwrap(),
+        ],
+    );
     assert!(
         text(&o.stderr).contains("Approved and Denied conditions are mutually exclusive"),
         "{}",
