@@ -39,7 +39,13 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(out)
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = answer
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H)
+if len(sys.argv) > 2:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 "#;
 
 /// A network namespace `rk3s-<uid>` (where the kubelet API looks for a
@@ -47,6 +53,8 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever(
 struct NetnsPod {
     name: String,
     child: Child,
+    tls: Option<Child>,
+    _certs: tempfile::TempDir,
 }
 
 impl NetnsPod {
@@ -60,6 +68,8 @@ impl NetnsPod {
         let mut pod = NetnsPod {
             name: name.clone(),
             child: Command::new("true").spawn().unwrap(),
+            tls: None,
+            _certs: tempfile::tempdir().unwrap(),
         };
         run(&["-n", &name, "link", "set", "lo", "up"]);
         run(&["-n", &name, "addr", "add", &format!("{ip}/32"), "dev", "lo"]);
@@ -69,14 +79,37 @@ impl NetnsPod {
             .stdout(Stdio::null())
             .spawn()
             .expect("start the echo server");
+        // The same server over TLS on 8443, with a self-signed certificate
+        // (kube's proxy does not verify pods' certificates).
+        let (cert, key) = (pod._certs.path().join("tls.crt"), pod._certs.path().join("tls.key"));
+        let o = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=pod", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stderr));
+        pod.tls = Some(
+            Command::new("nsenter")
+                .arg(format!("--net=/var/run/netns/{name}"))
+                .args(["/usr/bin/python3", "-c", ECHO_SERVER, "8443"])
+                .arg(&cert)
+                .arg(&key)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the TLS echo server"),
+        );
         pod
     }
 }
 
 impl Drop for NetnsPod {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.tls.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
@@ -207,6 +240,21 @@ fn pods_services_and_nodes_are_proxied_through_the_tunnel() {
             "GET /a/b?x=1 len=0 sum=0\n",
             "{path}"
         );
+    }
+    // https: TLS to the pod, its self-signed certificate not verified.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kubectl.run(&["get", "--raw", "/api/v1/namespaces/default/pods/https:web:8443/proxy/tls?x=1"]);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "GET /tls?x=1 len=0 sum=0\n");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "https pods/proxy never answered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
     // The kubelet API of the node.
     assert_eq!(
