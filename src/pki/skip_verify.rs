@@ -1,8 +1,9 @@
-//! A TLS client that does not verify the server's certificate, for the two
-//! places where Kubernetes does the same: a registry's
-//! `insecure_skip_verify` (registries.yaml) and the API server's `https:`
-//! pod and service proxies (kube-apiserver's proxy transport skips
-//! verification: pods serve self-signed certificates).
+//! A TLS client that does not verify the server's certificate, for the
+//! places that need one: a registry's `insecure_skip_verify`
+//! (registries.yaml), the API server's `https:` pod and service proxies
+//! (kube-apiserver's proxy transport skips verification: pods serve
+//! self-signed certificates), and an agent fetching `/cacerts` before it
+//! knows the CA (the body is then checked against the join token's hash).
 
 use std::sync::Arc;
 
