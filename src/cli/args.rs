@@ -40,6 +40,13 @@ pub enum Command {
     Token(TokenArgs),
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
     CheckConfig,
+    /// Datastore snapshots: save, ls, delete, prune, restore (k3s's etcd-snapshot).
+    #[command(alias = "etcd-snapshot")]
+    Snapshot(super::habits_args::SnapshotArgs),
+    /// Secrets encryption at rest: status, enable, disable, rotate-keys.
+    SecretsEncrypt(super::habits_args::SecretsEncryptArgs),
+    /// Certificate lifetimes: check, rotate.
+    Certificate(super::habits_args::CertificateArgs),
     /// Remove the pod overlay from this machine: flannel.1, the routes into the cluster CIDR
     /// with a gateway, and the nftables table ip rk3s (for uninstall scripts; run with rk3s stopped).
     UninstallNetwork {

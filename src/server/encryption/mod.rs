@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use keys::KeySet;
 use transformer::EncryptingStore;
 
-use crate::store::{ListOptions, Store, StoreError};
+use crate::store::{ListOptions, StoreError};
 
 /// The storage prefix of Secrets.
 pub const SECRETS_PREFIX: &str = "/registry/secrets/";

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::{SqliteStore, StoreOptions};
+use crate::store::{SqliteStore, Store, StoreOptions};
 
 fn raw_contains(store: &EncryptingStore, key: &str, needle: &[u8]) -> bool {
     let raw = store.inner().get(key).unwrap().unwrap().value;

@@ -317,6 +317,11 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// Whether a server runs on `data_dir` (it holds the datastore's lock).
+pub fn server_running(data_dir: &Path) -> bool {
+    backup::in_use(&data_dir.join("server/db"))
+}
+
 /// Prints a table as `rk3s snapshot ls` does (k3s's columns).
 pub fn format_list(snapshots: &[SnapshotInfo]) -> String {
     let mut out = String::from("Name                                      Location                                                     Size      Created\n");
