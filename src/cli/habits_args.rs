@@ -38,7 +38,7 @@ pub enum SnapshotCommand {
         node_name: Option<String>,
     },
     /// List snapshots.
-    #[command(alias = "list", alias = "ls")]
+    #[command(alias = "list")]
     Ls,
     /// Delete snapshots by name.
     #[command(alias = "rm")]
