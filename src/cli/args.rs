@@ -145,6 +145,12 @@ pub struct ServerArgs {
     /// Directory of datastore snapshots [default: DATA_DIR/server/db/snapshots].
     #[arg(long, env = "RK3S_SNAPSHOT_DIR", value_name = "DIR")]
     pub snapshot_dir: Option<String>,
+    /// With --cluster-reset-restore-path: restore that snapshot into DATA_DIR, then exit.
+    #[arg(long, env = "RK3S_CLUSTER_RESET", value_parser = BoolishValueParser::new())]
+    pub cluster_reset: bool,
+    /// The snapshot --cluster-reset restores (a path, or a name in --snapshot-dir).
+    #[arg(long, env = "RK3S_CLUSTER_RESET_RESTORE_PATH", value_name = "FILE")]
+    pub cluster_reset_restore_path: Option<String>,
     /// Encrypt Secrets at rest (keys in DATA_DIR/server/cred/encryption-config.json).
     #[arg(long, env = "RK3S_SECRETS_ENCRYPTION", value_parser = BoolishValueParser::new())]
     pub secrets_encryption: bool,

@@ -22,6 +22,28 @@ pub struct HabitsConfig {
     pub snapshot_dir: Option<PathBuf>,
     /// `--secrets-encryption`.
     pub secrets_encryption: bool,
+    /// `--cluster-reset --cluster-reset-restore-path FILE`: restore this
+    /// snapshot, then exit (k3s's restore path).
+    pub cluster_reset_restore_path: Option<PathBuf>,
+}
+
+/// `--cluster-reset` only makes sense here with a snapshot to restore (the
+/// SQLite datastore has no members to reset), and the path only with it.
+fn cluster_reset(r: &Resolver<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let reset = r.flag("cluster-reset")?;
+    let path = r.one("cluster-reset-restore-path", None, parse_path)?;
+    match (reset, path) {
+        (true, Some(p)) => Ok(Some(p)),
+        (false, None) => Ok(None),
+        (true, None) => Err(ConfigError::Inconsistent(
+            "--cluster-reset needs --cluster-reset-restore-path: the SQLite datastore has no members to reset, \
+             only a snapshot to restore"
+                .into(),
+        )),
+        (false, Some(_)) => Err(ConfigError::Inconsistent(
+            "--cluster-reset-restore-path is only read with --cluster-reset".into(),
+        )),
+    }
 }
 
 impl HabitsConfig {
@@ -48,6 +70,35 @@ impl HabitsConfig {
             })?,
             snapshot_dir: r.one("snapshot-dir", None, parse_path)?,
             secrets_encryption: r.flag("secrets-encryption")?,
+            cluster_reset_restore_path: cluster_reset(r)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ServerConfig, Settings, Source};
+
+    fn resolve(pairs: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        let mut s = Settings::new();
+        s.set("node-name", vec!["n1".into()], Source::Flag);
+        for (k, v) in pairs {
+            s.set(k, vec![v.to_string()], Source::Flag);
+        }
+        ServerConfig::resolve(&s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_k3s_and_bad_values_name_the_flag() {
+        let c = resolve(&[]).unwrap().habits;
+        assert_eq!(c.snapshot_schedule_cron.as_deref(), Some("0 */12 * * *"));
+        assert_eq!(c.snapshot_retention, 5);
+        assert!(c.snapshot_dir.is_none() && !c.secrets_encryption && c.cluster_reset_restore_path.is_none());
+        assert_eq!(resolve(&[("snapshot-schedule-cron", "")]).unwrap().habits.snapshot_schedule_cron, None);
+        assert!(resolve(&[("snapshot-schedule-cron", "every day")]).unwrap_err().contains("snapshot-schedule-cron"));
+        assert!(resolve(&[("snapshot-retention", "0")]).unwrap_err().contains("at least 1"));
+        assert!(resolve(&[("cluster-reset", "true")]).unwrap_err().contains("--cluster-reset-restore-path"));
+        let c = resolve(&[("cluster-reset", "true"), ("cluster-reset-restore-path", "/b/s.tar.gz")]).unwrap();
+        assert_eq!(c.habits.cluster_reset_restore_path.unwrap().to_str(), Some("/b/s.tar.gz"));
     }
 }

@@ -51,6 +51,10 @@ impl ServerConfig {
             put(&mut m, "snapshot-dir", d.display());
         }
         m.insert("secrets-encryption".into(), Value::from(h.secrets_encryption));
+        if let Some(p) = &h.cluster_reset_restore_path {
+            m.insert("cluster-reset".into(), Value::from(true));
+            put(&mut m, "cluster-reset-restore-path", p.display());
+        }
         node_yaml(&mut m, &self.node);
         m.insert("debug".into(), Value::from(self.debug));
         serde_yaml::to_string(&m).expect("a mapping of strings serialises")

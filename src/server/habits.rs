@@ -64,3 +64,20 @@ pub fn start_background(
         tokio::spawn(snapshot::schedule::run(opts, shutdown.clone())),
     ]
 }
+
+/// `rk3s server --cluster-reset --cluster-reset-restore-path FILE`: restores
+/// the snapshot (a path, or a name in `--snapshot-dir`) and returns; the
+/// server then exits, as k3s does, and is started again without the flags.
+pub fn cluster_reset_restore(config: &crate::config::ServerConfig, which: &Path) -> Result<(), super::ServerError> {
+    use super::snapshot;
+    let paths = snapshot::Paths::new(&config.data_dir, config.habits.snapshot_dir.as_deref());
+    let err = |e: snapshot::SnapshotError| super::ServerError::Habits(e.to_string());
+    let file = snapshot::find(&paths, &which.to_string_lossy()).map_err(err)?;
+    let revision = snapshot::restore(&paths, &file).map_err(err)?;
+    tracing::info!(
+        snapshot = %file.display(),
+        revision,
+        "datastore restored; start the server again without --cluster-reset"
+    );
+    Ok(())
+}

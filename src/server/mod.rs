@@ -71,6 +71,9 @@ pub enum ServerError {
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
     create_layout(&config.data_dir)?;
+    if let Some(path) = &config.habits.cluster_reset_restore_path {
+        return habits::cluster_reset_restore(&config, path);
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         listen = %format!("{}:{}", config.bind_address, config.https_listen_port),
