@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of this crate.
 
+pub mod addons;
 pub mod agent;
 pub mod apiserver;
 pub mod auth;

@@ -40,6 +40,13 @@ pub enum Command {
     Token(TokenArgs),
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
     CheckConfig,
+    /// Datastore snapshots: save, ls, delete, prune, restore (k3s's etcd-snapshot).
+    #[command(alias = "etcd-snapshot")]
+    Snapshot(super::habits_args::SnapshotArgs),
+    /// Secrets encryption at rest: status, enable, disable, rotate-keys.
+    SecretsEncrypt(super::habits_args::SecretsEncryptArgs),
+    /// Certificate lifetimes: check, rotate.
+    Certificate(super::habits_args::CertificateArgs),
     /// Remove the pod overlay from this machine: flannel.1, the routes into the cluster CIDR
     /// with a gateway, and the nftables table ip rk3s (for uninstall scripts; run with rk3s stopped).
     UninstallNetwork {
@@ -117,7 +124,7 @@ pub struct ServerArgs {
     /// File mode of the admin kubeconfig, in octal (e.g. 0644 to let non-root users read it).
     #[arg(long, env = "RK3S_WRITE_KUBECONFIG_MODE", value_name = "MODE", default_value = DEFAULT_WRITE_KUBECONFIG_MODE)]
     pub write_kubeconfig_mode: String,
-    /// Do not run a bundled component: ingress, servicelb, dns, local-storage, metrics-server, network-policy
+    /// Do not run a bundled component: traefik, servicelb, coredns, local-storage, metrics-server, network-policy
     /// (repeatable, or comma-separated).
     #[arg(
         long,
@@ -129,6 +136,24 @@ pub struct ServerArgs {
     /// Run only the control plane; do not run workloads on this machine.
     #[arg(long, env = "RK3S_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
     pub disable_agent: bool,
+    /// Scheduled datastore snapshots, a five-field cron expression in UTC ("" turns them off).
+    #[arg(long, env = "RK3S_SNAPSHOT_SCHEDULE_CRON", value_name = "CRON", default_value = crate::config::habits::DEFAULT_SNAPSHOT_SCHEDULE_CRON)]
+    pub snapshot_schedule_cron: String,
+    /// Scheduled snapshots to keep.
+    #[arg(long, env = "RK3S_SNAPSHOT_RETENTION", value_name = "N", default_value = crate::config::habits::DEFAULT_SNAPSHOT_RETENTION)]
+    pub snapshot_retention: String,
+    /// Directory of datastore snapshots [default: DATA_DIR/server/db/snapshots].
+    #[arg(long, env = "RK3S_SNAPSHOT_DIR", value_name = "DIR")]
+    pub snapshot_dir: Option<String>,
+    /// With --cluster-reset-restore-path: restore that snapshot into DATA_DIR, then exit.
+    #[arg(long, env = "RK3S_CLUSTER_RESET", value_parser = BoolishValueParser::new())]
+    pub cluster_reset: bool,
+    /// The snapshot --cluster-reset restores (a path, or a name in --snapshot-dir).
+    #[arg(long, env = "RK3S_CLUSTER_RESET_RESTORE_PATH", value_name = "FILE")]
+    pub cluster_reset_restore_path: Option<String>,
+    /// Encrypt Secrets at rest (keys in DATA_DIR/server/cred/encryption-config.json).
+    #[arg(long, env = "RK3S_SECRETS_ENCRYPTION", value_parser = BoolishValueParser::new())]
+    pub secrets_encryption: bool,
     /// Pod network backend between nodes: vxlan, host-gw or none (agents learn it from the server).
     #[arg(long, env = "RK3S_FLANNEL_BACKEND", value_name = "BACKEND", default_value = DEFAULT_FLANNEL_BACKEND)]
     pub flannel_backend: String,

@@ -6,6 +6,8 @@
 //! `rk3s token …` lives in [`token`].
 
 pub mod args;
+mod habits;
+pub mod habits_args;
 mod kubectl;
 pub mod token;
 
@@ -69,6 +71,9 @@ pub fn main() -> ExitCode {
         }
         Command::Token(t) => token::run(t.command),
         Command::CheckConfig => crate::check_config::main(),
+        Command::Snapshot(a) => habits::snapshot(a),
+        Command::SecretsEncrypt(a) => habits::secrets_encrypt(a),
+        Command::Certificate(a) => habits::certificate(a),
         Command::UninstallNetwork { cluster_cidr } => crate::overlay::uninstall::main(&cluster_cidr),
         Command::Kubectl { args } => kubectl::run(&args),
         Command::Completion { shell } => {

@@ -13,6 +13,7 @@
 //! (one CIDR each for pods and services).
 
 mod cluster;
+pub mod habits;
 mod kubelet_args;
 mod node_password;
 mod settings;
@@ -148,6 +149,8 @@ pub struct ServerConfig {
     pub flannel_backend: FlannelBackend,
     pub node: NodeConfig,
     pub debug: bool,
+    /// Snapshots and secrets encryption (issue 23).
+    pub habits: habits::HabitsConfig,
 }
 
 /// How an agent proves it may join: the token itself or a file holding it.
@@ -349,6 +352,7 @@ impl ServerConfig {
                 .required("flannel-backend", DEFAULT_FLANNEL_BACKEND, |s| s.parse())?,
             node: r.node()?,
             debug: r.flag("debug")?,
+            habits: habits::HabitsConfig::resolve(&r)?,
         };
         config.check_consistency()?;
         Ok(config)

@@ -44,6 +44,17 @@ impl ServerConfig {
         list(&mut m, "disable", self.disable.iter().map(|c| c.name()));
         m.insert("disable-agent".into(), Value::from(self.disable_agent));
         put(&mut m, "flannel-backend", self.flannel_backend.name());
+        let h = &self.habits;
+        put(&mut m, "snapshot-schedule-cron", h.snapshot_schedule_cron.as_deref().unwrap_or(""));
+        put(&mut m, "snapshot-retention", h.snapshot_retention);
+        if let Some(d) = &h.snapshot_dir {
+            put(&mut m, "snapshot-dir", d.display());
+        }
+        m.insert("secrets-encryption".into(), Value::from(h.secrets_encryption));
+        if let Some(p) = &h.cluster_reset_restore_path {
+            m.insert("cluster-reset".into(), Value::from(true));
+            put(&mut m, "cluster-reset-restore-path", p.display());
+        }
         node_yaml(&mut m, &self.node);
         m.insert("debug".into(), Value::from(self.debug));
         serde_yaml::to_string(&m).expect("a mapping of strings serialises")

@@ -29,6 +29,7 @@ pub mod files;
 pub mod join;
 pub mod jwt;
 pub mod kubeconfig;
+pub mod lifetimes;
 pub mod node_files;
 pub mod nodepass;
 pub mod options;

@@ -16,7 +16,10 @@
 //! (`--disable-agent` changes nothing yet).
 
 pub mod assemble;
+pub mod encryption;
+pub mod habits;
 pub mod join;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +59,8 @@ pub enum ServerError {
     Api(#[from] crate::apiserver::ApiError),
     #[error("failed to set up the PKI: {0}")]
     Pki(#[from] crate::pki::PkiError),
+    #[error("{0}")]
+    Habits(String),
     #[error("failed to write the kubeconfig {path}: {source}")]
     Kubeconfig {
         path: PathBuf,
@@ -66,6 +71,9 @@ pub enum ServerError {
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
     create_layout(&config.data_dir)?;
+    if let Some(path) = &config.habits.cluster_reset_restore_path {
+        return habits::cluster_reset_restore(&config, path);
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         listen = %format!("{}:{}", config.bind_address, config.https_listen_port),
@@ -87,8 +95,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let registry = Arc::new(builtin::builtin_registry());
     let pki = Arc::new(load_pki(&config)?);
     load_server_token(&config, &pki)?;
+    let encrypting = habits::wrap_store(Arc::new(store), &config)?;
     let parts = assemble::Parts {
-        store: Arc::new(store),
+        store: encrypting.clone(),
         registry: registry.clone(),
         pki: pki.clone(),
         settings: assemble::ClusterSettings::from_config(&config),
@@ -113,6 +122,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let api = tokio::spawn(server.run());
     let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &shutdown).await;
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
+    control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
+    control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
     if config.disable_agent {
         tracing::info!("--disable-agent: this server runs no pods");
     } else {
@@ -304,6 +315,7 @@ pub fn create_layout(data_dir: &Path) -> Result<(), ServerError> {
     for (sub, mode) in [
         ("server/db", 0o700),
         ("server/tls", 0o700),
+        ("server/manifests", 0o700),
         ("agent", 0o755),
     ] {
         let path = data_dir.join(sub);

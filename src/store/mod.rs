@@ -213,6 +213,7 @@ pub trait Store: Send + Sync + 'static {
     fn compact(&self, revision: Revision) -> Result<()>;
 }
 
+pub mod backup;
 mod options;
 mod schema;
 mod sqlite;

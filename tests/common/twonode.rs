@@ -285,6 +285,22 @@ impl Cluster {
         self.server.spawn();
     }
 
+    /// Stops the server (SIGTERM) without starting it again; see [`Cluster::spawn_server`].
+    pub fn stop_server(&mut self) {
+        self.server.stop();
+    }
+
+    /// Starts the server again with the same flags.
+    pub fn spawn_server(&mut self) {
+        self.server.spawn();
+    }
+
+    /// Stops the agent (SIGTERM) and starts it again with the same flags.
+    pub fn restart_agent(&mut self) {
+        self.agent.stop();
+        self.agent.spawn();
+    }
+
     /// Drops every new inbound connection in the agent's namespace
     /// (loopback aside: the agent's own processes may talk to themselves).
     pub fn firewall_agent(&self) {
