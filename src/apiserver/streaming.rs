@@ -11,7 +11,9 @@
 //! byte for byte between kubectl and the kubelet. A node without a live
 //! tunnel is a 503 naming the node, never a hang.
 //!
-//! Partial: `pods/proxy`, `services/proxy` and `nodes/proxy` answer 503.
+//! `nodes/<name>/proxy/<path>` reaches `<path>` on the node's kubelet API.
+//!
+//! Partial: `pods/proxy` and `services/proxy` answer 503.
 
 use std::sync::Arc;
 
@@ -52,6 +54,9 @@ pub struct StreamRequest {
 }
 
 pub async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
+    if req.def.group_resource() == "nodes" && req.sub == "proxy" {
+        return node_proxy(req).await;
+    }
     if req.def.group_resource() != "pods" || req.sub == "proxy" {
         return Err(ApiStatus::service_unavailable(format!(
             "the {} subresource of {} is not served by rk3s yet",
@@ -92,6 +97,28 @@ pub async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
         };
         format!("/{prefix}/{ns}/{}/{container}", req.name)
     };
+    let dialer = req.state.node_dialer.clone().ok_or_else(|| {
+        ApiStatus::service_unavailable(format!(
+            "no tunnel to node {node}: tunnels are not enabled on this server"
+        ))
+    })?;
+    let stream = dialer.dial(&node).map_err(ApiStatus::service_unavailable)?;
+    proxy(req.request, stream, &path, &query, &node).await
+}
+
+/// `nodes/<name>/proxy/<path>`: `<path>` on the node's kubelet API (its
+/// `/metrics`, `/stats/summary`, `/healthz`, …), as kube-apiserver proxies
+/// to kubelets; authorized as `nodes/proxy`.
+async fn node_proxy(req: StreamRequest) -> Result<Response, ApiStatus> {
+    let node = req.name.clone();
+    let marker = format!("/nodes/{node}/proxy");
+    let uri_path = req.request.uri().path().to_string();
+    let rest = uri_path
+        .split_once(&marker)
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    let path = if rest.is_empty() { "/".to_string() } else { rest.to_string() };
+    let query = req.request.uri().query().unwrap_or("").to_string();
     let dialer = req.state.node_dialer.clone().ok_or_else(|| {
         ApiStatus::service_unavailable(format!(
             "no tunnel to node {node}: tunnels are not enabled on this server"

@@ -17,6 +17,7 @@
 
 pub mod assemble;
 pub mod join;
+pub mod metrics;
 
 use std::path::{Path, PathBuf};
 

@@ -80,6 +80,10 @@ fn parse(reg: &Registry, path: &str) -> Result<Parsed, ApiStatus> {
                 [] => Ok((d, None, None, None, watch)),
                 [name] if !d.namespaced => Ok((d, None, s(name), None, watch)),
                 [name, sub] if !d.namespaced => Ok((d, None, s(name), s(sub), watch)),
+                // `nodes/<name>/proxy/<path>`: the path goes to the kubelet.
+                [name, "proxy", _, ..] if !d.namespaced => {
+                    Ok((d, None, s(name), s("proxy"), watch))
+                }
                 _ => Err(nf()),
             }
         }
@@ -204,6 +208,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
                 .map_err(|_| ApiStatus::too_many_requests())?,
         )
     };
+    if super::metrics_api::serves(&ctx.def) {
+        return super::metrics_api::handle(&ctx, &parts.method, watch).await;
+    }
     if matches!(
         parts.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
