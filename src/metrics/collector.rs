@@ -17,9 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::State;
@@ -127,6 +125,11 @@ impl Collector {
 
     /// Reads the node and every running container once.
     pub async fn sample(&self) {
+        self.sample_at(Utc::now, Instant::now).await
+    }
+
+    /// [`Collector::sample`] with the clocks given (tests step them).
+    async fn sample_at(&self, wall: impl Fn() -> DateTime<Utc>, mono: impl Fn() -> Instant) {
         let started = Instant::now();
         let running = match self.lister.running().await {
             Ok(r) => Some(r),
@@ -135,7 +138,7 @@ impl Collector {
                 None
             }
         };
-        let (at, mono) = (Utc::now(), Instant::now());
+        let (at, mono) = (wall(), mono());
         let node = cgroup::read_node(self.host.as_ref(), self.ticks);
         let mut readings = Vec::new();
         for c in running.iter().flatten() {
@@ -267,7 +270,7 @@ mod tests {
         host.set(&format!("/sys/fs/cgroup/memory{p}/memory.stat"), "total_inactive_file 1024\n");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_rate_appears_after_the_second_sample() {
         let host = Arc::new(FakeHost::default());
         host.set("/proc/stat", "cpu  100 0 0 900 0 0 0 0 0 0\n");
@@ -277,7 +280,9 @@ mod tests {
         set_cgroup(&host, &web, 1_000_000_000, 10 * 1024 * 1024 + 1024);
         let list = Arc::new(FixedList(Mutex::new(vec![web.clone(), gone.clone()])));
         let c = Collector::new("n1", host.clone(), list.clone());
-        c.sample().await;
+        let t0 = Instant::now();
+        let w0 = Utc::now();
+        c.sample_at(|| w0, || t0).await;
         let first = c.summary();
         assert_eq!(first.node.cpu, None, "one sample gives no rate");
         assert_eq!(first.node.memory.as_ref().unwrap().working_set_bytes, 500 * 1024);
@@ -286,15 +291,16 @@ mod tests {
         assert_eq!(first.pods[0].containers[0].memory.as_ref().unwrap().working_set_bytes, 10 * 1024 * 1024);
 
         // Half a core for ten seconds; the node used 2 s of CPU (200 ticks).
-        tokio::time::advance(Duration::from_secs(10)).await;
+        let (t1, w1) = (t0 + Duration::from_secs(10), w0 + chrono::Duration::seconds(10));
         set_cgroup(&host, &web, 6_000_000_000, 20 * 1024 * 1024);
         host.set("/proc/stat", "cpu  300 0 0 1700 0 0 0 0 0 0\n");
-        c.sample().await;
+        c.sample_at(|| w1, || t1).await;
         let s = c.summary();
         let cpu = s.pods[0].containers[0].cpu.clone().unwrap();
         assert_eq!(cpu.usage_nano_cores, 500_000_000);
         assert_eq!(cpu.usage_core_nano_seconds, 6_000_000_000);
         assert_eq!(cpu.window_seconds, 10.0);
+        assert_eq!(cpu.time, w1);
         let ticks = cgroup::clock_ticks();
         let node_ns = 200 * 1_000_000_000 / ticks;
         assert_eq!(s.node.cpu.unwrap().usage_nano_cores, node_ns / 10);
@@ -302,7 +308,7 @@ mod tests {
 
         // A container that stops leaves the summary at the next sample.
         list.0.lock().unwrap().clear();
-        c.sample().await;
+        c.sample_at(|| w1, || t1 + Duration::from_secs(10)).await;
         assert!(c.summary().pods.is_empty());
         assert_eq!(c.registry.value("kubelet_running_pods", &[]), Some(0.0));
     }
