@@ -78,6 +78,12 @@ fn start_fake_kubelet(server: &TestServer, rt: &tokio::runtime::Runtime, shutdow
     ));
 }
 
+/// `kubectl get --raw path`, reading its output as it comes (a scrape is
+/// larger than a pipe's buffer, which `Kubectl::run` would wait on).
+fn raw(k: &Kubectl, path: &str) -> std::process::Output {
+    k.spawn(&["get", "--raw", path]).wait_with_output().expect("run kubectl")
+}
+
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -165,7 +171,7 @@ fn kubectl_top_reads_metrics_served_from_the_nodes() {
     Kubeconfig::new(server.url()).ca_data(server.pki().ca_bundle_pem()).token(&token).write(&path, 0o600).unwrap();
     let viewer = Kubectl::new(&path);
     assert_eq!(rows(&viewer.run_ok(&["top", "pods", "--no-headers"])).len(), 2);
-    let denied = viewer.run(&["get", "--raw", "/metrics"]);
+    let denied = raw(&viewer, "/metrics");
     assert!(!denied.status.success());
     assert!(stderr(&denied).contains("forbidden"), "{}", stderr(&denied));
     let proxied = viewer.run(&["get", "--raw", "/api/v1/nodes/node1/proxy/metrics"]);
@@ -173,7 +179,7 @@ fn kubectl_top_reads_metrics_served_from_the_nodes() {
     admin.run_ok(&["create", "clusterrolebinding", "monitor", "--clusterrole=system:monitoring", "--serviceaccount=default:viewer"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let o = viewer.run(&["get", "--raw", "/metrics"]);
+        let o = raw(&viewer, "/metrics");
         if o.status.success() {
             break stdout(&o);
         }
@@ -198,7 +204,7 @@ fn kubectl_top_reads_metrics_served_from_the_nodes() {
     let mut watch = admin.spawn(&["get", "pods", "-w"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let text = admin.run_ok(&["get", "--raw", "/metrics"]);
+        let text = stdout(&raw(&admin, "/metrics"));
         if text.lines().any(|l| l.starts_with("apiserver_longrunning_requests{verb=\"WATCH\",group=\"\",version=\"v1\",resource=\"pods\"") && l.ends_with(" 1")) {
             break;
         }
