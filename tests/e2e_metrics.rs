@@ -104,10 +104,10 @@ fn kubectl_top_shows_what_the_cgroups_say() {
     };
     eprintln!("kubectl top pods --containers: {rows:?}");
 
-    // CPU: compare with the burner's own cgroup over a window of the same
-    // length, measured here. A shared 2-core machine gives the loop less
-    // than a full core at times, so both figures are held to each other and
-    // to "most of a core" rather than to an exact number.
+    // CPU: compare with the burner's own cgroup over a window measured
+    // here. A shared machine gives the loop less than a full core at times
+    // (CI runs other tests beside it), so the figure is held to what the
+    // cgroup says rather than to an exact number.
     let read = |name: &str| cgroup::read_cgroup(&host, layout, &cgroups[name]).expect("read the cgroup");
     let (t0, c0) = (Instant::now(), read("burn").cpu_ns);
     std::thread::sleep(Duration::from_secs(5));
@@ -116,8 +116,12 @@ fn kubectl_top_shows_what_the_cgroups_say() {
     let burn = rows.iter().find(|r| r[1] == "burn").unwrap();
     let reported_milli = milli(&burn[2]);
     eprintln!("burn: kubectl {reported_milli}m, cgroup {measured_milli:.0}m");
-    assert!(reported_milli > 400.0 && reported_milli <= 1100.0, "{burn:?}");
-    assert!((reported_milli - measured_milli).abs() < 350.0, "kubectl {reported_milli}m, cgroup {measured_milli:.0}m");
+    // At most one core (one busy thread), clearly busy, and the rate the
+    // cgroup itself shows (an idle machine gives ~1000m for both; a loaded
+    // one less, for both alike).
+    assert!(reported_milli > 50.0 && reported_milli <= 1100.0, "{burn:?}");
+    let tolerance = (0.4 * measured_milli).max(150.0);
+    assert!((reported_milli - measured_milli).abs() < tolerance, "kubectl {reported_milli}m, cgroup {measured_milli:.0}m");
 
     // Memory: the working set the cgroup files give now (the pod is idle).
     let hold = rows.iter().find(|r| r[1] == "hold").unwrap();
