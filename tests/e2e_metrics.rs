@@ -33,11 +33,30 @@ fn mib(cell: &str) -> f64 {
     cell.trim_end_matches("Mi").parse().unwrap_or_else(|_| panic!("memory cell {cell}"))
 }
 
+/// Removes `/sys/fs/cgroup[/<controller>]/rk3s/pods/<uid>` (empty by then).
+struct PodCgroups(String);
+
+impl Drop for PodCgroups {
+    fn drop(&mut self) {
+        let mut dirs = vec![std::path::PathBuf::from(format!("/sys/fs/cgroup/rk3s/pods/{}", self.0))];
+        for c in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            dirs.push(c.path().join("rk3s/pods").join(&self.0));
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 #[test]
 fn kubectl_top_shows_what_the_cgroups_say() {
     if !require_e2e("kubectl_top_shows_what_the_cgroups_say") {
         return;
     }
+    let uid = unique_id("metrics-uid");
+    // Declared before containerd, so it runs after the harness removed the
+    // containers: the pod-level cgroups runc leaves behind go too.
+    let _cgroups = PodCgroups(uid.clone());
     let containerd = Containerd::start().expect("start containerd");
     let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).expect("build image");
     containerd.import(&tar).expect("import image");
@@ -58,7 +77,6 @@ fn kubectl_top_shows_what_the_cgroups_say() {
             .expect("connect")
             .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
     );
-    let uid = unique_id("metrics-uid");
     let mut cgroups = std::collections::BTreeMap::new();
     for (name, script) in [
         ("burn", "while :; do :; done"),
