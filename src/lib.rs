@@ -17,6 +17,7 @@ pub mod hostnet;
 pub mod hostos;
 pub mod ingress;
 pub mod k8s;
+pub mod metrics;
 pub mod overlay;
 pub mod pki;
 pub mod process;

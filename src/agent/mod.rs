@@ -19,6 +19,7 @@ pub mod containerd_supervisor;
 pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;
+pub mod metrics;
 pub mod network;
 pub mod image_registry;
 pub mod node_runner;

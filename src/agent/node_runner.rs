@@ -180,7 +180,9 @@ pub async fn run(
 ) -> Result<(), super::AgentError> {
     match tunnel_tls(&opts.credentials.kubeconfig) {
         Ok((server, tls)) => {
-            let handler = kubelet_api::tunnel_handler(kubelet_api::router_with(kubelet_api(&opts)));
+            let routes = kubelet_api::router_with(kubelet_api(&opts))
+                .merge(super::metrics::start(&opts, &shutdown));
+            let handler = kubelet_api::tunnel_handler(routes);
             let client = crate::tunnel::ClientOptions {
                 server,
                 tls,

@@ -33,6 +33,10 @@ pub struct AppState {
     pub admission: super::admission::AdmissionChain,
     /// Reaches kubelets for `pods/log`, `exec`, … (the node tunnels).
     pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
+    /// Where `metrics.k8s.io` gets each node's figures; `None`: disabled.
+    pub metrics: Option<Arc<dyn crate::metrics::scrape::SummarySource>>,
+    /// The Prometheus metrics served on `/metrics` (see `telemetry`).
+    pub telemetry: Arc<crate::metrics::prom::Registry>,
 }
 
 /// kube-apiserver's default `--max-requests-inflight`.

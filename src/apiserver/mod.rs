@@ -34,6 +34,7 @@ pub mod fieldmanager;
 pub mod impersonation;
 pub mod ipalloc;
 pub mod keys;
+pub mod metrics_api;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;
@@ -48,6 +49,7 @@ pub mod proxy;
 pub mod streaming;
 pub mod subresources;
 pub mod table;
+pub mod telemetry;
 #[cfg(test)]
 pub mod testing;
 pub mod validation;

@@ -43,6 +43,12 @@ pub struct ServeOptions {
     pub extra_routes: Router,
     /// Reaches kubelets (the node tunnels); `None` answers 503.
     pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
+    /// Node figures for `metrics.k8s.io` (its registry entries are added
+    /// with it, by `server::assemble`); `None` answers 503.
+    pub metrics: Option<Arc<dyn crate::metrics::scrape::SummarySource>>,
+    /// The Prometheus registry `/metrics` serves; the store and every
+    /// request are counted into it.
+    pub telemetry: Arc<crate::metrics::prom::Registry>,
 }
 
 impl ServeOptions {
@@ -57,6 +63,8 @@ impl ServeOptions {
             admission: Vec::new(),
             extra_routes: Router::new(),
             node_dialer: None,
+            metrics: None,
+            telemetry: Arc::new(crate::metrics::prom::Registry::new()),
         }
     }
 }
@@ -228,6 +236,7 @@ impl ApiServer {
             Some(t) => t,
             None => self_signed()?,
         };
+        let store: Arc<dyn Store> = Arc::new(super::telemetry::CountingStore::new(store, opts.telemetry.clone()));
         let state = Arc::new(AppState {
             store,
             registry: registry.clone(),
@@ -237,6 +246,8 @@ impl ApiServer {
             inflight: Arc::new(tokio::sync::Semaphore::new(super::context::MAX_IN_FLIGHT)),
             admission: opts.admission,
             node_dialer: opts.node_dialer,
+            metrics: opts.metrics,
+            telemetry: opts.telemetry,
         });
         let health_routes = Router::new()
             .route("/healthz", get(health))
@@ -248,6 +259,7 @@ impl ApiServer {
             .with_state(state.clone());
         let non_resource = super::discovery::router(registry.clone())
             .merge(super::openapi::router(registry))
+            .merge(Router::new().route("/metrics", get(super::telemetry::serve)).with_state(state.clone()))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 authorize_non_resource,
@@ -255,7 +267,11 @@ impl ApiServer {
         let router = non_resource
             .merge(health_routes)
             .merge(opts.extra_routes)
-            .fallback(move |req: axum::extract::Request| super::rest::dispatch(State(state), req));
+            .fallback({
+                let state = state.clone();
+                move |req: axum::extract::Request| super::rest::dispatch(State(state), req)
+            })
+            .layer(axum::middleware::from_fn_with_state(state, super::telemetry::record));
         Ok(ApiServer {
             listener,
             acceptor: TlsAcceptor::from(tls),

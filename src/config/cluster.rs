@@ -25,6 +25,9 @@ pub struct ClusterSettings {
     pub flannel_backend: super::FlannelBackend,
     /// Whether agents serve cluster DNS (`--disable coredns` turns it off).
     pub node_local_dns: bool,
+    /// Whether the API serves `metrics.k8s.io` (`--disable metrics-server`
+    /// turns it off).
+    pub metrics_server: bool,
 }
 
 impl ClusterSettings {
@@ -43,6 +46,7 @@ impl ClusterSettings {
             https_port: config.https_listen_port,
             flannel_backend: config.flannel_backend,
             node_local_dns: !config.disable.contains(&super::Component::Dns),
+            metrics_server: !config.disable.contains(&super::Component::MetricsServer),
         }
     }
 
@@ -61,6 +65,7 @@ impl ClusterSettings {
             https_port: 6443,
             flannel_backend: super::FlannelBackend::Vxlan,
             node_local_dns: true,
+            metrics_server: true,
         }
     }
 }

@@ -123,5 +123,6 @@ pub fn serve_options(
     opts.admission = admission_chain(parts);
     opts.extra_routes = extra_routes(parts).merge(parts.tunnels.routes());
     opts.node_dialer = Some(parts.tunnels.clone());
+    super::metrics::wire(&mut opts, parts);
     Ok(opts)
 }

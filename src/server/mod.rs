@@ -19,6 +19,7 @@ pub mod assemble;
 pub mod encryption;
 pub mod habits;
 pub mod join;
+pub mod metrics;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

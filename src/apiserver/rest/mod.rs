@@ -219,6 +219,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
                 .map_err(|_| ApiStatus::too_many_requests())?,
         )
     };
+    if super::metrics_api::serves(&ctx.def) {
+        return super::metrics_api::handle(&ctx, &parts.method, watch).await;
+    }
     if matches!(
         parts.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
