@@ -49,7 +49,7 @@ pub struct ContainerdRuntime {
     client: Client,
     log_binary: PathBuf,
     /// FIFOs for exec and the logger go through the file-system seam.
-    fs: std::sync::Arc<dyn crate::hostos::FsOps>,
+    pub(super) fs: std::sync::Arc<dyn crate::hostos::FsOps>,
 }
 
 impl ContainerdRuntime {
@@ -69,10 +69,6 @@ impl ContainerdRuntime {
             log_binary,
             fs: std::sync::Arc::new(crate::hostos::LinuxFsOps),
         })
-    }
-
-    pub(super) fn fs(&self) -> &dyn crate::hostos::FsOps {
-        self.fs.as_ref()
     }
 
     /// Uses `binary` as the log shim containerd spawns for each task.
@@ -744,7 +740,7 @@ impl ContainerdRuntime {
             .into_iter()
             .flatten()
         {
-            make_fifo(self.fs(), fifo)
+            make_fifo(self.fs.as_ref(), fifo)
                 .map_err(|e| failed(format!("failed to make the FIFO {}: {e}", fifo.display())))?;
         }
         let log = if log_path.is_empty() {

@@ -119,7 +119,7 @@ impl ContainerdRuntime {
                 continue;
             }
             let path = fifo_dir.join(name);
-            self.fs().mkfifo(&path).map_err(io_err)?;
+            self.fs.mkfifo(&path).map_err(io_err)?;
             match i {
                 0 => {
                     io.stdin = Some(
