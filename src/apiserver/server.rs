@@ -313,7 +313,10 @@ impl ApiServer {
                         req
                     })
                     .service(router);
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                // kube-apiserver's streams per HTTP/2 connection: one client's
+                // watches (the garbage collector has one per kind) share it.
+                builder.http2().max_concurrent_streams(1000);
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(tls),
                     TowerToHyperService::new(service),

@@ -88,22 +88,49 @@ pub enum ClientError {
 
 /// A `kube::Client` for `https://127.0.0.1:<port>` with one of the PKI's
 /// control-plane certificates, verified against the server CA.
+///
+/// It speaks HTTP/2 only (kube-rs's own client is HTTP/1.1), so every
+/// request and watch of the client shares one connection: the garbage
+/// collector's watch per kind and the controllers' informers are streams
+/// of that connection, not a socket pair each in the server's own process.
+/// (No upgrades go through it: exec, attach and port-forward are the
+/// kubelet's, reached through the tunnel.)
 pub async fn in_process_client(
     pki: &crate::pki::Pki,
     role: crate::pki::ClientRole,
     url: &str,
 ) -> Result<kube::Client, ClientError> {
+    use kube::client::ConfigExt;
+    let build = |e: &dyn std::fmt::Display| ClientError::Build(e.to_string());
     let leaf = pki.client(role);
     let yaml = crate::pki::Kubeconfig::new(url)
         .ca_data(pki.ca_bundle_pem())
         .client_cert_data(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())
         .to_yaml()
-        .map_err(|e| ClientError::Build(e.to_string()))?;
-    let kc = kube::config::Kubeconfig::from_yaml(&yaml)
-        .map_err(|e| ClientError::Build(e.to_string()))?;
+        .map_err(|e| build(&e))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| build(&e))?;
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| ClientError::Build(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))
+            .map_err(|e| build(&e))?;
+    let mut tls = config.rustls_client_config().map_err(|e| build(&e))?;
+    // kube's config offers `http/1.1`; the connector sets `h2` alone.
+    tls.alpn_protocols.clear();
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let http = hyper_util::client::legacy::Client::builder(
+        hyper_util::rt::TokioExecutor::new(),
+    )
+    .http2_only(true)
+    .build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace))
 }

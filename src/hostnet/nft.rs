@@ -1,6 +1,7 @@
 //! The nftables boundary: a [`Firewall`] applies an `nft -f` script as one
 //! transaction. [`NftFirewall`] runs the `nft` binary inside a chosen
-//! network namespace; [`FakeFirewall`] records scripts for unit tests.
+//! network namespace; `FakeFirewall` records scripts for unit tests (it is
+//! compiled only for them).
 //!
 //! Each subsystem owns its own table and never touches another's, so a
 //! script replaces or edits exactly one table.
@@ -8,6 +9,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+#[cfg(test)]
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -94,12 +96,14 @@ impl Firewall for NftFirewall {
     }
 }
 
-/// A [`Firewall`] that records every script it is given.
+/// A [`Firewall`] that records every script it is given (unit tests only).
+#[cfg(test)]
 #[derive(Default)]
 pub struct FakeFirewall {
     applied: Mutex<Vec<String>>,
 }
 
+#[cfg(test)]
 impl FakeFirewall {
     pub fn new() -> Self {
         Self::default()
@@ -114,6 +118,7 @@ impl FakeFirewall {
     }
 }
 
+#[cfg(test)]
 #[async_trait]
 impl Firewall for FakeFirewall {
     async fn apply(&self, script: &str) -> Result<(), NftError> {

@@ -37,7 +37,7 @@
 //!   MAC, else the state file `<state_dir>/vtep-mac`, else the Node's own
 //!   `backend-data` annotation, else a fresh random one (then saved).
 //! - Every kernel call goes through [`ops::OverlayOps`] (fake:
-//!   [`fake::FakeOverlayOps`]); the module talks to the API only through
+//!   `fake::FakeOverlayOps`); the module talks to the API only through
 //!   kube-rs.
 //!
 //! Partial: IPv4 only; wireguard-native and other flannel backends are
@@ -47,6 +47,7 @@
 pub mod annotations;
 pub mod controller;
 pub mod device;
+#[cfg(test)]
 pub mod fake;
 pub mod linux;
 pub mod nft;

@@ -17,9 +17,10 @@ pub struct StoreOptions {
     /// Keys under these prefixes live in memory only (same revisions, same watch stream).
     pub volatile_prefixes: Vec<String>,
     pub sync: SyncMode,
-    /// History younger than this is kept (unless the count cap says otherwise).
+    /// History older than this goes at the next compaction (see below).
     pub history_window: Duration,
-    /// At most this many revisions of history are kept.
+    /// At most this many revisions of history are kept (plus a tenth of it
+    /// as slack: compactions are batched, so one runs every tenth of the cap).
     pub history_max_revisions: i64,
     /// Per-watcher buffer of live events; a watcher that falls further behind gets `Compacted`.
     pub watch_buffer: usize,
@@ -33,7 +34,7 @@ impl Default for StoreOptions {
             volatile_prefixes: Vec::new(),
             sync: SyncMode::Full,
             history_window: Duration::from_secs(300),
-            history_max_revisions: 10_000,
+            history_max_revisions: 1_000,
             watch_buffer: 1024,
             reserve_step: 10_000,
         }

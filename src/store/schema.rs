@@ -60,6 +60,22 @@ pub(crate) fn init_writer(conn: &Connection, sync: SyncMode, file_backed: bool) 
     Ok(())
 }
 
+/// Free pages worth returning to the file system: at least 256 (1 MiB with
+/// 4 KiB pages) and at least a quarter of the file.
+const VACUUM_MIN_FREE_PAGES: i64 = 256;
+
+/// Whether enough of the file is free for `incremental_vacuum` to be worth
+/// its page moves.
+pub(crate) fn worth_vacuuming(conn: &Connection) -> Result<bool> {
+    let get = |pragma: &str| -> Result<i64> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .map_err(|e| backend("read the free-page count", e))
+    };
+    let free = get("freelist_count")?;
+    let pages = get("page_count")?;
+    Ok(free >= VACUUM_MIN_FREE_PAGES && free * 4 >= pages)
+}
+
 pub(crate) fn meta(conn: &Connection, name: &str) -> Result<Revision> {
     conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
         r.get(0)

@@ -183,8 +183,12 @@ impl SqliteStore {
         Ok(event.record)
     }
 
-    /// Compaction on the write path: by count after every write, by time at most every minute.
-    /// Nothing runs while nothing is written.
+    /// Compaction on the write path, batched: once a tenth of the count cap
+    /// (`slack`) has accumulated since the last compaction, history is cut back
+    /// to the cap, or further to what is older than `history_window`. Both
+    /// rules thus bound history (by count, and by age once writes keep
+    /// coming), and an idle store compacts at most once per `slack` revisions
+    /// instead of once per write. Nothing runs while nothing is written.
     fn maybe_compact(&self, inner: &mut Inner) {
         let now = Instant::now();
         if inner
@@ -196,6 +200,9 @@ impl SqliteStore {
         }
         let max = self.opts.history_max_revisions.max(1);
         let slack = (max / 10).max(1);
+        if inner.current - inner.compacted < slack {
+            return;
+        }
         let mut target = 0;
         if inner.current - inner.compacted >= max + slack {
             target = inner.current - max;
@@ -253,15 +260,21 @@ impl SqliteStore {
             .map_err(err)?;
             schema::set_meta(&tx, "compacted", target)?;
             tx.commit().map_err(err)?;
-            inner
-                .conn
-                .execute_batch("PRAGMA incremental_vacuum;")
-                .map_err(err)?;
-            if self.path.is_some() {
+            // Freed pages are reused by the next writes; the file is shrunk
+            // (and the WAL folded and truncated) only once a good share of it
+            // is free, because moving pages costs writes: a small compaction
+            // on an idle node would otherwise rewrite a dozen pages twice.
+            if schema::worth_vacuuming(&inner.conn)? {
                 inner
                     .conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .execute_batch("PRAGMA incremental_vacuum;")
                     .map_err(err)?;
+                if self.path.is_some() {
+                    inner
+                        .conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                        .map_err(err)?;
+                }
             }
         }
         while inner.ring.front().is_some_and(|e| e.revision <= target) {

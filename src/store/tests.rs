@@ -305,6 +305,56 @@ fn count_based_compaction_bounds_history() {
 }
 
 #[test]
+fn compaction_is_batched_by_a_tenth_of_the_cap() {
+    let s = SqliteStore::open_in_memory(StoreOptions {
+        history_max_revisions: 100,
+        ..opts()
+    })
+    .unwrap();
+    let mut r = s.create("/k", b"0").unwrap().mod_revision;
+    let mut compactions = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        r = s
+            .update("/k", format!("{i}").as_bytes(), r)
+            .unwrap()
+            .mod_revision;
+        compactions.insert(s.compacted_revision());
+        // History never exceeds the cap plus its slack.
+        assert!(r - s.compacted_revision() <= 110, "at {r}");
+    }
+    // 301 revisions, one compaction per 10 once the cap is reached: about 20, not 200.
+    assert!(compactions.len() <= 22, "{} compactions", compactions.len());
+}
+
+#[test]
+fn churn_keeps_the_file_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(
+        dir.path(),
+        StoreOptions {
+            history_max_revisions: 200,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let value = vec![b'x'; 3000];
+    let cycle = |i: usize| {
+        let key = format!("/registry/pods/default/p{}", i % 64);
+        let r = s.create(&key, &value).unwrap().mod_revision;
+        let r = s.update(&key, &value, r).unwrap().mod_revision;
+        s.delete(&key, Some(r)).unwrap();
+    };
+    (0..1000).for_each(cycle);
+    let middle = s.disk_size();
+    (1000..4000).for_each(cycle);
+    let end = s.disk_size();
+    // 200 revisions of 3 kB values are well under 2 MB of pages; the WAL is
+    // capped at 256 pages plus what one compaction writes.
+    assert!(end <= middle.max(1 << 20) * 2, "middle {middle}, end {end}");
+    assert!(end < 4 << 20, "end {end}");
+}
+
+#[test]
 fn idle_store_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());

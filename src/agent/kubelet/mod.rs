@@ -329,6 +329,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
             client: client.clone(),
         }),
         images,
+        fs: Arc::new(crate::hostos::LinuxFsOps),
         node_name: node_name.clone(),
         host_ip: facts.internal_ip,
         cluster_dns: opts.cluster_dns,

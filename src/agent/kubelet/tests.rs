@@ -46,6 +46,7 @@ async fn env() -> Env {
         network: Arc::new(net),
         api: api.clone(),
         images: Arc::new(ImageManager::new(rt.clone(), dir.path().join("images"))),
+        fs: Arc::new(crate::hostos::fake::FakeFsOps::new()),
         node_name: "n1".into(),
         host_ip: "192.168.1.2".parse().unwrap(),
         cluster_dns: "10.43.0.10".parse().unwrap(),

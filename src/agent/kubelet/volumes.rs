@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
 
 use super::api::PodApi;
 use super::env::secret_strings;
+use crate::hostos::{FsOps, MountSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -329,6 +330,7 @@ pub fn write_atomic(dir: &Path, files: &Files) -> Result<bool, VolumeError> {
 /// Prepares (or refreshes) every volume of the pod; returns name → host path.
 pub async fn sync(
     api: &dyn PodApi,
+    fs: &dyn FsOps,
     pod: &Pod,
     pod_dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
@@ -354,6 +356,7 @@ pub async fn sync(
                     .map_err(io("chmod", &dir))?;
                 if e.medium.as_deref() == Some("Memory") {
                     mount_tmpfs(
+                        fs,
                         &dir,
                         e.size_limit
                             .as_ref()
@@ -377,22 +380,22 @@ pub async fn sync(
     Ok(out)
 }
 
-fn mount_tmpfs(dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
+fn mount_tmpfs(fs: &dyn FsOps, dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
     let opts = match size {
         Some(s) => format!("mode=0777,size={s}"),
         None => "mode=0777".into(),
     };
-    crate::hostos::mount_tmpfs(dir, &opts).map_err(|e| {
+    fs.mount(&MountSpec::tmpfs(dir, &opts)).map_err(|e| {
         VolumeError(format!("failed to mount tmpfs on {}: {e}", dir.display()))
     })
 }
 
 /// Unmounts tmpfs volumes and removes the pod's directory.
-pub fn remove_pod_dir(pod_dir: &Path) {
+pub fn remove_pod_dir(fs: &dyn FsOps, pod_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) {
         for e in entries.flatten() {
             // Failure (not a mount point) is expected.
-            let _ = crate::hostos::unmount_detach(&e.path());
+            let _ = fs.unmount_detach(&e.path());
         }
     }
     let _ = std::fs::remove_dir_all(pod_dir);
@@ -426,5 +429,50 @@ mod tests {
             })
             .count();
         assert_eq!(stamps, 1);
+    }
+
+    #[tokio::test]
+    async fn memory_empty_dirs_are_tmpfs_mounted_once_and_unmounted_on_removal() {
+        use crate::hostos::fake::{FakeFsOps, FsCall};
+        let dir = tempfile::tempdir().unwrap();
+        let pod_dir = dir.path().join("pod");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                {"name": "disk", "emptyDir": {}}
+            ]}
+        }))
+        .unwrap();
+        let api = super::super::api::FakePodApi::default();
+        let fs = FakeFsOps::new();
+        let mounts = sync(&api, &fs, &pod, &pod_dir).await.unwrap();
+        let mem = pod_dir.join("volumes/mem");
+        assert_eq!(mounts["mem"], mem);
+        assert!(mounts["disk"].is_dir());
+        // A second sync finds the directory and mounts nothing more.
+        sync(&api, &fs, &pod, &pod_dir).await.unwrap();
+        assert_eq!(
+            fs.calls(),
+            vec![FsCall::Mount(MountSpec::tmpfs(&mem, "mode=0777,size=67108864"))]
+        );
+        remove_pod_dir(&fs, &pod_dir);
+        assert!(fs.mounted().is_empty());
+        assert!(!pod_dir.exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_tmpfs_mount_is_a_volume_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [], "volumes": [{"name": "mem", "emptyDir": {"medium": "Memory"}}]}
+        }))
+        .unwrap();
+        let fs = crate::hostos::fake::FakeFsOps::new();
+        fs.fail_next_mount(std::io::ErrorKind::PermissionDenied);
+        let api = super::super::api::FakePodApi::default();
+        let err = sync(&api, &fs, &pod, dir.path()).await.unwrap_err();
+        assert!(err.0.starts_with("failed to mount tmpfs on"), "{}", err.0);
     }
 }

@@ -42,6 +42,8 @@ pub struct Context {
     pub network: Arc<PodNetwork>,
     pub api: Arc<dyn PodApi>,
     pub images: Arc<ImageManager>,
+    /// Mounts and unmounts of volumes (the kernel, or a fake in unit tests).
+    pub fs: Arc<dyn crate::hostos::FsOps>,
     pub node_name: String,
     pub host_ip: IpAddr,
     pub cluster_dns: IpAddr,
@@ -350,7 +352,7 @@ impl PodWorker {
                 ));
                 return false;
             }
-            match volumes::sync(self.ctx.api.as_ref(), pod, &self.pod_dir()).await {
+            match volumes::sync(self.ctx.api.as_ref(), self.ctx.fs.as_ref(), pod, &self.pod_dir()).await {
                 Ok(m) => {
                     self.mounts = m;
                     self.last_volume_sync = Some(now);
@@ -767,7 +769,7 @@ impl PodWorker {
         if let Err(e) = self.ctx.network.teardown_pod(&self.uid).await {
             tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to tear down the pod network");
         }
-        volumes::remove_pod_dir(&self.pod_dir());
+        volumes::remove_pod_dir(self.ctx.fs.as_ref(), &self.pod_dir());
         // Its logs go with it, as kubelet's container GC removes them.
         let logs = self
             .ctx

@@ -48,6 +48,8 @@ const LEASE_EXPIRY: chrono::Duration = chrono::Duration::minutes(10);
 pub struct ContainerdRuntime {
     client: Client,
     log_binary: PathBuf,
+    /// FIFOs for exec and the logger go through the file-system seam.
+    pub(super) fs: std::sync::Arc<dyn crate::hostos::FsOps>,
 }
 
 impl ContainerdRuntime {
@@ -62,7 +64,11 @@ impl ContainerdRuntime {
             })?;
         let log_binary =
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/local/bin/rk3s"));
-        Ok(Self { client, log_binary })
+        Ok(Self {
+            client,
+            log_binary,
+            fs: std::sync::Arc::new(crate::hostos::LinuxFsOps),
+        })
     }
 
     /// Uses `binary` as the log shim containerd spawns for each task.
@@ -701,11 +707,11 @@ pub fn stdin_fifo(id: &ContainerId) -> PathBuf {
     stdio_dir(id).join("stdin")
 }
 
-fn make_fifo(path: &Path) -> std::io::Result<()> {
+fn make_fifo(fs: &dyn crate::hostos::FsOps, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match super::exec::mkfifo(path) {
+    match fs.mkfifo(path) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
     }
@@ -734,7 +740,7 @@ impl ContainerdRuntime {
             .into_iter()
             .flatten()
         {
-            make_fifo(fifo)
+            make_fifo(self.fs.as_ref(), fifo)
                 .map_err(|e| failed(format!("failed to make the FIFO {}: {e}", fifo.display())))?;
         }
         let log = if log_path.is_empty() {

@@ -62,10 +62,6 @@ fn namespaced<T>(msg: T) -> Request<T> {
     req
 }
 
-pub(super) fn mkfifo(path: &Path) -> std::io::Result<()> {
-    crate::hostos::mkfifo(path)
-}
-
 impl ContainerdRuntime {
     /// Starts `opts.command` in container `id`'s task; FIFOs live in a fresh
     /// directory under `fifo_root` until [`ExecProcess::cleanup`].
@@ -123,7 +119,7 @@ impl ContainerdRuntime {
                 continue;
             }
             let path = fifo_dir.join(name);
-            mkfifo(&path).map_err(io_err)?;
+            self.fs.mkfifo(&path).map_err(io_err)?;
             match i {
                 0 => {
                     io.stdin = Some(

@@ -13,7 +13,7 @@
 //!   validates CRD objects (422s) and custom resources against their
 //!   structural schema: pruning, defaulting, validation (`schema`), and
 //!   deprecation warnings on writes.
-//! - [`scale`] serves the `scale` subresource from the CRD's paths.
+//! - the `scale` subresource is `subresources/scale.rs`'s, with the CRD's paths.
 //!
 //! Versions use the `None` conversion: objects are stored once under the
 //! group-resource and served with the requested version's `apiVersion`.
@@ -27,7 +27,6 @@
 //! directly when their CRD goes (their own finalizers are not waited for).
 
 pub mod admission;
-pub mod scale;
 pub mod schema;
 
 use std::collections::HashMap;

@@ -47,9 +47,6 @@ pub(crate) fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response
         ("pods", "binding") => binding::handle(ctx, method, body),
         ("pods", "eviction") => eviction::handle(ctx, method, body),
         ("serviceaccounts", "token") => token_request::handle(ctx, method, body),
-        (_, "scale") if crate::apiserver::crd::is_custom(&ctx.state.registry, &ctx.def) => {
-            crate::apiserver::crd::scale::handle(ctx, method, body)
-        }
         (_, "scale") => scale::handle(ctx, method, body),
         _ => Err(ApiStatus::route_not_found()),
     }

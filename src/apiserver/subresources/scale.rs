@@ -1,18 +1,22 @@
-//! The scale subresource: GET, PUT and PATCH of an `autoscaling/v1` Scale
-//! view of deployments, replicasets, statefulsets and replicationcontrollers
-//! (`spec.replicas`, `status.replicas`, `status.selector` as a selector
-//! string), as `kubectl scale` uses it.
+//! The scale subresource, one implementation for built-in kinds and custom
+//! resources: GET, PUT and PATCH of an `autoscaling/v1` Scale view of an
+//! object (`spec.replicas`, `status.replicas`, `status.selector` as a
+//! selector string), as `kubectl scale` uses it.
 //!
-//! A PUT or PATCH changes only the parent's `spec.replicas`; it passes the
+//! Where the fields live is the only difference between kinds: [`ScalePaths`]
+//! (JSON pointers). Deployments, replicasets, statefulsets and
+//! replicationcontrollers have fixed paths ([`paths_for`]); a custom
+//! resource has the ones its CRD version declares in `subresources.scale`
+//! (`specReplicasPath`, `statusReplicasPath`, `labelSelectorPath`, dotted
+//! paths without array steps, read by [`custom_paths`]).
+//!
+//! A PUT or PATCH changes only the parent's replicas field; it passes the
 //! admission chain as an update of subresource `scale` (so managedFields get
-//! an entry with `subresource: scale`), bumps `generation`, honours a
+//! an entry with `subresource: scale`, and a CRD schema's bounds apply),
+//! bumps `generation` when the spec changed, honours a
 //! `metadata.resourceVersion` precondition (409 when stale) and `dryRun`.
 //! Patches: merge, JSON and strategic merge (Scale has no merge lists, so a
 //! strategic patch merges like a merge patch).
-//!
-//! Custom resources: [`paths_for`] is the hook; the crd helper adds a branch
-//! returning the CRD's `specReplicasPath`, `statusReplicasPath` and
-//! `labelSelectorPath` (a string selector).
 
 use axum::response::Response;
 use http::{Method, StatusCode};
@@ -42,6 +46,9 @@ pub struct ScalePaths {
     pub spec_replicas: String,
     pub status_replicas: String,
     pub selector: Option<SelectorAt>,
+    /// `spec.replicas` when the field is absent: 1 for the built-in kinds
+    /// (their defaulting), 0 for custom resources (as apiextensions reads it).
+    pub spec_default: i64,
 }
 
 /// The scale paths of a kind, or `None` when it has no scale subresource.
@@ -58,7 +65,49 @@ pub fn paths_for(group_resource: &str) -> Option<ScalePaths> {
         spec_replicas: "/spec/replicas".into(),
         status_replicas: "/status/replicas".into(),
         selector: Some(selector),
+        spec_default: 1,
     })
+}
+
+/// A CRD's dotted field path (`.spec.replicas`) as a JSON pointer.
+fn pointer_of(path: &str) -> String {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// The paths a CRD version's `subresources.scale` declares (its
+/// `specReplicasPath` and `statusReplicasPath` are required by the CRD's
+/// validation; the kube defaults stand in if a stored CRD lacks them).
+pub fn custom_paths(scale: &Value) -> ScalePaths {
+    let path = |field: &str, default: &str| pointer_of(scale[field].as_str().unwrap_or(default));
+    ScalePaths {
+        spec_replicas: path("specReplicasPath", ".spec.replicas"),
+        status_replicas: path("statusReplicasPath", ".status.replicas"),
+        selector: scale["labelSelectorPath"]
+            .as_str()
+            .map(|p| SelectorAt::String(pointer_of(p))),
+        spec_default: 0,
+    }
+}
+
+/// The scale paths of the kind `ctx` addresses: a custom resource's from its
+/// CRD, a built-in kind's from [`paths_for`]; 404 when it has none.
+fn paths_of(ctx: &Ctx) -> Result<ScalePaths, ApiStatus> {
+    let def = &ctx.def;
+    if crate::apiserver::crd::is_custom(&ctx.state.registry, def) {
+        let crd = ctx
+            .state
+            .registry
+            .custom(&def.group, &def.version, &def.plural)
+            .ok_or_else(ApiStatus::route_not_found)?;
+        return crate::apiserver::crd::version_of(&crd, &def.version)
+            .and_then(|v| v.pointer("/subresources/scale"))
+            .map(custom_paths)
+            .ok_or_else(ApiStatus::route_not_found);
+    }
+    paths_for(&def.group_resource()).ok_or_else(ApiStatus::route_not_found)
 }
 
 /// A `LabelSelector` as its string form (`a=b,c in (x,y)`), keys sorted
@@ -107,7 +156,7 @@ pub fn to_scale(obj: &Value, paths: &ScalePaths) -> Value {
         status["selector"] = json!(s);
     }
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": metadata,
-           "spec": {"replicas": replicas(&paths.spec_replicas, 1)}, "status": status})
+           "spec": {"replicas": replicas(&paths.spec_replicas, paths.spec_default)}, "status": status})
 }
 
 fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
@@ -126,7 +175,7 @@ fn set_pointer(obj: &mut Value, pointer: &str, value: Value) {
 }
 
 pub(crate) fn handle(ctx: &Ctx, method: &Method, body: &[u8]) -> Result<Response, ApiStatus> {
-    let paths = paths_for(&ctx.def.group_resource()).ok_or_else(ApiStatus::route_not_found)?;
+    let paths = paths_of(ctx)?;
     let name = ctx.name.clone().unwrap_or_default();
     let key = ctx.key();
     match *method {
@@ -183,8 +232,11 @@ fn write(
         if precondition.is_some() {
             return Err(ApiStatus::modified(ctx.target(&name)));
         }
-        let Some(replicas) = scale.pointer("/spec/replicas").and_then(Value::as_i64) else {
-            return Err(invalid_replicas(&name, "Required value"));
+        let replicas = match scale.pointer("/spec/replicas") {
+            None | Some(Value::Null) => return Err(invalid_replicas(&name, "Required value")),
+            Some(v) => v.as_i64().ok_or_else(|| {
+                invalid_replicas(&name, &format!("Invalid value: {v}: must be an integer"))
+            })?,
         };
         if replicas < 0 {
             return Err(invalid_replicas(
@@ -194,7 +246,9 @@ fn write(
         }
         let mut new = cur.clone();
         set_pointer(&mut new, &paths.spec_replicas, json!(replicas));
-        if objects::tracks_generation(&ctx.def) && new != cur {
+        if objects::tracks_generation(&ctx.def)
+            && objects::spec_part(&new) != objects::spec_part(&cur)
+        {
             let g = cur
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -272,5 +326,27 @@ mod tests {
         let mut v = json!({});
         set_pointer(&mut v, "/spec/replicas", json!(3));
         assert_eq!(v, json!({"spec": {"replicas": 3}}));
+    }
+
+    #[test]
+    fn scale_view_of_a_custom_resource_reads_the_crd_paths() {
+        let obj = json!({"metadata": {"name": "x", "namespace": "d"},
+            "spec": {"replicas": 3}, "status": {"replicas": 2, "sel": "a=b"}});
+        let paths = custom_paths(&json!({"specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.sel"}));
+        let s = to_scale(&obj, &paths);
+        assert_eq!(s["spec"]["replicas"], 3);
+        assert_eq!(s["status"], json!({"replicas": 2, "selector": "a=b"}));
+        // Unset replicas read as 0 for custom resources; the paths may be deep.
+        let deep = custom_paths(&json!({"specReplicasPath": ".spec.deep.count",
+            "statusReplicasPath": ".status.n"}));
+        assert_eq!(deep.spec_replicas, "/spec/deep/count");
+        let s = to_scale(&json!({"metadata": {"name": "y"}}), &deep);
+        assert_eq!(s["spec"]["replicas"], 0);
+        assert!(s["status"].get("selector").is_none());
+        let mut o = json!({"spec": {}});
+        set_pointer(&mut o, &deep.spec_replicas, json!(5));
+        assert_eq!(o["spec"]["deep"]["count"], 5);
+        assert_eq!(pointer_of(".metadata.annotations.a/b"), "/metadata/annotations/a~1b");
     }
 }

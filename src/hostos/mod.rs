@@ -6,13 +6,21 @@
 //! collection, the runtime's exec and logger FIFOs) stay free of `libc`.
 //!
 //! Higher-level seams that unit tests fake (`check_config`'s host, the image
-//! garbage collector's `DiskStats`) are built on these functions.
+//! garbage collector's `DiskStats`) are built on these functions. Mounts,
+//! unmounts and FIFOs are reached through the [`FsOps`] seam
+//! ([`LinuxFsOps`] in production, [`fake::FakeFsOps`] in unit tests), so
+//! the kubelet's volumes and the runtime's FIFOs can be tested without root.
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+mod ops;
+pub use ops::{FsOps, LinuxFsOps, MountSpec};
+#[cfg(test)]
+pub mod fake;
 
 /// Where programs are looked for when `PATH` is unset.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -74,14 +82,20 @@ pub fn fs_usage(path: &Path) -> io::Result<FsUsage> {
 
 /// Mounts a tmpfs on `dir` with `options` (`mode=0777,size=…`).
 pub fn mount_tmpfs(dir: &Path, options: &str) -> io::Result<()> {
-    let target = c_path(dir)?;
-    let opts = CString::new(options)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in mount options"))?;
-    let fstype = c"tmpfs";
+    mount(&MountSpec::tmpfs(dir, options))
+}
+
+/// `mount(2)` of `spec` (no flags; everything is in its options).
+pub fn mount(spec: &MountSpec) -> io::Result<()> {
+    let target = c_path(&spec.target)?;
+    let nul = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("NUL in {what}"));
+    let source = CString::new(spec.source.as_str()).map_err(|_| nul("mount source"))?;
+    let fstype = CString::new(spec.fstype.as_str()).map_err(|_| nul("file-system type"))?;
+    let opts = CString::new(spec.options.as_str()).map_err(|_| nul("mount options"))?;
     // SAFETY: all pointers are valid NUL-terminated strings for the call.
     let rc = unsafe {
         libc::mount(
-            fstype.as_ptr(),
+            source.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
             0,
