@@ -129,6 +129,9 @@ pub struct ServerArgs {
     /// Run only the control plane; do not run workloads on this machine.
     #[arg(long, env = "RK3S_DISABLE_AGENT", value_parser = BoolishValueParser::new())]
     pub disable_agent: bool,
+    /// Directory of the local-path volumes on every node [default: DATA_DIR/storage].
+    #[arg(long, env = "RK3S_DEFAULT_LOCAL_STORAGE_PATH", value_name = "DIR")]
+    pub default_local_storage_path: Option<String>,
     /// Pod network backend between nodes: vxlan, host-gw or none (agents learn it from the server).
     #[arg(long, env = "RK3S_FLANNEL_BACKEND", value_name = "BACKEND", default_value = DEFAULT_FLANNEL_BACKEND)]
     pub flannel_backend: String,
