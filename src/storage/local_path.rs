@@ -181,6 +181,10 @@ impl NodeDirs {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::Io("remove", path, e)),
                 }
+                if pv.metadata.deletion_timestamp.is_some() {
+                    // Asked once already; deleting again would rewrite it.
+                    return Ok(());
+                }
                 let name = pv.metadata.name.clone().unwrap_or_default();
                 match Api::<PersistentVolume>::all(self.client.clone())
                     .delete(&name, &DeleteParams::default())
