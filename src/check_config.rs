@@ -111,6 +111,15 @@ pub fn run_checks(host: &dyn Host) -> Vec<Check> {
     ] {
         checks.push(check_port(host, proto, port, what));
     }
+    // NFS volumes (a NAS) need the mount helper; everything else runs without it.
+    checks.push(match host.which("mount.nfs") {
+        Some(path) => check(Status::Ok, "mount.nfs", path.display().to_string()),
+        None => check(
+            Status::Warn,
+            "mount.nfs",
+            "not found: pods with NFS volumes cannot start; install it with `apt-get install nfs-common`",
+        ),
+    });
     checks.push(match host.which("kubectl") {
         Some(path) => check(Status::Ok, "kubectl", path.display().to_string()),
         None => check(
@@ -462,7 +471,7 @@ mod tests {
             );
             h.file("/proc/sys/net/ipv4/ip_forward", "1\n");
             h.file("/proc/sys/net/bridge/bridge-nf-call-iptables", "1\n");
-            for p in ["containerd", "runc", "nft", "kubectl"] {
+            for p in ["containerd", "runc", "nft", "kubectl", "mount.nfs"] {
                 h.programs.insert(p.into());
             }
             h
@@ -590,6 +599,7 @@ mod tests {
         let mut h = FakeHost::healthy();
         h.file("/proc/sys/net/ipv4/ip_forward", "0\n");
         h.programs.remove("kubectl");
+        h.programs.remove("mount.nfs");
         h.busy
             .insert((Proto::Tcp, 10250), PortState::InUse(Some("rk3s".into())));
         let checks = run_checks(&h);
@@ -597,6 +607,9 @@ mod tests {
             .detail
             .contains("sysctl -w net.ipv4.ip_forward=1"));
         assert_eq!(find(&checks, "kubectl").status, Status::Warn);
+        let nfs = find(&checks, "mount.nfs");
+        assert_eq!(nfs.status, Status::Warn);
+        assert!(nfs.detail.contains("nfs-common"), "{}", nfs.detail);
         assert_eq!(find(&checks, "port 10250/tcp").status, Status::Ok);
         assert!(report(&checks, &mut Vec::new(), false).unwrap());
     }

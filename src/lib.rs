@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod quantity;
 pub mod scheduler;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod svccache;
 pub mod tunnel;

@@ -26,7 +26,7 @@ const STORE_USERS: &[&str] = &["apiserver", "auth", "server"];
 const AUTH_USERS: &[&str] = &["server"];
 /// Node subsystems: the agent wires them, they talk to the API through
 /// kube-rs only.
-const NODE_SUBSYSTEMS: &[&str] = &["hostnet", "overlay", "proxy", "dns", "ingress", "svccache"];
+const NODE_SUBSYSTEMS: &[&str] = &["hostnet", "overlay", "proxy", "dns", "ingress", "svccache", "storage"];
 /// Shared lower helpers.
 const HELPERS: &[&str] = &["k8s", "cidr", "quantity"];
 /// What neither of the two groups above may import.

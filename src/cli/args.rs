@@ -154,6 +154,9 @@ pub struct ServerArgs {
     /// Encrypt Secrets at rest (keys in DATA_DIR/server/cred/encryption-config.json).
     #[arg(long, env = "RK3S_SECRETS_ENCRYPTION", value_parser = BoolishValueParser::new())]
     pub secrets_encryption: bool,
+    /// Directory of the local-path volumes on every node [default: DATA_DIR/storage].
+    #[arg(long, env = "RK3S_DEFAULT_LOCAL_STORAGE_PATH", value_name = "DIR")]
+    pub default_local_storage_path: Option<String>,
     /// Pod network backend between nodes: vxlan, host-gw or none (agents learn it from the server).
     #[arg(long, env = "RK3S_FLANNEL_BACKEND", value_name = "BACKEND", default_value = DEFAULT_FLANNEL_BACKEND)]
     pub flannel_backend: String,

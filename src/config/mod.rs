@@ -146,6 +146,9 @@ pub struct ServerConfig {
     pub write_kubeconfig_mode: u32,
     pub disable: BTreeSet<Component>,
     pub disable_agent: bool,
+    /// `--default-local-storage-path`: where local-path volumes live on
+    /// every node (`<data-dir>/storage` unless set).
+    pub default_local_storage_path: PathBuf,
     pub flannel_backend: FlannelBackend,
     pub node: NodeConfig,
     pub debug: bool,
@@ -348,6 +351,10 @@ impl ServerConfig {
             )?,
             disable: r.many("disable", |s| s.parse())?.into_iter().collect(),
             disable_agent: r.flag("disable-agent")?,
+            default_local_storage_path: match r.one("default-local-storage-path", None, parse_path)? {
+                Some(p) => p,
+                None => r.required("data-dir", DEFAULT_DATA_DIR, parse_path)?.join("storage"),
+            },
             flannel_backend: r
                 .required("flannel-backend", DEFAULT_FLANNEL_BACKEND, |s| s.parse())?,
             node: r.node()?,

@@ -43,6 +43,7 @@ impl ServerConfig {
         );
         list(&mut m, "disable", self.disable.iter().map(|c| c.name()));
         m.insert("disable-agent".into(), Value::from(self.disable_agent));
+        put(&mut m, "default-local-storage-path", self.default_local_storage_path.display());
         put(&mut m, "flannel-backend", self.flannel_backend.name());
         let h = &self.habits;
         put(&mut m, "snapshot-schedule-cron", h.snapshot_schedule_cron.as_deref().unwrap_or(""));

@@ -7,13 +7,15 @@
 //! Map: `workloads` (Deployment, ReplicaSet, ReplicationController,
 //! DaemonSet, StatefulSet, Job, CronJob) and `cluster` (Service endpoints,
 //! namespaces, garbage collection, node lifecycle, pod CIDRs,
-//! ServiceAccounts and `kube-root-ca.crt`). The scheduler is `crate::scheduler`.
+//! ServiceAccounts and `kube-root-ca.crt`) and `storage` (PersistentVolume
+//! binding, claim and volume protection, the local-path provisioner). The scheduler is `crate::scheduler`.
 //!
 //! Architecture invariant: a controller's `reconcile` is level-triggered and
 //! idempotent: it reads the world, compares with the desired state, writes
 //! the difference and returns the next `Action`; errors back off.
 
 pub mod cluster;
+pub mod storage;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub struct ControllerOptions {
     /// The built-in ingress holds TCP 80/443 on every node, so ServiceLB
     /// treats a LoadBalancer on those ports as a conflict.
     pub ingress_holds_web_ports: bool,
+    /// The storage controllers' settings (local-path on or off, its path).
+    pub storage: storage::StorageOptions,
 }
 
 impl ControllerOptions {
@@ -63,6 +67,10 @@ impl ControllerOptions {
             gc_period: Duration::from_secs(600),
             servicelb: true,
             ingress_holds_web_ports: true,
+            storage: storage::StorageOptions {
+                local_storage: true,
+                local_storage_path: std::path::PathBuf::from("/var/lib/rk3s/storage"),
+            },
         }
     }
 }
@@ -77,7 +85,11 @@ pub struct Context {
 
 /// Runs every controller until `shutdown`.
 pub async fn run(ctx: Context) {
-    tokio::join!(workloads::run(ctx.clone()), cluster::run(ctx.clone()));
+    tokio::join!(
+        workloads::run(ctx.clone()),
+        cluster::run(ctx.clone()),
+        storage::run(ctx.clone())
+    );
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -329,6 +329,9 @@ pub struct Diagnosis {
     pub total_nodes: usize,
     pub reasons: BTreeMap<String, usize>,
     pub resource_only_nodes: usize,
+    /// A PreFilter's verdict for the whole pod (e.g. an unbound immediate
+    /// claim): no node was looked at.
+    pub pre_filter: Option<String>,
 }
 
 fn is_resource_reason(r: &str) -> bool {
@@ -342,6 +345,11 @@ impl Diagnosis {
         let total = self.total_nodes;
         if total == 0 {
             return "no nodes available to schedule pods".into();
+        }
+        if let Some(why) = &self.pre_filter {
+            return format!(
+                "0/{total} nodes are available: {why}. preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling."
+            );
         }
         let mut parts: Vec<String> = self
             .reasons

@@ -17,11 +17,13 @@
 //! Restart-safe: everything is derived from the watches; a bind that raced
 //! another writer answers 409 and the watch settles it. PARTIAL: no
 //! preemption, no pod affinity (anti-affinity only), no scheduling gates,
-//! no volume topology, no leader election (one server).
+//! no leader election (one server). Volumes: `volumes` (kube's
+//! VolumeBinding: unbound claims, volume node affinity, WaitForFirstConsumer).
 
 pub mod filter;
 pub mod resources;
 pub mod score;
+pub mod volumes;
 #[cfg(test)]
 mod tests;
 
@@ -30,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -48,6 +51,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// An unschedulable pod is retried at least this often even if nothing changed.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(60);
 const MAX_BINDS_IN_FLIGHT: usize = 32;
+/// How long a bind waits for its claims to be bound (kube: 600 s).
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs the scheduler, as an API client through `client`, until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
@@ -91,6 +96,8 @@ struct Scheduler {
     pods_synced: bool,
     node_buffer: Option<BTreeMap<String, Arc<Node>>>,
     pod_buffer: Option<HashMap<String, Arc<PodInfo>>>,
+    /// Claims, volumes and classes, for `volumes`.
+    volumes: volumes::VolumeState,
 }
 
 fn is_pending(p: &Pod) -> bool {
@@ -148,6 +155,7 @@ impl Scheduler {
             pods_synced: false,
             node_buffer: None,
             pod_buffer: None,
+            volumes: volumes::VolumeState::default(),
         }
     }
 
@@ -159,6 +167,15 @@ impl Scheduler {
             .default_backoff()
             .boxed();
         let (mut nodes, mut pods) = (nodes, pods);
+        let mut claims = watcher::watcher(Api::<PersistentVolumeClaim>::all(self.client.clone()), Default::default())
+            .default_backoff()
+            .boxed();
+        let mut pvs = watcher::watcher(Api::<PersistentVolume>::all(self.client.clone()), Default::default())
+            .default_backoff()
+            .boxed();
+        let mut classes = watcher::watcher(Api::<StorageClass>::all(self.client.clone()), Default::default())
+            .default_backoff()
+            .boxed();
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, BindOutcome)>();
         loop {
             if self.nodes_synced && self.pods_synced {
@@ -175,6 +192,9 @@ impl Scheduler {
                 _ = shutdown.cancelled() => return,
                 ev = nodes.next() => self.on_node(ev),
                 ev = pods.next() => self.on_pod(ev),
+                Some(Ok(ev)) = claims.next() => self.on_volume_event(ev, |st| &mut st.claims, |c| crate::storage::binding::claim_key(c)),
+                Some(Ok(ev)) = pvs.next() => self.on_volume_event(ev, |st| &mut st.volumes, |v| v.metadata.name.clone().unwrap_or_default()),
+                Some(Ok(ev)) = classes.next() => self.on_volume_event(ev, |st| &mut st.classes, |c| c.metadata.name.clone().unwrap_or_default()),
                 Some((key, outcome)) = rx.recv() => self.on_bound(key, outcome),
                 _ = tokio::time::sleep_until(wake) => {}
             }
@@ -245,6 +265,26 @@ impl Scheduler {
                 self.generation += 1;
             }
         }
+    }
+
+    /// A claim, volume or class changed: keep the map and let unschedulable
+    /// pods try again.
+    fn on_volume_event<K, M>(
+        &mut self,
+        ev: Event<K>,
+        map: impl Fn(&mut volumes::VolumeState) -> &mut M,
+        key: impl Fn(&K) -> String,
+    ) where
+        M: volumes::ObjMap<K>,
+    {
+        let m = map(&mut self.volumes);
+        match ev {
+            Event::Init => m.begin_init(),
+            Event::InitApply(o) | Event::Apply(o) => m.put(key(&o), Arc::new(o)),
+            Event::InitDone => {}
+            Event::Delete(o) => m.drop_key(&key(&o)),
+        }
+        self.generation += 1;
     }
 
     fn on_pod(&mut self, ev: Option<Result<Event<Pod>, watcher::Error>>) {
@@ -379,13 +419,31 @@ impl Scheduler {
             if !is_pending(&pod.pod) || self.assumed.contains_key(&key) {
                 continue;
             }
-            let (ok, diagnosis) = filter::feasible(&pod, &infos);
+            let needs = match volumes::pre_filter(&pod.pod, &self.volumes) {
+                Ok(needs) => needs,
+                Err(why) => {
+                    let d = filter::Diagnosis { total_nodes: infos.len(), pre_filter: Some(why), ..Default::default() };
+                    self.unschedulable(key, pod, d.message());
+                    continue;
+                }
+            };
+            let (mut ok, mut diagnosis) = filter::feasible(&pod, &infos);
+            if !needs.is_empty() {
+                ok.retain(|&i| match volumes::filter(&needs, &self.volumes, &infos[i]) {
+                    Ok(()) => true,
+                    Err(why) => {
+                        *diagnosis.reasons.entry(why).or_default() += 1;
+                        false
+                    }
+                });
+            }
             match score::pick(&pod, &infos, &ok) {
                 Some(i) => {
                     let node = infos[i].name.clone();
+                    let actions = volumes::plan(&needs, &self.volumes, &infos[i]);
                     infos[i].add_pod(pod.clone());
                     self.assumed.insert(key.clone(), node.clone());
-                    self.spawn_bind(pod, node, tx.clone()).await;
+                    self.spawn_bind(pod, node, actions, tx.clone()).await;
                 }
                 None => self.unschedulable(key, pod, diagnosis.message()),
             }
@@ -396,6 +454,7 @@ impl Scheduler {
         &self,
         pod: Arc<PodInfo>,
         node: String,
+        actions: Vec<volumes::Action>,
         tx: mpsc::UnboundedSender<(String, BindOutcome)>,
     ) {
         let permit = self
@@ -407,7 +466,10 @@ impl Scheduler {
         let client = self.client.clone();
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
-            let outcome = bind(&client, &pod, &node).await;
+            let outcome = match volumes::pre_bind(&client, &actions, VOLUME_BIND_TIMEOUT).await {
+                Ok(()) => bind(&client, &pod, &node).await,
+                Err(why) => BindOutcome::Failed(why),
+            };
             drop(permit);
             if matches!(outcome, BindOutcome::Bound) {
                 let msg = format!("Successfully assigned {} to {node}", pod.key);

@@ -121,7 +121,11 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     let url = format!("https://127.0.0.1:{port}");
     let api = tokio::spawn(server.run());
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &shutdown).await;
+    let storage = crate::controllers::storage::StorageOptions {
+        local_storage: !config.disable.contains(&crate::config::Component::LocalStorage),
+        local_storage_path: config.default_local_storage_path.clone(),
+    };
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &shutdown).await;
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -153,6 +157,7 @@ async fn start_control_plane(
     url: &str,
     settings: &assemble::ClusterSettings,
     disabled: &std::collections::BTreeSet<crate::config::Component>,
+    storage: crate::controllers::storage::StorageOptions,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::config::Component;
@@ -161,6 +166,7 @@ async fn start_control_plane(
     let mut options = ControllerOptions::new(settings.clone());
     options.servicelb = !disabled.contains(&Component::ServiceLb);
     options.ingress_holds_web_ports = !disabled.contains(&Component::Ingress);
+    options.storage = storage;
     options.root_ca_pem = String::from_utf8_lossy(pki.ca_bundle_pem()).into_owned();
     let options = Arc::new(options);
     let mut tasks = Vec::new();

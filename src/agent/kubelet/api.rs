@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 #[cfg(test)]
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -60,15 +62,73 @@ pub trait PodApi: Send + Sync {
         expiration_seconds: i64,
         pod: (&str, &str),
     ) -> Result<Option<Token>, ApiError>;
+    /// A claim the pod names (storage; fakes without claims answer none).
+    async fn claim(&self, _ns: &str, _name: &str) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        Ok(None)
+    }
+    async fn volume(&self, _name: &str) -> Result<Option<PersistentVolume>, ApiError> {
+        Ok(None)
+    }
+    /// A Warning Event on the pod (e.g. `FailedMount`); best effort.
+    async fn warn_event(&self, _pod: &Pod, _reason: &str, _message: &str) {}
 }
 
 /// [`PodApi`] over a kube client.
 pub struct KubePodApi {
     pub client: Client,
+    events: crate::k8s::events::EventRecorder,
+    /// `(pod uid, reason, message)` → last emitted, so a retry each second
+    /// does not rewrite the Event each second.
+    emitted: std::sync::Mutex<std::collections::HashMap<(String, String, String), std::time::Instant>>,
+}
+
+impl KubePodApi {
+    pub fn new(client: Client) -> Self {
+        KubePodApi {
+            events: crate::k8s::events::EventRecorder::new(client.clone(), "kubelet"),
+            client,
+            emitted: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl PodApi for KubePodApi {
+    async fn claim(&self, ns: &str, name: &str) -> Result<Option<PersistentVolumeClaim>, ApiError> {
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("get persistentvolumeclaim {ns}/{name}")))
+    }
+
+    async fn volume(&self, name: &str) -> Result<Option<PersistentVolume>, ApiError> {
+        Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("get persistentvolume {name}")))
+    }
+
+    async fn warn_event(&self, pod: &Pod, reason: &str, message: &str) {
+        let key = (
+            pod.metadata.uid.clone().unwrap_or_default(),
+            reason.to_string(),
+            message.to_string(),
+        );
+        {
+            let mut seen = self.emitted.lock().expect("not poisoned");
+            let recent = std::time::Duration::from_secs(60);
+            if seen.get(&key).is_some_and(|t| t.elapsed() < recent) {
+                return;
+            }
+            seen.retain(|_, t| t.elapsed() < recent);
+            seen.insert(key, std::time::Instant::now());
+        }
+        let obj = crate::k8s::events::object_ref(pod);
+        self.events
+            .record(&obj, crate::k8s::events::EventType::Warning, reason, message)
+            .await;
+    }
+
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, ApiError> {
         Api::<ConfigMap>::namespaced(self.client.clone(), ns)
             .get_opt(name)

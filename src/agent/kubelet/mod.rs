@@ -257,6 +257,8 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         network_ready.clone(),
         shutdown.clone(),
     ));
+    // local-path: the directories of this node's volumes (crate::storage).
+    tokio::spawn(crate::storage::local_path::NodeDirs::new(client.clone(), &node_name).run(shutdown.clone()));
 
     if opts.node_services {
         // The service proxy (`crate::proxy`) programs its own table; it needs
@@ -325,9 +327,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let ctx = Arc::new(worker::Context {
         runtime: runtime.clone(),
         network: network.clone(),
-        api: Arc::new(api::KubePodApi {
-            client: client.clone(),
-        }),
+        api: Arc::new(api::KubePodApi::new(client.clone())),
         images,
         fs: Arc::new(crate::hostos::LinuxFsOps),
         node_name: node_name.clone(),

@@ -7,9 +7,14 @@
 //! them only when their content changed, so ConfigMap and Secret updates
 //! reach running containers.
 //!
+//! `persistentVolumeClaim` and `nfs` volumes are `crate::storage::volumes`'
+//! (hostPath/local PVs used in place, NFS mounted on the volume's dir and
+//! unmounted with the pod's dir; fsGroup for `local` PVs).
+//!
 //! Partial: subPath mounts of projected volumes do not follow updates (as
 //! in Kubernetes); tokens are refreshed on every content sync at 80 % of
-//! their life only through the sync cadence; no fsGroup ownership.
+//! their life only through the sync cadence; no fsGroup ownership of
+//! emptyDir and projected volumes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -365,6 +370,17 @@ pub async fn sync(
                 }
             }
             out.insert(v.name.clone(), dir);
+        } else if v.persistent_volume_claim.is_some() || v.nfs.is_some() {
+            match claim_or_nfs(api, pod, v, &dir).await {
+                Ok(path) => {
+                    out.insert(v.name.clone(), path);
+                }
+                Err(e) => {
+                    let msg = format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name);
+                    api.warn_event(pod, "FailedMount", &msg).await;
+                    return Err(VolumeError(msg));
+                }
+            }
         } else if let Some(files) = projected_files(api, pod, v).await? {
             if write_atomic(&dir, &files)? {
                 tracing::debug!(volume = %v.name, "volume content written");
@@ -377,7 +393,68 @@ pub async fn sync(
             )));
         }
     }
+    make_sub_paths(pod, &out);
     Ok(out)
+}
+
+/// kubelet creates a volume's missing `subPath` directories before the
+/// container starts (the runtime would refuse a missing bind source).
+fn make_sub_paths(pod: &Pod, mounts: &BTreeMap<String, PathBuf>) {
+    let spec = pod.spec.as_ref();
+    let containers = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()));
+    for c in containers {
+        for vm in c.volume_mounts.iter().flatten() {
+            let (Some(sub), Some(base)) = (vm.sub_path.as_deref(), mounts.get(&vm.name)) else {
+                continue;
+            };
+            if sub.is_empty() || sub.split('/').any(|p| p == "..") {
+                continue;
+            }
+            let path = base.join(sub);
+            if std::fs::symlink_metadata(&path).is_err() {
+                if let Err(e) = std::fs::create_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), "failed to create the subPath: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A `persistentVolumeClaim` (hostPath, local or NFS PV) or `nfs` volume,
+/// set up by `crate::storage::volumes` on the host's mounts.
+async fn claim_or_nfs(api: &dyn PodApi, pod: &Pod, v: &Volume, dir: &Path) -> Result<PathBuf, String> {
+    use crate::storage::volumes as sv;
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+        .map(|g| g as u32);
+    let source = match (&v.nfs, &v.persistent_volume_claim) {
+        (Some(nfs), _) => sv::nfs_source(nfs, false, Vec::new()),
+        (None, Some(pvc)) => {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let claim = api
+                .claim(ns, &pvc.claim_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("persistentvolumeclaim \"{}\" not found", pvc.claim_name))?;
+            let pv_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+            if pv_name.is_empty() {
+                return Err(format!("PVC {ns}/{} is not bound", pvc.claim_name));
+            }
+            let pv = api
+                .volume(&pv_name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("persistentvolume \"{pv_name}\" not found"))?;
+            sv::pv_source(&pv, pvc.read_only == Some(true)).map_err(|e| e.to_string())?
+        }
+        (None, None) => unreachable!("called for claim and nfs volumes only"),
+    };
+    sv::setup(&crate::storage::mount::HostMounter, &source, dir, fs_group).map_err(|e| e.to_string())
 }
 
 fn mount_tmpfs(fs: &dyn FsOps, dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
@@ -390,13 +467,19 @@ fn mount_tmpfs(fs: &dyn FsOps, dir: &Path, size: Option<i64>) -> Result<(), Volu
     })
 }
 
-/// Unmounts tmpfs volumes and removes the pod's directory.
+/// Unmounts the pod's volumes (tmpfs, NFS) and removes its directory;
+/// while anything is still mounted below it the directory stays, so a
+/// failed unmount never deletes a volume's content.
 pub fn remove_pod_dir(fs: &dyn FsOps, pod_dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) {
         for e in entries.flatten() {
             // Failure (not a mount point) is expected.
             let _ = fs.unmount_detach(&e.path());
         }
+    }
+    if !crate::storage::volumes::unmount_all_under(&crate::storage::mount::HostMounter, pod_dir) {
+        tracing::warn!(dir = %pod_dir.display(), "something is still mounted in the pod's directory; keeping it");
+        return;
     }
     let _ = std::fs::remove_dir_all(pod_dir);
 }

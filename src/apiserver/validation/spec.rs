@@ -236,6 +236,29 @@ fn workload(spec: &Value, noun: &str, has_replicas: bool, errs: &mut Errs) {
             );
         }
     }
+    // As kube: a StatefulSet's template is validated with one volume per
+    // claim template, which its pods get from the controller.
+    let mut with_claims = t.clone();
+    if noun == "statefulset" {
+        let claims: Vec<Value> = spec["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ct| ct.pointer("/metadata/name").and_then(Value::as_str))
+            .map(|n| serde_json::json!({"name": n, "persistentVolumeClaim": {"claimName": n}}))
+            .collect();
+        if let Some(pod) = with_claims.get_mut("spec").and_then(Value::as_object_mut) {
+            let vols = pod.entry("volumes").or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(vols) = vols.as_array_mut() {
+                for c in claims {
+                    if !vols.iter().any(|v| v["name"] == c["name"]) {
+                        vols.push(c);
+                    }
+                }
+            }
+        }
+    }
+    let t = &with_claims;
     template("spec.template", t, errs);
     if let Some(p) = t.pointer("/spec/restartPolicy").and_then(Value::as_str) {
         if p != "Always" && ["OnFailure", "Never"].contains(&p) {

@@ -409,3 +409,32 @@ fn wrong_types_are_decoding_errors() {
         .1
         .is_none());
 }
+
+#[test]
+fn statefulset_templates_see_their_claim_templates_and_claims_may_get_a_default_class() {
+    let sts = |claims: Value| {
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x",
+                "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]}},
+            "volumeClaimTemplates": claims}})
+    };
+    let fv = FieldValidation::Strict;
+    let mut ok = sts(json!([{"metadata": {"name": "data"}}]));
+    admit(&crate::apiserver::defaults::Defaults, "apps", "statefulsets", None, fv, &mut ok).unwrap();
+    admit(&super::Validation, "apps", "statefulsets", None, fv, &mut ok).unwrap();
+    let s = invalid("apps", "statefulsets", None, sts(json!([{"metadata": {"name": "other"}}])));
+    assert_eq!(
+        causes(&s),
+        vec![("spec.template.spec.containers[0].volumeMounts[0].name".into(), "Not found: \"data\"".into())]
+    );
+    let old = json!({"metadata": {"name": "c", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let mut new = old.clone();
+    new["spec"]["storageClassName"] = json!("local-path");
+    admit(&super::Validation, "", "persistentvolumeclaims", Some(&old), fv, &mut new.clone()).unwrap();
+    let mut changed = new.clone();
+    changed["spec"]["storageClassName"] = json!("other");
+    let s = invalid("", "persistentvolumeclaims", Some(&new), changed);
+    assert_eq!(causes(&s)[0].0, "spec");
+}

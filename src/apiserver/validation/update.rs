@@ -200,6 +200,10 @@ fn pvc(old: &Value, new: &Value, errs: &mut Errs) {
         if old["spec"]["volumeName"].as_str().is_none_or(str::is_empty) {
             s.as_object_mut().map(|m| m.remove("volumeName"));
         }
+        // The retroactive default StorageClass sets a first class name.
+        if old["spec"]["storageClassName"].is_null() {
+            s.as_object_mut().map(|m| m.remove("storageClassName"));
+        }
         s
     };
     if strip(old) != strip(new) {
