@@ -33,6 +33,8 @@ pub struct AppState {
     pub admission: super::admission::AdmissionChain,
     /// Reaches kubelets for `pods/log`, `exec`, … (the node tunnels).
     pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
+    /// Which in-process components run (`componentstatuses`).
+    pub components: Arc<super::componentstatus::Components>,
 }
 
 /// kube-apiserver's default `--max-requests-inflight`.
@@ -219,6 +221,17 @@ pub(crate) fn check_dry_run(options_kind: &str, values: &[String]) -> Result<(),
     ))
 }
 
-pub(crate) fn table_wanted(ctx: &Ctx) -> bool {
-    matches!(codec::rendering(&ctx.headers), Ok(Rendering::Table))
+/// The rendering `Accept` asks for (JSON when it cannot be served; the
+/// router refused those with a 406 before any handler runs).
+pub(crate) fn rendering(ctx: &Ctx) -> Rendering {
+    codec::rendering(&ctx.headers).unwrap_or(Rendering::Json)
 }
+
+/// Whether the request's kind is a custom resource (served from a CRD).
+pub(crate) fn is_custom(ctx: &Ctx) -> bool {
+    ctx.state
+        .registry
+        .custom(&ctx.def.group, &ctx.def.version, &ctx.def.plural)
+        .is_some()
+}
+

@@ -43,6 +43,9 @@ pub struct ServeOptions {
     pub extra_routes: Router,
     /// Reaches kubelets (the node tunnels); `None` answers 503.
     pub node_dialer: Option<Arc<dyn super::streaming::NodeDialer>>,
+    /// The in-process components `componentstatuses` reports; `server::run`
+    /// registers the scheduler and controllers it starts.
+    pub components: Arc<super::componentstatus::Components>,
 }
 
 impl ServeOptions {
@@ -57,6 +60,7 @@ impl ServeOptions {
             admission: Vec::new(),
             extra_routes: Router::new(),
             node_dialer: None,
+            components: Default::default(),
         }
     }
 }
@@ -237,6 +241,7 @@ impl ApiServer {
             inflight: Arc::new(tokio::sync::Semaphore::new(super::context::MAX_IN_FLIGHT)),
             admission: opts.admission,
             node_dialer: opts.node_dialer,
+            components: opts.components,
         });
         let health_routes = Router::new()
             .route("/healthz", get(health))

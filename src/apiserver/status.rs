@@ -277,6 +277,12 @@ impl ApiStatus {
         )
     }
 
+    /// A 406 with kube's own words (a metadata rendering that does not fit
+    /// the request).
+    pub fn not_acceptable_message(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
     pub fn too_large_body(limit: usize) -> Self {
         Self::new(
             413,

@@ -97,6 +97,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     };
     let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
     let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;
+    let components = opts.components.clone();
     let server = ApiServer::bind(opts, parts.store.clone(), registry, shutdown.clone()).await?;
     let port = server
         .local_addr()
@@ -111,7 +112,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!(kubeconfig = %config.write_kubeconfig.display(), port, "API server serving");
     let url = format!("https://127.0.0.1:{port}");
     let api = tokio::spawn(server.run());
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &shutdown).await;
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, &components, &shutdown).await;
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     if config.disable_agent {
         tracing::info!("--disable-agent: this server runs no pods");
@@ -141,8 +142,10 @@ async fn start_control_plane(
     url: &str,
     settings: &assemble::ClusterSettings,
     disabled: &std::collections::BTreeSet<crate::config::Component>,
+    components: &crate::apiserver::componentstatus::Components,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::apiserver::componentstatus::{CONTROLLER_MANAGER, SCHEDULER};
     use crate::config::Component;
     use crate::controllers::{in_process_client, Context, ControllerOptions};
     use crate::pki::ClientRole;
@@ -155,13 +158,23 @@ async fn start_control_plane(
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
             let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
-            tasks.push(tokio::spawn(crate::controllers::run(ctx)));
+            // Running (for `kubectl get cs`) until the task ends.
+            let alive = components.register(CONTROLLER_MANAGER);
+            tasks.push(tokio::spawn(async move {
+                let _alive = alive;
+                crate::controllers::run(ctx).await
+            }));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),
     }
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
-            tasks.push(tokio::spawn(crate::scheduler::run(client, shutdown.clone())));
+            let alive = components.register(SCHEDULER);
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let _alive = alive;
+                crate::scheduler::run(client, shutdown).await
+            }));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }

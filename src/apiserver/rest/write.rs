@@ -35,12 +35,44 @@ pub(super) fn check_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiStatus
     {
         if k != def.kind {
             return Err(ApiStatus::bad_request(format!(
-                "{k} in version \"{}\" cannot be handled as a {}",
-                def.version, def.kind
+                "{k} in version \"{}\" cannot be handled as a {}{}",
+                def.version,
+                def.kind,
+                decode_cause(def, k)
             )));
         }
     }
     Ok(())
+}
+
+/// Why kube's decoder refused a body of kind `k` for a built-in `def`
+/// (`transformDecodeError` appends it): a kind its scheme does not know, or
+/// one it cannot convert. Custom resources get no cause.
+fn decode_cause(def: &ResourceDef, k: &str) -> String {
+    use crate::apiserver::openapi::builtin_kinds;
+    let builtin = |kind: &str| {
+        builtin_kinds()
+            .iter()
+            .any(|b| b.group == def.group && b.version == def.version && b.kind == kind)
+    };
+    if !builtin(&def.kind) {
+        return String::new();
+    }
+    if builtin(k) {
+        // Internal packages are named after the group's first label.
+        let package = match def.group.as_str() {
+            "" => "core",
+            g => g.split('.').next().unwrap_or(g),
+        };
+        return format!(
+            ": converting ({}.{k}) to ({package}.{}): unknown conversion",
+            def.version, def.kind
+        );
+    }
+    format!(
+        ": no kind \"{k}\" is registered for version \"{}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\"",
+        def.api_version()
+    )
 }
 
 fn check_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiStatus> {
@@ -162,7 +194,7 @@ pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
             }
             return Ok(ctx.respond_warned(StatusCode::CREATED, &obj, &warnings));
         }
-        match ctx.state.store.create(&key, &objects::to_stored(&obj)) {
+        match ctx.state.store.create(&key, &objects::to_stored_for(&ctx.def, &obj)) {
             Ok(rec) => {
                 return Ok(ctx.respond_warned(
                     StatusCode::CREATED,
@@ -306,7 +338,7 @@ pub(super) fn write_loop(
         } else {
             ctx.state
                 .store
-                .update(&key, &objects::to_stored(&new), rec.mod_revision)
+                .update(&key, &objects::to_stored_for(&ctx.def, &new), rec.mod_revision)
                 .and_then(|r| {
                     objects::from_record(&ctx.def, &r).map_err(|e| StoreError::Backend(e.message))
                 })
