@@ -31,7 +31,7 @@ use super::{fingerprint, group_version_doc, group_versions, v2_proto};
 use crate::apiserver::registry::Registry;
 
 /// The media type of the protobuf document.
-pub const PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+pub const PROTOBUF_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 /// The whole-API Swagger 2.0 document.
 pub fn document(registry: &Registry) -> Value {

@@ -242,7 +242,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         (Method::POST, false) if super::subresources::is_unstored_kind(&ctx.def) => {
             super::subresources::create_unstored(&ctx, &body)
         }
-        (Method::POST, false) => write::create(&ctx, codec::decode_object(&ctx.headers, &body)?),
+        (Method::POST, false) => {
+            write::create_posted(&ctx, codec::decode_object(&ctx.headers, &body)?, true)
+        }
         (Method::PUT, true) => write::update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch::patch(&ctx, &body),
         (Method::DELETE, true) => super::delete::delete(&ctx, &body),

@@ -95,7 +95,27 @@ fn check_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiStatus> {
     Ok(())
 }
 
-pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
+/// kube's storage refuses to create an object that carries a (numeric,
+/// non-zero) resourceVersion, as `kubectl get -o yaml` output does; it is
+/// the last check of a POST (after admission), and a dry run never reaches it.
+fn refuse_resource_version(obj: &Value) -> Result<(), ApiStatus> {
+    let rv = meta_str(obj, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
+    if rv.is_some_and(|v| v != 0) {
+        return Err(ApiStatus::unknown(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
+    create_posted(ctx, obj, false)
+}
+
+/// Create; `posted` for a POST, whose body may not carry a resourceVersion.
+pub(super) fn create_posted(ctx: &Ctx, mut obj: Value, posted: bool) -> Result<Response, ApiStatus> {
+    // Decided now (the resourceVersion is cleared below), answered last.
+    let mut refused = if posted { refuse_resource_version(&obj).err() } else { None };
     check_type(&ctx.def, &obj)?;
     check_namespace(ctx, &mut obj)?;
     objects::set_type(&ctx.def, &mut obj);
@@ -193,6 +213,9 @@ pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
                 return Err(ApiStatus::already_exists(ctx.target(&n)));
             }
             return Ok(ctx.respond_warned(StatusCode::CREATED, &obj, &warnings));
+        }
+        if let Some(e) = refused.take() {
+            return Err(e);
         }
         match ctx.state.store.create(&key, &objects::to_stored_for(&ctx.def, &obj)) {
             Ok(rec) => {
