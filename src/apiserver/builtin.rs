@@ -7,8 +7,8 @@
 //! versions) live here, keyed by group/version/kind, so the contract type
 //! stays unchanged.
 //!
-//! Left out on purpose: `componentstatuses` (deprecated, nothing to report
-//! without etcd), `flowcontrol.apiserver.k8s.io` (no priority-and-fairness),
+//! `componentstatuses` is answered, never stored (`super::componentstatus`).
+//! Left out on purpose: `flowcontrol.apiserver.k8s.io` (no priority-and-fairness),
 //! and alpha/beta APIs off by default in 1.32.
 
 use crate::apiserver::registry::{Registry, ResourceDef};
@@ -100,6 +100,7 @@ const NET: &str = "networking.k8s.io";
 static SPECS: &[Spec] = &[
     // core/v1
     r(CORE, "v1", "Binding", "bindings", NS).verbs(CREATE_ONLY),
+    r(CORE, "v1", "ComponentStatus", "componentstatuses", CLUSTER).short(&["cs"]).verbs(&["get", "list"]),
     r(CORE, "v1", "ConfigMap", "configmaps", NS).short(&["cm"]),
     r(CORE, "v1", "Endpoints", "endpoints", NS).short(&["ep"]),
     r(CORE, "v1", "Event", "events", NS).short(&["ev"]),

@@ -22,6 +22,30 @@ pub enum Rendering {
     Yaml,
     /// `application/json;as=Table;g=meta.k8s.io;v=v1`.
     Table,
+    /// `application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=<version>`
+    /// (metadata informers' gets and watches).
+    Metadata(&'static str),
+    /// `…;as=PartialObjectMetadataList;…` (metadata informers' lists).
+    MetadataList(&'static str),
+}
+
+/// The `meta.k8s.io` version a `v=` parameter names, if kube serves the
+/// metadata renderings in it.
+fn meta_version(params: &[&str]) -> Option<&'static str> {
+    let param = |name: &str| {
+        params.iter().find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    };
+    if param("g") != Some("meta.k8s.io") {
+        return None;
+    }
+    match param("v") {
+        Some("v1") => Some("v1"),
+        Some("v1beta1") => Some("v1beta1"),
+        _ => None,
+    }
 }
 
 /// What a request body was sent as.
@@ -112,11 +136,21 @@ pub fn rendering(headers: &HeaderMap) -> Result<Rendering, ApiStatus> {
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
         let params: Vec<&str> = parts.collect();
         let is_table = params.iter().any(|p| p.eq_ignore_ascii_case("as=Table"));
+        let as_kind = params.iter().find_map(|p| p.strip_prefix("as="));
+        match (media.as_str(), as_kind, meta_version(&params)) {
+            ("application/json", Some("PartialObjectMetadata"), Some(v)) => {
+                return Ok(Rendering::Metadata(v))
+            }
+            ("application/json", Some("PartialObjectMetadataList"), Some(v)) => {
+                return Ok(Rendering::MetadataList(v))
+            }
+            _ => {}
+        }
         match media.as_str() {
             "application/json" if is_table => return Ok(Rendering::Table),
             "application/json" | "*/*" | "application/*" | "" => {
                 if params.iter().any(|p| p.starts_with("as=")) {
-                    // Another rendering we don't serve (e.g. PartialObjectMetadata); try the next.
+                    // A rendering we don't serve (another group or version); try the next.
                     continue;
                 }
                 return Ok(Rendering::Json);
@@ -224,6 +258,37 @@ mod tests {
         );
         assert_eq!(rendering(&HeaderMap::new()).unwrap(), Rendering::Json);
         assert!(rendering(&h(header::ACCEPT, "application/vnd.kubernetes.protobuf")).is_err());
+    }
+
+    #[test]
+    fn metadata_renderings_as_client_go_and_kube_rs_ask() {
+        let informer = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        assert_eq!(
+            rendering(&h(header::ACCEPT, informer)).unwrap(),
+            Rendering::MetadataList("v1")
+        );
+        assert_eq!(
+            rendering(&h(
+                header::ACCEPT,
+                "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1beta1"
+            ))
+            .unwrap(),
+            Rendering::Metadata("v1beta1")
+        );
+        // Another group is not a rendering kube knows: the plain JSON after it wins.
+        assert_eq!(
+            rendering(&h(
+                header::ACCEPT,
+                "application/json;as=PartialObjectMetadata;g=example.com;v=v1,application/json"
+            ))
+            .unwrap(),
+            Rendering::Json
+        );
+        assert!(rendering(&h(
+            header::ACCEPT,
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v2"
+        ))
+        .is_err());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Option<Arc<dyn crate::metrics::scrape::SummarySource>>,
     /// The Prometheus metrics served on `/metrics` (see `telemetry`).
     pub telemetry: Arc<crate::metrics::prom::Registry>,
+    /// Which in-process components run (`componentstatuses`).
+    pub components: Arc<super::componentstatus::Components>,
 }
 
 /// kube-apiserver's default `--max-requests-inflight`.
@@ -223,6 +225,22 @@ pub(crate) fn check_dry_run(options_kind: &str, values: &[String]) -> Result<(),
     ))
 }
 
-pub(crate) fn table_wanted(ctx: &Ctx) -> bool {
-    matches!(codec::rendering(&ctx.headers), Ok(Rendering::Table))
+/// The rendering `Accept` asks for (JSON when it cannot be served; the
+/// router refused those with a 406 before any handler runs).
+pub(crate) fn rendering(ctx: &Ctx) -> Rendering {
+    codec::rendering(&ctx.headers).unwrap_or(Rendering::Json)
 }
+
+/// Whether the request asks for a Table (`as=Table`).
+pub(crate) fn table_wanted(ctx: &Ctx) -> bool {
+    matches!(rendering(ctx), Rendering::Table)
+}
+
+/// Whether the request's kind is a custom resource (served from a CRD).
+pub(crate) fn is_custom(ctx: &Ctx) -> bool {
+    ctx.state
+        .registry
+        .custom(&ctx.def.group, &ctx.def.version, &ctx.def.plural)
+        .is_some()
+}
+

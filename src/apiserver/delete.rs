@@ -115,7 +115,7 @@ fn delete_object(ctx: &Ctx, body: &[u8]) -> Result<Value, ApiStatus> {
         match ctx
             .state
             .store
-            .update(&key, &objects::to_stored(&cur), rec.mod_revision)
+            .update(&key, &objects::to_stored_for(&ctx.def, &cur), rec.mod_revision)
         {
             Ok(r) => {
                 if is_ns {

@@ -72,6 +72,7 @@ pub fn from_record(def: &ResourceDef, rec: &Record) -> Result<Value, ApiStatus> 
     let mut v: Value = serde_json::from_slice(&rec.value).map_err(|e| {
         ApiStatus::internal(format!("failed to decode stored object {}: {e}", rec.key))
     })?;
+    v = super::events::for_reading(def, v);
     set_type(def, &mut v);
     set_resource_version(&mut v, rec.mod_revision);
     Ok(v)
@@ -95,6 +96,15 @@ pub fn to_stored(v: &Value) -> Vec<u8> {
     let mut v = v.clone();
     meta_mut(&mut v).remove("resourceVersion");
     serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The stored bytes of an object served as `def`: Events in core/v1's
+/// shape whatever group they came through (see `events`), the rest as is.
+pub fn to_stored_for(def: &ResourceDef, v: &Value) -> Vec<u8> {
+    match super::events::for_storage(def, v) {
+        Some(core) => to_stored(&core),
+        None => to_stored(v),
+    }
 }
 
 /// `metadata`, created if missing.

@@ -138,7 +138,21 @@ pub fn supported_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "status.podIP",
             "status.nominatedNodeName",
         ],
-        ("", "events") | ("events.k8s.io", "events") => &[
+        // kube's field label conversions for events.k8s.io/v1 name the
+        // fields of its own shape (`pkg/apis/events/v1`).
+        ("events.k8s.io", "events") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ],
+        ("", "events") => &[
             "involvedObject.kind",
             "involvedObject.namespace",
             "involvedObject.name",

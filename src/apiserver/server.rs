@@ -49,6 +49,9 @@ pub struct ServeOptions {
     /// The Prometheus registry `/metrics` serves; the store and every
     /// request are counted into it.
     pub telemetry: Arc<crate::metrics::prom::Registry>,
+    /// The in-process components `componentstatuses` reports; `server::run`
+    /// registers the scheduler and controllers it starts.
+    pub components: Arc<super::componentstatus::Components>,
 }
 
 impl ServeOptions {
@@ -65,6 +68,7 @@ impl ServeOptions {
             node_dialer: None,
             metrics: None,
             telemetry: Arc::new(crate::metrics::prom::Registry::new()),
+            components: Default::default(),
         }
     }
 }
@@ -248,6 +252,7 @@ impl ApiServer {
             node_dialer: opts.node_dialer,
             metrics: opts.metrics,
             telemetry: opts.telemetry,
+            components: opts.components,
         });
         let health_routes = Router::new()
             .route("/healthz", get(health))

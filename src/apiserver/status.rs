@@ -277,6 +277,12 @@ impl ApiStatus {
         )
     }
 
+    /// A 406 with kube's own words (a metadata rendering that does not fit
+    /// the request).
+    pub fn not_acceptable_message(message: impl Into<String>) -> Self {
+        Self::new(406, "NotAcceptable", message)
+    }
+
     pub fn too_large_body(limit: usize) -> Self {
         Self::new(
             413,
@@ -298,6 +304,12 @@ impl ApiStatus {
         s
     }
 
+    /// An error kube's storage returns as a plain Go error: 500 with no
+    /// reason and the error's text (apimachinery `ErrorToAPIStatus`).
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             500,
@@ -314,7 +326,10 @@ impl ApiStatus {
         v.insert("metadata".into(), json!({}));
         v.insert("status".into(), json!("Failure"));
         v.insert("message".into(), json!(self.message));
-        v.insert("reason".into(), json!(self.reason));
+        if !self.reason.is_empty() {
+            // kube's `reason` is omitempty (StatusReasonUnknown is "").
+            v.insert("reason".into(), json!(self.reason));
+        }
         if let Some(d) = &self.details {
             v.insert("details".into(), Value::Object((**d).clone()));
         }

@@ -5,7 +5,9 @@
 //! compacted resourceVersion is an ERROR event with a 410 Expired Status.
 //! With `allowWatchBookmarks`, a BOOKMARK every minute (at the last delivered
 //! revision) and, with `sendInitialEvents`, the `k8s.io/initial-events-end`
-//! one. Table watches send one-row Tables, column definitions only first.
+//! one. Table watches send one-row Tables, column definitions only first;
+//! metadata watches (`as=PartialObjectMetadata`) send every object, bookmarks
+//! included, as `PartialObjectMetadata`. ERROR events stay Status objects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,14 +25,38 @@ use super::selectors::Selectors;
 use super::status::ApiStatus;
 use crate::store::{EventKind, ListOptions};
 
+/// How a watch renders the objects in its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventRendering {
+    Object,
+    Table,
+    /// `PartialObjectMetadata` of `meta.k8s.io/<version>`.
+    Metadata(&'static str),
+}
+
+impl EventRendering {
+    /// Bookmarks are never Table rows; metadata watches still get them as
+    /// `PartialObjectMetadata`.
+    fn for_bookmark(self) -> Self {
+        match self {
+            Self::Table => Self::Object,
+            other => other,
+        }
+    }
+}
+
 fn event_line(
     kind: &str,
     obj: Value,
     def: &ResourceDef,
-    table: bool,
+    render: EventRendering,
     first: &mut bool,
 ) -> bytes::Bytes {
-    let obj = if table && kind != "ERROR" {
+    let obj = if kind == "ERROR" {
+        obj
+    } else if let EventRendering::Metadata(v) = render {
+        super::metadata::partial(&obj, v)
+    } else if render == EventRendering::Table {
         let rv = obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -89,7 +115,7 @@ pub fn watch(
     namespace: Option<String>,
     query: &HashMap<String, String>,
     sel: Selectors,
-    table: bool,
+    render: EventRendering,
 ) -> Result<Response, ApiStatus> {
     let prefix = keys::collection_prefix(&def, namespace.as_deref());
     let rv: Option<i64> = match query
@@ -132,7 +158,7 @@ pub fn watch(
                     if let Ok(o) = objects::from_record(&def, rec) {
                         if sel.matches(&o)
                             && tx
-                                .send(Ok(event_line("ADDED", o, &def, table, &mut first)))
+                                .send(Ok(event_line("ADDED", o, &def, render, &mut first)))
                                 .await
                                 .is_err()
                         {
@@ -143,7 +169,7 @@ pub fn watch(
                 if initial_events && bookmarks {
                     let b = bookmark(&def, page.revision, true);
                     if tx
-                        .send(Ok(event_line("BOOKMARK", b, &def, false, &mut first)))
+                        .send(Ok(event_line("BOOKMARK", b, &def, render.for_bookmark(), &mut first)))
                         .await
                         .is_err()
                     {
@@ -161,7 +187,7 @@ pub fn watch(
             Err(_) => {
                 let s = ApiStatus::expired(start, state.store.compacted_revision()).to_value();
                 let _ = tx
-                    .send(Ok(event_line("ERROR", s, &def, table, &mut first)))
+                    .send(Ok(event_line("ERROR", s, &def, render, &mut first)))
                     .await;
                 return;
             }
@@ -174,7 +200,7 @@ pub fn watch(
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(Ok(event_line("BOOKMARK", bookmark(&def, last, false), &def, false, &mut first))).await.is_err() {
+                    if tx.send(Ok(event_line("BOOKMARK", bookmark(&def, last, false), &def, render.for_bookmark(), &mut first))).await.is_err() {
                         return;
                     }
                     continue;
@@ -196,7 +222,7 @@ pub fn watch(
                             "ERROR",
                             s.to_value(),
                             &def,
-                            table,
+                            render,
                             &mut first,
                         )))
                         .await;
@@ -229,7 +255,7 @@ pub fn watch(
                 new
             };
             if tx
-                .send(Ok(event_line(kind, obj, &def, table, &mut first)))
+                .send(Ok(event_line(kind, obj, &def, render, &mut first)))
                 .await
                 .is_err()
             {
@@ -266,12 +292,42 @@ mod tests {
         let mut first = true;
         let obj = json!({"metadata": {"name": "a", "resourceVersion": "3"}});
         let a: Value =
-            serde_json::from_slice(&event_line("ADDED", obj.clone(), &def, true, &mut first))
+            serde_json::from_slice(&event_line("ADDED", obj.clone(), &def, EventRendering::Table, &mut first))
                 .unwrap();
         let b: Value =
-            serde_json::from_slice(&event_line("MODIFIED", obj, &def, true, &mut first)).unwrap();
+            serde_json::from_slice(&event_line("MODIFIED", obj, &def, EventRendering::Table, &mut first)).unwrap();
         assert!(a["object"]["columnDefinitions"].is_array());
         assert!(b["object"].get("columnDefinitions").is_none());
         assert_eq!(b["object"]["rows"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn metadata_events_carry_partial_objects_but_errors_stay_status() {
+        let def = crate::apiserver::builtin::builtin_registry()
+            .lookup("", "v1", "configmaps")
+            .unwrap();
+        let mut first = true;
+        let render = EventRendering::Metadata("v1");
+        let obj = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "3"}, "data": {"k": "v"}});
+        let e: Value =
+            serde_json::from_slice(&event_line("ADDED", obj, &def, render, &mut first)).unwrap();
+        assert_eq!(e["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(e["object"]["metadata"]["name"], "a");
+        assert!(e["object"].get("data").is_none());
+        let b = bookmark(&def, 9, false);
+        let e: Value = serde_json::from_slice(&event_line(
+            "BOOKMARK",
+            b,
+            &def,
+            render.for_bookmark(),
+            &mut first,
+        ))
+        .unwrap();
+        assert_eq!(e["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(e["object"]["metadata"]["resourceVersion"], "9");
+        let s = ApiStatus::expired(1, 2).to_value();
+        let e: Value =
+            serde_json::from_slice(&event_line("ERROR", s, &def, render, &mut first)).unwrap();
+        assert_eq!(e["object"]["kind"], "Status");
     }
 }

@@ -107,6 +107,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     };
     let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
     let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;
+    let components = opts.components.clone();
     let server = ApiServer::bind(opts, parts.store.clone(), registry, shutdown.clone()).await?;
     let port = server
         .local_addr()
@@ -125,7 +126,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         local_storage: !config.disable.contains(&crate::config::Component::LocalStorage),
         local_storage_path: config.default_local_storage_path.clone(),
     };
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &shutdown).await;
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &shutdown).await;
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -158,8 +159,10 @@ async fn start_control_plane(
     settings: &assemble::ClusterSettings,
     disabled: &std::collections::BTreeSet<crate::config::Component>,
     storage: crate::controllers::storage::StorageOptions,
+    components: &crate::apiserver::componentstatus::Components,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::apiserver::componentstatus::{CONTROLLER_MANAGER, SCHEDULER};
     use crate::config::Component;
     use crate::controllers::{in_process_client, Context, ControllerOptions};
     use crate::pki::ClientRole;
@@ -175,13 +178,23 @@ async fn start_control_plane(
             let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
             let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
             tasks.push(tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer)));
-            tasks.push(tokio::spawn(crate::controllers::run(ctx)));
+            // Running (for `kubectl get cs`) until the task ends.
+            let alive = components.register(CONTROLLER_MANAGER);
+            tasks.push(tokio::spawn(async move {
+                let _alive = alive;
+                crate::controllers::run(ctx).await
+            }));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),
     }
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
-            tasks.push(tokio::spawn(crate::scheduler::run(client, shutdown.clone())));
+            let alive = components.register(SCHEDULER);
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                let _alive = alive;
+                crate::scheduler::run(client, shutdown).await
+            }));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }

@@ -12,11 +12,14 @@
 //! Invariants: documents are generated once per group-version and cached
 //! as serialized bytes keyed by a fingerprint of that group-version's
 //! registry entries, so a CRD change regenerates only its own document.
-//! Partial: no watch paths, no `/openapi/v2` (404, which kubectl tolerates),
-//! only the tagged lists of the metadata table carry list extensions.
+//! `/openapi/v2` ([`v2`]) is derived from these documents.
+//! Partial: no watch paths, only the tagged lists of the metadata table
+//! carry list extensions.
 
 mod kinds;
 mod paths;
+pub mod v2;
+mod v2_proto;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -255,12 +258,12 @@ pub fn index(registry: &Registry) -> Value {
     json!({"paths": paths})
 }
 
-/// The routes `/openapi/v3`, `/openapi/v3/{gv}` and a 404 `/openapi/v2`.
+/// The routes `/openapi/v3`, `/openapi/v3/{gv}` and `/openapi/v2`.
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/openapi/v3", get(serve_index))
         .route("/openapi/v3/{*gv}", get(serve_doc))
-        .route("/openapi/v2", get(serve_v2))
+        .route("/openapi/v2", get(v2::serve))
         .with_state(registry)
 }
 
@@ -336,10 +339,6 @@ async fn serve_doc(
         doc.bytes,
         &[(header::ETAG, etag), (header::CACHE_CONTROL, cache.into())],
     )
-}
-
-async fn serve_v2() -> Response {
-    not_found()
 }
 
 fn not_found() -> Response {

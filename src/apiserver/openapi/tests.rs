@@ -265,8 +265,35 @@ async fn router_serves_index_documents_and_hash_redirects() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = app.oneshot(get("/openapi/v2")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // v2: JSON by default, protobuf on request, each with its own ETag.
+    let resp = app.clone().oneshot(get("/openapi/v2")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+    let json_etag = resp.headers()[header::ETAG].clone();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["swagger"], "2.0");
+    assert_eq!(
+        doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]["x-kubernetes-group-version-kind"]["kind"],
+        "Deployment"
+    );
+    assert!(doc["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    let pb = axum::http::Request::builder()
+        .uri("/openapi/v2")
+        .header(header::ACCEPT, v2::PROTOBUF_TYPE)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(pb).await.unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], v2::PROTOBUF_TYPE);
+    let pb_etag = resp.headers()[header::ETAG].clone();
+    assert_ne!(pb_etag, json_etag);
+    let cond = axum::http::Request::builder()
+        .uri("/openapi/v2")
+        .header(header::IF_NONE_MATCH, json_etag)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.oneshot(cond).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
 }
 
 fn rss_kib() -> u64 {

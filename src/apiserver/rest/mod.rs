@@ -28,13 +28,15 @@ use axum::response::{IntoResponse, Response};
 use http::Method;
 
 use super::codec;
-use super::context::{check_dry_run, table_wanted, AppState, Ctx};
+use super::context::{check_dry_run, AppState, Ctx};
 use super::registry::{Registry, ResourceDef};
 use super::status::ApiStatus;
 
 mod patch;
 mod read;
 mod write;
+
+pub(crate) use read::{render_list, render_one};
 
 pub use read::{decode_continue, encode_continue};
 
@@ -231,6 +233,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
     if ctx.sub.as_deref().is_some_and(|s| s != "status" && s != "approval") {
         return super::subresources::handle(&ctx, &parts.method, &body);
     }
+    if ctx.def.group.is_empty() && ctx.def.plural == "componentstatuses" {
+        return super::componentstatus::handle(&ctx, &parts.method, watch);
+    }
     match (parts.method, ctx.name.is_some()) {
         (Method::GET, false) if watch => super::watch::watch(
             ctx.state.clone(),
@@ -238,14 +243,26 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             ctx.namespace.clone(),
             &ctx.query,
             ctx.selectors()?,
-            table_wanted(&ctx),
+            match super::context::rendering(&ctx) {
+                codec::Rendering::Table => super::watch::EventRendering::Table,
+                codec::Rendering::Metadata(v) => super::watch::EventRendering::Metadata(v),
+                codec::Rendering::MetadataList(_) => {
+                    return Err(super::metadata::list_on_single(
+                        &ctx.def,
+                        super::context::is_custom(&ctx),
+                    ))
+                }
+                _ => super::watch::EventRendering::Object,
+            },
         ),
         (Method::GET, false) => read::list(&ctx),
         (Method::GET, true) => read::get(&ctx),
         (Method::POST, false) if super::subresources::is_unstored_kind(&ctx.def) => {
             super::subresources::create_unstored(&ctx, &body)
         }
-        (Method::POST, false) => write::create(&ctx, codec::decode_object(&ctx.headers, &body)?),
+        (Method::POST, false) => {
+            write::create_posted(&ctx, codec::decode_object(&ctx.headers, &body)?, true)
+        }
         (Method::PUT, true) => write::update(&ctx, codec::decode_object(&ctx.headers, &body)?),
         (Method::PATCH, true) => patch::patch(&ctx, &body),
         (Method::DELETE, true) => super::delete::delete(&ctx, &body),

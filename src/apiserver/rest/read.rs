@@ -1,12 +1,15 @@
 //! Reads: GET of one object and LIST (label/field selectors, limit/continue
-//! over a snapshot, Table renderings).
+//! over a snapshot), rendered as `Accept` asks: the object or list, a Table,
+//! or metadata only (`PartialObjectMetadata[List]`, see `metadata`).
 
 use axum::response::Response;
 use base64::Engine;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::apiserver::context::{store_err, table_wanted, Ctx};
+use crate::apiserver::codec::Rendering;
+use crate::apiserver::context::{is_custom, rendering, store_err, Ctx};
+use crate::apiserver::metadata;
 use crate::apiserver::keys;
 use crate::apiserver::objects;
 use crate::apiserver::status::ApiStatus;
@@ -22,14 +25,53 @@ pub(super) fn get(ctx: &Ctx) -> Result<Response, ApiStatus> {
         .map_err(store_err)?
         .ok_or_else(|| ApiStatus::not_found(ctx.target(&name)))?;
     let obj = objects::from_record(&ctx.def, &rec)?;
-    if table_wanted(ctx) {
-        let rv = rec.mod_revision.to_string();
-        return Ok(ctx.respond(
-            StatusCode::OK,
-            &table::to_table(&ctx.def, &[obj], &rv, None, None, ctx.include()),
-        ));
+    render_one(ctx, obj)
+}
+
+/// One object as `Accept` asks: itself, a one-row Table or its
+/// `PartialObjectMetadata` (the list form is a 406, as in kube).
+pub(crate) fn render_one(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
+    match rendering(ctx) {
+        Rendering::MetadataList(_) => Err(metadata::list_on_single(&ctx.def, is_custom(ctx))),
+        Rendering::Metadata(v) => Ok(ctx.respond(StatusCode::OK, &metadata::partial(&obj, v))),
+        Rendering::Table => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            Ok(ctx.respond(
+                StatusCode::OK,
+                &table::to_table(&ctx.def, &[obj], &rv, None, None, ctx.include()),
+            ))
+        }
+        Rendering::Json | Rendering::Yaml => Ok(ctx.respond(StatusCode::OK, &obj)),
     }
-    Ok(ctx.respond(StatusCode::OK, &obj))
+}
+
+/// A list as `Accept` asks: `<Kind>List`, a Table or a
+/// `PartialObjectMetadataList`. `meta` is the list's metadata
+/// (resourceVersion, continue, remainingItemCount).
+pub(crate) fn render_list(ctx: &Ctx, items: Vec<Value>, meta: Value) -> Result<Response, ApiStatus> {
+    match rendering(ctx) {
+        Rendering::Metadata(_) => Err(metadata::single_on_list(&ctx.def, is_custom(ctx))),
+        Rendering::MetadataList(v) => Ok(ctx.respond(
+            StatusCode::OK,
+            &metadata::partial_list(&items, meta, v),
+        )),
+        Rendering::Table => Ok(ctx.respond(
+            StatusCode::OK,
+            &table::to_table(
+                &ctx.def,
+                &items,
+                meta["resourceVersion"].as_str().unwrap_or(""),
+                meta["continue"].as_str(),
+                meta["remainingItemCount"].as_i64(),
+                ctx.include(),
+            ),
+        )),
+        Rendering::Json | Rendering::Yaml => Ok(ctx.respond(StatusCode::OK, &json!({"kind": format!("{}List", ctx.def.kind), "apiVersion": ctx.def.api_version(), "metadata": meta, "items": items}))),
+    }
 }
 
 /// A continue token: base64 JSON `{"v","rv","start"}` like Kubernetes'.
@@ -54,6 +96,10 @@ pub fn decode_continue(token: &str) -> Result<(i64, String), ApiStatus> {
 }
 
 pub(super) fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
+    if let Rendering::Metadata(_) = rendering(ctx) {
+        // Refused before the store is read.
+        return Err(metadata::single_on_list(&ctx.def, is_custom(ctx)));
+    }
     let sel = ctx.selectors()?;
     let prefix = keys::collection_prefix(&ctx.def, ctx.namespace.as_deref());
     let limit: Option<usize> = ctx
@@ -138,19 +184,6 @@ pub(super) fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
     } else {
         None
     };
-    if table_wanted(ctx) {
-        return Ok(ctx.respond(
-            StatusCode::OK,
-            &table::to_table(
-                &ctx.def,
-                &items,
-                &rv,
-                cont.as_deref(),
-                remaining,
-                ctx.include(),
-            ),
-        ));
-    }
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = &cont {
         meta["continue"] = json!(c);
@@ -158,7 +191,7 @@ pub(super) fn list(ctx: &Ctx) -> Result<Response, ApiStatus> {
     if let Some(r) = remaining {
         meta["remainingItemCount"] = json!(r);
     }
-    Ok(ctx.respond(StatusCode::OK, &json!({"kind": format!("{}List", ctx.def.kind), "apiVersion": ctx.def.api_version(), "metadata": meta, "items": items})))
+    render_list(ctx, items, meta)
 }
 
 #[cfg(test)]

@@ -35,12 +35,44 @@ pub(super) fn check_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiStatus
     {
         if k != def.kind {
             return Err(ApiStatus::bad_request(format!(
-                "{k} in version \"{}\" cannot be handled as a {}",
-                def.version, def.kind
+                "{k} in version \"{}\" cannot be handled as a {}{}",
+                def.version,
+                def.kind,
+                decode_cause(def, k)
             )));
         }
     }
     Ok(())
+}
+
+/// Why kube's decoder refused a body of kind `k` for a built-in `def`
+/// (`transformDecodeError` appends it): a kind its scheme does not know, or
+/// one it cannot convert. Custom resources get no cause.
+fn decode_cause(def: &ResourceDef, k: &str) -> String {
+    use crate::apiserver::openapi::builtin_kinds;
+    let builtin = |kind: &str| {
+        builtin_kinds()
+            .iter()
+            .any(|b| b.group == def.group && b.version == def.version && b.kind == kind)
+    };
+    if !builtin(&def.kind) {
+        return String::new();
+    }
+    if builtin(k) {
+        // Internal packages are named after the group's first label.
+        let package = match def.group.as_str() {
+            "" => "core",
+            g => g.split('.').next().unwrap_or(g),
+        };
+        return format!(
+            ": converting ({}.{k}) to ({package}.{}): unknown conversion",
+            def.version, def.kind
+        );
+    }
+    format!(
+        ": no kind \"{k}\" is registered for version \"{}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\"",
+        def.api_version()
+    )
 }
 
 fn check_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiStatus> {
@@ -63,7 +95,27 @@ fn check_namespace(ctx: &Ctx, obj: &mut Value) -> Result<(), ApiStatus> {
     Ok(())
 }
 
-pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
+/// kube's storage refuses to create an object that carries a (numeric,
+/// non-zero) resourceVersion, as `kubectl get -o yaml` output does; it is
+/// the last check of a POST (after admission), and a dry run never reaches it.
+fn refuse_resource_version(obj: &Value) -> Result<(), ApiStatus> {
+    let rv = meta_str(obj, "resourceVersion").and_then(|v| v.parse::<u64>().ok());
+    if rv.is_some_and(|v| v != 0) {
+        return Err(ApiStatus::unknown(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn create(ctx: &Ctx, obj: Value) -> Result<Response, ApiStatus> {
+    create_posted(ctx, obj, false)
+}
+
+/// Create; `posted` for a POST, whose body may not carry a resourceVersion.
+pub(super) fn create_posted(ctx: &Ctx, mut obj: Value, posted: bool) -> Result<Response, ApiStatus> {
+    // Decided now (the resourceVersion is cleared below), answered last.
+    let mut refused = if posted { refuse_resource_version(&obj).err() } else { None };
     check_type(&ctx.def, &obj)?;
     check_namespace(ctx, &mut obj)?;
     objects::set_type(&ctx.def, &mut obj);
@@ -162,7 +214,10 @@ pub(super) fn create(ctx: &Ctx, mut obj: Value) -> Result<Response, ApiStatus> {
             }
             return Ok(ctx.respond_warned(StatusCode::CREATED, &obj, &warnings));
         }
-        match ctx.state.store.create(&key, &objects::to_stored(&obj)) {
+        if let Some(e) = refused.take() {
+            return Err(e);
+        }
+        match ctx.state.store.create(&key, &objects::to_stored_for(&ctx.def, &obj)) {
             Ok(rec) => {
                 return Ok(ctx.respond_warned(
                     StatusCode::CREATED,
@@ -360,7 +415,7 @@ pub(super) fn write_loop(
         } else {
             ctx.state
                 .store
-                .update(&key, &objects::to_stored(&new), rec.mod_revision)
+                .update(&key, &objects::to_stored_for(&ctx.def, &new), rec.mod_revision)
                 .and_then(|r| {
                     objects::from_record(&ctx.def, &r).map_err(|e| StoreError::Backend(e.message))
                 })

@@ -195,6 +195,12 @@ pub fn columns_for(group: &str, kind: &str) -> Option<Vec<Column>> {
             col("Name", "string", "name", d::META_NAME, 1),
         ],
         ("", "Namespace") => vec![name(), s("Status", "The status of the namespace"), age()],
+        ("", "ComponentStatus") => vec![
+            name(),
+            s("Status", "Status of the component conditions"),
+            s("Message", "Message of the component conditions"),
+            s("Error", "Error of the component conditions"),
+        ],
         ("", "Secret") => vec![name(), s("Type", d::SECRET_TYPE), s("Data", d::SECRET_DATA), age()],
         ("", "ServiceAccount") => vec![name(), s("Secrets", d::SA_SECRETS), age()],
         ("", "PersistentVolume") => vec![

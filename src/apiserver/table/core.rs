@@ -348,6 +348,27 @@ pub(super) fn secret(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     ]
 }
 
+/// kube's `printComponentStatus`: the `Healthy` condition decides.
+pub(super) fn component_status(obj: &Value) -> Vec<Value> {
+    let healthy = arr(obj, "/conditions")
+        .iter()
+        .find(|c| c["type"] == "Healthy");
+    let (status, message, error) = match healthy {
+        Some(c) => (
+            if c["status"] == "True" { "Healthy" } else { "Unhealthy" },
+            s(c, "/message"),
+            s(c, "/error"),
+        ),
+        None => ("Unknown", "", ""),
+    };
+    vec![
+        json!(s(obj, "/metadata/name")),
+        json!(status),
+        json!(message),
+        json!(error),
+    ]
+}
+
 pub(super) fn config_map(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     let n = map_len(obj, "/data") + map_len(obj, "/binaryData");
     vec![

@@ -251,6 +251,7 @@ fn print(now: DateTime<Utc>, def: &ResourceDef, obj: &Value) -> Option<pod::Prin
         ("events.k8s.io", "Event") => core::event(now, obj, true),
         ("", "Namespace") => core::namespace(now, obj),
         ("", "Secret") => core::secret(now, obj),
+        ("", "ComponentStatus") => core::component_status(obj),
         ("", "ConfigMap") => core::config_map(now, obj),
         ("", "ServiceAccount") => core::service_account(now, obj),
         ("", "PersistentVolume") => core::persistent_volume(now, obj),

@@ -23,9 +23,11 @@
 //! looked at again from the graph (no lists): the consistency check. A
 //! restart rebuilds the graph from fresh lists and simply resumes.
 //!
-//! PARTIAL: the watches carry whole objects (our API server does not render
-//! `PartialObjectMetadata` yet); only metadata is kept. Events are not
-//! watched (volatile, and they carry no ownerReferences in practice).
+//! The watches are metadata-only (`Api<PartialObjectMeta<DynamicObject>>`:
+//! lists and watches ask for `PartialObjectMetadata[List]`), so neither
+//! the server nor the collector decodes whole objects for the graph.
+//! Events are not watched (volatile, and they carry no ownerReferences in
+//! practice).
 
 mod graph;
 
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
-use kube::core::{ApiResource, GroupVersionKind};
+use kube::core::{ApiResource, GroupVersionKind, PartialObjectMeta};
 use kube::discovery::{Discovery, Scope};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -118,7 +120,8 @@ enum Change {
 /// Watches one kind until aborted, sending metadata changes.
 async fn watch_kind(client: kube::Client, kind: Kind, tx: mpsc::Sender<Change>) {
     let key = kind_key(&kind.ar);
-    let api: Api<DynamicObject> = Api::all_with(client, &kind.ar);
+    // Metadata only: the graph needs nothing else.
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &kind.ar);
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();

@@ -10,7 +10,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::DynamicObject;
 use kube::ResourceExt;
 
 pub const ORPHAN: &str = "orphan";
@@ -31,7 +30,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn of(kind: &str, obj: &DynamicObject) -> Option<Self> {
+    pub fn of<K: kube::Resource>(kind: &str, obj: &K) -> Option<Self> {
         Some(Self {
             kind: kind.to_string(),
             name: obj.name_any(),
@@ -40,7 +39,7 @@ impl Meta {
             resource_version: obj.resource_version(),
             owners: obj.owner_references().to_vec(),
             finalizers: obj.finalizers().to_vec(),
-            deleting: obj.metadata.deletion_timestamp.is_some(),
+            deleting: obj.meta().deletion_timestamp.is_some(),
         })
     }
 
