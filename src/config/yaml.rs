@@ -44,6 +44,14 @@ impl ServerConfig {
         list(&mut m, "disable", self.disable.iter().map(|c| c.name()));
         m.insert("disable-agent".into(), Value::from(self.disable_agent));
         put(&mut m, "flannel-backend", self.flannel_backend.name());
+        if let super::Datastore::Etcd(e) = &self.datastore {
+            put(&mut m, "datastore-endpoint", e.urls.join(","));
+            for (k, f) in [("datastore-cafile", &e.cafile), ("datastore-certfile", &e.certfile), ("datastore-keyfile", &e.keyfile)] {
+                if let Some(f) = f {
+                    put(&mut m, k, f.display());
+                }
+            }
+        }
         node_yaml(&mut m, &self.node);
         m.insert("debug".into(), Value::from(self.debug));
         serde_yaml::to_string(&m).expect("a mapping of strings serialises")
