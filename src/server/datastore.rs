@@ -18,12 +18,20 @@ use super::VOLATILE_PREFIXES;
 pub const EVENTS_PREFIX: &str = "/registry/events/";
 
 /// Opens the datastore (blocking: SQLite opens a file, etcd connects).
-pub fn open(data_dir: &Path, datastore: &Datastore) -> Result<Arc<dyn Store>, StoreError> {
+/// On etcd the server claims the datastore for itself (`node_name`): a second
+/// server on the same etcd is refused until servers elect a leader.
+pub fn open(
+    data_dir: &Path,
+    datastore: &Datastore,
+    node_name: &str,
+) -> Result<Arc<dyn Store>, StoreError> {
     match datastore {
         Datastore::Sqlite => Ok(Arc::new(open_sqlite(data_dir)?)),
         Datastore::Etcd(e) => {
             tracing::info!(endpoints = %e.urls.join(","), "using etcd as the datastore");
-            Ok(Arc::new(open_etcd(e)?))
+            let store = open_etcd(e)?;
+            store.claim_single_server(node_name)?;
+            Ok(Arc::new(store))
         }
     }
 }

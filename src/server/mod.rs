@@ -78,7 +78,8 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     );
     tracing::debug!(config = ?config, "resolved configuration");
     let (data_dir, chosen) = (config.data_dir.clone(), config.datastore.clone());
-    let store = tokio::task::spawn_blocking(move || datastore::open(&data_dir, &chosen))
+    let node = config.node.node_name.clone();
+    let store = tokio::task::spawn_blocking(move || datastore::open(&data_dir, &chosen, &node))
         .await
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());

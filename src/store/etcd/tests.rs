@@ -142,3 +142,24 @@ fn calls_fail_cleanly_when_etcd_is_gone() {
     drop(_etcd);
     assert!(matches!(store.get("/x"), Err(StoreError::Backend(_))));
 }
+
+/// A second server on the same etcd is refused, naming the first; the claim
+/// goes when the first store does.
+#[test]
+fn a_second_server_is_refused_until_the_first_is_gone() {
+    let Some(f) = fixture() else { return };
+    f.store.claim_single_server("pi-1").unwrap();
+    let second = EtcdStore::connect(options(&f._etcd)).unwrap();
+    let err = second.claim_single_server("pi-2").unwrap_err().to_string();
+    assert!(err.contains("\"pi-1\" uses it"), "{err}");
+    let Fixture { store, _etcd } = f;
+    store
+        .run(|s| async move {
+            let mut kv = s.client.kv_client();
+            let lease = kv.get(CLAIM_KEY, None).await.map_err(|e| ops::backend("get", e))?.kvs()[0].lease();
+            s.client.lease_client().revoke(lease).await.map_err(|e| ops::backend("revoke", e))?;
+            Ok(())
+        })
+        .unwrap();
+    second.claim_single_server("pi-2").unwrap();
+}
