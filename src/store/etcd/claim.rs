@@ -42,8 +42,7 @@ pub(crate) async fn claim(s: Arc<Shared>, holder: String) -> Result<()> {
         )])
         .or_else([TxnOp::get(CLAIM_KEY, None)]);
     let resp = s
-        .client
-        .kv_client()
+        .kv()
         .txn(t)
         .await
         .map_err(|e| backend("claim the datastore", e))?;

@@ -132,7 +132,16 @@ pub(crate) struct Shared {
     pub lease: std::sync::Mutex<Option<(i64, std::time::Instant)>>,
 }
 
+/// The largest response accepted: a full list is one Range, and tonic's
+/// default of 4 MiB is 8 000 objects of 512 bytes (kube-apiserver's etcd client
+/// also accepts up to `i32::MAX`).
+pub(crate) const MAX_RESPONSE: usize = i32::MAX as usize;
+
 impl Shared {
+    /// A KV client that takes responses of any size up to [`MAX_RESPONSE`].
+    pub fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_RESPONSE)
+    }
     pub fn saw(&self, revision: Revision) {
         self.seen.fetch_max(revision, Ordering::Relaxed);
     }

@@ -99,7 +99,7 @@ fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Revision {
 /// The current revision and the compacted one (from [`COMPACT_KEY`]), in one read.
 pub(crate) async fn marks(s: &Shared) -> Result<(Revision, Revision)> {
     let resp = read(|| {
-        let mut kv = s.client.kv_client();
+        let mut kv = s.kv();
         async move { kv.get(COMPACT_KEY, None).await }
     })
     .await
@@ -136,7 +136,7 @@ async fn read_error(s: &Shared, e: etcd_client::Error, requested: Revision) -> S
 
 pub(crate) async fn get(s: &Shared, key: &str) -> Result<Option<Record>> {
     let resp = read(|| {
-        let mut kv = s.client.kv_client();
+        let mut kv = s.kv();
         async move { kv.get(key, None).await }
     })
     .await
@@ -155,7 +155,7 @@ pub(crate) async fn list(s: &Shared, opts: &ListOptions) -> Result<ListPage> {
     }
     let start = range_start(&opts.prefix, opts.start_after.as_deref());
     let resp = read(|| {
-        let (mut kv, get, start) = (s.client.kv_client(), get.clone(), start.clone());
+        let (mut kv, get, start) = (s.kv(), get.clone(), start.clone());
         async move { kv.get(start, Some(get)).await }
     })
     .await;
@@ -207,8 +207,7 @@ async fn put_op(s: &Shared, key: &str, value: Vec<u8>) -> Result<TxnOp> {
 
 async fn txn(s: &Shared, what: &str, key: &str, txn: Txn) -> Result<(TxnResponse, Revision)> {
     let resp = s
-        .client
-        .kv_client()
+        .kv()
         .txn(txn)
         .await
         .map_err(|e| backend(&format!("{what} {key}"), e))?;
@@ -328,8 +327,7 @@ pub(crate) async fn compact(s: &Shared, revision: Revision) -> Result<()> {
     }
     loop {
         let resp = s
-            .client
-            .kv_client()
+            .kv()
             .get(COMPACT_KEY, None)
             .await
             .map_err(|e| backend("read the compaction mark", e))?;
@@ -359,7 +357,7 @@ async fn cas_mark(s: &Shared, version: i64, revision: Revision) -> Result<bool> 
 }
 
 async fn etcd_compact(s: &Shared, revision: Revision) -> Result<()> {
-    match s.client.kv_client().compact(revision, None).await {
+    match s.kv().compact(revision, None).await {
         Ok(_) => {}
         Err(e) if e.to_string().contains("required revision has been compacted") => {}
         Err(e) => return Err(backend(&format!("compact to {revision}"), e)),
@@ -374,7 +372,7 @@ pub(crate) async fn compactor(s: Arc<Shared>, every: Duration) {
     let mut previous: Option<(i64, Revision)> = None;
     loop {
         tokio::time::sleep(every).await;
-        let resp = match s.client.kv_client().get(COMPACT_KEY, None).await {
+        let resp = match s.kv().get(COMPACT_KEY, None).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "failed to read etcd's compaction mark; trying next time");

@@ -163,3 +163,22 @@ fn a_second_server_is_refused_until_the_first_is_gone() {
         .unwrap();
     second.claim_single_server("pi-2").unwrap();
 }
+
+/// A list larger than gRPC's default 4 MiB message comes back whole.
+#[test]
+fn a_list_larger_than_grpc_default_limits_is_served() {
+    let Some(f) = fixture() else { return };
+    let big = vec![b'v'; 1 << 20];
+    for i in 0..6 {
+        f.store.create(&format!("/registry/configmaps/big/c{i}"), &big).unwrap();
+    }
+    let all = f
+        .store
+        .list(&crate::store::ListOptions {
+            prefix: "/registry/configmaps/".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.records.len(), 6);
+    assert!(all.records.iter().all(|r| r.value.len() == 1 << 20));
+}

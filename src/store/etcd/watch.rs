@@ -13,7 +13,7 @@ use etcd_client::{Event, EventType, WatchOptions};
 use tokio::sync::mpsc::Sender;
 
 use super::ops::{range_end, range_start, record};
-use super::Shared;
+use super::{Shared, MAX_RESPONSE};
 use crate::store::{EventKind, Record, Result, Revision, StoreError, WatchEvent};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -31,7 +31,7 @@ pub(crate) async fn forward(
             .with_range(range_end(&prefix))
             .with_start_revision(last + 1)
             .with_prev_key();
-        let mut client = s.client.watch_client();
+        let mut client = s.client.watch_client().max_decoding_message_size(MAX_RESPONSE);
         let opened = tokio::select! {
             _ = tx.closed() => return,
             r = client.watch(range_start(&prefix, None), Some(opts)) => r,
