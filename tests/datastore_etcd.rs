@@ -126,7 +126,7 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_is_refus
     let mut list = String::from("apiVersion: v1\nkind: List\nitems:\n");
     for i in 0..OBJECTS {
         list.push_str(&format!(
-            "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: cm{i:03}\n    namespace: mig\n  data:\n    n: \"{i}\"\n"
+            "- apiVersion: v1\n  kind: ConfigMap\n  metadata:\n    name: cm{i:03}\n    namespace: mig\n  data:\n    num: \"{i}\"\n"
         ));
     }
     let manifest = dir.path().join("cms.yaml");
@@ -152,7 +152,7 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_is_refus
     // The same server on etcd: every object, same UIDs; writes and reads work.
     let server = start(&data, &kubeconfig, port, &["--datastore-endpoint", &etcd.endpoint]);
     assert_eq!(uids(&kubeconfig), before);
-    let cm = ok(kubectl(&kubeconfig, &["get", "cm", "-n", "mig", "cm007", "-o", "jsonpath={.data.n}"]));
+    let cm = ok(kubectl(&kubeconfig, &["get", "cm", "-n", "mig", "cm007", "-o", "jsonpath={.data.num}"]));
     assert_eq!(cm, "7");
     ok(kubectl(&kubeconfig, &["create", "configmap", "after", "-n", "mig", "--from-literal=k=v"]));
     ok(kubectl(&kubeconfig, &["delete", "configmap", "cm000", "-n", "mig"]));
