@@ -1,4 +1,5 @@
-//! Figures for the SQLite store, and the same put/get load on a private etcd.
+//! Figures for the SQLite store, then the same load on both backends (SQLite
+//! and etcd through `EtcdStore`) side by side (see `store_backends`).
 //!
 //! `cargo bench --bench store`. Env: `RK3S_BENCH_IDLE_SECS` (default 60),
 //! `RK3S_BENCH_CHURN` (default 100000 create/delete pairs).
@@ -6,6 +7,9 @@
 use std::time::{Duration, Instant};
 
 use rk3s::store::{ListOptions, SqliteStore, Store, StoreOptions};
+
+#[path = "store_backends/mod.rs"]
+mod backends;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -27,17 +31,16 @@ fn proc_field(file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-struct Figures {
-    creates_per_s: f64,
-    get_p50: Duration,
-    get_p99: Duration,
-}
-
 fn main() {
     // `cargo test --all-targets` runs bench targets without `--bench`: the
     // figures only mean something from `cargo bench` (release build).
     if !std::env::args().any(|a| a == "--bench") {
         println!("store bench: skipped outside `cargo bench --bench store`");
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        backends::child(&args[i + 1]);
         return;
     }
     let value = vec![b'x'; 512];
@@ -177,142 +180,5 @@ fn main() {
         s.disk_size()
     );
 
-    let ours = Figures {
-        creates_per_s,
-        get_p50,
-        get_p99,
-    };
-    match etcd::run(&value) {
-        Ok(theirs) => {
-            println!("== etcd (Debian etcd-server) over loopback HTTP/JSON gateway, same keys and values ==");
-            println!(
-                "puts/s {:.0}, range p50 {:?}, p99 {:?}",
-                theirs.creates_per_s, theirs.get_p50, theirs.get_p99
-            );
-            println!("== ratios rk3s in-process / etcd over loopback HTTP (not like for like: etcd pays HTTP+JSON) ==");
-            println!(
-                "creates/s x{:.2}",
-                ours.creates_per_s / theirs.creates_per_s
-            );
-            println!(
-                "get p50 x{:.3}, p99 x{:.3}",
-                ours.get_p50.as_secs_f64() / theirs.get_p50.as_secs_f64(),
-                ours.get_p99.as_secs_f64() / theirs.get_p99.as_secs_f64()
-            );
-            println!("etcd watch over the gateway: not measured (streaming JSON not driven by this bench)");
-        }
-        Err(e) => println!("etcd comparison skipped: {e}"),
-    }
-}
-
-mod etcd {
-    use super::{pct, Figures};
-    use base64::Engine;
-    use std::time::{Duration, Instant};
-
-    pub fn run(value: &[u8]) -> Result<Figures, String> {
-        let bin = ["/usr/bin/etcd", "/usr/sbin/etcd"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .ok_or("etcd is not installed (apt-get install -y etcd-server)")?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let port = free_port();
-        let peer = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = std::process::Command::new(bin)
-            .args([
-                "--data-dir",
-                &dir.path().display().to_string(),
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{peer}"),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("failed to start etcd: {e}"))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let out = rt.block_on(load(&url, value));
-        let _ = child.kill();
-        let _ = child.wait();
-        out
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    async fn load(url: &str, value: &[u8]) -> Result<Figures, String> {
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        let client = reqwest::Client::new();
-        let post = |path: &str, body: serde_json::Value| {
-            client.post(format!("{url}{path}")).json(&body).send()
-        };
-        let start = Instant::now();
-        loop {
-            if post("/v3/kv/range", serde_json::json!({"key": b64(b"x")}))
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err("etcd did not come up in 20 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let n = 10_000;
-        let t = Instant::now();
-        for i in 0..n {
-            let key = format!("/registry/pods/default/p{i:05}");
-            let r = post(
-                "/v3/kv/put",
-                serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value)}),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            if !r.status().is_success() {
-                return Err(format!("put failed: {}", r.status()));
-            }
-            r.bytes().await.map_err(|e| e.to_string())?;
-        }
-        let creates_per_s = n as f64 / t.elapsed().as_secs_f64();
-        let mut gets = Vec::new();
-        for i in 0..n {
-            let key = format!("/registry/pods/default/p{:05}", (i * 7919) % n);
-            let t = Instant::now();
-            let r = post(
-                "/v3/kv/range",
-                serde_json::json!({"key": b64(key.as_bytes())}),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            r.bytes().await.map_err(|e| e.to_string())?;
-            gets.push(t.elapsed());
-        }
-        Ok(Figures {
-            creates_per_s,
-            get_p50: pct(&mut gets, 0.5),
-            get_p99: pct(&mut gets, 0.99),
-        })
-    }
+    backends::side_by_side();
 }

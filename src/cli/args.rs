@@ -38,6 +38,8 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Manage the bootstrap tokens nodes join with.
     Token(TokenArgs),
+    /// Manage the datastore (e.g. move a SQLite cluster to etcd).
+    Datastore(DatastoreCmd),
     /// Check that this machine can run rk3s (kernel, cgroups, modules, ports, binaries).
     CheckConfig,
     /// Datastore snapshots: save, ls, delete, prune, restore (k3s's etcd-snapshot).
@@ -161,7 +163,46 @@ pub struct ServerArgs {
     #[arg(long, env = "RK3S_FLANNEL_BACKEND", value_name = "BACKEND", default_value = DEFAULT_FLANNEL_BACKEND)]
     pub flannel_backend: String,
     #[command(flatten)]
+    pub datastore: DatastoreArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DatastoreCmd {
+    #[command(subcommand)]
+    pub command: DatastoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCommand {
+    /// Copy every object of this server's SQLite datastore into an empty etcd
+    /// (stop the server first; then start it with the same --datastore-endpoint).
+    Migrate {
+        /// Directory holding all state (the SQLite datastore is DATA_DIR/server/db).
+        #[arg(short = 'd', long, env = "RK3S_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: String,
+        #[command(flatten)]
+        datastore: DatastoreArgs,
+    },
+}
+
+/// Where the cluster state lives (k3s's flag names).
+#[derive(Debug, Args)]
+pub struct DatastoreArgs {
+    /// etcd members to keep the cluster state in, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379
+    /// [default: SQLite under DATA_DIR/server/db].
+    #[arg(long, env = "RK3S_DATASTORE_ENDPOINT", value_name = "URLS")]
+    pub datastore_endpoint: Option<String>,
+    /// CA certificate of the etcd members (PEM).
+    #[arg(long, env = "RK3S_DATASTORE_CAFILE", value_name = "FILE")]
+    pub datastore_cafile: Option<String>,
+    /// Client certificate for etcd (PEM).
+    #[arg(long, env = "RK3S_DATASTORE_CERTFILE", value_name = "FILE")]
+    pub datastore_certfile: Option<String>,
+    /// Client key for etcd (PEM).
+    #[arg(long, env = "RK3S_DATASTORE_KEYFILE", value_name = "FILE")]
+    pub datastore_keyfile: Option<String>,
 }
 
 #[derive(Debug, Args)]

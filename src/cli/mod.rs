@@ -70,6 +70,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Token(t) => token::run(t.command),
+        Command::Datastore(d) => datastore_command(d.command),
         Command::CheckConfig => crate::check_config::main(),
         Command::Snapshot(a) => habits::snapshot(a),
         Command::SecretsEncrypt(a) => habits::secrets_encrypt(a),
@@ -193,6 +194,38 @@ fn run_agent(config: AgentConfig) -> ExitCode {
     run_service(config.debug, |shutdown| {
         Box::pin(crate::agent::run(config, shutdown))
     })
+}
+
+/// `rk3s datastore …`.
+fn datastore_command(command: args::DatastoreCommand) -> ExitCode {
+    let args::DatastoreCommand::Migrate { data_dir, datastore: d } = command;
+    let Some(endpoint) = d.datastore_endpoint.as_deref() else {
+        eprintln!("error: --datastore-endpoint is required: the etcd to copy the SQLite datastore into");
+        return ExitCode::from(USAGE_ERROR);
+    };
+    let target = match crate::config::EtcdEndpoints::from_flags(
+        endpoint,
+        d.datastore_cafile.as_deref(),
+        d.datastore_certfile.as_deref(),
+        d.datastore_keyfile.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    process::init_logging(false);
+    match crate::server::migrate::run(Path::new(&data_dir), &target) {
+        Ok(n) => {
+            println!("copied {n} objects from {data_dir}/server/db into etcd; start the server with --datastore-endpoint {endpoint}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The default kubeconfig `rk3s kubectl` uses when `KUBECONFIG` is unset.

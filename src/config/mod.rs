@@ -13,6 +13,7 @@
 //! (one CIDR each for pods and services).
 
 mod cluster;
+mod datastore;
 pub mod habits;
 mod kubelet_args;
 mod node_password;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 pub use cluster::ClusterSettings;
+pub use datastore::{Datastore, EtcdEndpoints};
 pub use node_password::{node_password_file, DEFAULT_NODE_PASSWORD_FILE, NODE_PASSWORD_FILE_ENV};
 pub use kubelet_args::{
     parse_go_duration, parse_kubelet_arg, KubeletArg, KubeletArgs, SUPPORTED_KUBELET_ARGS,
@@ -150,6 +152,8 @@ pub struct ServerConfig {
     /// every node (`<data-dir>/storage` unless set).
     pub default_local_storage_path: PathBuf,
     pub flannel_backend: FlannelBackend,
+    /// `--datastore-endpoint` and its TLS files: SQLite unless set.
+    pub datastore: Datastore,
     pub node: NodeConfig,
     pub debug: bool,
     /// Snapshots and secrets encryption (issue 23).
@@ -313,6 +317,31 @@ impl Resolver<'_> {
     fn token(&self) -> Result<Option<Token>, ConfigError> {
         self.one("token", None, |t| Token::new(t))
     }
+
+    fn datastore(&self) -> Result<Datastore, ConfigError> {
+        let files = [
+            self.one("datastore-cafile", None, parse_path)?,
+            self.one("datastore-certfile", None, parse_path)?,
+            self.one("datastore-keyfile", None, parse_path)?,
+        ];
+        let Some(urls) = self.one("datastore-endpoint", None, datastore::parse_endpoints)? else {
+            if files.iter().any(Option::is_some) {
+                return Err(ConfigError::Inconsistent(
+                    "--datastore-cafile/-certfile/-keyfile need --datastore-endpoint".into(),
+                ));
+            }
+            return Ok(Datastore::Sqlite);
+        };
+        let [cafile, certfile, keyfile] = files;
+        let e = EtcdEndpoints {
+            urls,
+            cafile,
+            certfile,
+            keyfile,
+        };
+        datastore::check(&e).map_err(ConfigError::Inconsistent)?;
+        Ok(Datastore::Etcd(e))
+    }
 }
 
 impl ServerConfig {
@@ -357,6 +386,7 @@ impl ServerConfig {
             },
             flannel_backend: r
                 .required("flannel-backend", DEFAULT_FLANNEL_BACKEND, |s| s.parse())?,
+            datastore: r.datastore()?,
             node: r.node()?,
             debug: r.flag("debug")?,
             habits: habits::HabitsConfig::resolve(&r)?,

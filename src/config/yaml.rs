@@ -56,6 +56,14 @@ impl ServerConfig {
             m.insert("cluster-reset".into(), Value::from(true));
             put(&mut m, "cluster-reset-restore-path", p.display());
         }
+        if let super::Datastore::Etcd(e) = &self.datastore {
+            put(&mut m, "datastore-endpoint", e.urls.join(","));
+            for (k, f) in [("datastore-cafile", &e.cafile), ("datastore-certfile", &e.certfile), ("datastore-keyfile", &e.keyfile)] {
+                if let Some(f) = f {
+                    put(&mut m, k, f.display());
+                }
+            }
+        }
         node_yaml(&mut m, &self.node);
         m.insert("debug".into(), Value::from(self.debug));
         serde_yaml::to_string(&m).expect("a mapping of strings serialises")

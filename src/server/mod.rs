@@ -1,8 +1,8 @@
 //! `rk3s server`: the control plane of one node.
 //!
-//! [`run`] creates the data-dir layout, opens the SQLite store under
-//! `<data-dir>/server/db/` (Leases and Events kept in memory, see
-//! `crate::store`), serves the Kubernetes API on
+//! [`run`] creates the data-dir layout, opens the datastore ([`datastore`]:
+//! SQLite under `<data-dir>/server/db/` with Leases and Events kept in memory,
+//! or an external etcd with `--datastore-endpoint`), serves the Kubernetes API on
 //! `--bind-address:--https-listen-port`, writes the admin kubeconfig to
 //! `--write-kubeconfig`, reports READY to systemd, and drains on shutdown.
 //!
@@ -16,10 +16,12 @@
 //! (`--disable-agent` changes nothing yet).
 
 pub mod assemble;
+pub mod datastore;
 pub mod encryption;
 pub mod habits;
 pub mod join;
 pub mod metrics;
+pub mod migrate;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +34,6 @@ use std::time::Duration;
 use crate::apiserver::{builtin, ApiServer};
 use crate::config::ServerConfig;
 use crate::process;
-use crate::store::{SqliteStore, StoreOptions};
 
 /// Keys that change all the time on a healthy cluster and matter little
 /// after a restart: kept in memory by the store so an idle cluster barely
@@ -85,18 +86,15 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         "starting rk3s server"
     );
     tracing::debug!(config = ?config, "resolved configuration");
-    let store_dir = config.data_dir.join("server/db");
-    let options = StoreOptions {
-        volatile_prefixes: VOLATILE_PREFIXES.iter().map(|p| p.to_string()).collect(),
-        ..StoreOptions::default()
-    };
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_dir, options))
+    let (data_dir, chosen) = (config.data_dir.clone(), config.datastore.clone());
+    let node = config.node.node_name.clone();
+    let store = tokio::task::spawn_blocking(move || datastore::open(&data_dir, &chosen, &node))
         .await
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());
     let pki = Arc::new(load_pki(&config)?);
     load_server_token(&config, &pki)?;
-    let encrypting = habits::wrap_store(Arc::new(store), &config)?;
+    let encrypting = habits::wrap_store(store, &config)?;
     let parts = assemble::Parts {
         store: encrypting.clone(),
         registry: registry.clone(),

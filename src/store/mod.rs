@@ -225,11 +225,15 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub mod backup;
+#[cfg(test)]
+mod conformance;
+pub mod etcd;
 mod options;
 mod schema;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use etcd::{EtcdOptions, EtcdStore, EtcdTls};
 pub use options::{StoreOptions, SyncMode};
 pub use sqlite::{SqliteStore, DB_FILE};
