@@ -102,26 +102,42 @@ pub fn affinity_set(port: &ServicePort, ep: &Endpoint) -> String {
     )
 }
 
+/// The maps and the set that hold Services' elements: `(name, (kind,
+/// type))`. The incremental sync re-declares them to add elements (an
+/// `add map … { elements = … }` needs no listing of the table).
+const ELEMENT_HOLDERS: [(&str, (&str, &str)); 5] = [
+    (
+        SERVICE_IPS,
+        ("map", "ipv4_addr . inet_proto . inet_service : verdict"),
+    ),
+    (
+        NO_ENDPOINT_SERVICES,
+        ("map", "ipv4_addr . inet_proto . inet_service : verdict"),
+    ),
+    (SERVICE_NODEPORTS, ("map", "inet_proto . inet_service : verdict")),
+    (
+        NO_ENDPOINT_NODEPORTS,
+        ("map", "inet_proto . inet_service : verdict"),
+    ),
+    (CLUSTER_IPS, ("set", "ipv4_addr")),
+];
+
+/// `("map" | "set", type)` of a map or set that holds Service elements.
+pub fn element_holder(name: &str) -> Option<(&'static str, &'static str)> {
+    ELEMENT_HOLDERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, decl)| *decl)
+}
+
 /// The table with its fixed chains, maps and sets (no Service content),
 /// as a block for `table ip rk3s-proxy { … }`.
 pub fn skeleton(node: &NodeView) -> String {
     let mark = format!("{MASQUERADE_MARK:#x}");
     let mut s = String::new();
-    for (name, kind) in [
-        (
-            SERVICE_IPS,
-            "ipv4_addr . inet_proto . inet_service : verdict",
-        ),
-        (
-            NO_ENDPOINT_SERVICES,
-            "ipv4_addr . inet_proto . inet_service : verdict",
-        ),
-        (SERVICE_NODEPORTS, "inet_proto . inet_service : verdict"),
-        (NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict"),
-    ] {
-        let _ = writeln!(s, "\tmap {name} {{ type {kind}; }}");
+    for (name, (kind, ty)) in ELEMENT_HOLDERS {
+        let _ = writeln!(s, "\t{kind} {name} {{ type {ty}; }}");
     }
-    let _ = writeln!(s, "\tset {CLUSTER_IPS} {{ type ipv4_addr; }}");
     let _ = write!(s, "\tset {NODEPORT_IPS} {{ type ipv4_addr;");
     if !node.node_ips.is_empty() {
         let ips: Vec<String> = node.node_ips.iter().map(|ip| ip.to_string()).collect();
