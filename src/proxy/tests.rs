@@ -633,3 +633,34 @@ async fn udp_and_sctp_ports_are_programmed_with_their_protocol() {
     assert!(script.contains("meta l4proto udp dnat to 10.42.0.5:5353"));
     assert!(script.contains("meta l4proto sctp dnat to 10.42.0.5:99"));
 }
+
+#[tokio::test]
+async fn load_balancer_source_ranges_drop_other_clients_of_the_lb_ips_only() {
+    let mut svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"type": "LoadBalancer", "externalIPs": ["203.0.113.7"],
+               "loadBalancerSourceRanges": ["192.168.1.0/24", " 10.1.2.3/8 "]}),
+    );
+    svc.status = serde_json::from_value(
+        json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.10"}]}}),
+    )
+    .unwrap();
+    let (_, _, script) = apply(
+        vec![svc],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    )
+    .await;
+    assert!(script.contains("ct state new jump firewall-check"), "{script}");
+    let fw = lines_with(&script, "add element ip rk3s-proxy firewall-ips");
+    assert_eq!(fw.len(), 1, "{script}");
+    assert!(fw[0].contains("192.168.1.10 . tcp . 80 : goto fw-"), "{script}");
+    // externalIPs are not LoadBalancer IPs: no firewall for them.
+    assert!(!fw[0].contains("203.0.113.7"), "{script}");
+    let rule = lines_with(&script, "add rule ip rk3s-proxy fw-");
+    assert_eq!(rule.len(), 1, "{script}");
+    assert!(
+        rule[0].ends_with("ip saddr != { 192.168.1.0/24, 10.0.0.0/8 } drop"),
+        "{script}"
+    );
+}
