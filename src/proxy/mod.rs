@@ -28,9 +28,11 @@
 //!   and while the agent is down the last rules keep working (fail
 //!   static); shutdown leaves the table; only [`uninstall`] removes it;
 //! - after the first sync, a transaction's size is proportional to the
-//!   Services that changed, not to how many exist.
+//!   Services that changed, not to how many exist, and an endpoint change
+//!   is written in forms `nft` applies without listing the table (see
+//!   [`sync`]), so its cost is flat as Services grow.
 //!
-//! Partial: IPv4 only; no `loadBalancerSourceRanges`; no drop of traffic
+//! Partial: IPv4 only (IPv6 `loadBalancerSourceRanges` ignored); no drop of traffic
 //! to unallocated ClusterIPs (the agent does not know the service CIDR);
 //! affinity state is lost when the table is replaced at start.
 

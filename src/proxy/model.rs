@@ -73,6 +73,10 @@ pub struct ServicePort {
     /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`: served
     /// on `port` like a NodePort (the external traffic policy applies).
     pub external_ips: Vec<Ipv4Addr>,
+    /// The LoadBalancer ingress IPs (also in `external_ips`) and the
+    /// `spec.loadBalancerSourceRanges` allowed to reach them (empty: all).
+    pub lb_ips: Vec<Ipv4Addr>,
+    pub source_ranges: Vec<ipnet::Ipv4Net>,
     /// `sessionAffinity: ClientIP`: the timeout in seconds.
     pub affinity_seconds: Option<u32>,
     pub external_local: bool,
@@ -185,19 +189,32 @@ pub fn service_ports(
         .flatten()
         .filter_map(|ip| ip.parse().ok())
         .collect();
+    let mut lb_ips = Vec::new();
     if spec.type_.as_deref() == Some("LoadBalancer") {
         let ingress = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref());
-        external_ips.extend(
+        lb_ips.extend(
             ingress
                 .into_iter()
                 .flatten()
                 .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()),
         );
+        external_ips.extend(lb_ips.iter().copied());
     }
+    lb_ips.sort();
+    lb_ips.dedup();
+    // Unparseable ranges are left out; kube-proxy's validation rejects
+    // them at the API, so only IPv6 ranges land here.
+    let source_ranges: Vec<ipnet::Ipv4Net> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|r| r.trim().parse::<ipnet::Ipv4Net>().ok())
+        .map(|n| n.trunc())
+        .collect();
     external_ips.sort();
     external_ips.dedup();
     let affinity_seconds = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -244,6 +261,8 @@ pub fn service_ports(
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| *p > 0),
             external_ips: external_ips.clone(),
+            lb_ips: lb_ips.clone(),
+            source_ranges: source_ranges.clone(),
             affinity_seconds,
             external_local,
             internal_local,

@@ -45,6 +45,7 @@ pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const NODEPORT_IPS: &str = "nodeport-ips";
+pub const FIREWALL_IPS: &str = "firewall-ips";
 
 /// One element of a map or set: `(map or set name, key)`.
 pub type ElementKey = (&'static str, String);
@@ -102,33 +103,53 @@ pub fn affinity_set(port: &ServicePort, ep: &Endpoint) -> String {
     )
 }
 
+/// The maps and the set that hold Services' elements: `(name, (kind,
+/// type))`. The incremental sync re-declares them to add elements (an
+/// `add map … { elements = … }` needs no listing of the table).
+const ELEMENT_HOLDERS: [(&str, (&str, &str)); 6] = [
+    (
+        SERVICE_IPS,
+        ("map", "ipv4_addr . inet_proto . inet_service : verdict"),
+    ),
+    (
+        NO_ENDPOINT_SERVICES,
+        ("map", "ipv4_addr . inet_proto . inet_service : verdict"),
+    ),
+    (SERVICE_NODEPORTS, ("map", "inet_proto . inet_service : verdict")),
+    (
+        NO_ENDPOINT_NODEPORTS,
+        ("map", "inet_proto . inet_service : verdict"),
+    ),
+    (CLUSTER_IPS, ("set", "ipv4_addr")),
+    (
+        FIREWALL_IPS,
+        ("map", "ipv4_addr . inet_proto . inet_service : verdict"),
+    ),
+];
+
+/// `("map" | "set", type)` of a map or set that holds Service elements.
+pub fn element_holder(name: &str) -> Option<(&'static str, &'static str)> {
+    ELEMENT_HOLDERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, decl)| *decl)
+}
+
 /// The table with its fixed chains, maps and sets (no Service content),
 /// as a block for `table ip rk3s-proxy { … }`.
 pub fn skeleton(node: &NodeView) -> String {
     let mark = format!("{MASQUERADE_MARK:#x}");
     let mut s = String::new();
-    for (name, kind) in [
-        (
-            SERVICE_IPS,
-            "ipv4_addr . inet_proto . inet_service : verdict",
-        ),
-        (
-            NO_ENDPOINT_SERVICES,
-            "ipv4_addr . inet_proto . inet_service : verdict",
-        ),
-        (SERVICE_NODEPORTS, "inet_proto . inet_service : verdict"),
-        (NO_ENDPOINT_NODEPORTS, "inet_proto . inet_service : verdict"),
-    ] {
-        let _ = writeln!(s, "\tmap {name} {{ type {kind}; }}");
+    for (name, (kind, ty)) in ELEMENT_HOLDERS {
+        let _ = writeln!(s, "\t{kind} {name} {{ type {ty}; }}");
     }
-    let _ = writeln!(s, "\tset {CLUSTER_IPS} {{ type ipv4_addr; }}");
     let _ = write!(s, "\tset {NODEPORT_IPS} {{ type ipv4_addr;");
     if !node.node_ips.is_empty() {
         let ips: Vec<String> = node.node_ips.iter().map(|ip| ip.to_string()).collect();
         let _ = write!(s, " elements = {{ {} }};", ips.join(", "));
     }
     s.push_str(" }\n");
-    let chains: [(&str, &[&str]); 13] = [
+    let chains: [(&str, &[&str]); 15] = [
         (
             "nat-prerouting",
             &[
@@ -159,6 +180,19 @@ pub fn skeleton(node: &NodeView) -> String {
                 "ct state new jump nodeport-endpoints-check",
                 "ct state new jump service-endpoints-check",
             ],
+        ),
+        // `loadBalancerSourceRanges`: before the DNAT, while the packet
+        // still carries the LoadBalancer IP (kube-proxy's firewall check).
+        (
+            "filter-prerouting",
+            &[
+                "type filter hook prerouting priority -110; policy accept;",
+                "ct state new jump firewall-check",
+            ],
+        ),
+        (
+            "firewall-check",
+            &["ip daddr . meta l4proto . th dport vmap @firewall-ips"],
         ),
         (
             "filter-forward",
@@ -290,6 +324,20 @@ fn add_port(out: &mut ServiceRules, port: &ServicePort, node: &NodeView) {
     // External traffic: NodePort, external IPs, LoadBalancer IPs.
     if !port.has_external() {
         return;
+    }
+    if !port.source_ranges.is_empty() && !port.lb_ips.is_empty() {
+        let fw_chain = hashed("fw", &port.id);
+        let ranges: Vec<String> = port.source_ranges.iter().map(|r| r.to_string()).collect();
+        out.chains.insert(
+            fw_chain.clone(),
+            vec![format!("ip saddr != {{ {} }} drop", ranges.join(", "))],
+        );
+        for ip in &port.lb_ips {
+            out.elements.insert(
+                (FIREWALL_IPS, format!("{ip} . {proto} . {}", port.port)),
+                format!("goto {fw_chain}"),
+            );
+        }
     }
     let ext_chain = external_chain(port);
     let mut ext_keys: Vec<ElementKey> = port

@@ -15,9 +15,24 @@
 //! never adds an element twice.
 //!
 //! Within a transaction the order keeps references valid: elements that
-//! go are deleted first, changed and removed chains are flushed, new
-//! chains and sets are declared, rules are added, then removed chains and
-//! sets are deleted and new elements added.
+//! go are deleted first, changed and removed chains are flushed, sets are
+//! declared, new chains declared empty, then filled, then (when collected)
+//! emptied chains and sets deleted, and new elements added.
+//!
+//! Why the incremental script has the shape it has: `nft` (1.0.6, Debian
+//! Bookworm and Raspberry Pi OS) lists every chain and set of every table
+//! before it evaluates `add rule`, `delete chain` or any `add`/`delete
+//! element` command, but not before `flush chain`, `add chain X { rules }`,
+//! `add set` or `add map M { type …; elements = { … } }`. That listing
+//! costs in proportion to the whole table (about 600 kB of netlink with
+//! 1,000 Services), and `nft -i` repeats it for every command, so a
+//! long-lived session does not help. So an endpoint change (the common
+//! case: pods replaced, a Deployment scaled while some endpoint stays)
+//! is written only in the forms that need no listing, and costs the same
+//! whatever the number of Services. Deleting a map element has no such
+//! form: a Service that gains its first or loses its last endpoint, or
+//! is deleted, pays one listing, and that transaction also deletes the
+//! chains and sets earlier changes left empty (the garbage).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -27,7 +42,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::model::{is_proxied, service_ports};
-use super::rules::{service_rules, skeleton, ElementKey, NodeView, ServiceRules, TABLE};
+use super::rules::{
+    element_holder, service_rules, skeleton, ElementKey, NodeView, ServiceRules, TABLE,
+};
 use crate::hostnet::nft::{Firewall, NftError};
 use crate::svccache::{ObjKey, Snapshot};
 
@@ -72,7 +89,15 @@ pub struct Syncer {
     applied: BTreeMap<ServiceKey, ServiceRules>,
     /// Element → its claimants in order, each with its value.
     claims: HashMap<ElementKey, Vec<(ServiceKey, String)>>,
+    /// Chains and sets no rule or element refers to any more, emptied
+    /// but not yet deleted (deleting them needs a listing of the table).
+    garbage_chains: BTreeSet<String>,
+    garbage_sets: BTreeSet<String>,
 }
+
+/// Emptied chains and sets wait for deletion until a transaction deletes
+/// elements anyway, or until this many wait.
+pub const GARBAGE_LIMIT: usize = 512;
 
 impl Syncer {
     pub fn new(firewall: Arc<dyn Firewall>, node: NodeView) -> Self {
@@ -83,6 +108,8 @@ impl Syncer {
             inputs: BTreeMap::new(),
             applied: BTreeMap::new(),
             claims: HashMap::new(),
+            garbage_chains: BTreeSet::new(),
+            garbage_sets: BTreeSet::new(),
         }
     }
 
@@ -230,13 +257,24 @@ impl Syncer {
         self.inputs = inputs;
         self.applied = applied;
         self.claims = claims;
+        self.garbage_chains.clear();
+        self.garbage_sets.clear();
         self.installed = true;
         Ok(stats)
     }
 
     /// The transaction taking the `changed` Services from what was applied
     /// to their new rules (empty rules: the Service is gone). Updates the
-    /// claims; the caller commits or, on failure, forces a full replace.
+    /// claims and the garbage; the caller commits or, on failure, forces a
+    /// full replace (which also drops the garbage).
+    ///
+    /// The script is written in the forms `nft` applies without reading
+    /// the table first (see the module docs): `flush chain`, `add chain X
+    /// { rules }`, `add set`, and `add map M { type …; elements = … }`.
+    /// Only deleting elements makes `nft` list every chain and set, so
+    /// chains and sets that go are emptied now and deleted in the next
+    /// transaction that pays for a listing anyway (or once
+    /// [`GARBAGE_LIMIT`] of them wait).
     fn diff_script(&mut self, changed: &BTreeMap<ServiceKey, ServiceRules>) -> String {
         let empty = ServiceRules::default();
         let mut del_elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
@@ -244,9 +282,9 @@ impl Syncer {
         let mut flush = BTreeSet::new();
         let mut new_chains = BTreeSet::new();
         let mut fill: Vec<(&String, &Vec<String>)> = Vec::new();
-        let mut del_chains = BTreeSet::new();
-        let mut new_sets = Vec::new();
-        let mut del_sets = BTreeSet::new();
+        let mut gone_chains = BTreeSet::new();
+        let mut sets: BTreeMap<String, String> = BTreeMap::new();
+        let mut gone_sets = BTreeSet::new();
         for (key, new) in changed {
             let old = self.applied.get(key).unwrap_or(&empty);
             for (name, rules) in &new.chains {
@@ -257,6 +295,10 @@ impl Syncer {
                         fill.push((name, rules));
                     }
                     None => {
+                        // An emptied chain waiting for deletion is reused.
+                        if self.garbage_chains.remove(name) {
+                            flush.insert(name.clone());
+                        }
                         new_chains.insert(name.clone());
                         fill.push((name, rules));
                     }
@@ -264,15 +306,16 @@ impl Syncer {
             }
             for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
                 flush.insert(name.clone());
-                del_chains.insert(name.clone());
+                gone_chains.insert(name.clone());
             }
+            // Every set the new rules name is declared again: the rules
+            // are checked against sets `nft` knows, and it lists none.
             for (name, decl) in &new.sets {
-                if !old.sets.contains_key(name) {
-                    new_sets.push((name.clone(), decl.clone()));
-                }
+                self.garbage_sets.remove(name);
+                sets.insert(name.clone(), decl.clone());
             }
             for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
-                del_sets.insert(name.clone());
+                gone_sets.insert(name.clone());
             }
             let touched: BTreeSet<&ElementKey> =
                 old.elements.keys().chain(new.elements.keys()).collect();
@@ -305,29 +348,49 @@ impl Syncer {
                 }
             }
         }
+        self.garbage_chains.extend(gone_chains);
+        self.garbage_sets.extend(gone_sets);
+        let collect = !del_elements.is_empty()
+            || self.garbage_chains.len() + self.garbage_sets.len() > GARBAGE_LIMIT;
         let mut s = String::new();
         write_elements(&mut s, "delete", &del_elements);
         for name in &flush {
             let _ = writeln!(s, "flush chain ip {TABLE} {name}");
         }
-        for (name, decl) in &new_sets {
+        for (name, decl) in &sets {
             let _ = writeln!(s, "add set ip {TABLE} {name} {{ {decl} }}");
         }
+        // Declared empty first, so rules may jump to any of them.
         for name in &new_chains {
             let _ = writeln!(s, "add chain ip {TABLE} {name}");
         }
         for (name, rules) in fill {
-            for rule in rules {
-                let _ = writeln!(s, "add rule ip {TABLE} {name} {rule}");
+            if !rules.is_empty() {
+                let _ = writeln!(s, "add chain ip {TABLE} {name} {{");
+                for rule in rules {
+                    let _ = writeln!(s, "\t{rule}");
+                }
+                s.push_str("}\n");
             }
         }
-        for name in &del_chains {
-            let _ = writeln!(s, "delete chain ip {TABLE} {name}");
+        if collect {
+            for name in std::mem::take(&mut self.garbage_chains) {
+                let _ = writeln!(s, "delete chain ip {TABLE} {name}");
+            }
+            for name in std::mem::take(&mut self.garbage_sets) {
+                let _ = writeln!(s, "delete set ip {TABLE} {name}");
+            }
         }
-        for name in &del_sets {
-            let _ = writeln!(s, "delete set ip {TABLE} {name}");
+        for (holder, elements) in &add_elements {
+            let Some((kind, ty)) = element_holder(holder) else {
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "add {kind} ip {TABLE} {holder} {{ type {ty}; elements = {{ {} }}; }}",
+                elements.join(", ")
+            );
         }
-        write_elements(&mut s, "add", &add_elements);
         s
     }
 

@@ -176,7 +176,7 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
         "{up}"
     );
     assert!(
-        up.contains("add element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 : goto svc-"),
+        up.contains("add map ip rk3s-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict; elements = { 10.43.0.20 . tcp . 80 : goto svc-"),
         "{up}"
     );
     // Scale to zero again: the element goes back to the reject map.
@@ -193,7 +193,9 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
         "{down}"
     );
     assert!(
-        down.contains("no-endpoint-services { 10.43.0.20 . tcp . 80 : goto reject-chain }"),
+        lines_with(&down, "add map ip rk3s-proxy no-endpoint-services")
+            .iter()
+            .any(|l| l.contains("elements = { 10.43.0.20 . tcp . 80 : goto reject-chain }")),
         "{down}"
     );
     assert!(down.contains("delete chain ip rk3s-proxy svc-"), "{down}");
@@ -240,7 +242,7 @@ async fn an_endpoint_change_rewrites_only_that_service() {
     assert_eq!(stats.services_changed, 1);
     let script = fw.applied().last().unwrap().clone();
     assert!(script.contains("default/svc7/"), "{script}");
-    for line in script.lines() {
+    for line in script.lines().filter(|l| l.contains(" ip rk3s-proxy ")) {
         assert!(
             line.contains("default/svc7/"),
             "only svc7 is touched: {line}"
@@ -249,10 +251,94 @@ async fn an_endpoint_change_rewrites_only_that_service() {
     assert!(script.contains("flush chain ip rk3s-proxy svc-"));
     assert!(script.contains("add chain ip rk3s-proxy ep-"));
     assert!(script.contains("dnat to 10.42.0.6:8080"));
+    // Only the forms `nft` applies without listing the table.
+    for line in script.lines().filter(|l| !l.starts_with('\t') && *l != "}") {
+        assert!(
+            line.starts_with("flush chain ") || line.starts_with("add chain "),
+            "{line}"
+        );
+    }
     // Nothing changed: nothing applied.
     let before = fw.applied().len();
     let idle = syncer.sync(&index.snapshot()).await.unwrap();
     assert_eq!((idle.script_bytes, fw.applied().len()), (0, before));
+}
+
+/// `svc` with one port and endpoints `eps` (all ready on this node).
+fn web_with(eps: &[&'static str], version: &str) -> (Service, EndpointSlice) {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let ready_eps: Vec<_> = eps.iter().map(|ip| ready(ip, NODE)).collect();
+    let mut sl = slice("web", "1", &ready_eps);
+    sl.metadata.resource_version = Some(version.into());
+    (svc, sl)
+}
+
+#[tokio::test]
+async fn a_removed_endpoint_chain_is_emptied_then_deleted_with_the_next_element_change() {
+    let (svc, two) = web_with(&["10.42.0.5", "10.42.0.6"], "1");
+    let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![two]).await;
+    let (_, one) = web_with(&["10.42.0.5"], "2");
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![one]))
+        .await
+        .unwrap();
+    let shrink = fw.applied().last().unwrap().clone();
+    // The chain of 10.42.0.6 is emptied, not deleted (no table listing).
+    let flushed: Vec<&str> = lines_with(&shrink, "flush chain ip rk3s-proxy ep-");
+    assert_eq!(flushed.len(), 1, "{shrink}");
+    assert!(flushed[0].contains("10.42.0.6/8080"), "{shrink}");
+    assert!(!shrink.contains("delete "), "{shrink}");
+    assert!(shrink.contains("numgen random mod 1 vmap"), "{shrink}");
+    // Scaled to zero: elements are deleted, and the waiting chain with them.
+    let (_, none) = web_with(&[], "3");
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![none]))
+        .await
+        .unwrap();
+    let down = fw.applied().last().unwrap().clone();
+    assert!(down.contains("delete element ip rk3s-proxy service-ips"), "{down}");
+    let deleted = lines_with(&down, "delete chain ip rk3s-proxy ep-");
+    assert_eq!(deleted.len(), 2, "{down}");
+    assert!(deleted.iter().any(|l| l.contains("10.42.0.6/8080")), "{down}");
+    // Back up on the old address: its chain is declared and filled again.
+    let (_, back) = web_with(&["10.42.0.6"], "4");
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc], vec![back]))
+        .await
+        .unwrap();
+    let up = fw.applied().last().unwrap().clone();
+    assert!(up.contains("dnat to 10.42.0.6:8080"), "{up}");
+    assert!(!up.contains("delete chain"), "{up}");
+}
+
+#[tokio::test]
+async fn a_reused_emptied_chain_is_flushed_and_not_deleted_later() {
+    let (svc, a) = web_with(&["10.42.0.5", "10.42.0.6"], "1");
+    let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![a]).await;
+    for (eps, v) in [
+        (&["10.42.0.5"][..], "2"),
+        (&["10.42.0.5", "10.42.0.6"][..], "3"),
+        (&[][..], "4"),
+    ] {
+        let (_, sl) = web_with(eps, v);
+        syncer
+            .sync(&Snapshot::from_objects(vec![svc.clone()], vec![sl]))
+            .await
+            .unwrap();
+    }
+    let scripts = fw.applied();
+    let regrow = &scripts[2];
+    assert!(
+        lines_with(regrow, "flush chain ip rk3s-proxy ep-")
+            .iter()
+            .any(|l| l.contains("10.42.0.6/8080")),
+        "{regrow}"
+    );
+    // Scaling to zero deletes both endpoint chains exactly once each.
+    let down = &scripts[3];
+    let deleted = lines_with(down, "delete chain ip rk3s-proxy ep-");
+    assert_eq!(deleted.len(), 2, "{down}");
+    assert_ne!(deleted[0], deleted[1], "{down}");
 }
 
 #[tokio::test]
@@ -462,7 +548,7 @@ async fn two_services_claiming_one_external_ip_and_port_take_turns() {
         .unwrap();
     let script = fw.applied().last().unwrap().clone();
     assert!(script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.21 . tcp . 80, 203.0.113.7 . tcp . 80 }"), "{script}");
-    let add = lines_with(&script, "add element ip rk3s-proxy service-ips")[0];
+    let add = lines_with(&script, "add map ip rk3s-proxy service-ips")[0];
     assert!(
         add.contains("203.0.113.7 . tcp . 80 : goto ext-") && add.contains("default/b/"),
         "{script}"
@@ -546,4 +632,35 @@ async fn udp_and_sctp_ports_are_programmed_with_their_protocol() {
     );
     assert!(script.contains("meta l4proto udp dnat to 10.42.0.5:5353"));
     assert!(script.contains("meta l4proto sctp dnat to 10.42.0.5:99"));
+}
+
+#[tokio::test]
+async fn load_balancer_source_ranges_drop_other_clients_of_the_lb_ips_only() {
+    let mut svc = service(
+        "web",
+        "10.43.0.20",
+        json!({"type": "LoadBalancer", "externalIPs": ["203.0.113.7"],
+               "loadBalancerSourceRanges": ["192.168.1.0/24", " 10.1.2.3/8 "]}),
+    );
+    svc.status = serde_json::from_value(
+        json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.10"}]}}),
+    )
+    .unwrap();
+    let (_, _, script) = apply(
+        vec![svc],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    )
+    .await;
+    assert!(script.contains("ct state new jump firewall-check"), "{script}");
+    let fw = lines_with(&script, "add element ip rk3s-proxy firewall-ips");
+    assert_eq!(fw.len(), 1, "{script}");
+    assert!(fw[0].contains("192.168.1.10 . tcp . 80 : goto fw-"), "{script}");
+    // externalIPs are not LoadBalancer IPs: no firewall for them.
+    assert!(!fw[0].contains("203.0.113.7"), "{script}");
+    let rule = lines_with(&script, "add rule ip rk3s-proxy fw-");
+    assert_eq!(rule.len(), 1, "{script}");
+    assert!(
+        rule[0].ends_with("ip saddr != { 192.168.1.0/24, 10.0.0.0/8 } drop"),
+        "{script}"
+    );
 }

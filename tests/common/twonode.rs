@@ -158,6 +158,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Cluster::start`], with `server_flags` appended to the
+    /// server's command line (e.g. `--disable servicelb`).
+    pub fn start_with(server_flags: &[&str]) -> Self {
         let net = Network::new("an").expect("network");
         let server_node = net.add_node("server").expect("server node");
         let agent_node = net.add_node("agent").expect("agent node");
@@ -188,8 +194,10 @@ impl Cluster {
                 "--write-kubeconfig",
                 kubeconfig.to_str().unwrap(),
             ]
-            .map(String::from)
-            .to_vec(),
+            .iter()
+            .chain(server_flags)
+            .map(|a| a.to_string())
+            .collect(),
             Vec::new(),
             dir.path().join("server.log"),
         );

@@ -1,0 +1,71 @@
+//! `rk3s server --disable servicelb` leaves LoadBalancer Services pending,
+//! as k3s does, so MetalLB or another controller can take them: no
+//! `status.loadBalancer.ingress`, `<pending>` in `kubectl get svc`, while
+//! the rest of the Service (ClusterIP, NodePort) is allocated as usual.
+//! The enabled case is `e2e_proxy` (both nodes listed in the status).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::privilege::{self, require_e2e};
+use common::twonode::{text, Cluster};
+
+const LB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: lonely-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: nothing}
+  ports: [{name: http, port: 8082, targetPort: 8080}]
+"#;
+
+#[test]
+fn disabling_servicelb_leaves_load_balancers_pending() {
+    if !require_e2e("disabling_servicelb_leaves_load_balancers_pending") {
+        return;
+    }
+    privilege::require_tools("e2e_servicelb_disabled", &[("kubectl", "kubectl")]);
+    let c = Cluster::start_with(&["--disable", "servicelb"]);
+    // A Ready node is what ServiceLB would have put in the status.
+    c.wait_for("node server Ready", 90, || {
+        let o = c.kubectl(&[
+            "get",
+            "node",
+            "server",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (text(&o.stdout) == "True").then_some(())
+    });
+    c.apply(LB);
+    let node_port = c.wait_for("a NodePort allocated", 30, || {
+        let o = c.kubectl(&[
+            "get",
+            "svc",
+            "lonely-lb",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ]);
+        text(&o.stdout).parse::<u16>().ok()
+    });
+    assert!(node_port >= 30000, "nodePort {node_port}");
+    // ServiceLB, when enabled, fills the status within a pass or two; give
+    // a disabled one ample time to (wrongly) do so.
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let o = c.kubectl(&[
+            "get",
+            "svc",
+            "lonely-lb",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress}",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), "", "status.loadBalancer.ingress was written");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let table = c.kubectl_ok(&["get", "svc", "lonely-lb", "--no-headers"]);
+    assert!(table.contains("<pending>"), "{table}");
+}
