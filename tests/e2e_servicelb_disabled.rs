@@ -3,6 +3,11 @@
 //! `status.loadBalancer.ingress`, `<pending>` in `kubectl get svc`, while
 //! the rest of the Service (ClusterIP, NodePort) is allocated as usual.
 //! The enabled case is `e2e_proxy` (both nodes listed in the status).
+//!
+//! The same server runs with `--disable metrics-server`: `metrics.k8s.io`
+//! is not served and `kubectl top` says so, as with k3s. And the agent's
+//! own Prometheus metrics (tunnel, service proxy) are read through
+//! `nodes/<node>/proxy/metrics`.
 
 mod common;
 
@@ -27,7 +32,7 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
         return;
     }
     privilege::require_tools("e2e_servicelb_disabled", &[("kubectl", "kubectl")]);
-    let c = Cluster::start_with(&["--disable", "servicelb"]);
+    let c = Cluster::start_with(&["--disable", "servicelb", "--disable", "metrics-server"]);
     // A Ready node is what ServiceLB would have put in the status.
     c.wait_for("node server Ready", 90, || {
         let o = c.kubectl(&[
@@ -68,4 +73,22 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
     }
     let table = c.kubectl_ok(&["get", "svc", "lonely-lb", "--no-headers"]);
     assert!(table.contains("<pending>"), "{table}");
+
+    // --disable metrics-server: the group is gone from discovery.
+    let groups = c.kubectl_ok(&["api-versions"]);
+    assert!(!groups.contains("metrics.k8s.io"), "{groups}");
+    let top = c.kubectl(&["top", "nodes"]);
+    assert!(!top.status.success(), "kubectl top worked without the metrics API");
+    assert!(text(&top.stderr).contains("Metrics API not available"), "{}", text(&top.stderr));
+
+    // The agent's own metrics: its tunnel is up and its proxy has synced
+    // (the LoadBalancer Service above is in its view).
+    let metrics = c.wait_for("the agent's proxy to count a sync", 30, || {
+        let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/agent/proxy/metrics"]);
+        let t = text(&o.stdout);
+        t.contains("rk3s_proxy_syncs_total{kind=\"full\",result=\"success\"}").then_some(t)
+    });
+    assert!(metrics.contains("rk3s_tunnel_connected 1"), "{metrics}");
+    assert!(metrics.contains("rk3s_tunnel_connects_total{result=\"success\"}"), "{metrics}");
+    assert!(metrics.contains("rk3s_proxy_sync_duration_seconds_count"), "{metrics}");
 }

@@ -189,7 +189,7 @@ pub async fn run(
                 handler,
                 session: Default::default(),
             };
-            tokio::spawn(crate::tunnel::run_client(client, shutdown.clone()));
+            tokio::spawn(crate::tunnel::run_client_observed(client, Some(opts.metrics.clone()), shutdown.clone()));
         }
         Err(e) => tracing::error!(
             "the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}"

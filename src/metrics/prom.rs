@@ -66,6 +66,13 @@ pub struct Registry {
     on_render: Mutex<Vec<OnRender>>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let families = self.families.lock().map(|f| f.len()).unwrap_or(0);
+        f.debug_struct("Registry").field("families", &families).finish_non_exhaustive()
+    }
+}
+
 fn labels(l: &[(&str, &str)]) -> Labels {
     l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }

@@ -101,15 +101,28 @@ impl ProxyConfig {
 }
 
 /// Runs the proxy with the `nft` binary until `shutdown`; the table stays.
-pub async fn run(config: ProxyConfig, cache: ServiceCache, shutdown: CancellationToken) {
+pub async fn run(
+    config: ProxyConfig,
+    cache: ServiceCache,
+    metrics: Option<Arc<crate::metrics::prom::Registry>>,
+    shutdown: CancellationToken,
+) {
     let firewall: Arc<dyn Firewall> = Arc::new(NftFirewall::new(config.host_netns.clone()));
-    run_with(Syncer::new(firewall, config.node_view()), cache, shutdown).await
+    run_with(Syncer::new(firewall, config.node_view()), cache, metrics, shutdown).await
 }
+
+/// Buckets of `rk3s_proxy_sync_duration_seconds`.
+const SYNC_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// The proxy loop over any [`Firewall`]: wait for the first full list
 /// (so a restart never programs an empty table over working rules), then
 /// apply every change as it comes.
-pub async fn run_with(mut syncer: Syncer, cache: ServiceCache, shutdown: CancellationToken) {
+pub async fn run_with(
+    mut syncer: Syncer,
+    cache: ServiceCache,
+    metrics: Option<Arc<crate::metrics::prom::Registry>>,
+    shutdown: CancellationToken,
+) {
     tokio::select! {
         _ = shutdown.cancelled() => return,
         _ = cache.ready() => {}
@@ -119,7 +132,24 @@ pub async fn run_with(mut syncer: Syncer, cache: ServiceCache, shutdown: Cancell
         let snap = cache.snapshot();
         changes.mark_unchanged();
         let started = std::time::Instant::now();
-        match syncer.sync(&snap).await {
+        let result = syncer.sync(&snap).await;
+        if let Some(m) = &metrics {
+            let (outcome, kind) = match &result {
+                Ok(s) if s.script_bytes == 0 => ("unchanged", "none"),
+                Ok(s) => ("success", if s.full { "full" } else { "partial" }),
+                Err(_) => ("error", "none"),
+            };
+            m.inc("rk3s_proxy_syncs_total", "Service proxy rule syncs, by result and kind.", &[("result", outcome), ("kind", kind)], 1.0);
+            m.observe(
+                "rk3s_proxy_sync_duration_seconds",
+                "Time to compute and apply one rule sync.",
+                &[],
+                started.elapsed().as_secs_f64(),
+                SYNC_BUCKETS,
+            );
+            m.set("rk3s_proxy_services", "Services in the proxy's view.", &[], snap.services.len() as f64);
+        }
+        match result {
             Ok(stats) if stats.script_bytes > 0 => tracing::debug!(
                 full = stats.full,
                 services = stats.services_changed,

@@ -50,6 +50,25 @@ pub fn backoff(attempt: u32) -> Duration {
 
 /// Keeps the tunnel up until `shutdown`.
 pub async fn run(opts: ClientOptions, shutdown: CancellationToken) {
+    run_observed(opts, None, shutdown).await
+}
+
+/// [`run`], counting into `metrics`: `rk3s_tunnel_connected` (1 while the
+/// tunnel is up) and `rk3s_tunnel_connects_total{result}`.
+pub async fn run_observed(
+    opts: ClientOptions,
+    metrics: Option<Arc<crate::metrics::prom::Registry>>,
+    shutdown: CancellationToken,
+) {
+    let note = |connected: bool, result: Option<&str>| {
+        if let Some(m) = &metrics {
+            m.set("rk3s_tunnel_connected", "1 while the tunnel to the server is up.", &[], f64::from(u8::from(connected)));
+            if let Some(r) = result {
+                m.inc("rk3s_tunnel_connects_total", "Tunnel connection attempts, by result.", &[("result", r)], 1.0);
+            }
+        }
+    };
+    note(false, None);
     let mut state = State::Connecting { attempt: 0 };
     loop {
         state = match state {
@@ -60,10 +79,17 @@ pub async fn run(opts: ClientOptions, shutdown: CancellationToken) {
                     r = connect => match r {
                         Ok(Ok(session)) => {
                             tracing::info!(server = %opts.server, "tunnel to the server connected");
+                            note(true, Some("success"));
                             State::Connected { session }
                         }
-                        Ok(Err(e)) => State::Backoff { attempt, reason: e.to_string() },
-                        Err(_) => State::Backoff { attempt, reason: "timed out".into() },
+                        Ok(Err(e)) => {
+                            note(false, Some("error"));
+                            State::Backoff { attempt, reason: e.to_string() }
+                        }
+                        Err(_) => {
+                            note(false, Some("timeout"));
+                            State::Backoff { attempt, reason: "timed out".into() }
+                        }
                     },
                 }
             }
@@ -73,7 +99,10 @@ pub async fn run(opts: ClientOptions, shutdown: CancellationToken) {
                         session.close();
                         return;
                     }
-                    _ = session.closed() => State::Backoff { attempt: 0, reason: "the tunnel closed".into() },
+                    _ = session.closed() => {
+                        note(false, None);
+                        State::Backoff { attempt: 0, reason: "the tunnel closed".into() }
+                    }
                 }
             }
             State::Backoff { attempt, reason } => {

@@ -20,7 +20,7 @@ pub mod frame;
 pub mod sessions;
 pub mod session;
 
-pub use client::{run as run_client, ClientOptions};
+pub use client::{run as run_client, run_observed as run_client_observed, ClientOptions};
 pub use sessions::TunnelRegistry;
 pub use session::{AcceptHandler, Role, Session, SessionOptions};
 

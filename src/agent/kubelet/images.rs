@@ -86,6 +86,9 @@ pub struct PullError {
     pub message: String,
 }
 
+/// Buckets of `rk3s_image_pull_duration_seconds` (a Pi pulls for minutes).
+const PULL_BUCKETS: &[f64] = &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
 pub struct ImageManager {
     runtime: Arc<dyn ContainerRuntime>,
     dir: PathBuf,
@@ -94,6 +97,8 @@ pub struct ImageManager {
     registry: Option<Arc<dyn Registry>>,
     /// One lock per reference being pulled: the dedup of concurrent pulls.
     pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts pulls (`rk3s_image_pulls_total`, `rk3s_image_pull_duration_seconds`).
+    metrics: Option<Arc<crate::metrics::prom::Registry>>,
 }
 
 impl ImageManager {
@@ -105,7 +110,14 @@ impl ImageManager {
             scan_lock: tokio::sync::Mutex::new(()),
             registry: None,
             pulling: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts every pull into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::prom::Registry>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Pulls what is missing from `registry`.
@@ -243,6 +255,10 @@ impl ImageManager {
             .or_default()
             .clone();
         let held = lock.lock().await;
+        let pull_started = std::time::Instant::now();
+        // Whether this call fetched (a waiter that finds the image stored by
+        // the pull it waited on is not a pull).
+        let fetched = std::sync::atomic::AtomicBool::new(false);
         let result = async {
             let before = self.runtime.image_exists(reference).await.ok().flatten();
             let (resolved, accepted) = resolve(registry.as_ref(), &parsed, creds)
@@ -254,6 +270,7 @@ impl ImageManager {
                 return Ok(info);
             }
             let started = std::time::Instant::now();
+            fetched.store(true, std::sync::atomic::Ordering::Relaxed);
             let scratch = Scratch::create().map_err(|e| failed(e.to_string()))?;
             let image = registry
                 .fetch(&parsed, accepted.as_ref(), scratch.path())
@@ -272,6 +289,18 @@ impl ImageManager {
                 .ok_or_else(|| failed("stored but not found afterwards".into()))
         }
         .await;
+        let counted = result.is_err() || fetched.load(std::sync::atomic::Ordering::Relaxed);
+        if let (Some(m), true) = (&self.metrics, counted) {
+            let outcome = if result.is_ok() { "success" } else { "error" };
+            m.inc("rk3s_image_pulls_total", "Image pulls from a registry, by result.", &[("result", outcome)], 1.0);
+            m.observe(
+                "rk3s_image_pull_duration_seconds",
+                "How long image pulls took (resolve, fetch, unpack).",
+                &[],
+                pull_started.elapsed().as_secs_f64(),
+                PULL_BUCKETS,
+            );
+        }
         drop(held);
         // The last one out removes the entry.
         let mut pulling = self.pulling.lock().unwrap();
@@ -452,8 +481,13 @@ mod tests {
     #[tokio::test]
     async fn pulls_missing_images_once_for_concurrent_pods() {
         let (rt, reg, m) = with_registry();
+        let metrics = Arc::new(crate::metrics::prom::Registry::new());
+        let m = m.with_metrics(metrics.clone());
         let image = "127.0.0.1:5000/rk3s/busybox:pulled";
         let (a, b) = tokio::join!(m.ensure(image, "IfNotPresent"), m.ensure(image, ""));
+        // One fetch is one pull, however many pods waited on it.
+        assert_eq!(metrics.value("rk3s_image_pulls_total", &[("result", "success")]), Some(1.0));
+        assert_eq!(metrics.value("rk3s_image_pull_duration_seconds", &[]), Some(1.0));
         assert_eq!(a.unwrap().digest, "sha256:m1");
         assert_eq!(b.unwrap().id, "sha256:config");
         assert_eq!(reg.fetches.load(Ordering::SeqCst), 1);

@@ -99,6 +99,10 @@ pub struct KubeletOptions {
     /// server's built-in agent turn it on; [`KubeletOptions::new`] leaves
     /// it off, so in-process test kubelets never touch the host.
     pub node_services: bool,
+    /// The agent's Prometheus registry (`/metrics` on the kubelet API):
+    /// image pulls, the tunnel, the service proxy and the pod samples count
+    /// into it.
+    pub metrics: Arc<crate::metrics::prom::Registry>,
 }
 
 impl KubeletOptions {
@@ -150,6 +154,7 @@ impl KubeletOptions {
             flannel_backend: crate::overlay::FlannelBackend::None,
             cluster_cidr: "10.42.0.0/16".parse().expect("valid literal"),
             node_services: false,
+            metrics: Arc::new(crate::metrics::prom::Registry::new()),
         }
     }
 }
@@ -266,6 +271,7 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
         tokio::spawn(crate::proxy::run(
             crate::proxy::ProxyConfig::for_node(&node_name, facts.internal_ip),
             services.clone(),
+            Some(opts.metrics.clone()),
             shutdown.clone(),
         ));
         let mut ingress = crate::ingress::IngressOptions::on_ports(
@@ -306,7 +312,8 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     }
     tracing::info!(node = %node_name, pod_cidr = %cidr, pods = recovery.live.len(), "pod network ready");
 
-    let mut images = images::ImageManager::new(runtime.clone(), opts.agent_dir.join("images"));
+    let mut images = images::ImageManager::new(runtime.clone(), opts.agent_dir.join("images"))
+        .with_metrics(opts.metrics.clone());
     match crate::agent::image_registry::HttpRegistry::new() {
         Ok(registry) => images = images.with_registry(Arc::new(registry.with_config(registries))),
         Err(e) => tracing::warn!(error = %e, "image pulls from registries are disabled"),
