@@ -83,11 +83,18 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
 
     // The agent's own metrics: its tunnel is up and its proxy has synced
     // (the LoadBalancer Service above is in its view).
-    let metrics = c.wait_for("the agent's proxy to count a sync", 30, || {
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
         let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/agent/proxy/metrics"]);
         let t = text(&o.stdout);
-        t.contains("rk3s_proxy_syncs_total{kind=\"full\",result=\"success\"}").then_some(t)
-    });
+        if t.contains("rk3s_proxy_syncs_total{kind=\"full\",result=\"success\"}") {
+            break t;
+        }
+        last = format!("{t}{}", text(&o.stderr));
+        assert!(Instant::now() < deadline, "the agent's proxy counted no sync in 30 s; its metrics:\n{last}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert!(metrics.contains("rk3s_tunnel_connected 1"), "{metrics}");
     assert!(metrics.contains("rk3s_tunnel_connects_total{result=\"success\"}"), "{metrics}");
     assert!(metrics.contains("rk3s_proxy_sync_duration_seconds_count"), "{metrics}");

@@ -196,9 +196,18 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         })
         .await;
     }
-    let body = axum::body::to_bytes(body, codec::MAX_BODY)
-        .await
-        .map_err(|_| ApiStatus::too_large_body(codec::MAX_BODY))?;
+    let body = match axum::body::to_bytes(body, codec::MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            // The rest of the body stays unread, so this connection cannot
+            // carry another request: say so, or a client that pools it sends
+            // its next request into a closing socket.
+            let mut resp = ApiStatus::too_large_body(codec::MAX_BODY).into_response();
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            return Ok(resp);
+        }
+    };
     codec::rendering(&parts.headers)?;
     let ctx = Ctx {
         state,
