@@ -81,14 +81,15 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
     assert!(!top.status.success(), "kubectl top worked without the metrics API");
     assert!(text(&top.stderr).contains("Metrics API not available"), "{}", text(&top.stderr));
 
-    // The agent's own metrics: its tunnel is up and its proxy has synced
+    // The node agent's own metrics (the server's built-in agent, node
+    // `server`): its tunnel is up and its proxy has synced
     // (the LoadBalancer Service above is in its view).
     let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
-        let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/agent/proxy/metrics"]);
+        let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/server/proxy/metrics"]);
         let t = text(&o.stdout);
-        if t.contains("rk3s_proxy_syncs_total{kind=\"full\",result=\"success\"}") {
+        if t.contains("rk3s_proxy_syncs_total{result=\"success\",kind=\"full\"}") {
             break t;
         }
         last = format!("{t}{}", text(&o.stderr));
