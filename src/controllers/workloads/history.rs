@@ -22,6 +22,8 @@ pub struct History {
     pub update: ControllerRevision,
     /// The hash part of the update revision's name.
     pub update_hash: String,
+    /// The owner's `status.collisionCount` after finding or creating `update`.
+    pub collision_count: Option<i32>,
 }
 
 /// The revision data for a template.
@@ -42,14 +44,40 @@ pub fn revision_template(cr: &ControllerRevision) -> Option<PodTemplateSpec> {
     serde_json::from_value(t).ok()
 }
 
-/// Lists the owner's revisions and finds or creates the one for `template`.
+/// The first step of a DaemonSet's or StatefulSet's pass: `None` while the
+/// owner is being deleted (the garbage collector removes its pods and
+/// revisions; writing a new revision now would only race it), else its
+/// revisions with the one for `template` found or created, starting from the
+/// owner's `collision_count`.
 pub async fn sync<K: Resource<DynamicType = ()>>(
     shared: &Shared,
     owner: &K,
     selector: &LabelSelector,
     template: &PodTemplateSpec,
+    collision_count: Option<i32>,
+) -> Result<Option<History>> {
+    if owner.meta().deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let mut collision_count = collision_count;
+    let (all, update, update_hash) =
+        find_or_create(shared, owner, selector, template, &mut collision_count).await?;
+    Ok(Some(History {
+        all,
+        update,
+        update_hash,
+        collision_count,
+    }))
+}
+
+/// Lists the owner's revisions and finds or creates the one for `template`.
+async fn find_or_create<K: Resource<DynamicType = ()>>(
+    shared: &Shared,
+    owner: &K,
+    selector: &LabelSelector,
+    template: &PodTemplateSpec,
     collision_count: &mut Option<i32>,
-) -> Result<History> {
+) -> Result<(Vec<ControllerRevision>, ControllerRevision, String)> {
     let ns = owner.meta().namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(shared.client(), &ns);
     let list = list_all(&api, "controller revisions").await?;
@@ -76,11 +104,7 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
                 .ctx(|| format!("bump controller revision {name}"))?;
         }
         let update = all[i].clone();
-        return Ok(History {
-            all,
-            update,
-            update_hash: hash,
-        });
+        return Ok((all, update, hash));
     }
     loop {
         let hash = template_hash(&data, *collision_count);
@@ -106,11 +130,7 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
         match api.create(&PostParams::default(), &cr).await {
             Ok(created) => {
                 all.push(created.clone());
-                return Ok(History {
-                    all,
-                    update: created,
-                    update_hash: hash,
-                });
+                return Ok((all, created, hash));
             }
             Err(e) if is_status(&e, 409) => {
                 let existing = api
@@ -121,11 +141,7 @@ pub async fn sync<K: Resource<DynamicType = ()>>(
                     && controller_uid(&existing.metadata) == owner.meta().uid.as_deref()
                 {
                     all.push(existing.clone());
-                    return Ok(History {
-                        all,
-                        update: existing,
-                        update_hash: hash,
-                    });
+                    return Ok((all, existing, hash));
                 }
                 *collision_count = Some(collision_count.unwrap_or(0) + 1);
             }
