@@ -2,7 +2,7 @@
 //! points (so an unmount of something never mounted fails, as the kernel's
 //! `EINVAL` does), makes FIFOs as empty regular files (so a caller's later
 //! existence checks behave), records every call in order, and can be told
-//! to fail the next mount.
+//! to fail the next mount or to behave as a host without `mount.nfs`.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -17,6 +17,12 @@ pub enum FsCall {
     Mount(MountSpec),
     UnmountDetach(PathBuf),
     Mkfifo(PathBuf),
+    /// `mount -t nfs -o <options> <source> <target>`.
+    MountNfs {
+        source: String,
+        target: PathBuf,
+        options: Vec<String>,
+    },
 }
 
 #[derive(Default)]
@@ -24,6 +30,7 @@ struct State {
     calls: Vec<FsCall>,
     mounted: BTreeSet<PathBuf>,
     fail_next_mount: Option<io::ErrorKind>,
+    no_nfs_helper: bool,
 }
 
 /// See the module docs.
@@ -49,6 +56,12 @@ impl FakeFsOps {
     /// The paths mounted now.
     pub fn mounted(&self) -> BTreeSet<PathBuf> {
         self.state().mounted.clone()
+    }
+
+    /// NFS mounts fail as on a host without `mount.nfs`.
+    pub fn without_nfs_helper(self) -> Self {
+        self.state().no_nfs_helper = true;
+        self
     }
 
     /// The next mount fails with `kind`.
@@ -88,6 +101,29 @@ impl FsOps for FakeFsOps {
             .create_new(true)
             .open(path)
             .map(|_| ())
+    }
+
+    fn mount_nfs(&self, source: &str, target: &Path, options: &[String]) -> io::Result<()> {
+        let mut s = self.state();
+        s.calls.push(FsCall::MountNfs {
+            source: source.into(),
+            target: target.to_path_buf(),
+            options: options.to_vec(),
+        });
+        if s.no_nfs_helper {
+            return Err(super::NfsHelperMissing::error());
+        }
+        s.mounted.insert(target.to_path_buf());
+        Ok(())
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
+        self.state()
+            .mounted
+            .iter()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect()
     }
 }
 

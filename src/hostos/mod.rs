@@ -1,6 +1,6 @@
 //! The host's operating system, for everything outside networking (that is
 //! `crate::hostnet`): program lookup on `PATH`, file-system usage, tmpfs
-//! mounts and lazy unmounts, FIFOs. Each raw call is written once, here,
+//! and NFS mounts, the mount table, lazy unmounts, FIFOs. Each raw call is written once, here,
 //! with its `unsafe` and its error wording, and the callers (`cli`,
 //! `check_config`, the kubelet's volumes, node status and image garbage
 //! collection, the runtime's exec and logger FIFOs) stay free of `libc`.
@@ -8,8 +8,9 @@
 //! Higher-level seams that unit tests fake (`check_config`'s host, the image
 //! garbage collector's `DiskStats`) are built on these functions. Mounts,
 //! unmounts and FIFOs are reached through the [`FsOps`] seam
-//! ([`LinuxFsOps`] in production, [`fake::FakeFsOps`] in unit tests), so
-//! the kubelet's volumes and the runtime's FIFOs can be tested without root.
+//! ([`LinuxFsOps`] in production, [`fake::FakeFsOps`] in unit tests only), so
+//! the kubelet's volumes, `crate::storage`'s claim and NFS volumes and the
+//! runtime's FIFOs can be tested without root. It is the only mount seam.
 
 use std::ffi::CString;
 use std::io;
@@ -17,7 +18,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+mod mounts;
 mod ops;
+pub use mounts::NfsHelperMissing;
 pub use ops::{FsOps, LinuxFsOps, MountSpec};
 #[cfg(test)]
 pub mod fake;

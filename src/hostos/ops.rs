@@ -1,5 +1,7 @@
-//! The file-system seam: mounts, lazy unmounts and FIFOs. [`FsOps`] is what
-//! the kubelet's volumes and the runtime's exec and logger FIFOs call;
+//! The file-system seam: mounts (tmpfs, NFS), the mount table, lazy unmounts
+//! and FIFOs. [`FsOps`] is the one mount seam: what the kubelet's volumes,
+//! `crate::storage`'s claim and NFS volumes and the runtime's exec and logger
+//! FIFOs call;
 //! [`LinuxFsOps`] makes the system calls (through this module's functions)
 //! and [`super::fake::FakeFsOps`] records calls for unit tests.
 //!
@@ -40,6 +42,15 @@ pub trait FsOps: Send + Sync {
     fn unmount_detach(&self, path: &Path) -> io::Result<()>;
     /// Makes a FIFO at `path` (mode 0600); `AlreadyExists` when something is there.
     fn mkfifo(&self, path: &Path) -> io::Result<()>;
+    /// `mount -t nfs -o <options> <source> <target>`; without the
+    /// `mount.nfs` helper, an error [`super::NfsHelperMissing::is`] knows.
+    fn mount_nfs(&self, source: &str, target: &Path, options: &[String]) -> io::Result<()>;
+    /// Every mount point at or below `dir`.
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf>;
+    /// Whether something is mounted exactly on `target`.
+    fn is_mount_point(&self, target: &Path) -> bool {
+        self.mounts_under(target).iter().any(|p| p == target)
+    }
 }
 
 /// [`FsOps`] through the kernel.
@@ -57,5 +68,13 @@ impl FsOps for LinuxFsOps {
 
     fn mkfifo(&self, path: &Path) -> io::Result<()> {
         super::mkfifo(path)
+    }
+
+    fn mount_nfs(&self, source: &str, target: &Path, options: &[String]) -> io::Result<()> {
+        super::mounts::mount_nfs(source, target, options)
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
+        super::mounts::mounts_under(dir)
     }
 }

@@ -11,8 +11,9 @@
 //! - `local_path`: the default `local-path` class, the PV it provisions,
 //!   and `NodeDirs`, the agent's loop that creates and removes the
 //!   directories of its node's local-path volumes.
-//! - `mount`: the `Mounter` seam (host: `mount -t nfs`, mountinfo, detach;
-//!   fake: a recording table).
+//! - `mount`: the mount errors users read; the mounts themselves go through
+//!   `crate::hostos::FsOps` (host: `mount -t nfs`, mountinfo, detach; fake:
+//!   `hostos::fake::FakeFsOps`, tests only).
 //! - `volumes`: what a pod's claim or NFS volume is on the host and its
 //!   setup and teardown for the kubelet.
 //!

@@ -1,6 +1,6 @@
 //! Claim and NFS volumes for the kubelet: what a pod's `persistentVolumeClaim`
 //! or `nfs` volume is on the host, and setting it up under the pod's volume
-//! directory through the [`Mounter`] seam.
+//! directory through the `crate::hostos::FsOps` seam.
 //!
 //! - hostPath PVs (local-path's) are the host directory itself (created
 //!   when the PV says `DirectoryOrCreate`); `local` PVs likewise, and must
@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{NFSVolumeSource, PersistentVolume};
 
-use super::mount::{MountError, Mounter};
+use super::mount::MountError;
+use crate::hostos::FsOps;
 
 /// What a volume is on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub fn pv_source(pv: &PersistentVolume, read_only: bool) -> Result<Source, Volum
 /// Sets the volume up; `dir` is `<pod>/volumes/<name>`. Returns the host
 /// path containers mount.
 pub fn setup(
-    mounter: &dyn Mounter,
+    mounter: &dyn FsOps,
     source: &Source,
     dir: &Path,
     fs_group: Option<u32>,
@@ -121,7 +122,10 @@ pub fn setup(
             } else {
                 server.clone()
             };
-            mounter.mount_nfs(&format!("{host}:{path}"), dir, &opts)?;
+            let device = format!("{host}:{path}");
+            mounter
+                .mount_nfs(&device, dir, &opts)
+                .map_err(|e| MountError::mount(&device, dir, e))?;
             Ok(dir.to_path_buf())
         }
     }
@@ -158,12 +162,12 @@ pub fn set_ownership(root: &Path, gid: u32) -> Result<(), VolumeError> {
 
 /// Unmounts everything mounted at or below `dir`, deepest first; returns
 /// whether nothing is mounted there any more (only then may `dir` go).
-pub fn unmount_all_under(mounter: &dyn Mounter, dir: &Path) -> bool {
+pub fn unmount_all_under(mounter: &dyn FsOps, dir: &Path) -> bool {
     let mut mounts = mounter.mounts_under(dir);
     mounts.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for m in &mounts {
-        if let Err(e) = mounter.unmount(m) {
-            tracing::warn!("{e}");
+        if let Err(e) = mounter.unmount_detach(m) {
+            tracing::warn!("{}", MountError::unmount(m, e));
         }
     }
     mounter.mounts_under(dir).is_empty()
@@ -172,7 +176,7 @@ pub fn unmount_all_under(mounter: &dyn Mounter, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::mount::FakeMounter;
+    use crate::hostos::fake::{FakeFsOps, FsCall};
     use serde_json::json;
 
     fn nfs_pv() -> PersistentVolume {
@@ -183,37 +187,42 @@ mod tests {
 
     #[test]
     fn nfs_is_mounted_once_with_the_pv_options_and_reused() {
-        let m = FakeMounter::default();
+        let m = FakeFsOps::new();
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("pods/u/volumes/data");
         let src = pv_source(&nfs_pv(), true).unwrap();
         assert_eq!(setup(&m, &src, &target, None).unwrap(), target);
         assert_eq!(setup(&m, &src, &target, None).unwrap(), target);
-        let calls = m.calls.lock().unwrap().clone();
-        assert_eq!(calls, vec![format!("mount -t nfs -o nfsvers=4.1,ro 10.0.0.5:/export {}", target.display())]);
+        let mount = FsCall::MountNfs {
+            source: "10.0.0.5:/export".into(),
+            target: target.clone(),
+            options: vec!["nfsvers=4.1".into(), "ro".into()],
+        };
+        assert_eq!(m.calls(), vec![mount.clone()]);
         assert!(unmount_all_under(&m, &dir.path().join("pods/u")));
         assert!(!m.is_mount_point(&target));
+        assert_eq!(m.calls(), vec![mount, FsCall::UnmountDetach(target)]);
     }
 
     #[test]
     fn a_missing_nfs_helper_is_named() {
-        let m = FakeMounter { no_nfs_helper: true, ..Default::default() };
+        let m = FakeFsOps::new().without_nfs_helper();
         let dir = tempfile::tempdir().unwrap();
         let src = nfs_source(&NFSVolumeSource { server: "fd00::5".into(), path: "/x".into(), read_only: None }, false, vec![]);
         let err = setup(&m, &src, &dir.path().join("v"), None).unwrap_err();
         assert!(err.to_string().contains("nfs-common"), "{err}");
-        assert!(m.calls.lock().unwrap()[0].contains("[fd00::5]:/x"));
+        assert!(matches!(&m.calls()[0], FsCall::MountNfs { source, .. } if source == "[fd00::5]:/x"));
     }
 
     #[test]
     fn hostpath_pvs_are_created_and_local_ones_get_the_fs_group() {
-        let m = FakeMounter::default();
+        let m = FakeFsOps::new();
         let dir = tempfile::tempdir().unwrap();
         let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": "p"},
             "spec": {"hostPath": {"path": dir.path().join("h").to_str().unwrap(), "type": "DirectoryOrCreate"}}})).unwrap();
         let path = setup(&m, &pv_source(&pv, false).unwrap(), &dir.path().join("v"), Some(1234)).unwrap();
         assert!(path.is_dir());
-        assert!(m.calls.lock().unwrap().is_empty());
+        assert!(m.calls().is_empty());
         let local = dir.path().join("l");
         std::fs::create_dir_all(local.join("sub")).unwrap();
         std::fs::write(local.join("sub/f"), b"x").unwrap();

@@ -371,7 +371,7 @@ pub async fn sync(
             }
             out.insert(v.name.clone(), dir);
         } else if v.persistent_volume_claim.is_some() || v.nfs.is_some() {
-            match claim_or_nfs(api, pod, v, &dir).await {
+            match claim_or_nfs(api, fs, pod, v, &dir).await {
                 Ok(path) => {
                     out.insert(v.name.clone(), path);
                 }
@@ -424,7 +424,13 @@ fn make_sub_paths(pod: &Pod, mounts: &BTreeMap<String, PathBuf>) {
 
 /// A `persistentVolumeClaim` (hostPath, local or NFS PV) or `nfs` volume,
 /// set up by `crate::storage::volumes` on the host's mounts.
-async fn claim_or_nfs(api: &dyn PodApi, pod: &Pod, v: &Volume, dir: &Path) -> Result<PathBuf, String> {
+async fn claim_or_nfs(
+    api: &dyn PodApi,
+    fs: &dyn FsOps,
+    pod: &Pod,
+    v: &Volume,
+    dir: &Path,
+) -> Result<PathBuf, String> {
     use crate::storage::volumes as sv;
     let fs_group = pod
         .spec
@@ -454,7 +460,7 @@ async fn claim_or_nfs(api: &dyn PodApi, pod: &Pod, v: &Volume, dir: &Path) -> Re
         }
         (None, None) => unreachable!("called for claim and nfs volumes only"),
     };
-    sv::setup(&crate::storage::mount::HostMounter, &source, dir, fs_group).map_err(|e| e.to_string())
+    sv::setup(fs, &source, dir, fs_group).map_err(|e| e.to_string())
 }
 
 fn mount_tmpfs(fs: &dyn FsOps, dir: &Path, size: Option<i64>) -> Result<(), VolumeError> {
@@ -477,7 +483,7 @@ pub fn remove_pod_dir(fs: &dyn FsOps, pod_dir: &Path) {
             let _ = fs.unmount_detach(&e.path());
         }
     }
-    if !crate::storage::volumes::unmount_all_under(&crate::storage::mount::HostMounter, pod_dir) {
+    if !crate::storage::volumes::unmount_all_under(fs, pod_dir) {
         tracing::warn!(dir = %pod_dir.display(), "something is still mounted in the pod's directory; keeping it");
         return;
     }
@@ -542,6 +548,21 @@ mod tests {
         remove_pod_dir(&fs, &pod_dir);
         assert!(fs.mounted().is_empty());
         assert!(!pod_dir.exists());
+    }
+
+    #[test]
+    fn removal_unmounts_everything_below_the_pod_through_the_one_seam() {
+        use crate::hostos::fake::{FakeFsOps, FsCall};
+        let dir = tempfile::tempdir().unwrap();
+        let pod_dir = dir.path().join("pod");
+        let nested = pod_dir.join("volumes/data/inner");
+        std::fs::create_dir_all(&nested).unwrap();
+        let fs = FakeFsOps::new();
+        fs.mount_nfs("srv:/x", &nested, &[]).unwrap();
+        remove_pod_dir(&fs, &pod_dir);
+        assert!(fs.mounted().is_empty());
+        assert!(!pod_dir.exists());
+        assert!(fs.calls().contains(&FsCall::UnmountDetach(nested)));
     }
 
     #[tokio::test]
