@@ -90,7 +90,12 @@ fn kubectl_top_shows_what_the_cgroups_say() {
     }
 
     // The agent's side, as node_runner wires it, on node1's tunnel.
-    let collector = Arc::new(Collector::new("node1", Arc::new(RealHost::default()), Arc::new(RuntimeLister(runtime.clone()))));
+    let collector = Arc::new(Collector::new(
+        "node1",
+        Arc::new(RealHost::default()),
+        Arc::new(RuntimeLister(runtime.clone())),
+        Arc::new(rk3s::metrics::prom::Registry::new()),
+    ));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     rt.spawn(collector.clone().run(shutdown.clone()));

@@ -65,9 +65,12 @@ pub fn start(opts: &super::kubelet::KubeletOptions, shutdown: &CancellationToken
     let socket = super::kubelet::external_socket(&opts.node.container_runtime_endpoint)
         .unwrap_or_else(|| PathBuf::from(super::containerd_supervisor::DEFAULT_SOCKET));
     let lister = Arc::new(LazyContainerd { socket, runtime: tokio::sync::OnceCell::new() });
-    let mut collector = Collector::new(&opts.node.node_name, Arc::new(RealHost::default()), lister);
-    collector.registry = opts.metrics.clone();
-    let collector = Arc::new(collector);
+    let collector = Arc::new(Collector::new(
+        &opts.node.node_name,
+        Arc::new(RealHost::default()),
+        lister,
+        opts.metrics.clone(),
+    ));
     tokio::spawn(collector.clone().run(shutdown.clone()));
     collector.routes()
 }

@@ -105,12 +105,20 @@ pub struct Collector {
     ticks: u64,
     lister: Arc<dyn ContainerLister>,
     samples: Mutex<Samples>,
-    /// The agent's Prometheus metrics (`/metrics` on the kubelet API).
-    pub registry: Arc<Registry>,
+    /// The agent's Prometheus metrics (`/metrics` on the kubelet API),
+    /// shared with the rest of the agent (image pulls, the tunnel, the proxy).
+    registry: Arc<Registry>,
 }
 
 impl Collector {
-    pub fn new(node_name: &str, host: Arc<dyn HostFiles>, lister: Arc<dyn ContainerLister>) -> Self {
+    /// A collector for `node_name` that samples through `host` and `lister`
+    /// and serves `registry` (with its own gauges added) as `/metrics`.
+    pub fn new(
+        node_name: &str,
+        host: Arc<dyn HostFiles>,
+        lister: Arc<dyn ContainerLister>,
+        registry: Arc<Registry>,
+    ) -> Self {
         let layout = CgroupLayout::detect(host.as_ref());
         Collector {
             node_name: node_name.to_string(),
@@ -119,7 +127,7 @@ impl Collector {
             ticks: cgroup::clock_ticks(),
             lister,
             samples: Mutex::new(Samples::default()),
-            registry: Arc::new(Registry::new()),
+            registry,
         }
     }
 
@@ -279,7 +287,7 @@ mod tests {
         let gone = container("old", "app");
         set_cgroup(&host, &web, 1_000_000_000, 10 * 1024 * 1024 + 1024);
         let list = Arc::new(FixedList(Mutex::new(vec![web.clone(), gone.clone()])));
-        let c = Collector::new("n1", host.clone(), list.clone());
+        let c = Collector::new("n1", host.clone(), list.clone(), Arc::new(Registry::new()));
         let t0 = Instant::now();
         let w0 = Utc::now();
         c.sample_at(|| w0, || t0).await;
