@@ -8,7 +8,9 @@
 //! subsystems (`hostnet`, `overlay`, `proxy`, `dns`, `ingress`, `svccache`)
 //! and the shared helpers (`k8s`, `cidr`) never import the modules above
 //! them; that no two top-level modules import each other, even through a
-//! longer circle; and that no source file is over 800 lines.
+//! longer circle; that no source file is over 800 lines; that the fakes and
+//! `apiserver/testing.rs` are compiled for tests only (not into the release
+//! binary); and that `anyhow` is used, if at all, at the binary's edge only.
 //!
 //! An import is any `crate::NAME` path outside a comment, the names inside
 //! `crate::{…}`, and `super::` chains that climb to the crate root. The test
@@ -405,6 +407,157 @@ fn no_file_is_too_long() {
         .map(|(f, n)| format!("{f}: {n} lines (at most {MAX_LINES}: split it by concern)"))
         .collect();
     report("source files are small enough to read in one sitting", bad);
+}
+
+/// Whether the item declared at `lines[at]` is compiled for tests only: a
+/// `#[cfg(test)]` among the attributes right above it, or an enclosing
+/// inline module (any less indented `mod x {` above it) that has one.
+fn test_only(lines: &[&str], at: usize) -> bool {
+    let gated = |decl: usize| {
+        lines[..decl]
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+            .any(|l| l.starts_with("#[cfg(test)]"))
+    };
+    if gated(at) {
+        return true;
+    }
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut depth = indent(lines[at]);
+    for k in (0..at).rev() {
+        let l = lines[k];
+        let t = l.trim_start();
+        if indent(l) < depth && !t.is_empty() {
+            depth = indent(l);
+            if (t.starts_with("mod ") || t.starts_with("pub mod ") || t.starts_with("pub(crate) mod "))
+                && t.ends_with('{')
+                && gated(k)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The name after `struct ` or `mod ` on a declaration line.
+fn declared(line: &str, keyword: &str) -> Option<String> {
+    let t = line.trim_start();
+    let t = t
+        .strip_prefix("pub(crate) ")
+        .or_else(|| t.strip_prefix("pub(super) "))
+        .or_else(|| t.strip_prefix("pub "))
+        .unwrap_or(t);
+    Some(ident_at(t.strip_prefix(keyword)?).to_string())
+}
+
+/// The files of modules compiled for tests only: those a `#[cfg(test)]`
+/// `mod x;` declares (at `x.rs`, `x/mod.rs` or its `#[path]`), and below.
+fn test_only_files(files: &[(PathBuf, String)]) -> BTreeSet<PathBuf> {
+    let mut gated = BTreeSet::new();
+    for (f, text) in files {
+        let lines: Vec<&str> = text.lines().collect();
+        let name = f.file_name().unwrap().to_string_lossy();
+        let dir = if name == "mod.rs" || name == "lib.rs" || name == "main.rs" {
+            f.parent().unwrap().to_path_buf()
+        } else {
+            f.with_extension("")
+        };
+        for (k, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            let Some(m) = declared(t, "mod ").filter(|_| t.ends_with(';')) else {
+                continue;
+            };
+            if !test_only(&lines, k) {
+                continue;
+            }
+            let path_attr = lines[..k]
+                .iter()
+                .rev()
+                .map(|l| l.trim())
+                .take_while(|l| l.starts_with("#["))
+                .find_map(|l| l.strip_prefix("#[path = \"")?.strip_suffix("\"]"));
+            match path_attr {
+                Some(p) => {
+                    gated.insert(f.parent().unwrap().join(p));
+                }
+                None => {
+                    gated.insert(dir.join(format!("{m}.rs")));
+                    gated.insert(dir.join(&m));
+                }
+            }
+        }
+    }
+    gated
+}
+
+#[test]
+fn fakes_and_test_servers_are_compiled_for_tests_only() {
+    let src = root().join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let files: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            (f, text)
+        })
+        .collect();
+    let gated = test_only_files(&files);
+    let mut bad = Vec::new();
+    for (f, text) in &files {
+        if gated.iter().any(|g| f.starts_with(g)) {
+            continue; // the whole file is a test-only module
+        }
+        let rel = f.strip_prefix(&src).unwrap().display().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        for (k, line) in lines.iter().enumerate() {
+            let fake_mod = declared(line, "mod ").is_some_and(|m| m == "fake" || m == "testing" || m == "fakes");
+            let fake_struct = declared(line, "struct ").is_some_and(|n| n.starts_with("Fake"));
+            if (fake_mod || fake_struct) && !test_only(&lines, k) {
+                bad.push(format!("src/{rel}:{}: `{}` is not behind #[cfg(test)]", k + 1, line.trim()));
+            }
+        }
+    }
+    report("fakes and apiserver/testing.rs are compiled for tests only, never into the release binary", bad);
+}
+
+#[test]
+fn anyhow_only_at_the_binary_edge() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let declared = manifest.lines().any(|l| l.trim_start().starts_with("anyhow"));
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut users = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        if text.lines().any(|l| strip_comment(l).contains("anyhow")) {
+            users.push(f.strip_prefix(&src).unwrap().display().to_string());
+        }
+    }
+    let inside: Vec<String> = users
+        .iter()
+        .filter(|f| *f != "main.rs")
+        .map(|f| format!("src/{f} uses anyhow (errors are thiserror enums per module)"))
+        .collect();
+    report("`anyhow` is for the binary's edge (src/main.rs) only", inside);
+    assert!(
+        !declared || !users.is_empty(),
+        "Cargo.toml declares anyhow but nothing uses it: remove the dependency"
+    );
+}
+
+#[test]
+fn the_test_only_reader_sees_attributes_and_enclosing_modules() {
+    let text = "#[cfg(test)]\npub mod fake;\npub mod real;\n#[cfg(test)]\nmod tests {\n    struct FakeX;\n}\nstruct FakeY;\n";
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(test_only(&lines, 1));
+    assert!(!test_only(&lines, 2));
+    assert!(test_only(&lines, 5));
+    assert!(!test_only(&lines, 7));
 }
 
 #[test]

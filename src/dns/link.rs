@@ -10,7 +10,6 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -186,11 +185,13 @@ impl NetlinkOps {
 }
 
 /// Records every call, for unit tests.
+#[cfg(test)]
 #[derive(Default)]
 pub struct FakeLinkOps {
-    pub calls: Mutex<Vec<String>>,
+    pub calls: std::sync::Mutex<Vec<String>>,
 }
 
+#[cfg(test)]
 #[async_trait]
 impl LinkOps for FakeLinkOps {
     async fn ensure_address(&self, link: &str, ip: IpAddr) -> Result<(), LinkError> {

@@ -4,7 +4,7 @@
 //! a monotonically growing `revision`, which is what
 //! `kubectl rollout history|undo` read and write.
 
-use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
@@ -44,24 +44,56 @@ pub fn revision_template(cr: &ControllerRevision) -> Option<PodTemplateSpec> {
     serde_json::from_value(t).ok()
 }
 
+/// An owner of ControllerRevisions: what [`sync`] reads from it.
+pub trait Revisioned: Resource<DynamicType = ()> {
+    fn selector(&self) -> LabelSelector;
+    fn template(&self) -> PodTemplateSpec;
+    /// `status.collisionCount`.
+    fn collision_count(&self) -> Option<i32>;
+}
+
+impl Revisioned for DaemonSet {
+    fn selector(&self) -> LabelSelector {
+        self.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default()
+    }
+    fn collision_count(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|s| s.collision_count)
+    }
+}
+
+impl Revisioned for StatefulSet {
+    fn selector(&self) -> LabelSelector {
+        self.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default()
+    }
+    fn template(&self) -> PodTemplateSpec {
+        self.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default()
+    }
+    fn collision_count(&self) -> Option<i32> {
+        self.status.as_ref().and_then(|s| s.collision_count)
+    }
+}
+
 /// The first step of a DaemonSet's or StatefulSet's pass: `None` while the
 /// owner is being deleted (the garbage collector removes its pods and
 /// revisions; writing a new revision now would only race it), else its
-/// revisions with the one for `template` found or created, starting from the
-/// owner's `collision_count`.
-pub async fn sync<K: Resource<DynamicType = ()>>(
-    shared: &Shared,
-    owner: &K,
-    selector: &LabelSelector,
-    template: &PodTemplateSpec,
-    collision_count: Option<i32>,
-) -> Result<Option<History>> {
+/// revisions with the one for its template found or created, starting from
+/// its `status.collisionCount`.
+pub async fn sync<K: Revisioned>(shared: &Shared, owner: &K) -> Result<Option<History>> {
     if owner.meta().deletion_timestamp.is_some() {
         return Ok(None);
     }
-    let mut collision_count = collision_count;
-    let (all, update, update_hash) =
-        find_or_create(shared, owner, selector, template, &mut collision_count).await?;
+    let mut collision_count = owner.collision_count();
+    let (all, update, update_hash) = find_or_create(
+        shared,
+        owner,
+        &owner.selector(),
+        &owner.template(),
+        &mut collision_count,
+    )
+    .await?;
     Ok(Some(History {
         all,
         update,

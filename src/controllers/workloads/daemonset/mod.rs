@@ -39,16 +39,7 @@ use plan::{DaemonPlan, Observed};
 pub async fn reconcile(ds: Arc<DaemonSet>, shared: Arc<Shared>) -> Result<Action> {
     let ns = ds.namespace().unwrap_or_default();
     let spec = ds.spec.clone().unwrap_or_default();
-    let old = ds.status.clone().unwrap_or_default();
-    let Some(hist) = history::sync(
-        &shared,
-        ds.as_ref(),
-        &spec.selector,
-        &spec.template,
-        old.collision_count,
-    )
-    .await?
-    else {
+    let Some(hist) = history::sync(&shared, ds.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let nodes: Api<Node> = Api::all(shared.client());

@@ -59,16 +59,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, shared: Arc<Shared>) -> Result<Act
     let ns = set.namespace().unwrap_or_default();
     let name = set.name_any();
     let spec = set.spec.clone().unwrap_or_default();
-    let old = set.status.clone().unwrap_or_default();
-    let Some(hist) = history::sync(
-        &shared,
-        set.as_ref(),
-        &spec.selector,
-        &spec.template,
-        old.collision_count,
-    )
-    .await?
-    else {
+    let Some(hist) = history::sync(&shared, set.as_ref()).await? else {
         return Ok(Action::await_change());
     };
     let pods_api: Api<Pod> = Api::namespaced(shared.client(), &ns);
