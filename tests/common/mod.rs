@@ -24,6 +24,8 @@ pub mod simnodes;
 pub mod gcfixture;
 /// A server and N agents, each in its own network namespace.
 pub mod multinode;
+/// What the namespace clusters share: kubectl beside the server, command lines, clean-up.
+pub mod nodekit;
 /// A real server and agent, each in its own network namespace.
 pub mod twonode;
 /// One real server with its built-in agent in a network namespace.

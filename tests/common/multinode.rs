@@ -14,16 +14,12 @@
 //! [`Cluster::track_pod`]. On a panic, every log's tail and the nodes and
 //! pods are printed first.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use super::containerd::Containerd;
-use super::image::{BusyboxImage, DEFAULT_REFERENCE};
 use super::netns::{Network, Node};
-use super::privilege;
-use super::twonode::{text, Daemon};
+use super::nodekit::{self, text, ServerShell};
+use super::twonode::Daemon;
 
 /// One agent: its process, containerd and namespace (dropped in that order).
 pub struct Agent {
@@ -42,7 +38,7 @@ pub struct Cluster {
     pub net: Network,
     pod_uids: std::cell::RefCell<Vec<String>>,
     pub kubeconfig: PathBuf,
-    home: tempfile::TempDir,
+    shell: ServerShell,
     pub dir: tempfile::TempDir,
 }
 
@@ -56,33 +52,14 @@ impl Cluster {
         let net = Network::new("mn").expect("network");
         let server_node = net.add_node("server").expect("server node");
         let server_ctrd = Containerd::start_in_netns(server_node.netns()).expect("containerd");
-        let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-            .write(server_ctrd.scratch())
-            .unwrap();
-        server_ctrd.import(&tar).expect("import busybox");
+        nodekit::import_busybox(&server_ctrd);
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("rk3s.yaml");
         let server_data = dir.path().join("server-data");
-        let mut argv: Vec<String> = [
-            "server",
-            "--node-name",
-            "server",
-            "--node-ip",
-            &server_node.ip().to_string(),
-            "--container-runtime-endpoint",
-            &format!("unix://{}", server_ctrd.socket().display()),
-            "--data-dir",
-            server_data.to_str().unwrap(),
-            "--write-kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec();
-        argv.extend(server_flags.iter().map(|s| s.to_string()));
         let server = Daemon::start(
             "server",
             server_node.netns(),
-            argv,
+            nodekit::server_argv(&server_node, &server_ctrd, &server_data, &kubeconfig, server_flags),
             Vec::new(),
             dir.path().join("server.log"),
         );
@@ -90,11 +67,11 @@ impl Cluster {
             agents: Vec::new(),
             server,
             _server_ctrd: server_ctrd,
+            shell: ServerShell::new(server_node.netns(), &kubeconfig),
             server_node,
             net,
             pod_uids: Default::default(),
             kubeconfig,
-            home: tempfile::tempdir().unwrap(),
             dir,
         };
         c.wait_for("the API", 90, || {
@@ -115,40 +92,20 @@ impl Cluster {
     pub fn add_agent(&mut self) -> &'static str {
         let c = self;
         let name = AGENT_NAMES[c.agents.len()];
-        let token = std::fs::read_to_string(c.dir.path().join("server-data/server/token"))
-            .expect("read the server token");
+        let token = nodekit::server_token(&c.dir.path().join("server-data"));
         {
             let node = c.net.add_node(name).expect("agent node");
             let ctrd = Containerd::start_in_netns(node.netns()).expect("containerd");
-            let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-                .write(ctrd.scratch())
-                .unwrap();
-            ctrd.import(&tar).expect("import busybox");
-            let argv = [
-                "agent",
-                "--server",
-                &format!("https://{}:6443", c.server_node.ip()),
-                "--token",
-                token.trim(),
-                "--node-name",
+            nodekit::import_busybox(&ctrd);
+            let (argv, envs) = nodekit::agent_command(
                 name,
-                "--node-ip",
-                &node.ip().to_string(),
-                "--container-runtime-endpoint",
-                &format!("unix://{}", ctrd.socket().display()),
-                "--data-dir",
-                c.dir.path().join(format!("{name}-data")).to_str().unwrap(),
-            ]
-            .map(String::from)
-            .to_vec();
-            let envs = vec![(
-                "RK3S_NODE_PASSWORD_FILE".to_string(),
-                c.dir
-                    .path()
-                    .join(format!("{name}-password"))
-                    .display()
-                    .to_string(),
-            )];
+                &c.server_node,
+                &token,
+                &node,
+                &ctrd,
+                &c.dir.path().join(format!("{name}-data")),
+                &c.dir.path().join(format!("{name}-password")),
+            );
             let daemon = Daemon::start(
                 name,
                 node.netns(),
@@ -193,90 +150,10 @@ impl Cluster {
             .expect("known agent")
     }
 
-    pub fn node_ready(&self, name: &str) -> bool {
-        let o = self.kubectl(&[
-            "get",
-            "node",
-            name,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        text(&o.stdout) == "True"
-    }
-
-    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(privilege::tool("nsenter"));
-        c.arg(format!("--net=/var/run/netns/{}", self.server_node.netns()))
-            .arg("/usr/bin/kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .env("KUBECACHEDIR", self.home.path().join("cache"));
-        c
-    }
-
-    /// kubectl beside the server, killed after 60 s.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        privilege::output_within(&mut self.kubectl_cmd(args), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed ({}): {}",
-            o.status,
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    pub fn apply(&self, yaml: &str) {
-        let mut child = self
-            .kubectl_cmd(&["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "apply: {}", text(&o.stderr));
-    }
-
-    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
-        text(
-            &self
-                .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
-                .stdout,
-        )
-    }
-
     pub fn track_pod(&self, pod: &str) {
         let uid = self.pod_field(pod, "{.metadata.uid}");
         assert!(!uid.is_empty(), "pod {pod} has no uid");
         self.pod_uids.borrow_mut().push(uid);
-    }
-
-    /// Polls `f` every 500 ms for up to `secs`.
-    pub fn wait_for<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
 
     pub fn diagnostics(&self) {
@@ -300,6 +177,15 @@ impl Cluster {
     }
 }
 
+/// kubectl and commands beside the server: `cluster.kubectl(…)`,
+/// `cluster.apply(…)`, `cluster.node_ready(…)`, `cluster.wait_for(…)`.
+impl std::ops::Deref for Cluster {
+    type Target = ServerShell;
+    fn deref(&self) -> &ServerShell {
+        &self.shell
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -310,17 +196,7 @@ impl Drop for Cluster {
         }
         self.server.stop();
         for uid in self.pod_uids.borrow().iter() {
-            let netns = format!("rk3s-{uid}");
-            if Path::new("/var/run/netns").join(&netns).exists() {
-                let _ = super::netns::ip(&["netns", "del", &netns]);
-            }
-            if let Ok(dirs) = std::fs::read_dir("/var/log/pods") {
-                for d in dirs.flatten() {
-                    if d.file_name().to_string_lossy().ends_with(uid.as_str()) {
-                        let _ = std::fs::remove_dir_all(d.path());
-                    }
-                }
-            }
+            nodekit::forget_pod(uid);
         }
     }
 }

@@ -143,21 +143,6 @@ impl OneNode {
             .map(String::from)
             .collect()
     }
-
-    /// Removes a pod's host-wide leftovers (netns file, log directory).
-    pub fn forget_pod(uid: &str) {
-        let netns = format!("rk3s-{uid}");
-        if std::path::Path::new("/var/run/netns").join(&netns).exists() {
-            let _ = super::netns::ip(&["netns", "del", &netns]);
-        }
-        if let Ok(dirs) = std::fs::read_dir("/var/log/pods") {
-            for d in dirs.flatten() {
-                if d.file_name().to_string_lossy().ends_with(uid) {
-                    let _ = std::fs::remove_dir_all(d.path());
-                }
-            }
-        }
-    }
 }
 
 impl Drop for OneNode {
@@ -173,7 +158,7 @@ impl Drop for OneNode {
         self.server.stop();
         // The agent is fail-static: pods' namespaces and logs stay behind.
         for uid in uids {
-            Self::forget_pod(&uid);
+            super::nodekit::forget_pod(&uid);
         }
     }
 }

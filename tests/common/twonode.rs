@@ -22,16 +22,17 @@
 //!
 //! Partial: one agent; IPv4 only.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::containerd::Containerd;
-use super::image::{BusyboxImage, DEFAULT_REFERENCE};
 use super::netns::{Network, Node};
+use super::nodekit::{self, ServerShell};
 use super::privilege;
+pub use super::nodekit::text;
 
 const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
 
@@ -152,7 +153,7 @@ pub struct Cluster {
     /// host-wide and removed on drop.
     pod_uids: std::cell::RefCell<Vec<String>>,
     pub kubeconfig: PathBuf,
-    home: tempfile::TempDir,
+    shell: ServerShell,
     pub dir: tempfile::TempDir,
 }
 
@@ -169,35 +170,15 @@ impl Cluster {
         let agent_node = net.add_node("agent").expect("agent node");
         let server_ctrd = Containerd::start_in_netns(server_node.netns()).expect("containerd");
         let agent_ctrd = Containerd::start_in_netns(agent_node.netns()).expect("containerd");
-        let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-            .write(agent_ctrd.scratch())
-            .unwrap();
-        agent_ctrd.import(&tar).expect("import busybox");
+        nodekit::import_busybox(&agent_ctrd);
 
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("rk3s.yaml");
         let server_data = dir.path().join("server-data");
-        let sock = |c: &Containerd| format!("unix://{}", c.socket().display());
         let server = Daemon::start(
             "server",
             server_node.netns(),
-            [
-                "server",
-                "--node-name",
-                "server",
-                "--node-ip",
-                &server_node.ip().to_string(),
-                "--container-runtime-endpoint",
-                &sock(&server_ctrd),
-                "--data-dir",
-                server_data.to_str().unwrap(),
-                "--write-kubeconfig",
-                kubeconfig.to_str().unwrap(),
-            ]
-            .iter()
-            .chain(server_flags)
-            .map(|a| a.to_string())
-            .collect(),
+            nodekit::server_argv(&server_node, &server_ctrd, &server_data, &kubeconfig, server_flags),
             Vec::new(),
             dir.path().join("server.log"),
         );
@@ -214,12 +195,12 @@ impl Cluster {
             server,
             agent_ctrd,
             _server_ctrd: server_ctrd,
+            shell: ServerShell::new(server_node.netns(), &kubeconfig),
             agent_node,
             server_node,
             _net: net,
             pod_uids: Default::default(),
             kubeconfig,
-            home: tempfile::tempdir().unwrap(),
             dir,
         };
         cluster.wait_for("the API", 60, || {
@@ -235,34 +216,15 @@ impl Cluster {
     /// Starts `rk3s agent` in the agent namespace, joining with the
     /// server's token as a user would (`--token $(cat …/server/token)`).
     pub fn start_agent(&mut self) {
-        let token = std::fs::read_to_string(self.dir.path().join("server-data/server/token"))
-            .expect("read the server token");
-        let argv = [
+        let (argv, envs) = nodekit::agent_command(
             "agent",
-            "--server",
-            &format!("https://{}:6443", self.server_node.ip()),
-            "--token",
-            token.trim(),
-            "--node-name",
-            "agent",
-            "--node-ip",
-            &self.agent_node.ip().to_string(),
-            "--container-runtime-endpoint",
-            &format!("unix://{}", self.agent_ctrd.socket().display()),
-            "--data-dir",
-            self.dir.path().join("agent-data").to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec();
-        // Never the host's /etc/rk3s/node/password.
-        let envs = vec![(
-            "RK3S_NODE_PASSWORD_FILE".to_string(),
-            self.dir
-                .path()
-                .join("agent-node-password")
-                .display()
-                .to_string(),
-        )];
+            &self.server_node,
+            &nodekit::server_token(&self.dir.path().join("server-data")),
+            &self.agent_node,
+            &self.agent_ctrd,
+            &self.dir.path().join("agent-data"),
+            &self.dir.path().join("agent-node-password"),
+        );
         self.agent = Daemon::start(
             "agent",
             self.agent_node.netns(),
@@ -325,53 +287,6 @@ impl Cluster {
         }
     }
 
-    /// A command run in the server's namespace, with kubectl's environment
-    /// (kubeconfig, private HOME and cache).
-    pub fn in_server(&self, program: &str) -> Command {
-        let mut c = Command::new(privilege::tool("nsenter"));
-        c.arg(format!("--net=/var/run/netns/{}", self.server_node.netns()))
-            .arg(program)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.home.path())
-            .env("KUBECACHEDIR", self.home.path().join("cache"));
-        c
-    }
-
-    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.in_server("/usr/bin/kubectl");
-        c.args(args);
-        c
-    }
-
-    /// kubectl beside the server, killed after 60 s.
-    pub fn kubectl(&self, args: &[&str]) -> Output {
-        privilege::output_within(&mut self.kubectl_cmd(args), Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let o = self.kubectl(args);
-        assert!(
-            o.status.success(),
-            "kubectl {args:?} failed ({}): {}",
-            o.status,
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    pub fn kubectl_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .kubectl_cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
     /// A long-running kubectl whose stdout lines arrive on the receiver.
     pub fn kubectl_lines(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
         let mut child = self
@@ -391,19 +306,6 @@ impl Cluster {
             }
         });
         (child, rx)
-    }
-
-    pub fn apply(&self, yaml: &str) {
-        let o = self.kubectl_stdin(&["apply", "-f", "-"], yaml.as_bytes());
-        assert!(o.status.success(), "apply: {}", text(&o.stderr));
-    }
-
-    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
-        text(
-            &self
-                .kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={jsonpath}")])
-                .stdout,
-        )
     }
 
     /// [`Cluster::track_pod`] for a pod in namespace `ns`.
@@ -428,21 +330,6 @@ impl Cluster {
         self.pod_uids.borrow_mut().push(uid);
     }
 
-    /// Polls `f` every 500 ms for up to `secs`, dumping diagnostics on timeout.
-    pub fn wait_for<T>(&self, what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
     pub fn diagnostics(&self) {
         eprintln!(
             "===== server log (tail) =====\n{}",
@@ -464,6 +351,15 @@ impl Cluster {
     }
 }
 
+/// kubectl and commands beside the server: `cluster.kubectl(…)`,
+/// `cluster.apply(…)`, `cluster.wait_for(…)`, `cluster.in_server(…)`.
+impl std::ops::Deref for Cluster {
+    type Target = ServerShell;
+    fn deref(&self) -> &ServerShell {
+        &self.shell
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -474,23 +370,9 @@ impl Drop for Cluster {
         // The agent is fail-static: it leaves its pods' namespaces and logs
         // behind on purpose. They are host-wide, so remove ours.
         for uid in self.pod_uids.borrow().iter() {
-            let netns = format!("rk3s-{uid}");
-            if Path::new("/var/run/netns").join(&netns).exists() {
-                let _ = super::netns::ip(&["netns", "del", &netns]);
-            }
-            if let Ok(dirs) = std::fs::read_dir("/var/log/pods") {
-                for d in dirs.flatten() {
-                    if d.file_name().to_string_lossy().ends_with(uid.as_str()) {
-                        let _ = std::fs::remove_dir_all(d.path());
-                    }
-                }
-            }
+            nodekit::forget_pod(uid);
         }
     }
-}
-
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs `f` on a thread inside network namespace `netns`.
