@@ -54,15 +54,7 @@ impl Cluster {
         let server_ctrd = Containerd::start_in_netns(server_node.netns()).expect("containerd");
         nodekit::import_busybox(&server_ctrd);
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("rk3s.yaml");
-        let server_data = dir.path().join("server-data");
-        let server = Daemon::start(
-            "server",
-            server_node.netns(),
-            nodekit::server_argv(&server_node, &server_ctrd, &server_data, &kubeconfig, server_flags),
-            Vec::new(),
-            dir.path().join("server.log"),
-        );
+        let (server, kubeconfig) = nodekit::start_server(&server_node, &server_ctrd, dir.path(), server_flags);
         let mut c = Cluster {
             agents: Vec::new(),
             server,

@@ -13,6 +13,7 @@ use super::containerd::Containerd;
 use super::image::{BusyboxImage, DEFAULT_REFERENCE};
 use super::netns::Node;
 use super::privilege;
+use super::twonode::Daemon;
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -174,6 +175,16 @@ pub fn server_argv(node: &Node, ctrd: &Containerd, data: &Path, kubeconfig: &Pat
     .chain(extra)
     .map(|a| a.to_string())
     .collect()
+}
+
+/// Starts `rk3s server` in `node` on `ctrd` with [`server_argv`], its data
+/// in `dir/server-data`, its log in `dir/server.log`; returns it and the
+/// kubeconfig path it writes.
+pub fn start_server(node: &Node, ctrd: &Containerd, dir: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
+    let kubeconfig = dir.join("rk3s.yaml");
+    let argv = server_argv(node, ctrd, &dir.join("server-data"), &kubeconfig, extra);
+    let server = Daemon::start("server", node.netns(), argv, Vec::new(), dir.join("server.log"));
+    (server, kubeconfig)
 }
 
 /// The server's join token, as a user reads it (`cat …/server/token`).

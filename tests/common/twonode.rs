@@ -173,15 +173,7 @@ impl Cluster {
         nodekit::import_busybox(&agent_ctrd);
 
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("rk3s.yaml");
-        let server_data = dir.path().join("server-data");
-        let server = Daemon::start(
-            "server",
-            server_node.netns(),
-            nodekit::server_argv(&server_node, &server_ctrd, &server_data, &kubeconfig, server_flags),
-            Vec::new(),
-            dir.path().join("server.log"),
-        );
+        let (server, kubeconfig) = nodekit::start_server(&server_node, &server_ctrd, dir.path(), server_flags);
         let placeholder_agent = Daemon {
             name: "agent",
             argv: Vec::new(),
