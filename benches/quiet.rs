@@ -15,7 +15,11 @@
 //!   simulated nodes against the in-process server and controllers; DB +
 //!   WAL bytes, RSS, open fds and threads at the start, middle and end.
 //!
-//! Add `--profile dev` for a quick, unoptimised run.
+//! Add `--profile dev` for a quick, unoptimised run. `RK3S_BINARY=/path`
+//! makes `idle` run that `rk3s` (e.g. a release build) instead of the one
+//! cargo built with the bench, so the harness can stay unoptimised while
+//! the server measured is the release binary:
+//! `RK3S_BINARY=target/release/rk3s cargo bench --profile dev --bench quiet -- idle`.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(dead_code)]
@@ -92,23 +96,9 @@ fn idle(extra: &[&str], minutes: u64) {
         "--disable-agent"
     };
     let one = OneNode::start(extra, "info");
+    println!("idle: {label}, binary {}", common::twonode::rk3s_binary());
     if extra.is_empty() {
-        one.wait_for("node Ready", 120, || {
-            let o = one.kubectl(&[
-                "get",
-                "node",
-                "server",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ]);
-            (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
-        });
-        one.wait_for("the default ServiceAccount", 60, || {
-            one.kubectl(&["get", "sa", "default"])
-                .status
-                .success()
-                .then_some(())
-        });
+        one.wait_node_ready();
         let yaml = format!(
             "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: idle\nspec:\n  replicas: 10\n  selector:\n    matchLabels: {{app: idle}}\n  template:\n    metadata:\n      labels: {{app: idle}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {}\n        imagePullPolicy: Never\n        command: [sleep, \"100000000\"]\n",
             common::image::DEFAULT_REFERENCE
@@ -237,6 +227,27 @@ fn self_stats(h: &ClusterHarness, phase: &str) {
     );
 }
 
+/// Runs `cycle(i)` for `i` in `0..n`, 16 at a time, printing the figures
+/// after each half.
+fn in_halves<F, Fut>(h: &ClusterHarness, n: usize, phase: &str, cycle: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures::StreamExt;
+    const PARALLEL: usize = 16;
+    h.rt.block_on(async {
+        for half in [0..n / 2, n / 2..n] {
+            futures::stream::iter(half)
+                .map(&cycle)
+                .buffer_unordered(PARALLEL)
+                .collect::<Vec<_>>()
+                .await;
+            self_stats(h, phase);
+        }
+    });
+}
+
 fn churn(configmaps: usize, pods: usize) {
     let h = ClusterHarness::start(|_| {});
     let _nodes = h.nodes(2);
@@ -245,7 +256,6 @@ fn churn(configmaps: usize, pods: usize) {
     println!("churn: {configmaps} ConfigMap and {pods} Pod create/update/delete cycles");
     self_stats(&h, "start");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    const PARALLEL: usize = 16;
     let cm_cycle = |i: usize| {
         let cms = cms.clone();
         async move {
@@ -264,17 +274,7 @@ fn churn(configmaps: usize, pods: usize) {
             let _ = cms.delete(&name, &DeleteParams::default()).await;
         }
     };
-    h.rt.block_on(async {
-        use futures::StreamExt;
-        for half in [0..configmaps / 2, configmaps / 2..configmaps] {
-            futures::stream::iter(half)
-                .map(cm_cycle)
-                .buffer_unordered(PARALLEL)
-                .collect::<Vec<_>>()
-                .await;
-            self_stats(&h, "cm");
-        }
-    });
+    in_halves(&h, configmaps, "cm", cm_cycle);
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod_cycle = |i: usize| {
         let api = pod_api.clone();
@@ -300,17 +300,7 @@ fn churn(configmaps: usize, pods: usize) {
             }
         }
     };
-    h.rt.block_on(async {
-        use futures::StreamExt;
-        for half in [0..pods / 2, pods / 2..pods] {
-            futures::stream::iter(half)
-                .map(pod_cycle)
-                .buffer_unordered(PARALLEL)
-                .collect::<Vec<_>>()
-                .await;
-            self_stats(&h, "pods");
-        }
-    });
+    in_halves(&h, pods, "pods", pod_cycle);
     // A quiet minute for compaction and the controllers to catch up.
     std::thread::sleep(Duration::from_secs(60));
     self_stats(&h, "end");

@@ -26,23 +26,7 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
         return;
     }
     let one = OneNode::start(&[], "info");
-    one.wait_for("node Ready", 120, || {
-        let o = one.kubectl(&[
-            "get",
-            "node",
-            "server",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
-    });
-    // The default ServiceAccount exists before pods are admitted.
-    one.wait_for("the default ServiceAccount", 60, || {
-        one.kubectl(&["get", "sa", "default"])
-            .status
-            .success()
-            .then_some(())
-    });
+    one.wait_node_ready();
     let kubeconfig = one.kubeconfig.clone();
     let (gone_after, uid) = in_netns(one.node.netns(), move || {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -3,11 +3,20 @@
 //! given; selectors apply to old and new objects (leaving the selection is
 //! DELETED, entering is ADDED); `timeoutSeconds` ends the stream cleanly; a
 //! compacted resourceVersion is an ERROR event with a 410 Expired Status.
-//! With `allowWatchBookmarks`, a BOOKMARK every minute (at the last delivered
-//! revision) and, with `sendInitialEvents`, the `k8s.io/initial-events-end`
+//! With `allowWatchBookmarks`, a BOOKMARK every minute and, with
+//! `sendInitialEvents`, the `k8s.io/initial-events-end`
 //! one. Table watches send one-row Tables, column definitions only first;
 //! metadata watches (`as=PartialObjectMetadata`) send every object, bookmarks
 //! included, as `PartialObjectMetadata`. ERROR events stay Status objects.
+//!
+//! A bookmark carries the watch's progress, not only the last event it
+//! delivered: the store's revision read at the previous tick, once nothing
+//! is queued (every event up to a revision read a minute ago has long been
+//! handed to the watch's channel, wrappers' forwarding tasks included). So
+//! a watch on a kind that never changes still moves its client's
+//! resourceVersion along, as kube-apiserver's watch cache does, and its
+//! next re-watch does not hit a compacted revision (a 410, a relist and a
+//! warning in the client's log, on every compaction of an idle cluster).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -192,6 +201,8 @@ pub fn watch(
                 return;
             }
         };
+        // Read after the watch is registered: every later event reaches `events`.
+        let mut progress = state.store.current_revision();
         let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(86400 * 365)));
         tokio::pin!(deadline);
         loop {
@@ -200,6 +211,10 @@ pub fn watch(
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
+                    if events.is_empty() {
+                        last = last.max(progress);
+                    }
+                    progress = state.store.current_revision();
                     if tx.send(Ok(event_line("BOOKMARK", bookmark(&def, last, false), &def, render.for_bookmark(), &mut first))).await.is_err() {
                         return;
                     }

@@ -37,7 +37,8 @@
 //!   path, batched (once a tenth of the cap has accumulated since the last one):
 //!   history is cut back to `history_max_revisions` (1 000, like kine's retained
 //!   revisions), or further to the revision of `history_window` ago (5 min,
-//!   kube-apiserver's compaction interval; checked at most once a minute). So
+//!   kube-apiserver's compaction interval; checked at most once per window, so
+//!   by age history keeps 5 to 10 minutes, as kube-apiserver's does). So
 //!   history is bounded by count always, and by age while writes keep coming.
 //!
 //! ## Durability and SD-card writes

@@ -87,6 +87,27 @@ impl OneNode {
         one
     }
 
+    /// Waits for the built-in agent's node `server` to be Ready and for the
+    /// default ServiceAccount (pods are admitted only once it exists).
+    pub fn wait_node_ready(&self) {
+        self.wait_for("node Ready", 120, || {
+            let o = self.kubectl(&[
+                "get",
+                "node",
+                "server",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            (String::from_utf8_lossy(&o.stdout) == "True").then_some(())
+        });
+        self.wait_for("the default ServiceAccount", 60, || {
+            self.kubectl(&["get", "sa", "default"])
+                .status
+                .success()
+                .then_some(())
+        });
+    }
+
     /// The server process's pid (nsenter execs rk3s).
     pub fn pid(&self) -> u32 {
         self.server.pid().expect("the server runs")

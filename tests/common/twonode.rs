@@ -36,6 +36,12 @@ pub use super::nodekit::text;
 
 const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
 
+/// The `rk3s` binary daemons run: `RK3S_BINARY` when set (e.g. a release
+/// build for benchmark figures), else the one cargo built with the test.
+pub fn rk3s_binary() -> String {
+    std::env::var("RK3S_BINARY").unwrap_or_else(|_| RK3S.to_string())
+}
+
 /// An `rk3s` process (server or agent) started with `nsenter --net`, its
 /// output in a log file; SIGTERM then SIGKILL on stop or drop.
 pub struct Daemon {
@@ -78,7 +84,7 @@ impl Daemon {
         // /var/run/netns would be invisible to containerd and runc.
         let mut cmd = Command::new(privilege::tool("nsenter"));
         cmd.arg(format!("--net=/var/run/netns/{}", self.netns))
-            .arg(RK3S)
+            .arg(rk3s_binary())
             .args(&self.argv)
             .env("RK3S_CONFIG_FILE", "/dev/null")
             .env("RUST_LOG", "info,rk3s=debug")

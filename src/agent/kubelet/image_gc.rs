@@ -295,15 +295,26 @@ impl ImageGc {
     }
 
     /// A pass every [`GC_PERIOD`] until `shutdown`; failures are logged
-    /// and the next pass tries again.
+    /// and the next pass tries again. A failure that repeats unchanged is
+    /// logged once (then at debug): an idle node logs nothing every pass.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut last_error: Option<String> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(GC_PERIOD) => {}
             }
-            if let Err(e) = self.run_once(Utc::now()).await {
-                tracing::warn!(error = %e, "image garbage collection failed");
+            match self.run_once(Utc::now()).await {
+                Ok(_) => last_error = None,
+                Err(e) => {
+                    let text = e.to_string();
+                    if last_error.as_deref() == Some(text.as_str()) {
+                        tracing::debug!(error = %e, "image garbage collection failed again");
+                    } else {
+                        tracing::warn!(error = %e, "image garbage collection failed (logged again only when the error changes)");
+                    }
+                    last_error = Some(text);
+                }
             }
         }
     }
