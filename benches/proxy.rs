@@ -3,8 +3,9 @@
 //!   ClusterIP (the proxy's DNAT) beside straight to the pod IP, as a ratio;
 //! - the time to apply one endpoint change with 100 and with 1,000
 //!   Services (5 endpoints each, so 5,000 at 1,000) present: the rule
-//!   computation alone (recording firewall) and through the real `nft`.
-//!   It should stay flat as the number of Services grows.
+//!   computation alone (discarding writers) and through the real kernel
+//!   (`nft` for structure, the netlink element batch an endpoint change
+//!   is). It should stay flat as the number of Services grows.
 //!
 //! `sudo cargo bench --bench proxy` (root for the namespaces and `nft`;
 //! without root only the computation figures print). Env:
