@@ -169,9 +169,18 @@ impl Syncer {
         }
         let mut changed: BTreeMap<ServiceKey, ServiceRules> = BTreeMap::new();
         let mut new_inputs = Vec::new();
+        let mut gone: Vec<ServiceKey> = Vec::new();
+        // One ordered walk of the snapshot beside what was programmed (both
+        // maps are sorted by key): a pointer comparison per Service, no
+        // look-ups, no rule computation for Services that did not change.
+        let mut last = self.inputs.iter().peekable();
         for (key, svc) in &snap.services {
+            while let Some((k, _)) = last.next_if(|(k, _)| *k < key) {
+                gone.push(k.clone());
+            }
+            let before = last.next_if(|(k, _)| *k == key).map(|(_, i)| i);
             let slices = snap.slices(key);
-            if self.inputs.get(key).is_some_and(|i| i.same(svc, slices)) {
+            if before.is_some_and(|i| i.same(svc, slices)) {
                 continue;
             }
             let rules = self.rules_for(svc, slices);
@@ -186,12 +195,7 @@ impl Syncer {
                 changed.insert(key.clone(), rules);
             }
         }
-        let gone: Vec<ServiceKey> = self
-            .inputs
-            .keys()
-            .filter(|k| !snap.services.contains_key(*k))
-            .cloned()
-            .collect();
+        gone.extend(last.map(|(k, _)| k.clone()));
         for key in &gone {
             changed.insert(key.clone(), ServiceRules::default());
         }
