@@ -3,8 +3,9 @@
 //!   ClusterIP (the proxy's DNAT) beside straight to the pod IP, as a ratio;
 //! - the time to apply one endpoint change with 100 and with 1,000
 //!   Services (5 endpoints each, so 5,000 at 1,000) present: the rule
-//!   computation alone (recording firewall) and through the real `nft`.
-//!   It should stay flat as the number of Services grows.
+//!   computation alone (discarding writers) and through the real kernel
+//!   (`nft` for structure, the netlink element batch an endpoint change
+//!   is). It should stay flat as the number of Services grows.
 //!
 //! `sudo cargo bench --bench proxy` (root for the namespaces and `nft`;
 //! without root only the computation figures print). Env:
@@ -22,7 +23,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use rk3s::hostnet::netns;
 use rk3s::hostnet::nft::{Firewall, NftError, NftFirewall};
-use rk3s::proxy::{NodeView, Syncer};
+use rk3s::proxy::elements::{ElementError, ElementOp, ElementWriter};
+use rk3s::proxy::{NetlinkElements, NodeView, Syncer};
 use rk3s::svccache::Index;
 use serde_json::json;
 
@@ -34,6 +36,29 @@ struct DiscardFirewall;
 impl Firewall for DiscardFirewall {
     async fn apply(&self, _script: &str) -> Result<(), NftError> {
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ElementWriter for DiscardFirewall {
+    async fn apply(&self, _table: &str, _ops: &[ElementOp]) -> Result<(), ElementError> {
+        Ok(())
+    }
+}
+
+/// The kernel's share of a change: times each element batch.
+struct TimedElements {
+    inner: NetlinkElements,
+    times: std::sync::Mutex<Vec<Duration>>,
+}
+
+#[async_trait::async_trait]
+impl ElementWriter for TimedElements {
+    async fn apply(&self, table: &str, ops: &[ElementOp]) -> Result<(), ElementError> {
+        let t = Instant::now();
+        let r = self.inner.apply(table, ops).await;
+        self.times.lock().unwrap().push(t.elapsed());
+        r
     }
 }
 
@@ -148,6 +173,7 @@ fn node_view() -> NodeView {
 /// changes to one Service; returns the full time and the change times.
 async fn change_cost(
     firewall: Arc<dyn Firewall>,
+    elements: Arc<dyn ElementWriter>,
     services: usize,
     changes: usize,
 ) -> (Duration, Vec<Duration>) {
@@ -160,7 +186,7 @@ async fn change_cost(
     }
     index.apply_service(Event::InitDone);
     index.apply_slice(Event::InitDone);
-    let mut syncer = Syncer::new(firewall, node_view());
+    let mut syncer = Syncer::new(firewall, elements, node_view());
     let t = Instant::now();
     syncer.sync(&index.snapshot()).await.expect("full sync");
     let full = t.elapsed();
@@ -234,7 +260,11 @@ async fn datapath(conns: usize) {
     index.apply_slice(Event::InitApply(one));
     index.apply_service(Event::InitDone);
     index.apply_slice(Event::InitDone);
-    let mut syncer = Syncer::new(Arc::new(NftFirewall::new(Some(node.clone()))), node_view());
+    let mut syncer = Syncer::new(
+        Arc::new(NftFirewall::new(Some(node.clone()))),
+        Arc::new(NetlinkElements::new(Some(node.clone()))),
+        node_view(),
+    );
     syncer.sync(&index.snapshot()).await.expect("rules");
     let direct: SocketAddr = "10.42.0.5:8080".parse().unwrap();
     let cluster: SocketAddr = "10.43.0.1:80".parse().unwrap();
@@ -265,12 +295,19 @@ async fn datapath(conns: usize) {
     let changes = env_num("RK3S_BENCH_CHANGES", 30);
     for services in [100, 1000] {
         let fw = Arc::new(NftFirewall::new(Some(Pair::path(&pair.node))));
-        let (full, mut t) = change_cost(fw, services, changes).await;
+        let el = Arc::new(TimedElements {
+            inner: NetlinkElements::new(Some(Pair::path(&pair.node))),
+            times: Default::default(),
+        });
+        let (full, mut t) = change_cost(fw, el.clone(), services, changes).await;
+        let mut batch = el.times.lock().unwrap().clone();
         println!(
-            "  {services:>5} Services, {:>5} endpoints: change {:>6.2} ms / {:>6.2} ms   (first full replace {:>7.1} ms)",
+            "  {services:>5} Services, {:>5} endpoints: change {:>6.2} ms / {:>6.2} ms, of which the netlink batch {:>5.2} ms / {:>5.2} ms   (first full replace {:>7.1} ms)",
             services * 5,
             ms(percentile(&mut t, 0.5)),
             ms(percentile(&mut t, 0.99)),
+            ms(percentile(&mut batch, 0.5)),
+            ms(percentile(&mut batch, 0.99)),
             ms(full)
         );
     }
@@ -287,7 +324,9 @@ async fn main() {
     let changes = env_num("RK3S_BENCH_CHANGES", 30);
     println!("one endpoint change, rule computation only (recording firewall; median / p99):");
     for services in [100, 1000] {
-        let (full, mut t) = change_cost(Arc::new(DiscardFirewall), services, changes).await;
+        let (full, mut t) =
+            change_cost(Arc::new(DiscardFirewall), Arc::new(DiscardFirewall), services, changes)
+                .await;
         println!(
             "  {services:>5} Services, {:>5} endpoints: change {:>6.3} ms / {:>6.3} ms   (first full {:>7.1} ms)",
             services * 5,

@@ -1,7 +1,7 @@
 //! The service proxy's rules on a real kernel, with real traffic, without
 //! a cluster: network-namespace nodes on a private bridge. `gw` plays the
 //! node whose table `ip rk3s-proxy` the [`Syncer`] programs through the
-//! real `nft`; `b1` and `b2` are backends (busybox httpd answering their
+//! real `nft` and netlink; `b1` and `b2` are backends (busybox httpd answering their
 //! name, and the client's address through a CGI); `client` reaches the
 //! ClusterIPs through `gw`. Each phase changes the snapshot and syncs
 //! incrementally, as the agent does on an EndpointSlice change.
@@ -17,7 +17,7 @@ use common::privilege::require_e2e;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use rk3s::hostnet::nft::NftFirewall;
-use rk3s::proxy::{NodeView, Syncer};
+use rk3s::proxy::{NetlinkElements, NodeView, Syncer};
 use rk3s::svccache::Snapshot;
 use serde_json::{json, Value};
 
@@ -132,6 +132,11 @@ fn fixture() -> Fixture {
         .status
         .success());
     for b in [&b1, &b2] {
+        // Backends reach Services through gw too (hairpin).
+        assert!(b
+            .exec(&["ip", "route", "add", "10.43.0.0/16", "via", &gw_ip])
+            .status
+            .success());
         let to_client = format!("{}/32", client.ip());
         assert!(b
             .exec(&["ip", "route", "add", &to_client, "via", &gw_ip])
@@ -141,10 +146,9 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     serve(&b1, "b1", dir.path());
     serve(&b2, "b2", dir.path());
-    let firewall = NftFirewall::new(Some(PathBuf::from(format!(
-        "/var/run/netns/{}",
-        gw.netns()
-    ))));
+    let gw_ns = PathBuf::from(format!("/var/run/netns/{}", gw.netns()));
+    let firewall = NftFirewall::new(Some(gw_ns.clone()));
+    let elements = NetlinkElements::new(Some(gw_ns));
     let node = NodeView {
         node_name: "gw".into(),
         node_ips: vec![gw.ip()],
@@ -160,7 +164,7 @@ fn fixture() -> Fixture {
         b1,
         b2,
         gw,
-        syncer: Syncer::new(Arc::new(firewall), node),
+        syncer: Syncer::new(Arc::new(firewall), Arc::new(elements), node),
         rt,
         _net: net,
         _dir: dir,
@@ -198,6 +202,29 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
     let slices = vec![both()];
     f.sync(vec![web.clone()], slices);
     assert!(curl(&f.client, &format!("http://{CIP}/")).is_ok());
+
+    // Endpoints replaced in place (the map's ranges rewritten by netlink):
+    // only b2, then both again.
+    f.sync(vec![web.clone()], vec![slice("web", &[(b2, "other")])]);
+    for _ in 0..10 {
+        assert_eq!(curl(&f.client, &format!("http://{CIP}/")).as_deref(), Ok("b2"));
+    }
+    f.sync(vec![web.clone()], vec![both()]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        seen.insert(curl(&f.client, &format!("http://{CIP}/")).expect("served"));
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // Hairpin: b1 reaches itself through a Service whose only endpoint it
+    // is; masqueraded after the DNAT, so it sees gw, not itself.
+    let own = service("own", "10.43.0.53", json!({}));
+    let own_slice = slice("own", &[(b1, "gw")]);
+    f.sync(vec![web.clone(), own], vec![both(), own_slice]);
+    assert_eq!(
+        curl(&f.b1, "http://10.43.0.53/cgi-bin/ip"),
+        Ok(f.gw.ip().to_string())
+    );
 
     // Session affinity: one client, one backend.
     let sticky = service(
@@ -251,16 +278,15 @@ fn service_traffic_follows_endpoint_changes_on_a_real_kernel() {
         String::from_utf8_lossy(&tables.stdout).trim(),
         "table ip rk3s-proxy"
     );
-    let firewall = NftFirewall::new(Some(PathBuf::from(format!(
-        "/var/run/netns/{}",
-        f.gw.netns()
-    ))));
+    let gw_ns = PathBuf::from(format!("/var/run/netns/{}", f.gw.netns()));
+    let firewall = NftFirewall::new(Some(gw_ns.clone()));
     let node = NodeView {
         node_name: "gw".into(),
         node_ips: vec![f.gw.ip()],
         cluster_cidr: "10.42.0.0/16".parse().unwrap(),
     };
-    f.syncer = Syncer::new(Arc::new(firewall.clone()), node);
+    let elements = Arc::new(NetlinkElements::new(Some(gw_ns)));
+    f.syncer = Syncer::new(Arc::new(firewall.clone()), elements, node);
     f.sync(vec![web, sticky, np], all_slices);
     assert!(curl(&f.client, &format!("http://{CIP}/")).is_ok());
     // Uninstall removes it.

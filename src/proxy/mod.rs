@@ -3,39 +3,46 @@
 //! `ip rk3s-proxy`, in the design of kube-proxy's nftables mode.
 //!
 //! Map: `model` (Service + slices → ports with chosen endpoints), `rules`
-//! (the table's skeleton and each Service's chains, sets and map
-//! elements), `sync` (full replace at start, then transactions that carry
-//! only what changed).
+//! (the table's skeleton and each Service's chains, sets, endpoint maps
+//! and map elements), `sync` (full replace at start, then transactions
+//! that carry only what changed), `elements` (element changes over
+//! netlink).
 //!
-//! Why the `nft` binary rather than netlink from Rust: kube-proxy's
-//! nftables mode drives `nft` too; a text transaction is readable in logs
-//! and reproducible by hand (`nft list table ip rk3s-proxy`); the binary
-//! is one small Debian package (`nftables`, already on Raspberry Pi OS
-//! Bookworm) and `nft -f` applies a whole script atomically, which is the
-//! property the proxy depends on. Writing nftables' netlink expression
-//! encoding ourselves would be a large, version-sensitive body of code for
-//! no gain a Pi user would notice: a sync forks one `nft` per change
-//! burst, not per Service. `rk3s check-config` checks for `nft` and the
-//! kernel modules.
+//! Why the `nft` binary for rules rather than netlink from Rust:
+//! kube-proxy's nftables mode drives `nft` too; a text transaction is
+//! readable in logs and reproducible by hand (`nft list table ip
+//! rk3s-proxy`); the binary is one small Debian package (`nftables`,
+//! already on Raspberry Pi OS Bookworm) and `nft -f` applies a whole
+//! script atomically. Encoding every expression the rules use ourselves
+//! would be a large, version-sensitive body of code. Elements are the
+//! exception: their encoding is small and stable (a key, a value, a flag),
+//! and an endpoint change is nothing but elements, so `elements` writes
+//! them in one nfnetlink batch, with no fork and no listing, whatever the
+//! table holds. `rk3s check-config` checks for `nft` and the kernel
+//! modules.
 //!
 //! Invariants:
-//! - the proxy only ever touches table `ip rk3s-proxy`; every script it
-//!   applies names that table and no other;
-//! - every change is one `nft -f` transaction: the kernel sees the old
-//!   rules or the new ones, never a half;
+//! - the proxy only ever touches table `ip rk3s-proxy`; every script and
+//!   every element batch it applies names that table and no other;
+//! - every change is at most one `nft -f` transaction followed by one
+//!   netlink element batch, each atomic; an endpoint change is one batch
+//!   alone: the kernel sees the old endpoints or the new ones, never a
+//!   half;
 //! - at start the table is replaced in one transaction (declare, delete,
 //!   redefine), so an agent restart never leaves a moment without rules,
 //!   and while the agent is down the last rules keep working (fail
 //!   static); shutdown leaves the table; only [`uninstall`] removes it;
 //! - after the first sync, a transaction's size is proportional to the
 //!   Services that changed, not to how many exist, and an endpoint change
-//!   is written in forms `nft` applies without listing the table (see
-//!   [`sync`]), so its cost is flat as Services grow.
+//!   adds no rule and no jump (data maps and plain sets only) and needs
+//!   no `nft`, so its cost is flat as Services grow (see [`sync`]).
 //!
 //! Partial: IPv4 only (IPv6 `loadBalancerSourceRanges` ignored); no drop of traffic
 //! to unallocated ClusterIPs (the agent does not know the service CIDR);
-//! affinity state is lost when the table is replaced at start.
+//! affinity state is lost when the table is replaced at start; endpoint
+//! changes of `sessionAffinity: ClientIP` Services still rewrite chains.
 
+pub mod elements;
 pub mod model;
 pub mod rules;
 pub mod sync;
@@ -52,7 +59,8 @@ use ipnet::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
 pub use rules::{NodeView, TABLE};
-pub use sync::{SyncStats, Syncer};
+pub use elements::NetlinkElements;
+pub use sync::{SyncError, SyncStats, Syncer};
 
 use crate::hostnet::nft::{Firewall, NftError, NftFirewall};
 use crate::svccache::ServiceCache;
@@ -108,7 +116,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let firewall: Arc<dyn Firewall> = Arc::new(NftFirewall::new(config.host_netns.clone()));
-    run_with(Syncer::new(firewall, config.node_view()), cache, metrics, shutdown).await
+    let elements = Arc::new(NetlinkElements::new(config.host_netns.clone()));
+    let syncer = Syncer::new(firewall, elements, config.node_view());
+    run_with(syncer, cache, metrics, shutdown).await
 }
 
 /// Buckets of `rk3s_proxy_sync_duration_seconds`.
@@ -135,7 +145,7 @@ pub async fn run_with(
         let result = syncer.sync(&snap).await;
         if let Some(m) = &metrics {
             let (outcome, kind) = match &result {
-                Ok(s) if s.script_bytes == 0 => ("unchanged", "none"),
+                Ok(s) if s.unchanged() => ("unchanged", "none"),
                 Ok(s) => ("success", if s.full { "full" } else { "partial" }),
                 Err(_) => ("error", "none"),
             };
@@ -150,10 +160,11 @@ pub async fn run_with(
             m.set("rk3s_proxy_services", "Services in the proxy's view.", &[], snap.services.len() as f64);
         }
         match result {
-            Ok(stats) if stats.script_bytes > 0 => tracing::debug!(
+            Ok(stats) if !stats.unchanged() => tracing::debug!(
                 full = stats.full,
                 services = stats.services_changed,
                 bytes = stats.script_bytes,
+                elements = stats.element_ops,
                 took_ms = started.elapsed().as_millis() as u64,
                 "service proxy: rules synced"
             ),

@@ -19,20 +19,29 @@
 //! declared, new chains declared empty, then filled, then (when collected)
 //! emptied chains and sets deleted, and new elements added.
 //!
-//! Why the incremental script has the shape it has: `nft` (1.0.6, Debian
-//! Bookworm and Raspberry Pi OS) lists every chain and set of every table
-//! before it evaluates `add rule`, `delete chain` or any `add`/`delete
-//! element` command, but not before `flush chain`, `add chain X { rules }`,
-//! `add set` or `add map M { type …; elements = { … } }`. That listing
-//! costs in proportion to the whole table (about 600 kB of netlink with
-//! 1,000 Services), and `nft -i` repeats it for every command, so a
-//! long-lived session does not help. So an endpoint change (the common
-//! case: pods replaced, a Deployment scaled while some endpoint stays)
-//! is written only in the forms that need no listing, and costs the same
-//! whatever the number of Services. Deleting a map element has no such
-//! form: a Service that gains its first or loses its last endpoint, or
-//! is deleted, pays one listing, and that transaction also deletes the
-//! chains and sets earlier changes left empty (the garbage).
+//! Two writers, in this order within a sync: `nft -f` for structure
+//! (chains, sets, endpoint maps a Service gains, verdict-map elements,
+//! garbage), then one netlink batch ([`super::elements`]) for the rest:
+//! the elements of data maps and plain sets. An endpoint change, the
+//! common case (pods replaced, a Deployment scaled, a Service losing its
+//! last or gaining its first endpoint), changes only such elements, so
+//! it is one netlink batch and no `nft` at all. Its cost does not grow
+//! with the table: no listing (`nft` 1.0.6 fetches the elements of every
+//! set before it adds or deletes one), no rule and no jump (the kernel
+//! re-validates the jump graph of the whole table when a transaction
+//! adds a rule or a jump/goto element), no fork. When `nft` runs anyway,
+//! data elements that are added ride in its script (atomic with the
+//! chains that need them); deletions always go by netlink.
+//!
+//! The `nft` script is written only in forms `nft` applies without first
+//! listing the kernel's chains and sets (`flush chain`, `add chain X {
+//! rules }`, `add set`, `add map M { type …; elements = { … } }`), except
+//! deletions of verdict-map elements (a Service added, removed or
+//! changing its ports), which make it list the table once; that
+//! transaction also deletes the chains, sets and maps earlier changes
+//! left unused (the garbage). Partial: Services with `sessionAffinity:
+//! ClientIP` keep per-endpoint chains, so their endpoint changes go
+//! through `nft` (flat for `nft`, but the kernel re-validates the table).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -42,8 +51,11 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::model::{is_proxied, service_ports};
+use super::elements::{set_element, ElementError, ElementOp, ElementWriter};
+use super::model::Endpoint;
 use super::rules::{
-    element_holder, service_rules, skeleton, ElementKey, NodeView, ServiceRules, TABLE,
+    element_holder, is_data_holder, map_elements, map_elements_text, service_rules, skeleton,
+    ElementKey, NodeView, ServiceRules, ENDPOINT_MAP_DECL, TABLE,
 };
 use crate::hostnet::nft::{Firewall, NftError};
 use crate::svccache::{ObjKey, Snapshot};
@@ -75,12 +87,32 @@ impl Inputs {
 pub struct SyncStats {
     pub full: bool,
     pub services_changed: usize,
+    /// Bytes of `nft` script (0: `nft` did not run).
     pub script_bytes: usize,
+    /// Element changes written over netlink.
+    pub element_ops: usize,
+}
+
+impl SyncStats {
+    /// Whether the sync changed nothing.
+    pub fn unchanged(&self) -> bool {
+        self.script_bytes == 0 && self.element_ops == 0
+    }
+}
+
+/// Why a sync failed; the next sync replaces the whole table.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    Elements(#[from] ElementError),
 }
 
 /// Applies snapshots to the table through a [`Firewall`].
 pub struct Syncer {
     firewall: Arc<dyn Firewall>,
+    elements: Arc<dyn ElementWriter>,
     node: NodeView,
     /// `false` until a full replace succeeds, and after a failed
     /// transaction: the next sync replaces the whole table.
@@ -93,6 +125,8 @@ pub struct Syncer {
     /// but not yet deleted (deleting them needs a listing of the table).
     garbage_chains: BTreeSet<String>,
     garbage_sets: BTreeSet<String>,
+    /// Endpoint maps no rule uses any more, with what they still hold.
+    garbage_maps: BTreeMap<String, Vec<Endpoint>>,
 }
 
 /// Emptied chains and sets wait for deletion until a transaction deletes
@@ -100,9 +134,14 @@ pub struct Syncer {
 pub const GARBAGE_LIMIT: usize = 512;
 
 impl Syncer {
-    pub fn new(firewall: Arc<dyn Firewall>, node: NodeView) -> Self {
+    pub fn new(
+        firewall: Arc<dyn Firewall>,
+        elements: Arc<dyn ElementWriter>,
+        node: NodeView,
+    ) -> Self {
         Syncer {
             firewall,
+            elements,
             node,
             installed: false,
             inputs: BTreeMap::new(),
@@ -110,6 +149,7 @@ impl Syncer {
             claims: HashMap::new(),
             garbage_chains: BTreeSet::new(),
             garbage_sets: BTreeSet::new(),
+            garbage_maps: BTreeMap::new(),
         }
     }
 
@@ -123,15 +163,24 @@ impl Syncer {
     }
 
     /// Brings the table to `snap`: everything at first, then the change.
-    pub async fn sync(&mut self, snap: &Snapshot) -> Result<SyncStats, NftError> {
+    pub async fn sync(&mut self, snap: &Snapshot) -> Result<SyncStats, SyncError> {
         if !self.installed {
             return self.replace(snap).await;
         }
         let mut changed: BTreeMap<ServiceKey, ServiceRules> = BTreeMap::new();
         let mut new_inputs = Vec::new();
+        let mut gone: Vec<ServiceKey> = Vec::new();
+        // One ordered walk of the snapshot beside what was programmed (both
+        // maps are sorted by key): a pointer comparison per Service, no
+        // look-ups, no rule computation for Services that did not change.
+        let mut last = self.inputs.iter().peekable();
         for (key, svc) in &snap.services {
+            while let Some((k, _)) = last.next_if(|(k, _)| *k < key) {
+                gone.push(k.clone());
+            }
+            let before = last.next_if(|(k, _)| *k == key).map(|(_, i)| i);
             let slices = snap.slices(key);
-            if self.inputs.get(key).is_some_and(|i| i.same(svc, slices)) {
+            if before.is_some_and(|i| i.same(svc, slices)) {
                 continue;
             }
             let rules = self.rules_for(svc, slices);
@@ -146,26 +195,28 @@ impl Syncer {
                 changed.insert(key.clone(), rules);
             }
         }
-        let gone: Vec<ServiceKey> = self
-            .inputs
-            .keys()
-            .filter(|k| !snap.services.contains_key(*k))
-            .cloned()
-            .collect();
+        gone.extend(last.map(|(k, _)| k.clone()));
         for key in &gone {
             changed.insert(key.clone(), ServiceRules::default());
         }
-        let script = self.diff_script(&changed);
+        let (script, ops) = self.diff_script(&changed);
         let stats = SyncStats {
             full: false,
             services_changed: changed.len(),
             script_bytes: script.len(),
+            element_ops: ops.len(),
         };
         if !script.is_empty() {
             if let Err(e) = self.firewall.apply(&script).await {
                 // Our view of the kernel is no longer trustworthy.
                 self.installed = false;
-                return Err(e);
+                return Err(e.into());
+            }
+        }
+        if !ops.is_empty() {
+            if let Err(e) = self.elements.apply(TABLE, &ops).await {
+                self.installed = false;
+                return Err(e.into());
             }
         }
         for key in gone {
@@ -196,7 +247,7 @@ impl Syncer {
 
     /// One transaction that declares, deletes and redefines the table:
     /// there is no moment without rules, whatever was there before.
-    async fn replace(&mut self, snap: &Snapshot) -> Result<SyncStats, NftError> {
+    async fn replace(&mut self, snap: &Snapshot) -> Result<SyncStats, SyncError> {
         let mut inputs = BTreeMap::new();
         let mut applied = BTreeMap::new();
         let mut claims: HashMap<ElementKey, Vec<(ServiceKey, String)>> = HashMap::new();
@@ -229,6 +280,9 @@ impl Syncer {
             for (name, decl) in &rules.sets {
                 let _ = writeln!(s, "add set ip {TABLE} {name} {{ {decl} }}");
             }
+            for (name, eps) in &rules.maps {
+                declare_map(&mut s, name, Some(eps));
+            }
             for name in rules.chains.keys() {
                 let _ = writeln!(s, "add chain ip {TABLE} {name}");
             }
@@ -252,6 +306,7 @@ impl Syncer {
             full: true,
             services_changed: applied.len(),
             script_bytes: s.len(),
+            element_ops: 0,
         };
         self.firewall.apply(&s).await?;
         self.inputs = inputs;
@@ -259,34 +314,46 @@ impl Syncer {
         self.claims = claims;
         self.garbage_chains.clear();
         self.garbage_sets.clear();
+        self.garbage_maps.clear();
         self.installed = true;
         Ok(stats)
     }
 
-    /// The transaction taking the `changed` Services from what was applied
-    /// to their new rules (empty rules: the Service is gone). Updates the
-    /// claims and the garbage; the caller commits or, on failure, forces a
-    /// full replace (which also drops the garbage).
+    /// The `nft` script and the netlink element batch taking the `changed`
+    /// Services from what was applied to their new rules (empty rules: the
+    /// Service is gone). Updates the claims and the garbage; the caller
+    /// commits both in that order or, on failure, forces a full replace
+    /// (which also drops the garbage).
     ///
     /// The script is written in the forms `nft` applies without reading
     /// the table first (see the module docs): `flush chain`, `add chain X
     /// { rules }`, `add set`, and `add map M { type …; elements = … }`.
-    /// Only deleting elements makes `nft` list every chain and set, so
-    /// chains and sets that go are emptied now and deleted in the next
-    /// transaction that pays for a listing anyway (or once
-    /// [`GARBAGE_LIMIT`] of them wait).
-    fn diff_script(&mut self, changed: &BTreeMap<ServiceKey, ServiceRules>) -> String {
+    /// Only deleting verdict-map elements makes `nft` list the table, so
+    /// chains, sets and maps that go are emptied (or left unused) now and
+    /// deleted in the next transaction that pays for a listing anyway (or
+    /// once [`GARBAGE_LIMIT`] of them wait).
+    fn diff_script(
+        &mut self,
+        changed: &BTreeMap<ServiceKey, ServiceRules>,
+    ) -> (String, Vec<ElementOp>) {
         let empty = ServiceRules::default();
         let mut del_elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         let mut add_elements: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut del_data: Vec<ElementOp> = Vec::new();
+        let mut add_data: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        let mut map_ops: Vec<ElementOp> = Vec::new();
         let mut flush = BTreeSet::new();
         let mut new_chains = BTreeSet::new();
         let mut fill: Vec<(&String, &Vec<String>)> = Vec::new();
         let mut gone_chains = BTreeSet::new();
         let mut sets: BTreeMap<String, String> = BTreeMap::new();
         let mut gone_sets = BTreeSet::new();
+        // Endpoint maps to declare: `Some(elements)` for maps new to the
+        // kernel, `None` for existing ones that rewritten rules name.
+        let mut maps: BTreeMap<&String, Option<&Vec<Endpoint>>> = BTreeMap::new();
         for (key, new) in changed {
             let old = self.applied.get(key).unwrap_or(&empty);
+            let filled_before = fill.len();
             for (name, rules) in &new.chains {
                 match old.chains.get(name) {
                     Some(before) if before == rules => {}
@@ -317,6 +384,32 @@ impl Syncer {
             for name in old.sets.keys().filter(|n| !new.sets.contains_key(*n)) {
                 gone_sets.insert(name.clone());
             }
+            let rewrites_rules = fill.len() > filled_before;
+            for (name, eps) in &new.maps {
+                let before = old
+                    .maps
+                    .get(name)
+                    .cloned()
+                    .or_else(|| self.garbage_maps.remove(name));
+                match before {
+                    None => {
+                        maps.insert(name, Some(eps));
+                    }
+                    Some(before) => {
+                        if &before != eps {
+                            map_ops.extend(map_diff(name, &before, eps));
+                        }
+                        if rewrites_rules {
+                            maps.insert(name, None);
+                        }
+                    }
+                }
+            }
+            for (name, eps) in &old.maps {
+                if !new.maps.contains_key(name) {
+                    self.garbage_maps.insert(name.clone(), eps.clone());
+                }
+            }
             let touched: BTreeSet<&ElementKey> =
                 old.elements.keys().chain(new.elements.keys()).collect();
             for el in touched {
@@ -335,23 +428,38 @@ impl Syncer {
                     self.claims.remove(el);
                 }
                 let after = self.active(el);
-                if before != after {
+                if before == after {
+                    continue;
+                }
+                if is_data_holder(el.0) {
                     if before.is_some() {
-                        del_elements.entry(el.0).or_default().push(el.1.clone());
+                        del_data.push(ElementOp {
+                            set: el.0.to_string(),
+                            delete: true,
+                            element: set_element(&el.1),
+                        });
                     }
-                    if let Some(v) = after {
-                        add_elements
-                            .entry(el.0)
-                            .or_default()
-                            .push(element(&el.1, &v));
+                    if after.is_some() {
+                        add_data.entry(el.0).or_default().push(el.1.clone());
                     }
+                    continue;
+                }
+                if before.is_some() {
+                    del_elements.entry(el.0).or_default().push(el.1.clone());
+                }
+                if let Some(v) = after {
+                    add_elements
+                        .entry(el.0)
+                        .or_default()
+                        .push(element(&el.1, &v));
                 }
             }
         }
         self.garbage_chains.extend(gone_chains);
         self.garbage_sets.extend(gone_sets);
         let collect = !del_elements.is_empty()
-            || self.garbage_chains.len() + self.garbage_sets.len() > GARBAGE_LIMIT;
+            || self.garbage_chains.len() + self.garbage_sets.len() + self.garbage_maps.len()
+                > GARBAGE_LIMIT;
         let mut s = String::new();
         write_elements(&mut s, "delete", &del_elements);
         for name in &flush {
@@ -359,6 +467,9 @@ impl Syncer {
         }
         for (name, decl) in &sets {
             let _ = writeln!(s, "add set ip {TABLE} {name} {{ {decl} }}");
+        }
+        for (name, eps) in &maps {
+            declare_map(&mut s, name, *eps);
         }
         // Declared empty first, so rules may jump to any of them.
         for name in &new_chains {
@@ -380,18 +491,31 @@ impl Syncer {
             for name in std::mem::take(&mut self.garbage_sets) {
                 let _ = writeln!(s, "delete set ip {TABLE} {name}");
             }
+            for name in std::mem::take(&mut self.garbage_maps).into_keys() {
+                let _ = writeln!(s, "delete map ip {TABLE} {name}");
+            }
         }
-        for (holder, elements) in &add_elements {
-            let Some((kind, ty)) = element_holder(holder) else {
-                continue;
-            };
-            let _ = writeln!(
-                s,
-                "add {kind} ip {TABLE} {holder} {{ type {ty}; elements = {{ {} }}; }}",
-                elements.join(", ")
-            );
+        write_holders(&mut s, &add_elements);
+        // Data elements that come ride along when `nft` runs anyway (atomic
+        // with the chains that need them); otherwise netlink adds them.
+        // Deletions first, then additions.
+        let (map_adds, map_dels): (Vec<ElementOp>, Vec<ElementOp>) =
+            map_ops.into_iter().partition(|op| !op.delete);
+        let mut ops = del_data;
+        ops.extend(map_dels);
+        if s.is_empty() {
+            for (holder, keys) in &add_data {
+                ops.extend(keys.iter().map(|k| ElementOp {
+                    set: holder.to_string(),
+                    delete: false,
+                    element: set_element(k),
+                }));
+            }
+        } else {
+            write_holders(&mut s, &add_data);
         }
-        s
+        ops.extend(map_adds);
+        (s, ops)
     }
 
     fn active(&self, el: &ElementKey) -> Option<String> {
@@ -408,6 +532,54 @@ fn element(key: &str, value: &str) -> String {
     } else {
         format!("{key} : {value}")
     }
+}
+
+/// `add map|set X { type …; elements = { … }; }`: adds elements to the
+/// fixed holders without `nft` listing the table.
+fn write_holders(s: &mut String, by_holder: &BTreeMap<&'static str, Vec<String>>) {
+    for (holder, elements) in by_holder {
+        let Some((kind, ty)) = element_holder(holder) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "add {kind} ip {TABLE} {holder} {{ type {ty}; elements = {{ {} }}; }}",
+            elements.join(", ")
+        );
+    }
+}
+
+/// Declares an endpoint map, with its elements when it is new.
+fn declare_map(s: &mut String, name: &str, eps: Option<&Vec<Endpoint>>) {
+    match eps {
+        Some(eps) if !eps.is_empty() => {
+            let _ = writeln!(
+                s,
+                "add map ip {TABLE} {name} {{ {ENDPOINT_MAP_DECL} elements = {{ {} }}; }}",
+                map_elements_text(eps)
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "add map ip {TABLE} {name} {{ {ENDPOINT_MAP_DECL} }}");
+        }
+    }
+}
+
+/// The element changes taking endpoint map `name` from `old` to `new`:
+/// every old element, then every new one, each range as start then end,
+/// in ascending order, as `nft` writes them. (The kernel's interval tree
+/// refuses some other orders: deleting a range's start and then the end
+/// element of the previous range, which shares its key, fails with
+/// ENOENT on 6.18.) The map is small (one range per endpoint).
+fn map_diff(name: &str, old: &[Endpoint], new: &[Endpoint]) -> Vec<ElementOp> {
+    let op = |delete: bool, element: super::elements::Element| ElementOp {
+        set: name.to_string(),
+        delete,
+        element,
+    };
+    let mut ops: Vec<ElementOp> = map_elements(old).into_iter().map(|e| op(true, e)).collect();
+    ops.extend(map_elements(new).into_iter().map(|e| op(false, e)));
+    ops
 }
 
 fn write_elements(s: &mut String, verb: &str, by_map: &BTreeMap<&'static str, Vec<String>>) {

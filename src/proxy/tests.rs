@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 
+use super::elements::{ElementError, ElementOp, ElementWriter, FakeElements};
 use super::rules::{NodeView, TABLE};
 use super::sync::Syncer;
 use crate::hostnet::nft::{FakeFirewall, Firewall, NftError};
@@ -67,7 +68,7 @@ async fn apply(
     slices: Vec<EndpointSlice>,
 ) -> (Arc<FakeFirewall>, Syncer, String) {
     let fw = Arc::new(FakeFirewall::new());
-    let mut syncer = Syncer::new(fw.clone(), node());
+    let mut syncer = Syncer::new(fw.clone(), Arc::new(FakeElements::default()), node());
     syncer
         .sync(&Snapshot::from_objects(services, slices))
         .await
@@ -98,7 +99,8 @@ async fn the_first_sync_replaces_the_whole_table_in_one_script() {
     assert!(script.contains("set nodeport-ips { type ipv4_addr; elements = { 192.168.1.10 }; }"));
     assert!(script.contains("meta mark & 0x4000 == 0 return"));
     assert!(script.contains("masquerade fully-random"));
-    // The ClusterIP goes to the service chain, which picks one of two.
+    // The ClusterIP goes to the service chain, which DNATs through the
+    // endpoint map: one slot range per endpoint.
     let element = lines_with(&script, "add element ip rk3s-proxy service-ips");
     assert_eq!(element.len(), 1, "{script}");
     assert!(
@@ -106,20 +108,20 @@ async fn the_first_sync_replaces_the_whole_table_in_one_script() {
         "{script}"
     );
     assert!(element[0].contains("default/web/tcp/http"));
-    let pick = lines_with(&script, "numgen random mod 2 vmap");
+    let pick = lines_with(&script, "meta l4proto tcp dnat ip to numgen random mod 1048576 map @epa-");
     assert_eq!(pick.len(), 1, "{script}");
-    assert_eq!(
-        lines_with(&script, "meta l4proto tcp dnat to 10.42.0.5:8080").len(),
-        1
+    let map = lines_with(&script, "add map ip rk3s-proxy epa-");
+    assert_eq!(map.len(), 1, "{script}");
+    assert!(
+        map[0].contains("typeof numgen random mod 1 : ip daddr . tcp dport; flags interval; elements = { 0-524287 : 10.42.0.5 . 8080, 524288-1048575 : 10.42.1.5 . 8080 }"),
+        "{script}"
     );
-    assert_eq!(
-        lines_with(&script, "meta l4proto tcp dnat to 10.42.1.5:8080").len(),
-        1
-    );
-    // Hairpin: a pod reaching itself is masqueraded.
-    assert_eq!(
-        lines_with(&script, "ip saddr 10.42.0.5 jump mark-for-masquerade").len(),
-        1
+    assert!(!script.contains(" vmap {"), "no verdict map per Service: {script}");
+    // Hairpin: a pod reaching itself is masqueraded after the DNAT.
+    assert!(script.contains("ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade"));
+    assert!(
+        script.contains("add element ip rk3s-proxy hairpin { 10.42.0.5 . 10.42.0.5, 10.42.1.5 . 10.42.1.5 }"),
+        "{script}"
     );
     // Traffic from outside the pod network to the ClusterIP is masqueraded.
     assert!(script.contains(
@@ -157,11 +159,21 @@ async fn every_script_names_only_the_proxy_table() {
 #[tokio::test]
 async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up() {
     let svc = service("web", "10.43.0.20", json!({}));
-    let (fw, mut syncer, script) = apply(vec![svc.clone()], vec![]).await;
-    assert!(script.contains("add element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 : goto reject-chain }"), "{script}");
-    assert!(lines_with(&script, "service-ips {")
-        .iter()
-        .all(|l| !l.contains("element")));
+    let fw = Arc::new(FakeFirewall::new());
+    let el = Arc::new(FakeElements::default());
+    let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![]))
+        .await
+        .unwrap();
+    let script = fw.applied().last().cloned().unwrap();
+    assert!(
+        script.contains("add element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 }"),
+        "{script}"
+    );
+    assert!(script.contains("ip daddr . meta l4proto . th dport @no-endpoint-services reject"));
+    // The dispatch element is there from the start: endpoints never move it.
+    assert!(script.contains("10.43.0.20 . tcp . 80 : goto svc-"), "{script}");
     syncer
         .sync(&Snapshot::from_objects(
             vec![svc.clone()],
@@ -169,17 +181,16 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
         ))
         .await
         .unwrap();
-    let up = fw.applied().last().unwrap().clone();
-    assert!(!up.contains("delete table"), "incremental: {up}");
-    assert!(
-        up.contains("delete element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 }"),
-        "{up}"
-    );
-    assert!(
-        up.contains("add map ip rk3s-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict; elements = { 10.43.0.20 . tcp . 80 : goto svc-"),
-        "{up}"
-    );
-    // Scale to zero again: the element goes back to the reject map.
+    // Scaled up: one element batch, no nft.
+    assert_eq!(fw.applied().len(), 1);
+    let up = el.applied().last().unwrap().clone();
+    assert_eq!(up[0], "delete element no-endpoint-services { 10.43.0.20 . tcp . 80 }", "{up:?}");
+    assert!(up.contains(&"add element hairpin { 10.42.0.5 . 10.42.0.5 }".to_string()), "{up:?}");
+    let map: Vec<&String> = up.iter().filter(|l| l.contains(" epa-")).collect();
+    assert_eq!(map.len(), 2, "{up:?}");
+    assert!(map[0].starts_with("add element epa-") && map[0].ends_with("{ 0-1048575 : 10.42.0.5 . 8080 }"));
+    assert!(map[1].ends_with("{ end 1048576 }"), "{up:?}");
+    // Scale to zero again: rejected again, the map emptied.
     syncer
         .sync(&Snapshot::from_objects(
             vec![svc],
@@ -187,27 +198,19 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
         ))
         .await
         .unwrap();
-    let down = fw.applied().last().unwrap().clone();
-    assert!(
-        down.contains("delete element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 }"),
-        "{down}"
-    );
-    assert!(
-        lines_with(&down, "add map ip rk3s-proxy no-endpoint-services")
-            .iter()
-            .any(|l| l.contains("elements = { 10.43.0.20 . tcp . 80 : goto reject-chain }")),
-        "{down}"
-    );
-    assert!(down.contains("delete chain ip rk3s-proxy svc-"), "{down}");
-    assert!(down.contains("delete chain ip rk3s-proxy ep-"), "{down}");
-    // Chains are emptied before they are deleted, elements before both.
-    let first_flush = down.find("flush chain").unwrap();
-    let first_delete = down.find("delete chain").unwrap();
-    assert!(down.find("delete element").unwrap() < first_flush && first_flush < first_delete);
+    assert_eq!(fw.applied().len(), 1);
+    let down = el.applied().last().unwrap().clone();
+    assert!(down.contains(&"add element no-endpoint-services { 10.43.0.20 . tcp . 80 }".to_string()), "{down:?}");
+    assert!(down.contains(&"delete element hairpin { 10.42.0.5 . 10.42.0.5 }".to_string()), "{down:?}");
+    assert_eq!(down.iter().filter(|l| l.starts_with("delete element epa-")).count(), 2, "{down:?}");
+    // Deletions come before additions.
+    let last_delete = down.iter().rposition(|l| l.starts_with("delete")).unwrap();
+    let first_add = down.iter().position(|l| l.starts_with("add")).unwrap();
+    assert!(last_delete < first_add, "{down:?}");
 }
 
 #[tokio::test]
-async fn an_endpoint_change_rewrites_only_that_service() {
+async fn an_endpoint_change_is_one_element_batch_for_that_service_only() {
     let mut index = Index::default();
     index.apply_service(kube::runtime::watcher::Event::Init);
     index.apply_slice(kube::runtime::watcher::Event::Init);
@@ -227,7 +230,8 @@ async fn an_endpoint_change_rewrites_only_that_service() {
     index.apply_service(kube::runtime::watcher::Event::InitDone);
     index.apply_slice(kube::runtime::watcher::Event::InitDone);
     let fw = Arc::new(FakeFirewall::new());
-    let mut syncer = Syncer::new(fw.clone(), node());
+    let el = Arc::new(FakeElements::default());
+    let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
     let full = syncer.sync(&index.snapshot()).await.unwrap();
     assert!(full.full);
     let mut changed = slice(
@@ -240,28 +244,45 @@ async fn an_endpoint_change_rewrites_only_that_service() {
     let stats = syncer.sync(&index.snapshot()).await.unwrap();
     assert!(!stats.full);
     assert_eq!(stats.services_changed, 1);
-    let script = fw.applied().last().unwrap().clone();
-    assert!(script.contains("default/svc7/"), "{script}");
-    for line in script.lines().filter(|l| l.contains(" ip rk3s-proxy ")) {
+    // No nft at all: no rule, no jump, no listing.
+    assert_eq!((stats.script_bytes, fw.applied().len()), (0, 1));
+    let batch = el.applied().last().unwrap().clone();
+    assert_eq!(stats.element_ops, batch.len());
+    for op in &batch {
         assert!(
-            line.contains("default/svc7/"),
-            "only svc7 is touched: {line}"
+            op.contains("default/svc7/") || op.contains(" hairpin "),
+            "only svc7 is touched: {op}"
         );
     }
-    assert!(script.contains("flush chain ip rk3s-proxy svc-"));
-    assert!(script.contains("add chain ip rk3s-proxy ep-"));
-    assert!(script.contains("dnat to 10.42.0.6:8080"));
-    // Only the forms `nft` applies without listing the table.
-    for line in script.lines().filter(|l| !l.starts_with('\t') && *l != "}") {
-        assert!(
-            line.starts_with("flush chain ") || line.starts_with("add chain "),
-            "{line}"
-        );
-    }
+    // One endpoint became two: the old range goes, two ranges come, each
+    // written start then end in ascending order, as nft writes them.
+    assert_eq!(
+        batch.iter().filter(|l| l.contains("default/svc7/")).cloned().map(|l| l.split_once(" { ").unwrap().1.to_string()).collect::<Vec<_>>(),
+        vec![
+            "0-1048575 : 10.42.0.5 . 8080 }",
+            "end 1048576 }",
+            "0-524287 : 10.42.0.5 . 8080 }",
+            "end 524288 }",
+            "524288-1048575 : 10.42.0.6 . 8080 }",
+            "end 1048576 }",
+        ],
+        "{batch:?}"
+    );
+    assert!(batch[1].starts_with("delete element epa-") && batch[2].starts_with("add element hairpin"), "{batch:?}");
+    assert!(batch[0].starts_with("delete element epa-"), "{batch:?}");
+    assert!(batch.contains(&"add element hairpin { 10.42.0.6 . 10.42.0.6 }".to_string()));
     // Nothing changed: nothing applied.
-    let before = fw.applied().len();
+    let before = (fw.applied().len(), el.applied().len());
     let idle = syncer.sync(&index.snapshot()).await.unwrap();
-    assert_eq!((idle.script_bytes, fw.applied().len()), (0, before));
+    assert!(idle.unchanged());
+    assert_eq!((fw.applied().len(), el.applied().len()), before);
+}
+
+/// `web` with ClientIP affinity and endpoints `eps` (ready on this node).
+fn sticky_with(eps: &[&'static str], version: &str) -> (Service, EndpointSlice) {
+    let (_, sl) = web_with(eps, version);
+    let svc = service("web", "10.43.0.20", json!({"sessionAffinity": "ClientIP"}));
+    (svc, sl)
 }
 
 /// `svc` with one port and endpoints `eps` (all ready on this node).
@@ -274,10 +295,10 @@ fn web_with(eps: &[&'static str], version: &str) -> (Service, EndpointSlice) {
 }
 
 #[tokio::test]
-async fn a_removed_endpoint_chain_is_emptied_then_deleted_with_the_next_element_change() {
-    let (svc, two) = web_with(&["10.42.0.5", "10.42.0.6"], "1");
+async fn an_affinity_endpoint_chain_is_emptied_then_deleted_with_the_service() {
+    let (svc, two) = sticky_with(&["10.42.0.5", "10.42.0.6"], "1");
     let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![two]).await;
-    let (_, one) = web_with(&["10.42.0.5"], "2");
+    let (_, one) = sticky_with(&["10.42.0.5"], "2");
     syncer
         .sync(&Snapshot::from_objects(vec![svc.clone()], vec![one]))
         .await
@@ -289,19 +310,8 @@ async fn a_removed_endpoint_chain_is_emptied_then_deleted_with_the_next_element_
     assert!(flushed[0].contains("10.42.0.6/8080"), "{shrink}");
     assert!(!shrink.contains("delete "), "{shrink}");
     assert!(shrink.contains("numgen random mod 1 vmap"), "{shrink}");
-    // Scaled to zero: elements are deleted, and the waiting chain with them.
-    let (_, none) = web_with(&[], "3");
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![none]))
-        .await
-        .unwrap();
-    let down = fw.applied().last().unwrap().clone();
-    assert!(down.contains("delete element ip rk3s-proxy service-ips"), "{down}");
-    let deleted = lines_with(&down, "delete chain ip rk3s-proxy ep-");
-    assert_eq!(deleted.len(), 2, "{down}");
-    assert!(deleted.iter().any(|l| l.contains("10.42.0.6/8080")), "{down}");
-    // Back up on the old address: its chain is declared and filled again.
-    let (_, back) = web_with(&["10.42.0.6"], "4");
+    // Back on the old address: its chain is declared and filled again.
+    let (_, back) = sticky_with(&["10.42.0.5", "10.42.0.6"], "3");
     syncer
         .sync(&Snapshot::from_objects(vec![svc], vec![back]))
         .await
@@ -309,23 +319,36 @@ async fn a_removed_endpoint_chain_is_emptied_then_deleted_with_the_next_element_
     let up = fw.applied().last().unwrap().clone();
     assert!(up.contains("dnat to 10.42.0.6:8080"), "{up}");
     assert!(!up.contains("delete chain"), "{up}");
+    // The Service goes: elements are deleted, and every chain with them.
+    syncer
+        .sync(&Snapshot::from_objects(vec![], vec![]))
+        .await
+        .unwrap();
+    let down = fw.applied().last().unwrap().clone();
+    assert!(down.contains("delete element ip rk3s-proxy service-ips"), "{down}");
+    let deleted = lines_with(&down, "delete chain ip rk3s-proxy ep-");
+    assert_eq!(deleted.len(), 2, "{down}");
+    assert_ne!(deleted[0], deleted[1], "{down}");
 }
 
 #[tokio::test]
 async fn a_reused_emptied_chain_is_flushed_and_not_deleted_later() {
-    let (svc, a) = web_with(&["10.42.0.5", "10.42.0.6"], "1");
+    let (svc, a) = sticky_with(&["10.42.0.5", "10.42.0.6"], "1");
     let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![a]).await;
     for (eps, v) in [
         (&["10.42.0.5"][..], "2"),
         (&["10.42.0.5", "10.42.0.6"][..], "3"),
-        (&[][..], "4"),
     ] {
-        let (_, sl) = web_with(eps, v);
+        let (_, sl) = sticky_with(eps, v);
         syncer
             .sync(&Snapshot::from_objects(vec![svc.clone()], vec![sl]))
             .await
             .unwrap();
     }
+    syncer
+        .sync(&Snapshot::from_objects(vec![], vec![]))
+        .await
+        .unwrap();
     let scripts = fw.applied();
     let regrow = &scripts[2];
     assert!(
@@ -334,7 +357,7 @@ async fn a_reused_emptied_chain_is_flushed_and_not_deleted_later() {
             .any(|l| l.contains("10.42.0.6/8080")),
         "{regrow}"
     );
-    // Scaling to zero deletes both endpoint chains exactly once each.
+    // Deleting the Service deletes both endpoint chains exactly once each.
     let down = &scripts[3];
     let deleted = lines_with(down, "delete chain ip rk3s-proxy ep-");
     assert_eq!(deleted.len(), 2, "{down}");
@@ -342,13 +365,16 @@ async fn a_reused_emptied_chain_is_flushed_and_not_deleted_later() {
 }
 
 #[tokio::test]
-async fn a_deleted_service_loses_its_chains_and_elements() {
+async fn a_deleted_service_loses_its_chains_maps_and_elements() {
     let svc = service("web", "10.43.0.20", json!({}));
-    let (fw, mut syncer, _) = apply(
-        vec![svc],
-        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
-    )
-    .await;
+    let fw = Arc::new(FakeFirewall::new());
+    let el = Arc::new(FakeElements::default());
+    let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
+    let sl = slice("web", "1", &[ready("10.42.0.5", NODE)]);
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc], vec![sl]))
+        .await
+        .unwrap();
     syncer
         .sync(&Snapshot::from_objects(vec![], vec![]))
         .await
@@ -358,12 +384,17 @@ async fn a_deleted_service_loses_its_chains_and_elements() {
         script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 }"),
         "{script}"
     );
-    assert!(
-        script.contains("delete element ip rk3s-proxy cluster-ips { 10.43.0.20 }"),
-        "{script}"
-    );
-    assert_eq!(lines_with(&script, "delete chain").len(), 2, "{script}");
+    assert_eq!(lines_with(&script, "delete chain").len(), 1, "{script}");
+    assert_eq!(lines_with(&script, "delete map ip rk3s-proxy epa-").len(), 1, "{script}");
     assert!(!script.contains("add "), "{script}");
+    let batch = el.applied().last().unwrap().clone();
+    assert_eq!(
+        batch,
+        vec![
+            "delete element cluster-ips { 10.43.0.20 }".to_string(),
+            "delete element hairpin { 10.42.0.5 . 10.42.0.5 }".to_string(),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -374,12 +405,12 @@ async fn terminating_endpoints_serve_only_when_none_is_ready() {
         ("10.42.0.6", NODE, false, false, true), // terminating, not serving
     ];
     let (_, _, script) = apply(vec![svc.clone()], vec![slice("web", "1", &eps)]).await;
-    assert!(script.contains("dnat to 10.42.0.5:8080"), "{script}");
-    assert!(!script.contains("dnat to 10.42.0.6"), "{script}");
+    assert!(script.contains("{ 0-1048575 : 10.42.0.5 . 8080 }"), "{script}");
+    assert!(!script.contains("10.42.0.6"), "{script}");
     let with_ready = [eps[0], ready("10.42.0.7", NODE)];
     let (_, _, script) = apply(vec![svc], vec![slice("web", "1", &with_ready)]).await;
-    assert!(script.contains("dnat to 10.42.0.7:8080"));
-    assert!(!script.contains("dnat to 10.42.0.5"), "{script}");
+    assert!(script.contains("{ 0-1048575 : 10.42.0.7 . 8080 }"), "{script}");
+    assert!(!script.contains("10.42.0.5"), "{script}");
 }
 
 #[tokio::test]
@@ -406,7 +437,10 @@ async fn node_ports_and_external_ips_go_through_the_external_chain_with_masquera
     assert!(ips.contains("192.168.1.10 . tcp . 80 : goto ext-"), "{ips}");
     let ext: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy ext-");
     assert!(ext[0].ends_with("jump mark-for-masquerade"), "{script}");
-    assert!(ext[1].contains("numgen random mod 2"), "{script}");
+    // External traffic shares the ClusterIP's map of all endpoints.
+    assert!(ext[1].contains("dnat ip to numgen random mod 1048576 map @epa-"), "{script}");
+    assert_eq!(lines_with(&script, "add map ip rk3s-proxy epa-").len(), 1, "{script}");
+    assert!(!script.contains("add element ip rk3s-proxy no-endpoint"), "{script}");
 }
 
 #[tokio::test]
@@ -429,20 +463,24 @@ async fn external_traffic_policy_local_keeps_the_client_and_stays_on_the_node() 
     );
     assert!(ext[1].contains("fib saddr type local jump mark-for-masquerade"));
     assert!(ext[2].contains("fib saddr type local goto all-"));
-    assert!(
-        ext[3].contains("numgen random mod 1 vmap { 0 : goto ep-"),
-        "{script}"
-    );
-    assert!(ext[3].contains("10.42.0.5/8080"), "{script}");
+    assert!(ext[3].contains("map @epl-"), "{script}");
+    assert!(ext[4].ends_with(" drop"), "{script}");
+    let local = lines_with(&script, "add map ip rk3s-proxy epl-");
+    assert!(local[0].ends_with("elements = { 0-1048575 : 10.42.0.5 . 8080 }; }"), "{script}");
+    let all = lines_with(&script, "add rule ip rk3s-proxy all-");
+    assert!(all[0].contains("map @epa-"), "{script}");
     assert!(!ext
         .iter()
         .any(|l| l.ends_with("ext-")
             || l.ends_with(" jump mark-for-masquerade") && !l.contains("fib")));
-    // No local endpoint: outside traffic is dropped on this node.
+    // No local endpoint: the local map is empty, so outside traffic
+    // misses it and is dropped on this node.
     let sl = slice("web", "1", &[ready("10.42.1.5", "node-b")]);
     let (_, _, script) = apply(vec![svc], vec![sl]).await;
     let ext: Vec<&str> = lines_with(&script, "add rule ip rk3s-proxy ext-");
     assert!(ext.last().unwrap().ends_with(" drop"), "{script}");
+    let local = lines_with(&script, "add map ip rk3s-proxy epl-");
+    assert!(!local[0].contains("elements"), "{script}");
     // ClusterIP traffic still reaches the remote endpoint.
     assert!(script.contains("10.43.0.20 . tcp . 80 : goto svc-"));
 }
@@ -462,16 +500,17 @@ async fn internal_traffic_policy_local_uses_local_endpoints_or_drops() {
     let (_, _, script) = apply(vec![svc.clone()], vec![both]).await;
     let svc_rules = lines_with(&script, "add rule ip rk3s-proxy svc-");
     assert!(
-        svc_rules.iter().any(|l| l.contains("numgen random mod 1")),
+        svc_rules.iter().any(|l| l.contains("map @epl-")),
         "{script}"
     );
-    assert!(!script.contains("dnat to 10.42.1.5"), "{script}");
+    assert!(!script.contains("10.42.1.5"), "{script}");
     let remote = slice("web", "1", &[ready("10.42.1.5", "node-b")]);
     let (_, _, script) = apply(vec![svc], vec![remote]).await;
     assert!(
-        script.contains("no-endpoint-services { 10.43.0.20 . tcp . 80 : drop }"),
+        script.contains("add element ip rk3s-proxy no-endpoint-drop { 10.43.0.20 . tcp . 80 }"),
         "{script}"
     );
+    assert!(!script.contains("add element ip rk3s-proxy no-endpoint-services"), "{script}");
 }
 
 #[tokio::test]
@@ -525,7 +564,7 @@ async fn a_selectorless_service_uses_its_hand_written_slice() {
     let mut sl = slice("manual", "hand", &[("192.168.1.50", "", true, true, false)]);
     sl.endpoints[0].node_name = None;
     let (_, _, script) = apply(vec![svc], vec![sl]).await;
-    assert!(script.contains("dnat to 192.168.1.50:8080"), "{script}");
+    assert!(script.contains("{ 0-1048575 : 192.168.1.50 . 8080 }"), "{script}");
 }
 
 #[tokio::test]
@@ -555,18 +594,25 @@ async fn two_services_claiming_one_external_ip_and_port_take_turns() {
     );
 }
 
-/// Fails every script once, then records.
+/// Fails the first incremental change (script or element batch), then
+/// records.
 #[derive(Default)]
 struct FailOnce {
     failed: std::sync::atomic::AtomicBool,
     inner: FakeFirewall,
 }
 
+impl FailOnce {
+    fn fail_once(&self) -> bool {
+        !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[async_trait]
 impl Firewall for FailOnce {
     async fn apply(&self, script: &str) -> Result<(), NftError> {
         let incremental = !script.contains("delete table");
-        if incremental && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if incremental && self.fail_once() {
             return Err(NftError::Rejected {
                 status: "1".into(),
                 stderr: "busy".into(),
@@ -576,12 +622,22 @@ impl Firewall for FailOnce {
     }
 }
 
+#[async_trait]
+impl ElementWriter for FailOnce {
+    async fn apply(&self, _table: &str, _ops: &[ElementOp]) -> Result<(), ElementError> {
+        if self.fail_once() {
+            return Err(ElementError::Io(std::io::Error::other("busy")));
+        }
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn a_failed_transaction_is_followed_by_a_full_replace() {
     let fw = Arc::new(FailOnce::default());
-    let mut syncer = Syncer::new(fw.clone(), node());
+    let mut syncer = Syncer::new(fw.clone(), fw.clone(), node());
     let svc = service("web", "10.43.0.20", json!({}));
-    // The first (full) sync passes: FailOnce only fails incremental scripts.
+    // The first (full) sync passes: FailOnce only fails incremental changes.
     syncer
         .sync(&Snapshot::from_objects(vec![svc.clone()], vec![]))
         .await
@@ -590,11 +646,72 @@ async fn a_failed_transaction_is_followed_by_a_full_replace() {
         vec![svc],
         vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
     );
+    // The endpoint arrives as an element batch, which fails.
     assert!(syncer.sync(&snap).await.is_err());
     let stats = syncer.sync(&snap).await.unwrap();
     assert!(stats.full);
     let last = fw.inner.applied().last().unwrap().clone();
-    assert!(last.contains("delete table ip rk3s-proxy") && last.contains("dnat to 10.42.0.5:8080"));
+    assert!(last.contains("delete table ip rk3s-proxy") && last.contains("{ 0-1048575 : 10.42.0.5 . 8080 }"));
+}
+
+#[test]
+fn endpoint_maps_split_the_slots_in_equal_ranges() {
+    use super::rules::{slot_ranges, SLOTS};
+    assert!(slot_ranges(0).is_empty());
+    assert_eq!(slot_ranges(1), vec![(0, SLOTS - 1)]);
+    let r = slot_ranges(3);
+    assert_eq!(r, vec![(0, 349_524), (349_525, 699_049), (699_050, SLOTS - 1)]);
+    // Contiguous and complete for any count.
+    for n in 1..40 {
+        let r = slot_ranges(n);
+        assert_eq!(r.len(), n);
+        assert_eq!(r[0].0, 0);
+        assert_eq!(r[n - 1].1, SLOTS - 1);
+        for w in r.windows(2) {
+            assert_eq!(w[0].1 + 1, w[1].0);
+        }
+        // Widths differ by less than n slots out of 2^20.
+        let widths: Vec<u32> = r.iter().map(|(lo, hi)| hi - lo + 1).collect();
+        assert!(widths.iter().max().unwrap() - widths.iter().min().unwrap() < n as u32);
+    }
+}
+
+#[tokio::test]
+async fn an_unused_map_is_reused_by_difference() {
+    let svc = service("web", "10.43.0.20", json!({}));
+    let fw = Arc::new(FakeFirewall::new());
+    let el = Arc::new(FakeElements::default());
+    let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
+    let one = slice("web", "1", &[ready("10.42.0.5", NODE)]);
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![one.clone()]))
+        .await
+        .unwrap();
+    // internalTrafficPolicy: Local uses the local map; the map of all
+    // endpoints is left unused (no listing to delete it), then reused.
+    let local = service("web", "10.43.0.20", json!({"internalTrafficPolicy": "Local"}));
+    syncer
+        .sync(&Snapshot::from_objects(vec![local], vec![one]))
+        .await
+        .unwrap();
+    let away = fw.applied().last().unwrap().clone();
+    assert!(away.contains("map @epl-"), "{away}");
+    assert!(!away.contains("delete"), "{away}");
+    let two = slice("web", "1", &[ready("10.42.0.5", NODE), ready("10.42.0.6", NODE)]);
+    syncer
+        .sync(&Snapshot::from_objects(vec![svc], vec![two]))
+        .await
+        .unwrap();
+    let script = fw.applied().last().unwrap().clone();
+    // Declared without elements (it exists), filled by difference.
+    let decl = lines_with(&script, "add map ip rk3s-proxy epa-");
+    assert_eq!(decl.len(), 1, "{script}");
+    assert!(!decl[0].contains("elements"), "{script}");
+    let batch = el.applied().last().unwrap().clone();
+    let epa: Vec<&String> = batch.iter().filter(|l| l.contains(" epa-")).collect();
+    assert_eq!(epa.len(), 6, "{batch:?}");
+    assert!(epa[0].starts_with("delete") && epa[0].ends_with("{ 0-1048575 : 10.42.0.5 . 8080 }"), "{batch:?}");
+    assert!(epa.iter().any(|l| l.ends_with("{ 524288-1048575 : 10.42.0.6 . 8080 }")), "{batch:?}");
 }
 
 #[tokio::test]
@@ -630,8 +747,10 @@ async fn udp_and_sctp_ports_are_programmed_with_their_protocol() {
         script.contains("10.43.0.40 . sctp . 9 : goto svc-"),
         "{script}"
     );
-    assert!(script.contains("meta l4proto udp dnat to 10.42.0.5:5353"));
-    assert!(script.contains("meta l4proto sctp dnat to 10.42.0.5:99"));
+    assert!(script.contains("meta l4proto udp dnat ip to numgen random mod 1048576 map @epa-"));
+    assert!(script.contains("meta l4proto sctp dnat ip to numgen random mod 1048576 map @epa-"));
+    assert!(script.contains("{ 0-1048575 : 10.42.0.5 . 5353 }"), "{script}");
+    assert!(script.contains("{ 0-1048575 : 10.42.0.5 . 99 }"), "{script}");
 }
 
 #[tokio::test]
