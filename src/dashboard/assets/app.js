@@ -69,6 +69,9 @@ function stop() {
 
 function showLogin(message) {
   stop();
+  // Nothing read with a previous token stays on the page.
+  ["routers", "nodes", "pods", "events", "updated"].forEach((id) => { $(id).textContent = ""; });
+  $("token").value = "";
   $("board").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;
@@ -83,6 +86,7 @@ function showBoard() {
 }
 
 function retry(why) {
+  showBoard();
   $("board-error").hidden = false;
   $("board-error").textContent = why + "; reconnecting in " + Math.round(backoff / 1000) + " s";
   timer = setTimeout(connect, backoff);
