@@ -196,7 +196,12 @@ fn pod_row(p: &Pod) -> PodRow {
         namespace: p.metadata.namespace.clone().unwrap_or_default(),
         name: p.metadata.name.clone().unwrap_or_default(),
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        phase: waiting.or(status.phase).unwrap_or_else(|| "Pending".into()),
+        // As kubectl shows it: a pod being deleted is Terminating whatever its phase.
+        phase: if p.metadata.deletion_timestamp.is_some() {
+            "Terminating".into()
+        } else {
+            waiting.or(status.phase).unwrap_or_else(|| "Pending".into())
+        },
         ready: format!("{ready}/{}", containers.len().max(p.spec.as_ref().map_or(0, |s| s.containers.len()))),
         restarts: containers.iter().map(|c| c.restart_count).sum(),
     }
@@ -315,5 +320,25 @@ mod tests {
         assert_eq!(rows[0].service, "default/hello:80");
         assert_eq!(rows[1].path_type, "Exact");
         assert_eq!(rows[1].problem, "service default/gone does not exist");
+    }
+
+    #[test]
+    fn pods_show_their_state_as_kubectl_does() {
+        let pod = |extra: serde_json::Value| -> Pod {
+            let mut v = json!({
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "agent", "containers": [{"name": "c"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+                    "ready": true, "restartCount": 2, "state": {"running": {}}}]}
+            });
+            if let Some(ts) = extra.get("deletionTimestamp") {
+                v["metadata"]["deletionTimestamp"] = ts.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let running = pod_row(&pod(json!({})));
+        assert_eq!((running.phase.as_str(), running.ready.as_str(), running.restarts), ("Running", "1/1", 2));
+        let going = pod_row(&pod(json!({"deletionTimestamp": "2026-01-01T00:00:00Z"})));
+        assert_eq!(going.phase, "Terminating");
     }
 }
