@@ -260,6 +260,18 @@ subjects: [{kind: ServiceAccount, name: dash, namespace: default}]
     });
     assert_eq!(browser.eval("window.rk3sMarker"), "same page", "the page was reloaded");
 
+    // The API server restarts under the open page: the node's watches for
+    // this viewer resume (or re-list) by themselves, and later changes still arrive.
+    cluster.restart_server();
+    cluster.wait_for("the API server back", 90, || cluster.kubectl(&["get", "--raw", "/readyz"]).status.success().then_some(()));
+    cluster.kubectl_ok(&["create", "ingress", "after-server", "--rule=after-server.local/*=hello:80"]);
+    browser.wait_dom("a change after the API server restarted", 90, |d| d.contains("after-server.local"));
+    // The node serving the page restarts: the page reconnects with back-off on its own.
+    cluster.restart_agent();
+    cluster.kubectl_ok(&["create", "ingress", "after-agent", "--rule=after-agent.local/*=hello:80"]);
+    browser.wait_dom("a change after the page's node restarted", 120, |d| d.contains("after-agent.local"));
+    assert_eq!(browser.eval("window.rk3sMarker"), "same page", "the page was reloaded");
+
     // A token without rights: an error, not data (logging out clears the board).
     browser.eval("document.getElementById('logout').click(); true");
     log_in(&mut browser, &nobody);
