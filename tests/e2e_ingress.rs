@@ -279,5 +279,40 @@ subjects: [{kind: ServiceAccount, name: dash, namespace: default}]
     assert!(!denied.contains("hello.local") && !denied.contains(">agent<"), "{denied}");
     browser.screenshot(&shots.join("dashboard-denied.png"));
     drop(browser);
+
+    // The agent's RSS with 100 Ingresses (printed, not asserted): the
+    // whole agent process (kubelet, service proxy, DNS, ingress).
+    let agent_pid = cluster
+        .agent_node
+        .pids()
+        .into_iter()
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|&c| c == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"rk3s")) && args.get(1) == Some(&&b"agent"[..])
+        })
+        .expect("the agent's process");
+    let rss = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap_or("?").trim().to_string()
+    };
+    let before = rss(agent_pid);
+    let many: String = (0..100)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: bulk-{i}, namespace: default}}\n\
+                 spec: {{rules: [{{host: bulk-{i}.local, http: {{paths: [{{path: /, pathType: Prefix, \
+                 backend: {{service: {{name: hello, port: {{number: 80}}}}}}}}]}}}}]}}\n---\n"
+            )
+        })
+        .collect();
+    cluster.apply(&many);
+    cluster.wait_for("the 100th Ingress served (its status written)", 60, || {
+        let ips = cluster.kubectl_ok(&["get", "ingress", "bulk-99", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
+        (!ips.trim().is_empty()).then_some(())
+    });
+    let (body, _) = curl(&["-H", "Host: bulk-99.local", &format!("http://{}/", nodes[1])]);
+    assert!(body.contains("service default/hello has no ready endpoints"), "bulk-99 is routed: {body}");
+    eprintln!("agent RSS (pid {agent_pid}): {before} with 4 Ingresses, {} with 104", rss(agent_pid));
     std::thread::sleep(Duration::from_secs(1));
 }
