@@ -2,23 +2,32 @@
 //! real agents: a Deployment of a busybox httpd, `kubectl expose`,
 //! `kubectl create ingress`, then curl from the host namespace (outside
 //! every pod) to each node's port 80 and 443; status, a 503 naming the
-//! Service at zero replicas; the dashboard in headless Chromium.
+//! Service at zero replicas; the dashboard in headless Chromium, driven
+//! over the DevTools protocol (tests/ingress/cdp.rs): login, the router
+//! with its 2 healthy endpoints and the nodes, then changes made with
+//! kubectl showing up on the open page without a reload (a new Ingress,
+//! a scale to 1 and to 0), a refused token and a token without rights.
 //!
 //! Until the overlay lands, both replicas run on the agent node (the
 //! server node is cordoned: its containerd also has no image) and the test
 //! gives the server's namespace a route to the agent's pod CIDR via the
 //! agent (host-gw style), so the server node's ingress reaches them too.
-//! The websocket echo through the proxy is in tests/ingress_proxy.rs.
+//! A websocket echo goes through each node's ingress to a server the test
+//! runs in the agent's namespace (tests/ingress_proxy.rs covers the proxy's
+//! upgrades in process too).
 
 mod common;
+#[path = "ingress/cdp.rs"]
+mod cdp;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::image::BusyboxImage;
 use common::privilege::require_e2e;
-use common::twonode::{text, Cluster};
+use common::twonode::{in_netns, text, Cluster};
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const IMAGE: &str = "docker.io/rk3s/hello-httpd:test";
 const PAGE: &str = "hello through the rk3s ingress";
@@ -34,36 +43,19 @@ fn curl(args: &[&str]) -> (String, String) {
     (body.to_string(), code.trim().to_string())
 }
 
-fn chromium(url: &str, out_dir: &Path, shot: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let common = |c: &mut Command| {
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--ignore-certificate-errors",
-            "--virtual-time-budget=8000",
-            "--window-size=412,1400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-    };
-    let mut dump = Command::new("chromium");
-    common(&mut dump);
-    let dom = dump.arg("--dump-dom").arg(url).output().expect("run chromium");
-    let mut screenshot = Command::new("chromium");
-    common(&mut screenshot);
-    let path = out_dir.join(shot);
-    let o = screenshot
-        .arg(format!("--screenshot={}", path.display()))
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    assert!(path.exists(), "no screenshot {}: {}", path.display(), text(&o.stderr));
-    eprintln!("screenshot: {}", path.display());
-    text(&dom.stdout)
+/// Opens a websocket to `ip:80` for `host`, sends `text`, returns the reply.
+async fn websocket_echo(ip: &str, host: &str, text: &str) -> Result<String, String> {
+    let tcp = tokio::net::TcpStream::connect((ip, 80)).await.map_err(|e| e.to_string())?;
+    let url = format!("ws://{host}/");
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::client_async(url, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    ws.send(WsMessage::Text(text.to_string().into())).await.map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) => Ok(t.to_string()),
+        other => Err(format!("no echo: {other:?}")),
+    }
 }
 
 #[test]
@@ -138,6 +130,53 @@ fn the_walkthrough_through_the_ingress_from_outside() {
         });
     }
 
+    // A websocket echo through each node's ingress. The backend is an echo
+    // server the test runs inside the agent node's namespace, behind a
+    // selector-less Service with a hand-written EndpointSlice.
+    {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = in_netns(cluster.agent_node.netns(), || std::net::TcpListener::bind("0.0.0.0:0").unwrap());
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if let WsMessage::Text(t) = msg {
+                            let _ = ws.send(WsMessage::Text(format!("echo: {t}").into())).await;
+                        }
+                    }
+                });
+            }
+        });
+        cluster.apply(&format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: default}}
+spec: {{ports: [{{name: ws, port: 80, targetPort: {port}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: default, labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: ws, port: {port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{agent_ip}"], conditions: {{ready: true}}}}]
+"#
+        ));
+        cluster.kubectl_ok(&["create", "ingress", "echo", "--rule=echo.local/*=echo:80"]);
+        for ip in &nodes {
+            let echoed = cluster.wait_for(&format!("a websocket echo through {ip}"), 30, || {
+                rt.block_on(websocket_echo(ip, "echo.local", "ping")).ok()
+            });
+            assert_eq!(echoed, "echo: ping", "through {ip}");
+        }
+        cluster.kubectl_ok(&["delete", "ingress", "echo"]);
+        rt.shutdown_timeout(Duration::from_secs(2));
+    }
+
     // status.loadBalancer lists both nodes.
     cluster.wait_for("the Ingress status to list both nodes", 30, || {
         let ips = cluster.kubectl_ok(&["get", "ingress", "hello", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
@@ -175,22 +214,105 @@ subjects: [{kind: ServiceAccount, name: dash, namespace: default}]
     let token = cluster.kubectl_ok(&["create", "token", "dash"]).trim().to_string();
     let nobody = cluster.kubectl_ok(&["create", "token", "nobody"]).trim().to_string();
     let base = format!("https://{}/.rk3s/dashboard/", nodes[1]);
-    let login = chromium(&base, &shots, "dashboard-login.png");
-    assert!(login.contains("Log in") && login.contains("bearer token"), "{login}");
-    let dom = chromium(&format!("{base}#token={token}"), &shots, "dashboard-routers.png");
-    assert!(dom.contains("hello.local") && dom.contains("2 healthy"), "{dom}");
-    assert!(dom.contains("default/hello:80"), "{dom}");
-    assert!(dom.contains(">server<") && dom.contains(">agent<"), "the nodes are listed: {dom}");
-    let denied = chromium(&format!("{base}#token={nobody}"), &shots, "dashboard-denied.png");
-    assert!(denied.contains("Not allowed"), "{denied}");
-    assert!(!denied.contains("hello.local") && !denied.contains(">agent<"), "{denied}");
+    let mut browser = cdp::Browser::launch();
+    browser.navigate(&base);
+    browser.wait_dom("the login page", 30, |d| d.contains("Log in") && d.contains("bearer token"));
+    browser.screenshot(&shots.join("dashboard-login.png"));
+    let log_in = |browser: &mut cdp::Browser, token: &str| {
+        let token = serde_json::to_string(token).unwrap();
+        browser.eval(&format!(
+            "document.getElementById('token').value = {token}; document.getElementById('login-form').requestSubmit(); true"
+        ));
+    };
 
-    // No replicas: a 503 that names the Service.
+    // A token the API server refuses: back on the login page, with the reason.
+    log_in(&mut browser, "not-a-token");
+    browser.wait_dom("the refused token's reason", 30, |d| d.contains("refused the token"));
+
+    log_in(&mut browser, &token);
+    let dom = browser.wait_dom("the router and the nodes", 60, |d| {
+        d.contains("hello.local") && d.contains("2 healthy") && d.contains(">server<") && d.contains(">agent<")
+    });
+    assert!(dom.contains("default/hello:80"), "{dom}");
+    browser.screenshot(&shots.join("dashboard-routers.png"));
+
+    // Live: changes reach the open page from the watches, without a reload
+    // (a reload would lose the marker).
+    browser.eval("window.rk3sMarker = 'same page'; true");
+    cluster.kubectl_ok(&["create", "ingress", "live", "--rule=live.local/*=hello:80"]);
+    browser.wait_dom("the new Ingress on the open page", 30, |d| d.contains("live.local"));
+    cluster.kubectl_ok(&["scale", "deployment", "hello", "--replicas=1"]);
+    browser.wait_dom("one healthy endpoint on the open page", 90, |d| {
+        d.contains("1 healthy") && !d.contains("2 healthy")
+    });
+    assert_eq!(browser.eval("window.rk3sMarker"), "same page", "the page was reloaded");
+    browser.screenshot(&shots.join("dashboard-live.png"));
+
+    // No replicas: a 503 that names the Service, and the page says the same.
     cluster.kubectl_ok(&["scale", "deployment", "hello", "--replicas=0"]);
     let body = cluster.wait_for("a 503 naming the service", 90, || {
         let (body, code) = curl(&["-H", "Host: hello.local", &format!("http://{}/", nodes[1])]);
         (code == "503").then_some(body)
     });
     assert!(body.contains("service default/hello has no ready endpoints"), "{body}");
+    browser.wait_dom("the missing endpoints on the open page", 30, |d| {
+        d.contains("service default/hello has no ready endpoints")
+    });
+    assert_eq!(browser.eval("window.rk3sMarker"), "same page", "the page was reloaded");
+
+    // The API server restarts under the open page: the node's watches for
+    // this viewer resume (or re-list) by themselves, and later changes still arrive.
+    cluster.restart_server();
+    cluster.wait_for("the API server back", 90, || cluster.kubectl(&["get", "--raw", "/readyz"]).status.success().then_some(()));
+    cluster.kubectl_ok(&["create", "ingress", "after-server", "--rule=after-server.local/*=hello:80"]);
+    browser.wait_dom("a change after the API server restarted", 90, |d| d.contains("after-server.local"));
+    // The node serving the page restarts: the page reconnects with back-off on its own.
+    cluster.restart_agent();
+    cluster.kubectl_ok(&["create", "ingress", "after-agent", "--rule=after-agent.local/*=hello:80"]);
+    browser.wait_dom("a change after the page's node restarted", 120, |d| d.contains("after-agent.local"));
+    assert_eq!(browser.eval("window.rk3sMarker"), "same page", "the page was reloaded");
+
+    // A token without rights: an error, not data (logging out clears the board).
+    browser.eval("document.getElementById('logout').click(); true");
+    log_in(&mut browser, &nobody);
+    let denied = browser.wait_dom("the refusal", 30, |d| d.contains("Not allowed"));
+    assert!(!denied.contains("hello.local") && !denied.contains(">agent<"), "{denied}");
+    browser.screenshot(&shots.join("dashboard-denied.png"));
+    drop(browser);
+
+    // The agent's RSS with 100 Ingresses (printed, not asserted): the
+    // whole agent process (kubelet, service proxy, DNS, ingress).
+    let agent_pid = cluster
+        .agent_node
+        .pids()
+        .into_iter()
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmd.split(|&c| c == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"rk3s")) && args.get(1) == Some(&&b"agent"[..])
+        })
+        .expect("the agent's process");
+    let rss = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap_or("?").trim().to_string()
+    };
+    let before = rss(agent_pid);
+    let many: String = (0..100)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: bulk-{i}, namespace: default}}\n\
+                 spec: {{rules: [{{host: bulk-{i}.local, http: {{paths: [{{path: /, pathType: Prefix, \
+                 backend: {{service: {{name: hello, port: {{number: 80}}}}}}}}]}}}}]}}\n---\n"
+            )
+        })
+        .collect();
+    cluster.apply(&many);
+    cluster.wait_for("the 100th Ingress served (its status written)", 60, || {
+        let ips = cluster.kubectl_ok(&["get", "ingress", "bulk-99", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"]);
+        (!ips.trim().is_empty()).then_some(())
+    });
+    let (body, _) = curl(&["-H", "Host: bulk-99.local", &format!("http://{}/", nodes[1])]);
+    assert!(body.contains("service default/hello has no ready endpoints"), "bulk-99 is routed: {body}");
+    eprintln!("agent RSS (pid {agent_pid}): {before} with 4 Ingresses, {} with 104", rss(agent_pid));
     std::thread::sleep(Duration::from_secs(1));
 }

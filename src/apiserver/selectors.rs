@@ -358,4 +358,14 @@ mod tests {
                 .matches(&node)
         );
     }
+
+    #[test]
+    fn secrets_are_selected_by_type() {
+        // What the ingress asks for: only TLS Secrets, as kube-apiserver selects them.
+        let tls = FieldSelector::parse("type=kubernetes.io/tls", "", "secrets").unwrap();
+        assert!(tls.matches(&json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls"})));
+        assert!(!tls.matches(&json!({"metadata": {"name": "o"}, "type": "Opaque"})));
+        assert!(!tls.matches(&json!({"metadata": {"name": "n"}})), "a Secret without a type is not TLS");
+        assert!(FieldSelector::parse("type=kubernetes.io/tls", "", "configmaps").is_err());
+    }
 }

@@ -9,6 +9,12 @@
 //! every call; the backend makes every API call *with that token*, so the
 //! API server's own authentication and RBAC decide what the user sees.
 //!
+//! The page stays current from watches: it holds one streamed response,
+//! `api/watch` ([`live`]), for which the node watches the cluster with the
+//! viewer's token and sends a new overview on every change; the page
+//! reconnects with back-off when it breaks. `api/overview` is the same
+//! overview read once (for scripts).
+//!
 //! Invariants:
 //! - The backend holds no credentials of its own for reading: it never
 //!   uses the node's identity to answer a user (only the CA and the server
@@ -16,10 +22,11 @@
 //! - Everything the page loads is in the binary (`include_str!`); no CDN.
 //! - A section the token may not read shows the API's error, never data.
 //!
-//! Partial: the page polls the overview every 2 s (each poll is a set of
-//! list calls with the user's token) rather than holding watches per
-//! viewer; fine for a few viewers, not for many.
+//! Partial: each viewer's stream holds its own seven watches (no sharing
+//! between viewers, since each sees what its own token may read): fine for
+//! a handful of viewers, not for hundreds.
 
+pub mod live;
 mod overview;
 
 use std::path::Path;
@@ -95,6 +102,44 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+fn refused(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+/// `api/watch`: the viewer's overview as newline-delimited JSON, one
+/// document per change, kept current by watches made with its token.
+async fn watch_handler(State(access): State<Arc<ApiAccess>>, headers: HeaderMap) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return refused(StatusCode::UNAUTHORIZED, "log in with a bearer token");
+    };
+    let client = match access.client_for(token).await {
+        Ok(c) => c,
+        Err(e) => return refused(StatusCode::BAD_REQUEST, e),
+    };
+    // A refused token is answered before the stream starts, so the page
+    // can go back to the login form with the API's reason.
+    if let Err(e) = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        if matches!(&e, kube::Error::Api(s) if s.code == 401) {
+            return refused(StatusCode::UNAUTHORIZED, format!("the API server refused the token: {}", overview::describe(&e)));
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(live::run(live::watches(&client), tx));
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+            // Tells buffering reverse proxies in front of the node to pass lines through.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
 async fn overview_handler(State(access): State<Arc<ApiAccess>>, headers: HeaderMap) -> Response {
     let Some(token) = bearer(&headers) else {
         return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "log in with a bearer token"})))
@@ -134,6 +179,7 @@ pub fn router(access: ApiAccess) -> Router {
             get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
         )
         .route(&format!("{PREFIX}/api/overview"), get(overview_handler))
+        .route(&format!("{PREFIX}/api/watch"), get(watch_handler))
         .with_state(Arc::new(access))
 }
 

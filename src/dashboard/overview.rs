@@ -77,24 +77,40 @@ pub struct Overview {
     pub events: Section<EventRow>,
 }
 
-fn describe(e: &kube::Error) -> String {
+pub fn describe(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
         other => other.to_string(),
     }
 }
 
-async fn list<K>(client: &kube::Client) -> Result<Vec<K>, kube::Error>
+async fn list<K>(client: &kube::Client, lp: &ListParams) -> Result<Vec<K>, String>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
     K::DynamicType: Default,
 {
-    Ok(Api::<K>::all(client.clone()).list(&ListParams::default()).await?.items)
+    Api::<K>::all(client.clone()).list(lp).await.map(|l| l.items).map_err(|e| describe(&e))
 }
 
 fn unauthorized(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 401)
 }
+
+/// What the overview is made of: each kind's objects as the viewer may
+/// read them, or the API's refusal.
+pub struct Inputs {
+    pub nodes: Result<Vec<Node>, String>,
+    pub ingresses: Result<Vec<Ingress>, String>,
+    /// Unreadable classes count as none (only the defaults are served).
+    pub classes: Vec<IngressClass>,
+    pub services: Result<Vec<Service>, String>,
+    pub slices: Result<Vec<EndpointSlice>, String>,
+    pub pods: Result<Vec<Pod>, String>,
+    pub events: Result<Vec<Event>, String>,
+}
+
+/// The field selector for the events the overview shows.
+pub const WARNINGS: &str = "type=Warning";
 
 /// Routers from the objects, with the health of each target.
 pub fn routers(ingresses: &[Ingress], classes: &[IngressClass], services: Snapshot) -> Vec<RouterRow> {
@@ -180,7 +196,12 @@ fn pod_row(p: &Pod) -> PodRow {
         namespace: p.metadata.namespace.clone().unwrap_or_default(),
         name: p.metadata.name.clone().unwrap_or_default(),
         node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        phase: waiting.or(status.phase).unwrap_or_else(|| "Pending".into()),
+        // As kubectl shows it: a pod being deleted is Terminating whatever its phase.
+        phase: if p.metadata.deletion_timestamp.is_some() {
+            "Terminating".into()
+        } else {
+            waiting.or(status.phase).unwrap_or_else(|| "Pending".into())
+        },
         ready: format!("{ready}/{}", containers.len().max(p.spec.as_ref().map_or(0, |s| s.containers.len()))),
         restarts: containers.iter().map(|c| c.restart_count).sum(),
     }
@@ -207,50 +228,53 @@ fn event_row(e: &Event) -> EventRow {
     }
 }
 
-fn section<T, R>(r: Result<Vec<T>, kube::Error>, row: impl Fn(&T) -> R) -> Section<R> {
+fn section<T, R>(r: Result<Vec<T>, String>, row: impl Fn(&T) -> R) -> Section<R> {
     match r {
         Ok(items) => Section { items: items.iter().map(row).collect(), error: None },
-        Err(e) => Section { items: vec![], error: Some(describe(&e)) },
+        Err(e) => Section { items: vec![], error: Some(e) },
     }
 }
 
-/// Reads everything with the viewer's client.
-pub async fn gather(client: kube::Client) -> Result<Overview, Denied> {
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await.map(|l| l.items);
-    if let Err(e) = &nodes {
-        if unauthorized(e) {
-            return Err(Denied(format!("the API server refused the token: {}", describe(e))));
-        }
-    }
-    let class_api = Api::<IngressClass>::all(client.clone());
-    let lp = ListParams::default();
-    let (ingresses, classes, services, slices, pods, events) = tokio::join!(
-        list::<Ingress>(&client),
-        class_api.list(&lp),
-        list::<Service>(&client),
-        list::<EndpointSlice>(&client),
-        list::<Pod>(&client),
-        list::<Event>(&client),
-    );
+/// Builds the overview from what the viewer could read.
+pub fn assemble(inputs: Inputs) -> Overview {
+    let Inputs { nodes, ingresses, classes, services, slices, pods, events } = inputs;
     let routers = match (ingresses, services, slices) {
         (Ok(ing), Ok(svc), Ok(sl)) => {
-            // Without the right to read classes, assume only the defaults exist.
-            let classes = classes.map(|l| l.items).unwrap_or_default();
             Section { items: routers(&ing, &classes, Snapshot::from_objects(svc, sl)), error: None }
         }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Section { items: vec![], error: Some(describe(&e)) },
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Section { items: vec![], error: Some(e) },
     };
     let mut pods = section(pods, pod_row);
     pods.items.sort_by(|a, b| (&a.node, &a.namespace, &a.name).cmp(&(&b.node, &b.namespace, &b.name)));
-    let mut events = match events {
-        Ok(list) => section(Ok(list.into_iter().filter(|e| e.type_.as_deref() == Some("Warning")).collect()), event_row),
-        Err(e) => section::<Event, EventRow>(Err(e), event_row),
-    };
+    let events = events.map(|l| l.into_iter().filter(|e| e.type_.as_deref() == Some("Warning")).collect::<Vec<_>>());
+    let mut events = section(events, event_row);
     events.items.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
     events.items.truncate(20);
     let mut nodes = section(nodes, node_row);
     nodes.items.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Overview { routers, nodes, pods, events })
+    Overview { routers, nodes, pods, events }
+}
+
+/// Reads everything once with the viewer's client (`api/overview`).
+pub async fn gather(client: kube::Client) -> Result<Overview, Denied> {
+    let lp = ListParams::default();
+    let nodes = Api::<Node>::all(client.clone()).list(&lp).await;
+    let nodes = match nodes {
+        Err(e) if unauthorized(&e) => {
+            return Err(Denied(format!("the API server refused the token: {}", describe(&e))))
+        }
+        other => other.map(|l| l.items).map_err(|e| describe(&e)),
+    };
+    let warnings = ListParams::default().fields(WARNINGS);
+    let (ingresses, classes, services, slices, pods, events) = tokio::join!(
+        list::<Ingress>(&client, &lp),
+        list::<IngressClass>(&client, &lp),
+        list::<Service>(&client, &lp),
+        list::<EndpointSlice>(&client, &lp),
+        list::<Pod>(&client, &lp),
+        list::<Event>(&client, &warnings),
+    );
+    Ok(assemble(Inputs { nodes, ingresses, classes: classes.unwrap_or_default(), services, slices, pods, events }))
 }
 
 #[cfg(test)]
@@ -296,5 +320,25 @@ mod tests {
         assert_eq!(rows[0].service, "default/hello:80");
         assert_eq!(rows[1].path_type, "Exact");
         assert_eq!(rows[1].problem, "service default/gone does not exist");
+    }
+
+    #[test]
+    fn pods_show_their_state_as_kubectl_does() {
+        let pod = |extra: serde_json::Value| -> Pod {
+            let mut v = json!({
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"nodeName": "agent", "containers": [{"name": "c"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "i", "imageID": "",
+                    "ready": true, "restartCount": 2, "state": {"running": {}}}]}
+            });
+            if let Some(ts) = extra.get("deletionTimestamp") {
+                v["metadata"]["deletionTimestamp"] = ts.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let running = pod_row(&pod(json!({})));
+        assert_eq!((running.phase.as_str(), running.ready.as_str(), running.restarts), ("Running", "1/1", 2));
+        let going = pod_row(&pod(json!({"deletionTimestamp": "2026-01-01T00:00:00Z"})));
+        assert_eq!(going.phase, "Terminating");
     }
 }

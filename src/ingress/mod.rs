@@ -23,6 +23,10 @@
 //!   through a ClusterIP); the service proxy is not involved.
 //! - A configuration change is a swap of immutable tables: it applies to
 //!   the next request within a second and never drops an open connection.
+//! - Only `kubernetes.io/tls` Secrets are watched (the field selector
+//!   `type=kubernetes.io/tls`, evaluated by the API server), so no other
+//!   Secret reaches the node through the ingress. RBAC cannot say as much:
+//!   the role `rk3s:ingress` allows listing every Secret (see ARCHITECTURE).
 //! - This module talks to the API only through `kube::Client`; it imports
 //!   nothing from `agent`, `server`, `apiserver` or `store`.
 //!
