@@ -74,8 +74,10 @@ impl Env {
         self.ok_with("/usr/bin/kubectl", args)
     }
 
-    /// kubectl with `input` on its stdin, killed after two minutes.
-    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+    /// kubectl with `input` on its stdin, killed after two minutes; with
+    /// `keep_open` its stdin stays open until it exits (the container, not
+    /// the end of kubectl's stdin, ends an attached session).
+    fn with_stdin(&self, args: &[&str], input: &str, keep_open: bool) -> Output {
         let mut child = self
             .command("/usr/bin/kubectl", args)
             .stdin(Stdio::piped())
@@ -85,8 +87,7 @@ impl Env {
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(input.as_bytes()).unwrap();
-        // Kept open: the container, not the end of kubectl's stdin, ends
-        // the session.
+        let stdin = keep_open.then_some(stdin);
         let deadline = Instant::now() + Duration::from_secs(120);
         while child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -133,7 +134,7 @@ fn kubectl_debug_runs_ephemeral_containers_in_a_running_pod() {
         home: tempfile::tempdir().unwrap(),
     };
     env.ok(&["wait", "--for=condition=Ready", "node/server", "--timeout=120s"]);
-    let o = env.with_stdin(&["apply", "-f", "-"], POD);
+    let o = env.with_stdin(&["apply", "-f", "-"], POD, false);
     assert!(o.status.success(), "{}", text(&o.stderr));
     env.ok(&["wait", "--for=condition=Ready", "pod/web", "--timeout=180s"]);
 
@@ -174,6 +175,7 @@ fn kubectl_debug_runs_ephemeral_containers_in_a_running_pod() {
     let o = env.with_stdin(
         &["debug", "-i", "web", &format!("--image={IMAGE}"), "-c", "reader", "--", "sh", "-c", "read line; echo got $line"],
         "hello\n",
+        true,
     );
     assert!(text(&o.stdout).contains("got hello"), "debug -i: {}{}", text(&o.stdout), text(&o.stderr));
     assert_eq!(env.wait_state("reader", "terminated")["exitCode"], 0);
