@@ -1,7 +1,7 @@
 //! kubectl verbs beyond get/apply, proven against the real `rk3s server`
 //! with its built-in agent on a private containerd (`common::onenode`):
-//! `wait` (condition, jsonpath, delete), `proxy` to a pod's page and the
-//! node's kubelet API, `cp` both ways (tar over exec) with the oldest,
+//! `wait` (condition, jsonpath, delete), `proxy` to a pod's page, the
+//! node's kubelet API and another port of the node, `cp` both ways (tar over exec) with the oldest,
 //! default and newest kubectl the machine has, which also run `exec`,
 //! `logs` and `port-forward`; `events`, `auth reconcile`, `debug node/…`
 //! (host PID and network namespaces, the host's root at /host), the
@@ -183,6 +183,11 @@ fn kubectl_verbs_work_against_a_real_node() {
     });
     assert_eq!(page, "hello from the pod\n");
     assert_eq!(env.curl(&format!("{base}/nodes/server/proxy/healthz")), "ok");
+    // Another port of the node (here the API server's, over TLS): the
+    // node's InternalIP, dialed by its own agent through the tunnel.
+    let o = env.run("curl", &["-s", "--max-time", "20", &format!("{base}/nodes/https:server:6443/proxy/version")]);
+    let version = text(&o.stdout);
+    assert!(version.contains("\"gitVersion\""), "nodes/https:server:6443/proxy: {version}\n{}", one.server.log_tail(20));
     drop(proxy);
 
     // cp both ways, exec, logs and port-forward with three kubectls.
