@@ -8,14 +8,10 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::privilege::require_e2e;
-use rk3s::agent::kubelet_api::{self, KubeletApi};
-use rk3s::pki::AgentCert;
-use rk3s::tunnel::{self, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 /// An HTTP server that answers every method with what it received:
@@ -182,32 +178,10 @@ fn pods_services_and_nodes_are_proxied_through_the_tunnel() {
     let _pod = NetnsPod::start(&uid, pod_ip);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = KubeletApi {
-        liveness: None,
-        log_root: std::env::temp_dir(),
-        exec: None,
-        port_forward: Some(Arc::new(
-            rk3s::agent::kubelet_api::portforward::NetnsPortForward {
-                netns_dir: "/var/run/netns".into(),
-            },
-        )),
-    };
+    let api = common::kubelet_tunnel::pod_dialer();
     let shutdown = CancellationToken::new();
     let _cancel = shutdown.clone().drop_guard();
-    rt.spawn(tunnel::run_client(
-        ClientOptions {
-            server: server.url().parse().unwrap(),
-            tls: common::apiserver::signed_client_tls(
-                &server.pki(),
-                AgentCert::KubeletClient {
-                    node_name: "node1".into(),
-                },
-            ),
-            handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
-            session: Default::default(),
-        },
-        shutdown.clone(),
-    ));
+    common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
 
     // The tunnel and the echo server come up: retry the first request.
     let first = "/api/v1/namespaces/default/pods/web/proxy/first";

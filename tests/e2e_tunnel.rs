@@ -16,10 +16,8 @@ use common::image::{BusyboxImage, DEFAULT_REFERENCE};
 use common::kubectl::Kubectl;
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
-use rk3s::agent::kubelet_api::{self, KubeletApi};
+use rk3s::agent::kubelet_api::KubeletApi;
 use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
-use rk3s::pki::AgentCert;
-use rk3s::tunnel::{self, ClientOptions};
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -66,20 +64,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         port_forward: None,
     };
     let shutdown = CancellationToken::new();
-    rt.spawn(tunnel::run_client(
-        ClientOptions {
-            server: server.url().parse().unwrap(),
-            tls: common::apiserver::signed_client_tls(
-                &server.pki(),
-                AgentCert::KubeletClient {
-                    node_name: "node1".into(),
-                },
-            ),
-            handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
-            session: Default::default(),
-        },
-        shutdown.clone(),
-    ));
+    common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let hello = loop {
@@ -360,31 +345,9 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let api = KubeletApi {
-        liveness: None,
-        log_root: std::env::temp_dir(),
-        exec: None,
-        port_forward: Some(Arc::new(
-            rk3s::agent::kubelet_api::portforward::NetnsPortForward {
-                netns_dir: "/var/run/netns".into(),
-            },
-        )),
-    };
+    let api = common::kubelet_tunnel::pod_dialer();
     let shutdown = CancellationToken::new();
-    rt.spawn(tunnel::run_client(
-        ClientOptions {
-            server: server.url().parse().unwrap(),
-            tls: common::apiserver::signed_client_tls(
-                &server.pki(),
-                AgentCert::KubeletClient {
-                    node_name: "node1".into(),
-                },
-            ),
-            handler: kubelet_api::tunnel_handler(kubelet_api::router_with(api)),
-            session: Default::default(),
-        },
-        shutdown.clone(),
-    ));
+    common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
 
     for (label, env) in [
         ("websocket", None),

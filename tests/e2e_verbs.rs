@@ -1,7 +1,7 @@
 //! kubectl verbs beyond get/apply, proven against the real `rk3s server`
 //! with its built-in agent on a private containerd (`common::onenode`):
-//! `wait` (condition, jsonpath, delete), `proxy` to a pod's page and the
-//! node's kubelet API, `cp` both ways (tar over exec) with the oldest,
+//! `wait` (condition, jsonpath, delete), `proxy` to a pod's page, the
+//! node's kubelet API and another port of the node, `cp` both ways (tar over exec) with the oldest,
 //! default and newest kubectl the machine has, which also run `exec`,
 //! `logs` and `port-forward`; `events`, `auth reconcile`, `debug node/…`
 //! (host PID and network namespaces, the host's root at /host), the
@@ -183,6 +183,11 @@ fn kubectl_verbs_work_against_a_real_node() {
     });
     assert_eq!(page, "hello from the pod\n");
     assert_eq!(env.curl(&format!("{base}/nodes/server/proxy/healthz")), "ok");
+    // Another port of the node (here the API server's, over TLS): the
+    // node's InternalIP, dialed by its own agent through the tunnel.
+    let o = env.run("curl", &["-s", "--max-time", "20", &format!("{base}/nodes/https:server:6443/proxy/version")]);
+    let version = text(&o.stdout);
+    assert!(version.contains("\"gitVersion\""), "nodes/https:server:6443/proxy: {version}\n{}", one.server.log_tail(20));
     drop(proxy);
 
     // cp both ways, exec, logs and port-forward with three kubectls.
@@ -295,8 +300,9 @@ fn kubectl_verbs_work_against_a_real_node() {
 
 /// The Kubernetes Python client (Debian's python3-kubernetes, which speaks
 /// `v4.channel.k8s.io`): exec with a terminal (stdin+tty, tty without
-/// stdin), stdin echo ended by closing the websocket, and
-/// `utils.create_from_yaml`. The non-tty stdout/stderr combinations and
+/// stdin), stdin echo ended by closing the websocket,
+/// `utils.create_from_yaml` with kube's AlreadyExists body byte for byte,
+/// and a metadata-only list and watch. The non-tty stdout/stderr combinations and
 /// port-forward are `e2e_agent_netns`'s.
 fn python_client(env: &Env<'_>) {
     let script = format!(
@@ -344,7 +350,21 @@ try:
     utils.create_from_yaml(client.ApiClient(), f.name, namespace='default')
     results['again'] = 'created twice'
 except utils.FailToCreateError as e:
-    results['again'] = [json.loads(x.body)['reason'] for x in e.api_exceptions]
+    results['again'] = [x.body if isinstance(x.body, str) else x.body.decode() for x in e.api_exceptions]
+# Metadata-only list and watch: the client has no metadata API, so raw
+# calls with client-go's Accept headers.
+ac = client.ApiClient()
+def raw(accept, query):
+    r = ac.call_api('/api/v1/namespaces/default/pods', 'GET', query_params=query,
+        header_params={{'Accept': accept}}, auth_settings=['BearerToken'],
+        _preload_content=False, _return_http_data_only=True)
+    return r.data.decode()
+meta = json.loads(raw('application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1', []))
+results['metadata list'] = [meta['kind'], meta['apiVersion'],
+    'web' in [i['metadata']['name'] for i in meta['items']], any('spec' in i for i in meta['items'])]
+events = [json.loads(l) for l in raw('application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1',
+    [('watch', 'true'), ('timeoutSeconds', '1'), ('fieldSelector', 'metadata.name=web')]).splitlines() if l]
+results['metadata watch'] = [[e['type'], e['object']['kind'], e['object']['metadata']['name'], 'spec' in e['object']] for e in events]
 print(json.dumps(results, sort_keys=True))
 "#,
         env.one.kubeconfig.display()
@@ -360,10 +380,21 @@ print(json.dumps(results, sort_keys=True))
             "tty exit": 3,
             "stdin echo": "echo me\n",
             "created": {"k": "v"},
-            "again": ["AlreadyExists"],
+            "again": [already_exists("from-python")],
+            "metadata list": ["PartialObjectMetadataList", "meta.k8s.io/v1", true, false],
+            "metadata watch": [["ADDED", "PartialObjectMetadata", "web", false]],
         }),
         "the Python client"
     );
+}
+
+/// kube-apiserver's body for a create of ConfigMap `name` that exists,
+/// byte for byte (`apimachinery/pkg/api/errors.NewAlreadyExists`, then the
+/// JSON serializer's newline).
+fn already_exists(name: &str) -> String {
+    format!(
+        "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":\"configmaps \\\"{name}\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{{\"name\":\"{name}\",\"kind\":\"configmaps\"}},\"code\":409}}\n"
+    )
 }
 
 /// The release of `@kubernetes/client-node` the test installs: the 1.x
@@ -401,8 +432,8 @@ fn client_node_dir() -> Result<std::path::PathBuf, String> {
 /// The JavaScript client: exec with each stdout/stderr/tty combination
 /// (kube drops stderr under a tty), stdin echo ended by closing stdin
 /// (v5's close frame), a non-zero exit, port-forward through its own
-/// websocket framing, and create-from-YAML with kube's AlreadyExists on a
-/// second create. Metadata-only lists are not served yet (not tried).
+/// websocket framing, create-from-YAML with kube's AlreadyExists body (byte
+/// for byte) on a second create, and a metadata-only list and watch.
 fn javascript_client(env: &Env<'_>) {
     let dir = match client_node_dir() {
         Ok(d) => d,
@@ -432,7 +463,9 @@ fn javascript_client(env: &Env<'_>) {
             "stdin echo and close": {"out": "ping\n", "err": "", "status": "Success"},
             "port-forward": "hello from the pod\n",
             "created": {"k": "v"},
-            "again": {"code": 409, "reason": "AlreadyExists", "message": "configmaps \"from-js\" already exists"},
+            "again": {"code": 409, "body": already_exists("from-js")},
+            "metadata list": ["PartialObjectMetadataList", "meta.k8s.io/v1", true, false],
+            "metadata watch": [["ADDED", "PartialObjectMetadata", "web", false]],
         }),
         "the JavaScript client"
     );
@@ -442,6 +475,7 @@ const JS_CLIENT: &str = r#"
 import * as k8s from '@kubernetes/client-node';
 import { PassThrough, Writable } from 'node:stream';
 import net from 'node:net';
+import https from 'node:https';
 const kc = new k8s.KubeConfig();
 kc.loadFromFile(process.argv[2]);
 const exec = new k8s.Exec(kc);
@@ -499,9 +533,30 @@ try {
   await objects.create(cm);
   results['again'] = 'created twice';
 } catch (e) {
-  const body = typeof e.body === 'string' ? JSON.parse(e.body) : e.body;
-  results['again'] = { code: e.code, reason: body.reason, message: body.message };
+  // The raw body, compared byte for byte.
+  results['again'] = { code: e.code, body: e.body };
 }
+// Metadata-only list and watch: raw requests with client-go's Accept
+// headers (the client has no metadata API).
+const raw = async (accept, query) => {
+  const opts = { method: 'GET', headers: { Accept: accept } };
+  await kc.applyToHTTPSOptions(opts);
+  const url = new URL(kc.getCurrentCluster().server + '/api/v1/namespaces/default/pods' + query);
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, opts, (res) => {
+      let s = '';
+      res.on('data', (d) => { s += d; });
+      res.on('end', () => resolve(s));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+};
+const meta = JSON.parse(await raw('application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1', ''));
+results['metadata list'] = [meta.kind, meta.apiVersion, meta.items.some((i) => i.metadata.name === 'web'), meta.items.some((i) => 'spec' in i)];
+const events = (await raw('application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1', '?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Dweb'))
+  .split('\n').filter((l) => l).map((l) => JSON.parse(l));
+results['metadata watch'] = events.map((e) => [e.type, e.object.kind, e.object.metadata.name, 'spec' in e.object]);
 const sorted = Object.fromEntries(Object.entries(results).sort());
 console.log(JSON.stringify(sorted));
 process.exit(0);

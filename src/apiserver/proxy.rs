@@ -17,8 +17,12 @@
 //! endpoints, picked at random, reached the same way through the pod its
 //! endpoint names. A node is its kubelet API, through its tunnel.
 //!
-//! Partial: `nodes/NAME:PORT/proxy` reaches only the kubelet's port
-//! (10250); a Service endpoint that names no pod (a selector-less Service's
+//! `nodes/NAME:PORT/proxy` to another port than the kubelet's (10250) is
+//! the node's InternalIP (else ExternalIP) on that port, connected by the
+//! node's own agent (`/rk3s/nodeDial/…`), which dials only its own
+//! addresses.
+//!
+//! Partial: a Service endpoint that names no pod (a selector-less Service's
 //! external address) cannot be reached; the kubelet API behind
 //! `nodes/proxy` serves rk3s's routes (`/healthz`, logs, exec, …), not
 //! kubelet's `/metrics` or `/stats`.
@@ -124,12 +128,10 @@ pub(super) async fn handle(req: StreamRequest) -> Result<Response, ApiStatus> {
             to_pod(&req.state, req.request, &target, &uri).await
         }
         _ => {
-            get_object(&req.state, "", "nodes", None, id.name)?;
+            let node = get_object(&req.state, "", "nodes", None, id.name)?;
             if !id.port.is_empty() && id.port != KUBELET_PORT {
-                return Err(ApiStatus::service_unavailable(format!(
-                    "rk3s reaches node {} only through its tunnel, which carries the kubelet API (port {KUBELET_PORT}), not port {}",
-                    id.name, id.port
-                )));
+                let target = PodTarget::node(&node, id.name, id.https, id.port)?;
+                return to_pod(&req.state, req.request, &target, &uri).await;
             }
             let stream = dial_node(&req.state, id.name)?;
             let what = format!("the kubelet of node {}", id.name);
@@ -168,7 +170,8 @@ fn first_container_port(pod: &Value) -> Option<String> {
         .map(|p| p.to_string())
 }
 
-/// Where one proxied request goes: a pod's address on its node.
+/// Where one proxied request goes: a pod's address on its node, or (no
+/// uid) a node's own address.
 #[derive(Debug, PartialEq, Eq)]
 struct PodTarget {
     namespace: String,
@@ -212,6 +215,53 @@ impl PodTarget {
             port,
             https,
         })
+    }
+
+    /// A node's address on `port` (`nodes/NAME:PORT/proxy`): its
+    /// InternalIP, else its ExternalIP, dialed by its own agent.
+    fn node(node: &Value, name: &str, https: bool, port: &str) -> Result<Self, ApiStatus> {
+        let addresses = node
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ip = ["InternalIP", "ExternalIP"]
+            .iter()
+            .find_map(|kind| {
+                addresses
+                    .iter()
+                    .filter(|a| a["type"] == *kind)
+                    .find_map(|a| a["address"].as_str()?.parse().ok())
+            })
+            .ok_or_else(|| {
+                ApiStatus::service_unavailable(format!("no preferred addresses found; known addresses: {}", 
+                    serde_json::to_string(&addresses).unwrap_or_default()))
+            })?;
+        let port = port.parse().map_err(|_| {
+            ApiStatus::bad_request(format!("invalid port {port:?}: nodes are proxied to a port number"))
+        })?;
+        Ok(PodTarget {
+            namespace: String::new(),
+            pod: String::new(),
+            uid: String::new(),
+            node: name.to_string(),
+            ip,
+            port,
+            https,
+        })
+    }
+
+    /// Whether this is a node's own address rather than a pod's.
+    fn is_node(&self) -> bool {
+        self.uid.is_empty()
+    }
+
+    /// The kubelet API route that opens the connection.
+    fn dial_path(&self) -> String {
+        if self.is_node() {
+            return format!("/rk3s/nodeDial/{}", self.addr());
+        }
+        format!("/rk3s/podDial/{}/{}/{}/{}", self.namespace, self.pod, self.uid, self.addr())
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -376,10 +426,11 @@ async fn to_pod(
     let stream = dial_node(state, &target.node)?;
     let conn = dial_pod(stream, target).await?;
     let host = target.addr().to_string();
-    let what = format!(
-        "pod {}/{} at {host} on node {}",
-        target.namespace, target.pod, target.node
-    );
+    let what = if target.is_node() {
+        format!("node {} at {host}", target.node)
+    } else {
+        format!("pod {}/{} at {host} on node {}", target.namespace, target.pod, target.node)
+    };
     if target.https {
         let connector = tokio_rustls::TlsConnector::from(Arc::new(
             crate::pki::skip_verify::insecure_client_config(),
@@ -416,15 +467,8 @@ async fn dial_pod(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let path = format!(
-        "/rk3s/podDial/{}/{}/{}/{}",
-        target.namespace,
-        target.pod,
-        target.uid,
-        target.addr()
-    );
     let request = http::Request::builder()
-        .uri(path)
+        .uri(target.dial_path())
         .header(http::header::HOST, "kubelet")
         .header(http::header::CONNECTION, "Upgrade")
         .header(http::header::UPGRADE, "rk3s-tcp")
@@ -503,6 +547,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_node_port_is_its_internal_address() {
+        let node = json!({"status": {"addresses": [
+            {"type": "Hostname", "address": "n1"},
+            {"type": "ExternalIP", "address": "198.51.100.2"},
+            {"type": "InternalIP", "address": "192.168.1.7"}]}});
+        let t = PodTarget::node(&node, "n1", false, "9100").unwrap();
+        assert_eq!(t.dial_path(), "/rk3s/nodeDial/192.168.1.7:9100");
+        assert!(t.is_node());
+        assert_eq!(
+            PodTarget::of(&pod("10.42.0.7"), false, "80").unwrap().dial_path(),
+            "/rk3s/podDial/default/web/u1/10.42.0.7:80"
+        );
+        assert!(PodTarget::node(&json!({}), "n1", false, "9100").is_err());
+        assert!(PodTarget::node(&node, "n1", false, "http").is_err());
     }
 
     #[test]

@@ -116,15 +116,13 @@ fn pick_container(pod: &Value, name: &str, query: &str) -> Result<String, ApiSta
                 .collect()
         })
         .unwrap_or_default();
-    let init: Vec<String> = pod
-        .pointer("/spec/initContainers")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Init and ephemeral containers are valid when named.
+    let init: Vec<String> = ["/spec/initContainers", "/spec/ephemeralContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect();
     let asked = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "container")
         .map(|(_, v)| v.into_owned())
@@ -215,8 +213,9 @@ mod tests {
 
     #[test]
     fn container_choice_follows_kube() {
-        let pod = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        let pod = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}], "ephemeralContainers": [{"name": "debugger-x"}]}});
         assert_eq!(pick_container(&pod, "p", "container=b").unwrap(), "b");
+        assert_eq!(pick_container(&pod, "p", "container=debugger-x").unwrap(), "debugger-x");
         assert_eq!(pick_container(&pod, "p", "container=i").unwrap(), "i");
         assert_eq!(
             pick_container(&pod, "p", "").unwrap_err().message,

@@ -10,6 +10,8 @@ pub mod apiserver;
 pub mod containerd;
 /// Tiny images built from Debian's busybox-static, as image tars.
 pub mod image;
+/// A kubelet API served through a real tunnel client.
+pub mod kubelet_tunnel;
 /// The real `kubectl`, run with a given kubeconfig.
 pub mod kubectl;
 /// Network-namespace "nodes" joined by a bridge.

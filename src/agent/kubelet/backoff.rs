@@ -12,6 +12,18 @@ pub const MAX: Duration = Duration::from_secs(300);
 /// Running this long counts as healthy: the next crash starts over.
 pub const RESET_AFTER: Duration = Duration::from_secs(600);
 
+/// A delay as Go prints a `time.Duration` of whole seconds (`10s`, `5m0s`).
+pub fn fmt_delay(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s % 60 == 0 {
+        format!("{}m0s", s / 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backoff {
     /// The delay the last restart waited (`None`: none yet).

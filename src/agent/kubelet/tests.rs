@@ -351,3 +351,46 @@ async fn exec_liveness_failure_restarts_and_pre_stop_runs() {
         .calls()
         .contains(&FakeCall::Exec(ids[1].clone(), vec!["drain".into()])));
 }
+
+#[tokio::test]
+async fn an_ephemeral_container_runs_once_in_its_targets_namespaces() {
+    let e = env().await;
+    let mut p = pod(serde_json::json!({}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let app = created(&e.rt)[0].clone();
+    let app_pid = e.rt.status(&app).await.unwrap().pid.unwrap();
+    p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![serde_json::from_value(
+        serde_json::json!({"name": "debugger-x", "image": "busybox:1", "command": ["ps"],
+                           "targetContainerName": "app"}),
+    )
+    .unwrap()]);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 2);
+    let spec = e.rt.spec_of(&ids[1]).unwrap();
+    assert_eq!(spec.container_name, "debugger-x");
+    assert_eq!(spec.command, vec!["ps"]);
+    assert_eq!(
+        spec.pid_ns_path.unwrap().to_str().unwrap(),
+        format!("/proc/{app_pid}/ns/pid")
+    );
+    assert_eq!(spec.netns_path, e.rt.spec_of(&app).unwrap().netns_path);
+    let s = e.api.last_status().unwrap();
+    let es = &s["ephemeralContainerStatuses"][0];
+    assert_eq!(es["name"], "debugger-x");
+    assert!(es["state"]["running"].is_object(), "{s}");
+    assert_eq!(es["ready"], false);
+    // It exits and is never restarted; the pod keeps running.
+    e.rt.exit(&ids[1], 0, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    w.sync(Some(&p)).await;
+    assert_eq!(created(&e.rt).len(), 2);
+    let s = e.api.last_status().unwrap();
+    assert_eq!(
+        s["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    assert_eq!(s["phase"], "Running");
+    assert_eq!(s["containerStatuses"].as_array().unwrap().len(), 1);
+}

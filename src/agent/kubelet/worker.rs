@@ -10,8 +10,12 @@
 //! Termination runs preStop hooks (exec through the runtime, httpGet to
 //! the pod IP) within the grace period, then SIGTERM, then SIGKILL.
 //!
-//! Partial: no postStart hooks, no ephemeral containers, no sidecar
-//! (restartable init) containers.
+//! Ephemeral containers (`ephemeral`) run once in the running pod, never
+//! restarted, joining their target container's PID and IPC namespaces.
+//!
+//! Partial: no postStart hooks, no sidecar (restartable init) containers.
+
+mod ephemeral;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -292,6 +296,7 @@ impl PodWorker {
             (init_done, init_failed) = self.sync_init(pod).await;
             if init_done {
                 self.sync_app(pod).await;
+                self.sync_ephemeral(pod).await;
             }
         }
         self.post_status(pod, ready_to_start, init_done, init_failed)
@@ -480,7 +485,7 @@ impl PodWorker {
                         "CrashLoopBackOff",
                         Some(format!(
                             "back-off {} restarting failed container={} pod={}_{}({})",
-                            fmt_delay(slot.backoff.current()),
+                            super::backoff::fmt_delay(slot.backoff.current()),
                             c.name,
                             self.name,
                             self.namespace,
@@ -555,7 +560,7 @@ impl PodWorker {
         } else {
             0
         };
-        let spec = match self.container_spec(pod, c, &info.config, env, restart_count) {
+        let mut spec = match self.container_spec(pod, c, &info.config, env, restart_count) {
             Ok(s) => s,
             Err(m) => {
                 slot.state = CState::waiting("CreateContainerConfigError", Some(m));
@@ -563,6 +568,7 @@ impl PodWorker {
                 return;
             }
         };
+        self.join_target(pod, c, &mut spec).await;
         if self.deletion_requested() {
             // Deleted while the image was pulled: start nothing; the next
             // sync (already signalled) terminates the pod at once.
@@ -715,7 +721,7 @@ impl PodWorker {
         } else {
             status::phase(&app, &restart_policy(pod))
         };
-        let status = status::build(&PodView {
+        let mut status = status::build(&PodView {
             pod,
             phase,
             network_ready: sandbox,
@@ -727,6 +733,7 @@ impl PodWorker {
             start_time: self.start_time,
             message: self.problem.clone(),
         });
+        self.add_ephemeral_statuses(pod, &mut status);
         if self.last_status.as_ref() == Some(&status) {
             return;
         }
@@ -780,16 +787,5 @@ impl PodWorker {
                 tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to remove the pod's logs");
             }
         }
-    }
-}
-
-fn fmt_delay(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
-        format!("{}m0s", s / 60)
-    } else if s >= 60 {
-        format!("{}m{}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
     }
 }

@@ -12,6 +12,12 @@
 //! The socket is made inside the pod's network namespace (found by the
 //! pod's uid), so the address must be one of the pod's own: a request
 //! cannot reach the node's or another pod's services through it.
+//!
+//! `/rk3s/nodeDial/{addr}` is the same for `nodes/NAME:PORT/proxy` (kube
+//! proxies those to the node's address on that port): the socket is made
+//! in the agent's own network namespace, and only to an address the node
+//! holds (one a socket can be bound to), so it reaches the node's own
+//! services and nothing behind it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +36,7 @@ pub const UPGRADE: &str = "rk3s-tcp";
 pub(super) async fn handler(
     State(api): State<Arc<KubeletApi>>,
     Path((ns, pod, uid, addr)): Path<(String, String, String, String)>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
     let Some(backend) = api.port_forward.clone() else {
         return (
@@ -46,17 +52,8 @@ pub(super) async fn handler(
         )
             .into_response();
     };
-    let upgrade_asked = req
-        .headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE));
-    if !upgrade_asked {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("a pod dial needs `Upgrade: {UPGRADE}`\n"),
-        )
-            .into_response();
+    if let Some(refused) = needs_upgrade(&req) {
+        return refused;
     }
     let tcp = match backend.connect_addr(&ns, &pod, &uid, addr).await {
         Ok(t) => t,
@@ -68,6 +65,62 @@ pub(super) async fn handler(
                 .into_response()
         }
     };
+    splice(req, tcp)
+}
+
+/// `/rk3s/nodeDial/{addr}`: a TCP connection to one of the node's own
+/// addresses.
+pub(super) async fn node_handler(Path(addr): Path<String>, req: Request) -> Response {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{addr:?} is not an IP address and port\n"),
+        )
+            .into_response();
+    };
+    if let Some(refused) = needs_upgrade(&req) {
+        return refused;
+    }
+    if !is_local(addr.ip()) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!("{} is not an address of this node\n", addr.ip()),
+        )
+            .into_response();
+    }
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => splice(req, tcp),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("error dialing the node at {addr}: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Whether `ip` is one of this network namespace's own addresses: only a
+/// local address can be bound.
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    !ip.is_unspecified() && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+fn needs_upgrade(req: &Request) -> Option<Response> {
+    let asked = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE));
+    (!asked).then(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("a dial needs `Upgrade: {UPGRADE}`\n"),
+        )
+            .into_response()
+    })
+}
+
+/// Answers 101 and splices the upgraded request with `tcp`.
+fn splice(mut req: Request, tcp: tokio::net::TcpStream) -> Response {
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
@@ -84,4 +137,17 @@ pub(super) async fn handler(
         .header(http::header::UPGRADE, UPGRADE)
         .body(Body::empty())
         .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_nodes_own_addresses_are_local() {
+        assert!(is_local("127.0.0.1".parse().unwrap()));
+        assert!(!is_local("0.0.0.0".parse().unwrap()));
+        // TEST-NET-3: documentation only, never configured.
+        assert!(!is_local("203.0.113.77".parse().unwrap()));
+    }
 }

@@ -13,7 +13,8 @@
 //!
 //! `/rk3s/podDial/...` connects the API server's `pods/proxy` and
 //! `services/proxy` to a pod ([`dial`]); `nodes/proxy` reaches these routes
-//! themselves.
+//! themselves, and `/rk3s/nodeDial/...` the node's other ports
+//! (`nodes/NAME:PORT/proxy`).
 
 pub mod attach;
 pub mod channels;
@@ -85,6 +86,7 @@ pub fn router_with(api: KubeletApi) -> Router {
         .route("/attach/{ns}/{pod}/{container}", any(attach::handler))
         .route("/portForward/{ns}/{pod}/{uid}", any(portforward::handler))
         .route("/rk3s/podDial/{ns}/{pod}/{uid}/{addr}", any(dial::handler))
+        .route("/rk3s/nodeDial/{addr}", any(dial::node_handler))
         .with_state(state)
 }
 

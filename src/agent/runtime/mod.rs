@@ -232,6 +232,11 @@ pub struct ContainerSpec {
     /// node's PID / IPC namespace (`kubectl debug node/…`).
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// Join this PID / IPC namespace (`/proc/<pid>/ns/pid`) instead of a
+    /// new one: an ephemeral container with `targetContainerName` joins
+    /// its target's.
+    pub pid_ns_path: Option<PathBuf>,
+    pub ipc_ns_path: Option<PathBuf>,
 }
 
 impl ContainerSpec {

@@ -318,11 +318,15 @@ pub fn runtime_spec(
 
     // A namespace left out of the list is the host's.
     let mut namespaces = Vec::new();
-    if !spec.host_pid {
-        namespaces.push(json!({"type": "pid"}));
-    }
-    if !spec.host_ipc {
-        namespaces.push(json!({"type": "ipc"}));
+    for (host, path, kind) in [
+        (spec.host_pid, &spec.pid_ns_path, "pid"),
+        (spec.host_ipc, &spec.ipc_ns_path, "ipc"),
+    ] {
+        match path {
+            _ if host => {}
+            Some(p) => namespaces.push(json!({"type": kind, "path": p})),
+            None => namespaces.push(json!({"type": kind})),
+        }
     }
     namespaces.push(json!({"type": "uts"}));
     namespaces.push(json!({"type": "mount"}));
@@ -558,6 +562,17 @@ mod tests {
             .filter_map(|n| n["type"].as_str())
             .collect();
         assert_eq!(types, ["uts", "mount"]);
+    }
+
+    #[test]
+    fn a_target_containers_pid_and_ipc_namespaces_are_joined() {
+        let mut spec = ContainerSpec::new("u", "p", "ns", "debugger", "img");
+        spec.pid_ns_path = Some(PathBuf::from("/proc/42/ns/pid"));
+        spec.ipc_ns_path = Some(PathBuf::from("/proc/42/ns/ipc"));
+        let v = runtime_spec(&spec, &image(&[], &["sh"]), "cid").unwrap();
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.contains(&json!({"type": "pid", "path": "/proc/42/ns/pid"})));
+        assert!(ns.contains(&json!({"type": "ipc", "path": "/proc/42/ns/ipc"})));
     }
 
     #[test]

@@ -46,7 +46,10 @@ impl Admission for Defaults {
         obj: &mut Value,
         _warnings: &mut Vec<String>,
     ) -> Result<(), ApiStatus> {
-        if req.subresource.is_some_and(|s| s != "status") {
+        if req
+            .subresource
+            .is_some_and(|s| s != "status" && s != "ephemeralcontainers")
+        {
             return Ok(());
         }
         apply(req, obj);

@@ -127,7 +127,8 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
             || (sub == "approval"
                 && group_resource == "certificatesigningrequests.certificates.k8s.io")
             || super::streaming::is_streaming(&group_resource, sub)
-            || super::subresources::is_served(&group_resource, sub);
+            || super::subresources::is_served(&group_resource, sub)
+            || super::subresources::ephemeral_containers::is_view(&group_resource, sub);
         if !served || name.is_none() || !def.has_subresource(sub) {
             return Err(ApiStatus::route_not_found());
         }
@@ -239,7 +240,9 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
     ) {
         check_write_options(&ctx, &parts.method)?;
     }
-    if ctx.sub.as_deref().is_some_and(|s| s != "status" && s != "approval") {
+    if ctx.sub.as_deref() == Some(super::subresources::ephemeral_containers::SUBRESOURCE) {
+        super::subresources::ephemeral_containers::check_method(&parts.method)?;
+    } else if ctx.sub.as_deref().is_some_and(|s| s != "status" && s != "approval") {
         return super::subresources::handle(&ctx, &parts.method, &body);
     }
     if ctx.def.group.is_empty() && ctx.def.plural == "componentstatuses" {

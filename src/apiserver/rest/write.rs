@@ -12,6 +12,7 @@ use crate::apiserver::keys;
 use crate::apiserver::objects::{self, meta_mut, meta_str};
 use crate::apiserver::registry::ResourceDef;
 use crate::apiserver::status::{self, ApiStatus, Target};
+use crate::apiserver::subresources::ephemeral_containers;
 use crate::store::StoreError;
 
 pub(super) fn check_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiStatus> {
@@ -299,6 +300,9 @@ fn prepare_update(ctx: &Ctx, cur: &Value, mut new: Value) -> Result<Value, ApiSt
     objects::set_type(&ctx.def, &mut new);
     if ctx.sub.as_deref() == Some("approval") {
         return approval_update(ctx, cur, &new);
+    }
+    if ctx.sub.as_deref() == Some(ephemeral_containers::SUBRESOURCE) {
+        return Ok(ephemeral_containers::split(cur, &new));
     }
     if ctx.sub.as_deref() == Some("status") {
         let mut merged = cur.clone();

@@ -4,6 +4,10 @@
 //! `proxy`) never reach this module: `rest::dispatch` hands them, with the
 //! raw request, to `super::streaming` before reading the body.
 //!
+//! `pods/ephemeralcontainers` is a view of the Pod that `rest` reads and
+//! writes like `status` ([`ephemeral_containers::split`] says what of an
+//! update is kept).
+//!
 //! Also here, routed the same way: the kinds that are answered and never
 //! stored (`reviews`: the access, rules, token and self-subject reviews),
 //! written against the `super::auth` seam only, so that no handler names a
@@ -16,6 +20,7 @@ use super::context::Ctx;
 use super::status::ApiStatus;
 
 pub mod binding;
+pub mod ephemeral_containers;
 pub mod eviction;
 pub mod reviews;
 pub mod scale;

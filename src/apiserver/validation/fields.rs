@@ -51,7 +51,10 @@ impl Admission for UnknownFields {
         obj: &mut Value,
         warnings: &mut Vec<String>,
     ) -> Result<(), ApiStatus> {
-        if req.subresource.is_some_and(|s| s != "status") {
+        if req
+            .subresource
+            .is_some_and(|s| s != "status" && s != "ephemeralcontainers")
+        {
             return Ok(());
         }
         let (unknown, type_error) = check(&req.def.group, &req.def.version, &req.def.kind, obj);

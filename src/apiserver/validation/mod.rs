@@ -31,6 +31,9 @@
 //! StatefulSet specs outside the updatable fields, PVC specs outside
 //! `resources.requests`, immutable ConfigMaps/Secrets and Secret types.
 //!
+//! Through `pods/ephemeralcontainers`: kube's ephemeral container rules
+//! (`ephemeral`).
+//!
 //! Not validated (partial): resource quantities and requests ≤ limits,
 //! probes' handlers, security contexts, affinity, topology spread,
 //! tolerations' shape, ownerReferences and finalizer names, port names'
@@ -43,6 +46,7 @@
 //! cannot be handled as a <Kind>: …`), also for a PATCH.
 
 mod csr;
+mod ephemeral;
 mod fields;
 mod meta;
 mod spec;
@@ -69,7 +73,10 @@ impl Admission for Validation {
         obj: &mut Value,
         _warnings: &mut Vec<String>,
     ) -> Result<(), ApiStatus> {
-        if req.subresource.is_some_and(|s| s != "status" && s != "approval") {
+        if req
+            .subresource
+            .is_some_and(|s| !["status", "approval", "ephemeralcontainers"].contains(&s))
+        {
             return Ok(());
         }
         let errs = validate(req, obj);
@@ -96,6 +103,10 @@ pub fn validate(req: &AdmissionRequest<'_>, obj: &Value) -> Errs {
     let mut errs = Errs::default();
     if req.subresource == Some("approval") {
         csr::approval(req.old, obj, &mut errs);
+        return errs;
+    }
+    if req.subresource == Some("ephemeralcontainers") {
+        ephemeral::update(req.old, obj, &mut errs);
         return errs;
     }
     let status_only = req.subresource == Some("status");

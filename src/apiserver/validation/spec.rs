@@ -123,7 +123,7 @@ pub(super) fn pod_spec(path: &str, spec: &Value, errs: &mut Errs) {
     }
 }
 
-fn container(
+pub(super) fn container(
     path: &str,
     c: &Value,
     volumes: &HashSet<String>,
