@@ -17,6 +17,7 @@
 
 pub mod assemble;
 pub mod datastore;
+pub mod election;
 pub mod encryption;
 pub mod habits;
 pub mod join;
@@ -124,7 +125,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         local_storage: !config.disable.contains(&crate::config::Component::LocalStorage),
         local_storage_path: config.default_local_storage_path.clone(),
     };
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &shutdown).await;
+    // Every server runs the controllers and the scheduler under leader
+    // election: one leads, the others stand by (`election`).
+    let identity = election::identity(&config.node.node_name);
+    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -151,6 +155,7 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
 /// Starts the controllers and the scheduler as API clients of the server at
 /// `url`, each with its own control-plane certificate. A client that cannot
 /// be built is logged and that part is not started (the API keeps serving).
+/// Each runs only while this server holds its leader Lease ([`election`]).
 async fn start_control_plane(
     pki: &Arc<crate::pki::Pki>,
     url: &str,
@@ -158,6 +163,7 @@ async fn start_control_plane(
     disabled: &std::collections::BTreeSet<crate::config::Component>,
     storage: crate::controllers::storage::StorageOptions,
     components: &crate::apiserver::componentstatus::Components,
+    identity: &str,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::apiserver::componentstatus::{CONTROLLER_MANAGER, SCHEDULER};
@@ -173,14 +179,25 @@ async fn start_control_plane(
     let mut tasks = Vec::new();
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
-            let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
-            let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
-            tasks.push(tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer)));
-            // Running (for `kubectl get cs`) until the task ends.
+            // Running (for `kubectl get cs`) while this server takes part in
+            // the election, leading or standing by, as kube's health check says.
             let alive = components.register(CONTROLLER_MANAGER);
+            let cfg = election::ElectionConfig::new(election::CONTROLLER_MANAGER_LEASE, identity);
+            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
+            let pki = pki.clone();
+            let start = move |token: CancellationToken| {
+                let ctx = Context { client: client.clone(), options: options.clone(), shutdown: token };
+                let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
+                let csr = tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer));
+                tokio::spawn(async move {
+                    crate::controllers::run(ctx).await;
+                    let _ = csr.await;
+                })
+            };
+            let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let _alive = alive;
-                crate::controllers::run(ctx).await
+                election::run(cfg, leases, start, shutdown).await
             }));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),
@@ -188,10 +205,13 @@ async fn start_control_plane(
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
             let alive = components.register(SCHEDULER);
+            let cfg = election::ElectionConfig::new(election::SCHEDULER_LEASE, identity);
+            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
+            let start = move |token: CancellationToken| tokio::spawn(crate::scheduler::run(client.clone(), token));
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let _alive = alive;
-                crate::scheduler::run(client, shutdown).await
+                election::run(cfg, leases, start, shutdown).await
             }));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
