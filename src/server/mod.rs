@@ -11,11 +11,17 @@
 //! admin kubeconfig holds the admin client certificate and the server CA.
 //! The API's pluggable parts are put together in [`assemble`].
 //!
+//! Several servers may share one etcd (issue 21): the controllers and the
+//! scheduler run under leader election ([`election`]), the cluster's CAs and
+//! keys come from the datastore, sealed with the token ([`bootstrap`]), and
+//! the Service allocators use CAS in the datastore (`apiserver::ipalloc`).
+//!
 //! Partial: authentication and RBAC (issue 5) are not enforced yet; the
 //! controllers, scheduler and built-in agent come with issues 6 and 7
 //! (`--disable-agent` changes nothing yet).
 
 pub mod assemble;
+pub mod bootstrap;
 pub mod datastore;
 pub mod election;
 pub mod encryption;
@@ -64,6 +70,8 @@ pub enum ServerError {
     Pki(#[from] crate::pki::PkiError),
     #[error("{0}")]
     Habits(String),
+    #[error("{0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("failed to write the kubeconfig {path}: {source}")]
     Kubeconfig {
         path: PathBuf,
@@ -93,9 +101,25 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         .await
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());
+    // Several servers on one etcd share the cluster's CAs and keys through
+    // the datastore, sealed with the token (`bootstrap`).
+    let shared_secret = match &config.datastore {
+        crate::config::Datastore::Etcd(_) => Some(token_secret(&config)?),
+        crate::config::Datastore::Sqlite => None,
+    };
+    let server_dir = config.data_dir.join("server");
+    if let Some(secret) = &shared_secret {
+        if let Some(first) = &config.join_server {
+            tracing::info!(server = %first, "joining the cluster through the shared datastore");
+        }
+        bootstrap::download(store.as_ref(), secret, &server_dir)?;
+    }
     let pki = Arc::new(load_pki(&config)?);
     load_server_token(&config, &pki)?;
-    let encrypting = habits::wrap_store(store, &config)?;
+    let encrypting = habits::wrap_store(store.clone(), &config)?;
+    if let Some(secret) = &shared_secret {
+        bootstrap::publish(store.as_ref(), secret, &server_dir)?;
+    }
     let parts = assemble::Parts {
         store: encrypting.clone(),
         registry: registry.clone(),
@@ -325,6 +349,33 @@ pub fn load_server_token(
         "join token written: agents join with `--token` set to this file's contents"
     );
     Ok(token)
+}
+
+/// The token's secret (the bootstrap passphrase): from `--token`/`--token-file`,
+/// else the stored token, else a new one, stored so `load_server_token` keeps it.
+fn token_secret(config: &ServerConfig) -> Result<String, ServerError> {
+    let io = |action: &'static str, path: &Path, e: std::io::Error| crate::pki::PkiError::Io {
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let text = match (&config.token, &config.token_file) {
+        (Some(token), _) => token.expose().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| io("read the token file", path, e))?,
+        (None, None) => {
+            let path = config.data_dir.join("server/token");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let secret = crate::pki::token::random_secret();
+                    crate::pki::files::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
+                    secret
+                }
+                Err(e) => return Err(io("read the token", &path, e).into()),
+            }
+        }
+    };
+    Ok(crate::pki::JoinToken::parse(&text)?.password)
 }
 
 /// Writes the admin kubeconfig (k3s's `k3s.yaml`) for
