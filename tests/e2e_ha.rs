@@ -278,6 +278,14 @@ impl Ha {
             &["get", "pods", "-l", "app=web", "-o",
               "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.status.phase} {.spec.nodeName} {.status.containerStatuses[0].containerID}{\"\\n\"}{end}"],
         );
+        // Every pod seen is tracked for clean-up, running or not.
+        for l in out.lines() {
+            if let Some(uid) = l.split(' ').nth(1).filter(|u| !u.is_empty()) {
+                if !self.pod_uids.borrow().iter().any(|k| k == uid) {
+                    self.pod_uids.borrow_mut().push(uid.to_string());
+                }
+            }
+        }
         out.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
@@ -338,7 +346,7 @@ spec:
       terminationGracePeriodSeconds: 1
       containers:
       - name: web
-        image: docker.io/library/busybox:latest
+        image: docker.io/rk3s/busybox:test
         imagePullPolicy: Never
         command: ["sh", "-c", "echo web-started; while true; do sleep 1; done"]
 "#;
@@ -400,9 +408,6 @@ fn two_servers_on_a_three_member_etcd_survive_a_server_and_an_etcd_member() {
         let pods = ha.web_pods(0);
         (pods.len() == 1).then_some(pods)
     });
-    for (_, uid, _) in &before {
-        ha.pod_uids.borrow_mut().push(uid.clone());
-    }
 
     // The agent follows server 1 only (until ha-agent): make server 2 the
     // leader with a graceful restart of server 1, which releases at once.
@@ -438,11 +443,6 @@ fn two_servers_on_a_three_member_etcd_survive_a_server_and_an_etcd_member() {
         took_over.as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
-    for (_, uid, _) in &after {
-        if !ha.pod_uids.borrow().contains(uid) {
-            ha.pod_uids.borrow_mut().push(uid.clone());
-        }
-    }
     // The agent's pod never stopped: same pod, same container, no restart.
     for pod in &before {
         assert!(after.contains(pod), "pod {pod:?} was replaced or restarted: {after:?}");
@@ -488,7 +488,6 @@ fn kubectl_exec_and_logs_work_through_a_server_the_agent_did_not_join() {
         let pods = ha.web_pods(1);
         (pods.len() == 1).then_some(pods)
     });
-    ha.pod_uids.borrow_mut().push(pods[0].1.clone());
     let name = pods[0].0.clone();
     let logs = ha.wait_for("logs through server 2", 60, || {
         let o = ha.kubectl(1, &["logs", &name]);
