@@ -131,7 +131,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
     let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;
     let components = opts.components.clone();
-    let server = ApiServer::bind(opts, parts.store.clone(), registry, shutdown.clone()).await?;
+    // The API stops after the elected components released their Leases
+    // (through this API), so a standby server leads at once.
+    let api_stop = CancellationToken::new();
+    let server = ApiServer::bind(opts, parts.store.clone(), registry, api_stop.clone()).await?;
     let port = server
         .local_addr()
         .map(|a| a.port())
@@ -152,7 +155,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     // Every server runs the controllers and the scheduler under leader
     // election: one leads, the others stand by (`election`).
     let identity = election::identity(&config.node.node_name);
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
+    let elected = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
+    tokio::spawn(stop_api_after_release(shutdown.clone(), elected, api_stop));
+    let mut control_plane = Vec::new();
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -174,6 +179,24 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     }
     tracing::info!("rk3s server stopped");
     Ok(())
+}
+
+/// How long the elected components get, after a signal, to stop and release
+/// their Leases before the API stops anyway (their workload grace is 5 s).
+const RELEASE_GRACE: Duration = Duration::from_secs(8);
+
+/// On `shutdown`, waits (bounded) for the elections to stop their workloads
+/// and release their Leases, then stops the API.
+async fn stop_api_after_release(
+    shutdown: CancellationToken,
+    elected: Vec<tokio::task::JoinHandle<()>>,
+    api_stop: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    if tokio::time::timeout(RELEASE_GRACE, futures::future::join_all(elected)).await.is_err() {
+        tracing::warn!("the leader elections did not finish within {RELEASE_GRACE:?}; stopping the API");
+    }
+    api_stop.cancel();
 }
 
 /// Starts the controllers and the scheduler as API clients of the server at

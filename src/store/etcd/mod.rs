@@ -55,9 +55,10 @@
 //! **Invariant:** every etcd RPC runs on the store's own runtime; no trait
 //! method ever enters the caller's runtime.
 //!
-//! Partial: writes are not retried after a transport error (the outcome is
-//! unknown; the API client retries); reads are retried a few times while the
-//! client's balancer moves off a dead member.
+//! Partial: a write is retried only when no member received it (the
+//! connection to a dead member was refused); after any other transport error
+//! its outcome is unknown and the API client retries. Reads are retried a few
+//! times while the client's balancer moves off a dead member.
 
 mod local;
 mod ops;
