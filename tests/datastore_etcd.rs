@@ -110,7 +110,7 @@ fn uids(kubeconfig: &Path) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_is_refused() {
+fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_joins_with_the_token() {
     if !LocalEtcd::available() {
         eprintln!("skipped: no etcd binary (apt-get install etcd-server)");
         return;
@@ -170,19 +170,43 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_is_refus
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("empty etcd"));
 
-    // A second server on the same etcd is refused, naming the first.
+    // A second server with another token is refused, saying why.
     let data2 = dir.path().join("data2");
-    let second = server_cmd(
+    let kubeconfig2 = dir.path().join("second.yaml");
+    let wrong = server_cmd(
         &data2,
-        &dir.path().join("second.yaml"),
+        &kubeconfig2,
         free_port(),
-        &["--datastore-endpoint", &etcd.endpoint],
+        &["--datastore-endpoint", &etcd.endpoint, "--token", "not-the-token"],
     )
     .output()
     .unwrap();
-    assert!(!second.status.success());
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("\"t1\" uses it"), "{err}");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("--token does not match"), "{err}");
+
+    // With the first server's token it joins: the same CAs, the same objects,
+    // and a write through one is read through the other.
+    let token = std::fs::read_to_string(data.join("server/token")).unwrap();
+    let first_url = format!("https://127.0.0.1:{port}");
+    let second = start(
+        &data2,
+        &kubeconfig2,
+        free_port(),
+        &["--datastore-endpoint", &etcd.endpoint, "--token", token.trim(), "--server", &first_url],
+    );
+    for ca in ["server-ca.crt", "client-ca.crt", "service.key"] {
+        assert_eq!(
+            std::fs::read(data.join("server/tls").join(ca)).unwrap(),
+            std::fs::read(data2.join("server/tls").join(ca)).unwrap(),
+            "{ca} differs"
+        );
+    }
+    assert_eq!(uids(&kubeconfig2), uids(&kubeconfig));
+    ok(kubectl(&kubeconfig2, &["create", "configmap", "via-second", "-n", "mig", "--from-literal=k=v"]));
+    ok(kubectl(&kubeconfig, &["get", "configmap", "via-second", "-n", "mig"]));
+    let out = second.stop();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = server.stop();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

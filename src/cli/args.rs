@@ -120,6 +120,10 @@ pub struct ServerArgs {
     /// Read the token from this file.
     #[arg(long, env = "RK3S_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<String>,
+    /// Join the cluster of this server (e.g. https://10.0.0.1:6443): with the same --token and
+    /// --datastore-endpoint, this server takes the cluster's CAs from the datastore.
+    #[arg(short = 's', long, env = "RK3S_URL", value_name = "URL")]
+    pub server: Option<String>,
     /// Where to write the admin kubeconfig.
     #[arg(short = 'o', long, env = "RK3S_WRITE_KUBECONFIG", value_name = "FILE", default_value = DEFAULT_WRITE_KUBECONFIG)]
     pub write_kubeconfig: String,

@@ -144,6 +144,9 @@ pub struct ServerConfig {
     /// The cluster join secret; generated and stored under the data dir when unset.
     pub token: Option<Token>,
     pub token_file: Option<PathBuf>,
+    /// `--server` on `rk3s server`: the first server of the cluster this one
+    /// joins (through the shared datastore, which holds the cluster's CAs).
+    pub join_server: Option<http::Uri>,
     pub write_kubeconfig: PathBuf,
     pub write_kubeconfig_mode: u32,
     pub disable: BTreeSet<Component>,
@@ -368,6 +371,7 @@ impl ServerConfig {
             )?,
             token: r.token()?,
             token_file: r.token_file()?,
+            join_server: r.one("server", None, parse_server_url)?,
             write_kubeconfig: r.required(
                 "write-kubeconfig",
                 DEFAULT_WRITE_KUBECONFIG,
@@ -427,6 +431,18 @@ impl ServerConfig {
         if self.token.is_some() && self.token_file.is_some() {
             return bad("--token and --token-file both set: give only one".into());
         }
+        if let Some(first) = &self.join_server {
+            if self.datastore == Datastore::Sqlite {
+                return bad(format!(
+                    "--server {first}: servers share their cluster through an external datastore; also set --datastore-endpoint to the etcd the first server uses"
+                ));
+            }
+            if self.token.is_none() && self.token_file.is_none() {
+                return bad(format!(
+                    "--server {first}: set --token (or --token-file) to the first server's token (its <data-dir>/server/token)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -481,6 +497,21 @@ mod tests {
         ServerConfig::resolve(&settings(pairs))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_joining_server_needs_the_shared_datastore_and_the_token() {
+        let err = server_err(&[("server", "https://10.0.0.1:6443"), ("token", "t")]);
+        assert!(err.contains("--datastore-endpoint"), "{err}");
+        let err = server_err(&[("server", "https://10.0.0.1:6443"), ("datastore-endpoint", "http://10.0.0.1:2379")]);
+        assert!(err.contains("--token"), "{err}");
+        let c = ServerConfig::resolve(&settings(&[
+            ("server", "https://10.0.0.1:6443"),
+            ("token", "t"),
+            ("datastore-endpoint", "http://10.0.0.1:2379"),
+        ]))
+        .unwrap();
+        assert_eq!(c.join_server.unwrap().to_string(), "https://10.0.0.1:6443/");
     }
 
     #[test]

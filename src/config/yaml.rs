@@ -35,6 +35,9 @@ impl ServerConfig {
         if let Some(f) = &self.token_file {
             put(&mut m, "token-file", f.display());
         }
+        if let Some(first) = &self.join_server {
+            put(&mut m, "server", first);
+        }
         put(&mut m, "write-kubeconfig", self.write_kubeconfig.display());
         put(
             &mut m,

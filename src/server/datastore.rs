@@ -18,8 +18,9 @@ use super::VOLATILE_PREFIXES;
 pub const EVENTS_PREFIX: &str = "/registry/events/";
 
 /// Opens the datastore (blocking: SQLite opens a file, etcd connects).
-/// On etcd the server claims the datastore for itself (`node_name`): a second
-/// server on the same etcd is refused until servers elect a leader.
+/// Several servers may share one etcd: they elect a leader for the
+/// controllers (`server::election`), allocate with CAS (`apiserver::ipalloc`)
+/// and share the cluster's CAs (`server::bootstrap`).
 pub fn open(
     data_dir: &Path,
     datastore: &Datastore,
@@ -29,9 +30,8 @@ pub fn open(
         Datastore::Sqlite => Ok(Arc::new(open_sqlite(data_dir)?)),
         Datastore::Etcd(e) => {
             tracing::info!(endpoints = %e.urls.join(","), "using etcd as the datastore");
-            let store = open_etcd(e)?;
-            store.claim_single_server(node_name)?;
-            Ok(Arc::new(store))
+            tracing::debug!(server = node_name, "servers on this etcd share it");
+            Ok(Arc::new(open_etcd(e)?))
         }
     }
 }

@@ -11,12 +11,19 @@
 //! admin kubeconfig holds the admin client certificate and the server CA.
 //! The API's pluggable parts are put together in [`assemble`].
 //!
+//! Several servers may share one etcd (issue 21): the controllers and the
+//! scheduler run under leader election ([`election`]), the cluster's CAs and
+//! keys come from the datastore, sealed with the token ([`bootstrap`]), and
+//! the Service allocators use CAS in the datastore (`apiserver::ipalloc`).
+//!
 //! Partial: authentication and RBAC (issue 5) are not enforced yet; the
 //! controllers, scheduler and built-in agent come with issues 6 and 7
 //! (`--disable-agent` changes nothing yet).
 
 pub mod assemble;
+pub mod bootstrap;
 pub mod datastore;
+pub mod election;
 pub mod encryption;
 pub mod habits;
 pub mod join;
@@ -63,6 +70,8 @@ pub enum ServerError {
     Pki(#[from] crate::pki::PkiError),
     #[error("{0}")]
     Habits(String),
+    #[error("{0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
     #[error("failed to write the kubeconfig {path}: {source}")]
     Kubeconfig {
         path: PathBuf,
@@ -92,9 +101,25 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         .await
         .expect("the store opener does not panic")?;
     let registry = Arc::new(builtin::builtin_registry());
+    // Several servers on one etcd share the cluster's CAs and keys through
+    // the datastore, sealed with the token (`bootstrap`).
+    let shared_secret = match &config.datastore {
+        crate::config::Datastore::Etcd(_) => Some(token_secret(&config)?),
+        crate::config::Datastore::Sqlite => None,
+    };
+    let server_dir = config.data_dir.join("server");
+    if let Some(secret) = &shared_secret {
+        if let Some(first) = &config.join_server {
+            tracing::info!(server = %first, "joining the cluster through the shared datastore");
+        }
+        bootstrap::download(store.as_ref(), secret, &server_dir)?;
+    }
     let pki = Arc::new(load_pki(&config)?);
     load_server_token(&config, &pki)?;
-    let encrypting = habits::wrap_store(store, &config)?;
+    let encrypting = habits::wrap_store(store.clone(), &config)?;
+    if let Some(secret) = &shared_secret {
+        bootstrap::publish(store.as_ref(), secret, &server_dir)?;
+    }
     let parts = assemble::Parts {
         store: encrypting.clone(),
         registry: registry.clone(),
@@ -106,7 +131,10 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let bind = std::net::SocketAddr::new(config.bind_address, config.https_listen_port);
     let opts = assemble::serve_options(bind, DRAIN_GRACE, &parts)?;
     let components = opts.components.clone();
-    let server = ApiServer::bind(opts, parts.store.clone(), registry, shutdown.clone()).await?;
+    // The API stops after the elected components released their Leases
+    // (through this API), so a standby server leads at once.
+    let api_stop = CancellationToken::new();
+    let server = ApiServer::bind(opts, parts.store.clone(), registry, api_stop.clone()).await?;
     let port = server
         .local_addr()
         .map(|a| a.port())
@@ -124,7 +152,12 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         local_storage: !config.disable.contains(&crate::config::Component::LocalStorage),
         local_storage_path: config.default_local_storage_path.clone(),
     };
-    let mut control_plane = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &shutdown).await;
+    // Every server runs the controllers and the scheduler under leader
+    // election: one leads, the others stand by (`election`).
+    let identity = election::identity(&config.node.node_name);
+    let elected = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
+    tokio::spawn(stop_api_after_release(shutdown.clone(), elected, api_stop));
+    let mut control_plane = Vec::new();
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -148,9 +181,28 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// How long the elected components get, after a signal, to stop and release
+/// their Leases before the API stops anyway (their workload grace is 5 s).
+const RELEASE_GRACE: Duration = Duration::from_secs(8);
+
+/// On `shutdown`, waits (bounded) for the elections to stop their workloads
+/// and release their Leases, then stops the API.
+async fn stop_api_after_release(
+    shutdown: CancellationToken,
+    elected: Vec<tokio::task::JoinHandle<()>>,
+    api_stop: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    if tokio::time::timeout(RELEASE_GRACE, futures::future::join_all(elected)).await.is_err() {
+        tracing::warn!("the leader elections did not finish within {RELEASE_GRACE:?}; stopping the API");
+    }
+    api_stop.cancel();
+}
+
 /// Starts the controllers and the scheduler as API clients of the server at
 /// `url`, each with its own control-plane certificate. A client that cannot
 /// be built is logged and that part is not started (the API keeps serving).
+/// Each runs only while this server holds its leader Lease ([`election`]).
 async fn start_control_plane(
     pki: &Arc<crate::pki::Pki>,
     url: &str,
@@ -158,6 +210,7 @@ async fn start_control_plane(
     disabled: &std::collections::BTreeSet<crate::config::Component>,
     storage: crate::controllers::storage::StorageOptions,
     components: &crate::apiserver::componentstatus::Components,
+    identity: &str,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::apiserver::componentstatus::{CONTROLLER_MANAGER, SCHEDULER};
@@ -173,14 +226,25 @@ async fn start_control_plane(
     let mut tasks = Vec::new();
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
-            let ctx = Context { client, options: options.clone(), shutdown: shutdown.clone() };
-            let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
-            tasks.push(tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer)));
-            // Running (for `kubectl get cs`) until the task ends.
+            // Running (for `kubectl get cs`) while this server takes part in
+            // the election, leading or standing by, as kube's health check says.
             let alive = components.register(CONTROLLER_MANAGER);
+            let cfg = election::ElectionConfig::new(election::CONTROLLER_MANAGER_LEASE, identity);
+            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
+            let pki = pki.clone();
+            let start = move |token: CancellationToken| {
+                let ctx = Context { client: client.clone(), options: options.clone(), shutdown: token };
+                let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
+                let csr = tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer));
+                tokio::spawn(async move {
+                    crate::controllers::run(ctx).await;
+                    let _ = csr.await;
+                })
+            };
+            let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let _alive = alive;
-                crate::controllers::run(ctx).await
+                election::run(cfg, leases, start, shutdown).await
             }));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),
@@ -188,10 +252,13 @@ async fn start_control_plane(
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
             let alive = components.register(SCHEDULER);
+            let cfg = election::ElectionConfig::new(election::SCHEDULER_LEASE, identity);
+            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
+            let start = move |token: CancellationToken| tokio::spawn(crate::scheduler::run(client.clone(), token));
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 let _alive = alive;
-                crate::scheduler::run(client, shutdown).await
+                election::run(cfg, leases, start, shutdown).await
             }));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
@@ -305,6 +372,33 @@ pub fn load_server_token(
         "join token written: agents join with `--token` set to this file's contents"
     );
     Ok(token)
+}
+
+/// The token's secret (the bootstrap passphrase): from `--token`/`--token-file`,
+/// else the stored token, else a new one, stored so `load_server_token` keeps it.
+fn token_secret(config: &ServerConfig) -> Result<String, ServerError> {
+    let io = |action: &'static str, path: &Path, e: std::io::Error| crate::pki::PkiError::Io {
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let text = match (&config.token, &config.token_file) {
+        (Some(token), _) => token.expose().to_string(),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| io("read the token file", path, e))?,
+        (None, None) => {
+            let path = config.data_dir.join("server/token");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let secret = crate::pki::token::random_secret();
+                    crate::pki::files::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)?;
+                    secret
+                }
+                Err(e) => return Err(io("read the token", &path, e).into()),
+            }
+        }
+    };
+    Ok(crate::pki::JoinToken::parse(&text)?.password)
 }
 
 /// Writes the admin kubeconfig (k3s's `k3s.yaml`) for

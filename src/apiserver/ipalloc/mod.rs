@@ -8,6 +8,7 @@
 //! CIDR (10.43.0.1); dynamic allocation never hands it out.
 
 pub mod kube_dns;
+pub mod reservations;
 pub mod services;
 pub mod tolerations;
 

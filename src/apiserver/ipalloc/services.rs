@@ -2,21 +2,19 @@
 //! and node ports from the node-port range, on create (and on an update that
 //! newly needs them).
 //!
-//! No collisions: allocations are derived from the Services in the store
-//! under one mutex, plus the allocations this process handed out in the last
-//! [`PENDING_TTL`] that may not be stored yet (admission runs before the
-//! store write). Deleting a Service releases its IP and ports by itself,
-//! since nothing is kept elsewhere; a create that failed after admission
-//! holds its IP only until the pending entry expires; a pending entry is
-//! dropped as soon as the store shows the allocation. dryRun requests get
-//! an address but reserve nothing. PARTIAL: one server process only (a
-//! second API server would need allocations persisted with CAS);
-//! `healthCheckNodePort` is not allocated; IPv4 or IPv6 single-stack only.
+//! No collisions, across every server on the datastore: allocations are
+//! derived from the Services in the store plus the in-flight allocations
+//! recorded with compare-and-swap in the shared reservation record
+//! (`reservations`, which states the protocol and its invariant). Deleting
+//! a Service releases its IP and ports by itself, since the stored Services
+//! are the truth; a create that failed after admission holds its IP only
+//! until its reservation expires ([`PENDING_TTL`]). dryRun requests get an
+//! address but reserve nothing. PARTIAL: `healthCheckNodePort` is not
+//! allocated; IPv4 or IPv6 single-stack only.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use rand::Rng;
@@ -28,9 +26,8 @@ use crate::apiserver::status::{ApiStatus, Cause};
 use crate::config::PortRange;
 use crate::store::{ListOptions, Store};
 
-/// How long an allocation handed to a create is held before it must show up
-/// in the store.
-pub const PENDING_TTL: Duration = Duration::from_secs(60);
+pub use super::reservations::RESERVATION_TTL as PENDING_TTL;
+use super::reservations::{self, RESERVATION_TTL};
 
 /// What is taken now.
 #[derive(Default, Debug)]
@@ -39,17 +36,11 @@ pub struct InUse {
     pub ports: HashSet<(u16, String)>,
 }
 
-#[derive(Default)]
-struct Pending {
-    ips: Vec<(Instant, IpAddr)>,
-    ports: Vec<(Instant, (u16, String))>,
-}
-
 pub struct ServiceAllocator {
     store: Arc<dyn Store>,
     service_cidr: IpNet,
     ports: PortRange,
-    pending: Mutex<Pending>,
+    local: Mutex<()>,
 }
 
 impl ServiceAllocator {
@@ -58,7 +49,7 @@ impl ServiceAllocator {
             store,
             service_cidr,
             ports,
-            pending: Mutex::new(Pending::default()),
+            local: Mutex::new(()),
         }
     }
 
@@ -394,6 +385,10 @@ fn allocate_ports(
     Ok(())
 }
 
+/// How often an allocation is retried when other allocators keep winning
+/// the CAS on the reservation record.
+const MAX_ATTEMPTS: usize = 16;
+
 impl Admission for ServiceAllocator {
     fn name(&self) -> &'static str {
         "service-ip-and-port-allocation"
@@ -412,28 +407,48 @@ impl Admission for ServiceAllocator {
             Operation::Create => None,
             Operation::Update => req.old,
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
+        // Within one process, allocations queue here rather than on CAS
+        // conflicts; across servers the CAS on the record decides.
+        let _local = self.local.lock().unwrap_or_else(|e| e.into_inner());
         let skip = old.map(|_| (req.namespace.unwrap_or(""), req.name));
-        let mut used = self.stored(skip)?;
-        // Once stored, the store is the truth: a later delete frees it.
-        pending
-            .ips
-            .retain(|(t, ip)| now.duration_since(*t) < PENDING_TTL && !used.ips.contains(ip));
-        pending
-            .ports
-            .retain(|(t, p)| now.duration_since(*t) < PENDING_TTL && !used.ports.contains(p));
-        used.ips.extend(pending.ips.iter().map(|(_, ip)| *ip));
-        used.ports
-            .extend(pending.ports.iter().map(|(_, p)| p.clone()));
-        let took = allocate(obj, old, &self.service_cidr, &self.ports, &used)?;
-        if !req.dry_run {
-            pending.ips.extend(took.ips.into_iter().map(|ip| (now, ip)));
-            pending
-                .ports
-                .extend(took.ports.into_iter().map(|p| (now, p)));
+        let store_err = |e: crate::store::StoreError| ApiStatus::internal(format!("failed to allocate: {e}"));
+        for _ in 0..MAX_ATTEMPTS {
+            // Record first, Services second: a reservation dropped because a
+            // Service shows it is covered by that same Service.
+            let read = reservations::read(self.store.as_ref()).map_err(store_err)?;
+            let mut used = self.stored(skip)?;
+            let now = reservations::unix_now();
+            let mut next = read.reservations.clone();
+            next.prune(now, &used);
+            next.mark_used(&mut used);
+            let pruned = next != read.reservations;
+            let mut candidate = obj.clone();
+            let took = match allocate(&mut candidate, old, &self.service_cidr, &self.ports, &used) {
+                Ok(took) => took,
+                Err(refused) => {
+                    // Best effort: what the Services now show need not stay
+                    // reserved (a full range may have room after this write).
+                    if pruned && !req.dry_run {
+                        let _ = reservations::write(self.store.as_ref(), read.revision, &next);
+                    }
+                    return Err(refused);
+                }
+            };
+            let nothing_new = took.ips.is_empty() && took.ports.is_empty();
+            if req.dry_run || (nothing_new && !pruned) {
+                *obj = candidate;
+                return Ok(());
+            }
+            next.reserve(&took, now + RESERVATION_TTL.as_secs());
+            if reservations::write(self.store.as_ref(), read.revision, &next).map_err(store_err)? {
+                *obj = candidate;
+                return Ok(());
+            }
+            tracing::debug!("allocation record changed under us (another server allocated); retrying");
         }
-        Ok(())
+        Err(ApiStatus::internal(
+            "failed to allocate a ClusterIP or node port: too many concurrent allocations; try again".to_string(),
+        ))
     }
 }
 

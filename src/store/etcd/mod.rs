@@ -55,11 +55,11 @@
 //! **Invariant:** every etcd RPC runs on the store's own runtime; no trait
 //! method ever enters the caller's runtime.
 //!
-//! Partial: writes are not retried after a transport error (the outcome is
-//! unknown; the API client retries); reads are retried a few times while the
-//! client's balancer moves off a dead member.
+//! Partial: a write is retried only when no member received it (the
+//! connection to a dead member was refused); after any other transport error
+//! its outcome is unknown and the API client retries. Reads are retried a few
+//! times while the client's balancer moves off a dead member.
 
-mod claim;
 mod local;
 mod ops;
 mod watch;
@@ -71,7 +71,6 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
-pub use claim::{CLAIM_KEY, CLAIM_TTL};
 pub use local::LocalEtcd;
 
 use super::{ListOptions, ListPage, Record, Result, Revision, Store, StoreError, WatchReceiver};
@@ -212,13 +211,6 @@ impl EtcdStore {
     /// The current and the compacted revision, read in one round trip.
     fn marks(&self) -> Result<(Revision, Revision)> {
         self.run(|s| async move { ops::marks(&s).await })
-    }
-
-    /// Claims this etcd for one server (`holder` names it in the refusal a
-    /// second server gets); the claim lives as long as this store.
-    pub fn claim_single_server(&self, holder: &str) -> Result<()> {
-        let holder = holder.to_owned();
-        self.run(move |s| claim::claim(s, holder))
     }
 
     /// Whether nothing at all is stored under `/` (for `datastore migrate`).

@@ -205,12 +205,33 @@ async fn put_op(s: &Shared, key: &str, value: Vec<u8>) -> Result<TxnOp> {
     Ok(TxnOp::put(key, value, Some(put)))
 }
 
+/// Whether a call failed before any member received it (no connection could
+/// be made): retrying a write is then safe, its outcome is not unknown.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect error")
+        }
+        _ => false,
+    }
+}
+
 async fn txn(s: &Shared, what: &str, key: &str, txn: Txn) -> Result<(TxnResponse, Revision)> {
-    let resp = s
-        .kv()
-        .txn(txn)
-        .await
-        .map_err(|e| backend(&format!("{what} {key}"), e))?;
+    // A dead member stays in the client's balancer for a while: a write sent
+    // to it fails to connect, and goes to another member on the next try.
+    let mut delay = Duration::from_millis(50);
+    let mut attempt = 0;
+    let resp = loop {
+        match s.kv().txn(txn.clone()).await {
+            Err(e) if attempt < 6 && never_sent(&e) => {
+                attempt += 1;
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => break other,
+        }
+    }
+    .map_err(|e| backend(&format!("{what} {key}"), e))?;
     let rev = header_revision(resp.header());
     s.saw(rev);
     Ok((resp, rev))
@@ -404,6 +425,15 @@ pub(crate) async fn compactor(s: Arc<Shared>, every: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_connection_makes_a_write_safe_to_retry() {
+        let refused = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("tcp connect error"));
+        let cut = etcd_client::Error::GRpcStatus(tonic::Status::unavailable("connection reset"));
+        let late = etcd_client::Error::GRpcStatus(tonic::Status::deadline_exceeded("timeout"));
+        assert!(never_sent(&refused));
+        assert!(!never_sent(&cut) && !never_sent(&late));
+    }
 
     #[test]
     fn ranges_cover_the_prefix_and_continue_after_a_key() {

@@ -143,27 +143,6 @@ fn calls_fail_cleanly_when_etcd_is_gone() {
     assert!(matches!(store.get("/x"), Err(StoreError::Backend(_))));
 }
 
-/// A second server on the same etcd is refused, naming the first; the claim
-/// goes when the first store does.
-#[test]
-fn a_second_server_is_refused_until_the_first_is_gone() {
-    let Some(f) = fixture() else { return };
-    f.store.claim_single_server("pi-1").unwrap();
-    let second = EtcdStore::connect(options(&f._etcd)).unwrap();
-    let err = second.claim_single_server("pi-2").unwrap_err().to_string();
-    assert!(err.contains("\"pi-1\" uses it"), "{err}");
-    let Fixture { store, _etcd } = f;
-    store
-        .run(|s| async move {
-            let mut kv = s.client.kv_client();
-            let lease = kv.get(CLAIM_KEY, None).await.map_err(|e| ops::backend("get", e))?.kvs()[0].lease();
-            s.client.lease_client().revoke(lease).await.map_err(|e| ops::backend("revoke", e))?;
-            Ok(())
-        })
-        .unwrap();
-    second.claim_single_server("pi-2").unwrap();
-}
-
 /// A list larger than gRPC's default 4 MiB message comes back whole.
 #[test]
 fn a_list_larger_than_grpc_default_limits_is_served() {
