@@ -28,3 +28,5 @@ pub mod multinode;
 pub mod twonode;
 /// One real server with its built-in agent in a network namespace.
 pub mod onenode;
+/// Two in-process API servers on one shared store and PKI.
+pub mod haservers;
