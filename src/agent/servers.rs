@@ -88,7 +88,8 @@ pub fn start(
         }) as crate::tunnel::pool::PoolObserver
     });
     let tunnels = Arc::new(TunnelPool::new(template, observer, metrics, shutdown.clone()));
-    let watch = ServerWatch { balancer: upstream.balancer, tunnels: tunnels.clone(), alias: upstream.alias };
+    let keep_loopback = seeds.iter().all(|s| is_loopback(s));
+    let watch = ServerWatch { balancer: upstream.balancer, tunnels: tunnels.clone(), alias: upstream.alias, keep_loopback };
     // The remembered list (when the balancer has one) beats the bare seed.
     match &watch.balancer {
         Some(b) => watch.update(&b.servers()),
@@ -120,11 +121,27 @@ pub struct ServerWatch {
     pub tunnels: Arc<TunnelPool>,
     /// `(advertised, local)`: tunnel to `local` instead of `advertised`.
     pub alias: Option<(String, String)>,
+    /// Whether loopback addresses in the list are usable: only when the
+    /// seed is loopback too (a server advertising 127.0.0.1, its default
+    /// without `--node-ip`, can't be reached from another machine).
+    pub keep_loopback: bool,
+}
+
+/// Whether `addr` (`host:port`) is a loopback address.
+pub fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+        || addr.starts_with("localhost:")
 }
 
 impl ServerWatch {
     /// Applies a new server list (ignored when empty).
     pub fn update(&self, addresses: &[String]) {
+        let kept: Vec<String> =
+            addresses.iter().filter(|a| self.keep_loopback || !is_loopback(a)).cloned().collect();
+        if kept.len() < addresses.len() {
+            tracing::debug!(?addresses, "ignoring loopback API server addresses (this agent's seed is not loopback)");
+        }
+        let addresses = &kept[..];
         if addresses.is_empty() {
             return;
         }
@@ -172,6 +189,12 @@ mod tests {
 
     fn slice(json: serde_json::Value) -> EndpointSlice {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn loopback_addresses_are_recognised() {
+        assert!(is_loopback("127.0.0.1:6443") && is_loopback("[::1]:6443") && is_loopback("localhost:6443"));
+        assert!(!is_loopback("10.0.0.1:6443") && !is_loopback("server:6443"));
     }
 
     #[test]
