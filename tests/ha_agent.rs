@@ -18,15 +18,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::haservers::{kubernetes_endpoints, HaServers};
-use rk3s::agent::kubelet_api::{self, KubeletApiOptions};
+use common::haservers::{kubernetes_endpoints, HaAgent, HaServers};
+use rk3s::agent::kubelet_api::KubeletApi;
 use rk3s::agent::loadbalancer::{proxy, Balancer, STATE_FILE};
-use rk3s::agent::servers::{self, Upstream};
-use tokio_util::sync::CancellationToken;
 
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -44,49 +40,6 @@ fn cri(line: &str) -> String {
         "{} stdout F {line}\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
     )
-}
-
-/// The agent's API side on its own runtime until dropped.
-struct Agent {
-    shutdown: CancellationToken,
-    balancer: Arc<Balancer>,
-    lb_url: String,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start_agent(ha: &HaServers, node: &str, seed: &str, state_dir: &Path, log_root: &Path) -> Agent {
-    let balancer = Arc::new(Balancer::new(seed, Some(state_dir.join(STATE_FILE))));
-    let shutdown = CancellationToken::new();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = rt.block_on(proxy::bind(0)).expect("bind the balancer");
-    let lb_url = format!("https://{}", listener.local_addr().unwrap());
-    // As `rk3s agent` does: the node kubeconfig points at the balancer.
-    let kubeconfig = state_dir.join("kubelet.kubeconfig");
-    ha.node_kubeconfig(node, &lb_url, &kubeconfig);
-    let (b, token, node, log_root) = (balancer.clone(), shutdown.clone(), node.to_string(), log_root.to_path_buf());
-    let seed = seed.to_string();
-    let thread = std::thread::spawn(move || {
-        rt.block_on(async move {
-            tokio::spawn(proxy::serve(listener, b.clone(), Arc::new(proxy::TcpDialer), token.clone()));
-            let handler = kubelet_api::tunnel_handler(kubelet_api::router(KubeletApiOptions { log_root }));
-            let upstream = Upstream { balancer: Some(b), seeds: vec![seed], alias: None };
-            let _tunnels = servers::start(&kubeconfig, handler, upstream, None, &token).expect("start the tunnels");
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-            let client = kube::Client::try_from(cfg).unwrap();
-            rk3s::agent::kubelet::lease::run(client, node, None, token).await;
-        });
-    });
-    Agent { shutdown, balancer, lb_url, thread: Some(thread) }
 }
 
 #[test]
@@ -115,7 +68,8 @@ fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
     std::fs::write(dir.join("0.log"), format!("{}{}", cri("hello from node1"), cri("bye"))).unwrap();
 
     let state = tempfile::tempdir().unwrap();
-    let agent = start_agent(&ha, "node1", &a, state.path(), logs.path());
+    let api = KubeletApi { log_root: logs.path().to_path_buf(), exec: None, liveness: None, port_forward: None };
+    let agent = HaAgent::start(&ha, "node1", &a, state.path(), api);
 
     // One tunnel to each server: logs through either reach the agent.
     for s in &ha.servers {

@@ -145,6 +145,60 @@ fn start_one(
     OneServer { url, addr, tunnels, kubeconfig, shutdown, thread: Some(thread) }
 }
 
+/// The agent's API side, as `rk3s agent` runs it (its load balancer on a
+/// free local port, the node kubeconfig pointed at it, one tunnel per
+/// server serving `api`, the server watch, and the kubelet's own node-lease
+/// loop through the balancer), on its own runtime until dropped.
+pub struct HaAgent {
+    shutdown: CancellationToken,
+    pub balancer: Arc<rk3s::agent::loadbalancer::Balancer>,
+    pub lb_url: String,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HaAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl HaAgent {
+    pub fn start(
+        ha: &HaServers,
+        node: &str,
+        seed: &str,
+        state_dir: &Path,
+        api: rk3s::agent::kubelet_api::KubeletApi,
+    ) -> Self {
+        use rk3s::agent::loadbalancer::{proxy, Balancer, STATE_FILE};
+        let balancer = Arc::new(Balancer::new(seed, Some(state_dir.join(STATE_FILE))));
+        let shutdown = CancellationToken::new();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = rt.block_on(proxy::bind(0)).expect("bind the balancer");
+        let lb_url = format!("https://{}", listener.local_addr().unwrap());
+        let kubeconfig = state_dir.join("kubelet.kubeconfig");
+        ha.node_kubeconfig(node, &lb_url, &kubeconfig);
+        let (b, token, node, seed) = (balancer.clone(), shutdown.clone(), node.to_string(), seed.to_string());
+        let thread = std::thread::spawn(move || {
+            rt.block_on(async move {
+                tokio::spawn(proxy::serve(listener, b.clone(), Arc::new(proxy::TcpDialer), token.clone()));
+                let handler = rk3s::agent::kubelet_api::tunnel_handler(rk3s::agent::kubelet_api::router_with(api));
+                let upstream = rk3s::agent::servers::Upstream { balancer: Some(b), seeds: vec![seed], alias: None };
+                let _tunnels = rk3s::agent::servers::start(&kubeconfig, handler, upstream, None, &token)
+                    .expect("start the tunnels");
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+                let client = kube::Client::try_from(cfg).unwrap();
+                rk3s::agent::kubelet::lease::run(client, node, None, token).await;
+            });
+        });
+        HaAgent { shutdown, balancer, lb_url, thread: Some(thread) }
+    }
+}
+
 /// The `kubernetes` Endpoints' addresses as `ip:port`, sorted.
 pub fn kubernetes_endpoints(kubectl: &Kubectl) -> Vec<String> {
     let out = kubectl.run(&[
