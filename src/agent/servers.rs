@@ -133,28 +133,42 @@ pub fn is_loopback(addr: &str) -> bool {
         || addr.starts_with("localhost:")
 }
 
+/// What a server list becomes: the balancer's list (loopback addresses
+/// dropped unless `keep_loopback`) and the tunnel targets (the same, with
+/// `alias` applied).
+pub fn plan(
+    addresses: &[String],
+    keep_loopback: bool,
+    alias: Option<&(String, String)>,
+) -> (Vec<String>, Vec<String>) {
+    let kept: Vec<String> = addresses.iter().filter(|a| keep_loopback || !is_loopback(a)).cloned().collect();
+    let mut tunnels: Vec<String> = Vec::new();
+    for a in &kept {
+        let target = match alias {
+            Some((advertised, local)) if advertised == a => local.clone(),
+            _ => a.clone(),
+        };
+        // One tunnel per server address, whatever names it twice.
+        if !tunnels.contains(&target) {
+            tunnels.push(target);
+        }
+    }
+    (kept, tunnels)
+}
+
 impl ServerWatch {
     /// Applies a new server list (ignored when empty).
     pub fn update(&self, addresses: &[String]) {
-        let kept: Vec<String> =
-            addresses.iter().filter(|a| self.keep_loopback || !is_loopback(a)).cloned().collect();
+        let (kept, tunnels) = plan(addresses, self.keep_loopback, self.alias.as_ref());
         if kept.len() < addresses.len() {
             tracing::debug!(?addresses, "ignoring loopback API server addresses (this agent's seed is not loopback)");
         }
-        let addresses = &kept[..];
-        if addresses.is_empty() {
+        if kept.is_empty() {
             return;
         }
         if let Some(b) = &self.balancer {
-            b.set_servers(addresses);
+            b.set_servers(&kept);
         }
-        let tunnels: Vec<String> = addresses
-            .iter()
-            .map(|a| match &self.alias {
-                Some((advertised, local)) if advertised == a => local.clone(),
-                _ => a.clone(),
-            })
-            .collect();
         self.tunnels.set_servers(&tunnels);
     }
 
@@ -189,6 +203,18 @@ mod tests {
 
     fn slice(json: serde_json::Value) -> EndpointSlice {
         serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn loopback_servers_are_dropped_unless_the_seed_is_loopback_and_the_alias_applies_to_tunnels() {
+        let list: Vec<String> = ["127.0.0.1:6443", "10.0.0.2:6443"].iter().map(|s| s.to_string()).collect();
+        let (lb, tunnels) = plan(&list, false, None);
+        assert_eq!((lb.as_slice(), tunnels.as_slice()), (&["10.0.0.2:6443".to_string()][..], &["10.0.0.2:6443".to_string()][..]));
+        let alias = ("10.0.0.2:6443".to_string(), "127.0.0.1:6443".to_string());
+        let (lb, tunnels) = plan(&list, true, Some(&alias));
+        assert_eq!(lb, list);
+        // The built-in agent's own server through the local URL: one tunnel, not two.
+        assert_eq!(tunnels, ["127.0.0.1:6443"]);
     }
 
     #[test]

@@ -152,3 +152,38 @@ impl Drop for TunnelPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> ClientOptions {
+        let roots = rustls::RootCertStore::empty();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        ClientOptions {
+            server: "https://127.0.0.1:1".parse().unwrap(),
+            tls: Arc::new(tls),
+            handler: Arc::new(|_target: String, _stream| {}),
+            session: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_tunnel_per_listed_server_added_and_removed_with_the_list() {
+        // Closed loopback ports: the clients fail and back off, nothing leaves the machine.
+        let pool = TunnelPool::new(template(), None, None, CancellationToken::new());
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        pool.set_servers(&list(&["127.0.0.1:1", "127.0.0.2:1"]));
+        assert_eq!(pool.servers(), ["127.0.0.1:1", "127.0.0.2:1"]);
+        pool.set_servers(&list(&["127.0.0.2:1", "127.0.0.3:1", "127.0.0.3:1"]));
+        assert_eq!(pool.servers(), ["127.0.0.2:1", "127.0.0.3:1"]);
+        // An empty list (a transient read) keeps the tunnels.
+        pool.set_servers(&[]);
+        assert_eq!(pool.servers().len(), 2);
+        assert!(pool.connected().is_empty());
+    }
+}
