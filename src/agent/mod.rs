@@ -11,6 +11,8 @@
 //! `node_runner` (what one node runs: the tunnel, the kubelet API served on
 //! it, the kubelet), `kubelet` (registration, lease, pod sync),
 //! `kubelet_api` (logs, exec, attach, port-forward for the API server),
+//! `loadbalancer` (the standalone agent's local proxy to a live API server),
+//! `servers` (learning every API server; one tunnel to each),
 //! `runtime` (the containerd client), `containerd_supervisor` (starting and
 //! watching the agent's own containerd), `image_registry` (pulls from OCI
 //! registries), `network` (pod network on one node).
@@ -19,11 +21,13 @@ pub mod containerd_supervisor;
 pub mod join;
 pub mod kubelet;
 pub mod kubelet_api;
+pub mod loadbalancer;
 pub mod metrics;
 pub mod network;
 pub mod image_registry;
 pub mod node_runner;
 pub mod runtime;
+pub mod servers;
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +41,8 @@ pub enum AgentError {
     Join(#[from] join::JoinError),
     #[error(transparent)]
     Kubelet(#[from] kubelet::KubeletError),
+    #[error(transparent)]
+    LoadBalancer(#[from] loadbalancer::proxy::LoadBalancerError),
 }
 
 /// Runs the standalone agent until `shutdown` is cancelled.
@@ -51,6 +57,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
         Err(e) => return Err(e.into()),
     };
+    let upstream = loadbalancer::start(&config, &creds, &shutdown).await?;
     let opts = kubelet::KubeletOptions::for_agent(&config, creds);
-    node_runner::run(opts, shutdown).await
+    node_runner::run_with(opts, upstream, shutdown).await
 }

@@ -1,8 +1,9 @@
-//! Everything one node runs next to the kubelet: the tunnel to the server
-//! and the kubelet API served on it (logs, exec, attach, port-forward).
+//! Everything one node runs next to the kubelet: the tunnels to the servers
+//! (one per API server, `agent::servers`) and the kubelet API served on
+//! them (logs, exec, attach, port-forward).
 //!
-//! [`run`] starts the tunnel client with the node's credentials, then runs
-//! the kubelet until shutdown; both the standalone agent and the server's
+//! [`run`] starts the tunnels with the node's credentials, then runs the
+//! kubelet until shutdown; both the standalone agent and the server's
 //! built-in agent go through it.
 
 use std::path::{Path, PathBuf};
@@ -178,23 +179,26 @@ pub async fn run(
     opts: KubeletOptions,
     shutdown: CancellationToken,
 ) -> Result<(), super::AgentError> {
-    match tunnel_tls(&opts.credentials.kubeconfig) {
-        Ok((server, tls)) => {
-            let routes = kubelet_api::router_with(kubelet_api(&opts))
-                .merge(super::metrics::start(&opts, &shutdown));
-            let handler = kubelet_api::tunnel_handler(routes);
-            let client = crate::tunnel::ClientOptions {
-                server,
-                tls,
-                handler,
-                session: Default::default(),
-            };
-            tokio::spawn(crate::tunnel::run_client_observed(client, Some(opts.metrics.clone()), shutdown.clone()));
-        }
-        Err(e) => tracing::error!(
-            "the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}"
-        ),
-    }
+    run_with(opts, super::servers::Upstream::default(), shutdown).await
+}
+
+/// [`run`] with the tunnels (one per API server) and API connections
+/// going where `upstream` says.
+pub async fn run_with(
+    opts: KubeletOptions,
+    upstream: super::servers::Upstream,
+    shutdown: CancellationToken,
+) -> Result<(), super::AgentError> {
+    let routes = kubelet_api::router_with(kubelet_api(&opts))
+        .merge(super::metrics::start(&opts, &shutdown));
+    let handler = kubelet_api::tunnel_handler(routes);
+    let metrics = Some(opts.metrics.clone());
+    // Held until the kubelet stops: dropping the pool closes the tunnels.
+    let _tunnels = super::servers::start(&opts.credentials.kubeconfig, handler, upstream, metrics, &shutdown)
+        .map_err(|e| {
+            tracing::error!("the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}")
+        })
+        .ok();
     kubelet::run(opts, shutdown).await?;
     Ok(())
 }

@@ -235,6 +235,9 @@ pub struct AgentArgs {
     /// Directory holding all state.
     #[arg(short = 'd', long, env = "RK3S_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: String,
+    /// Local port of the agent's load balancer for the API servers (127.0.0.1).
+    #[arg(long, env = "RK3S_LB_SERVER_PORT", value_name = "PORT", default_value = "6444")]
+    pub lb_server_port: String,
     #[command(flatten)]
     pub node: NodeArgs,
 }

@@ -181,6 +181,8 @@ pub struct AgentConfig {
     pub debug: bool,
     /// The node password file (`RK3S_NODE_PASSWORD_FILE`, see `node_password`).
     pub node_password_file: PathBuf,
+    /// `--lb-server-port`: the agent's API server load balancer on 127.0.0.1.
+    pub lb_server_port: u16,
 }
 
 /// Looks values up in [`Settings`] and turns parse failures into [`ConfigError::Invalid`].
@@ -476,6 +478,7 @@ impl AgentConfig {
             node: r.node()?,
             debug: r.flag("debug")?,
             node_password_file: node_password_file(),
+            lb_server_port: r.required("lb-server-port", "6444", parse_port)?,
         })
     }
 }

@@ -83,6 +83,7 @@ impl AgentConfig {
             TokenSource::File(f) => put(&mut m, "token-file", f.display()),
         }
         put(&mut m, "data-dir", self.data_dir.display());
+        put(&mut m, "lb-server-port", self.lb_server_port);
         node_yaml(&mut m, &self.node);
         m.insert("debug".into(), Value::from(self.debug));
         serde_yaml::to_string(&m).expect("a mapping of strings serialises")

@@ -158,6 +158,9 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
     let elected = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
     tokio::spawn(stop_api_after_release(shutdown.clone(), elected, api_stop));
     let mut control_plane = Vec::new();
+    // This server in the `kubernetes` endpoints for as long as it runs.
+    let me = crate::apiserver::ipalloc::apiserver_leases::ServerEndpoint { ip: parts.settings.advertise_address, port };
+    control_plane.push(tokio::spawn(crate::apiserver::ipalloc::apiserver_leases::run(parts.store.clone(), me, shutdown.clone())));
     control_plane.push(start_ingress_class(pki.clone(), &url, !config.disable.contains(&crate::config::Component::Ingress), &shutdown));
     control_plane.extend(habits::start_background(encrypting, &config, &shutdown));
     control_plane.push(habits::start_deployer(pki.clone(), &url, &config.data_dir, &shutdown));
@@ -316,9 +319,15 @@ fn start_builtin_agent(
     if let ipnet::IpNet::V4(cidr) = settings.cluster_cidr {
         opts.cluster_cidr = cidr;
     }
+    // Tunnels to every server; to this one through the local URL.
+    let port = url.rsplit(':').next().unwrap_or("6443");
+    let upstream = crate::agent::servers::Upstream {
+        alias: Some((format!("{}", std::net::SocketAddr::new(settings.advertise_address, port.parse().unwrap_or(6443))), format!("127.0.0.1:{port}"))),
+        ..Default::default()
+    };
     let shutdown = shutdown.clone();
     Ok(tokio::spawn(async move {
-        if let Err(e) = crate::agent::node_runner::run(opts, shutdown).await {
+        if let Err(e) = crate::agent::node_runner::run_with(opts, upstream, shutdown).await {
             tracing::error!("the built-in agent stopped: {e}");
         }
     }))

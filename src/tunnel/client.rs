@@ -53,6 +53,20 @@ pub async fn run(opts: ClientOptions, shutdown: CancellationToken) {
     run_observed(opts, None, shutdown).await
 }
 
+/// What the connection loop reports as it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelEvent {
+    /// Connected; `result` of the attempt is "success".
+    Connected,
+    /// An attempt failed (`"error"` or `"timeout"`).
+    Failed(&'static str),
+    /// The connected tunnel closed.
+    Closed,
+}
+
+/// Receives [`TunnelEvent`]s (metrics, the agent's load balancer health).
+pub type Observer = Arc<dyn Fn(TunnelEvent) + Send + Sync>;
+
 /// [`run`], counting into `metrics`: `rk3s_tunnel_connected` (1 while the
 /// tunnel is up) and `rk3s_tunnel_connects_total{result}`.
 pub async fn run_observed(
@@ -60,13 +74,28 @@ pub async fn run_observed(
     metrics: Option<Arc<crate::metrics::prom::Registry>>,
     shutdown: CancellationToken,
 ) {
-    let note = |connected: bool, result: Option<&str>| {
-        if let Some(m) = &metrics {
-            m.set("rk3s_tunnel_connected", "1 while the tunnel to the server is up.", &[], f64::from(u8::from(connected)));
-            if let Some(r) = result {
-                m.inc("rk3s_tunnel_connects_total", "Tunnel connection attempts, by result.", &[("result", r)], 1.0);
-            }
-        }
+    let observer: Observer = Arc::new(move |event| {
+        let Some(m) = &metrics else { return };
+        let connected = event == TunnelEvent::Connected;
+        m.set("rk3s_tunnel_connected", "1 while the tunnel to the server is up.", &[], f64::from(u8::from(connected)));
+        let result = match event {
+            TunnelEvent::Connected => "success",
+            TunnelEvent::Failed(r) => r,
+            TunnelEvent::Closed => return,
+        };
+        m.inc("rk3s_tunnel_connects_total", "Tunnel connection attempts, by result.", &[("result", result)], 1.0);
+    });
+    run_reporting(opts, observer, shutdown).await
+}
+
+/// [`run`], telling `observer` every connect, failure and close.
+pub async fn run_reporting(opts: ClientOptions, observer: Observer, shutdown: CancellationToken) {
+    let note = |connected: bool, result: Option<&'static str>| {
+        observer(match (connected, result) {
+            (true, _) => TunnelEvent::Connected,
+            (false, Some(r)) => TunnelEvent::Failed(r),
+            (false, None) => TunnelEvent::Closed,
+        })
     };
     note(false, None);
     let mut state = State::Connecting { attempt: 0 };

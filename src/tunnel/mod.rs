@@ -11,16 +11,21 @@
 //!   only, each tied to its own name) and the current session per node.
 //! - `client`: the agent side: connect, serve opened streams, reconnect
 //!   with jittered back-off (an explicit state machine).
+//! - `pool`: the agent keeps one tunnel to every API server, so each
+//!   server reaches every kubelet through a tunnel of its own.
 //!
 //! Architecture invariant: the server never connects to an agent; every
-//! byte to a kubelet goes through that node's tunnel.
+//! byte to a kubelet goes through a tunnel that node's agent opened to
+//! that very server (no forwarding between servers).
 
 pub mod client;
 pub mod frame;
+pub mod pool;
 pub mod sessions;
 pub mod session;
 
-pub use client::{run as run_client, run_observed as run_client_observed, ClientOptions};
+pub use client::{run as run_client, run_observed as run_client_observed, ClientOptions, TunnelEvent};
+pub use pool::TunnelPool;
 pub use sessions::TunnelRegistry;
 pub use session::{AcceptHandler, Role, Session, SessionOptions};
 

@@ -32,3 +32,5 @@ pub mod nodekit;
 pub mod twonode;
 /// One real server with its built-in agent in a network namespace.
 pub mod onenode;
+/// Two in-process API servers on one shared store and PKI.
+pub mod haservers;

@@ -2,17 +2,17 @@
 //! Service ClusterIPs and node ports (`services`), kube's
 //! DefaultTolerationSeconds pod plug-in (`tolerations`), the CIDR arithmetic
 //! both these and the pod-CIDR controller use (`crate::cidr`), and the bootstrap of
-//! the `default/kubernetes` Service with its Endpoints and EndpointSlice.
+//! the `default/kubernetes` Service with its Endpoints and EndpointSlice,
+//! which `apiserver_leases` then keeps listing every live API server.
 //!
 //! Invariant: the `kubernetes` Service owns the first address of the service
 //! CIDR (10.43.0.1); dynamic allocation never hands it out.
 
+pub mod apiserver_leases;
 pub mod kube_dns;
 pub mod reservations;
 pub mod services;
 pub mod tolerations;
-
-use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
@@ -59,37 +59,18 @@ pub fn bootstrap_kubernetes_service(
         service,
         None,
     )?;
-    let (addr, port) = (settings.advertise_address, settings.https_port);
-    ensure(
-        store,
-        "/registry/endpoints/default/kubernetes",
-        endpoints(addr, port),
-        Some("subsets"),
-    )?;
-    ensure(
-        store,
-        "/registry/endpointslices.discovery.k8s.io/default/kubernetes",
-        endpoint_slice(addr, port),
-        Some("endpoints"),
-    )
-}
-
-fn endpoints(addr: IpAddr, port: u16) -> Value {
-    json!({"apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": addr.to_string()}],
-                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]})
-}
-
-fn endpoint_slice(addr: IpAddr, port: u16) -> Value {
-    let family = if addr.is_ipv6() { "IPv6" } else { "IPv4" };
-    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes"}},
-        "addressType": family,
-        "endpoints": [{"addresses": [addr.to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]})
+    // This server and every other live one (their Leases), so a server
+    // starting next to others never drops them from the list.
+    let me = apiserver_leases::ServerEndpoint {
+        ip: settings.advertise_address,
+        port: settings.https_port,
+    };
+    let write = |source| BootstrapError::Write {
+        key: "/registry/endpoints/default/kubernetes".into(),
+        source,
+    };
+    let set = apiserver_leases::live_servers(store, me, chrono::Utc::now(), true).map_err(write)?;
+    apiserver_leases::sync_endpoints(store, &set).map_err(write)
 }
 
 /// Creates `obj` at `key`; if it exists and `field` differs, rewrites that
