@@ -84,7 +84,6 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
     // The node agent's own metrics (the server's built-in agent, node
     // `server`): its tunnel is up and its proxy has synced
     // (the LoadBalancer Service above is in its view).
-    let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         let o = c.kubectl(&["get", "--raw", "/api/v1/nodes/server/proxy/metrics"]);
@@ -92,7 +91,7 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
         if t.contains("rk3s_proxy_syncs_total{result=\"success\",kind=\"full\"}") {
             break t;
         }
-        last = format!("{t}{}", text(&o.stderr));
+        let last = format!("{t}{}", text(&o.stderr));
         assert!(Instant::now() < deadline, "the agent's proxy counted no sync in 30 s; its metrics:\n{last}");
         std::thread::sleep(Duration::from_millis(500));
     };
