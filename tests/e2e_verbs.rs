@@ -300,7 +300,8 @@ fn kubectl_verbs_work_against_a_real_node() {
 
 /// The Kubernetes Python client (Debian's python3-kubernetes, which speaks
 /// `v4.channel.k8s.io`): exec with a terminal (stdin+tty, tty without
-/// stdin), stdin echo ended by closing the websocket,
+/// stdin), stdin echo ended by closing the websocket, stdin with only
+/// stdout or only stderr,
 /// `utils.create_from_yaml` with kube's AlreadyExists body byte for byte,
 /// and a metadata-only list and watch. The non-tty stdout/stderr combinations and
 /// port-forward are `e2e_agent_netns`'s.
@@ -342,6 +343,14 @@ for _ in range(50):
         break
 ws.close()
 results['stdin echo'] = echo
+# stdin with only one of stdout and stderr.
+for out, err in ((True, False), (False, True)):
+    ws = stream(api.connect_get_namespaced_pod_exec, 'web', 'default',
+        command=['sh', '-c', 'read l; echo o$l; echo e$l >&2'],
+        stderr=err, stdin=True, stdout=out, tty=False, _preload_content=False)
+    ws.write_stdin('x\n')
+    ws.run_forever(timeout=20)
+    results['stdin out=%s err=%s' % (out, err)] = [ws.read_stdout() if out else None, ws.read_stderr() if err else None]
 with tempfile.NamedTemporaryFile('w', suffix='.yaml', delete=False) as f:
     f.write('apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-python\ndata:\n  k: v\n')
 utils.create_from_yaml(client.ApiClient(), f.name, namespace='default')
@@ -379,6 +388,8 @@ print(json.dumps(results, sort_keys=True))
             "tty stdin": true,
             "tty exit": 3,
             "stdin echo": "echo me\n",
+            "stdin out=True err=False": ["ox\n", null],
+            "stdin out=False err=True": [null, "ex\n"],
             "created": {"k": "v"},
             "again": [already_exists("from-python")],
             "metadata list": ["PartialObjectMetadataList", "meta.k8s.io/v1", true, false],

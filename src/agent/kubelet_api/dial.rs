@@ -45,16 +45,10 @@ pub(super) async fn handler(
         )
             .into_response();
     };
-    let Ok(addr) = addr.parse::<SocketAddr>() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("{addr:?} is not an IP address and port\n"),
-        )
-            .into_response();
+    let addr = match dial_target(&addr, &req) {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = needs_upgrade(&req) {
-        return refused;
-    }
     let tcp = match backend.connect_addr(&ns, &pod, &uid, addr).await {
         Ok(t) => t,
         Err(e) => {
@@ -71,16 +65,10 @@ pub(super) async fn handler(
 /// `/rk3s/nodeDial/{addr}`: a TCP connection to one of the node's own
 /// addresses.
 pub(super) async fn node_handler(Path(addr): Path<String>, req: Request) -> Response {
-    let Ok(addr) = addr.parse::<SocketAddr>() else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("{addr:?} is not an IP address and port\n"),
-        )
-            .into_response();
+    let addr = match dial_target(&addr, &req) {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
-    if let Some(refused) = needs_upgrade(&req) {
-        return refused;
-    }
     if !is_local(addr.ip()) {
         return (
             StatusCode::FORBIDDEN,
@@ -104,19 +92,22 @@ pub fn is_local(ip: std::net::IpAddr) -> bool {
     !ip.is_unspecified() && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
-fn needs_upgrade(req: &Request) -> Option<Response> {
+/// The address a dial names, if it is one and the request asks for the
+/// upgrade; otherwise the 400 to answer.
+fn dial_target(addr: &str, req: &Request) -> Result<SocketAddr, Response> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m).into_response();
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| bad(format!("{addr:?} is not an IP address and port\n")))?;
     let asked = req
         .headers()
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE));
-    (!asked).then(|| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("a dial needs `Upgrade: {UPGRADE}`\n"),
-        )
-            .into_response()
-    })
+    if !asked {
+        return Err(bad(format!("a dial needs `Upgrade: {UPGRADE}`\n")));
+    }
+    Ok(addr)
 }
 
 /// Answers 101 and splices the upgraded request with `tcp`.
