@@ -104,8 +104,8 @@ async fn ephemeral_containers_are_added_through_their_subresource() {
     put["spec"]["ephemeralContainers"][4]["image"] = json!("alpine");
     let (code, st) = raw(&c, "PUT", path, "application/json", &put).await;
     assert_eq!(code, 422, "{st}");
-    assert_eq!(st["details"]["causes"][0]["field"], "spec.ephemeralContainers.j");
-    assert_eq!(st["details"]["causes"][0]["message"], "Forbidden: may not be changed\n");
+    assert_eq!(st["details"]["causes"][0]["field"], "spec.ephemeralContainers[j]");
+    assert_eq!(st["details"]["causes"][0]["message"], "Forbidden: existing ephemeral containers \"j\" may not be changed\n");
     let mut put = pod.clone();
     put["metadata"]["labels"] = json!({"sneaky": "yes"});
     put["spec"]["ephemeralContainers"].as_array_mut().unwrap().remove(0);

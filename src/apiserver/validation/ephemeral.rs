@@ -116,9 +116,12 @@ pub(super) fn update(old: Option<&Value>, new: &Value, errs: &mut Errs) {
                 PATH,
                 &format!("existing ephemeral containers {} may not be removed\n", quote(name)),
             ),
-            Some(after) if *after != before => {
-                errs.forbidden(&format!("{PATH}.{name}"), "may not be changed\n")
-            }
+            // kube appends a `cmp.Diff` of the two (whose format Go
+            // declares unstable); the path keys the container by name.
+            Some(after) if *after != before => errs.forbidden(
+                &format!("{PATH}[{name}]"),
+                &format!("existing ephemeral containers {} may not be changed\n", quote(name)),
+            ),
             Some(_) => {}
         }
     }
@@ -181,7 +184,10 @@ mod tests {
         assert_eq!(
             check(&old, &new),
             vec![
-                ("spec.ephemeralContainers.d1".into(), "Forbidden: may not be changed\n".into()),
+                (
+                    "spec.ephemeralContainers[d1]".into(),
+                    "Forbidden: existing ephemeral containers \"d1\" may not be changed\n".into()
+                ),
                 (
                     "spec.ephemeralContainers".into(),
                     "Forbidden: existing ephemeral containers \"d2\" may not be removed\n".into()
