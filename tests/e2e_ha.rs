@@ -13,12 +13,10 @@
 //!   reaches its new size on the agent, and the agent's pods never stop;
 //! - `kill -9` of one etcd member: reads and writes through both servers go on.
 //!
-//! Until the agent balances over every server (ha-agent), it talks to
-//! server 1 only: so when server 1 holds the leases, the test first hands
-//! them to server 2 with a graceful restart of server 1 (which also checks
-//! that a stopping leader releases its Leases), then kills server 2.
-//! [`kubectl_exec_and_logs_work_through_a_server_the_agent_did_not_join`]
-//! needs a tunnel from the agent to every server (ha-agent's branch).
+//! - `kubectl logs` and `exec` reach the agent's pod through either server
+//!   (the agent keeps a tunnel to every server), and through the survivor
+//!   after the kill, whichever server died (the agent joined server 1; its
+//!   load balancer moves to server 2 when server 1 is the one killed).
 //!
 //! Root-only: skips without root unless `RK3S_E2E=1`.
 
@@ -409,33 +407,36 @@ fn two_servers_on_a_three_member_etcd_survive_a_server_and_an_etcd_member() {
         (pods.len() == 1).then_some(pods)
     });
 
-    // The agent follows server 1 only (until ha-agent): make server 2 the
-    // leader with a graceful restart of server 1, which releases at once.
-    let sched_leader = ha.holder(0, "kube-scheduler");
-    if leader.starts_with("srv1_") || sched_leader.starts_with("srv1_") {
-        ha.servers[0].stop();
-        ha.wait_for("server 2 to take the released leases", 30, || {
-            let cm = ha.holder(1, "kube-controller-manager");
-            let sched = ha.holder(1, "kube-scheduler");
-            (cm.starts_with("srv2_") && sched.starts_with("srv2_")).then_some(())
+    // Before any kill: logs and exec reach the agent's pod through either
+    // server (the agent keeps a tunnel to each server it finds in the
+    // `kubernetes` Endpoints, not only to the one it joined).
+    let name = before[0].0.clone();
+    for i in 0..2 {
+        let logs = ha.wait_for(&format!("logs through server {}", i + 1), 60, || {
+            let o = ha.kubectl(i, &["logs", &name]);
+            o.status.success().then(|| text(&o.stdout))
         });
-        ha.servers[0].spawn();
-        ha.wait_for("server 1's API again", 90, || ha.kubectl(0, &["get", "ns", "default"]).status.success().then_some(()));
+        assert!(logs.contains("web-started"), "{logs}");
+        let said = ha.kubectl_ok(i, &["exec", &name, "--", "echo", &format!("hello-through-srv{}", i + 1)]);
+        assert!(said.contains(&format!("hello-through-srv{}", i + 1)), "{said}");
     }
-    assert!(ha.holder(0, "kube-controller-manager").starts_with("srv2_"));
 
-    // kill -9 of the leader: server 1 takes over and the controllers act.
+    // kill -9 of the server leading the controllers, whichever it is (the
+    // agent joined server 1: when server 1 dies, its load balancer moves to
+    // server 2): the other server takes over and the controllers act.
+    let (dead, live) = if leader.starts_with("srv1_") { (0, 1) } else { (1, 0) };
+    let live_holder = format!("srv{}_", live + 1);
     let killed = Instant::now();
-    ha.servers[1].kill9();
-    ha.kubectl_ok(0, &["scale", "deployment", "web", "--replicas=3"]);
-    ha.wait_for("server 1 to take both leases", 60, || {
-        let cm = ha.holder(0, "kube-controller-manager");
-        let sched = ha.holder(0, "kube-scheduler");
-        (cm.starts_with("srv1_") && sched.starts_with("srv1_")).then_some(())
+    ha.servers[dead].kill9();
+    ha.kubectl_ok(live, &["scale", "deployment", "web", "--replicas=3"]);
+    ha.wait_for("the surviving server to take both leases", 60, || {
+        let cm = ha.holder(live, "kube-controller-manager");
+        let sched = ha.holder(live, "kube-scheduler");
+        (cm.starts_with(&live_holder) && sched.starts_with(&live_holder)).then_some(())
     });
     let took_over = killed.elapsed();
     let after = ha.wait_for("the Deployment at its new size", 120, || {
-        let pods = ha.web_pods(0);
+        let pods = ha.web_pods(live);
         (pods.len() == 3).then_some(pods)
     });
     println!(
@@ -446,54 +447,36 @@ fn two_servers_on_a_three_member_etcd_survive_a_server_and_an_etcd_member() {
     // The agent's pod never stopped: same pod, same container, no restart.
     for pod in &before {
         assert!(after.contains(pod), "pod {pod:?} was replaced or restarted: {after:?}");
-        let restarts = ha.kubectl_ok(0, &["get", "pod", &pod.0, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]);
+        let restarts = ha.kubectl_ok(live, &["get", "pod", &pod.0, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]);
         assert_eq!(restarts, "0");
     }
 
     // kill -9 of one etcd member: reads and writes go on.
     ha.etcd[0].kill9();
     for n in 0..5 {
-        ha.kubectl_ok(0, &["create", "configmap", &format!("after-etcd-{n}"), "--from-literal=k=v"]);
+        ha.kubectl_ok(live, &["create", "configmap", &format!("after-etcd-{n}"), "--from-literal=k=v"]);
         assert_eq!(
-            ha.kubectl_ok(0, &["get", "configmap", &format!("after-etcd-{n}"), "-o", "jsonpath={.data.k}"]),
+            ha.kubectl_ok(live, &["get", "configmap", &format!("after-etcd-{n}"), "-o", "jsonpath={.data.k}"]),
             "v"
         );
     }
-    ha.kubectl_ok(0, &["get", "pods", "-l", "app=web"]);
+    ha.kubectl_ok(live, &["get", "pods", "-l", "app=web"]);
 
-    // Server 2 comes back (same token, same etcd, one member down) and serves.
-    ha.servers[1].spawn();
-    ha.wait_for("server 2's API again", 90, || ha.kubectl(1, &["get", "configmap", "after-etcd-4"]).status.success().then_some(()));
-
-    // Through the surviving server (the one the agent joined), logs work.
+    // Through the surviving server, logs and exec reach the agent's pods
+    // (for a dead server 1, through the tunnel the agent opened to server 2).
     let name = after[0].0.clone();
-    let logs = ha.kubectl_ok(0, &["logs", &name]);
-    assert!(logs.contains("web-started"), "{logs}");
-    let said = ha.kubectl_ok(0, &["exec", &name, "--", "echo", "hello-through-srv1"]);
-    assert!(said.contains("hello-through-srv1"), "{said}");
-}
-
-/// `kubectl exec` and `logs` through the server the agent did not join: needs
-/// the agent's tunnel to every server (ha-agent's branch); passes only once
-/// both branches are merged.
-#[test]
-#[ignore = "needs the agent's tunnel to every server (ha-agent's branch)"]
-fn kubectl_exec_and_logs_work_through_a_server_the_agent_did_not_join() {
-    if !require_e2e("kubectl_exec_and_logs_work_through_a_server_the_agent_did_not_join") {
-        return;
-    }
-    let ha = Ha::start();
-    ha.apply(0, WEB);
-    let pods = ha.wait_for("the web pod running on the agent", 120, || {
-        let pods = ha.web_pods(1);
-        (pods.len() == 1).then_some(pods)
-    });
-    let name = pods[0].0.clone();
-    let logs = ha.wait_for("logs through server 2", 60, || {
-        let o = ha.kubectl(1, &["logs", &name]);
+    let logs = ha.wait_for("logs through the surviving server", 60, || {
+        let o = ha.kubectl(live, &["logs", &name]);
         o.status.success().then(|| text(&o.stdout))
     });
     assert!(logs.contains("web-started"), "{logs}");
-    let said = ha.kubectl_ok(1, &["exec", &name, "--", "echo", "hello-through-srv2"]);
-    assert!(said.contains("hello-through-srv2"), "{said}");
+    let said = ha.kubectl_ok(live, &["exec", &name, "--", "echo", "hello-through-the-survivor"]);
+    assert!(said.contains("hello-through-the-survivor"), "{said}");
+
+    // The dead server comes back (same token, same etcd, one member down)
+    // and serves the objects written while it was gone.
+    ha.servers[dead].spawn();
+    ha.wait_for("the restarted server's API", 90, || {
+        ha.kubectl(dead, &["get", "configmap", "after-etcd-4"]).status.success().then_some(())
+    });
 }
