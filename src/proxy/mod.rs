@@ -52,6 +52,8 @@ pub mod sync;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod changed_tests;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
