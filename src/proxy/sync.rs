@@ -4,8 +4,11 @@
 //!
 //! [`Syncer`] remembers, per Service, the objects it last programmed from
 //! (held as `Arc`s, so pointer identity means "unchanged") and the
-//! [`ServiceRules`] it applied. A sync recomputes only Services whose
-//! objects changed and writes one transaction with exactly their changed
+//! [`ServiceRules`] it applied, and the [`Mark`] of the last synced
+//! snapshot. A sync looks only at the Services the snapshot's change log
+//! names since that mark (all of them, in one ordered walk, when the log
+//! cannot tell), recomputes those whose objects changed and writes one
+//! transaction with exactly their changed
 //! chains, sets and map elements: its size is proportional to the change,
 //! not to the number of Services.
 //!
