@@ -38,7 +38,8 @@
 //!   no `nft`, so neither `nft` nor the kernel's jump-graph validation
 //!   runs (see [`sync`]); what still grows is nf_tables' own walk of the
 //!   table's chains at commit and of its sets to find one by name (~0.3
-//!   µs per Service) and our pointer comparison per Service.
+//!   µs per Service); which Services to recompute comes from the service
+//!   cache's change log (a walk of all of them only when it cannot tell).
 //!
 //! Partial: IPv4 only (IPv6 `loadBalancerSourceRanges` ignored); no drop of traffic
 //! to unallocated ClusterIPs (the agent does not know the service CIDR);
@@ -52,6 +53,8 @@ pub mod sync;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod changed_tests;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

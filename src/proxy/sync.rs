@@ -4,8 +4,11 @@
 //!
 //! [`Syncer`] remembers, per Service, the objects it last programmed from
 //! (held as `Arc`s, so pointer identity means "unchanged") and the
-//! [`ServiceRules`] it applied. A sync recomputes only Services whose
-//! objects changed and writes one transaction with exactly their changed
+//! [`ServiceRules`] it applied, and the [`Mark`] of the last synced
+//! snapshot. A sync looks only at the Services the snapshot's change log
+//! names since that mark (all of them, in one ordered walk, when the log
+//! cannot tell), recomputes those whose objects changed and writes one
+//! transaction with exactly their changed
 //! chains, sets and map elements: its size is proportional to the change,
 //! not to the number of Services.
 //!
@@ -59,7 +62,7 @@ use super::rules::{
     ElementKey, NodeView, ServiceRules, ENDPOINT_MAP_DECL, TABLE,
 };
 use crate::hostnet::nft::{Firewall, NftError};
-use crate::svccache::{ObjKey, Snapshot};
+use crate::svccache::{Mark, ObjKey, Snapshot};
 
 /// `(namespace, name)` of a Service.
 pub type ServiceKey = ObjKey;
@@ -87,6 +90,9 @@ impl Inputs {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
     pub full: bool,
+    /// Services whose objects were compared (all of them on a full walk,
+    /// only those the change log names otherwise).
+    pub services_looked_at: usize,
     pub services_changed: usize,
     /// Bytes of `nft` script (0: `nft` did not run).
     pub script_bytes: usize,
@@ -128,6 +134,9 @@ pub struct Syncer {
     garbage_sets: BTreeSet<String>,
     /// Endpoint maps no rule uses any more, with what they still hold.
     garbage_maps: BTreeMap<String, Vec<Endpoint>>,
+    /// The snapshot the table was last brought to: the next sync asks the
+    /// next snapshot which Services changed since (`None`: walk them all).
+    synced: Option<Mark>,
 }
 
 /// Emptied chains and sets wait for deletion until a transaction deletes
@@ -151,6 +160,7 @@ impl Syncer {
             garbage_chains: BTreeSet::new(),
             garbage_sets: BTreeSet::new(),
             garbage_maps: BTreeMap::new(),
+            synced: None,
         }
     }
 
@@ -164,45 +174,72 @@ impl Syncer {
     }
 
     /// Brings the table to `snap`: everything at first, then the change.
+    ///
+    /// Which Services to look at comes from the snapshot's change log
+    /// (only those named since the last synced snapshot: the cost is
+    /// proportional to the change); when the log cannot tell (another
+    /// cache, a relist, too far behind) every Service is walked beside
+    /// what was programmed. Both give the same result.
     pub async fn sync(&mut self, snap: &Snapshot) -> Result<SyncStats, SyncError> {
+        let result = self.sync_inner(snap).await;
+        self.synced = result.as_ref().ok().map(|_| snap.mark());
+        result
+    }
+
+    /// Like [`Syncer::sync`], but walks every Service whatever the change
+    /// log says (the resync path).
+    pub async fn resync(&mut self, snap: &Snapshot) -> Result<SyncStats, SyncError> {
+        self.synced = None;
+        self.sync(snap).await
+    }
+
+    async fn sync_inner(&mut self, snap: &Snapshot) -> Result<SyncStats, SyncError> {
         if !self.installed {
             return self.replace(snap).await;
         }
         let mut changed: BTreeMap<ServiceKey, ServiceRules> = BTreeMap::new();
         let mut new_inputs = Vec::new();
         let mut gone: Vec<ServiceKey> = Vec::new();
-        // One ordered walk of the snapshot beside what was programmed (both
-        // maps are sorted by key): a pointer comparison per Service, no
-        // look-ups, no rule computation for Services that did not change.
-        let mut last = self.inputs.iter().peekable();
-        for (key, svc) in &snap.services {
-            while let Some((k, _)) = last.next_if(|(k, _)| *k < key) {
-                gone.push(k.clone());
+        let looked_at;
+        match self.synced.and_then(|mark| snap.changed_since(mark)) {
+            Some(keys) => {
+                // Only the Services the log names: a look-up each.
+                looked_at = keys.len();
+                for key in &keys {
+                    match snap.service(key) {
+                        Some(svc) => self.consider(snap, key, svc, &mut changed, &mut new_inputs),
+                        None if self.inputs.contains_key(key) => gone.push(key.clone()),
+                        None => {}
+                    }
+                }
             }
-            let before = last.next_if(|(k, _)| *k == key).map(|(_, i)| i);
-            let slices = snap.slices(key);
-            if before.is_some_and(|i| i.same(svc, slices)) {
-                continue;
-            }
-            let rules = self.rules_for(svc, slices);
-            new_inputs.push((
-                key.clone(),
-                Inputs {
-                    service: svc.clone(),
-                    slices: slices.to_vec(),
-                },
-            ));
-            if self.applied.get(key) != Some(&rules) {
-                changed.insert(key.clone(), rules);
+            None => {
+                // One ordered walk of the snapshot beside what was
+                // programmed (both maps are sorted by key): a pointer
+                // comparison per Service, no look-ups, no rule computation
+                // for Services that did not change.
+                looked_at = snap.services.len();
+                let mut last = self.inputs.iter().peekable();
+                for (key, svc) in &snap.services {
+                    while let Some((k, _)) = last.next_if(|(k, _)| *k < key) {
+                        gone.push(k.clone());
+                    }
+                    let before = last.next_if(|(k, _)| *k == key).map(|(_, i)| i);
+                    if before.is_some_and(|i| i.same(svc, snap.slices(key))) {
+                        continue;
+                    }
+                    self.consider(snap, key, svc, &mut changed, &mut new_inputs);
+                }
+                gone.extend(last.map(|(k, _)| k.clone()));
             }
         }
-        gone.extend(last.map(|(k, _)| k.clone()));
         for key in &gone {
             changed.insert(key.clone(), ServiceRules::default());
         }
         let (script, ops) = self.diff_script(&changed);
         let stats = SyncStats {
             full: false,
+            services_looked_at: looked_at,
             services_changed: changed.len(),
             script_bytes: script.len(),
             element_ops: ops.len(),
@@ -234,6 +271,33 @@ impl Syncer {
             }
         }
         Ok(stats)
+    }
+
+    /// Recomputes Service `key` unless its objects are the ones last
+    /// programmed; collects its new inputs and, if they differ, its rules.
+    fn consider(
+        &self,
+        snap: &Snapshot,
+        key: &ServiceKey,
+        svc: &Arc<Service>,
+        changed: &mut BTreeMap<ServiceKey, ServiceRules>,
+        new_inputs: &mut Vec<(ServiceKey, Inputs)>,
+    ) {
+        let slices = snap.slices(key);
+        if self.inputs.get(key).is_some_and(|i| i.same(svc, slices)) {
+            return;
+        }
+        let rules = self.rules_for(svc, slices);
+        new_inputs.push((
+            key.clone(),
+            Inputs {
+                service: svc.clone(),
+                slices: slices.to_vec(),
+            },
+        ));
+        if self.applied.get(key) != Some(&rules) {
+            changed.insert(key.clone(), rules);
+        }
     }
 
     fn rules_for(&self, svc: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceRules {
@@ -305,6 +369,7 @@ impl Syncer {
         write_elements(&mut s, "add", &adds);
         let stats = SyncStats {
             full: true,
+            services_looked_at: snap.services.len(),
             services_changed: applied.len(),
             script_bytes: s.len(),
             element_ops: 0,

@@ -13,9 +13,9 @@ use super::sync::Syncer;
 use crate::hostnet::nft::{FakeFirewall, Firewall, NftError};
 use crate::svccache::{Index, Snapshot};
 
-const NODE: &str = "node-a";
+pub(super) const NODE: &str = "node-a";
 
-fn node() -> NodeView {
+pub(super) fn node() -> NodeView {
     NodeView {
         node_name: NODE.into(),
         node_ips: vec!["192.168.1.10".parse().unwrap()],
@@ -23,7 +23,7 @@ fn node() -> NodeView {
     }
 }
 
-fn service(name: &str, ip: &str, spec: Value) -> Service {
+pub(super) fn service(name: &str, ip: &str, spec: Value) -> Service {
     let mut s = json!({
         "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
         "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]},
@@ -41,7 +41,7 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 /// A slice for Service `svc` with `(ip, node, ready, serving, terminating)`.
-fn slice(svc: &str, suffix: &str, eps: &[(&str, &str, bool, bool, bool)]) -> EndpointSlice {
+pub(super) fn slice(svc: &str, suffix: &str, eps: &[(&str, &str, bool, bool, bool)]) -> EndpointSlice {
     let endpoints: Vec<Value> = eps
         .iter()
         .map(|(ip, node, ready, serving, terminating)| {
@@ -59,7 +59,7 @@ fn slice(svc: &str, suffix: &str, eps: &[(&str, &str, bool, bool, bool)]) -> End
     .unwrap()
 }
 
-fn ready(ip: &'static str, node: &'static str) -> (&'static str, &'static str, bool, bool, bool) {
+pub(super) fn ready(ip: &'static str, node: &'static str) -> (&'static str, &'static str, bool, bool, bool) {
     (ip, node, true, true, false)
 }
 

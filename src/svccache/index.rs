@@ -6,13 +6,15 @@
 //! `InitDone`, so objects deleted while the watch was down disappear and
 //! nothing else flickers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
+
+use super::changelog::{self, Log, Mark, Step, Touched};
 
 /// The label an EndpointSlice names its Service by.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -49,6 +51,10 @@ pub struct Snapshot {
     pub services: BTreeMap<ObjKey, Arc<Service>>,
     /// Slices by the Service they name, ordered by slice name.
     slices: BTreeMap<ObjKey, Vec<Arc<EndpointSlice>>>,
+    /// The index this snapshot came from (0: none, e.g. a default).
+    lineage: u64,
+    /// The change log up to `generation`.
+    log: Option<Arc<Step>>,
 }
 
 impl Snapshot {
@@ -59,6 +65,23 @@ impl Snapshot {
 
     pub fn service(&self, key: &ObjKey) -> Option<&Arc<Service>> {
         self.services.get(key)
+    }
+
+    /// Where a reader is after reading this snapshot.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            lineage: self.lineage,
+            generation: self.generation,
+        }
+    }
+
+    /// The keys of the Services whose Service or EndpointSlices changed
+    /// since the snapshot a reader marked with `since` (a superset: some
+    /// may have changed back), or `None` when the log cannot tell (another
+    /// index, a relist in between, or `since` older than the log reaches):
+    /// then the reader must look at every Service.
+    pub fn changed_since(&self, since: Mark) -> Option<BTreeSet<ObjKey>> {
+        changelog::changed_since(self.log.as_ref(), self.mark(), since)
     }
 
     /// Builds a snapshot from objects (for tests of the readers).
@@ -99,25 +122,33 @@ impl<K> Default for Kind<K> {
     }
 }
 
+/// What a visible change of one kind was.
+enum Applied<K> {
+    /// A relist swapped in whole.
+    All,
+    /// One object: before and after (`None`: absent).
+    One(Option<Arc<K>>, Option<Arc<K>>),
+}
+
 impl<K: kube::Resource> Kind<K> {
-    /// Applies one event; true if the visible set changed.
-    fn apply(&mut self, event: Event<K>) -> bool {
+    /// Applies one event; `Some` if the visible set changed.
+    fn apply(&mut self, event: Event<K>) -> Option<Applied<K>> {
         match event {
             Event::Init => {
                 self.relist = Some(BTreeMap::new());
-                false
+                None
             }
             Event::InitApply(obj) => {
                 let key = key_of(&obj);
                 self.relist
                     .get_or_insert_with(BTreeMap::new)
                     .insert(key, Arc::new(obj));
-                false
+                None
             }
             Event::InitDone => {
                 self.objects = self.relist.take().unwrap_or_default();
                 self.listed = true;
-                true
+                Some(Applied::All)
             }
             Event::Apply(obj) => {
                 let key = key_of(&obj);
@@ -126,14 +157,28 @@ impl<K: kube::Resource> Kind<K> {
                     .get(&key)
                     .is_some_and(|old| old.resource_version() == obj.resource_version());
                 if same {
-                    return false;
+                    return None;
                 }
-                self.objects.insert(key, Arc::new(obj));
-                true
+                let new = Arc::new(obj);
+                let old = self.objects.insert(key, new.clone());
+                Some(Applied::One(old, Some(new)))
             }
-            Event::Delete(obj) => self.objects.remove(&key_of(&obj)).is_some(),
+            Event::Delete(obj) => self
+                .objects
+                .remove(&key_of(&obj))
+                .map(|old| Applied::One(Some(old), None)),
         }
     }
+}
+
+/// The Service key a slice belongs to (none without the label).
+fn service_of(slice: &EndpointSlice) -> Option<ObjKey> {
+    slice.labels().get(SERVICE_NAME_LABEL).map(|service| {
+        ObjKey::new(
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            service.clone(),
+        )
+    })
 }
 
 fn key_of<K: kube::Resource>(obj: &K) -> ObjKey {
@@ -144,51 +189,83 @@ fn key_of<K: kube::Resource>(obj: &K) -> ObjKey {
 }
 
 /// Services and slices as the watches delivered them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Index {
     services: Kind<Service>,
     slices: Kind<EndpointSlice>,
     generation: u64,
+    lineage: u64,
+    log: Log,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            services: Kind::default(),
+            slices: Kind::default(),
+            generation: 0,
+            lineage: changelog::new_lineage(),
+            log: Log::default(),
+        }
+    }
 }
 
 impl Index {
     /// True if readers should get a new snapshot.
     pub fn apply_service(&mut self, event: Event<Service>) -> bool {
-        self.bump(|i| i.services.apply(event))
+        let touched = match self.services.apply(event) {
+            None => return false,
+            Some(Applied::All) => Touched::Everything,
+            Some(Applied::One(old, new)) => {
+                Touched::Keys(vec![key_of(new.as_deref().or(old.as_deref()).expect("an object"))])
+            }
+        };
+        self.bump(touched)
     }
 
     /// True if readers should get a new snapshot.
     pub fn apply_slice(&mut self, event: Event<EndpointSlice>) -> bool {
-        self.bump(|i| i.slices.apply(event))
+        let touched = match self.slices.apply(event) {
+            None => return false,
+            Some(Applied::All) => Touched::Everything,
+            Some(Applied::One(old, new)) => {
+                // Both Services when the slice's label moved.
+                let mut keys: Vec<ObjKey> = [old, new]
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| service_of(s))
+                    .collect();
+                keys.dedup();
+                Touched::Keys(keys)
+            }
+        };
+        self.bump(touched)
     }
 
-    fn bump(&mut self, f: impl FnOnce(&mut Self) -> bool) -> bool {
-        let changed = f(self);
-        if changed {
-            self.generation += 1;
-        }
-        changed
+    fn bump(&mut self, touched: Touched) -> bool {
+        self.generation += 1;
+        self.log.push(self.generation, touched);
+        true
     }
 
     /// The current state as an immutable snapshot.
     pub fn snapshot(&self) -> Snapshot {
         let mut slices: BTreeMap<ObjKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-        for (key, slice) in &self.slices.objects {
+        for slice in self.slices.objects.values() {
             // A slice without the label belongs to no Service (kube-proxy
             // ignores such slices too).
-            let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
+            let Some(service) = service_of(slice) else {
                 continue;
             };
-            slices
-                .entry(ObjKey::new(key.namespace.clone(), service.clone()))
-                .or_default()
-                .push(slice.clone());
+            slices.entry(service).or_default().push(slice.clone());
         }
         Snapshot {
             generation: self.generation,
             synced: self.services.listed && self.slices.listed,
             services: self.services.objects.clone(),
             slices,
+            lineage: self.lineage,
+            log: self.log.head(),
         }
     }
 }
@@ -196,6 +273,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::svccache::LOG_LIMIT;
     use kube::api::ObjectMeta;
 
     fn service(ns: &str, name: &str, rv: &str) -> Service {
@@ -300,5 +378,79 @@ mod tests {
         assert_eq!(names("b"), vec!["web-z"]);
         assert!(s.slices(&ObjKey::new("a", "none")).is_empty());
         assert!(s.synced);
+    }
+
+    fn names(keys: Option<BTreeSet<ObjKey>>) -> Option<Vec<String>> {
+        keys.map(|k| k.into_iter().map(|k| k.to_string()).collect())
+    }
+
+    fn listed() -> Index {
+        let mut i = Index::default();
+        i.apply_service(Event::Init);
+        i.apply_service(Event::InitApply(service("a", "web", "1")));
+        i.apply_service(Event::InitApply(service("a", "db", "1")));
+        i.apply_service(Event::InitDone);
+        i.apply_slice(Event::Init);
+        i.apply_slice(Event::InitApply(slice("a", "web-x", Some("web"))));
+        i.apply_slice(Event::InitDone);
+        i
+    }
+
+    #[test]
+    fn the_change_log_names_the_services_whose_objects_changed() {
+        let mut i = listed();
+        let mark = i.snapshot().mark();
+        assert_eq!(names(i.snapshot().changed_since(mark)), Some(vec![]));
+        // An unchanged apply is no change.
+        i.apply_service(Event::Apply(service("a", "web", "1")));
+        assert_eq!(names(i.snapshot().changed_since(mark)), Some(vec![]));
+        let mut moved = slice("a", "web-x", Some("db"));
+        moved.metadata.resource_version = Some("2".into());
+        i.apply_slice(Event::Apply(moved));
+        let after_move = i.snapshot().mark();
+        i.apply_service(Event::Apply(service("b", "new", "1")));
+        i.apply_slice(Event::Apply(slice("a", "stray", None)));
+        let s = i.snapshot();
+        // The slice's label moved: both Services; a slice without the
+        // label belongs to none.
+        assert_eq!(
+            names(s.changed_since(mark)),
+            Some(vec!["a/db".into(), "a/web".into(), "b/new".into()])
+        );
+        assert_eq!(names(s.changed_since(after_move)), Some(vec!["b/new".into()]));
+        i.apply_slice(Event::Delete(slice("a", "web-x", Some("db"))));
+        i.apply_service(Event::Delete(service("a", "web", "1")));
+        assert_eq!(
+            names(i.snapshot().changed_since(s.mark())),
+            Some(vec!["a/db".into(), "a/web".into()])
+        );
+    }
+
+    #[test]
+    fn the_change_log_says_everything_when_it_cannot_tell() {
+        let mut i = listed();
+        let before = i.snapshot();
+        // The first list; another index; a mark from the future.
+        assert_eq!(before.changed_since(Snapshot::default().mark()), None);
+        assert_eq!(before.changed_since(listed().snapshot().mark()), None);
+        i.apply_service(Event::Apply(service("a", "web", "2")));
+        assert_eq!(before.changed_since(i.snapshot().mark()), None);
+        // A relist in between.
+        let mark = i.snapshot().mark();
+        i.apply_service(Event::Init);
+        i.apply_service(Event::InitDone);
+        assert_eq!(i.snapshot().changed_since(mark), None);
+        // Further behind than the log reaches, and just within it.
+        let mark = i.snapshot().mark();
+        for v in 0..LOG_LIMIT {
+            i.apply_service(Event::Apply(service("a", "db", &format!("x{v}"))));
+        }
+        let within = i.snapshot();
+        assert_eq!(names(within.changed_since(mark)), Some(vec!["a/db".into()]));
+        i.apply_service(Event::Apply(service("a", "web", "3")));
+        assert_eq!(i.snapshot().changed_since(mark), None);
+        assert_eq!(names(i.snapshot().changed_since(within.mark())), Some(vec!["a/web".into()]));
+        // A snapshot not from an index knows nothing.
+        assert_eq!(Snapshot::default().changed_since(Snapshot::default().mark()), None);
     }
 }

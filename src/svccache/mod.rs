@@ -24,8 +24,12 @@
 //! - The cache talks to the API only, through `kube::Client`.
 //!
 //! Building a snapshot costs one `Arc` clone per object, done at most once
-//! per published generation; readers diff by `resourceVersion`.
+//! per published generation. Readers either diff by `resourceVersion` /
+//! `Arc` identity, or keep the snapshot's [`Mark`] and ask the next one
+//! which Services changed since ([`Snapshot::changed_since`], a bounded
+//! change log, `None` meaning "look at everything").
 
+mod changelog;
 mod index;
 
 use std::sync::Arc;
@@ -39,6 +43,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use self::changelog::{Mark, LOG_LIMIT};
 pub use self::index::{Index, ObjKey, Snapshot, SERVICE_NAME_LABEL};
 
 /// A handle to the shared cache; clones share it.
