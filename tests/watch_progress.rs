@@ -13,17 +13,11 @@ use common::apiserver::TestServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookmarks_of_an_unchanged_kind_follow_the_store() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = TestServer::start();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = server.kube_client().await;
     // Nothing is ever written under this namespace's prefix (kube-rs asks
     // for bookmarks by default).
     let idle: Api<ConfigMap> = Api::namespaced(client.clone(), "idle");

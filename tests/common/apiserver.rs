@@ -131,6 +131,16 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// A kube-rs client with the admin kubeconfig (inside a tokio runtime).
+    pub async fn kube_client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
     pub fn kubectl(&self) -> Kubectl {
         Kubectl::new(&self.kubeconfig)
     }
