@@ -181,18 +181,37 @@ pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) 
 
 /// Splits the namespace's objects into those `owner` controls (adopting
 /// orphans that match, releasing its own that no longer match) and drops the rest.
+///
+/// A thin generic front: the work is in [`claim_for`], generic only in the
+/// claimed kind and taking the matcher as `&dyn Fn`, so each (kind, owner,
+/// closure) triple does not compile a copy of the whole loop (the release
+/// binary is measured, see ARCHITECTURE.md).
 pub async fn claim<C, O>(
     api: &Api<C>,
     owner: &O,
     objs: Vec<C>,
-    matches: impl Fn(&C) -> bool,
+    matches: impl Fn(&C) -> bool + Sync,
 ) -> Result<Vec<C>>
 where
     C: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     O: Resource<DynamicType = ()>,
 {
-    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let owner_ref = controller_ref(owner);
     let owner_deleting = owner.meta().deletion_timestamp.is_some();
+    claim_for(api, owner_ref, owner_deleting, objs, &matches).await
+}
+
+pub async fn claim_for<C>(
+    api: &Api<C>,
+    owner_ref: OwnerReference,
+    owner_deleting: bool,
+    objs: Vec<C>,
+    matches: &(dyn Fn(&C) -> bool + Sync),
+) -> Result<Vec<C>>
+where
+    C: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let uid = owner_ref.uid.clone();
     let mut mine = Vec::new();
     for obj in objs {
         let name = obj.name_any();
@@ -226,7 +245,7 @@ where
                     continue;
                 }
                 let mut refs = obj.owner_references().to_vec();
-                refs.push(controller_ref(owner));
+                refs.push(owner_ref.clone());
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": obj.resource_version()}});
                 match api
                     .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

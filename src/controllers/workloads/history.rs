@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -88,7 +88,8 @@ pub async fn sync<K: Revisioned>(shared: &Shared, owner: &K) -> Result<Option<Hi
     let mut collision_count = owner.collision_count();
     let (all, update, update_hash) = find_or_create(
         shared,
-        owner,
+        owner.meta(),
+        controller_ref(owner),
         &owner.selector(),
         &owner.template(),
         &mut collision_count,
@@ -103,17 +104,20 @@ pub async fn sync<K: Revisioned>(shared: &Shared, owner: &K) -> Result<Option<Hi
 }
 
 /// Lists the owner's revisions and finds or creates the one for `template`.
-async fn find_or_create<K: Resource<DynamicType = ()>>(
+/// Not generic in the owner's kind: one copy serves DaemonSets and
+/// StatefulSets alike.
+async fn find_or_create(
     shared: &Shared,
-    owner: &K,
+    owner: &ObjectMeta,
+    owner_ref: OwnerReference,
     selector: &LabelSelector,
     template: &PodTemplateSpec,
     collision_count: &mut Option<i32>,
 ) -> Result<(Vec<ControllerRevision>, ControllerRevision, String)> {
-    let ns = owner.meta().namespace.clone().unwrap_or_default();
+    let ns = owner.namespace.clone().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(shared.client(), &ns);
     let list = list_all(&api, "controller revisions").await?;
-    let mut all = claim(&api, owner, list, |cr| {
+    let mut all = claim_for(&api, owner_ref.clone(), owner.deletion_timestamp.is_some(), list, &|cr: &ControllerRevision| {
         selector_matches(selector, &labels_of(&cr.metadata))
     })
     .await?;
@@ -140,7 +144,7 @@ async fn find_or_create<K: Resource<DynamicType = ()>>(
     }
     loop {
         let hash = template_hash(&data, *collision_count);
-        let name = format!("{}-{hash}", owner.meta().name.clone().unwrap_or_default());
+        let name = format!("{}-{hash}", owner.name.clone().unwrap_or_default());
         let mut labels = template
             .metadata
             .as_ref()
@@ -152,8 +156,8 @@ async fn find_or_create<K: Resource<DynamicType = ()>>(
                 name: Some(name.clone()),
                 namespace: Some(ns.clone()),
                 labels: Some(labels),
-                annotations: owner.meta().annotations.clone(),
-                owner_references: Some(vec![controller_ref(owner)]),
+                annotations: owner.annotations.clone(),
+                owner_references: Some(vec![owner_ref.clone()]),
                 ..Default::default()
             },
             data: Some(RawExtension(data.clone())),
@@ -170,7 +174,7 @@ async fn find_or_create<K: Resource<DynamicType = ()>>(
                     .await
                     .ctx(|| format!("read controller revision {name}"))?;
                 if existing.data.as_ref().map(|d| &d.0) == Some(&data)
-                    && controller_uid(&existing.metadata) == owner.meta().uid.as_deref()
+                    && controller_uid(&existing.metadata) == owner.uid.as_deref()
                 {
                     all.push(existing.clone());
                     return Ok((all, existing, hash));
