@@ -152,10 +152,14 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> Result<()
         local_storage: !config.disable.contains(&crate::config::Component::LocalStorage),
         local_storage_path: config.default_local_storage_path.clone(),
     };
-    // Every server runs the controllers and the scheduler under leader
-    // election: one leads, the others stand by (`election`).
-    let identity = election::identity(&config.node.node_name);
-    let elected = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, &identity, &shutdown).await;
+    // On a shared datastore every server runs the controllers and the
+    // scheduler under leader election: one leads, the others stand by
+    // (`election`). SQLite has one server, which runs them unelected.
+    let election = match config.datastore {
+        crate::config::Datastore::Etcd(_) => Some(election::identity(&config.node.node_name)),
+        crate::config::Datastore::Sqlite => None,
+    };
+    let elected = start_control_plane(&pki, &url, &parts.settings, &config.disable, storage, &components, election.as_deref(), &shutdown).await;
     tokio::spawn(stop_api_after_release(shutdown.clone(), elected, api_stop));
     let mut control_plane = Vec::new();
     // This server in the `kubernetes` endpoints for as long as it runs.
@@ -205,7 +209,8 @@ async fn stop_api_after_release(
 /// Starts the controllers and the scheduler as API clients of the server at
 /// `url`, each with its own control-plane certificate. A client that cannot
 /// be built is logged and that part is not started (the API keeps serving).
-/// Each runs only while this server holds its leader Lease ([`election`]).
+/// With an `identity`, each runs only while this server holds its leader
+/// Lease ([`election`]); without, each runs from the start.
 async fn start_control_plane(
     pki: &Arc<crate::pki::Pki>,
     url: &str,
@@ -213,7 +218,7 @@ async fn start_control_plane(
     disabled: &std::collections::BTreeSet<crate::config::Component>,
     storage: crate::controllers::storage::StorageOptions,
     components: &crate::apiserver::componentstatus::Components,
-    identity: &str,
+    identity: Option<&str>,
     shutdown: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use crate::apiserver::componentstatus::{CONTROLLER_MANAGER, SCHEDULER};
@@ -229,14 +234,11 @@ async fn start_control_plane(
     let mut tasks = Vec::new();
     match in_process_client(pki, ClientRole::ControllerManager, url).await {
         Ok(client) => {
-            // Running (for `kubectl get cs`) while this server takes part in
-            // the election, leading or standing by, as kube's health check says.
             let alive = components.register(CONTROLLER_MANAGER);
-            let cfg = election::ElectionConfig::new(election::CONTROLLER_MANAGER_LEASE, identity);
-            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
             let pki = pki.clone();
+            let controllers = client.clone();
             let start = move |token: CancellationToken| {
-                let ctx = Context { client: client.clone(), options: options.clone(), shutdown: token };
+                let ctx = Context { client: controllers.clone(), options: options.clone(), shutdown: token };
                 let signer: Arc<dyn crate::controllers::cluster::csrsigning::CsrSigner> = pki.clone();
                 let csr = tokio::spawn(crate::controllers::cluster::csrsigning::run(ctx.clone(), signer));
                 tokio::spawn(async move {
@@ -244,29 +246,49 @@ async fn start_control_plane(
                     let _ = csr.await;
                 })
             };
-            let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let _alive = alive;
-                election::run(cfg, leases, start, shutdown).await
-            }));
+            tasks.push(tokio::spawn(run_elected(election::CONTROLLER_MANAGER_LEASE, identity, client, start, alive, shutdown.clone())));
         }
         Err(e) => tracing::error!("controllers not started: {e}"),
     }
     match in_process_client(pki, ClientRole::Scheduler, url).await {
         Ok(client) => {
             let alive = components.register(SCHEDULER);
-            let cfg = election::ElectionConfig::new(election::SCHEDULER_LEASE, identity);
-            let leases = election::KubeLeases::new(client.clone(), &cfg.namespace, &cfg.name);
-            let start = move |token: CancellationToken| tokio::spawn(crate::scheduler::run(client.clone(), token));
-            let shutdown = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                let _alive = alive;
-                election::run(cfg, leases, start, shutdown).await
-            }));
+            let scheduler = client.clone();
+            let start = move |token: CancellationToken| tokio::spawn(crate::scheduler::run(scheduler.clone(), token));
+            tasks.push(tokio::spawn(run_elected(election::SCHEDULER_LEASE, identity, client, start, alive, shutdown.clone())));
         }
         Err(e) => tracing::error!("scheduler not started: {e}"),
     }
     tasks
+}
+
+/// Runs one component's workload: under the Lease `lease` when this server
+/// has an election `identity`, else at once ([`election::run_alone`]).
+/// `alive` marks the component running (for `kubectl get cs`) while this
+/// server takes part, leading or standing by, as kube's health check says.
+fn run_elected<F>(
+    lease: &'static str,
+    identity: Option<&str>,
+    client: kube::Client,
+    start: F,
+    alive: impl Send + 'static,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: FnMut(CancellationToken) -> tokio::task::JoinHandle<()> + Send + 'static,
+{
+    let identity = identity.map(str::to_owned);
+    async move {
+        let _alive = alive;
+        match identity {
+            Some(identity) => {
+                let cfg = election::ElectionConfig::new(lease, &identity);
+                let leases = election::KubeLeases::new(client, &cfg.namespace, &cfg.name);
+                election::run(cfg, leases, start, shutdown).await
+            }
+            None => election::run_alone(lease, start, shutdown).await,
+        }
+    }
 }
 
 /// Creates the default IngressClass `rk3s` (or, with `--disable traefik`,

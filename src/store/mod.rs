@@ -33,13 +33,16 @@
 //!   watcher whose buffer (`watch_buffer`) is full gets `Compacted` and is closed,
 //!   so a slow reader never blocks a writer or grows memory.
 //! - Compaction to C keeps, for every key, the value it had at C, and every row a
-//!   later event names as its `prev`; everything older goes. It runs on the write
-//!   path, batched (once a tenth of the cap has accumulated since the last one):
-//!   history is cut back to `history_max_revisions` (1 000, like kine's retained
+//!   later event names as its `prev`; everything older goes. It runs on the
+//!   durable write path, batched (once a tenth of the cap of durable writes has
+//!   accumulated since the last one): history is cut back to
+//!   `history_max_revisions` durable writes (1 000, like kine's retained
 //!   revisions), or further to the revision of `history_window` ago (5 min,
 //!   kube-apiserver's compaction interval; checked at most once per window, so
 //!   by age history keeps 5 to 10 minutes, as kube-apiserver's does). So
 //!   history is bounded by count always, and by age while writes keep coming.
+//!   Volatile writes (Lease renewals) never start a compaction: they count for
+//!   neither rule, so an idle node renewing Leases compacts, and writes, nothing.
 //!
 //! ## Durability and SD-card writes
 //!
@@ -66,16 +69,19 @@
 //! Keys under `volatile_prefixes` (the server passes `/registry/leases/` and
 //! `/registry/events/`) live only in memory: they take revisions from the same
 //! sequence, appear in the same lists and watches, and keep their recent changes
-//! in an in-memory ring for watch resumption and past reads, trimmed by the same
-//! compaction. They are lost on restart, which costs a lease renewal and some old
+//! in an in-memory ring for watch resumption and past reads. The ring keeps the
+//! newest `history_max_revisions` volatile changes (trimmed in memory, with a
+//! tenth of slack, so trimming is batched) and loses what a durable compaction
+//! cuts; a read or watch of a volatile prefix from before the ring's floor
+//! gets `Compacted`. They are lost on restart, which costs a lease renewal and some old
 //! Events. To keep revisions monotonic across restarts without a write per lease
 //! renewal, volatile writes reserve revisions in blocks (`reserve_step`, 10 000):
 //! the mark "reserved up to R" is written to SQLite once per block, and a reopened
 //! store continues after the larger of the newest durable revision and R. A watch
 //! or past read of a volatile prefix from before the restart gets `Compacted`, so
 //! its client relists. An idle cluster renewing leases thus writes one small
-//! transaction per 10 000 renewals; a compaction over volatile-only revisions
-//! writes nothing.
+//! transaction per 10 000 renewals (a node Lease and the API server's Lease,
+//! one each 10 s: once a day), and nothing else.
 //!
 //! Measured (`cargo bench --bench store`, x86 VM, 2 shared cores, 512-byte values):
 //! 5 400 sequential creates/s with FULL sync, get p50 5.7 µs / p99 13 µs, a full
@@ -86,7 +92,7 @@
 //! Partial: writers commit one transaction each (no group commit yet: concurrent
 //! writers queue on the mutex, each paying its own fsync); a watch's backlog
 //! (at most the retained history) is read while holding the writer mutex;
-//! time-based compaction only runs when a write arrives, so history older than
+//! time-based compaction only runs when a durable write arrives, so history older than
 //! the window may linger on an idle store (bounded by the count cap).
 
 use std::fmt;

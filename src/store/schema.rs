@@ -97,6 +97,24 @@ pub(crate) fn max_log_rev(conn: &Connection) -> Result<Revision> {
         .map_err(|e| backend("read the newest revision", e))
 }
 
+/// How many durable writes (log rows) came after `rev`.
+pub(crate) fn log_rows_after(conn: &Connection, rev: Revision) -> Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM log WHERE rev > ?1", [rev], |r| r.get(0))
+        .map_err(|e| backend("count the history", e))
+}
+
+/// The revision of the log row with `n` newer rows after it, if there are
+/// that many: compacting to it keeps the newest `n` durable writes.
+pub(crate) fn nth_newest_log_rev(conn: &Connection, n: i64) -> Result<Option<Revision>> {
+    conn.query_row(
+        "SELECT rev FROM log ORDER BY rev DESC LIMIT 1 OFFSET ?1",
+        [n],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(|e| backend("find the history to keep", e))
+}
+
 /// The smallest string greater than every string starting with `prefix`, if any.
 pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();

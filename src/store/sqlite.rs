@@ -31,9 +31,14 @@ struct Inner {
     current: Revision,
     compacted: Revision,
     reserved: Revision,
-    /// Volatile keys and their changes after `compacted`.
+    /// Durable writes (log rows) after `compacted`: what the count cap counts.
+    durable_since: i64,
+    /// Volatile keys, and their recent changes in `ring`.
     volatile: BTreeMap<String, Record>,
     ring: VecDeque<WatchEvent>,
+    /// Volatile history before this revision is gone: lost at the last
+    /// restart, or trimmed from `ring` (in memory, never on disk).
+    volatile_floor: Revision,
     subscribers: Vec<Subscriber>,
     /// (time, revision) samples for the time-based history window.
     marks: VecDeque<(Instant, Revision)>,
@@ -48,8 +53,6 @@ pub struct SqliteStore {
     opts: StoreOptions,
     current: AtomicI64,
     compacted: AtomicI64,
-    /// Volatile history before this revision was lost at the last restart.
-    volatile_floor: Revision,
     path: Option<PathBuf>,
     _lock: Option<std::fs::File>,
 }
@@ -102,13 +105,16 @@ impl SqliteStore {
         let compacted = schema::meta(&conn, "compacted")?;
         let reserved = schema::meta(&conn, "reserved")?;
         let current = schema::max_log_rev(&conn)?.max(compacted).max(reserved);
+        let durable_since = schema::log_rows_after(&conn, compacted)?;
         let inner = Inner {
             conn,
             current,
             compacted,
             reserved,
+            durable_since,
             volatile: BTreeMap::new(),
             ring: VecDeque::new(),
+            volatile_floor: current,
             subscribers: Vec::new(),
             marks: VecDeque::new(),
             last_compact: Instant::now(),
@@ -119,7 +125,6 @@ impl SqliteStore {
             opts,
             current: AtomicI64::new(current),
             compacted: AtomicI64::new(compacted),
-            volatile_floor: current,
             path,
             _lock: lock,
         })
@@ -171,23 +176,26 @@ impl SqliteStore {
             inner.ring.push_back(event.clone());
             event
         } else {
-            durable_change(&mut inner.conn, key, op, rev)?
+            let event = durable_change(&mut inner.conn, key, op, rev)?;
+            inner.durable_since += 1;
+            event
         };
         inner.current = rev;
         self.current.store(rev, Ordering::Release);
         publish(&mut inner.subscribers, &event);
-        self.maybe_compact(&mut inner);
+        let now = Instant::now();
+        self.mark_time(&mut inner, now);
+        if self.opts.is_volatile(key) {
+            self.trim_ring(&mut inner);
+        } else {
+            self.maybe_compact(&mut inner, now);
+        }
         Ok(event.record)
     }
 
-    /// Compaction on the write path, batched: once a tenth of the count cap
-    /// (`slack`) has accumulated since the last compaction, history is cut back
-    /// to the cap, or further to what is older than `history_window`. Both
-    /// rules thus bound history (by count, and by age once writes keep
-    /// coming), and an idle store compacts at most once per `slack` revisions
-    /// instead of once per write. Nothing runs while nothing is written.
-    fn maybe_compact(&self, inner: &mut Inner) {
-        let now = Instant::now();
+    /// Samples (time, revision) at most once a second, keeping just enough
+    /// samples to find the revision of `history_window` ago.
+    fn mark_time(&self, inner: &mut Inner, now: Instant) {
         if inner
             .marks
             .back()
@@ -195,23 +203,53 @@ impl SqliteStore {
         {
             inner.marks.push_back((now, inner.current));
         }
+        let cutoff = now.checked_sub(self.opts.history_window);
+        while inner.marks.len() > 1 && cutoff.is_some_and(|c| inner.marks[1].0 <= c) {
+            inner.marks.pop_front();
+        }
+    }
+
+    /// Keeps the volatile ring within the count cap (plus its slack), in
+    /// memory only: volatile writes never start a compaction, so Lease
+    /// renewals on an idle node never make the store write.
+    fn trim_ring(&self, inner: &mut Inner) {
+        let max = self.opts.history_max_revisions.max(1) as usize;
+        if inner.ring.len() < max + (max / 10).max(1) {
+            return;
+        }
+        while inner.ring.len() > max {
+            if let Some(gone) = inner.ring.pop_front() {
+                inner.volatile_floor = inner.volatile_floor.max(gone.revision);
+            }
+        }
+    }
+
+    /// Compaction on the durable write path, batched: once a tenth of the
+    /// count cap (`slack`) of durable writes has accumulated since the last
+    /// compaction, history is cut back to the cap's worth of durable writes,
+    /// or further to what is older than `history_window`. Both rules bound
+    /// history (by count, and by age once writes keep coming); an idle store
+    /// compacts at most once per `slack` durable writes, however many Leases
+    /// it renews, and nothing runs while nothing durable is written.
+    fn maybe_compact(&self, inner: &mut Inner, now: Instant) {
         let max = self.opts.history_max_revisions.max(1);
         let slack = (max / 10).max(1);
-        if inner.current - inner.compacted < slack {
+        if inner.durable_since < slack {
             return;
         }
         let mut target = 0;
-        if inner.current - inner.compacted >= max + slack {
-            target = inner.current - max;
+        if inner.durable_since >= max + slack {
+            match schema::nth_newest_log_rev(&inner.conn, max) {
+                Ok(Some(r)) => target = r,
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
         }
         // At most once per window, as kube-apiserver's compactor ticks: a
         // burst of writes then ages out in one compaction rather than in a
         // slice (one transaction, the same index pages rewritten) a minute.
         if now.duration_since(inner.last_compact) >= self.opts.history_window {
             let cutoff = now.checked_sub(self.opts.history_window);
-            while inner.marks.len() > 1 && cutoff.is_some_and(|c| inner.marks[1].0 <= c) {
-                inner.marks.pop_front();
-            }
             if let (Some(c), Some((t, r))) = (cutoff, inner.marks.front()) {
                 if *t <= c {
                     target = target.max(*r);
@@ -280,6 +318,7 @@ impl SqliteStore {
         while inner.ring.front().is_some_and(|e| e.revision <= target) {
             inner.ring.pop_front();
         }
+        inner.durable_since = schema::log_rows_after(&inner.conn, target)?;
         inner.compacted = target;
         inner.last_compact = Instant::now();
         self.compacted.store(target, Ordering::Release);
@@ -294,7 +333,7 @@ impl SqliteStore {
             });
         }
         let floor = if self.opts.overlaps_volatile(prefix) {
-            inner.compacted.max(self.volatile_floor)
+            inner.compacted.max(inner.volatile_floor)
         } else {
             inner.compacted
         };

@@ -395,3 +395,103 @@ fn prefix_end_bounds() {
     assert_eq!(schema::prefix_end("/a/").as_deref(), Some("/a0"));
     assert_eq!(schema::prefix_end(""), None);
 }
+
+/// Lease renewals alone never compact durable history, and the volatile
+/// ring stays bounded in memory: an old volatile revision is refused, a
+/// durable one still readable.
+#[test]
+fn volatile_churn_compacts_nothing_durable_and_bounds_the_ring() {
+    let s = SqliteStore::open_in_memory(StoreOptions {
+        history_max_revisions: 100,
+        ..opts()
+    })
+    .unwrap();
+    let p = s.create("/registry/pods/a", b"1").unwrap().mod_revision;
+    s.update("/registry/pods/a", b"2", p).unwrap();
+    let mut r = s.create("/registry/leases/n1", b"0").unwrap().mod_revision;
+    for i in 0..1000 {
+        r = s
+            .update("/registry/leases/n1", format!("{i}").as_bytes(), r)
+            .unwrap()
+            .mod_revision;
+    }
+    assert_eq!(s.compacted_revision(), 0, "no durable compaction");
+    let old = list(&s, "/registry/pods/", None, None, Some(p)).unwrap();
+    assert_eq!(old.records[0].value, b"1", "durable history kept");
+    // The ring keeps the newest 100 to 110 volatile changes.
+    assert!(s.watch("/registry/leases/", r - 90).is_ok());
+    assert!(matches!(
+        s.watch("/registry/leases/", r - 200),
+        Err(StoreError::Compacted { .. })
+    ));
+    assert!(matches!(
+        list(&s, "/registry/leases/", None, None, Some(r - 200)),
+        Err(StoreError::Compacted { .. })
+    ));
+    let mut rx = s.watch("/registry/leases/", r - 90).unwrap();
+    assert_eq!(drain(&mut rx).len(), 90);
+    // A durable prefix is still readable from before the ring's floor.
+    assert!(s.watch("/registry/pods/", p).is_ok());
+}
+
+/// The count cap counts durable writes only: interleaved Lease renewals do
+/// not make durable history shorter than the cap.
+#[test]
+fn the_count_cap_counts_durable_writes() {
+    let s = SqliteStore::open_in_memory(StoreOptions {
+        history_max_revisions: 100,
+        ..opts()
+    })
+    .unwrap();
+    let mut k = s.create("/k", b"0").unwrap().mod_revision;
+    let mut l = s.create("/registry/leases/n1", b"0").unwrap().mod_revision;
+    let mut durable = vec![k];
+    for i in 0..300 {
+        k = s.update("/k", format!("{i}").as_bytes(), k).unwrap().mod_revision;
+        durable.push(k);
+        for _ in 0..3 {
+            l = s.update("/registry/leases/n1", b"x", l).unwrap().mod_revision;
+        }
+    }
+    let c = s.compacted_revision();
+    let kept = durable.iter().filter(|r| **r > c).count();
+    assert!((100..=110).contains(&kept), "{kept} durable revisions kept after {c}");
+}
+
+/// Once the revision block is reserved, a file-backed store renewing a
+/// Lease thousands of times writes nothing to disk.
+#[test]
+fn lease_renewals_write_nothing_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(
+        dir.path(),
+        StoreOptions {
+            history_max_revisions: 100,
+            history_window: Duration::from_millis(1),
+            ..opts()
+        },
+    )
+    .unwrap();
+    // Enough durable history for a compaction to be due, if anything ran one.
+    let mut k = s.create("/k", b"0").unwrap().mod_revision;
+    for i in 0..50 {
+        k = s.update("/k", format!("{i}").as_bytes(), k).unwrap().mod_revision;
+    }
+    let mut l = s.create("/registry/leases/n1", b"0").unwrap().mod_revision;
+    s.checkpoint().unwrap();
+    let db = s.db_path().unwrap().to_path_buf();
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+    let stat = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.len(), m.modified().unwrap())).ok();
+    let before = (stat(&db), stat(&wal));
+    let compacted = s.compacted_revision();
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 0..3000 {
+        l = s
+            .update("/registry/leases/n1", format!("{i}").as_bytes(), l)
+            .unwrap()
+            .mod_revision;
+    }
+    assert_eq!((stat(&db), stat(&wal)), before);
+    assert_eq!(s.compacted_revision(), compacted, "no compaction from renewals");
+    assert!(s.current_revision() > 3000);
+}

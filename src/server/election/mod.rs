@@ -32,8 +32,12 @@
 //! server stops the workload and goes back to `Following`; a workload is
 //! started afresh (new caches, new watches) each time the Lease is won.
 //!
-//! On SQLite (one server) nobody else holds the Lease (it lives in memory and
-//! is gone after a restart), so the first attempt wins at once.
+//! On SQLite there is one server and no one to elect: the store's directory
+//! lock keeps a second server off the same data. There the server runs the
+//! workload with [`run_alone`], as kube-controller-manager and kube-scheduler
+//! do with `--leader-elect=false`: no Lease, no renewal every 2 s (which on an
+//! idle server would be two API round trips a second, and a store revision
+//! each, for nothing).
 
 mod kube_leases;
 #[cfg(test)]
@@ -338,6 +342,20 @@ where
         Ok(()) => tracing::info!(lease = %elector.cfg.name, "released the leader lease"),
         Err(e) => tracing::warn!(lease = %elector.cfg.name, error = %e, "failed to release the leader lease; it expires by itself"),
     }
+}
+
+/// Runs the workload without an election (kube's `--leader-elect=false`),
+/// for a store only one server can use: started at once, stopped on
+/// `shutdown` within [`WORKLOAD_GRACE`].
+pub async fn run_alone<F>(name: &str, start: F, shutdown: CancellationToken)
+where
+    F: FnOnce(CancellationToken) -> JoinHandle<()> + Send,
+{
+    tracing::info!(component = name, "the only server on this datastore: starting without leader election");
+    let token = shutdown.child_token();
+    let running = Some((token.clone(), start(token)));
+    shutdown.cancelled().await;
+    stop(running, name).await;
 }
 
 /// Cancels the workload and waits for it, bounded by [`WORKLOAD_GRACE`].
