@@ -42,7 +42,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
             .expect("connect")
             // The logger containerd spawns for a task's output.
             .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
