@@ -49,7 +49,7 @@ BIN_DIR=${INSTALL_RK3S_BIN_DIR:-/usr/local/bin}
 SYSTEMD_DIR=${INSTALL_RK3S_SYSTEMD_DIR:-/etc/systemd/system}
 DATA_DIR=${RK3S_DATA_DIR:-/var/lib/rk3s}
 CONFIG_DIR=/etc/rk3s
-RUN_DIR=/run/rk3s
+RUN_DIR=${RK3S_RUN_DIR:-/run/rk3s}
 CGROUP_FIX="append 'cgroup_memory=1 cgroup_enable=memory' to the single line of /boot/firmware/cmdline.txt (/boot/cmdline.txt on older Raspberry Pi OS) and reboot"
 
 # --- which command the service runs ---

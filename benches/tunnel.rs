@@ -107,7 +107,7 @@ fn main() {
     containerd.import(&tar).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
             .unwrap(),
     );
     let mut spec = ContainerSpec::new(

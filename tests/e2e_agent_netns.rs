@@ -4,7 +4,8 @@
 //! inbound connection. The agent dials out to the server's 6443 and
 //! everything kubectl does with its pod (logs, exec, attach, port-forward,
 //! the Python client's exec) travels through that tunnel; RBAC still
-//! applies; a server restart is survived by the agent and its pods.
+//! applies; a server restart is survived by the agent and its pods, and an
+//! agent restart too (exec FIFOs under the agent's own `--run-dir`).
 //!
 //! The cluster is [`common::twonode::Cluster`]: the server keeps its
 //! built-in agent, so two rk3s agents share this machine, and the server
@@ -298,6 +299,20 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
         "the agent pod's network namespace file vanished with the server restart"
     );
     port_forward(&c);
+
+    // Exec FIFOs live under the agent's own --run-dir, never the host's
+    // /run/rk3s; a clean stop removes the empty root, and the restarted
+    // agent execs into the pod it adopted.
+    let exec_root = common::nodekit::run_dir(&c.dir.path().join("agent-data")).join("exec");
+    assert!(exec_root.is_dir(), "no exec FIFO root at {}", exec_root.display());
+    c.restart_agent();
+    assert!(!exec_root.exists(), "a clean stop left {}", exec_root.display());
+    let hostname = c.wait_for("exec after the agent restart", 60, || {
+        let o = c.kubectl(&["exec", "web", "--", "hostname"]);
+        o.status.success().then(|| text(&o.stdout))
+    });
+    assert_eq!(hostname.trim(), "web");
+    assert!(exec_root.is_dir(), "the restarted agent's exec root");
 }
 
 /// `kubectl port-forward` beside the server: one request, then two parallel

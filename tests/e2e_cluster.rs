@@ -70,6 +70,8 @@ fn a_deployment_runs_on_the_servers_built_in_agent() {
         .args(["--container-runtime-endpoint", &endpoint])
         .arg("--data-dir")
         .arg(&data)
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
         .arg("--write-kubeconfig")
         .arg(&kubeconfig)
         .env("RK3S_CONFIG_FILE", "/dev/null")

@@ -207,6 +207,8 @@ impl Ha {
             &format!("unix://{}", self.agent_ctrd.socket().display()),
             "--data-dir",
             self.dir.path().join("agent-data").to_str().unwrap(),
+            "--run-dir",
+            self.dir.path().join("agent-run").to_str().unwrap(),
         ]
         .map(String::from)
         .to_vec();

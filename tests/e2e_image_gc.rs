@@ -39,7 +39,7 @@ async fn gc_removes_the_unused_image_and_keeps_the_used_one() {
         containerd.import(&tar).expect("import image");
     }
     let logger = Path::new(env!("CARGO_BIN_EXE_rk3s"));
-    let runtime = ContainerdRuntime::connect(containerd.socket())
+    let runtime = ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio"))
         .await
         .expect("connect")
         .with_log_binary(logger);

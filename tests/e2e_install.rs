@@ -306,9 +306,10 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
     let data = r.join("var/lib/rk3s");
     let kubeconfig = r.join("etc/rk3s/rk3s.yaml");
     let exec = format!(
-        "server --node-name one --node-ip {} --container-runtime-endpoint {socket} --data-dir {} --write-kubeconfig {}",
+        "server --node-name one --node-ip {} --container-runtime-endpoint {socket} --data-dir {} --run-dir {} --write-kubeconfig {}",
         node.ip(),
         data.display(),
+        r.join("run/rk3s").display(),
         kubeconfig.display()
     );
     ok(

@@ -206,6 +206,7 @@ async fn kubelet_runs_pods_on_containerd() {
         resolv_conf: None,
         ingress_http_port: 80,
         ingress_https_port: 443,
+        run_dir: dir.path().join("run"),
     };
     let creds = NodeCredentials {
         node_name: NODE.into(),

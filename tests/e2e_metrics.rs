@@ -73,7 +73,7 @@ fn kubectl_top_shows_what_the_cgroups_say() {
     ]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
             .expect("connect")
             .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
     );

@@ -48,7 +48,7 @@ async fn pulls_from_a_loopback_registry() {
     let pushed = registry.push(&tar, "rk3s/busybox", "pulled").await;
 
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(
-        ContainerdRuntime::connect(containerd.socket())
+        ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio"))
             .await
             .expect("connect"),
     );
@@ -139,7 +139,7 @@ async fn pulls_with_credentials_over_tls() {
     let pushed = registry.push(&tar, "rk3s/private", "secret").await;
     registry.push(&tar, "rk3s/private", "configs").await;
     let runtime: Arc<dyn ContainerRuntime> = Arc::new(
-        ContainerdRuntime::connect(containerd.socket())
+        ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio"))
             .await
             .expect("connect"),
     );

@@ -113,7 +113,7 @@ impl Env {
 }
 
 async fn connect(containerd: &Containerd, shim: &Path) -> ContainerdRuntime {
-    ContainerdRuntime::connect(containerd.socket())
+    ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio"))
         .await
         .expect("connect")
         .with_log_binary(shim)

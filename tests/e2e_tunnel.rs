@@ -42,7 +42,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
+        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
             .expect("connect")
             // The logger containerd spawns for a task's output.
             .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
@@ -208,6 +208,34 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     assert_eq!(seen, vec!["got:again"], "{seen:?}");
     let seen = attach_and_read("once", "only\n", "once-stdin-closed");
     assert_eq!(seen, vec!["only", "once-stdin-closed"], "{seen:?}");
+
+    // Fail static: an agent restarted with the same run dir (a new
+    // containerd connection, a new tunnel) finds the stdin FIFO of a
+    // container it did not start, from the run dir and the id alone.
+    shutdown.cancel();
+    let shutdown = CancellationToken::new();
+    let restarted = rt
+        .block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
+        .expect("reconnect");
+    let api = KubeletApi {
+        liveness: None,
+        log_root: log_root.clone(),
+        exec: Some(Arc::new(ContainerdExec {
+            runtime: Arc::new(restarted),
+            fifo_root: containerd.scratch().join("exec"),
+        })),
+        port_forward: None,
+    };
+    common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = attach_and_read("talk", "after-restart\n", "got:after-restart");
+        if seen.last().map(String::as_str) == Some("got:after-restart") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "attach after the restart: {seen:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The Kubernetes Python client's websocket exec (`kubernetes.stream`),
     // a second real client (it speaks v4.channel.k8s.io).

@@ -1,6 +1,7 @@
 //! Supervision of the agent's own containerd: a generated config under
-//! `<data-dir>/agent/containerd/`, the socket at
-//! `/run/rk3s/containerd/containerd.sock`, restarts with back-off.
+//! `<data-dir>/agent/containerd/`, state and socket under the run dir
+//! (`/run/rk3s/containerd/containerd.sock` by default, see
+//! [`super::run_dir`]), restarts with back-off.
 //!
 //! Invariants:
 //! - containerd runs in its own process group and is never killed by the
@@ -21,11 +22,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-/// Where the supervised containerd listens.
-pub const DEFAULT_SOCKET: &str = "/run/rk3s/containerd/containerd.sock";
-/// containerd's state dir (shim sockets, task bundles): tmpfs, like k3s's `/run/k3s/containerd`.
-pub const DEFAULT_STATE: &str = "/run/rk3s/containerd";
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -68,11 +64,13 @@ pub struct ContainerdPaths {
 }
 
 impl ContainerdPaths {
-    pub fn for_agent(agent_dir: &Path) -> Self {
+    /// Config and content under `agent_dir`; state (shim sockets, task
+    /// bundles) and socket under the run dir (tmpfs).
+    pub fn for_agent(agent_dir: &Path, run: &super::run_dir::RunDir) -> Self {
         Self {
             dir: agent_dir.join("containerd"),
-            state: PathBuf::from(DEFAULT_STATE),
-            socket: PathBuf::from(DEFAULT_SOCKET),
+            state: run.containerd_state(),
+            socket: run.containerd_socket(),
         }
     }
 
@@ -252,7 +250,7 @@ mod tests {
 
     #[test]
     fn config_names_the_socket_root_and_state() {
-        let paths = ContainerdPaths::for_agent(Path::new("/var/lib/rk3s/agent"));
+        let paths = ContainerdPaths::for_agent(Path::new("/var/lib/rk3s/agent"), &Default::default());
         let toml = config_toml(&paths);
         assert!(toml.contains("root = \"/var/lib/rk3s/agent/containerd\""));
         assert!(toml.contains("state = \"/run/rk3s/containerd\""));

@@ -43,6 +43,7 @@ fn container_ref(c: &super::runtime::ContainerSummary) -> Option<ContainerRef> {
 /// containerd, connected on first use (the kubelet may still be starting it).
 struct LazyContainerd {
     socket: PathBuf,
+    run: super::run_dir::RunDir,
     runtime: tokio::sync::OnceCell<Arc<ContainerdRuntime>>,
 }
 
@@ -52,7 +53,7 @@ impl ContainerLister for LazyContainerd {
         let runtime = self
             .runtime
             .get_or_try_init(|| async {
-                ContainerdRuntime::connect(&self.socket).await.map(Arc::new).map_err(|e| e.to_string())
+                ContainerdRuntime::connect(&self.socket, &self.run.stdio_fifos()).await.map(Arc::new).map_err(|e| e.to_string())
             })
             .await?;
         RuntimeLister(runtime.clone()).running().await
@@ -62,9 +63,10 @@ impl ContainerLister for LazyContainerd {
 /// Starts sampling this node's containerd containers; returns the routes to
 /// merge into the kubelet API.
 pub fn start(opts: &super::kubelet::KubeletOptions, shutdown: &CancellationToken) -> Router {
+    let run = opts.run_dir();
     let socket = super::kubelet::external_socket(&opts.node.container_runtime_endpoint)
-        .unwrap_or_else(|| PathBuf::from(super::containerd_supervisor::DEFAULT_SOCKET));
-    let lister = Arc::new(LazyContainerd { socket, runtime: tokio::sync::OnceCell::new() });
+        .unwrap_or_else(|| run.containerd_socket());
+    let lister = Arc::new(LazyContainerd { socket, run, runtime: tokio::sync::OnceCell::new() });
     let collector = Arc::new(Collector::new(
         &opts.node.node_name,
         Arc::new(RealHost::default()),

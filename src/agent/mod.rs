@@ -12,6 +12,7 @@
 //! it, the kubelet), `kubelet` (registration, lease, pod sync),
 //! `kubelet_api` (logs, exec, attach, port-forward for the API server),
 //! `loadbalancer` (the standalone agent's local proxy to a live API server),
+//! `run_dir` (the paths under `--run-dir`: containerd's state, FIFOs),
 //! `servers` (learning every API server; one tunnel to each),
 //! `runtime` (the containerd client), `containerd_supervisor` (starting and
 //! watching the agent's own containerd), `image_registry` (pulls from OCI
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod network;
 pub mod image_registry;
 pub mod node_runner;
+pub mod run_dir;
 pub mod runtime;
 pub mod servers;
 

@@ -4,7 +4,9 @@
 //!
 //! [`run`] starts the tunnels with the node's credentials, then runs the
 //! kubelet until shutdown; both the standalone agent and the server's
-//! built-in agent go through it.
+//! built-in agent go through it. Exec and stdio FIFOs go under the node's
+//! `--run-dir` ([`super::run_dir`]); a clean stop removes those roots when
+//! empty.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,10 +20,8 @@ use super::kubelet_api::exec::{Attached, ContainerdExec, ExecBackend, ExecContro
 use super::kubelet_api::portforward::NetnsPortForward;
 use super::kubelet_api::{self, KubeletApi};
 use super::runtime::exec::ExecOptions;
+use super::run_dir::RunDir;
 use super::runtime::ContainerdRuntime;
-
-/// Where exec FIFOs are made.
-pub const EXEC_FIFO_ROOT: &str = "/run/rk3s/exec";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -74,15 +74,18 @@ pub fn tunnel_tls(kubeconfig: &Path) -> Result<(http::Uri, Arc<rustls::ClientCon
 /// be starting containerd when the tunnel comes up).
 pub struct LazyContainerdExec {
     socket: PathBuf,
+    /// Where the exec and stdio FIFOs go.
+    run: RunDir,
     inner: tokio::sync::OnceCell<ContainerdExec>,
 }
 
 impl LazyContainerdExec {
-    /// For the containerd the kubelet uses: `endpoint`'s, or rk3s's own.
-    pub fn new(endpoint: &str) -> Self {
+    /// For the containerd the kubelet uses: `endpoint`'s, or rk3s's own
+    /// (under `run`).
+    pub fn new(endpoint: &str, run: RunDir) -> Self {
         LazyContainerdExec {
-            socket: kubelet::external_socket(endpoint)
-                .unwrap_or_else(|| PathBuf::from(super::containerd_supervisor::DEFAULT_SOCKET)),
+            socket: kubelet::external_socket(endpoint).unwrap_or_else(|| run.containerd_socket()),
+            run,
             inner: tokio::sync::OnceCell::new(),
         }
     }
@@ -92,12 +95,12 @@ impl LazyContainerdExec {
     async fn backend(&self) -> Result<&ContainerdExec, String> {
         self.inner
             .get_or_try_init(|| async {
-                let runtime = ContainerdRuntime::connect(&self.socket)
+                let runtime = ContainerdRuntime::connect(&self.socket, &self.run.stdio_fifos())
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok::<_, String>(ContainerdExec {
                     runtime: Arc::new(runtime),
-                    fifo_root: PathBuf::from(EXEC_FIFO_ROOT),
+                    fifo_root: self.run.exec_fifos(),
                 })
             })
             .await
@@ -163,6 +166,7 @@ impl kubelet_api::logs::ContainerLiveness for LazyContainerdExec {
 pub fn kubelet_api(opts: &KubeletOptions) -> KubeletApi {
     let containerd = Arc::new(LazyContainerdExec::new(
         &opts.node.container_runtime_endpoint,
+        opts.run_dir(),
     ));
     KubeletApi {
         log_root: opts.log_root.clone(),
@@ -194,12 +198,18 @@ pub async fn run_with(
     let handler = kubelet_api::tunnel_handler(routes);
     let metrics = Some(opts.metrics.clone());
     // Held until the kubelet stops: dropping the pool closes the tunnels.
-    let _tunnels = super::servers::start(&opts.credentials.kubeconfig, handler, upstream, metrics, &shutdown)
+    let tunnels = super::servers::start(&opts.credentials.kubeconfig, handler, upstream, metrics, &shutdown)
         .map_err(|e| {
             tracing::error!("the tunnel will not start, so logs/exec/port-forward won't reach this node: {e}")
         })
         .ok();
-    kubelet::run(opts, shutdown).await?;
+    let run = opts.run_dir();
+    let stopped = kubelet::run(opts, shutdown).await;
+    // No exec session starts once the tunnels are closed; the FIFO dirs of
+    // running containers keep the stdio root (fail static).
+    drop(tunnels);
+    run.remove_empty_fifo_roots();
+    stopped?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use crate::config::{
     DEFAULT_BIND_ADDRESS, DEFAULT_CLUSTER_CIDR, DEFAULT_CLUSTER_DNS, DEFAULT_CLUSTER_DOMAIN,
     DEFAULT_CONFIG_FILE, DEFAULT_CONTAINER_RUNTIME_ENDPOINT, DEFAULT_DATA_DIR,
     DEFAULT_FLANNEL_BACKEND, DEFAULT_HTTPS_LISTEN_PORT, DEFAULT_INGRESS_HTTPS_PORT,
-    DEFAULT_INGRESS_HTTP_PORT, DEFAULT_PRIVATE_REGISTRY,
+    DEFAULT_INGRESS_HTTP_PORT, DEFAULT_PRIVATE_REGISTRY, DEFAULT_RUN_DIR,
     DEFAULT_SERVICE_CIDR, DEFAULT_SERVICE_NODE_PORT_RANGE, DEFAULT_WRITE_KUBECONFIG,
     DEFAULT_WRITE_KUBECONFIG_MODE,
 };
@@ -300,6 +300,9 @@ pub struct NodeArgs {
     /// Port of the built-in ingress for HTTPS.
     #[arg(long, env = "RK3S_INGRESS_HTTPS_PORT", value_name = "PORT", default_value = DEFAULT_INGRESS_HTTPS_PORT)]
     pub ingress_https_port: String,
+    /// Runtime directory (tmpfs): the own containerd's state and socket, container and exec FIFOs.
+    #[arg(long, env = "RK3S_RUN_DIR", value_name = "DIR", default_value = DEFAULT_RUN_DIR)]
+    pub run_dir: String,
     /// Log at debug level (RUST_LOG, when set, wins).
     #[arg(long, env = "RK3S_DEBUG", value_parser = BoolishValueParser::new())]
     pub debug: bool,

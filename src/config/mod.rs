@@ -45,6 +45,8 @@ use values::{
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/rk3s/config.yaml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rk3s";
+/// The agent's runtime dir (containerd's state, FIFOs): tmpfs, gone at reboot.
+pub const DEFAULT_RUN_DIR: &str = "/run/rk3s";
 pub const DEFAULT_BIND_ADDRESS: &str = "0.0.0.0";
 pub const DEFAULT_HTTPS_LISTEN_PORT: &str = "6443";
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
@@ -126,6 +128,9 @@ pub struct NodeConfig {
     /// Where the built-in ingress listens for HTTP and HTTPS.
     pub ingress_http_port: u16,
     pub ingress_https_port: u16,
+    /// `--run-dir`: what lives only while the machine is up (containerd's
+    /// state and socket, container and exec FIFOs); tmpfs by default.
+    pub run_dir: PathBuf,
 }
 
 /// Everything `rk3s server` needs, resolved and validated.
@@ -295,6 +300,7 @@ impl Resolver<'_> {
             resolv_conf: self.one("resolv-conf", None, parse_path)?,
             ingress_http_port: self.required("ingress-http-port", DEFAULT_INGRESS_HTTP_PORT, parse_port)?,
             ingress_https_port: self.required("ingress-https-port", DEFAULT_INGRESS_HTTPS_PORT, parse_port)?,
+            run_dir: self.required("run-dir", DEFAULT_RUN_DIR, parse_path)?,
         })
     }
 

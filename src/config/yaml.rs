@@ -130,4 +130,5 @@ fn node_yaml(m: &mut Mapping, node: &NodeConfig) {
     }
     put(m, "ingress-http-port", node.ingress_http_port);
     put(m, "ingress-https-port", node.ingress_https_port);
+    put(m, "run-dir", node.run_dir.display());
 }

@@ -1,7 +1,7 @@
 //! Kubernetes helpers shared by the control plane and the agent, each kept
 //! once with kube's semantics: label selectors (`selector`), taints,
-//! tolerations and node-selector requirements (`scheduling`) and the core/v1
-//! Event recorder (`events`).
+//! tolerations and node-selector requirements (`scheduling`), the core/v1
+//! Event recorder (`events`) and the two Lease expiry rules (`lease`).
 //!
 //! Architecture invariant: this module sits below everything that talks
 //! Kubernetes (`apiserver`, `auth`, `controllers`, `scheduler`, `agent`) and
@@ -9,5 +9,6 @@
 //! types (and JSON through them) and a `kube::Client`.
 
 pub mod events;
+pub mod lease;
 pub mod scheduling;
 pub mod selector;

@@ -155,6 +155,12 @@ fn socket(ctrd: &Containerd) -> String {
     format!("unix://{}", ctrd.socket().display())
 }
 
+/// The `--run-dir` of the node whose data is in `data`: its own, so no
+/// test leaves FIFOs or directories in the host's `/run/rk3s`.
+pub fn run_dir(data: &Path) -> PathBuf {
+    data.join("run")
+}
+
 /// `rk3s server` (node `server`, on `ctrd`) with its data in `data` and
 /// the admin kubeconfig written to `kubeconfig`, then `extra` flags.
 pub fn server_argv(node: &Node, ctrd: &Containerd, data: &Path, kubeconfig: &Path, extra: &[&str]) -> Vec<String> {
@@ -168,6 +174,8 @@ pub fn server_argv(node: &Node, ctrd: &Containerd, data: &Path, kubeconfig: &Pat
         &socket(ctrd),
         "--data-dir",
         data.to_str().unwrap(),
+        "--run-dir",
+        run_dir(data).to_str().unwrap(),
         "--write-kubeconfig",
         kubeconfig.to_str().unwrap(),
     ]
@@ -222,6 +230,8 @@ pub fn agent_command(
         &socket(ctrd),
         "--data-dir",
         data.to_str().unwrap(),
+        "--run-dir",
+        run_dir(data).to_str().unwrap(),
     ]
     .map(String::from)
     .to_vec();

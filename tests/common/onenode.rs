@@ -55,6 +55,8 @@ impl OneNode {
             &node.ip().to_string(),
             "--data-dir",
             dir.path().join("data").to_str().unwrap(),
+            "--run-dir",
+            dir.path().join("run").to_str().unwrap(),
             "--write-kubeconfig",
             kubeconfig.to_str().unwrap(),
         ]

@@ -6,8 +6,8 @@
 //!
 //! The server keeps its built-in agent (node `server`): k3s's default, and
 //! it puts two rk3s agents on one machine, so tests also catch agents that
-//! trample each other's host-wide state (`/var/log/pods`, `/var/run/netns`,
-//! `/run/rk3s/exec`).
+//! trample each other's host-wide state (`/var/log/pods`, `/var/run/netns`;
+//! each node gets its own `--run-dir`, see [`nodekit::run_dir`]).
 //!
 //! Processes start with `nsenter --net`, never `ip netns exec`: the latter
 //! gives them a private mount namespace, where the pod namespaces the agent

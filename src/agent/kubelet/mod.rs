@@ -106,6 +106,11 @@ pub struct KubeletOptions {
 }
 
 impl KubeletOptions {
+    /// The node's run dir (`--run-dir`) and the paths below it.
+    pub fn run_dir(&self) -> super::run_dir::RunDir {
+        super::run_dir::RunDir::new(&self.node.run_dir)
+    }
+
     /// For a standalone agent (k3s's defaults for DNS).
     pub fn for_agent(config: &AgentConfig, credentials: NodeCredentials) -> Self {
         let mut opts = Self::new(
@@ -215,14 +220,14 @@ pub async fn run(opts: KubeletOptions, shutdown: CancellationToken) -> Result<()
     let (socket, containerd_root) = match external_socket(&opts.node.container_runtime_endpoint) {
         Some(s) => (s, PathBuf::from("/var/lib/containerd")),
         None => {
-            let paths = ContainerdPaths::for_agent(&opts.agent_dir);
+            let paths = ContainerdPaths::for_agent(&opts.agent_dir, &opts.run_dir());
             let socket = paths.socket.clone();
             let root = paths.dir.clone();
             supervisor::start(paths, shutdown.clone()).await?;
             (socket, root)
         }
     };
-    let mut runtime = ContainerdRuntime::connect(&socket).await?;
+    let mut runtime = ContainerdRuntime::connect(&socket, &opts.run_dir().stdio_fifos()).await?;
     if let Some(shim) = &opts.log_shim {
         runtime = runtime.with_log_binary(shim);
     }

@@ -438,6 +438,7 @@ mod tests {
             resolv_conf: None,
             ingress_http_port: 80,
             ingress_https_port: 443,
+            run_dir: Default::default(),
         };
         cfg.node_labels.insert("example.com/a".into(), "b".into());
         let n = build_node(&cfg, &facts());

@@ -241,7 +241,7 @@ async fn run(
 /// The containerd backend: the pod's running container by its labels.
 pub struct ContainerdExec {
     pub runtime: Arc<crate::agent::runtime::ContainerdRuntime>,
-    /// Where exec FIFOs are made (`/run/rk3s/exec`).
+    /// Where exec FIFOs are made (the agent's `RunDir::exec_fifos`).
     pub fifo_root: std::path::PathBuf,
 }
 
@@ -372,14 +372,14 @@ impl ExecBackend for ContainerdExec {
         pod: &str,
         container: &str,
     ) -> Result<Attached, String> {
-        use crate::agent::runtime::{containerd::stdin_fifo, labels};
+        use crate::agent::runtime::labels;
         let (id, container_labels) = self.running(namespace, pod, container).await?;
         if !container_labels.contains_key(labels::STDIN) {
             return Err(format!(
                 "container {container} in pod {namespace}/{pod} was not started with stdin: true, so it has no stdin to attach to"
             ));
         }
-        let fifo = stdin_fifo(&id);
+        let fifo = self.runtime.stdin_fifo(&id);
         let stdin = tokio::net::unix::pipe::OpenOptions::new()
             .open_sender(&fifo)
             .map_err(|e| format!("failed to open the stdin of container {container}: {e}"))?;

@@ -48,14 +48,17 @@ const LEASE_EXPIRY: chrono::Duration = chrono::Duration::minutes(10);
 pub struct ContainerdRuntime {
     client: Client,
     log_binary: PathBuf,
+    /// The parent of each container's stdio FIFO dir (`RunDir::stdio_fifos`).
+    stdio_root: PathBuf,
     /// FIFOs for exec and the logger go through the file-system seam.
     pub(super) fs: std::sync::Arc<dyn crate::hostos::FsOps>,
 }
 
 impl ContainerdRuntime {
-    /// Connects to containerd's socket. The logger binary defaults to the
-    /// running executable (rk3s itself, see [`cri_log`]).
-    pub async fn connect(socket: &Path) -> Result<Self> {
+    /// Connects to containerd's socket; containers' stdio FIFOs go under
+    /// `stdio_root`. The logger binary defaults to the running executable
+    /// (rk3s itself, see [`cri_log`]).
+    pub async fn connect(socket: &Path, stdio_root: &Path) -> Result<Self> {
         let client = Client::from_path(socket)
             .await
             .map_err(|source| RuntimeError::Connect {
@@ -67,6 +70,7 @@ impl ContainerdRuntime {
         Ok(Self {
             client,
             log_binary,
+            stdio_root: stdio_root.to_path_buf(),
             fs: std::sync::Arc::new(crate::hostos::LinuxFsOps),
         })
     }
@@ -612,7 +616,7 @@ impl ContainerRuntime for ContainerdRuntime {
         if let Some(path) = cgroup {
             remove_pod_cgroup_if_empty(&path);
         }
-        let _ = std::fs::remove_dir_all(stdio_dir(id));
+        let _ = std::fs::remove_dir_all(self.stdio_dir(id));
         let req = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: id.0.clone(),
@@ -694,19 +698,6 @@ mod tests {
     }
 }
 
-/// Where containers' stdio FIFOs live (on tmpfs, so they outlive an
-/// agent restart but not a reboot, like the tasks themselves).
-pub const STDIO_DIR: &str = "/run/rk3s/stdio";
-
-fn stdio_dir(id: &ContainerId) -> PathBuf {
-    Path::new(STDIO_DIR).join(&id.0)
-}
-
-/// The stdin FIFO of container `id` (for containers with `stdin: true`).
-pub fn stdin_fifo(id: &ContainerId) -> PathBuf {
-    stdio_dir(id).join("stdin")
-}
-
 fn make_fifo(fs: &dyn crate::hostos::FsOps, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -718,6 +709,17 @@ fn make_fifo(fs: &dyn crate::hostos::FsOps, path: &Path) -> std::io::Result<()> 
 }
 
 impl ContainerdRuntime {
+    /// Container `id`'s stdio FIFOs: under the run dir (tmpfs), so they outlive
+    /// an agent restart (which derives the same path) but not a reboot.
+    fn stdio_dir(&self, id: &ContainerId) -> PathBuf {
+        self.stdio_root.join(&id.0)
+    }
+
+    /// The stdin FIFO of container `id` (for containers with `stdin: true`).
+    pub fn stdin_fifo(&self, id: &ContainerId) -> PathBuf {
+        self.stdio_dir(id).join("stdin")
+    }
+
     /// Makes the FIFOs of a task with stdin or a terminal and starts its
     /// logger (in its own session, outliving the agent); returns the
     /// stdin, stdout and stderr paths for containerd.
@@ -732,7 +734,7 @@ impl ContainerdRuntime {
             op: format!("start {id}"),
             message,
         };
-        let dir = stdio_dir(id);
+        let dir = self.stdio_dir(id);
         let out = dir.join("stdout");
         let err = (!tty).then(|| dir.join("stderr"));
         let stdin = stdin_mode.map(|_| dir.join("stdin"));

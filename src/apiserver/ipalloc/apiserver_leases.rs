@@ -94,7 +94,10 @@ pub fn lease_endpoint(lease: &Value, now: DateTime<Utc>) -> Option<(ServerEndpoi
         .as_str()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())?;
     let seconds = lease["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(LEASE_SECONDS);
-    let live = renewed.with_timezone(&Utc) + chrono::Duration::seconds(seconds) > now;
+    // The holder's wall clock, as kube's apiserver-lease GC judges identity
+    // Leases: a server just started can drop a dead peer at once (see
+    // crate::k8s::lease for why the elector uses the other rule).
+    let live = crate::k8s::lease::renewal_live(renewed.with_timezone(&Utc), seconds, now);
     Some((ServerEndpoint { ip: addr.ip(), port: addr.port() }, live))
 }
 

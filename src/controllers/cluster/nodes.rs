@@ -38,6 +38,7 @@ use super::super::Context;
 use crate::k8s::events::{object_ref, EventRecorder, EventType};
 use super::{Error, Result};
 use crate::cidr;
+use crate::k8s::lease::SeenChanging;
 use crate::k8s::scheduling::tolerates;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -120,8 +121,9 @@ fn now_text() -> String {
 struct Lifecycle {
     ctx: Context,
     recorder: EventRecorder,
-    /// Node → (last renewTime seen, when this process saw it change).
-    observed: HashMap<String, (String, Instant)>,
+    /// Node → its last renewTime seen and when this process saw it change
+    /// (kube's rule: the node's own clock is never trusted).
+    observed: HashMap<String, SeenChanging<String>>,
 }
 
 impl Lifecycle {
@@ -152,15 +154,14 @@ impl Lifecycle {
                     .map(|t| t.0.to_string())
             })
             .unwrap_or_default();
-        let now = Instant::now();
-        let entry = self
+        // tokio's clock (paused in tests), as a std instant.
+        let now = Instant::now().into_std();
+        let healthy = self
             .observed
             .entry(name.clone())
-            .or_insert_with(|| (renew.clone(), now));
-        if entry.0 != renew {
-            *entry = (renew, now);
-        }
-        let healthy = now.duration_since(entry.1) < self.ctx.options.node_monitor_grace;
+            .and_modify(|seen| seen.observe(renew.clone(), now))
+            .or_insert_with(|| SeenChanging::new(renew, now))
+            .live(self.ctx.options.node_monitor_grace, now);
         let api: Api<Node> = Api::all(self.ctx.client.clone());
         let mut ready = ready_status(node);
         if !healthy && ready != "Unknown" {

@@ -49,6 +49,8 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::k8s::lease::SeenChanging;
+
 pub use kube_leases::KubeLeases;
 
 /// The namespace of the control-plane Leases.
@@ -172,17 +174,12 @@ enum Attempt {
     Failed(ElectionError),
 }
 
-/// The Lease as last seen and when (on our clock) it last changed.
-struct Observed {
-    record: LeaseRecord,
-    at: Instant,
-}
-
 /// The election state machine for one Lease.
 pub struct Elector {
     cfg: ElectionConfig,
     state: State,
-    observed: Option<Observed>,
+    /// The Lease as last seen and when (on our clock) it last changed.
+    observed: Option<SeenChanging<LeaseRecord>>,
 }
 
 impl Elector {
@@ -259,13 +256,17 @@ impl Elector {
             };
         };
         let now = clock.now();
-        let changed = self.observed.as_ref().is_none_or(|o| o.record != current);
-        if changed {
-            self.observed = Some(Observed { record: current.clone(), at: now });
-        }
-        let at = self.observed.as_ref().map(|o| o.at).unwrap_or(now);
+        // client-go's rule, not the holder's renewTime: another server's
+        // wall clock is never trusted (crate::k8s::lease).
+        let seen = match &mut self.observed {
+            Some(seen) => {
+                seen.observe(current.clone(), now);
+                seen
+            }
+            None => self.observed.insert(SeenChanging::new(current.clone(), now)),
+        };
         let other_holds = !current.holder.is_empty() && current.holder != me;
-        if other_holds && at + current.duration > now {
+        if other_holds && seen.live(current.duration, now) {
             return Attempt::HeldByOther(current.holder);
         }
         let next = if current.holder == me {
@@ -280,7 +281,7 @@ impl Elector {
     }
 
     fn saw(&mut self, record: LeaseRecord, at: Instant, outcome: Attempt) -> Attempt {
-        self.observed = Some(Observed { record, at });
+        self.observed = Some(SeenChanging::new(record, at));
         outcome
     }
 
