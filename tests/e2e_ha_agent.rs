@@ -44,7 +44,7 @@ fn kubectl_exec_reaches_the_agent_through_either_server() {
     let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).expect("build image");
     containerd.import(&tar).expect("import image");
     let mut ha = HaServers::start();
-    let (a, b) = (ha.servers[0].addr.to_string(), ha.servers[1].addr.to_string());
+    let (a, b) = (ha.servers[0].addr().to_string(), ha.servers[1].addr().to_string());
     let (kubectl_a, kubectl_b) = (ha.servers[0].kubectl(), ha.servers[1].kubectl());
     kubectl_a.run_with_stdin(
         &["apply", "-f", "-"],
