@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
+use common::kubelet_tunnel::running_web_pod;
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::portforward::{NetnsPortForward, PortForwardBackend};
 use rk3s::agent::kubelet_api::{self, KubeletApi};
@@ -56,20 +57,7 @@ fn main() {
     let mb = env_num("RK3S_BENCH_MB", 256) as usize;
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = running_web_pod(&kubectl);
 
     // The "pod": busybox httpd on 127.0.0.1:8080 in netns rk3s-<uid>.
     let netns = format!("rk3s-{uid}");

@@ -7,17 +7,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE};
 use common::kubectl::Kubectl;
+use common::kubelet_tunnel::{exec_until_it_works, running_web_pod, WebPod};
 use common::privilege::require_e2e;
-use rk3s::agent::kubelet_api::exec::ContainerdExec;
-use rk3s::agent::kubelet_api::KubeletApi;
-use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
+use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec};
 use tokio_util::sync::CancellationToken;
 
 #[test]
@@ -36,50 +34,12 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     containerd.import(&tar).expect("import image");
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket()))
-            .expect("connect")
-            // The logger containerd spawns for a task's output.
-            .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
-    );
-    let mut spec = ContainerSpec::new("uid-1", "web", "default", "app", DEFAULT_REFERENCE);
-    spec.command = vec!["sleep".into(), "3600".into()];
-    let id = rt
-        .block_on(runtime.create_container(&spec))
-        .expect("create");
-    rt.block_on(runtime.start(&id)).expect("start");
-
-    let api = KubeletApi {
-        liveness: None,
-        log_root: containerd.scratch().join("pods"),
-        exec: Some(Arc::new(ContainerdExec {
-            runtime: runtime.clone(),
-            fifo_root: containerd.scratch().join("exec"),
-        })),
-        port_forward: None,
-    };
+    let WebPod { runtime, api, .. } = WebPod::start(&rt, &containerd, &kubectl);
     let shutdown = CancellationToken::new();
     common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let hello = loop {
-        let o = kubectl.run(&["exec", "web", "--", "echo", "hello"]);
-        if o.status.success() {
-            break String::from_utf8_lossy(&o.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exec never worked: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(hello, "hello\n");
+    assert_eq!(exec_until_it_works(&kubectl, "hello"), "hello\n");
 
     // kubectl 1.32 speaks websockets (v5), 1.29 SPDY/3.1 (v4).
     let kubeconfig = server.kubeconfig().display().to_string();
@@ -136,15 +96,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  nodeName: node1\n  containers:\n  - name: talk\n    image: busybox\n    stdin: true\n  - name: once\n    image: busybox\n    stdin: true\n    stdinOnce: true\n",
     );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "talker",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
+    kubectl.mark_running("talker");
     let log_root = containerd.scratch().join("pods");
     for (name, once, script) in [
         (
@@ -328,20 +280,7 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     }
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = running_web_pod(&kubectl);
     let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();

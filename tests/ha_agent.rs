@@ -60,8 +60,7 @@ fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
 
     // A pod on node1 with a log file the agent's kubelet API serves.
     let logs = tempfile::tempdir().unwrap();
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n";
-    ha.servers[0].kubectl().run_with_stdin(&["apply", "-f", "-"], pod);
+    ha.servers[0].kubectl().run_with_stdin(&["apply", "-f", "-"], common::kubelet_tunnel::WEB_POD);
     let uid = kubectl_b.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
     let dir = logs.path().join(format!("default_web_{uid}/app"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
+use common::kubelet_tunnel::running_web_pod;
 use rk3s::agent::kubelet_api::{self, KubeletApiOptions};
 use rk3s::pki::{AgentCert, Pki, PkiOptions};
 use rk3s::tunnel::{self, ClientOptions};
@@ -152,15 +153,7 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = follow.wait();
 
     // attach: the output written from now on (kubectl wants a Running pod).
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
+    kubectl.mark_running("web");
     let mut attach = kubectl.spawn(&["attach", "web"]);
     let mut attached = BufReader::new(attach.stdout.take().unwrap()).lines();
     // Attach shows only what is written after it connects: keep writing.
@@ -347,17 +340,7 @@ fn the_agent_reconnects_after_a_server_restart() {
 fn rbac_guards_the_streaming_subresources() {
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = running_web_pod(&kubectl);
     let logs = tempfile::tempdir().unwrap();
     std::fs::write(
         log_file(logs.path(), "web", &uid, 0),
