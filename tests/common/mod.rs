@@ -12,6 +12,8 @@ pub mod containerd;
 pub mod image;
 /// A kubelet API served through a real tunnel client.
 pub mod kubelet_tunnel;
+/// Options for a kubelet run in the test's process on a private containerd.
+pub mod kubeletopts;
 /// The real `kubectl`, run with a given kubeconfig.
 pub mod kubectl;
 /// Network-namespace "nodes" joined by a bridge.
