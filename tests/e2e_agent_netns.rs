@@ -150,16 +150,7 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     kill(listener);
 
     c.start_agent();
-    c.wait_for("node agent Ready", 90, || {
-        let o = c.kubectl(&[
-            "get",
-            "node",
-            "agent",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (text(&o.stdout) == "True").then_some(())
-    });
+    c.wait_for("node agent Ready", 90, || c.node_ready("agent").then_some(()));
     c.apply(WEB_POD);
     c.apply(ONCE_POD);
     c.apply(DONE_POD);
