@@ -18,6 +18,8 @@ pub mod kubeletopts;
 pub mod kubectl;
 /// Network-namespace "nodes" joined by a bridge.
 pub mod netns;
+/// Python definitions for scripts of the Kubernetes Python client.
+pub mod pyclient;
 /// Whether root-only (e2e) tests must run, may be skipped, or are refused.
 pub mod privilege;
 /// A release directory from the binary under test, served over loopback HTTP.
