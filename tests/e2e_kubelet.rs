@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE, INDEX_HTML};
+use common::kubectl::condition;
 use common::kubeletopts::in_process_kubelet;
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet::{self, KubeletOptions};
@@ -385,13 +386,7 @@ async fn kubelet_runs_pods_on_containerd() {
     std::thread::sleep(Duration::from_secs(4));
     let p = h.pod("unready");
     assert_eq!(first_state(&p)["ready"], false);
-    let ready = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&p, "Ready").unwrap().clone();
     assert_eq!(ready["status"], "False");
     h.wait_pod(
         "unlive",

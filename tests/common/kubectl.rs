@@ -125,3 +125,12 @@ impl Kubectl {
         self.command(args).spawn().expect("failed to start kubectl")
     }
 }
+
+/// The condition of type `kind` in `object`'s `status.conditions` (an
+/// object as `kubectl get -o json` prints it), if it has one.
+pub fn condition<'a>(object: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
