@@ -13,6 +13,7 @@ use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE};
 use common::kubectl::Kubectl;
+use common::loopback::free_port;
 use common::kubelet_tunnel::{exec_until_it_works, running_web_pod, WebPod};
 use common::privilege::require_e2e;
 use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec};
@@ -263,14 +264,6 @@ fn http_get(port: u16, path: &str) -> Vec<u8> {
         .map(|i| i + 4)
         .unwrap_or(0);
     out.split_off(body)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

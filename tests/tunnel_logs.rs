@@ -23,6 +23,26 @@ struct Agent {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Agent {
+    /// Runs the tunnel client `opts` on a runtime of its own.
+    fn spawn(opts: ClientOptions) -> Agent {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(tunnel::run_client(opts, token));
+        });
+        Agent {
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -48,20 +68,7 @@ fn start_agent(server: &TestServer, node: &str, log_root: &Path) -> Agent {
         handler: kubelet_api::tunnel_handler(router),
         session: Default::default(),
     };
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(tunnel::run_client(opts, token));
-    });
-    Agent {
-        shutdown,
-        thread: Some(thread),
-    }
+    Agent::spawn(opts)
 }
 
 fn cri(line: &str) -> String {
@@ -225,8 +232,6 @@ fn only_node_certificates_may_open_a_tunnel() {
     .is_ok());
 }
 
-const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
-
 /// A real `rk3s server` process on a fixed port and data dir.
 struct ServerProcess {
     child: std::process::Child,
@@ -234,22 +239,7 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data: &Path, kubeconfig: &Path, port: u16) -> Self {
-        let child = std::process::Command::new(RK3S)
-            .args([
-                "server",
-                "--node-name",
-                "t1",
-                "--bind-address",
-                "127.0.0.1",
-                "--disable-agent",
-            ])
-            .args(["--https-listen-port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--write-kubeconfig")
-            .arg(kubeconfig)
-            .env("RK3S_CONFIG_FILE", "/dev/null")
-            .env_remove("NOTIFY_SOCKET")
+        let child = common::loopback::server_command(data, kubeconfig, port, &[])
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start rk3s server");
@@ -273,11 +263,7 @@ impl Drop for ServerProcess {
 fn the_agent_reconnects_after_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("rk3s.yaml"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::loopback::free_port();
     let server = ServerProcess::start(&data, &kubeconfig, port);
     wait_for("the kubeconfig", || kubeconfig.is_file().then_some(()));
     let kubectl = common::kubectl::Kubectl::new(&kubeconfig);
@@ -308,16 +294,7 @@ fn the_agent_reconnects_after_a_server_restart() {
             dead_after: Duration::from_secs(3),
         },
     };
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let agent = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(tunnel::run_client(opts, token));
-    });
+    let agent = Agent::spawn(opts);
     let logs_ok = || {
         let o = kubectl.run(&["logs", "web"]);
         (o.status.success() && o.stdout == b"still here\n").then_some(())
@@ -332,8 +309,7 @@ fn the_agent_reconnects_after_a_server_restart() {
         "kubectl logs worked again {:?} after the server restarted",
         restarted.elapsed()
     );
-    shutdown.cancel();
-    let _ = agent.join();
+    drop(agent);
 }
 
 #[test]

@@ -10,6 +10,8 @@ pub mod apiserver;
 pub mod containerd;
 /// Tiny images built from Debian's busybox-static, as image tars.
 pub mod image;
+/// `rk3s server` as a plain process on loopback, and free loopback ports.
+pub mod loopback;
 /// A kubelet API served through a real tunnel client.
 pub mod kubelet_tunnel;
 /// Options for a kubelet run in the test's process on a private containerd.
