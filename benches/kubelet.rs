@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
+use common::nodekit::import_busybox;
 use common::kubeletopts::in_process_kubelet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -97,10 +98,7 @@ fn main() {
 async fn bench(runs: usize) {
     let server = TestServer::start();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut opts = in_process_kubelet(&server, &containerd, dir.path(), NODE);
     opts.log_root = dir.path().join("logs");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
 use common::haservers::{kubernetes_endpoints, HaAgent, HaServers};
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::nodekit::import_busybox;
 use common::kubelet_tunnel::{exec_until_it_works, WebPod};
 use common::privilege::require_e2e;
 use rk3s::agent::runtime::ContainerRuntime;
@@ -26,8 +26,7 @@ fn kubectl_exec_reaches_the_agent_through_either_server() {
         return;
     }
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let mut ha = HaServers::start();
     let (a, b) = (ha.servers[0].addr().to_string(), ha.servers[1].addr().to_string());
     let (kubectl_a, kubectl_b) = (ha.servers[0].kubectl(), ha.servers[1].kubectl());

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE, INDEX_HTML};
+use common::nodekit::import_busybox;
 use common::kubectl::condition;
 use common::kubeletopts::in_process_kubelet;
 use common::privilege::require_e2e;
@@ -170,10 +171,7 @@ async fn kubelet_runs_pods_on_containerd() {
     }
     let server = TestServer::start();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let dir = tempfile::tempdir().expect("temp dir");
     // A registry on loopback, and registries.yaml sending docker.io to it.
     let _ = rustls::crypto::ring::default_provider().install_default();
