@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
+use common::nodekit::import_busybox;
 use common::kubectl::Kubectl;
 use common::loopback::free_port;
-use common::kubelet_tunnel::{exec_until_it_works, running_web_pod, WebPod};
+use common::kubelet_tunnel::{exec_until_it_works, running_web_pod, NetnsHttpd, WebPod};
 use common::privilege::require_e2e;
 use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec};
 use tokio_util::sync::CancellationToken;
@@ -29,10 +30,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         .with_test_writer()
         .try_init();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let server = TestServer::start();
     let kubectl = server.kubectl();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -195,61 +193,6 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     }
 }
 
-/// A host process serving HTTP on 127.0.0.1:8080 inside netns `name`.
-struct NetnsHttpd {
-    name: String,
-    child: std::process::Child,
-    _root: tempfile::TempDir,
-}
-
-impl NetnsHttpd {
-    fn start(name: &str) -> Self {
-        let ip = |args: &[&str]| {
-            let s = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .expect("run ip");
-            assert!(s.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", name]);
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("index.html"), "hello from the pod\n").unwrap();
-        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
-        std::fs::write(root.path().join("big"), big).unwrap();
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                name,
-                common::privilege::BUSYBOX,
-                "httpd",
-                "-f",
-                "-p",
-                "127.0.0.1:8080",
-                "-h",
-            ])
-            .arg(root.path())
-            .spawn()
-            .expect("start httpd");
-        NetnsHttpd {
-            name: name.to_string(),
-            child,
-            _root: root,
-        }
-    }
-}
-
-impl Drop for NetnsHttpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 fn http_get(port: u16, path: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s =
@@ -274,7 +217,11 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     let server = TestServer::start();
     let kubectl = server.kubectl();
     let uid = running_web_pod(&kubectl);
-    let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"));
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
+    let _httpd = NetnsHttpd::start(
+        &format!("rk3s-{uid}"),
+        &[("index.html", b"hello from the pod\n"), ("big", &big)],
+    );
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = common::kubelet_tunnel::pod_dialer();

@@ -122,3 +122,52 @@ pub fn exec_until_it_works(kubectl: &Kubectl, what: &str) -> String {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A stand-in for a pod's network, where [`pod_dialer`] dials: the
+/// namespace `name` (`rk3s-<uid>`) with `lo` up and busybox httpd on
+/// 127.0.0.1:8080 serving `files` (path, content). Dropping it stops httpd
+/// and deletes the namespace.
+pub struct NetnsHttpd {
+    name: String,
+    child: std::process::Child,
+    _root: tempfile::TempDir,
+}
+
+impl NetnsHttpd {
+    pub fn start(name: &str, files: &[(&str, &[u8])]) -> Self {
+        let ip = |args: &[&str]| {
+            let s = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip");
+            assert!(s.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        let root = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            std::fs::write(root.path().join(path), content).unwrap();
+        }
+        let child = std::process::Command::new(super::privilege::tool("nsenter"))
+            .arg(format!("--net=/var/run/netns/{name}"))
+            .args([super::privilege::BUSYBOX, "httpd", "-f", "-p", "127.0.0.1:8080", "-h"])
+            .arg(root.path())
+            .spawn()
+            .expect("start httpd");
+        NetnsHttpd {
+            name: name.to_string(),
+            child,
+            _root: root,
+        }
+    }
+}
+
+impl Drop for NetnsHttpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
