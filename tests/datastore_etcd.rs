@@ -43,6 +43,17 @@ fn server_cmd(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> Comm
     cmd
 }
 
+/// `rk3s datastore migrate` of the SQLite data in `data` to etcd at `endpoint`.
+fn migrate(data: &Path, endpoint: &str) -> Output {
+    Command::new(RK3S)
+        .args(["datastore", "migrate", "--datastore-endpoint", endpoint])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RK3S_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap()
+}
+
 /// Starts a server and waits until kubectl gets an answer through it.
 fn start(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> Server {
     let server = Server(Some(server_cmd(data, kubeconfig, port, extra).spawn().unwrap()));
@@ -121,14 +132,8 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_joins_wi
 
     // Move it to an empty etcd.
     let etcd = LocalEtcd::start().unwrap();
-    let migrate = Command::new(RK3S)
-        .args(["datastore", "migrate", "--datastore-endpoint", &etcd.endpoint])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .output()
-        .unwrap();
-    let said = ok(migrate);
+    let moved = migrate(&data, &etcd.endpoint);
+    let said = ok(moved);
     assert!(said.contains("copied"), "{said}");
 
     // The same server on etcd: every object, same UIDs; writes and reads work.
@@ -142,13 +147,7 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_joins_wi
     ok(kubectl(&kubeconfig, &["get", "configmap", "after", "-n", "mig"]));
 
     // Migrating again into the now non-empty etcd is refused.
-    let again = Command::new(RK3S)
-        .args(["datastore", "migrate", "--datastore-endpoint", &etcd.endpoint])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .output()
-        .unwrap();
+    let again = migrate(&data, &etcd.endpoint);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("empty etcd"));
 
