@@ -186,6 +186,18 @@ impl Stub {
         output
     }
 
+    /// Runs kubectl (which must succeed) and returns the one POST it made.
+    fn post_once(&self, args: &[&str]) -> Seen {
+        self.kubectl_ok(args);
+        let mut posts = self.take_posts();
+        assert_eq!(
+            posts.len(),
+            1,
+            "kubectl {args:?} should POST once: {posts:?}"
+        );
+        posts.remove(0)
+    }
+
     fn take_posts(&self) -> Vec<Seen> {
         let mut log = self.log.lock().unwrap();
         let posts = log
@@ -413,14 +425,7 @@ fn kubectl_create_bodies_decode_to_what_kubectl_itself_prints() {
         let expected = dry_run_json(&stub, args);
         stub.take_posts();
 
-        stub.kubectl_ok(args);
-        let posts = stub.take_posts();
-        assert_eq!(
-            posts.len(),
-            1,
-            "kubectl {args:?} should POST once: {posts:?}"
-        );
-        let post = &posts[0];
+        let post = &stub.post_once(args);
         assert_eq!(post.path, *collection, "kubectl {args:?}");
         assert_eq!(
             post.content_type,
@@ -500,14 +505,7 @@ fn rbac_generators_decode_like_their_dry_run() {
         let expected = dry_run_json(&stub, args);
         assert_eq!(expected["kind"], *kind);
         stub.take_posts();
-        stub.kubectl_ok(args);
-        let posts = stub.take_posts();
-        assert_eq!(
-            posts.len(),
-            1,
-            "kubectl {args:?} should POST once: {posts:?}"
-        );
-        let post = &posts[0];
+        let post = &stub.post_once(args);
         assert_eq!(post.content_type, protobuf::CONTENT_TYPE);
         assert_eq!(
             protobuf::decode(&post.body).unwrap(),
