@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
+use common::nodekit::import_busybox;
+use common::kubeletopts::in_process_kubelet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use rk3s::agent::kubelet::{self, KubeletOptions};
+use rk3s::agent::kubelet;
 use rk3s::agent::runtime::cri_log;
-use rk3s::agent::NodeCredentials;
 use tokio_util::sync::CancellationToken;
 
 const NODE: &str = "bench-node";
@@ -97,45 +98,13 @@ fn main() {
 async fn bench(runs: usize) {
     let server = TestServer::start();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let dir = tempfile::tempdir().expect("temp dir");
-    let node = rk3s::config::NodeConfig {
-        node_name: NODE.into(),
-        node_ip: Some("127.0.0.1".parse().unwrap()),
-        node_labels: Default::default(),
-        node_taints: Vec::new(),
-        container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
-        private_registry: dir.path().join("registries.yaml"),
-        kubelet_args: Default::default(),
-        node_external_ip: None,
-        flannel_iface: None,
-        resolv_conf: None,
-        ingress_http_port: 80,
-        ingress_https_port: 443,
-        run_dir: dir.path().join("run"),
-    };
-    let creds = NodeCredentials {
-        node_name: NODE.into(),
-        kubeconfig: server.node_kubeconfig(NODE),
-        serving_cert: dir.path().join("unused.crt"),
-        serving_key: dir.path().join("unused.key"),
-    };
-    let mut opts = KubeletOptions::new(node, creds, dir.path().join("agent"));
+    let mut opts = in_process_kubelet(&server, &containerd, dir.path(), NODE);
     opts.log_root = dir.path().join("logs");
     opts.bridge = BRIDGE.into();
     let kubectl = server.kubectl();
-    let admin = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let admin = server.kube_client().await;
     let pods: Api<Pod> = Api::namespaced(admin, "default");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -177,16 +146,7 @@ async fn bench(runs: usize) {
         let cid = common::containerd::unique_id("bench");
         let t0 = Instant::now();
         containerd
-            .ctr_ok(&[
-                "run",
-                "-d",
-                "--snapshotter",
-                "overlayfs",
-                DEFAULT_REFERENCE,
-                &cid,
-                "sleep",
-                "1000",
-            ])
+            .ctr_run_sleeping(DEFAULT_REFERENCE, &cid)
             .expect("ctr run -d");
         ctr.push(t0.elapsed());
         let _ = containerd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", &cid]);

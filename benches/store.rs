@@ -107,32 +107,7 @@ fn main() {
     );
 
     // Watch delivery: time from a write returning to the watcher receiving its event.
-    let mut rx = store
-        .watch("/registry/pods/", store.current_revision())
-        .unwrap();
-    let receiver = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        while let Some(Ok(ev)) = rx.blocking_recv() {
-            seen.push((ev.revision, Instant::now()));
-            if seen.len() == 1000 {
-                break;
-            }
-        }
-        seen
-    });
-    let mut returned = std::collections::HashMap::new();
-    for i in 0..1000 {
-        let key = format!("/registry/pods/default/p{i:05}");
-        let cur = store.get(&key).unwrap().unwrap();
-        let r = store.update(&key, &value, cur.mod_revision).unwrap();
-        returned.insert(r.mod_revision, Instant::now());
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let seen = receiver.join().unwrap();
-    let mut lat: Vec<Duration> = seen
-        .iter()
-        .map(|(r, at)| at.saturating_duration_since(returned[r]))
-        .collect();
+    let mut lat = backends::watch_delivery(&store, &value, 1000);
     println!(
         "watch delivery after the write returned: p50 {:?}, p99 {:?}",
         pct(&mut lat, 0.5),

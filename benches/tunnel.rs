@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
+use common::kubelet_tunnel::{running_web_pod, NetnsHttpd};
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::portforward::{NetnsPortForward, PortForwardBackend};
 use rk3s::agent::kubelet_api::{self, KubeletApi};
@@ -56,55 +57,13 @@ fn main() {
     let mb = env_num("RK3S_BENCH_MB", 256) as usize;
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = running_web_pod(&kubectl);
 
     // The "pod": busybox httpd on 127.0.0.1:8080 in netns rk3s-<uid>.
-    let netns = format!("rk3s-{uid}");
-    let ip = |args: &[&str]| {
-        assert!(std::process::Command::new("ip")
-            .args(args)
-            .status()
-            .unwrap()
-            .success())
-    };
-    ip(&["netns", "add", &netns]);
-    ip(&["-n", &netns, "link", "set", "lo", "up"]);
-    let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("big"), vec![7u8; mb << 20]).unwrap();
-    let mut httpd = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns,
-            common::privilege::BUSYBOX,
-            "httpd",
-            "-f",
-            "-p",
-            "127.0.0.1:8080",
-            "-h",
-        ])
-        .arg(root.path())
-        .spawn()
-        .unwrap();
+    let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"), &[("big", &vec![7u8; mb << 20])]);
 
     let containerd = common::containerd::Containerd::start().expect("containerd");
-    let tar = common::image::BusyboxImage::new(common::image::DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .unwrap();
-    containerd.import(&tar).unwrap();
+    common::nodekit::import_busybox(&containerd);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let runtime = Arc::new(
         rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
@@ -221,7 +180,4 @@ fn main() {
     );
     shutdown.cancel();
     let _ = rt.block_on(runtime.remove(&id));
-    let _ = httpd.kill();
-    let _ = httpd.wait();
-    ip(&["netns", "del", &netns]);
 }

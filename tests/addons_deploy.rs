@@ -9,7 +9,6 @@ mod common;
 use common::apiserver::TestServer;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 fn cm(name: &str, ns: Option<&str>, value: &str) -> String {
     let ns = ns.map(|n| format!("  namespace: {n}\n")).unwrap_or_default();
@@ -18,13 +17,8 @@ fn cm(name: &str, ns: Option<&str>, value: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifests_become_objects_and_addons() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = TestServer::start();
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = server.kube_client().await;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
 

@@ -12,12 +12,7 @@ use serde_json::{json, Value};
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
 
 async fn client(server: &TestServer) -> kube::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kubeconfig = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+    server.kube_client().await
 }
 
 async fn raw(c: &kube::Client, method: &str, path: &str, ctype: &str, body: &Value) -> (u16, Value) {

@@ -9,7 +9,6 @@ use common::apiserver::TestServer;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, Event};
 
 fn configmap(name: &str, value: &str) -> ConfigMap {
@@ -25,7 +24,6 @@ fn configmap(name: &str, value: &str) -> ConfigMap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_survives_compaction_with_a_relist() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     // A tiny history and watch buffer, so that a watcher that stops reading
     // is overtaken by compaction quickly.
     let server = TestServer::start_with(|o| {
@@ -33,11 +31,7 @@ async fn watcher_survives_compaction_with_a_relist() {
         o.watch_buffer = 8;
         o.sync = rk3s::store::SyncMode::Normal;
     });
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+    let client = server.kube_client().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..5 {
         api.create(

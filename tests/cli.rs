@@ -1,9 +1,11 @@
 //! The `rk3s` binary's command line, run as a user would run it.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
+use common::loopback::{free_port, server_command, RK3S};
 
 /// Runs rk3s with a clean `RK3S_*`-free environment plus `vars`, reading
 /// no config file unless the test gives one.
@@ -222,14 +224,6 @@ impl Drop for KillOnPanic {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn agent_retries_an_unreachable_server_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -292,18 +286,7 @@ fn token_commands_explain_what_is_missing() {
 /// Starts `rk3s server` on `data` and waits for its kubeconfig; returns the child.
 fn start_server(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> std::process::Child {
     let _ = std::fs::remove_file(kubeconfig);
-    let child = Command::new(RK3S)
-        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
-        .args(["--https-listen-port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--write-kubeconfig")
-        .arg(kubeconfig)
-        .args(extra)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RK3S_TOKEN")
-        .env_remove("RK3S_TOKEN_FILE")
+    let child = server_command(data, kubeconfig, port, extra)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -584,20 +567,8 @@ fn server_serves_the_api_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let kubeconfig = dir.path().join("rk3s.yaml");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(RK3S)
-        .args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
-        .args(["--https-listen-port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--write-kubeconfig")
-        .arg(&kubeconfig)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .env_remove("NOTIFY_SOCKET")
+    let port = free_port();
+    let child = server_command(&data, &kubeconfig, port, &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

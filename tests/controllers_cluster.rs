@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::kubectl::condition;
 use common::simnodes::ClusterHarness;
 use serde_json::Value;
 
@@ -30,6 +31,14 @@ fn get_json(k: &common::kubectl::Kubectl, args: &[&str]) -> Option<Value> {
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
         .flatten()
+}
+
+/// `kubectl describe pod <pod>` once it mentions `word` (within 30 s).
+fn describe_until(k: &common::kubectl::Kubectl, pod: &str, word: &str, what: &str) -> String {
+    wait_for(what, Duration::from_secs(30), || {
+        let d = k.run_ok(&["describe", "pod", pod]);
+        d.contains(word).then_some(d)
+    })
 }
 
 fn apply(k: &common::kubectl::Kubectl, yaml: &str) {
@@ -66,10 +75,7 @@ fn pods_spread_across_nodes_and_unschedulable_pods_say_why() {
     });
     assert_eq!(per_node.len(), 3, "{per_node:?}");
     assert!(per_node.values().all(|n| *n == 2), "{per_node:?}");
-    let describe = wait_for("the Scheduled event", Duration::from_secs(30), || {
-        let d = k.run_ok(&["describe", "pod", "p0"]);
-        d.contains("Scheduled").then_some(d)
-    });
+    let describe = describe_until(&k, "p0", "Scheduled", "the Scheduled event");
     assert!(
         describe.contains("Successfully assigned default/p0 to node-"),
         "{describe}"
@@ -124,22 +130,13 @@ fn pods_spread_across_nodes_and_unschedulable_pods_say_why() {
             "    resources:\n      requests:\n        cpu: \"100\"\n",
         ),
     );
-    let d = wait_for("FailedScheduling", Duration::from_secs(30), || {
-        let d = k.run_ok(&["describe", "pod", "big"]);
-        d.contains("FailedScheduling").then_some(d)
-    });
+    let d = describe_until(&k, "big", "FailedScheduling", "FailedScheduling");
     assert!(
         d.contains("0/3 nodes are available: 3 Insufficient cpu."),
         "{d}"
     );
     let pod = get_json(&k, &["pod", "big"]).unwrap();
-    let cond = pod["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "PodScheduled")
-        .unwrap()
-        .clone();
+    let cond = condition(&pod, "PodScheduled").unwrap().clone();
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "Unschedulable");
     let events = k.run_ok(&[
@@ -151,14 +148,7 @@ fn pods_spread_across_nodes_and_unschedulable_pods_say_why() {
     assert!(events.contains("FailedScheduling"), "{events}");
 
     apply(&k, &pod_yaml("picky", "  nodeSelector:\n    disk: ssd\n"));
-    let d = wait_for(
-        "FailedScheduling for picky",
-        Duration::from_secs(30),
-        || {
-            let d = k.run_ok(&["describe", "pod", "picky"]);
-            d.contains("FailedScheduling").then_some(d)
-        },
-    );
+    let d = describe_until(&k, "picky", "FailedScheduling", "FailedScheduling for picky");
     assert!(
         d.contains("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."),
         "{d}"
@@ -306,22 +296,12 @@ fn a_silent_node_turns_unknown_and_its_pods_are_evicted_after_their_toleration()
         Duration::from_secs(30),
         || {
             let n = get_json(&k, &["node", "node-0"])?;
-            let ready = n["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Ready")?
-                .clone();
+            let ready = condition(&n, "Ready")?.clone();
             let taints = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
             (ready["status"] == "Unknown" && taints.len() == 2).then_some(n)
         },
     );
-    let ready = node["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&node, "Ready").unwrap().clone();
     assert_eq!(ready["message"], "Kubelet stopped posting node status.");
     let taints: Vec<String> = node["spec"]["taints"]
         .as_array()
@@ -358,13 +338,7 @@ fn a_silent_node_turns_unknown_and_its_pods_are_evicted_after_their_toleration()
         forever["metadata"]["deletionTimestamp"].is_null(),
         "{forever}"
     );
-    let ready = forever["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&forever, "Ready").unwrap().clone();
     assert_eq!(ready["status"], "False");
 
     // The node comes back: Ready again, taints gone, its terminating pod finished.

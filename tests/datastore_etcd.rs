@@ -2,23 +2,17 @@
 //! user runs them: the real binary, a private etcd on loopback (Debian's
 //! `etcd-server`; skipped without it), the stock kubectl.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::loopback::{free_port, server_command, RK3S};
 use rk3s::store::etcd::LocalEtcd;
 
-const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
 const OBJECTS: usize = 500;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server process, SIGKILLed on drop if still running (panics included).
 struct Server(Option<Child>);
@@ -43,22 +37,21 @@ impl Drop for Server {
 
 fn server_cmd(data: &Path, kubeconfig: &Path, port: u16, extra: &[&str]) -> Command {
     let _ = std::fs::remove_file(kubeconfig);
-    let mut cmd = Command::new(RK3S);
-    cmd.args(["server", "--node-name", "t1", "--bind-address", "127.0.0.1", "--disable-agent"])
-        .args(["--https-listen-port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--write-kubeconfig")
-        .arg(kubeconfig)
-        .args(extra)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RK3S_TOKEN")
-        .env_remove("RK3S_TOKEN_FILE")
-        .env_remove("RK3S_DATASTORE_ENDPOINT")
-        .stdout(Stdio::null())
+    let mut cmd = server_command(data, kubeconfig, port, extra);
+    cmd.stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// `rk3s datastore migrate` of the SQLite data in `data` to etcd at `endpoint`.
+fn migrate(data: &Path, endpoint: &str) -> Output {
+    Command::new(RK3S)
+        .args(["datastore", "migrate", "--datastore-endpoint", endpoint])
+        .arg("--data-dir")
+        .arg(data)
+        .env("RK3S_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap()
 }
 
 /// Starts a server and waits until kubectl gets an answer through it.
@@ -139,14 +132,8 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_joins_wi
 
     // Move it to an empty etcd.
     let etcd = LocalEtcd::start().unwrap();
-    let migrate = Command::new(RK3S)
-        .args(["datastore", "migrate", "--datastore-endpoint", &etcd.endpoint])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .output()
-        .unwrap();
-    let said = ok(migrate);
+    let moved = migrate(&data, &etcd.endpoint);
+    let said = ok(moved);
     assert!(said.contains("copied"), "{said}");
 
     // The same server on etcd: every object, same UIDs; writes and reads work.
@@ -160,13 +147,7 @@ fn a_sqlite_cluster_moves_to_etcd_with_every_object_and_a_second_server_joins_wi
     ok(kubectl(&kubeconfig, &["get", "configmap", "after", "-n", "mig"]));
 
     // Migrating again into the now non-empty etcd is refused.
-    let again = Command::new(RK3S)
-        .args(["datastore", "migrate", "--datastore-endpoint", &etcd.endpoint])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("RK3S_CONFIG_FILE", "/dev/null")
-        .output()
-        .unwrap();
+    let again = migrate(&data, &etcd.endpoint);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("empty etcd"));
 

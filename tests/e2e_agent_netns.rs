@@ -151,16 +151,7 @@ fn kubectl_reaches_a_firewalled_agents_pods_only_through_its_tunnel() {
     kill(listener);
 
     c.start_agent();
-    c.wait_for("node agent Ready", 90, || {
-        let o = c.kubectl(&[
-            "get",
-            "node",
-            "agent",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (text(&o.stdout) == "True").then_some(())
-    });
+    c.wait_for("node agent Ready", 90, || c.node_ready("agent").then_some(()));
     c.apply(WEB_POD);
     c.apply(ONCE_POD);
     c.apply(DONE_POD);
@@ -360,6 +351,7 @@ fn python_client_streams(c: &Cluster) {
         r#"import json
 from kubernetes import config, client
 from kubernetes.stream import stream
+{}
 config.load_kube_config(config_file='{}')
 api = client.CoreV1Api()
 results = {{}}
@@ -371,17 +363,7 @@ for out in (True, False):
                      command=['sh', '-c', 'echo a; sleep 0.3; echo b >&2; sleep 0.3; hostname'],
                      stderr=err, stdin=False, stdout=out, tty=False)
         results['out=%s err=%s' % (out, err)] = got
-ws = stream(api.connect_get_namespaced_pod_exec, 'web', 'default', command=['cat'],
-            stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
-ws.write_stdin('ping\n')
-echo = ''
-for _ in range(50):
-    ws.update(timeout=0.2)
-    echo += ws.read_stdout() or ''
-    if echo:
-        break
-ws.close()
-results['stdin echo'] = echo
+results['stdin echo'] = cat_echo(api, 'ping\n')
 # A browser-style client: base64.channel.k8s.io, text frames, the
 # pre-v4 error channel (plain text).
 import base64, websocket
@@ -416,6 +398,7 @@ sock.close()
 results['port-forward'] = {{'body': reply.split(b'\r\n\r\n', 1)[-1].decode(), 'error': pf.error(80)}}
 print(json.dumps(results, sort_keys=True))
 "#,
+        common::pyclient::CAT_ECHO,
         c.kubeconfig.display()
     );
     let o = privilege::output_within(

@@ -9,11 +9,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
 use common::netns::{Network, Node};
+use common::nodekit::{import_busybox, wait_for};
 use common::privilege::require_e2e;
 
 const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
@@ -28,27 +28,13 @@ fn out(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 #[test]
 fn a_deployment_runs_on_the_servers_built_in_agent() {
     if !require_e2e("a_deployment_runs_on_the_servers_built_in_agent") {
         return;
     }
     let containerd = Containerd::start().expect("containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .unwrap();
-    containerd.import(&tar).expect("import");
+    import_busybox(&containerd);
     let net = Network::new("ec").expect("network");
     let node = net.add_node("one").expect("node");
     let dir = tempfile::tempdir().unwrap();

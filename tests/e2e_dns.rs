@@ -254,16 +254,7 @@ fn pods_resolve_services_pods_and_outside_names_through_their_node() {
     let upstream = Upstream::start(&upstream_node);
     std::fs::write(&resolv, format!("nameserver {}\n", upstream_node.ip())).unwrap();
     c.start_agent();
-    c.wait_for("node agent Ready", 120, || {
-        let o = c.kubectl(&[
-            "get",
-            "node",
-            "agent",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (text(&o.stdout) == "True").then_some(())
-    });
+    c.wait_for("node agent Ready", 120, || c.node_ready("agent").then_some(()));
 
     // The server made kube-system/kube-dns on the cluster DNS address.
     let ip = c.kubectl_ok(&[

@@ -11,29 +11,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
 use common::haservers::{kubernetes_endpoints, HaAgent, HaServers};
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
-use common::kubectl::Kubectl;
+use common::nodekit::import_busybox;
+use common::kubelet_tunnel::{exec_until_it_works, WebPod};
 use common::privilege::require_e2e;
-use rk3s::agent::kubelet_api::exec::ContainerdExec;
-use rk3s::agent::kubelet_api::KubeletApi;
-use rk3s::agent::runtime::{ContainerRuntime, ContainerSpec, ContainerdRuntime};
-
-fn exec_until_it_works(kubectl: &Kubectl, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = kubectl.run(&["exec", "web", "--", "echo", what]);
-        if o.status.success() {
-            return String::from_utf8_lossy(&o.stdout).into_owned();
-        }
-        assert!(Instant::now() < deadline, "exec never worked: {}", String::from_utf8_lossy(&o.stderr));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use rk3s::agent::runtime::ContainerRuntime;
 
 #[test]
 fn kubectl_exec_reaches_the_agent_through_either_server() {
@@ -41,32 +26,12 @@ fn kubectl_exec_reaches_the_agent_through_either_server() {
         return;
     }
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE).write(containerd.scratch()).expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let mut ha = HaServers::start();
-    let (a, b) = (ha.servers[0].addr.to_string(), ha.servers[1].addr.to_string());
+    let (a, b) = (ha.servers[0].addr().to_string(), ha.servers[1].addr().to_string());
     let (kubectl_a, kubectl_b) = (ha.servers[0].kubectl(), ha.servers[1].kubectl());
-    kubectl_a.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
-            .expect("connect")
-            .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
-    );
-    let mut spec = ContainerSpec::new("uid-1", "web", "default", "app", DEFAULT_REFERENCE);
-    spec.command = vec!["sleep".into(), "3600".into()];
-    let id = rt.block_on(runtime.create_container(&spec)).expect("create");
-    rt.block_on(runtime.start(&id)).expect("start");
-
-    let api = KubeletApi {
-        liveness: None,
-        log_root: containerd.scratch().join("pods"),
-        exec: Some(Arc::new(ContainerdExec { runtime: runtime.clone(), fifo_root: containerd.scratch().join("exec") })),
-        port_forward: None,
-    };
+    let WebPod { runtime, id, api } = WebPod::start(&rt, &containerd, &kubectl_a);
     let state = tempfile::tempdir().unwrap();
     let agent = HaAgent::start(&ha, "node1", &a, state.path(), api);
 

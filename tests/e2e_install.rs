@@ -17,11 +17,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::containerd::{descendants, Containerd};
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
 use common::netns::{Network, Node};
+use common::nodekit::{import_busybox, wait_for};
 use common::privilege::require_e2e;
 use common::release::{HttpServer, Release};
 
@@ -52,20 +52,6 @@ fn install(vars: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run install.sh")
-}
-
-fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// The paths a real-root install owns, and whether each exists.
@@ -289,10 +275,7 @@ fn killall_after_a_server_with_pods_leaves_nothing_and_uninstall_no_file() {
         return;
     }
     let containerd = Containerd::start().expect("containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .unwrap();
-    containerd.import(&tar).expect("import busybox");
+    import_busybox(&containerd);
     let net = Network::new("ki").expect("network");
     let node = net.add_node("one").expect("node");
     let socket = format!("unix://{}", containerd.socket().display());

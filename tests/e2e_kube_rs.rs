@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use common::onenode::OneNode;
 use common::privilege::require_e2e;
-use common::twonode::in_netns;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{Api, AttachParams, AttachedProcess};
@@ -75,25 +74,14 @@ fn kube_rs_exec_attach_and_port_forward_work_against_a_real_node() {
     one.wait_node_ready();
     apply(&one, POD);
     one.kubectl_ok(&["wait", "--for=condition=Ready", "pod/kubers", "--timeout=120s"]);
-    let kubeconfig = one.kubeconfig.clone();
-    in_netns(one.node.netns(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
-            let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(cfg).unwrap(), "default");
-            exec_every_combination(&pods).await;
-            exec_exit_code(&pods).await;
-            exec_stdin_echo_and_close(&pods).await;
-            attach_echo(&pods).await;
-            attach_tty(&pods).await;
-            port_forward(&pods).await;
-        })
+    one.with_kube_client(|client| async move {
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        exec_every_combination(&pods).await;
+        exec_exit_code(&pods).await;
+        exec_stdin_echo_and_close(&pods).await;
+        attach_echo(&pods).await;
+        attach_tty(&pods).await;
+        port_forward(&pods).await;
     });
 }
 

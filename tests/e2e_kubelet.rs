@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
 use common::image::{BusyboxImage, DEFAULT_REFERENCE, INDEX_HTML};
+use common::nodekit::import_busybox;
+use common::kubectl::condition;
+use common::kubeletopts::in_process_kubelet;
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet::{self, KubeletOptions};
-use rk3s::agent::NodeCredentials;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -169,12 +171,8 @@ async fn kubelet_runs_pods_on_containerd() {
     }
     let server = TestServer::start();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = server.node_kubeconfig(NODE);
     // A registry on loopback, and registries.yaml sending docker.io to it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = registry::DockerRegistry::start().await;
@@ -193,28 +191,8 @@ async fn kubelet_runs_pods_on_containerd() {
         ),
     )
     .unwrap();
-    let node = rk3s::config::NodeConfig {
-        node_name: NODE.into(),
-        node_ip: Some("127.0.0.1".parse().unwrap()),
-        node_labels: [("example.com/role".to_string(), "e2e".to_string())].into(),
-        node_taints: Vec::new(),
-        container_runtime_endpoint: format!("unix://{}", containerd.socket().display()),
-        private_registry: dir.path().join("registries.yaml"),
-        kubelet_args: Default::default(),
-        node_external_ip: None,
-        flannel_iface: None,
-        resolv_conf: None,
-        ingress_http_port: 80,
-        ingress_https_port: 443,
-        run_dir: dir.path().join("run"),
-    };
-    let creds = NodeCredentials {
-        node_name: NODE.into(),
-        kubeconfig,
-        serving_cert: dir.path().join("unused.crt"),
-        serving_key: dir.path().join("unused.key"),
-    };
-    let mut opts = KubeletOptions::new(node, creds, dir.path().join("agent"));
+    let mut opts = in_process_kubelet(&server, &containerd, dir.path(), NODE);
+    opts.node.node_labels = [("example.com/role".to_string(), "e2e".to_string())].into();
     opts.log_root = dir.path().join("pods-logs");
     opts.bridge = BRIDGE.into();
     opts.log_shim = Some(PathBuf::from(env!("CARGO_BIN_EXE_rk3s")));
@@ -406,13 +384,7 @@ async fn kubelet_runs_pods_on_containerd() {
     std::thread::sleep(Duration::from_secs(4));
     let p = h.pod("unready");
     assert_eq!(first_state(&p)["ready"], false);
-    let ready = p["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&p, "Ready").unwrap().clone();
     assert_eq!(ready["status"], "False");
     h.wait_pod(
         "unlive",

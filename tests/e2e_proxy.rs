@@ -195,16 +195,7 @@ fn services_route_through_the_proxy_and_servicelb() {
     );
     let mut c = Cluster::start();
     c.start_agent();
-    c.wait_for("node agent Ready", 90, || {
-        let o = c.kubectl(&[
-            "get",
-            "node",
-            "agent",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (text(&o.stdout) == "True").then_some(())
-    });
+    c.wait_for("node agent Ready", 90, || c.node_ready("agent").then_some(()));
     c.apply(WEB);
     c.track_pod("client");
     c.wait_for("client Running", 120, || {

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::onenode::OneNode;
 use common::privilege::require_e2e;
-use common::twonode::in_netns;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams, WatchEvent, WatchParams};
@@ -27,76 +26,64 @@ fn a_pod_deleted_right_after_creation_never_starts_and_goes_at_once() {
     }
     let one = OneNode::start(&[], "info");
     one.wait_node_ready();
-    let kubeconfig = one.kubeconfig.clone();
-    let (gone_after, uid) = in_netns(one.node.netns(), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let (gone_after, uid) = one.with_kube_client(|client| async move {
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "brief"},
+            "spec": {"containers": [{"name": "c", "image": common::image::DEFAULT_REFERENCE,
+                                     "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}}))
+        .unwrap();
+        // Watch first, so the 100 ms start at the creation itself.
+        let rv = pods
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
             .unwrap();
-        rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .unwrap();
-            let client = kube::Client::try_from(cfg).unwrap();
-            let pods: Api<Pod> = Api::namespaced(client, "default");
-            let pod: Pod = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "brief"},
-                "spec": {"containers": [{"name": "c", "image": common::image::DEFAULT_REFERENCE,
-                                         "imagePullPolicy": "Never",
-                                         "command": ["sleep", "3600"]}]}}))
-            .unwrap();
-            // Watch first, so the 100 ms start at the creation itself.
-            let rv = pods
-                .list(&kube::api::ListParams::default().limit(1))
-                .await
-                .unwrap()
-                .metadata
-                .resource_version
-                .unwrap();
-            let mut events = pods
-                .watch(&WatchParams::default().fields("metadata.name=brief"), &rv)
-                .await
-                .unwrap()
-                .boxed();
-            let created = pods.create(&PostParams::default(), &pod).await.unwrap();
-            let created_at = Instant::now();
-            let uid = created.metadata.uid.clone().unwrap();
-            // Delete as soon as it is bound (the agent has it), at most 100 ms in.
-            let bound = async {
-                while let Some(Ok(ev)) = events.next().await {
-                    if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
-                        if p.spec.and_then(|s| s.node_name).is_some() {
-                            return;
-                        }
-                    }
-                }
-            };
-            let budget = Duration::from_millis(100).saturating_sub(created_at.elapsed());
-            let _ = tokio::time::timeout(budget, bound).await;
-            let deleted_at = Instant::now();
-            pods.delete("brief", &DeleteParams::default())
-                .await
-                .unwrap();
-            eprintln!(
-                "deleted {:?} after creation",
-                deleted_at.duration_since(created_at)
-            );
-            let gone = tokio::time::timeout(Duration::from_secs(25), async {
-                while let Some(ev) = events.next().await {
-                    if let Ok(WatchEvent::Deleted(_)) = ev {
+        let mut events = pods
+            .watch(&WatchParams::default().fields("metadata.name=brief"), &rv)
+            .await
+            .unwrap()
+            .boxed();
+        let created = pods.create(&PostParams::default(), &pod).await.unwrap();
+        let created_at = Instant::now();
+        let uid = created.metadata.uid.clone().unwrap();
+        // Delete as soon as it is bound (the agent has it), at most 100 ms in.
+        let bound = async {
+            while let Some(Ok(ev)) = events.next().await {
+                if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+                    if p.spec.and_then(|s| s.node_name).is_some() {
                         return;
                     }
                 }
-                panic!("the watch ended before DELETED");
-            })
-            .await;
-            assert!(
-                gone.is_ok(),
-                "no DELETED within 25 s: the grace period was waited out"
-            );
-            (deleted_at.elapsed(), uid)
+            }
+        };
+        let budget = Duration::from_millis(100).saturating_sub(created_at.elapsed());
+        let _ = tokio::time::timeout(budget, bound).await;
+        let deleted_at = Instant::now();
+        pods.delete("brief", &DeleteParams::default())
+            .await
+            .unwrap();
+        eprintln!(
+            "deleted {:?} after creation",
+            deleted_at.duration_since(created_at)
+        );
+        let gone = tokio::time::timeout(Duration::from_secs(25), async {
+            while let Some(ev) = events.next().await {
+                if let Ok(WatchEvent::Deleted(_)) = ev {
+                    return;
+                }
+            }
+            panic!("the watch ended before DELETED");
         })
+        .await;
+        assert!(
+            gone.is_ok(),
+            "no DELETED within 25 s: the grace period was waited out"
+        );
+        (deleted_at.elapsed(), uid)
     });
     eprintln!("DELETED seen {gone_after:?} after the delete");
     // Give a late start (if any) time to show in the log.

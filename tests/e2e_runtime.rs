@@ -673,16 +673,7 @@ async fn bench_create_to_running() {
         let cid = common::containerd::unique_id("bench");
         let t0 = Instant::now();
         env.containerd
-            .ctr_ok(&[
-                "run",
-                "-d",
-                "--snapshotter",
-                "overlayfs",
-                DEFAULT_REFERENCE,
-                &cid,
-                "sleep",
-                "1000",
-            ])
+            .ctr_run_sleeping(DEFAULT_REFERENCE, &cid)
             .expect("ctr run -d");
         ctr.push(t0.elapsed());
         env.containerd

@@ -34,16 +34,7 @@ fn disabling_servicelb_leaves_load_balancers_pending() {
     privilege::require_tools("e2e_servicelb_disabled", &[("kubectl", "kubectl")]);
     let c = Cluster::start_with(&["--disable", "servicelb", "--disable", "metrics-server"]);
     // A Ready node is what ServiceLB would have put in the status.
-    c.wait_for("node server Ready", 90, || {
-        let o = c.kubectl(&[
-            "get",
-            "node",
-            "server",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        (text(&o.stdout) == "True").then_some(())
-    });
+    c.wait_for("node server Ready", 90, || c.node_ready("server").then_some(()));
     c.apply(LB);
     let node_port = c.wait_for("a NodePort allocated", 30, || {
         let o = c.kubectl(&[

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
 use common::containerd::Containerd;
-use common::image::{BusyboxImage, DEFAULT_REFERENCE};
+use common::image::DEFAULT_REFERENCE;
+use common::nodekit::import_busybox;
 use common::kubectl::Kubectl;
+use common::loopback::free_port;
+use common::kubelet_tunnel::{exec_until_it_works, running_web_pod, NetnsHttpd, WebPod};
 use common::privilege::require_e2e;
 use rk3s::agent::kubelet_api::exec::ContainerdExec;
 use rk3s::agent::kubelet_api::KubeletApi;
@@ -30,56 +33,15 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         .with_test_writer()
         .try_init();
     let containerd = Containerd::start().expect("start containerd");
-    let tar = BusyboxImage::new(DEFAULT_REFERENCE)
-        .write(containerd.scratch())
-        .expect("build image");
-    containerd.import(&tar).expect("import image");
+    import_busybox(&containerd);
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
-    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = Arc::new(
-        rt.block_on(ContainerdRuntime::connect(containerd.socket(), &containerd.scratch().join("stdio")))
-            .expect("connect")
-            // The logger containerd spawns for a task's output.
-            .with_log_binary(std::path::Path::new(env!("CARGO_BIN_EXE_rk3s"))),
-    );
-    let mut spec = ContainerSpec::new("uid-1", "web", "default", "app", DEFAULT_REFERENCE);
-    spec.command = vec!["sleep".into(), "3600".into()];
-    let id = rt
-        .block_on(runtime.create_container(&spec))
-        .expect("create");
-    rt.block_on(runtime.start(&id)).expect("start");
-
-    let api = KubeletApi {
-        liveness: None,
-        log_root: containerd.scratch().join("pods"),
-        exec: Some(Arc::new(ContainerdExec {
-            runtime: runtime.clone(),
-            fifo_root: containerd.scratch().join("exec"),
-        })),
-        port_forward: None,
-    };
+    let WebPod { runtime, api, .. } = WebPod::start(&rt, &containerd, &kubectl);
     let shutdown = CancellationToken::new();
     common::kubelet_tunnel::spawn(&rt, &server, "node1", api, &shutdown);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let hello = loop {
-        let o = kubectl.run(&["exec", "web", "--", "echo", "hello"]);
-        if o.status.success() {
-            break String::from_utf8_lossy(&o.stdout).into_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exec never worked: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(hello, "hello\n");
+    assert_eq!(exec_until_it_works(&kubectl, "hello"), "hello\n");
 
     // kubectl 1.32 speaks websockets (v5), 1.29 SPDY/3.1 (v4).
     let kubeconfig = server.kubeconfig().display().to_string();
@@ -136,15 +98,7 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: talker\nspec:\n  nodeName: node1\n  containers:\n  - name: talk\n    image: busybox\n    stdin: true\n  - name: once\n    image: busybox\n    stdin: true\n    stdinOnce: true\n",
     );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "talker",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
+    kubectl.mark_running("talker");
     let log_root = containerd.scratch().join("pods");
     for (name, once, script) in [
         (
@@ -270,61 +224,6 @@ fn kubectl_exec_runs_in_the_container_through_the_tunnel() {
     }
 }
 
-/// A host process serving HTTP on 127.0.0.1:8080 inside netns `name`.
-struct NetnsHttpd {
-    name: String,
-    child: std::process::Child,
-    _root: tempfile::TempDir,
-}
-
-impl NetnsHttpd {
-    fn start(name: &str) -> Self {
-        let ip = |args: &[&str]| {
-            let s = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .expect("run ip");
-            assert!(s.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", name]);
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-        let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("index.html"), "hello from the pod\n").unwrap();
-        let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
-        std::fs::write(root.path().join("big"), big).unwrap();
-        let child = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                name,
-                common::privilege::BUSYBOX,
-                "httpd",
-                "-f",
-                "-p",
-                "127.0.0.1:8080",
-                "-h",
-            ])
-            .arg(root.path())
-            .spawn()
-            .expect("start httpd");
-        NetnsHttpd {
-            name: name.to_string(),
-            child,
-            _root: root,
-        }
-    }
-}
-
-impl Drop for NetnsHttpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 fn http_get(port: u16, path: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s =
@@ -341,14 +240,6 @@ fn http_get(port: u16, path: &str) -> Vec<u8> {
     out.split_off(body)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     if !require_e2e("kubectl_port_forward_reaches_the_pod_through_the_tunnel") {
@@ -356,21 +247,12 @@ fn kubectl_port_forward_reaches_the_pod_through_the_tunnel() {
     }
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(
-        &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n",
+    let uid = running_web_pod(&kubectl);
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 253) as u8).collect();
+    let _httpd = NetnsHttpd::start(
+        &format!("rk3s-{uid}"),
+        &[("index.html", b"hello from the pod\n"), ("big", &big)],
     );
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
-    let _httpd = NetnsHttpd::start(&format!("rk3s-{uid}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let api = common::kubelet_tunnel::pod_dialer();

@@ -310,6 +310,7 @@ fn python_client(env: &Env<'_>) {
         r#"import json, tempfile
 from kubernetes import config, client, utils
 from kubernetes.stream import stream
+{}
 config.load_kube_config(config_file='{}')
 api = client.CoreV1Api()
 results = {{}}
@@ -332,17 +333,7 @@ for _ in range(100):
 results['tty stdin'] = '42' in seen.replace('6*7', '')
 results['tty exit'] = ws.returncode
 ws.close()
-ws = stream(api.connect_get_namespaced_pod_exec, 'web', 'default', command=['cat'],
-    stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
-ws.write_stdin('echo me\n')
-echo = ''
-for _ in range(50):
-    ws.update(timeout=0.2)
-    echo += ws.read_stdout() or ''
-    if echo:
-        break
-ws.close()
-results['stdin echo'] = echo
+results['stdin echo'] = cat_echo(api, 'echo me\n')
 # stdin with only one of stdout and stderr.
 for out, err in ((True, False), (False, True)):
     ws = stream(api.connect_get_namespaced_pod_exec, 'web', 'default',
@@ -376,6 +367,7 @@ events = [json.loads(l) for l in raw('application/json;as=PartialObjectMetadata;
 results['metadata watch'] = [[e['type'], e['object']['kind'], e['object']['metadata']['name'], 'spec' in e['object']] for e in events]
 print(json.dumps(results, sort_keys=True))
 "#,
+        common::pyclient::CAT_ECHO,
         env.one.kubeconfig.display()
     );
     let o = env.run("/usr/bin/python3", &["-c", &script]);

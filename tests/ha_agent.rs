@@ -45,7 +45,7 @@ fn cri(line: &str) -> String {
 #[test]
 fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
     let mut ha = HaServers::start();
-    let (a, b) = (ha.servers[0].addr.to_string(), ha.servers[1].addr.to_string());
+    let (a, b) = (ha.servers[0].addr().to_string(), ha.servers[1].addr().to_string());
     let kubectl_b = ha.servers[1].kubectl();
 
     // Both servers list themselves (one store: either server shows it).
@@ -60,8 +60,7 @@ fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
 
     // A pod on node1 with a log file the agent's kubelet API serves.
     let logs = tempfile::tempdir().unwrap();
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  nodeName: node1\n  containers:\n  - name: app\n    image: busybox\n";
-    ha.servers[0].kubectl().run_with_stdin(&["apply", "-f", "-"], pod);
+    ha.servers[0].kubectl().run_with_stdin(&["apply", "-f", "-"], common::kubelet_tunnel::WEB_POD);
     let uid = kubectl_b.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
     let dir = logs.path().join(format!("default_web_{uid}/app"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,10 +73,10 @@ fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
     // One tunnel to each server: logs through either reach the agent.
     for s in &ha.servers {
         wait_for("the agent's tunnel to each server", 30, || {
-            s.tunnels.connected().contains(&"node1".to_string()).then_some(())
+            s.tunnels().connected().contains(&"node1".to_string()).then_some(())
         });
         let out = s.kubectl().run_ok(&["logs", "web"]);
-        assert!(out.contains("hello from node1"), "{}: {out}", s.url);
+        assert!(out.contains("hello from node1"), "{}: {out}", s.url());
     }
     assert_eq!(agent.balancer.servers(), [a.clone(), b.clone()]);
     let remembered = std::fs::read_to_string(state.path().join(STATE_FILE)).unwrap();
@@ -102,7 +101,7 @@ fn an_agent_keeps_its_api_and_tunnels_when_its_seed_server_stops() {
     });
     let out = kubectl_b.run_ok(&["logs", "web"]);
     assert!(out.contains("hello from node1"), "{out}");
-    assert!(ha.servers[1].tunnels.connected().contains(&"node1".to_string()));
+    assert!(ha.servers[1].tunnels().connected().contains(&"node1".to_string()));
     assert!(!agent.lb_url.is_empty());
 
     // A restart with the seed dead: the remembered list reaches b.

@@ -176,12 +176,8 @@ fn an_agent_joins_and_a_second_machine_cannot_take_its_name() {
 
     // The kubeconfig works with kube, and the certificate with a plain HTTPS client.
     let version = runtime().block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&creds.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        common::apiserver::kube_client_for(&creds.kubeconfig)
             .await
-            .unwrap();
-        kube::Client::try_from(config)
-            .unwrap()
             .apiserver_version()
             .await
     });
@@ -266,12 +262,8 @@ fn bootstrap_tokens_from_rk3s_token_create_join_until_deleted_or_expired() {
     let mut expired = rk3s::pki::BootstrapToken::generate(None);
     expired.expiration = Some(chrono::Utc::now() - chrono::Duration::minutes(1));
     runtime().block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(ts.kubeconfig()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
-            kube::Api::namespaced(kube::Client::try_from(config).unwrap(), "kube-system");
+            kube::Api::namespaced(ts.kube_client().await, "kube-system");
         let secret = serde_json::from_value(expired.to_secret_json()).unwrap();
         api.create(&Default::default(), &secret).await.unwrap();
     });

@@ -56,15 +56,22 @@ async fn serve() -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kubectl_explain_walks_the_schemas() {
-    if std::process::Command::new("kubectl")
+/// Whether kubectl runs here; says the test is skipped when it does not.
+fn kubectl_installed() -> bool {
+    let there = std::process::Command::new("kubectl")
         .arg("version")
         .arg("--client")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !there {
         eprintln!("kubectl not installed: skipped");
+    }
+    there
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_explain_walks_the_schemas() {
+    if !kubectl_installed() {
         return;
     }
     let server = serve().await;
@@ -98,13 +105,7 @@ async fn kubectl_explain_walks_the_schemas() {
 /// server (which, here, serves no REST handlers).
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_apply_passes_the_field_validation_probe() {
-    if std::process::Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        eprintln!("kubectl not installed: skipped");
+    if !kubectl_installed() {
         return;
     }
     let server = serve().await;

@@ -175,6 +175,29 @@ impl Stub {
             .expect("failed to run kubectl")
     }
 
+    /// Runs kubectl, failing the test with its stderr unless it succeeds.
+    fn kubectl_ok(&self, args: &[&str]) -> std::process::Output {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Runs kubectl (which must succeed) and returns the one POST it made.
+    fn post_once(&self, args: &[&str]) -> Seen {
+        self.kubectl_ok(args);
+        let mut posts = self.take_posts();
+        assert_eq!(
+            posts.len(),
+            1,
+            "kubectl {args:?} should POST once: {posts:?}"
+        );
+        posts.remove(0)
+    }
+
     fn take_posts(&self) -> Vec<Seen> {
         let mut log = self.log.lock().unwrap();
         let posts = log
@@ -387,12 +410,7 @@ fn dry_run_json(stub: &Stub, args: &[&str]) -> Value {
         .position(|arg| *arg == "--")
         .unwrap_or(dry_args.len());
     dry_args.splice(at..at, ["--dry-run=client", "-o", "json"]);
-    let output = stub.kubectl(&dry_args);
-    assert!(
-        output.status.success(),
-        "kubectl {dry_args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = stub.kubectl_ok(&dry_args);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -407,16 +425,7 @@ fn kubectl_create_bodies_decode_to_what_kubectl_itself_prints() {
         let expected = dry_run_json(&stub, args);
         stub.take_posts();
 
-        let output = stub.kubectl(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "kubectl {args:?} failed: {stderr}");
-        let posts = stub.take_posts();
-        assert_eq!(
-            posts.len(),
-            1,
-            "kubectl {args:?} should POST once: {posts:?}"
-        );
-        let post = &posts[0];
+        let post = &stub.post_once(args);
         assert_eq!(post.path, *collection, "kubectl {args:?}");
         assert_eq!(
             post.content_type,
@@ -439,7 +448,7 @@ fn decoded_deployment_has_the_requested_shape() {
         return;
     }
     let stub = Stub::start();
-    let output = stub.kubectl(&[
+    let output = stub.kubectl_ok(&[
         "create",
         "deployment",
         "web",
@@ -447,11 +456,6 @@ fn decoded_deployment_has_the_requested_shape() {
         "--replicas=2",
         "--port=80",
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "deployment.apps/web created"
@@ -476,12 +480,7 @@ fn kubectl_create_token_posts_a_token_request() {
         return;
     }
     let stub = Stub::start();
-    let output = stub.kubectl(&["create", "token", "sa", "--duration=1h", "--audience=api"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = stub.kubectl_ok(&["create", "token", "sa", "--duration=1h", "--audience=api"]);
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "stub-token");
     let posts = stub.take_posts();
     assert_eq!(
@@ -506,19 +505,7 @@ fn rbac_generators_decode_like_their_dry_run() {
         let expected = dry_run_json(&stub, args);
         assert_eq!(expected["kind"], *kind);
         stub.take_posts();
-        let output = stub.kubectl(args);
-        assert!(
-            output.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let posts = stub.take_posts();
-        assert_eq!(
-            posts.len(),
-            1,
-            "kubectl {args:?} should POST once: {posts:?}"
-        );
-        let post = &posts[0];
+        let post = &stub.post_once(args);
         assert_eq!(post.content_type, protobuf::CONTENT_TYPE);
         assert_eq!(
             protobuf::decode(&post.body).unwrap(),
@@ -550,12 +537,7 @@ fn kubectl_auth_reviews_are_protobuf_too() {
         json!({"namespace": "default", "verb": "list", "resource": "pods"})
     );
 
-    let output = stub.kubectl(&["auth", "whoami"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    stub.kubectl_ok(&["auth", "whoami"]);
     let posts = stub.take_posts();
     assert_eq!(
         posts[0].path,

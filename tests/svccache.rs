@@ -7,16 +7,11 @@ mod common;
 use std::time::Duration;
 
 use common::apiserver::TestServer;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use rk3s::svccache::{ObjKey, ServiceCache, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 async fn node_client(server: &TestServer) -> kube::Client {
-    let kubeconfig = Kubeconfig::read_from(server.node_kubeconfig("n1")).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+    common::apiserver::kube_client_for(&server.node_kubeconfig("n1")).await
 }
 
 /// Waits (up to 20 s) for a snapshot that satisfies `ok`.

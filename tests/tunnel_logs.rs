@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::TestServer;
+use common::kubelet_tunnel::running_web_pod;
 use rk3s::agent::kubelet_api::{self, KubeletApiOptions};
 use rk3s::pki::{AgentCert, Pki, PkiOptions};
 use rk3s::tunnel::{self, ClientOptions};
@@ -20,6 +21,26 @@ use tokio_util::sync::CancellationToken;
 struct Agent {
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Runs the tunnel client `opts` on a runtime of its own.
+    fn spawn(opts: ClientOptions) -> Agent {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(tunnel::run_client(opts, token));
+        });
+        Agent {
+            shutdown,
+            thread: Some(thread),
+        }
+    }
 }
 
 impl Drop for Agent {
@@ -47,20 +68,7 @@ fn start_agent(server: &TestServer, node: &str, log_root: &Path) -> Agent {
         handler: kubelet_api::tunnel_handler(router),
         session: Default::default(),
     };
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(tunnel::run_client(opts, token));
-    });
-    Agent {
-        shutdown,
-        thread: Some(thread),
-    }
+    Agent::spawn(opts)
 }
 
 fn cri(line: &str) -> String {
@@ -152,15 +160,7 @@ fn kubectl_logs_reach_the_agent_through_its_tunnel() {
     let _ = follow.wait();
 
     // attach: the output written from now on (kubectl wants a Running pod).
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
+    kubectl.mark_running("web");
     let mut attach = kubectl.spawn(&["attach", "web"]);
     let mut attached = BufReader::new(attach.stdout.take().unwrap()).lines();
     // Attach shows only what is written after it connects: keep writing.
@@ -232,8 +232,6 @@ fn only_node_certificates_may_open_a_tunnel() {
     .is_ok());
 }
 
-const RK3S: &str = env!("CARGO_BIN_EXE_rk3s");
-
 /// A real `rk3s server` process on a fixed port and data dir.
 struct ServerProcess {
     child: std::process::Child,
@@ -241,22 +239,7 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(data: &Path, kubeconfig: &Path, port: u16) -> Self {
-        let child = std::process::Command::new(RK3S)
-            .args([
-                "server",
-                "--node-name",
-                "t1",
-                "--bind-address",
-                "127.0.0.1",
-                "--disable-agent",
-            ])
-            .args(["--https-listen-port", &port.to_string()])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--write-kubeconfig")
-            .arg(kubeconfig)
-            .env("RK3S_CONFIG_FILE", "/dev/null")
-            .env_remove("NOTIFY_SOCKET")
+        let child = common::loopback::server_command(data, kubeconfig, port, &[])
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start rk3s server");
@@ -280,11 +263,7 @@ impl Drop for ServerProcess {
 fn the_agent_reconnects_after_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("rk3s.yaml"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::loopback::free_port();
     let server = ServerProcess::start(&data, &kubeconfig, port);
     wait_for("the kubeconfig", || kubeconfig.is_file().then_some(()));
     let kubectl = common::kubectl::Kubectl::new(&kubeconfig);
@@ -315,16 +294,7 @@ fn the_agent_reconnects_after_a_server_restart() {
             dead_after: Duration::from_secs(3),
         },
     };
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let agent = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(tunnel::run_client(opts, token));
-    });
+    let agent = Agent::spawn(opts);
     let logs_ok = || {
         let o = kubectl.run(&["logs", "web"]);
         (o.status.success() && o.stdout == b"still here\n").then_some(())
@@ -339,25 +309,14 @@ fn the_agent_reconnects_after_a_server_restart() {
         "kubectl logs worked again {:?} after the server restarted",
         restarted.elapsed()
     );
-    shutdown.cancel();
-    let _ = agent.join();
+    drop(agent);
 }
 
 #[test]
 fn rbac_guards_the_streaming_subresources() {
     let server = TestServer::start();
     let kubectl = server.kubectl();
-    kubectl.run_with_stdin(&["apply", "-f", "-"], &pod_yaml("web", "node1"));
-    kubectl.run_ok(&[
-        "patch",
-        "pod",
-        "web",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ]);
-    let uid = kubectl.run_ok(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]);
+    let uid = running_web_pod(&kubectl);
     let logs = tempfile::tempdir().unwrap();
     std::fs::write(
         log_file(logs.path(), "web", &uid, 0),

@@ -17,6 +17,35 @@ use super::{pct, proc_field};
 const N: usize = 10_000;
 const WATCHED: usize = 1_000;
 
+/// How long after each of `count` updates returned its watcher received it:
+/// pods `p00000`.. (which must exist) updated to `value` one by one, 200 µs
+/// apart, under one watch of `/registry/pods/`.
+pub fn watch_delivery(store: &dyn Store, value: &[u8], count: usize) -> Vec<Duration> {
+    let mut rx = store.watch("/registry/pods/", store.current_revision()).unwrap();
+    let receiver = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while let Some(Ok(ev)) = rx.blocking_recv() {
+            seen.push((ev.revision, Instant::now()));
+            if seen.len() == count {
+                break;
+            }
+        }
+        seen
+    });
+    let mut returned = std::collections::HashMap::new();
+    for i in 0..count {
+        let key = format!("/registry/pods/default/p{i:05}");
+        let cur = store.get(&key).unwrap().unwrap();
+        let r = store.update(&key, value, cur.mod_revision).unwrap();
+        returned.insert(r.mod_revision, Instant::now());
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let seen = receiver.join().unwrap();
+    seen.iter()
+        .map(|(r, at)| at.saturating_duration_since(returned[r]))
+        .collect()
+}
+
 /// Runs in the child: the load on one backend, one line of figures.
 pub fn child(backend: &str) {
     let value = vec![b'x'; 512];
@@ -64,30 +93,7 @@ pub fn child(backend: &str) {
     f.insert("list_10k_ms", format!("{}", t.elapsed().as_millis()));
 
     // Watch delivery: from a write returning to the watcher receiving it.
-    let mut rx = store.watch("/registry/pods/", store.current_revision()).unwrap();
-    let receiver = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        while let Some(Ok(ev)) = rx.blocking_recv() {
-            seen.push((ev.revision, Instant::now()));
-            if seen.len() == WATCHED {
-                break;
-            }
-        }
-        seen
-    });
-    let mut returned = std::collections::HashMap::new();
-    for i in 0..WATCHED {
-        let key = format!("/registry/pods/default/p{i:05}");
-        let cur = store.get(&key).unwrap().unwrap();
-        let r = store.update(&key, &value, cur.mod_revision).unwrap();
-        returned.insert(r.mod_revision, Instant::now());
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let seen = receiver.join().unwrap();
-    let mut lat: Vec<Duration> = seen
-        .iter()
-        .map(|(r, at)| at.saturating_duration_since(returned[r]))
-        .collect();
+    let mut lat = watch_delivery(&*store, &value, WATCHED);
     f.insert("watch_p50_us", us(pct(&mut lat, 0.5)));
     f.insert("watch_p99_us", us(pct(&mut lat, 0.99)));
     let own = proc_field("/proc/self/status", "VmRSS:");

@@ -221,6 +221,21 @@ impl Containerd {
         Ok(())
     }
 
+    /// `ctr run -d` of `image` as container `id`, running `sleep 1000`:
+    /// the plain containerd baseline the kubelet's start is compared with.
+    pub fn ctr_run_sleeping(&self, image: &str, id: &str) -> Result<String, CommandError> {
+        self.ctr_ok(&[
+            "run",
+            "-d",
+            "--snapshotter",
+            "overlayfs",
+            image,
+            id,
+            "sleep",
+            "1000",
+        ])
+    }
+
     /// Kills and deletes every task and container in every namespace.
     fn remove_all_containers(&self) {
         let list = |ns: &str, what: &[&str]| -> Vec<String> {

@@ -84,6 +84,20 @@ impl Kubectl {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sets pod `pod`'s phase to Running, as its kubelet would (attach,
+    /// exec and port-forward want a Running pod).
+    pub fn mark_running(&self, pod: &str) {
+        self.run_ok(&[
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+        ]);
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
         let child = self.spawn_with_stdin(args, stdin);
         self.wait(child, args)
@@ -110,4 +124,13 @@ impl Kubectl {
     pub fn spawn(&self, args: &[&str]) -> Child {
         self.command(args).spawn().expect("failed to start kubectl")
     }
+}
+
+/// The condition of type `kind` in `object`'s `status.conditions` (an
+/// object as `kubectl get -o json` prints it), if it has one.
+pub fn condition<'a>(object: &'a serde_json::Value, kind: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }

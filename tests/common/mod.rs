@@ -10,12 +10,18 @@ pub mod apiserver;
 pub mod containerd;
 /// Tiny images built from Debian's busybox-static, as image tars.
 pub mod image;
+/// `rk3s server` as a plain process on loopback, and free loopback ports.
+pub mod loopback;
 /// A kubelet API served through a real tunnel client.
 pub mod kubelet_tunnel;
+/// Options for a kubelet run in the test's process on a private containerd.
+pub mod kubeletopts;
 /// The real `kubectl`, run with a given kubeconfig.
 pub mod kubectl;
 /// Network-namespace "nodes" joined by a bridge.
 pub mod netns;
+/// Python definitions for scripts of the Kubernetes Python client.
+pub mod pyclient;
 /// Whether root-only (e2e) tests must run, may be skipped, or are refused.
 pub mod privilege;
 /// A release directory from the binary under test, served over loopback HTTP.

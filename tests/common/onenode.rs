@@ -153,6 +153,24 @@ impl OneNode {
     }
 
     /// Every pod uid in the cluster (for cleanup of host-wide leftovers).
+    /// Runs `f` with a kube-rs client of the admin kubeconfig inside the
+    /// node's namespace (where the API is reachable), on a current-thread
+    /// runtime of a thread of its own; what `f` returns.
+    pub fn with_kube_client<T, F>(&self, f: impl FnOnce(kube::Client) -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        let kubeconfig = self.kubeconfig.clone();
+        super::twonode::in_netns(self.node.netns(), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move { f(super::apiserver::kube_client_for(&kubeconfig).await).await })
+        })
+    }
+
     pub fn pod_uids(&self) -> Vec<String> {
         let out = self.kubectl(&[
             "get",

@@ -9,6 +9,20 @@ use kube::ResourceExt;
 
 use super::harness::*;
 
+/// Waits up to 60 s for Job `name` to have condition `kind` True; the Job.
+fn wait_job_condition(c: &Cluster, name: &str, kind: &str, what: &str) -> Job {
+    wait_for(what, 60, || {
+        let j: Job = c.get(name);
+        j.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == kind && c.status == "True")
+            .then_some(j)
+    })
+}
+
 #[test]
 fn jobs_complete_or_fail_after_the_backoff_limit() {
     let c = Cluster::start(&["n1"]);
@@ -62,16 +76,7 @@ spec:
     spec: {restartPolicy: Never, containers: [{name: c, image: a}]}
 "#,
     );
-    let ok: Job = wait_for("job ok complete", 60, || {
-        let j: Job = c.get("ok");
-        j.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Complete" && c.status == "True")
-            .then_some(j)
-    });
+    let ok: Job = wait_job_condition(&c, "ok", "Complete", "job ok complete");
     let st = ok.status.unwrap();
     assert_eq!(st.succeeded, Some(2));
     assert!(st.start_time.is_some() && st.completion_time.is_some());
@@ -92,16 +97,7 @@ spec:
         "--timeout=10s",
     ]);
 
-    let bad: Job = wait_for("job bad failed", 60, || {
-        let j: Job = c.get("bad");
-        j.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Failed" && c.status == "True")
-            .then_some(j)
-    });
+    let bad: Job = wait_job_condition(&c, "bad", "Failed", "job bad failed");
     let st = bad.status.unwrap();
     assert_eq!(st.failed, Some(2));
     let failed = st
@@ -113,16 +109,7 @@ spec:
     assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(c.pods("batch.kubernetes.io/job-name=bad").len(), 2);
 
-    let slow: Job = wait_for("job slow past its deadline", 60, || {
-        let j: Job = c.get("slow");
-        j.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Failed" && c.status == "True")
-            .then_some(j)
-    });
+    let slow: Job = wait_job_condition(&c, "slow", "Failed", "job slow past its deadline");
     let reasons: Vec<_> = slow
         .status
         .unwrap()
@@ -137,16 +124,7 @@ spec:
     );
     assert!(live(c.pods("batch.kubernetes.io/job-name=slow")).is_empty());
 
-    let idx: Job = wait_for("indexed job complete", 60, || {
-        let j: Job = c.get("idx");
-        j.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Complete" && c.status == "True")
-            .then_some(j)
-    });
+    let idx: Job = wait_job_condition(&c, "idx", "Complete", "indexed job complete");
     let st = idx.status.unwrap();
     assert_eq!(
         (st.succeeded, st.completed_indexes.as_deref()),
