@@ -10,15 +10,7 @@ use crate::apiserver::auth::Attributes;
 pub use crate::apiserver::auth::PolicyRule;
 
 fn strings(v: &Value, field: &str) -> Vec<String> {
-    v.get(field)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::apiserver::objects::string_list(v.get(field))
 }
 
 impl PolicyRule {
