@@ -48,16 +48,14 @@ impl RbacEscalation {
     ) -> bool {
         self.authorizer.authorize(
             user,
-            &Attributes {
-                resource_request: true,
-                path: "",
+            &Attributes::resource(
                 verb,
-                group: RBAC_GROUP,
+                RBAC_GROUP,
                 resource,
-                subresource: None,
-                namespace: ns,
-                name: Some(name).filter(|n| !n.is_empty()),
-            },
+                None,
+                ns,
+                Some(name).filter(|n| !n.is_empty()),
+            ),
         )
     }
 
@@ -74,16 +72,7 @@ impl RbacEscalation {
         let check = |a: Attributes<'_>| self.authorizer.authorize(user, &a);
         for verb in &rule.verbs {
             for url in &rule.non_resource_urls {
-                if !check(Attributes {
-                    resource_request: false,
-                    path: url,
-                    verb,
-                    group: "",
-                    resource: "",
-                    subresource: None,
-                    namespace: None,
-                    name: None,
-                }) {
+                if !check(Attributes::non_resource(verb, url)) {
                     return false;
                 }
             }
@@ -102,16 +91,7 @@ impl RbacEscalation {
                             .collect()
                     };
                     for name in names {
-                        if !check(Attributes {
-                            resource_request: true,
-                            path: "",
-                            verb,
-                            group,
-                            resource,
-                            subresource: sub,
-                            namespace: ns,
-                            name,
-                        }) {
+                        if !check(Attributes::resource(verb, group, resource, sub, ns, name)) {
                             return false;
                         }
                     }

@@ -114,29 +114,11 @@ mod tests {
         sub: Option<&'a str>,
         name: Option<&'a str>,
     ) -> Attributes<'a> {
-        Attributes {
-            resource_request: true,
-            path: "",
-            verb,
-            group,
-            resource,
-            subresource: sub,
-            namespace: Some("default"),
-            name,
-        }
+        Attributes::resource(verb, group, resource, sub, Some("default"), name)
     }
 
     fn non_res<'a>(verb: &'a str, path: &'a str) -> Attributes<'a> {
-        Attributes {
-            resource_request: false,
-            path,
-            verb,
-            group: "",
-            resource: "",
-            subresource: None,
-            namespace: None,
-            name: None,
-        }
+        Attributes::non_resource(verb, path)
     }
 
     fn rule(v: Value) -> PolicyRule {
