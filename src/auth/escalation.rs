@@ -212,7 +212,7 @@ impl Admission for RbacEscalation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::admission::{FieldValidation, Operation};
+    use crate::apiserver::admission::FieldValidation;
     use crate::apiserver::testing::MemoryStore;
     use crate::store::Store;
     use serde_json::json;
@@ -251,16 +251,8 @@ mod tests {
             ..Default::default()
         };
         let req = AdmissionRequest {
-            operation: Operation::Create,
-            def: &def,
-            subresource: None,
-            namespace: ns,
-            name: "",
-            old: None,
-            user: &bob,
-            dry_run: false,
             field_validation: FieldValidation::Warn,
-            field_manager: None,
+            ..AdmissionRequest::for_test(&def, ns, "", None, &bob)
         };
         e.admit(&req, &mut obj, &mut Vec::new()).map_err(|s| s.code)
     }

@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 
 use super::fields::prune;
 use super::meta::{is_label_value, is_qualified_name, name_errors, NameRule};
-use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation, Operation};
+use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation};
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::status::ApiStatus;
 
@@ -19,20 +19,8 @@ fn admit(
         .expect("a built-in kind");
     let user = UserInfo::default();
     let req = AdmissionRequest {
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
-        def: &def,
-        subresource: None,
-        namespace: Some("default"),
-        name: "",
-        old,
-        user: &user,
-        dry_run: false,
         field_validation: fv,
-        field_manager: None,
+        ..AdmissionRequest::for_test(&def, Some("default"), "", old, &user)
     };
     let mut w = Vec::new();
     plugin.admit(&req, obj, &mut w).map(|_| w)
