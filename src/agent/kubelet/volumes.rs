@@ -95,58 +95,55 @@ fn downward(
     out
 }
 
-async fn config_map_files(
-    api: &dyn PodApi,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: bool,
-    mode: u32,
-) -> Result<Files, VolumeError> {
-    match api
-        .config_map(ns, name)
-        .await
-        .map_err(|e| VolumeError(e.to_string()))?
-    {
-        Some(cm) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            for (k, v) in cm.binary_data.unwrap_or_default() {
-                data.insert(k, v.0);
-            }
-            select(data, items, mode, &format!("ConfigMap {ns}/{name}"))
-        }
-        None if optional => Ok(Files::new()),
-        None => Err(VolumeError(format!("configmap \"{name}\" not found"))),
-    }
+/// The kinds of object whose keys a volume (or a projection) holds as files.
+#[derive(Clone, Copy)]
+enum KeySource {
+    ConfigMap,
+    Secret,
 }
 
-async fn secret_files(
+/// The files of `items` (every key when `None`) of the ConfigMap or Secret
+/// `ns/name`; none when it is missing and `optional`.
+async fn key_files(
     api: &dyn PodApi,
+    source: KeySource,
     ns: &str,
     name: &str,
     items: Option<&Vec<KeyToPath>>,
     optional: bool,
     mode: u32,
 ) -> Result<Files, VolumeError> {
-    match api
-        .secret(ns, name)
-        .await
-        .map_err(|e| VolumeError(e.to_string()))?
-    {
-        Some(s) => {
-            let data = secret_strings(&s)
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            select(data, items, mode, &format!("Secret {ns}/{name}"))
+    let api_err = |e: super::api::ApiError| VolumeError(e.to_string());
+    let (data, kind, missing) = match source {
+        KeySource::ConfigMap => {
+            let data = api.config_map(ns, name).await.map_err(api_err)?.map(|cm| {
+                let mut data: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.insert(k, v.0);
+                }
+                data
+            });
+            (data, "ConfigMap", "configmap")
         }
+        KeySource::Secret => {
+            let data = api.secret(ns, name).await.map_err(api_err)?.map(|s| {
+                secret_strings(&s)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect()
+            });
+            (data, "Secret", "secret")
+        }
+    };
+    match data {
+        Some(data) => select(data, items, mode, &format!("{kind} {ns}/{name}")),
         None if optional => Ok(Files::new()),
-        None => Err(VolumeError(format!("secret \"{name}\" not found"))),
+        None => Err(VolumeError(format!("{missing} \"{name}\" not found"))),
     }
 }
 
@@ -164,8 +161,9 @@ pub async fn projected_files(
         .unwrap_or_else(|| "default".into());
     if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        return config_map_files(
+        return key_files(
             api,
+            KeySource::ConfigMap,
             &ns,
             &cm.name,
             cm.items.as_ref(),
@@ -178,8 +176,9 @@ pub async fn projected_files(
     if let Some(s) = &v.secret {
         let mode = s.default_mode.unwrap_or(0o644) as u32;
         let name = s.secret_name.clone().unwrap_or_default();
-        return secret_files(
+        return key_files(
             api,
+            KeySource::Secret,
             &ns,
             &name,
             s.items.as_ref(),
@@ -205,7 +204,16 @@ pub async fn projected_files(
     for src in p.sources.iter().flatten() {
         if let Some(cm) = &src.config_map {
             let optional = cm.optional == Some(true);
-            match config_map_files(api, &ns, &cm.name, cm.items.as_ref(), optional, mode).await {
+            let files_of_cm = key_files(
+                api,
+                KeySource::ConfigMap,
+                &ns,
+                &cm.name,
+                cm.items.as_ref(),
+                optional,
+                mode,
+            );
+            match files_of_cm.await {
                 Ok(f) => files.extend(f),
                 // Published by a controller that may not run yet: degrade.
                 Err(e) if cm.name == "kube-root-ca.crt" => {
@@ -216,8 +224,9 @@ pub async fn projected_files(
         }
         if let Some(s) = &src.secret {
             files.extend(
-                secret_files(
+                key_files(
                     api,
+                    KeySource::Secret,
                     &ns,
                     &s.name,
                     s.items.as_ref(),
