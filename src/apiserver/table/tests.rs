@@ -533,17 +533,10 @@ fn include_object_parses_query_values() {
 #[test]
 fn custom_resources_get_name_and_age() {
     let d = ResourceDef {
-        group: "example.com".into(),
-        version: "v1".into(),
         kind: "Widget".into(),
-        plural: "widgets".into(),
         singular: "widget".into(),
-        short_names: vec![],
-        categories: vec![],
-        namespaced: true,
-        subresources: vec![],
-        verbs: vec![],
         columns: custom_resource_columns(),
+        ..ResourceDef::for_test("example.com", "widgets", true)
     };
     let w = json!({"metadata": {"name": "w1", "creationTimestamp": "2024-05-01T11:00:00Z"}});
     let t = to_table_at(now(), &d, &[w], "", None, None, IncludeObject::None);
