@@ -530,6 +530,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn config_map_and_secret_keys_become_files_and_missing_objects_are_named() {
+        let api = super::super::api::FakePodApi::default();
+        api.add_config_map("default", "cfg", &[("a", "1"), ("b", "2")]);
+        api.add_secret("default", "creds", &[("user", "bob")]);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        let files = |v: serde_json::Value| {
+            let v: Volume = serde_json::from_value(v).unwrap();
+            let (api, pod) = (&api, &pod);
+            async move { projected_files(api, pod, &v).await.map(Option::unwrap) }
+        };
+        let file = |data: &str, mode: u32| (data.as_bytes().to_vec(), mode);
+
+        let all = files(serde_json::json!({"name": "v", "configMap": {"name": "cfg", "defaultMode": 0o600}}));
+        let all = all.await.unwrap();
+        assert_eq!(all, Files::from([("a".into(), file("1", 0o600)), ("b".into(), file("2", 0o600))]));
+        let picked = files(serde_json::json!({"name": "v", "configMap": {"name": "cfg",
+            "items": [{"key": "b", "path": "x/b.txt", "mode": 0o400}]}}));
+        assert_eq!(picked.await.unwrap(), Files::from([("x/b.txt".into(), file("2", 0o400))]));
+        let secret = files(serde_json::json!({"name": "v", "secret": {"secretName": "creds"}}));
+        assert_eq!(secret.await.unwrap(), Files::from([("user".into(), file("bob", 0o644))]));
+        let both = files(serde_json::json!({"name": "v", "projected": {"sources": [
+            {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "a"}]}},
+            {"secret": {"name": "creds"}},
+            {"secret": {"name": "gone", "optional": true}}]}}));
+        assert_eq!(
+            both.await.unwrap(),
+            Files::from([("a".into(), file("1", 0o644)), ("user".into(), file("bob", 0o644))])
+        );
+
+        let optional = files(serde_json::json!({"name": "v", "configMap": {"name": "nope", "optional": true}}));
+        assert_eq!(optional.await.unwrap(), Files::new());
+        let errors = [
+            (serde_json::json!({"configMap": {"name": "nope"}}), "configmap \"nope\" not found"),
+            (serde_json::json!({"secret": {"secretName": "gone"}}), "secret \"gone\" not found"),
+            (
+                serde_json::json!({"configMap": {"name": "cfg", "items": [{"key": "zz", "path": "z"}]}}),
+                "configuration key \"zz\" not found in ConfigMap default/cfg",
+            ),
+            (
+                serde_json::json!({"projected": {"sources": [{"secret": {"name": "creds",
+                    "items": [{"key": "pass", "path": "p"}]}}]}}),
+                "configuration key \"pass\" not found in Secret default/creds",
+            ),
+        ];
+        for (mut v, want) in errors {
+            v["name"] = "v".into();
+            assert_eq!(files(v).await.unwrap_err().to_string(), want);
+        }
+    }
+
+    #[tokio::test]
     async fn memory_empty_dirs_are_tmpfs_mounted_once_and_unmounted_on_removal() {
         use crate::hostos::fake::{FakeFsOps, FsCall};
         let dir = tempfile::tempdir().unwrap();
