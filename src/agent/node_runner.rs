@@ -136,21 +136,10 @@ impl kubelet_api::logs::ContainerLiveness for LazyContainerdExec {
     async fn running(&self, namespace: &str, pod: &str, container: &str) -> Option<bool> {
         use super::runtime::{labels, ContainerRuntime, ContainerState};
         let backend = self.backend().await.ok()?;
-        let selector = [
-            (labels::POD_NAMESPACE, namespace),
-            (labels::POD_NAME, pod),
-            (labels::CONTAINER_NAME, container),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let selector = labels::container_selector(namespace, pod, container);
         let found = backend.runtime.list(&selector).await.ok()?;
         // The newest instance is the one a follow reads.
-        let newest = found.iter().max_by_key(|c| {
-            c.label(labels::RESTART_COUNT)
-                .and_then(|n| n.parse::<u32>().ok())
-                .unwrap_or(0)
-        });
+        let newest = found.iter().max_by_key(|c| c.restart_count());
         let Some(newest) = newest else {
             return Some(false);
         };

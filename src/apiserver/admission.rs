@@ -65,6 +65,37 @@ pub struct AdmissionRequest<'a> {
     pub field_manager: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl<'a> AdmissionRequest<'a> {
+    /// A request as tests build it: a create, or an update when there is an
+    /// `old` object, of the main resource, with strict field validation,
+    /// no dry run and no field manager (change those with `..`).
+    pub fn for_test(
+        def: &'a ResourceDef,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        old: Option<&'a Value>,
+        user: &'a UserInfo,
+    ) -> Self {
+        AdmissionRequest {
+            operation: if old.is_some() {
+                Operation::Update
+            } else {
+                Operation::Create
+            },
+            def,
+            subresource: None,
+            namespace,
+            name,
+            old,
+            user,
+            dry_run: false,
+            field_validation: FieldValidation::Strict,
+            field_manager: None,
+        }
+    }
+}
+
 pub trait Admission: Send + Sync {
     /// A short name for logs, e.g. `defaults`, `validation`.
     fn name(&self) -> &'static str;
@@ -145,18 +176,7 @@ mod tests {
             .lookup("", "v1", "configmaps")
             .unwrap();
         let user = UserInfo::default();
-        let req = AdmissionRequest {
-            operation: Operation::Create,
-            def: &def,
-            subresource: None,
-            namespace: Some("default"),
-            name: "x",
-            old: None,
-            user: &user,
-            dry_run: false,
-            field_validation: FieldValidation::Strict,
-            field_manager: None,
-        };
+        let req = AdmissionRequest::for_test(&def, Some("default"), "x", None, &user);
         let mut obj = serde_json::json!({"metadata": {}});
         let chain: AdmissionChain = vec![Arc::new(SetLabel)];
         assert_eq!(

@@ -60,6 +60,44 @@ pub struct Attributes<'a> {
     pub name: Option<&'a str>,
 }
 
+impl<'a> Attributes<'a> {
+    /// A resource request (RBAC matches it by group, resource, subresource,
+    /// namespace and name; its path plays no part).
+    pub fn resource(
+        verb: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        subresource: Option<&'a str>,
+        namespace: Option<&'a str>,
+        name: Option<&'a str>,
+    ) -> Self {
+        Attributes {
+            resource_request: true,
+            path: "",
+            verb,
+            group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        }
+    }
+
+    /// A request for the non-resource URL `path`.
+    pub fn non_resource(verb: &'a str, path: &'a str) -> Self {
+        Attributes {
+            resource_request: false,
+            path,
+            verb,
+            group: "",
+            resource: "",
+            subresource: None,
+            namespace: None,
+            name: None,
+        }
+    }
+}
+
 pub trait Authenticator: Send + Sync {
     fn authenticate(&self, req: &AuthnRequest<'_>) -> Authn;
     /// The ServiceAccount token keys (for TokenRequest), if this

@@ -51,19 +51,7 @@ mod tests {
     use super::*;
 
     fn def(group: &str, plural: &str, namespaced: bool) -> ResourceDef {
-        ResourceDef {
-            group: group.into(),
-            version: "v1".into(),
-            kind: "K".into(),
-            plural: plural.into(),
-            singular: String::new(),
-            short_names: vec![],
-            categories: vec![],
-            namespaced,
-            subresources: vec![],
-            verbs: vec![],
-            columns: vec![],
-        }
+        ResourceDef::for_test(group, plural, namespaced)
     }
 
     #[test]

@@ -212,10 +212,10 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiStatus> {
     ))
 }
 
-/// The `metadata.finalizers` list.
-pub fn finalizers(v: &Value) -> Vec<String> {
-    v.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
+/// The strings of a JSON array (other items skipped); empty when `v` is
+/// missing or not an array.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_str)
@@ -223,6 +223,11 @@ pub fn finalizers(v: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The `metadata.finalizers` list.
+pub fn finalizers(v: &Value) -> Vec<String> {
+    string_list(v.pointer("/metadata/finalizers"))
 }
 
 pub fn set_finalizers(v: &mut Value, list: &[String]) {
@@ -239,19 +244,7 @@ mod tests {
     use super::*;
 
     fn def(group: &str, plural: &str) -> ResourceDef {
-        ResourceDef {
-            group: group.into(),
-            version: "v1".into(),
-            kind: "K".into(),
-            plural: plural.into(),
-            singular: String::new(),
-            short_names: vec![],
-            categories: vec![],
-            namespaced: true,
-            subresources: vec![],
-            verbs: vec![],
-            columns: vec![],
-        }
+        ResourceDef::for_test(group, plural, true)
     }
 
     #[test]

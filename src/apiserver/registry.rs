@@ -53,6 +53,28 @@ impl ResourceDef {
     }
 }
 
+#[cfg(test)]
+impl ResourceDef {
+    /// A bare `v1` kind `K` of `group` served at `plural`: no names beyond
+    /// that, no subresources, verbs or columns (tests set what they need
+    /// with `..`).
+    pub fn for_test(group: &str, plural: &str, namespaced: bool) -> Self {
+        ResourceDef {
+            group: group.into(),
+            version: "v1".into(),
+            kind: "K".into(),
+            plural: plural.into(),
+            singular: String::new(),
+            short_names: vec![],
+            categories: vec![],
+            namespaced,
+            subresources: vec![],
+            verbs: vec![],
+            columns: vec![],
+        }
+    }
+}
+
 /// A table column definition, as in `meta.k8s.io/v1` `TableColumnDefinition`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Column {

@@ -197,16 +197,7 @@ async fn authorize_non_resource(
         http::Method::DELETE => "delete",
         _ => "options",
     };
-    let attrs = super::auth::Attributes {
-        resource_request: false,
-        path: req.uri().path(),
-        verb,
-        group: "",
-        resource: "",
-        subresource: None,
-        namespace: None,
-        name: None,
-    };
+    let attrs = super::auth::Attributes::non_resource(verb, req.uri().path());
     if !state.authorizer.authorize(&user, &attrs) {
         if anonymous {
             return super::status::ApiStatus::unauthorized().into_response();

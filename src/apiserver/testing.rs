@@ -51,6 +51,43 @@ impl Inner {
         self.log.push(ev);
     }
 
+    /// The live record at `key`, which must be at mod revision `expected`
+    /// when one is given.
+    fn live(&self, key: &str, expected: Option<Revision>) -> Result<Record> {
+        let prev = self
+            .current
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
+        match expected {
+            Some(expected) if prev.mod_revision != expected => Err(StoreError::Conflict {
+                key: key.into(),
+                expected,
+                actual: prev.mod_revision,
+            }),
+            _ => Ok(prev),
+        }
+    }
+
+    /// Applies one change at the next revision (`record.mod_revision`) and
+    /// tells the watchers: `record` replaces `prev`, or is gone after a delete.
+    fn commit(&mut self, kind: EventKind, record: Record, prev: Option<Record>) -> Record {
+        debug_assert_eq!(record.mod_revision, self.revision + 1);
+        self.revision = record.mod_revision;
+        if matches!(kind, EventKind::Deleted) {
+            self.current.remove(&record.key);
+        } else {
+            self.current.insert(record.key.clone(), record.clone());
+        }
+        self.publish(WatchEvent {
+            kind,
+            revision: self.revision,
+            record: record.clone(),
+            prev,
+        });
+        record
+    }
+
     /// The live keys as of `rev`, by undoing later events.
     fn snapshot(&self, rev: Revision) -> BTreeMap<String, Record> {
         let mut state = self.current.clone();
@@ -131,84 +168,36 @@ impl Store for MemoryStore {
         if inner.current.contains_key(key) {
             return Err(StoreError::AlreadyExists { key: key.into() });
         }
-        inner.revision += 1;
+        let revision = inner.revision + 1;
         let rec = Record {
             key: key.into(),
             value: value.to_vec(),
-            create_revision: inner.revision,
-            mod_revision: inner.revision,
+            create_revision: revision,
+            mod_revision: revision,
         };
-        inner.current.insert(key.into(), rec.clone());
-        let revision = inner.revision;
-        inner.publish(WatchEvent {
-            kind: EventKind::Created,
-            revision,
-            record: rec.clone(),
-            prev: None,
-        });
-        Ok(rec)
+        Ok(inner.commit(EventKind::Created, rec, None))
     }
 
     fn update(&self, key: &str, value: &[u8], expected: Revision) -> Result<Record> {
         let mut inner = self.inner.lock().expect("memory store lock");
-        let prev = inner
-            .current
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
-        if prev.mod_revision != expected {
-            return Err(StoreError::Conflict {
-                key: key.into(),
-                expected,
-                actual: prev.mod_revision,
-            });
-        }
-        inner.revision += 1;
+        let prev = inner.live(key, Some(expected))?;
         let rec = Record {
             key: key.into(),
             value: value.to_vec(),
             create_revision: prev.create_revision,
-            mod_revision: inner.revision,
+            mod_revision: inner.revision + 1,
         };
-        inner.current.insert(key.into(), rec.clone());
-        let revision = inner.revision;
-        inner.publish(WatchEvent {
-            kind: EventKind::Updated,
-            revision,
-            record: rec.clone(),
-            prev: Some(prev),
-        });
-        Ok(rec)
+        Ok(inner.commit(EventKind::Updated, rec, Some(prev)))
     }
 
     fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Record> {
         let mut inner = self.inner.lock().expect("memory store lock");
-        let prev = inner
-            .current
-            .get(key)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound { key: key.into() })?;
-        if let Some(expected) = expected {
-            if prev.mod_revision != expected {
-                return Err(StoreError::Conflict {
-                    key: key.into(),
-                    expected,
-                    actual: prev.mod_revision,
-                });
-            }
-        }
-        inner.revision += 1;
-        inner.current.remove(key);
-        let mut rec = prev.clone();
-        rec.mod_revision = inner.revision;
-        let revision = inner.revision;
-        inner.publish(WatchEvent {
-            kind: EventKind::Deleted,
-            revision,
-            record: rec.clone(),
-            prev: Some(prev),
-        });
-        Ok(rec)
+        let prev = inner.live(key, expected)?;
+        let rec = Record {
+            mod_revision: inner.revision + 1,
+            ..prev.clone()
+        };
+        Ok(inner.commit(EventKind::Deleted, rec, Some(prev)))
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchReceiver> {

@@ -48,16 +48,14 @@ impl RbacEscalation {
     ) -> bool {
         self.authorizer.authorize(
             user,
-            &Attributes {
-                resource_request: true,
-                path: "",
+            &Attributes::resource(
                 verb,
-                group: RBAC_GROUP,
+                RBAC_GROUP,
                 resource,
-                subresource: None,
-                namespace: ns,
-                name: Some(name).filter(|n| !n.is_empty()),
-            },
+                None,
+                ns,
+                Some(name).filter(|n| !n.is_empty()),
+            ),
         )
     }
 
@@ -74,16 +72,7 @@ impl RbacEscalation {
         let check = |a: Attributes<'_>| self.authorizer.authorize(user, &a);
         for verb in &rule.verbs {
             for url in &rule.non_resource_urls {
-                if !check(Attributes {
-                    resource_request: false,
-                    path: url,
-                    verb,
-                    group: "",
-                    resource: "",
-                    subresource: None,
-                    namespace: None,
-                    name: None,
-                }) {
+                if !check(Attributes::non_resource(verb, url)) {
                     return false;
                 }
             }
@@ -102,16 +91,7 @@ impl RbacEscalation {
                             .collect()
                     };
                     for name in names {
-                        if !check(Attributes {
-                            resource_request: true,
-                            path: "",
-                            verb,
-                            group,
-                            resource,
-                            subresource: sub,
-                            namespace: ns,
-                            name,
-                        }) {
+                        if !check(Attributes::resource(verb, group, resource, sub, ns, name)) {
                             return false;
                         }
                     }
@@ -232,7 +212,7 @@ impl Admission for RbacEscalation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::admission::{FieldValidation, Operation};
+    use crate::apiserver::admission::FieldValidation;
     use crate::apiserver::testing::MemoryStore;
     use crate::store::Store;
     use serde_json::json;
@@ -271,16 +251,8 @@ mod tests {
             ..Default::default()
         };
         let req = AdmissionRequest {
-            operation: Operation::Create,
-            def: &def,
-            subresource: None,
-            namespace: ns,
-            name: "",
-            old: None,
-            user: &bob,
-            dry_run: false,
             field_validation: FieldValidation::Warn,
-            field_manager: None,
+            ..AdmissionRequest::for_test(&def, ns, "", None, &bob)
         };
         e.admit(&req, &mut obj, &mut Vec::new()).map_err(|s| s.code)
     }

@@ -270,16 +270,7 @@ mod tests {
         ns: Option<&'a str>,
         name: Option<&'a str>,
     ) -> Attributes<'a> {
-        Attributes {
-            resource_request: true,
-            path: "",
-            verb,
-            group,
-            resource,
-            subresource: sub,
-            namespace: ns,
-            name,
-        }
+        Attributes::resource(verb, group, resource, sub, ns, name)
     }
 
     fn setup() -> NodeAuthorizer {

@@ -88,7 +88,7 @@ impl Admission for NodeRestriction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::admission::{FieldValidation, Operation};
+    use crate::apiserver::admission::FieldValidation;
     use crate::apiserver::auth::UserInfo;
     use serde_json::json;
 
@@ -112,20 +112,8 @@ mod tests {
             ..Default::default()
         };
         let req = AdmissionRequest {
-            operation: if old.is_some() {
-                Operation::Update
-            } else {
-                Operation::Create
-            },
-            def: &def,
-            subresource: None,
-            namespace: ns,
-            name: "",
-            old,
-            user: &user,
-            dry_run: false,
             field_validation: FieldValidation::Warn,
-            field_manager: None,
+            ..AdmissionRequest::for_test(&def, ns, "", old, &user)
         };
         NodeRestriction
             .admit(&req, &mut obj, &mut Vec::new())

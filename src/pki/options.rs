@@ -155,6 +155,50 @@ impl SanSet {
     }
 }
 
+/// The example node both the SAN derivation's and the certificate store's
+/// tests use: at 192.168.1.10, with `--tls-san` k8s.example.com and 203.0.113.7.
+#[cfg(test)]
+pub(crate) mod example {
+    use std::net::IpAddr;
+
+    use super::{PkiOptions, SanSet};
+
+    pub(crate) fn options(node_name: &str) -> PkiOptions {
+        let mut opts = PkiOptions::new(node_name);
+        opts.node_ips = vec!["192.168.1.10".parse().unwrap()];
+        opts.tls_sans = vec!["k8s.example.com".into(), "203.0.113.7".into()];
+        opts
+    }
+
+    /// Asserts that `sans` holds every name and address the serving
+    /// certificate of the example node `pi-1` (in any case) must carry.
+    pub(crate) fn assert_serving_sans(sans: &SanSet) {
+        for dns in [
+            "pi-1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "k8s.example.com",
+        ] {
+            assert!(sans.dns.contains(dns), "missing DNS SAN {dns}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "192.168.1.10",
+            "10.43.0.1",
+            "203.0.113.7",
+        ] {
+            assert!(
+                sans.ips.contains(&ip.parse::<IpAddr>().unwrap()),
+                "missing IP SAN {ip}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,38 +218,14 @@ mod tests {
 
     #[test]
     fn serving_sans_cover_every_name() {
-        let mut opts = PkiOptions::new("Pi-1");
-        opts.node_ips = vec!["192.168.1.10".parse().unwrap()];
-        opts.tls_sans = vec![
-            "k8s.example.com".into(),
-            "203.0.113.7".into(),
-            "[2001:db8::1]".into(),
-        ];
+        let mut opts = example::options("Pi-1");
+        opts.tls_sans.push("[2001:db8::1]".into());
         let sans = opts.serving_sans().unwrap();
-        for dns in [
-            "pi-1",
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-            "k8s.example.com",
-        ] {
-            assert!(sans.dns.contains(dns), "missing {dns}");
-        }
-        for ip in [
-            "127.0.0.1",
-            "::1",
-            "192.168.1.10",
-            "10.43.0.1",
-            "203.0.113.7",
-            "2001:db8::1",
-        ] {
-            assert!(
-                sans.ips.contains(&ip.parse::<IpAddr>().unwrap()),
-                "missing {ip}"
-            );
-        }
+        example::assert_serving_sans(&sans);
+        assert!(
+            sans.ips.contains(&"2001:db8::1".parse::<IpAddr>().unwrap()),
+            "missing the bracketed IPv6 --tls-san"
+        );
     }
 
     #[test]

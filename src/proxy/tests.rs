@@ -69,12 +69,17 @@ async fn apply(
 ) -> (Arc<FakeFirewall>, Syncer, String) {
     let fw = Arc::new(FakeFirewall::new());
     let mut syncer = Syncer::new(fw.clone(), Arc::new(FakeElements::default()), node());
+    resync(&mut syncer, services, slices).await;
+    let script = fw.applied().last().cloned().unwrap();
+    (fw, syncer, script)
+}
+
+/// Syncs `syncer` once more, to these objects.
+async fn resync(syncer: &mut Syncer, services: Vec<Service>, slices: Vec<EndpointSlice>) {
     syncer
         .sync(&Snapshot::from_objects(services, slices))
         .await
         .unwrap();
-    let script = fw.applied().last().cloned().unwrap();
-    (fw, syncer, script)
 }
 
 fn lines_with<'a>(script: &'a str, needle: &str) -> Vec<&'a str> {
@@ -140,13 +145,12 @@ async fn every_script_names_only_the_proxy_table() {
         json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
     );
     let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![]).await;
-    syncer
-        .sync(&Snapshot::from_objects(
-            vec![svc],
-            vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
-        ))
-        .await
-        .unwrap();
+    resync(
+        &mut syncer,
+        vec![svc],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    )
+    .await;
     for script in fw.applied() {
         for line in script.lines() {
             if line.starts_with("table") || line.contains(" ip ") && !line.starts_with('\t') {
@@ -162,10 +166,7 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
     let fw = Arc::new(FakeFirewall::new());
     let el = Arc::new(FakeElements::default());
     let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc.clone()], vec![]).await;
     let script = fw.applied().last().cloned().unwrap();
     assert!(
         script.contains("add element ip rk3s-proxy no-endpoint-services { 10.43.0.20 . tcp . 80 }"),
@@ -174,13 +175,12 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
     assert!(script.contains("ip daddr . meta l4proto . th dport @no-endpoint-services reject"));
     // The dispatch element is there from the start: endpoints never move it.
     assert!(script.contains("10.43.0.20 . tcp . 80 : goto svc-"), "{script}");
-    syncer
-        .sync(&Snapshot::from_objects(
-            vec![svc.clone()],
-            vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
-        ))
-        .await
-        .unwrap();
+    resync(
+        &mut syncer,
+        vec![svc.clone()],
+        vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
+    )
+    .await;
     // Scaled up: one element batch, no nft.
     assert_eq!(fw.applied().len(), 1);
     let up = el.applied().last().unwrap().clone();
@@ -191,13 +191,7 @@ async fn a_service_without_endpoints_is_rejected_and_comes_back_when_scaled_up()
     assert!(map[0].starts_with("add element epa-") && map[0].ends_with("{ 0-1048575 : 10.42.0.5 . 8080 }"));
     assert!(map[1].ends_with("{ end 1048576 }"), "{up:?}");
     // Scale to zero again: rejected again, the map emptied.
-    syncer
-        .sync(&Snapshot::from_objects(
-            vec![svc],
-            vec![slice("web", "1", &[])],
-        ))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc], vec![slice("web", "1", &[])]).await;
     assert_eq!(fw.applied().len(), 1);
     let down = el.applied().last().unwrap().clone();
     assert!(down.contains(&"add element no-endpoint-services { 10.43.0.20 . tcp . 80 }".to_string()), "{down:?}");
@@ -299,10 +293,7 @@ async fn an_affinity_endpoint_chain_is_emptied_then_deleted_with_the_service() {
     let (svc, two) = sticky_with(&["10.42.0.5", "10.42.0.6"], "1");
     let (fw, mut syncer, _) = apply(vec![svc.clone()], vec![two]).await;
     let (_, one) = sticky_with(&["10.42.0.5"], "2");
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![one]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc.clone()], vec![one]).await;
     let shrink = fw.applied().last().unwrap().clone();
     // The chain of 10.42.0.6 is emptied, not deleted (no table listing).
     let flushed: Vec<&str> = lines_with(&shrink, "flush chain ip rk3s-proxy ep-");
@@ -312,18 +303,12 @@ async fn an_affinity_endpoint_chain_is_emptied_then_deleted_with_the_service() {
     assert!(shrink.contains("numgen random mod 1 vmap"), "{shrink}");
     // Back on the old address: its chain is declared and filled again.
     let (_, back) = sticky_with(&["10.42.0.5", "10.42.0.6"], "3");
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc], vec![back]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc], vec![back]).await;
     let up = fw.applied().last().unwrap().clone();
     assert!(up.contains("dnat to 10.42.0.6:8080"), "{up}");
     assert!(!up.contains("delete chain"), "{up}");
     // The Service goes: elements are deleted, and every chain with them.
-    syncer
-        .sync(&Snapshot::from_objects(vec![], vec![]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![], vec![]).await;
     let down = fw.applied().last().unwrap().clone();
     assert!(down.contains("delete element ip rk3s-proxy service-ips"), "{down}");
     let deleted = lines_with(&down, "delete chain ip rk3s-proxy ep-");
@@ -340,15 +325,9 @@ async fn a_reused_emptied_chain_is_flushed_and_not_deleted_later() {
         (&["10.42.0.5", "10.42.0.6"][..], "3"),
     ] {
         let (_, sl) = sticky_with(eps, v);
-        syncer
-            .sync(&Snapshot::from_objects(vec![svc.clone()], vec![sl]))
-            .await
-            .unwrap();
+        resync(&mut syncer, vec![svc.clone()], vec![sl]).await;
     }
-    syncer
-        .sync(&Snapshot::from_objects(vec![], vec![]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![], vec![]).await;
     let scripts = fw.applied();
     let regrow = &scripts[2];
     assert!(
@@ -371,14 +350,8 @@ async fn a_deleted_service_loses_its_chains_maps_and_elements() {
     let el = Arc::new(FakeElements::default());
     let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
     let sl = slice("web", "1", &[ready("10.42.0.5", NODE)]);
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc], vec![sl]))
-        .await
-        .unwrap();
-    syncer
-        .sync(&Snapshot::from_objects(vec![], vec![]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc], vec![sl]).await;
+    resync(&mut syncer, vec![], vec![]).await;
     let script = fw.applied().last().unwrap().clone();
     assert!(
         script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.20 . tcp . 80 }"),
@@ -581,10 +554,7 @@ async fn two_services_claiming_one_external_ip_and_port_take_turns() {
         1,
         "{script}"
     );
-    syncer
-        .sync(&Snapshot::from_objects(vec![b], slices))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![b], slices).await;
     let script = fw.applied().last().unwrap().clone();
     assert!(script.contains("delete element ip rk3s-proxy service-ips { 10.43.0.21 . tcp . 80, 203.0.113.7 . tcp . 80 }"), "{script}");
     let add = lines_with(&script, "add map ip rk3s-proxy service-ips")[0];
@@ -638,10 +608,7 @@ async fn a_failed_transaction_is_followed_by_a_full_replace() {
     let mut syncer = Syncer::new(fw.clone(), fw.clone(), node());
     let svc = service("web", "10.43.0.20", json!({}));
     // The first (full) sync passes: FailOnce only fails incremental changes.
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc.clone()], vec![]).await;
     let snap = Snapshot::from_objects(
         vec![svc],
         vec![slice("web", "1", &[ready("10.42.0.5", NODE)])],
@@ -683,25 +650,16 @@ async fn an_unused_map_is_reused_by_difference() {
     let el = Arc::new(FakeElements::default());
     let mut syncer = Syncer::new(fw.clone(), el.clone(), node());
     let one = slice("web", "1", &[ready("10.42.0.5", NODE)]);
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc.clone()], vec![one.clone()]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc.clone()], vec![one.clone()]).await;
     // internalTrafficPolicy: Local uses the local map; the map of all
     // endpoints is left unused (no listing to delete it), then reused.
     let local = service("web", "10.43.0.20", json!({"internalTrafficPolicy": "Local"}));
-    syncer
-        .sync(&Snapshot::from_objects(vec![local], vec![one]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![local], vec![one]).await;
     let away = fw.applied().last().unwrap().clone();
     assert!(away.contains("map @epl-"), "{away}");
     assert!(!away.contains("delete"), "{away}");
     let two = slice("web", "1", &[ready("10.42.0.5", NODE), ready("10.42.0.6", NODE)]);
-    syncer
-        .sync(&Snapshot::from_objects(vec![svc], vec![two]))
-        .await
-        .unwrap();
+    resync(&mut syncer, vec![svc], vec![two]).await;
     let script = fw.applied().last().unwrap().clone();
     // Declared without elements (it exists), filled by difference.
     let decl = lines_with(&script, "add map ip rk3s-proxy epa-");

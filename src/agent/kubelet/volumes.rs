@@ -95,58 +95,55 @@ fn downward(
     out
 }
 
-async fn config_map_files(
-    api: &dyn PodApi,
-    ns: &str,
-    name: &str,
-    items: Option<&Vec<KeyToPath>>,
-    optional: bool,
-    mode: u32,
-) -> Result<Files, VolumeError> {
-    match api
-        .config_map(ns, name)
-        .await
-        .map_err(|e| VolumeError(e.to_string()))?
-    {
-        Some(cm) => {
-            let mut data: BTreeMap<String, Vec<u8>> = cm
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            for (k, v) in cm.binary_data.unwrap_or_default() {
-                data.insert(k, v.0);
-            }
-            select(data, items, mode, &format!("ConfigMap {ns}/{name}"))
-        }
-        None if optional => Ok(Files::new()),
-        None => Err(VolumeError(format!("configmap \"{name}\" not found"))),
-    }
+/// The kinds of object whose keys a volume (or a projection) holds as files.
+#[derive(Clone, Copy)]
+enum KeySource {
+    ConfigMap,
+    Secret,
 }
 
-async fn secret_files(
+/// The files of `items` (every key when `None`) of the ConfigMap or Secret
+/// `ns/name`; none when it is missing and `optional`.
+async fn key_files(
     api: &dyn PodApi,
+    source: KeySource,
     ns: &str,
     name: &str,
     items: Option<&Vec<KeyToPath>>,
     optional: bool,
     mode: u32,
 ) -> Result<Files, VolumeError> {
-    match api
-        .secret(ns, name)
-        .await
-        .map_err(|e| VolumeError(e.to_string()))?
-    {
-        Some(s) => {
-            let data = secret_strings(&s)
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            select(data, items, mode, &format!("Secret {ns}/{name}"))
+    let api_err = |e: super::api::ApiError| VolumeError(e.to_string());
+    let (data, kind, missing) = match source {
+        KeySource::ConfigMap => {
+            let data = api.config_map(ns, name).await.map_err(api_err)?.map(|cm| {
+                let mut data: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    data.insert(k, v.0);
+                }
+                data
+            });
+            (data, "ConfigMap", "configmap")
         }
+        KeySource::Secret => {
+            let data = api.secret(ns, name).await.map_err(api_err)?.map(|s| {
+                secret_strings(&s)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect()
+            });
+            (data, "Secret", "secret")
+        }
+    };
+    match data {
+        Some(data) => select(data, items, mode, &format!("{kind} {ns}/{name}")),
         None if optional => Ok(Files::new()),
-        None => Err(VolumeError(format!("secret \"{name}\" not found"))),
+        None => Err(VolumeError(format!("{missing} \"{name}\" not found"))),
     }
 }
 
@@ -164,8 +161,9 @@ pub async fn projected_files(
         .unwrap_or_else(|| "default".into());
     if let Some(cm) = &v.config_map {
         let mode = cm.default_mode.unwrap_or(0o644) as u32;
-        return config_map_files(
+        return key_files(
             api,
+            KeySource::ConfigMap,
             &ns,
             &cm.name,
             cm.items.as_ref(),
@@ -178,8 +176,9 @@ pub async fn projected_files(
     if let Some(s) = &v.secret {
         let mode = s.default_mode.unwrap_or(0o644) as u32;
         let name = s.secret_name.clone().unwrap_or_default();
-        return secret_files(
+        return key_files(
             api,
+            KeySource::Secret,
             &ns,
             &name,
             s.items.as_ref(),
@@ -205,7 +204,16 @@ pub async fn projected_files(
     for src in p.sources.iter().flatten() {
         if let Some(cm) = &src.config_map {
             let optional = cm.optional == Some(true);
-            match config_map_files(api, &ns, &cm.name, cm.items.as_ref(), optional, mode).await {
+            let files_of_cm = key_files(
+                api,
+                KeySource::ConfigMap,
+                &ns,
+                &cm.name,
+                cm.items.as_ref(),
+                optional,
+                mode,
+            );
+            match files_of_cm.await {
                 Ok(f) => files.extend(f),
                 // Published by a controller that may not run yet: degrade.
                 Err(e) if cm.name == "kube-root-ca.crt" => {
@@ -216,8 +224,9 @@ pub async fn projected_files(
         }
         if let Some(s) = &src.secret {
             files.extend(
-                secret_files(
+                key_files(
                     api,
+                    KeySource::Secret,
                     &ns,
                     &s.name,
                     s.items.as_ref(),
@@ -518,6 +527,60 @@ mod tests {
             })
             .count();
         assert_eq!(stamps, 1);
+    }
+
+    #[tokio::test]
+    async fn config_map_and_secret_keys_become_files_and_missing_objects_are_named() {
+        let api = super::super::api::FakePodApi::default();
+        api.add_config_map("default", "cfg", &[("a", "1"), ("b", "2")]);
+        api.add_secret("default", "creds", &[("user", "bob")]);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "default"}, "spec": {"containers": []}
+        }))
+        .unwrap();
+        let files = |v: serde_json::Value| {
+            let v: Volume = serde_json::from_value(v).unwrap();
+            let (api, pod) = (&api, &pod);
+            async move { projected_files(api, pod, &v).await.map(Option::unwrap) }
+        };
+        let file = |data: &str, mode: u32| (data.as_bytes().to_vec(), mode);
+
+        let all = files(serde_json::json!({"name": "v", "configMap": {"name": "cfg", "defaultMode": 0o600}}));
+        let all = all.await.unwrap();
+        assert_eq!(all, Files::from([("a".into(), file("1", 0o600)), ("b".into(), file("2", 0o600))]));
+        let picked = files(serde_json::json!({"name": "v", "configMap": {"name": "cfg",
+            "items": [{"key": "b", "path": "x/b.txt", "mode": 0o400}]}}));
+        assert_eq!(picked.await.unwrap(), Files::from([("x/b.txt".into(), file("2", 0o400))]));
+        let secret = files(serde_json::json!({"name": "v", "secret": {"secretName": "creds"}}));
+        assert_eq!(secret.await.unwrap(), Files::from([("user".into(), file("bob", 0o644))]));
+        let both = files(serde_json::json!({"name": "v", "projected": {"sources": [
+            {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "a"}]}},
+            {"secret": {"name": "creds"}},
+            {"secret": {"name": "gone", "optional": true}}]}}));
+        assert_eq!(
+            both.await.unwrap(),
+            Files::from([("a".into(), file("1", 0o644)), ("user".into(), file("bob", 0o644))])
+        );
+
+        let optional = files(serde_json::json!({"name": "v", "configMap": {"name": "nope", "optional": true}}));
+        assert_eq!(optional.await.unwrap(), Files::new());
+        let errors = [
+            (serde_json::json!({"configMap": {"name": "nope"}}), "configmap \"nope\" not found"),
+            (serde_json::json!({"secret": {"secretName": "gone"}}), "secret \"gone\" not found"),
+            (
+                serde_json::json!({"configMap": {"name": "cfg", "items": [{"key": "zz", "path": "z"}]}}),
+                "configuration key \"zz\" not found in ConfigMap default/cfg",
+            ),
+            (
+                serde_json::json!({"projected": {"sources": [{"secret": {"name": "creds",
+                    "items": [{"key": "pass", "path": "p"}]}}]}}),
+                "configuration key \"pass\" not found in Secret default/creds",
+            ),
+        ];
+        for (mut v, want) in errors {
+            v["name"] = "v".into();
+            assert_eq!(files(v).await.unwrap_err().to_string(), want);
+        }
     }
 
     #[tokio::test]

@@ -217,10 +217,7 @@ impl PodWorker {
             let Some(name) = c.label(labels::CONTAINER_NAME) else {
                 continue;
             };
-            let restart: u32 = c
-                .label(labels::RESTART_COUNT)
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(0);
+            let restart = c.restart_count();
             let slot = self.slots.entry(name.to_string()).or_insert_with(Slot::new);
             match &slot.id {
                 Some(_) if restart < slot.restart_count => slot.dead.push(c.id.clone()),

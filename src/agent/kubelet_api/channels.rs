@@ -270,28 +270,40 @@ where
             )
                 .into_response();
         };
-        let mut req = req;
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(io) = upgrade.await else { return };
-            match spdy_session(TokioIo::new(io), expect, protocol).await {
+        return spdy_upgrade(req, &version, move |io| async move {
+            match spdy_session(io, expect, protocol).await {
                 Ok(channels) => session(channels).await,
                 Err(e) => tracing::debug!("SPDY stream session not started: {e}"),
             }
         });
-        return Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(http::header::CONNECTION, "Upgrade")
-            .header(http::header::UPGRADE, "SPDY/3.1")
-            .header("X-Stream-Protocol-Version", version)
-            .body(axum::body::Body::empty())
-            .expect("valid response");
     }
     (
         StatusCode::BAD_REQUEST,
         format!("{what} needs a websocket upgrade or an SPDY/3.1 upgrade\n"),
     )
         .into_response()
+}
+
+/// Answers `req` with `101 Switching Protocols` to SPDY/3.1 (stream protocol
+/// `version`) and hands the upgraded connection to `serve`.
+pub fn spdy_upgrade<F, Fut>(mut req: Request, version: &str, serve: F) -> Response
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            serve(TokioIo::new(io)).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", version)
+        .body(axum::body::Body::empty())
+        .expect("valid response")
 }
 
 /// The websocket transport.

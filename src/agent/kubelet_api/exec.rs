@@ -280,26 +280,13 @@ impl ContainerdExec {
         String,
     > {
         use crate::agent::runtime::{labels, ContainerRuntime, ContainerState};
-        let selector = [
-            (labels::POD_NAMESPACE, namespace),
-            (labels::POD_NAME, pod),
-            (labels::CONTAINER_NAME, container),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let selector = labels::container_selector(namespace, pod, container);
         let mut candidates = self
             .runtime
             .list(&selector)
             .await
             .map_err(|e| e.to_string())?;
-        candidates.sort_by_key(|c| {
-            std::cmp::Reverse(
-                c.label(labels::RESTART_COUNT)
-                    .and_then(|n| n.parse::<u32>().ok())
-                    .unwrap_or(0),
-            )
-        });
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.restart_count()));
         for c in candidates {
             if matches!(
                 self.runtime.status(&c.id).await.map(|s| s.state),

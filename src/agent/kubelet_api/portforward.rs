@@ -28,7 +28,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::StatusCode;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -154,20 +153,9 @@ pub(super) async fn handler(
         };
     }
     if spdy_upgrade {
-        let mut req = req;
-        let upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(io) = upgrade.await {
-                serve(TokioIo::new(io), backend, target).await;
-            }
+        return super::channels::spdy_upgrade(req, SPDY_PROTOCOL, move |io| {
+            serve(io, backend, target)
         });
-        return Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(http::header::CONNECTION, "Upgrade")
-            .header(http::header::UPGRADE, "SPDY/3.1")
-            .header("X-Stream-Protocol-Version", SPDY_PROTOCOL)
-            .body(axum::body::Body::empty())
-            .expect("valid response");
     }
     (
         StatusCode::BAD_REQUEST,

@@ -93,6 +93,23 @@ pub mod labels {
     pub const TTY: &str = "io.rk3s.tty";
     /// Marks containers managed by rk3s, so `list` ignores anything else.
     pub const MANAGED: &str = "io.rk3s.managed";
+
+    /// The `list` selector of every instance (restart) of one container of
+    /// the pod `namespace/pod`.
+    pub fn container_selector(
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        [
+            (POD_NAMESPACE, namespace),
+            (POD_NAME, pod),
+            (CONTAINER_NAME, container),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
 }
 
 /// A containerd container id (also its snapshot key and task id).
@@ -334,6 +351,13 @@ pub struct ContainerSummary {
 impl ContainerSummary {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels.get(key).map(String::as_str)
+    }
+
+    /// Which instance of its container this is (0 without a readable label).
+    pub fn restart_count(&self) -> u32 {
+        self.label(labels::RESTART_COUNT)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 }
 

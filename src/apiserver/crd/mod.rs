@@ -110,15 +110,7 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
 }
 
 fn strings(v: &Value, ptr: &str) -> Vec<String> {
-    v.pointer(ptr)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::apiserver::objects::string_list(v.pointer(ptr))
 }
 
 /// The CRD's `spec.names` with kube's defaults (`singular` = lower-case

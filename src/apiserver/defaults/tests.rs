@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
 use super::pod::pull_policy;
-use crate::apiserver::admission::{AdmissionRequest, FieldValidation, Operation};
+use crate::apiserver::admission::{AdmissionRequest, Operation};
 use crate::apiserver::auth::UserInfo;
 
 fn run(
@@ -19,15 +19,7 @@ fn run(
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let req = AdmissionRequest {
         operation: op,
-        def: &def,
-        subresource: None,
-        namespace: Some("default"),
-        name: &name,
-        old,
-        user: &user,
-        dry_run: false,
-        field_validation: FieldValidation::Strict,
-        field_manager: None,
+        ..AdmissionRequest::for_test(&def, Some("default"), &name, old, &user)
     };
     let mut out = obj.take();
     super::apply(&req, &mut out);

@@ -2,7 +2,6 @@ use serde_json::json;
 
 use super::apply::{apply, conflict_status, ApplyRequest};
 use super::*;
-use crate::apiserver::admission::{FieldValidation, Operation};
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::registry::ResourceDef;
 
@@ -43,20 +42,8 @@ fn update(old: Option<&Value>, obj: &mut Value, manager: &str) {
     let def = deployments();
     let user = UserInfo::default();
     let req = AdmissionRequest {
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
-        def: &def,
-        subresource: None,
-        namespace: Some("default"),
-        name: "web",
-        old,
-        user: &user,
-        dry_run: false,
-        field_validation: FieldValidation::Strict,
         field_manager: Some(manager),
+        ..AdmissionRequest::for_test(&def, Some("default"), "web", old, &user)
     };
     ManagedFields.admit(&req, obj, &mut Vec::new()).unwrap();
 }

@@ -142,7 +142,7 @@ mod tests {
 
     use serde_json::{json, Value};
 
-    use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation, Operation};
+    use crate::apiserver::admission::{Admission, AdmissionRequest};
     use crate::apiserver::ipalloc::services::ServiceAllocator;
     use crate::apiserver::auth::UserInfo;
     use crate::config::PortRange;
@@ -163,16 +163,8 @@ mod tests {
         let def = crate::apiserver::builtin::builtin_registry().lookup("", "v1", "services").unwrap();
         let user = UserInfo::default();
         let req = AdmissionRequest {
-            operation: Operation::Create,
-            def: &def,
-            subresource: None,
-            namespace: Some("default"),
-            name,
-            old: None,
-            user: &user,
             dry_run,
-            field_validation: FieldValidation::Strict,
-            field_manager: None,
+            ..AdmissionRequest::for_test(&def, Some("default"), name, None, &user)
         };
         let mut obj = json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec});
         alloc.admit(&req, &mut obj, &mut Vec::new()).map(|_| obj).map_err(|s| s.code)

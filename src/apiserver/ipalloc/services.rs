@@ -93,16 +93,7 @@ pub fn collect(svc: &Value, used: &mut InUse) {
 }
 
 fn cluster_ips(svc: &Value) -> Vec<String> {
-    let mut out: Vec<String> = svc
-        .pointer("/spec/clusterIPs")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out = crate::apiserver::objects::string_list(svc.pointer("/spec/clusterIPs"));
     if out.is_empty() {
         if let Some(ip) = svc
             .pointer("/spec/clusterIP")

@@ -10,29 +10,15 @@ fn def(
     subresources: &[&str],
 ) -> ResourceDef {
     ResourceDef {
-        group: group.into(),
         version: version.into(),
         kind: kind.into(),
-        plural: plural.into(),
         singular: kind.to_lowercase(),
-        short_names: vec![],
-        categories: vec![],
-        namespaced,
         subresources: subresources.iter().map(|s| s.to_string()).collect(),
-        verbs: [
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        columns: vec![],
+        verbs: crate::apiserver::builtin::FULL_VERBS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..ResourceDef::for_test(group, plural, namespaced)
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::apiserver::auth::{Attributes, UserInfo};
 use crate::apiserver::codec;
+use crate::apiserver::objects::string_list;
 use crate::apiserver::registry::ResourceDef;
 use crate::apiserver::context::Ctx;
 use crate::apiserver::status::{ApiStatus, Cause};
@@ -112,34 +113,13 @@ fn access_status(ctx: &Ctx, user: &UserInfo, spec: &Value) -> Result<Value, ApiS
 }
 
 fn user_from_spec(spec: &Value) -> UserInfo {
-    let strings = |k: &str| -> Vec<String> {
-        spec.get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strings = |k: &str| string_list(spec.get(k));
     let extra = spec
         .get("extra")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| {
-                    let vals = v
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_string)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (k.clone(), vals)
-                })
+                .map(|(k, v)| (k.clone(), string_list(Some(v))))
                 .collect()
         })
         .unwrap_or_default();
@@ -200,16 +180,7 @@ fn token_status(ctx: &Ctx, spec: &Value) -> Result<Value, ApiStatus> {
             "Required value: token must be set",
         ));
     }
-    let audiences: Vec<String> = spec
-        .get("audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences = string_list(spec.get("audiences"));
     Ok(
         match ctx.state.authenticator.review_token(token, &audiences) {
             Some(Ok((user, aud))) => {

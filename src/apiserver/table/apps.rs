@@ -6,69 +6,60 @@ use serde_json::{json, Value};
 use super::util::*;
 
 pub(super) fn deployment(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(format!(
-            "{}/{}",
-            i(obj, "/status/readyReplicas"),
-            i(obj, "/spec/replicas")
-        )),
-        json!(i(obj, "/status/updatedReplicas")),
-        json!(i(obj, "/status/availableReplicas")),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(selector_string(obj.pointer("/spec/selector"))),
-    ]
+    let ready = format!(
+        "{}/{}",
+        i(obj, "/status/readyReplicas"),
+        i(obj, "/spec/replicas")
+    );
+    workload_row(
+        now,
+        obj,
+        vec![
+            json!(ready),
+            json!(i(obj, "/status/updatedReplicas")),
+            json!(i(obj, "/status/availableReplicas")),
+        ],
+        "/spec/template/spec",
+        Some(selector_string(obj.pointer("/spec/selector"))),
+    )
 }
 
 pub(super) fn replica_set(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(i(obj, "/spec/replicas")),
-        json!(i(obj, "/status/replicas")),
-        json!(i(obj, "/status/readyReplicas")),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(format_selector(obj.pointer("/spec/selector"))),
-    ]
+    workload_row(
+        now,
+        obj,
+        replica_counts(obj),
+        "/spec/template/spec",
+        Some(format_selector(obj.pointer("/spec/selector"))),
+    )
 }
 
 pub(super) fn daemon_set(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(i(obj, "/status/desiredNumberScheduled")),
-        json!(i(obj, "/status/currentNumberScheduled")),
-        json!(i(obj, "/status/numberReady")),
-        json!(i(obj, "/status/updatedNumberScheduled")),
-        json!(i(obj, "/status/numberAvailable")),
-        json!(format_labels(
-            obj.pointer("/spec/template/spec/nodeSelector")
-        )),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(format_selector(obj.pointer("/spec/selector"))),
-    ]
+    workload_row(
+        now,
+        obj,
+        vec![
+            json!(i(obj, "/status/desiredNumberScheduled")),
+            json!(i(obj, "/status/currentNumberScheduled")),
+            json!(i(obj, "/status/numberReady")),
+            json!(i(obj, "/status/updatedNumberScheduled")),
+            json!(i(obj, "/status/numberAvailable")),
+            json!(format_labels(
+                obj.pointer("/spec/template/spec/nodeSelector")
+            )),
+        ],
+        "/spec/template/spec",
+        Some(format_selector(obj.pointer("/spec/selector"))),
+    )
 }
 
 pub(super) fn stateful_set(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(format!(
-            "{}/{}",
-            i(obj, "/status/readyReplicas"),
-            i(obj, "/spec/replicas")
-        )),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-    ]
+    let ready = format!(
+        "{}/{}",
+        i(obj, "/status/readyReplicas"),
+        i(obj, "/spec/replicas")
+    );
+    workload_row(now, obj, vec![json!(ready)], "/spec/template/spec", None)
 }
 
 pub(super) fn controller_revision(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
@@ -141,17 +132,13 @@ pub(super) fn job(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
     } else {
         "Running"
     };
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(status),
-        json!(completions),
-        json!(duration),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(format_selector(obj.pointer("/spec/selector"))),
-    ]
+    workload_row(
+        now,
+        obj,
+        vec![json!(status), json!(completions), json!(duration)],
+        "/spec/template/spec",
+        Some(format_selector(obj.pointer("/spec/selector"))),
+    )
 }
 
 pub(super) fn cron_job(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
@@ -159,21 +146,21 @@ pub(super) fn cron_job(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
         Some(t) => since(now, Some(t)),
         None => "<none>".to_string(),
     };
-    let (names, images) = containers(obj.pointer("/spec/jobTemplate/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(s(obj, "/spec/schedule")),
-        json!(or(s(obj, "/spec/timeZone"), "<none>")),
-        json!(bool_ptr(ob(obj, "/spec/suspend"))),
-        json!(arr(obj, "/status/active").len() as i64),
-        json!(last),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(format_selector(
-            obj.pointer("/spec/jobTemplate/spec/selector")
+    workload_row(
+        now,
+        obj,
+        vec![
+            json!(s(obj, "/spec/schedule")),
+            json!(or(s(obj, "/spec/timeZone"), "<none>")),
+            json!(bool_ptr(ob(obj, "/spec/suspend"))),
+            json!(arr(obj, "/status/active").len() as i64),
+            json!(last),
+        ],
+        "/spec/jobTemplate/spec/template/spec",
+        Some(format_selector(
+            obj.pointer("/spec/jobTemplate/spec/selector"),
         )),
-    ]
+    )
 }
 
 fn q(v: &Value, ptr: &str) -> String {

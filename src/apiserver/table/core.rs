@@ -17,17 +17,13 @@ pub(super) fn pod_template(_now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
 }
 
 pub(super) fn replication_controller(now: DateTime<Utc>, obj: &Value) -> Vec<Value> {
-    let (names, images) = containers(obj.pointer("/spec/template/spec"));
-    vec![
-        json!(s(obj, "/metadata/name")),
-        json!(i(obj, "/spec/replicas")),
-        json!(i(obj, "/status/replicas")),
-        json!(i(obj, "/status/readyReplicas")),
-        json!(age(now, obj)),
-        json!(names),
-        json!(images),
-        json!(format_labels(obj.pointer("/spec/selector"))),
-    ]
+    workload_row(
+        now,
+        obj,
+        replica_counts(obj),
+        "/spec/template/spec",
+        Some(format_labels(obj.pointer("/spec/selector"))),
+    )
 }
 
 fn lb_status(ingress: &[Value]) -> String {

@@ -267,6 +267,88 @@ fn workloads_print_readiness_and_containers() {
 }
 
 #[test]
+fn replica_kinds_print_counts_containers_and_selectors() {
+    let template = json!({"spec": {"nodeSelector": {"role": "edge", "arch": "arm64"},
+        "containers": [{"name": "web", "image": "web:2"}, {"name": "log", "image": "fluent"}]}});
+    let rs = json!({
+        "metadata": {"name": "web-7d9", "creationTimestamp": "2024-05-01T11:30:00Z"},
+        "spec": {"replicas": 3, "template": template,
+                 "selector": {"matchLabels": {"app": "web"},
+                              "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]}},
+        "status": {"replicas": 2, "readyReplicas": 1}
+    });
+    assert_eq!(
+        cells("apps", "v1", "replicasets", rs),
+        vec![
+            json!("web-7d9"),
+            json!(3),
+            json!(2),
+            json!(1),
+            json!("30m"),
+            json!("web,log"),
+            json!("web:2,fluent"),
+            json!("app=web,tier in (a,b)")
+        ]
+    );
+    // A ReplicationController's selector is a plain map, printed as labels.
+    let rc = json!({
+        "metadata": {"name": "legacy", "creationTimestamp": "2024-05-01T11:59:30Z"},
+        "spec": {"replicas": 1, "selector": {"b": "2", "a": "1"}, "template": template},
+        "status": {"replicas": 1}
+    });
+    assert_eq!(
+        cells("", "v1", "replicationcontrollers", rc),
+        vec![
+            json!("legacy"),
+            json!(1),
+            json!(1),
+            json!(0),
+            json!("30s"),
+            json!("web,log"),
+            json!("web:2,fluent"),
+            json!("a=1,b=2")
+        ]
+    );
+    let ds = json!({
+        "metadata": {"name": "agent", "creationTimestamp": "2024-04-30T12:00:00Z"},
+        "spec": {"template": template},
+        "status": {"desiredNumberScheduled": 4, "currentNumberScheduled": 4, "numberReady": 3,
+                   "updatedNumberScheduled": 2, "numberAvailable": 3}
+    });
+    assert_eq!(
+        cells("apps", "v1", "daemonsets", ds),
+        vec![
+            json!("agent"),
+            json!(4),
+            json!(4),
+            json!(3),
+            json!(2),
+            json!(3),
+            json!("arch=arm64,role=edge"),
+            json!("24h"),
+            json!("web,log"),
+            json!("web:2,fluent"),
+            json!("<none>")
+        ]
+    );
+    let sts = json!({
+        "metadata": {"name": "db", "creationTimestamp": "2024-05-01T10:00:00Z"},
+        "spec": {"replicas": 2, "template": template, "selector": {"matchLabels": {"app": "db"}}},
+        "status": {"readyReplicas": 2}
+    });
+    assert_eq!(
+        cells("apps", "v1", "statefulsets", sts),
+        vec![
+            json!("db"),
+            json!("2/2"),
+            json!("120m"),
+            json!("web,log"),
+            json!("web:2,fluent")
+        ]
+    );
+}
+
+#[test]
 fn events_print_object_and_source() {
     let ev = json!({
         "metadata": {"name": "web-1.17a", "creationTimestamp": "2024-05-01T11:58:00Z"},
@@ -451,17 +533,10 @@ fn include_object_parses_query_values() {
 #[test]
 fn custom_resources_get_name_and_age() {
     let d = ResourceDef {
-        group: "example.com".into(),
-        version: "v1".into(),
         kind: "Widget".into(),
-        plural: "widgets".into(),
         singular: "widget".into(),
-        short_names: vec![],
-        categories: vec![],
-        namespaced: true,
-        subresources: vec![],
-        verbs: vec![],
         columns: custom_resource_columns(),
+        ..ResourceDef::for_test("example.com", "widgets", true)
     };
     let w = json!({"metadata": {"name": "w1", "creationTimestamp": "2024-05-01T11:00:00Z"}});
     let t = to_table_at(now(), &d, &[w], "", None, None, IncludeObject::None);

@@ -2,7 +2,7 @@
 //! share (durations, label maps, label selectors, container lists).
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The string at a JSON pointer, or "" when absent or not a string.
 pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -197,6 +197,37 @@ pub(super) fn containers(pod_spec: Option<&Value>) -> (String, String) {
     let names: Vec<&str> = list.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = list.iter().map(|c| s(c, "/image")).collect();
     (names.join(","), images.join(","))
+}
+
+/// A workload's row as kube prints it: Name, the kind's own `columns`, Age,
+/// then the wide Containers and Images of the pod template at `pod_spec` and,
+/// for the kinds that print one, the Selector.
+pub(super) fn workload_row(
+    now: DateTime<Utc>,
+    obj: &Value,
+    columns: Vec<Value>,
+    pod_spec: &str,
+    selector: Option<String>,
+) -> Vec<Value> {
+    let (names, images) = containers(obj.pointer(pod_spec));
+    let mut row = Vec::with_capacity(columns.len() + 5);
+    row.push(json!(s(obj, "/metadata/name")));
+    row.extend(columns);
+    row.push(json!(age(now, obj)));
+    row.push(json!(names));
+    row.push(json!(images));
+    row.extend(selector.map(|sel| json!(sel)));
+    row
+}
+
+/// The Desired, Current and Ready replica counts of a ReplicaSet or a
+/// ReplicationController.
+pub(super) fn replica_counts(obj: &Value) -> Vec<Value> {
+    vec![
+        json!(i(obj, "/spec/replicas")),
+        json!(i(obj, "/status/replicas")),
+        json!(i(obj, "/status/readyReplicas")),
+    ]
 }
 
 /// A string, or `fallback` when it is empty.

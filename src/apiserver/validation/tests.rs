@@ -2,7 +2,7 @@ use serde_json::{json, Value};
 
 use super::fields::prune;
 use super::meta::{is_label_value, is_qualified_name, name_errors, NameRule};
-use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation, Operation};
+use crate::apiserver::admission::{Admission, AdmissionRequest, FieldValidation};
 use crate::apiserver::auth::UserInfo;
 use crate::apiserver::status::ApiStatus;
 
@@ -19,38 +19,24 @@ fn admit(
         .expect("a built-in kind");
     let user = UserInfo::default();
     let req = AdmissionRequest {
-        operation: if old.is_some() {
-            Operation::Update
-        } else {
-            Operation::Create
-        },
-        def: &def,
-        subresource: None,
-        namespace: Some("default"),
-        name: "",
-        old,
-        user: &user,
-        dry_run: false,
         field_validation: fv,
-        field_manager: None,
+        ..AdmissionRequest::for_test(&def, Some("default"), "", old, &user)
     };
     let mut w = Vec::new();
     plugin.admit(&req, obj, &mut w).map(|_| w)
 }
 
-fn invalid(group: &str, plural: &str, old: Option<&Value>, mut obj: Value) -> ApiStatus {
-    // Validation sees defaulted objects, as in the chain.
-    let fv = FieldValidation::Strict;
-    admit(
-        &crate::apiserver::defaults::Defaults,
-        group,
-        plural,
-        None,
-        fv,
-        &mut obj,
-    )
-    .unwrap();
-    admit(&super::Validation, group, plural, old, fv, &mut obj).unwrap_err()
+/// `obj` as the defaults plug-in leaves it on a create: validation sees
+/// defaulted objects, as in the chain.
+fn defaulted(group: &str, plural: &str, mut obj: Value) -> Value {
+    let defaults = crate::apiserver::defaults::Defaults;
+    admit(&defaults, group, plural, None, FieldValidation::Strict, &mut obj).unwrap();
+    obj
+}
+
+fn invalid(group: &str, plural: &str, old: Option<&Value>, obj: Value) -> ApiStatus {
+    let mut obj = defaulted(group, plural, obj);
+    admit(&super::Validation, group, plural, old, FieldValidation::Strict, &mut obj).unwrap_err()
 }
 
 fn causes(s: &ApiStatus) -> Vec<(String, String)> {
@@ -277,26 +263,8 @@ fn immutable_fields_on_update() {
         )]
     );
     let pod = |img: &str, sa: &str| json!({"metadata": {"name": "p", "namespace": "default"}, "spec": {"serviceAccountName": sa, "containers": [{"name": "c", "image": img}]}});
-    let mut old_pod = pod("a", "x");
-    admit(
-        &crate::apiserver::defaults::Defaults,
-        "",
-        "pods",
-        None,
-        FieldValidation::Strict,
-        &mut old_pod,
-    )
-    .unwrap();
-    let mut image_only = pod("b", "x");
-    admit(
-        &crate::apiserver::defaults::Defaults,
-        "",
-        "pods",
-        None,
-        FieldValidation::Strict,
-        &mut image_only,
-    )
-    .unwrap();
+    let old_pod = defaulted("", "pods", pod("a", "x"));
+    let mut image_only = defaulted("", "pods", pod("b", "x"));
     admit(
         &super::Validation,
         "",
@@ -420,8 +388,7 @@ fn statefulset_templates_see_their_claim_templates_and_claims_may_get_a_default_
             "volumeClaimTemplates": claims}})
     };
     let fv = FieldValidation::Strict;
-    let mut ok = sts(json!([{"metadata": {"name": "data"}}]));
-    admit(&crate::apiserver::defaults::Defaults, "apps", "statefulsets", None, fv, &mut ok).unwrap();
+    let mut ok = defaulted("apps", "statefulsets", sts(json!([{"metadata": {"name": "data"}}])));
     admit(&super::Validation, "apps", "statefulsets", None, fv, &mut ok).unwrap();
     let s = invalid("apps", "statefulsets", None, sts(json!([{"metadata": {"name": "other"}}])));
     assert_eq!(

@@ -28,6 +28,43 @@ fn authn(a: &ClusterAuthenticator, h: &http::HeaderMap) -> Authn {
     })
 }
 
+/// Stores ServiceAccount default/app with `uid`.
+fn create_app_account(store: &MemoryStore, uid: &str) {
+    store
+        .create(
+            "/registry/serviceaccounts/default/app",
+            json!({"metadata": {"name": "app", "uid": uid}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+}
+
+/// Claims of a token of ServiceAccount default/app (uid sa-1) for the API
+/// server, valid for ten minutes, bound to `pod` if given.
+fn app_claims(pod: Option<ObjectRef>) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    Claims {
+        iss: "https://kubernetes.default.svc.cluster.local".into(),
+        sub: "system:serviceaccount:default:app".into(),
+        aud: vec!["https://kubernetes.default.svc.cluster.local".into()],
+        exp: now + 600,
+        iat: now,
+        nbf: now,
+        jti: "abc".into(),
+        kubernetes: KubeClaims {
+            namespace: "default".into(),
+            serviceaccount: ObjectRef {
+                name: "app".into(),
+                uid: "sa-1".into(),
+            },
+            pod,
+            secret: None,
+            node: None,
+        },
+    }
+}
+
 #[test]
 fn no_credentials_is_anonymous_and_junk_is_invalid() {
     let (_, a) = setup();
@@ -91,14 +128,7 @@ fn bootstrap_tokens() {
 #[test]
 fn service_account_tokens_follow_their_objects() {
     let (store, a) = setup();
-    store
-        .create(
-            "/registry/serviceaccounts/default/app",
-            json!({"metadata": {"name": "app", "uid": "sa-1"}})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
+    create_app_account(&store, "sa-1");
     store
         .create(
             "/registry/pods/default/web",
@@ -107,29 +137,10 @@ fn service_account_tokens_follow_their_objects() {
                 .as_bytes(),
         )
         .unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        iss: "https://kubernetes.default.svc.cluster.local".into(),
-        sub: "system:serviceaccount:default:app".into(),
-        aud: vec!["https://kubernetes.default.svc.cluster.local".into()],
-        exp: now + 600,
-        iat: now,
-        nbf: now,
-        jti: "abc".into(),
-        kubernetes: KubeClaims {
-            namespace: "default".into(),
-            serviceaccount: ObjectRef {
-                name: "app".into(),
-                uid: "sa-1".into(),
-            },
-            pod: Some(ObjectRef {
-                name: "web".into(),
-                uid: "pod-1".into(),
-            }),
-            secret: None,
-            node: None,
-        },
-    };
+    let claims = app_claims(Some(ObjectRef {
+        name: "web".into(),
+        uid: "pod-1".into(),
+    }));
     let token = a.tokens.sign(&claims).unwrap();
     match authn(&a, &bearer(&token)) {
         Authn::User(u) => {
@@ -167,14 +178,7 @@ fn service_account_tokens_follow_their_objects() {
     store
         .delete("/registry/serviceaccounts/default/app", None)
         .unwrap();
-    store
-        .create(
-            "/registry/serviceaccounts/default/app",
-            json!({"metadata": {"name": "app", "uid": "sa-2"}})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
+    create_app_account(&store, "sa-2");
     assert!(matches!(authn(&a, &bearer(&t3)), Authn::Invalid(_)));
 }
 
@@ -204,34 +208,8 @@ fn measure() {
         "x509 client certificate: {:?} per request",
         start.elapsed() / n
     );
-    store
-        .create(
-            "/registry/serviceaccounts/default/app",
-            json!({"metadata": {"name": "app", "uid": "sa-1"}})
-                .to_string()
-                .as_bytes(),
-        )
-        .unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        iss: "https://kubernetes.default.svc.cluster.local".into(),
-        sub: "system:serviceaccount:default:app".into(),
-        aud: vec!["https://kubernetes.default.svc.cluster.local".into()],
-        exp: now + 600,
-        iat: now,
-        nbf: now,
-        jti: "abc".into(),
-        kubernetes: KubeClaims {
-            namespace: "default".into(),
-            serviceaccount: ObjectRef {
-                name: "app".into(),
-                uid: "sa-1".into(),
-            },
-            pod: None,
-            secret: None,
-            node: None,
-        },
-    };
+    create_app_account(&store, "sa-1");
+    let claims = app_claims(None);
     let h = bearer(&a.tokens.sign(&claims).unwrap());
     let start = std::time::Instant::now();
     for _ in 0..n {

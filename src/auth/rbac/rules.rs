@@ -10,15 +10,7 @@ use crate::apiserver::auth::Attributes;
 pub use crate::apiserver::auth::PolicyRule;
 
 fn strings(v: &Value, field: &str) -> Vec<String> {
-    v.get(field)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::apiserver::objects::string_list(v.get(field))
 }
 
 impl PolicyRule {
@@ -122,29 +114,11 @@ mod tests {
         sub: Option<&'a str>,
         name: Option<&'a str>,
     ) -> Attributes<'a> {
-        Attributes {
-            resource_request: true,
-            path: "",
-            verb,
-            group,
-            resource,
-            subresource: sub,
-            namespace: Some("default"),
-            name,
-        }
+        Attributes::resource(verb, group, resource, sub, Some("default"), name)
     }
 
     fn non_res<'a>(verb: &'a str, path: &'a str) -> Attributes<'a> {
-        Attributes {
-            resource_request: false,
-            path,
-            verb,
-            group: "",
-            resource: "",
-            subresource: None,
-            namespace: None,
-            name: None,
-        }
+        Attributes::non_resource(verb, path)
     }
 
     fn rule(v: Value) -> PolicyRule {

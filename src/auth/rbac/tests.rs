@@ -11,16 +11,7 @@ fn user(name: &str, groups: &[&str]) -> UserInfo {
 }
 
 fn attrs<'a>(verb: &'a str, resource: &'a str, ns: Option<&'a str>) -> Attributes<'a> {
-    Attributes {
-        resource_request: true,
-        path: "",
-        verb,
-        group: "",
-        resource,
-        subresource: None,
-        namespace: ns,
-        name: None,
-    }
+    Attributes::resource(verb, "", resource, None, ns, None)
 }
 
 fn cluster_role(name: &str, labels: Value, rules: Value) -> Value {
