@@ -1,6 +1,6 @@
 //! Figures for issue 20 (quiet and prompt on an SD card). Run by hand:
 //!
-//! - `cargo bench --bench quiet -- idle [MINUTES]` (root, real containerd):
+//! - `cargo bench --bench quiet -- idle [MINUTES] [agent|no-agent]` (root, real containerd):
 //!   the real `rk3s server` with its built-in agent and 10 running pods, in
 //!   a network namespace; after a settling minute, the bytes the process
 //!   wrote to storage (`/proc/<pid>/io` write_bytes), its CPU seconds and
@@ -44,12 +44,18 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("idle") => {
             let minutes = num(1, 10) as u64;
-            idle(&[], minutes);
-            idle(&["--disable-agent"], minutes);
+            // `agent` or `no-agent` runs one of the two (a long run fits in less time).
+            let which = args.get(2).map(String::as_str).unwrap_or("both");
+            if which != "no-agent" {
+                idle(&[], minutes);
+            }
+            if which != "agent" {
+                idle(&["--disable-agent"], minutes);
+            }
         }
         Some("deletion") => deletion(),
         Some("churn") => churn(num(1, 20_000), num(2, 2_000)),
-        _ => eprintln!("usage: cargo bench --bench quiet -- idle [MINUTES] | deletion | churn [CONFIGMAPS] [PODS]"),
+        _ => eprintln!("usage: cargo bench --bench quiet -- idle [MINUTES] [agent|no-agent] | deletion | churn [CONFIGMAPS] [PODS]"),
     }
 }
 
