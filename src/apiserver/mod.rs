@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod auth;
 pub mod builtin;
+pub mod body;
 pub mod codec;
 pub mod componentstatus;
 pub mod context;

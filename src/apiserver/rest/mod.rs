@@ -197,9 +197,12 @@ async fn dispatch_inner(state: Arc<AppState>, req: Request) -> Result<Response, 
         })
         .await;
     }
-    let body = match axum::body::to_bytes(body, codec::MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
+    let body = match super::body::read(body).await {
+        super::body::BodyRead::Complete(body) => body,
+        super::body::BodyRead::TooLarge { drained: true } => {
+            return Ok(ApiStatus::too_large_body(codec::MAX_BODY).into_response());
+        }
+        super::body::BodyRead::TooLarge { drained: false } | super::body::BodyRead::Failed => {
             // The rest of the body stays unread, so this connection cannot
             // carry another request: say so, or a client that pools it sends
             // its next request into a closing socket.
