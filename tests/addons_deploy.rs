@@ -2,11 +2,14 @@
 //! files become objects and `Addon`s, edits are re-applied, `.skip` stops a
 //! file, a broken file gets a Warning Event and does not block the others,
 //! removing a file leaves its objects. Passes are driven by the test
-//! (`Deployer::pass`), so nothing waits on the poll timer.
+//! (`Deployer::pass`), so nothing waits on the poll timer. With two servers
+//! on one store, each deploys its own directory (as k3s's deploy controller
+//! runs on every server) and identical files settle instead of fighting.
 
 mod common;
 
 use common::apiserver::TestServer;
+use common::haservers::HaServers;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, ListParams};
 
@@ -76,4 +79,57 @@ async fn manifests_become_objects_and_addons() {
     write("0-broken.yml", &cm("fixed", None, "ok"));
     deployer.pass().await;
     assert!(default.get("fixed").await.is_ok());
+}
+
+/// k3s runs its deploy controller on every server, each on its own
+/// manifests directory: a file on either server is deployed, and a file both
+/// servers hold converges to one object that later passes leave alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_deploys_its_own_directory_without_fighting() {
+    let ha = HaServers::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let shared = cm("shared", Some("kube-system"), "same");
+    for dir in [&dir_a, &dir_b] {
+        std::fs::write(dir.path().join("shared.yaml"), &shared).unwrap();
+    }
+    std::fs::write(dir_a.path().join("only-a.yaml"), cm("only-a", None, "a")).unwrap();
+    std::fs::write(dir_b.path().join("only-b.yaml"), cm("only-b", None, "b")).unwrap();
+
+    let client_a = ha.servers[0].kube_client().await;
+    let client_b = ha.servers[1].kube_client().await;
+    let mut deployers = [
+        rk3s::addons::Deployer::new(client_a.clone(), dir_a.path()),
+        rk3s::addons::Deployer::new(client_b.clone(), dir_b.path()),
+    ];
+    for d in deployers.iter_mut() {
+        d.prepare().await.unwrap();
+        d.pass().await;
+    }
+
+    let default: Api<ConfigMap> = Api::namespaced(client_a.clone(), "default");
+    assert_eq!(default.get("only-a").await.unwrap().data.unwrap()["k"], "a");
+    assert_eq!(default.get("only-b").await.unwrap().data.unwrap()["k"], "b", "a file on the second server is deployed too");
+    let system: Api<ConfigMap> = Api::namespaced(client_b.clone(), "kube-system");
+    let settled = system.get("shared").await.unwrap();
+    assert_eq!(settled.data.as_ref().unwrap()["k"], "same");
+    let addons = ha.servers[1].kubectl().run_ok(&["get", "addons", "-n", "kube-system", "-o", "name"]);
+    for name in ["only-a", "only-b", "shared"] {
+        assert!(addons.contains(name), "{addons}");
+    }
+
+    // Unchanged files are not applied again by either server: no churn.
+    for _ in 0..3 {
+        for d in deployers.iter_mut() {
+            d.pass().await;
+        }
+    }
+    let after = system.get("shared").await.unwrap();
+    assert_eq!(after.metadata.resource_version, settled.metadata.resource_version, "the servers do not fight over a shared file");
+
+    // An edit on one server's disk is deployed by that server.
+    std::fs::write(dir_b.path().join("only-b.yaml"), cm("only-b", None, "b2")).unwrap();
+    for d in deployers.iter_mut() {
+        d.pass().await;
+    }
+    assert_eq!(default.get("only-b").await.unwrap().data.unwrap()["k"], "b2");
 }

@@ -24,6 +24,11 @@
 //!   naming the file; it is retried every [`RETRY_INTERVAL`] or as soon as it
 //!   changes, and never stops the other files.
 //!
+//! - With several servers, every server runs its own deployer on its own
+//!   directory, as k3s's deploy controller does (not under a leader Lease):
+//!   a file is applied at this server's start and when its copy changes, so
+//!   identical copies on several servers settle rather than fight.
+//!
 //! Invariants: files are applied one at a time in name order; a file counts
 //! as applied only when every object in it applied (so a CRD and its custom
 //! resources in one file converge on the retry).

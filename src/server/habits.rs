@@ -2,6 +2,21 @@
 //! manifests deployer (`crate::addons`), scheduled datastore snapshots
 //! (`snapshot`) and secrets encryption (`encryption`). Each is started
 //! here so `server::run` gains one line per part.
+//!
+//! With several servers on one etcd (`--datastore-endpoint`), as k3s does:
+//! - the manifests deployer runs on **every** server, each on its own
+//!   `<data-dir>/server/manifests`, not under a leader Lease. k3s starts its
+//!   deploy controller outside its leader-elected `k3s` Lease (its maintainers
+//!   kept it so on purpose: a file dropped on any server is deployed, and the
+//!   servers need not agree on who reads which directory). Servers do not
+//!   fight: each applies a file at its start and again only when that file
+//!   changes on its own disk, with the same field manager, so identical files
+//!   converge and settle (tests/addons_deploy.rs checks it on two servers);
+//! - scheduled snapshots run on the embedded SQLite only. They copy
+//!   `state.db`; with etcd there is no such file and, as k3s with an external
+//!   datastore, backups are the datastore's own (`etcdctl snapshot save`), so
+//!   no schedule starts on any server and `--cluster-reset-restore-path` is
+//!   refused.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,7 +60,8 @@ pub fn wrap_store(
     )))
 }
 
-/// Starts the key-file watcher (re-encryption) and the snapshot schedule.
+/// Starts the key-file watcher (re-encryption) and, on SQLite, the snapshot
+/// schedule ([`snapshot_schedule`]).
 pub fn start_background(
     encrypting: Arc<super::encryption::transformer::EncryptingStore>,
     config: &crate::config::ServerConfig,
@@ -53,16 +69,32 @@ pub fn start_background(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use super::{encryption, snapshot};
     let dir = encryption::cred_dir(&config.data_dir);
-    let opts = snapshot::schedule::ScheduleOptions {
-        cron: config.habits.snapshot_schedule_cron.clone(),
+    let mut tasks = vec![tokio::spawn(encryption::run(encrypting, dir, shutdown.clone()))];
+    match snapshot_schedule(config) {
+        Some(opts) => tasks.push(tokio::spawn(snapshot::schedule::run(opts, shutdown.clone()))),
+        None if config.habits.snapshot_schedule_cron.is_some() => tracing::info!(
+            "scheduled snapshots are off: they copy the embedded SQLite datastore and this server uses etcd; \
+             back etcd up with its own tooling (etcdctl snapshot save)"
+        ),
+        None => {}
+    }
+    tasks
+}
+
+/// The snapshot schedule this server runs: `None` on etcd, whose data is not
+/// ours to copy (see the module docs), or when `--snapshot-schedule-cron ""`.
+pub fn snapshot_schedule(config: &crate::config::ServerConfig) -> Option<super::snapshot::schedule::ScheduleOptions> {
+    use super::snapshot;
+    if config.datastore != crate::config::Datastore::Sqlite {
+        return None;
+    }
+    let cron = config.habits.snapshot_schedule_cron.clone()?;
+    Some(snapshot::schedule::ScheduleOptions {
+        cron: Some(cron),
         retention: config.habits.snapshot_retention,
         paths: snapshot::Paths::new(&config.data_dir, config.habits.snapshot_dir.as_deref()),
         node_name: config.node.node_name.clone(),
-    };
-    vec![
-        tokio::spawn(encryption::run(encrypting, dir, shutdown.clone())),
-        tokio::spawn(snapshot::schedule::run(opts, shutdown.clone())),
-    ]
+    })
 }
 
 /// `rk3s server --cluster-reset --cluster-reset-restore-path FILE`: restores
@@ -70,6 +102,13 @@ pub fn start_background(
 /// server then exits, as k3s does, and is started again without the flags.
 pub fn cluster_reset_restore(config: &crate::config::ServerConfig, which: &Path) -> Result<(), super::ServerError> {
     use super::snapshot;
+    if let crate::config::Datastore::Etcd(etcd) = &config.datastore {
+        return Err(super::ServerError::Habits(format!(
+            "--cluster-reset-restore-path restores the embedded SQLite datastore, but this server uses etcd ({}): \
+             restore etcd with its own tooling (etcdutl snapshot restore), then start the servers",
+            etcd.urls.join(",")
+        )));
+    }
     let paths = snapshot::Paths::new(&config.data_dir, config.habits.snapshot_dir.as_deref());
     let err = |e: snapshot::SnapshotError| super::ServerError::Habits(e.to_string());
     let file = snapshot::find(&paths, &which.to_string_lossy()).map_err(err)?;
@@ -80,4 +119,37 @@ pub fn cluster_reset_restore(config: &crate::config::ServerConfig, which: &Path)
         "datastore restored; start the server again without --cluster-reset"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServerConfig, Settings, Source};
+
+    fn config(pairs: &[(&str, &str)]) -> ServerConfig {
+        let mut s = Settings::new();
+        s.set("node-name", vec!["pi-1".into()], Source::Flag);
+        for (k, v) in pairs {
+            s.set(k, vec![v.to_string()], Source::Flag);
+        }
+        ServerConfig::resolve(&s).expect("valid config")
+    }
+
+    #[test]
+    fn snapshots_are_scheduled_on_sqlite_only() {
+        let sqlite = snapshot_schedule(&config(&[])).expect("a schedule on SQLite");
+        assert_eq!(sqlite.cron.as_deref(), Some("0 */12 * * *"));
+        assert_eq!(sqlite.node_name, "pi-1");
+        assert!(snapshot_schedule(&config(&[("snapshot-schedule-cron", "")])).is_none());
+        let etcd = config(&[("datastore-endpoint", "http://10.0.0.1:2379")]);
+        assert!(etcd.habits.snapshot_schedule_cron.is_some(), "the flag keeps its default");
+        assert!(snapshot_schedule(&etcd).is_none(), "nothing of ours to copy on etcd");
+    }
+
+    #[test]
+    fn cluster_reset_restore_is_refused_on_etcd() {
+        let etcd = config(&[("datastore-endpoint", "http://10.0.0.1:2379")]);
+        let err = cluster_reset_restore(&etcd, Path::new("whatever")).unwrap_err().to_string();
+        assert!(err.contains("etcd") && err.contains("http://10.0.0.1:2379"), "{err}");
+    }
 }
