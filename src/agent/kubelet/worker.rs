@@ -16,6 +16,7 @@
 //! Partial: no postStart hooks, no sidecar (restartable init) containers.
 
 mod ephemeral;
+mod pid_namespace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -565,7 +566,11 @@ impl PodWorker {
                 return;
             }
         };
-        self.join_target(pod, c, &mut spec).await;
+        if let Err(m) = self.join_pid_namespace(pod, c, &mut spec).await {
+            slot.state = CState::waiting("CreateContainerError", Some(m));
+            slot.retry_at = Some(now + super::backoff::INITIAL);
+            return;
+        }
         if self.deletion_requested() {
             // Deleted while the image was pulled: start nothing; the next
             // sync (already signalled) terminates the pod at once.
@@ -770,6 +775,7 @@ impl PodWorker {
             }
         }
         self.slots.clear();
+        self.release_pid_namespace().await;
         if let Err(e) = self.ctx.network.teardown_pod(&self.uid).await {
             tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to tear down the pod network");
         }
