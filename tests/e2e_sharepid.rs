@@ -70,6 +70,7 @@ fn share_process_namespace_puts_the_pods_containers_in_one_pid_namespace() {
 
     // Shared: b sees a's sleep; PID 1 is the pause; one namespace.
     let ps = exec("shared", "b", &["ps"]);
+    eprintln!("ps in b of the shared pod:\n{ps}");
     assert!(ps.contains("sleep 4242"), "b sees a's process: {ps}");
     assert!(ps.contains("sleep 3600"), "{ps}");
     let init = exec("shared", "b", &["cat", "/proc/1/cmdline"]);
@@ -84,6 +85,7 @@ fn share_process_namespace_puts_the_pods_containers_in_one_pid_namespace() {
 
     // Apart: b sees only itself; it is its own PID 1.
     let ps = exec("apart", "b", &["ps"]);
+    eprintln!("ps in b of the other pod:\n{ps}");
     assert!(!ps.contains("sleep 4242"), "b must not see a's process: {ps}");
     assert!(ps.contains("sleep 3600"), "{ps}");
     let init = exec("apart", "b", &["cat", "/proc/1/cmdline"]);

@@ -11,7 +11,8 @@
 //! the pod IP) within the grace period, then SIGTERM, then SIGKILL.
 //!
 //! Ephemeral containers (`ephemeral`) run once in the running pod, never
-//! restarted, joining their target container's PID and IPC namespaces.
+//! restarted, joining their target container's PID and IPC namespaces;
+//! `shareProcessNamespace` pods share one PID namespace (`pid_namespace`).
 //!
 //! Partial: no postStart hooks, no sidecar (restartable init) containers.
 
