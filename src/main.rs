@@ -13,5 +13,16 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    // `shareProcessNamespace` pods: the agent starts `rk3s _RK3S_PAUSE
+    // <pod uid>`, which forks the init of the pod's PID namespace.
+    if rk3s::agent::runtime::pause::is_pause_invocation(&args) {
+        return match rk3s::agent::runtime::pause::run_pause(&args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     rk3s::cli::main()
 }

@@ -128,8 +128,10 @@ pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T
     }
 }
 
-/// Removes a pod's host-wide leftovers: its netns file and log directory.
+/// Removes a pod's host-wide leftovers: its netns file, log directory and
+/// pause process (`shareProcessNamespace`).
 pub fn forget_pod(uid: &str) {
+    kill_pause(uid);
     let netns = format!("rk3s-{uid}");
     if Path::new("/var/run/netns").join(&netns).exists() {
         let _ = super::netns::ip(&["netns", "del", &netns]);
@@ -139,6 +141,19 @@ pub fn forget_pod(uid: &str) {
             if d.file_name().to_string_lossy().ends_with(uid) {
                 let _ = std::fs::remove_dir_all(d.path());
             }
+        }
+    }
+}
+
+/// Kills the pause process (`rk3s _RK3S_PAUSE <uid>`) the agent started
+/// for pod `uid`, if one outlived the agent.
+pub fn kill_pause(uid: &str) {
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&&b"_RK3S_PAUSE"[..]) && args.get(2) == Some(&uid.as_bytes()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

@@ -394,3 +394,84 @@ async fn an_ephemeral_container_runs_once_in_its_targets_namespaces() {
     assert_eq!(s["phase"], "Running");
     assert_eq!(s["containerStatuses"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn share_process_namespace_puts_every_container_in_the_pods_pid_namespace() {
+    let e = env().await;
+    let two = serde_json::json!([
+        {"name": "a", "image": "busybox:1", "command": ["sleep", "3600"]},
+        {"name": "b", "image": "busybox:1", "command": ["sleep", "3600"]}]);
+    let init = serde_json::json!([{"name": "i", "image": "busybox:1", "command": ["true"]}]);
+    let mut p = pod(serde_json::json!({"containers": two, "initContainers": init,
+                                       "shareProcessNamespace": true}));
+    let uid = p.metadata.uid.clone().unwrap();
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    e.rt.exit(&created(&e.rt)[0], 0, ExitReason::Completed);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 3, "the init container, then a and b");
+    let pause = format!("/proc/fake-pause-{uid}/ns/pid");
+    for id in &ids {
+        let spec = e.rt.spec_of(id).unwrap();
+        let path = spec.pid_ns_path.as_ref().map(|p| p.display().to_string());
+        assert_eq!(path.as_deref(), Some(pause.as_str()), "{}", spec.container_name);
+        assert!(!spec.host_pid);
+    }
+    // An ephemeral container with a target joins the pod's namespace too
+    // (CRI's TARGET mode applies only where each container has its own).
+    p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![serde_json::from_value(
+        serde_json::json!({"name": "debugger", "image": "busybox:1", "targetContainerName": "a"}),
+    )
+    .unwrap()]);
+    w.sync(Some(&p)).await;
+    let debugger = e.rt.spec_of(created(&e.rt).last().unwrap()).unwrap();
+    assert_eq!(debugger.container_name, "debugger");
+    assert_eq!(debugger.pid_ns_path.unwrap().display().to_string(), pause);
+    // Termination stops the pause after the containers.
+    w.terminate(Duration::from_secs(1)).await;
+    let calls = e.rt.calls();
+    let released = calls
+        .iter()
+        .position(|c| *c == FakeCall::RemovePodPidNamespace(uid.clone()))
+        .expect("the pause is stopped");
+    let last_stop = calls
+        .iter()
+        .rposition(|c| matches!(c, FakeCall::Stop(..)))
+        .unwrap();
+    assert!(released > last_stop, "{calls:?}");
+}
+
+#[tokio::test]
+async fn without_share_process_namespace_each_container_has_its_own() {
+    let e = env().await;
+    let two = serde_json::json!([
+        {"name": "a", "image": "busybox:1"}, {"name": "b", "image": "busybox:1"}]);
+    let p = pod(serde_json::json!({"containers": two}));
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    let ids = created(&e.rt);
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        assert_eq!(e.rt.spec_of(id).unwrap().pid_ns_path, None);
+    }
+    assert!(!e
+        .rt
+        .calls()
+        .iter()
+        .any(|c| matches!(c, FakeCall::PodPidNamespace(_))));
+}
+
+#[tokio::test]
+async fn a_pause_that_cannot_start_keeps_the_container_waiting() {
+    let e = env().await;
+    let p = pod(serde_json::json!({"shareProcessNamespace": true}));
+    e.rt.fail_next("pod_pid_namespace", "no pause for you");
+    let mut w = PodWorker::new(e.ctx.clone(), &p);
+    w.sync(Some(&p)).await;
+    assert!(created(&e.rt).is_empty(), "no container in a namespace of its own");
+    let s = e.api.last_status().unwrap();
+    let waiting = &s["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "CreateContainerError", "{s}");
+    assert!(waiting["message"].as_str().unwrap().contains("no pause for you"));
+}

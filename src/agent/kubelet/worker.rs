@@ -11,11 +11,13 @@
 //! the pod IP) within the grace period, then SIGTERM, then SIGKILL.
 //!
 //! Ephemeral containers (`ephemeral`) run once in the running pod, never
-//! restarted, joining their target container's PID and IPC namespaces.
+//! restarted, joining their target container's PID and IPC namespaces;
+//! `shareProcessNamespace` pods share one PID namespace (`pid_namespace`).
 //!
 //! Partial: no postStart hooks, no sidecar (restartable init) containers.
 
 mod ephemeral;
+mod pid_namespace;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -565,7 +567,11 @@ impl PodWorker {
                 return;
             }
         };
-        self.join_target(pod, c, &mut spec).await;
+        if let Err(m) = self.join_pid_namespace(pod, c, &mut spec).await {
+            slot.state = CState::waiting("CreateContainerError", Some(m));
+            slot.retry_at = Some(now + super::backoff::INITIAL);
+            return;
+        }
         if self.deletion_requested() {
             // Deleted while the image was pulled: start nothing; the next
             // sync (already signalled) terminates the pod at once.
@@ -770,6 +776,7 @@ impl PodWorker {
             }
         }
         self.slots.clear();
+        self.release_pid_namespace().await;
         if let Err(e) = self.ctx.network.teardown_pod(&self.uid).await {
             tracing::warn!(pod = %self.pod_ref(), error = %e, "failed to tear down the pod network");
         }

@@ -628,6 +628,15 @@ impl ContainerRuntime for ContainerdRuntime {
         }
     }
 
+    async fn pod_pid_namespace(&self, pod_uid: &str) -> Result<PathBuf> {
+        super::pause::ensure_pause(&self.log_binary, pod_uid).await
+    }
+
+    async fn remove_pod_pid_namespace(&self, pod_uid: &str) -> Result<()> {
+        super::pause::stop_pause(pod_uid);
+        Ok(())
+    }
+
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>> {
         let mut filter = vec![format!(
             "labels.{}=={}",
@@ -767,33 +776,5 @@ impl ContainerdRuntime {
         std::thread::spawn(move || child.wait());
         let path = |p: Option<&PathBuf>| p.map(|p| p.display().to_string()).unwrap_or_default();
         Ok((path(stdin.as_ref()), path(Some(&out)), path(err.as_ref())))
-    }
-}
-
-impl ContainerdRuntime {
-    /// Resizes the terminal of container `id`'s main process.
-    pub async fn resize_terminal(&self, id: &ContainerId, width: u16, height: u16) {
-        let req = containerd_client::services::v1::ResizePtyRequest {
-            container_id: id.0.clone(),
-            exec_id: String::new(),
-            width: width.into(),
-            height: height.into(),
-        };
-        if let Err(e) = self.client.tasks().resize_pty(self.request(req)).await {
-            tracing::debug!(%id, "failed to resize the terminal: {e}");
-        }
-    }
-
-    /// Closes container `id`'s stdin (the shim holds the FIFO's writer
-    /// until told, which keeps stdin open across attach sessions).
-    pub async fn close_stdin(&self, id: &ContainerId) {
-        let req = containerd_client::services::v1::CloseIoRequest {
-            container_id: id.0.clone(),
-            exec_id: String::new(),
-            stdin: true,
-        };
-        if let Err(e) = self.client.tasks().close_io(self.request(req)).await {
-            tracing::debug!(%id, "failed to close stdin: {e}");
-        }
     }
 }

@@ -264,3 +264,31 @@ impl ExecProcess {
         let _ = std::fs::remove_dir_all(&self.fifo_dir);
     }
 }
+
+impl ContainerdRuntime {
+    /// Resizes the terminal of container `id`'s main process.
+    pub async fn resize_terminal(&self, id: &ContainerId, width: u16, height: u16) {
+        let req = ResizePtyRequest {
+            container_id: id.0.clone(),
+            exec_id: String::new(),
+            width: width.into(),
+            height: height.into(),
+        };
+        if let Err(e) = self.client().tasks().resize_pty(self.request(req)).await {
+            tracing::debug!(%id, "failed to resize the terminal: {e}");
+        }
+    }
+
+    /// Closes container `id`'s stdin (the shim holds the FIFO's writer
+    /// until told, which keeps stdin open across attach sessions).
+    pub async fn close_stdin(&self, id: &ContainerId) {
+        let req = CloseIoRequest {
+            container_id: id.0.clone(),
+            exec_id: String::new(),
+            stdin: true,
+        };
+        if let Err(e) = self.client().tasks().close_io(self.request(req)).await {
+            tracing::debug!(%id, "failed to close stdin: {e}");
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub enum FakeCall {
     Exec(ContainerId, Vec<String>),
     ListImages,
     RemoveImage(String),
+    PodPidNamespace(String),
+    RemovePodPidNamespace(String),
 }
 
 struct FakeContainer {
@@ -299,6 +301,18 @@ impl ContainerRuntime for FakeRuntime {
             return Err(not_found("exec in", id));
         }
         Ok(state.exec_codes.get(id).copied().unwrap_or(0))
+    }
+
+    /// A path that names the pod: `/proc/fake-pause-<uid>/ns/pid`.
+    async fn pod_pid_namespace(&self, pod_uid: &str) -> Result<PathBuf> {
+        drop(self.enter("pod_pid_namespace", FakeCall::PodPidNamespace(pod_uid.into()))?);
+        Ok(PathBuf::from(format!("/proc/fake-pause-{pod_uid}/ns/pid")))
+    }
+
+    async fn remove_pod_pid_namespace(&self, pod_uid: &str) -> Result<()> {
+        let call = FakeCall::RemovePodPidNamespace(pod_uid.into());
+        drop(self.enter("remove_pod_pid_namespace", call)?);
+        Ok(())
     }
 
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>> {

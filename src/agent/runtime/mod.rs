@@ -58,6 +58,7 @@ pub mod fake;
 mod host;
 pub(crate) mod image;
 mod import;
+pub mod pause;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -251,7 +252,8 @@ pub struct ContainerSpec {
     pub host_ipc: bool,
     /// Join this PID / IPC namespace (`/proc/<pid>/ns/pid`) instead of a
     /// new one: an ephemeral container with `targetContainerName` joins
-    /// its target's.
+    /// its target's; with `shareProcessNamespace` every container joins
+    /// the pod's ([`ContainerRuntime::pod_pid_namespace`]).
     pub pid_ns_path: Option<PathBuf>,
     pub ipc_ns_path: Option<PathBuf>,
 }
@@ -439,6 +441,12 @@ pub trait ContainerRuntime: Send + Sync {
     }
     /// Containers created by rk3s whose labels include all of `selector`.
     async fn list(&self, selector: &BTreeMap<String, String>) -> Result<Vec<ContainerSummary>>;
+    /// The PID namespace the containers of pod `pod_uid` share
+    /// (`shareProcessNamespace: true`): `/proc/<pid>/ns/pid` of the pod's
+    /// pause process, started when none runs (see [`pause`]).
+    async fn pod_pid_namespace(&self, pod_uid: &str) -> Result<PathBuf>;
+    /// Stops the pod's pause process, if it has one.
+    async fn remove_pod_pid_namespace(&self, pod_uid: &str) -> Result<()>;
     /// Every image record in the namespace, with its content size.
     async fn list_images(&self) -> Result<Vec<StoredImage>> {
         Err(RuntimeError::Invalid {

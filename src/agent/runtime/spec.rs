@@ -576,6 +576,20 @@ mod tests {
     }
 
     #[test]
+    fn containers_of_a_pod_sharing_processes_join_one_pid_namespace() {
+        let pid = |name: &str| {
+            let mut spec = ContainerSpec::new("u", "p", "ns", name, "img");
+            spec.pid_ns_path = Some(PathBuf::from("/proc/7/ns/pid"));
+            let v = runtime_spec(&spec, &image(&[], &["sh"]), name).unwrap();
+            let ns = v["linux"]["namespaces"].as_array().unwrap().clone();
+            assert!(ns.contains(&json!({"type": "ipc"})), "IPC stays the container's own");
+            ns.into_iter().find(|n| n["type"] == "pid").unwrap()
+        };
+        assert_eq!(pid("a"), json!({"type": "pid", "path": "/proc/7/ns/pid"}));
+        assert_eq!(pid("a"), pid("b"));
+    }
+
+    #[test]
     fn host_network_omits_the_namespace() {
         let spec = ContainerSpec::new("u", "p", "n", "c", "i");
         let v = runtime_spec(&spec, &image(&[], &["sh"]), "cid").unwrap();

@@ -121,6 +121,15 @@ pub(super) fn pod_spec(path: &str, spec: &Value, errs: &mut Errs) {
             );
         }
     }
+    // kube checks it with the pod security context (its internal type holds
+    // both fields), hence the path under `securityContext`.
+    if spec["shareProcessNamespace"] == Value::Bool(true) && spec["hostPID"] == Value::Bool(true) {
+        errs.invalid(
+            &format!("{path}.securityContext.shareProcessNamespace"),
+            "true",
+            "ShareProcessNamespace and HostPID cannot both be enabled",
+        );
+    }
 }
 
 pub(super) fn container(

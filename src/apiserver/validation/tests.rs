@@ -193,6 +193,38 @@ fn pod_spec_rules() {
 }
 
 #[test]
+fn share_process_namespace_is_accepted_but_not_with_host_pid() {
+    let pod = |extra: Value| {
+        let mut p = json!({"metadata": {"name": "p", "namespace": "default"},
+                           "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        for (k, v) in extra.as_object().unwrap() {
+            p["spec"][k] = v.clone();
+        }
+        p
+    };
+    let ok = defaulted("", "pods", pod(json!({"shareProcessNamespace": true})));
+    admit(&super::Validation, "", "pods", None, FieldValidation::Strict, &mut ok.clone()).unwrap();
+    assert_eq!(ok["spec"]["shareProcessNamespace"], true, "the field is kept");
+    let s = invalid("", "pods", None, pod(json!({"shareProcessNamespace": true, "hostPID": true})));
+    assert_eq!(
+        s.message,
+        "Pod \"p\" is invalid: spec.securityContext.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"
+    );
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "d", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"shareProcessNamespace": true, "hostPID": true,
+                     "containers": [{"name": "c", "image": "busybox"}]}}}});
+    let s = invalid("apps", "deployments", None, d);
+    assert_eq!(
+        causes(&s),
+        vec![("spec.template.spec.securityContext.shareProcessNamespace".into(),
+              "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled".into())]
+    );
+}
+
+#[test]
 fn job_restart_policy_and_service_ports() {
     let s = invalid(
         "batch",

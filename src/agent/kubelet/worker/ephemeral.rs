@@ -5,7 +5,9 @@
 //! `status.ephemeralContainerStatuses` (never ready, as kube). With
 //! `targetContainerName` it joins the target container's PID and IPC
 //! namespaces (`/proc/<pid>/ns/…` of the target's running process), so
-//! `ps` in the debugger sees the target's processes. Attach, exec and logs
+//! `ps` in the debugger sees the target's processes (in a pod with
+//! `shareProcessNamespace` it joins the pod's instead, see
+//! `pid_namespace`). Attach, exec and logs
 //! find it by its name label like any other container.
 //!
 //! Invariant: an ephemeral container shares its slot map with the pod's
