@@ -6,7 +6,8 @@
 //! (the table's skeleton and each Service's chains, sets, endpoint maps
 //! and map elements), `sync` (full replace at start, then transactions
 //! that carry only what changed), `elements` (element changes over
-//! netlink).
+//! netlink), `drift` (the periodic check that someone else did not change
+//! the table under us).
 //!
 //! Why the `nft` binary for rules rather than netlink from Rust:
 //! kube-proxy's nftables mode drives `nft` too; a text transaction is
@@ -39,12 +40,19 @@
 //!   runs (see [`sync`]); what still grows is nf_tables' own walk of the
 //!   table's chains at commit and of its sets to find one by name (~0.3
 //!   µs per Service); which Services to recompute comes from the service
-//!   cache's change log (a walk of all of them only when it cannot tell).
+//!   cache's change log (a walk of all of them only when it cannot tell);
+//! - every [`drift::RESYNC_PERIOD`] (30 s, kube-proxy's `syncPeriod`
+//!   default) one netlink read of nf_tables' generation tells whether
+//!   anyone but us committed since our last write; if not, nothing is
+//!   written and `nft` does not run (an idle node stays idle); if so, the
+//!   table is replaced from the current snapshot.
 //!
 //! Partial: IPv4 only (IPv6 `loadBalancerSourceRanges` ignored); no drop of traffic
 //! to unallocated ClusterIPs (the agent does not know the service CIDR);
-//! affinity state is lost when the table is replaced at start; endpoint
-//! changes of `sessionAffinity: ClientIP` Services still rewrite chains.
+//! affinity state is lost when the table is replaced at start (or by the
+//! periodic check, which cannot tell a commit to another table in the
+//! namespace from one to ours); endpoint changes of `sessionAffinity:
+//! ClientIP` Services still rewrite chains.
 
 pub mod drift;
 pub mod elements;
