@@ -23,6 +23,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::Event;
 use rk3s::hostnet::netns;
 use rk3s::hostnet::nft::{Firewall, NftError, NftFirewall};
+use rk3s::proxy::drift::GenerationProbe;
 use rk3s::proxy::elements::{ElementError, ElementOp, ElementWriter};
 use rk3s::proxy::{NetlinkElements, NodeView, Syncer};
 use rk3s::svccache::Index;
@@ -59,6 +60,13 @@ impl ElementWriter for TimedElements {
         let r = self.inner.apply(table, ops).await;
         self.times.lock().unwrap().push(t.elapsed());
         r
+    }
+}
+
+#[async_trait::async_trait]
+impl GenerationProbe for TimedElements {
+    async fn generation(&self) -> Result<u32, ElementError> {
+        self.inner.generation().await
     }
 }
 
@@ -174,9 +182,10 @@ fn node_view() -> NodeView {
 async fn change_cost(
     firewall: Arc<dyn Firewall>,
     elements: Arc<dyn ElementWriter>,
+    probe: Option<Arc<dyn GenerationProbe>>,
     services: usize,
     changes: usize,
-) -> (Duration, Vec<Duration>) {
+) -> (Duration, Vec<Duration>, Vec<Duration>) {
     let mut index = Index::default();
     index.apply_service(Event::Init);
     index.apply_slice(Event::Init);
@@ -187,6 +196,9 @@ async fn change_cost(
     index.apply_service(Event::InitDone);
     index.apply_slice(Event::InitDone);
     let mut syncer = Syncer::new(firewall, elements, node_view());
+    if let Some(p) = probe {
+        syncer = syncer.with_probe(p);
+    }
     let t = Instant::now();
     syncer.sync(&index.snapshot()).await.expect("full sync");
     let full = t.elapsed();
@@ -207,7 +219,16 @@ async fn change_cost(
         times.push(t.elapsed());
         assert!(!stats.full && stats.services_changed == 1);
     }
-    (full, times)
+    // The periodic check on an idle node: one read of the generation.
+    let snap = index.snapshot();
+    let mut checks = Vec::new();
+    for _ in 0..changes {
+        let t = Instant::now();
+        let repaired = syncer.check(&snap).await.expect("check");
+        checks.push(t.elapsed());
+        assert!(repaired.is_none(), "an idle check replaced the table");
+    }
+    (full, times, checks)
 }
 
 fn percentile(times: &mut [Duration], p: f64) -> Duration {
@@ -299,7 +320,9 @@ async fn datapath(conns: usize) {
             inner: NetlinkElements::new(Some(Pair::path(&pair.node))),
             times: Default::default(),
         });
-        let (full, mut t) = change_cost(fw, el.clone(), services, changes).await;
+        let probe: Arc<dyn GenerationProbe> = el.clone();
+        let (full, mut t, mut checks) =
+            change_cost(fw, el.clone(), Some(probe), services, changes).await;
         let mut batch = el.times.lock().unwrap().clone();
         println!(
             "  {services:>5} Services, {:>5} endpoints: change {:>6.2} ms / {:>6.2} ms, of which the netlink batch {:>5.2} ms / {:>5.2} ms   (first full replace {:>7.1} ms)",
@@ -309,6 +332,11 @@ async fn datapath(conns: usize) {
             ms(percentile(&mut batch, 0.5)),
             ms(percentile(&mut batch, 0.99)),
             ms(full)
+        );
+        println!(
+            "  {services:>5} Services: idle periodic check (one generation read) {:>6.3} ms / {:>6.3} ms",
+            ms(percentile(&mut checks, 0.5)),
+            ms(percentile(&mut checks, 0.99)),
         );
     }
 }
@@ -324,9 +352,14 @@ async fn main() {
     let changes = env_num("RK3S_BENCH_CHANGES", 30);
     println!("one endpoint change, rule computation only (recording firewall; median / p99):");
     for services in [100, 1000] {
-        let (full, mut t) =
-            change_cost(Arc::new(DiscardFirewall), Arc::new(DiscardFirewall), services, changes)
-                .await;
+        let (full, mut t, _) = change_cost(
+            Arc::new(DiscardFirewall),
+            Arc::new(DiscardFirewall),
+            None,
+            services,
+            changes,
+        )
+        .await;
         println!(
             "  {services:>5} Services, {:>5} endpoints: change {:>6.3} ms / {:>6.3} ms   (first full {:>7.1} ms)",
             services * 5,

@@ -397,4 +397,24 @@ fn services_route_through_the_proxy_and_servicelb() {
     });
     let body = get_from_node(&c, addr).expect("a new connection after the restart");
     assert!(body.contains("web-"), "{body}");
+
+    // Someone deletes the proxy's table: the periodic check (every 30 s)
+    // notices nf_tables' generation moved and puts the table back.
+    let deleted = c.agent_node.exec(&["nft", "delete", "table", "ip", "rk3s-proxy"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let tables = text(&c.agent_node.exec(&["nft", "list", "tables"]).stdout);
+    assert!(!tables.contains("rk3s-proxy"), "{tables}");
+    c.wait_for("the ClusterIP served again after the table was deleted", 75, || {
+        (from_client(&c, &cip, 3).len() == 3).then_some(())
+    });
+    // An idle node's check writes nothing: the table (its handle) stays
+    // the same over more than one check period.
+    let handle = || {
+        let listing = c.agent_node.exec(&["nft", "-a", "list", "table", "ip", "rk3s-proxy"]);
+        text(&listing.stdout).lines().next().unwrap_or("").to_string()
+    };
+    let before = handle();
+    assert!(before.contains("# handle"), "{before}");
+    std::thread::sleep(Duration::from_secs(35));
+    assert_eq!(handle(), before, "an idle check replaced the table");
 }

@@ -156,7 +156,7 @@ impl NetlinkElements {
         }
     }
 
-    async fn socket(&self) -> Result<Arc<OwnedFd>, ElementError> {
+    pub(super) async fn socket(&self) -> Result<Arc<OwnedFd>, ElementError> {
         if let Some(fd) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(fd);
         }
@@ -164,6 +164,16 @@ impl NetlinkElements {
         let fd = Arc::new(netns::run_in(self.netns.clone(), open_socket).await?);
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd.clone());
         Ok(fd)
+    }
+
+    /// `n` fresh sequence numbers; returns the first.
+    pub(super) fn next_seq(&self, n: u32) -> u32 {
+        self.seq.fetch_add(n, Ordering::Relaxed)
+    }
+
+    /// Drops the socket: the next call opens a fresh one.
+    pub(super) fn reset_socket(&self) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -225,15 +235,15 @@ impl ElementWriter for FakeElements {
 
 // nfnetlink / nf_tables constants (linux/netfilter/nfnetlink.h, nf_tables.h).
 const NETLINK_NETFILTER: i32 = 12;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
-const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_ERROR: u16 = 2;
 const NLA_F_NESTED: u16 = 0x8000;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -318,7 +328,7 @@ fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 }
 
 /// nlmsghdr + nfgenmsg + body.
-fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: &[u8]) {
+pub(super) fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: &[u8]) {
     let len = 16 + 4 + body.len();
     out.extend_from_slice(&(len as u32).to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());

@@ -6,7 +6,8 @@
 //! (the table's skeleton and each Service's chains, sets, endpoint maps
 //! and map elements), `sync` (full replace at start, then transactions
 //! that carry only what changed), `elements` (element changes over
-//! netlink).
+//! netlink), `drift` (the periodic check that someone else did not change
+//! the table under us).
 //!
 //! Why the `nft` binary for rules rather than netlink from Rust:
 //! kube-proxy's nftables mode drives `nft` too; a text transaction is
@@ -39,13 +40,21 @@
 //!   runs (see [`sync`]); what still grows is nf_tables' own walk of the
 //!   table's chains at commit and of its sets to find one by name (~0.3
 //!   µs per Service); which Services to recompute comes from the service
-//!   cache's change log (a walk of all of them only when it cannot tell).
+//!   cache's change log (a walk of all of them only when it cannot tell);
+//! - every [`drift::RESYNC_PERIOD`] (30 s, kube-proxy's `syncPeriod`
+//!   default) one netlink read of nf_tables' generation tells whether
+//!   anyone but us committed since our last write; if not, nothing is
+//!   written and `nft` does not run (an idle node stays idle); if so, the
+//!   table is replaced from the current snapshot.
 //!
 //! Partial: IPv4 only (IPv6 `loadBalancerSourceRanges` ignored); no drop of traffic
 //! to unallocated ClusterIPs (the agent does not know the service CIDR);
-//! affinity state is lost when the table is replaced at start; endpoint
-//! changes of `sessionAffinity: ClientIP` Services still rewrite chains.
+//! affinity state is lost when the table is replaced at start (or by the
+//! periodic check, which cannot tell a commit to another table in the
+//! namespace from one to ours); endpoint changes of `sessionAffinity:
+//! ClientIP` Services still rewrite chains.
 
+pub mod drift;
 pub mod elements;
 pub mod model;
 pub mod rules;
@@ -55,6 +64,8 @@ pub mod sync;
 mod tests;
 #[cfg(test)]
 mod changed_tests;
+#[cfg(test)]
+mod drift_tests;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -123,8 +134,8 @@ pub async fn run(
 ) {
     let firewall: Arc<dyn Firewall> = Arc::new(NftFirewall::new(config.host_netns.clone()));
     let elements = Arc::new(NetlinkElements::new(config.host_netns.clone()));
-    let syncer = Syncer::new(firewall, elements, config.node_view());
-    run_with(syncer, cache, metrics, shutdown).await
+    let syncer = Syncer::new(firewall, elements.clone(), config.node_view()).with_probe(elements);
+    run_with(syncer, cache, metrics, drift::RESYNC_PERIOD, shutdown).await
 }
 
 /// Buckets of `rk3s_proxy_sync_duration_seconds`.
@@ -132,11 +143,14 @@ const SYNC_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 /// The proxy loop over any [`Firewall`]: wait for the first full list
 /// (so a restart never programs an empty table over working rules), then
-/// apply every change as it comes.
+/// apply every change as it comes, and every `resync` check that nobody
+/// else changed the table ([`Syncer::check`]: one netlink round trip when
+/// nothing did).
 pub async fn run_with(
     mut syncer: Syncer,
     cache: ServiceCache,
     metrics: Option<Arc<crate::metrics::prom::Registry>>,
+    resync: Duration,
     shutdown: CancellationToken,
 ) {
     tokio::select! {
@@ -144,7 +158,8 @@ pub async fn run_with(
         _ = cache.ready() => {}
     }
     let mut changes = cache.changes();
-    loop {
+    let mut next_check = tokio::time::Instant::now() + resync;
+    'sync: loop {
         let snap = cache.snapshot();
         changes.mark_unchanged();
         let started = std::time::Instant::now();
@@ -183,9 +198,39 @@ pub async fn run_with(
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = changes.changed() => if r.is_err() { return },
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = changes.changed() => if r.is_err() { return } else { break },
+                _ = tokio::time::sleep_until(next_check) => {}
+            }
+            next_check = tokio::time::Instant::now() + resync;
+            // Not marked unchanged: a change the check does not cover
+            // still wakes the loop (and then finds nothing to do).
+            let snap = cache.snapshot();
+            let result = syncer.check(&snap).await;
+            let outcome = match &result {
+                Ok(None) => "clean",
+                Ok(Some(_)) => "repaired",
+                Err(_) => "error",
+            };
+            if let Some(m) = &metrics {
+                m.inc("rk3s_proxy_resyncs_total", "Periodic checks of the proxy's table, by result.", &[("result", outcome)], 1.0);
+            }
+            match result {
+                Ok(None) => {}
+                Ok(Some(stats)) => tracing::info!(
+                    bytes = stats.script_bytes,
+                    "service proxy: nf_tables changed under us; table {TABLE} replaced"
+                ),
+                Err(e) => {
+                    tracing::warn!("service proxy: periodic check: {e}; trying again shortly");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(RETRY) => continue 'sync,
+                    }
+                }
+            }
         }
         tokio::time::sleep(COALESCE).await;
     }

@@ -55,6 +55,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::model::{is_proxied, service_ports};
+use super::drift::{GenerationProbe, Ownership};
 use super::elements::{set_element, ElementError, ElementOp, ElementWriter};
 use super::model::Endpoint;
 use super::rules::{
@@ -137,6 +138,11 @@ pub struct Syncer {
     /// The snapshot the table was last brought to: the next sync asks the
     /// next snapshot which Services changed since (`None`: walk them all).
     synced: Option<Mark>,
+    /// Reads nf_tables' generation, for [`Syncer::check`] (`None`: no
+    /// drift detection).
+    probe: Option<Arc<dyn GenerationProbe>>,
+    /// Whether the kernel's generation is the one our last write left.
+    ownership: Ownership,
 }
 
 /// Emptied chains and sets wait for deletion until a transaction deletes
@@ -161,7 +167,42 @@ impl Syncer {
             garbage_sets: BTreeSet::new(),
             garbage_maps: BTreeMap::new(),
             synced: None,
+            probe: None,
+            ownership: Ownership::default(),
         }
+    }
+
+    /// Lets [`Syncer::check`] notice writes by others (see [`super::drift`]).
+    /// Each write of ours then reads the generation before and after.
+    pub fn with_probe(mut self, probe: Arc<dyn GenerationProbe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    async fn generation(&self) -> Option<u32> {
+        match &self.probe {
+            Some(p) => p.generation().await.ok(),
+            None => None,
+        }
+    }
+
+    /// The periodic resync: one read of nf_tables' generation; when it is
+    /// the one our last write left, nothing happened in the namespace and
+    /// nothing is written (`Ok(None)`). Otherwise someone else committed
+    /// (perhaps to our table) and the table is replaced from `snap`.
+    /// Without a probe, or before the first replace, it does nothing.
+    pub async fn check(&mut self, snap: &Snapshot) -> Result<Option<SyncStats>, SyncError> {
+        let Some(probe) = self.probe.clone() else {
+            return Ok(None);
+        };
+        if !self.installed {
+            return Ok(None);
+        }
+        if self.ownership.unchanged(probe.generation().await?) {
+            return Ok(None);
+        }
+        self.installed = false;
+        self.resync(snap).await.map(Some)
     }
 
     /// A new view of the node (its IPs changed): the next sync replaces
@@ -244,18 +285,26 @@ impl Syncer {
             script_bytes: script.len(),
             element_ops: ops.len(),
         };
+        let commits = u32::from(!script.is_empty()) + u32::from(!ops.is_empty());
+        let before = if commits > 0 { self.generation().await } else { None };
         if !script.is_empty() {
             if let Err(e) = self.firewall.apply(&script).await {
                 // Our view of the kernel is no longer trustworthy.
                 self.installed = false;
+                self.ownership.forget();
                 return Err(e.into());
             }
         }
         if !ops.is_empty() {
             if let Err(e) = self.elements.apply(TABLE, &ops).await {
                 self.installed = false;
+                self.ownership.forget();
                 return Err(e.into());
             }
+        }
+        if commits > 0 {
+            let after = self.generation().await;
+            self.ownership.after_change(before, after, commits);
         }
         for key in gone {
             self.inputs.remove(&key);
@@ -374,7 +423,13 @@ impl Syncer {
             script_bytes: s.len(),
             element_ops: 0,
         };
-        self.firewall.apply(&s).await?;
+        let before = self.generation().await;
+        if let Err(e) = self.firewall.apply(&s).await {
+            self.ownership.forget();
+            return Err(e.into());
+        }
+        let after = self.generation().await;
+        self.ownership.after_replace(before, after);
         self.inputs = inputs;
         self.applied = applied;
         self.claims = claims;
