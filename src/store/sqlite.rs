@@ -162,7 +162,8 @@ impl SqliteStore {
     fn write(&self, key: &str, op: Op<'_>) -> Result<Record> {
         let mut inner = self.lock();
         let rev = inner.current + 1;
-        let event = if self.opts.is_volatile(key) {
+        let volatile = self.opts.is_volatile(key);
+        let event = if volatile {
             let event = volatile_change(&inner.volatile, key, op, rev)?;
             if rev > inner.reserved {
                 let mark = rev + self.opts.reserve_step.max(1);
@@ -185,7 +186,7 @@ impl SqliteStore {
         publish(&mut inner.subscribers, &event);
         let now = Instant::now();
         self.mark_time(&mut inner, now);
-        if self.opts.is_volatile(key) {
+        if volatile {
             self.trim_ring(&mut inner);
         } else {
             self.maybe_compact(&mut inner, now);
