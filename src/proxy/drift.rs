@@ -28,11 +28,11 @@
 //! the generation, as it should not.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use async_trait::async_trait;
 
-use super::elements::{message, ElementError, NetlinkElements, NFNL_SUBSYS_NFTABLES, NLMSG_ERROR, NLM_F_REQUEST};
+use super::elements::{answers, message, receive, send_to_kernel, ElementError, NetlinkElements, NFNL_SUBSYS_NFTABLES, NLM_F_REQUEST};
 
 /// How often the kernel's copy is checked (kube-proxy's `syncPeriod`
 /// default).
@@ -66,37 +66,12 @@ const NFTA_GEN_ID: u16 = 1;
 /// Sends `NFT_MSG_GETGEN` (sequence `seq`) on a netfilter netlink socket
 /// and returns `NFTA_GEN_ID` from the kernel's `NFT_MSG_NEWGEN` answer.
 pub(super) fn get_generation(sock: &OwnedFd, seq: u32) -> io::Result<u32> {
-    let fd = sock.as_raw_fd();
     let mut buf = vec![0u8; 1 << 16];
-    // Answers left from an earlier, failed exchange are dropped.
-    // SAFETY: buf is valid for its length.
-    while unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) } > 0 {}
     let mut req = Vec::new();
     message(&mut req, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, seq, libc::AF_UNSPEC as u8, 0, &[]);
-    // SAFETY: a zeroed sockaddr_nl addresses the kernel.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: buffer and address are valid for the given lengths.
-    let sent = unsafe {
-        libc::sendto(
-            fd,
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    send_to_kernel(sock, &req, &mut buf)?;
     loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if let Some(answer) = parse_generation(&buf[..n as usize], seq) {
+        if let Some(answer) = parse_generation(receive(sock, &mut buf)?, seq) {
             return answer;
         }
     }
@@ -105,40 +80,28 @@ pub(super) fn get_generation(sock: &OwnedFd, seq: u32) -> io::Result<u32> {
 /// The generation (or the kernel's error) in the answers to `seq` in
 /// `buf`; `None` when `buf` holds no answer to it.
 fn parse_generation(buf: &[u8], seq: u32) -> Option<io::Result<u32>> {
-    let mut at = 0usize;
-    while at + 16 <= buf.len() {
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
-        let msg_seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-        if len < 16 || at + len > buf.len() {
-            return None;
+    for answer in answers(buf).filter(|a| a.seq == seq) {
+        if let Some(Err(e)) = answer.error() {
+            return Some(Err(e));
         }
-        if msg_seq == seq {
-            if kind == NLMSG_ERROR && len >= 20 {
-                let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
-                if code != 0 {
-                    return Some(Err(io::Error::from_raw_os_error(-code)));
-                }
-            }
-            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-                // nlmsghdr (16) + nfgenmsg (4), then attributes.
-                let mut a = at + 20;
-                while a + 4 <= at + len {
-                    let alen = u16::from_ne_bytes(buf[a..a + 2].try_into().expect("2 bytes")) as usize;
-                    let akind = u16::from_ne_bytes(buf[a + 2..a + 4].try_into().expect("2 bytes")) & 0x3fff;
-                    if alen < 4 || a + alen > at + len {
-                        break;
-                    }
-                    if akind == NFTA_GEN_ID && alen >= 8 {
-                        let id = u32::from_be_bytes(buf[a + 4..a + 8].try_into().expect("4 bytes"));
-                        return Some(Ok(id));
-                    }
-                    a += (alen + 3) & !3;
-                }
-                return Some(Err(io::Error::other("the kernel's generation answer has no id")));
-            }
+        if answer.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+            continue;
         }
-        at += (len + 3) & !3;
+        // nfgenmsg (4), then attributes.
+        let body = answer.body;
+        let mut a = 4usize;
+        while a + 4 <= body.len() {
+            let alen = u16::from_ne_bytes(body[a..a + 2].try_into().expect("2 bytes")) as usize;
+            let akind = u16::from_ne_bytes(body[a + 2..a + 4].try_into().expect("2 bytes")) & 0x3fff;
+            if alen < 4 || a + alen > body.len() {
+                break;
+            }
+            if akind == NFTA_GEN_ID && alen >= 8 {
+                return Some(Ok(u32::from_be_bytes(body[a + 4..a + 8].try_into().expect("4 bytes"))));
+            }
+            a += (alen + 3) & !3;
+        }
+        return Some(Err(io::Error::other("the kernel's generation answer has no id")));
     }
     None
 }

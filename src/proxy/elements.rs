@@ -383,12 +383,10 @@ fn open_socket() -> io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Sends the batch (sequence numbers from `first`) and waits for `acks`
-/// acknowledgements of its messages or the first error.
-fn send_batch(sock: &OwnedFd, batch: &[u8], first: u32, acks: usize) -> Result<(), SendError> {
+/// Drops answers left from an earlier, failed exchange, then sends
+/// `request` to the kernel on `sock`. `buf` is the receive buffer.
+pub(super) fn send_to_kernel(sock: &OwnedFd, request: &[u8], buf: &mut [u8]) -> io::Result<()> {
     let fd = sock.as_raw_fd();
-    let mut buf = vec![0u8; 1 << 16];
-    // Answers left from an earlier, failed batch are dropped.
     // SAFETY: buf is valid for its length.
     while unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) } > 0 {}
     // SAFETY: a zeroed sockaddr_nl addresses the kernel.
@@ -398,41 +396,81 @@ fn send_batch(sock: &OwnedFd, batch: &[u8], first: u32, acks: usize) -> Result<(
     let sent = unsafe {
         libc::sendto(
             fd,
-            batch.as_ptr() as *const libc::c_void,
-            batch.len(),
+            request.as_ptr() as *const libc::c_void,
+            request.len(),
             0,
             &addr as *const _ as *const libc::sockaddr,
             std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
     if sent < 0 {
-        return Err(SendError::Io(io::Error::last_os_error()));
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Waits for the kernel's next answers on `sock`: the bytes received.
+pub(super) fn receive<'b>(sock: &OwnedFd, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(&buf[..n as usize])
+}
+
+/// One netlink message of a received buffer: its type, sequence number
+/// and the bytes after its 16-byte header.
+pub(super) struct Answer<'b> {
+    pub kind: u16,
+    pub seq: u32,
+    pub body: &'b [u8],
+}
+
+impl Answer<'_> {
+    /// For `NLMSG_ERROR`: the error it carries (`Ok` for an acknowledgement).
+    pub fn error(&self) -> Option<io::Result<()>> {
+        if self.kind != NLMSG_ERROR || self.body.len() < 4 {
+            return None;
+        }
+        let code = i32::from_ne_bytes(self.body[..4].try_into().expect("4 bytes"));
+        Some(if code == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-code)) })
+    }
+}
+
+/// The whole messages in `buf`, in order (a truncated tail is dropped).
+pub(super) fn answers(buf: &[u8]) -> impl Iterator<Item = Answer<'_>> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at + 16 > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
+        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
+        if len < 16 || at + len > buf.len() {
+            return None;
+        }
+        let answer = Answer { kind, seq, body: &buf[at + 16..at + len] };
+        at += (len + 3) & !3;
+        Some(answer)
+    })
+}
+
+/// Sends the batch (sequence numbers from `first`) and waits for `acks`
+/// acknowledgements of its messages or the first error.
+fn send_batch(sock: &OwnedFd, batch: &[u8], first: u32, acks: usize) -> Result<(), SendError> {
+    let mut buf = vec![0u8; 1 << 16];
+    send_to_kernel(sock, batch, &mut buf).map_err(SendError::Io)?;
     let mut acked = 0;
     while acked < acks {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
-        if n < 0 {
-            return Err(SendError::Io(io::Error::last_os_error()));
-        }
-        let mut at = 0usize;
-        let n = n as usize;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
-            let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-            if len < 16 || at + len > n {
-                break;
+        for answer in answers(receive(sock, &mut buf).map_err(SendError::Io)?) {
+            let ours = answer.seq > first && answer.seq - first <= acks as u32 + 1;
+            match answer.error() {
+                Some(Err(e)) if ours => return Err(SendError::Kernel(e)),
+                Some(Ok(())) if ours => acked += 1,
+                _ => {}
             }
-            let ours = seq > first && seq - first <= acks as u32 + 1;
-            if kind == NLMSG_ERROR && len >= 20 && ours {
-                let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
-                if code != 0 {
-                    return Err(SendError::Kernel(io::Error::from_raw_os_error(-code)));
-                }
-                acked += 1;
-            }
-            at += (len + 3) & !3;
         }
     }
     Ok(())
